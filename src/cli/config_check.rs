@@ -1,0 +1,25 @@
+//! `plantd config check FILE`.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::PlantConfig;
+
+pub fn run(file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading config file {}", file.display()))?;
+    let c = PlantConfig::parse(&file.display().to_string(), &text)?;
+    println!("{}: ok", file.display());
+    println!("  data_dir      {}", c.data_dir.display());
+    println!("  api.listen    {}", c.api.listen);
+    if let Some(p) = c.api.listen_plain {
+        println!("  api.listen_plain {p} (plain HTTP, no TLS)");
+    }
+    println!(
+        "  journal       retention {}, commit {:?}",
+        humantime::format_duration(c.journal.retention),
+        c.journal.commit
+    );
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! `plant.toml`: the plant daemon's configuration.
+//!
+//! Parsing happens in two steps, as in rathole's config: serde reads the text into raw types
+//! (`deny_unknown_fields`, named defaults), then [`PlantConfig::from_raw`] validates and
+//! normalizes into types whose values are always usable. Every error names the file, the line,
+//! the field and what to do about it. Nothing here touches the disk except [`load`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the daemon looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/plantd/plant.toml";
+/// The ingest API's default HTTPS address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+/// A config error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the journal commits: in groups (the default), or one commit per request (for comparison
+/// in benchmarks; every ack is durable either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    Group,
+    PerRequest,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    journal: RawJournal,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<String>,
+    listen_plain: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    retention: Option<String>,
+    commit: Option<CommitMode>,
+    max_group: Option<i64>,
+    prune_interval: Option<String>,
+}
+
+/// The validated plant configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlantConfig {
+    /// Where the journal, TLS material and control socket live.
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub journal: JournalConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// HTTPS listener of the ingest API.
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener for legacy devices that cannot do TLS.
+    pub listen_plain: Option<SocketAddr>,
+    /// A configured certificate and key; `None` means a self-signed pair in `DATA_DIR/tls/`.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalConfig {
+    /// How long a transaction stays after the hub acknowledged it.
+    pub retention: Duration,
+    pub commit: CommitMode,
+    /// Most requests one group commit may carry.
+    pub max_group: usize,
+    /// How often pruning and WAL checkpointing run.
+    pub prune_interval: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            commit: CommitMode::Group,
+            max_group: 256,
+            prune_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The data directory used when neither the config nor the command line names one: the system
+/// location for root, a per-user one otherwise, so that a first try without root just works.
+pub fn default_data_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if is_root {
+        return PathBuf::from("/var/lib/plantd");
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("plantd");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/plantd"),
+        None => PathBuf::from("plantd-data"),
+    }
+}
+
+impl PlantConfig {
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<PlantConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(text, s.start));
+            let field = e.span().and_then(|s| field_at(text, s.start));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                field,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Self::from_raw(raw).map_err(|(field, message)| ConfigError {
+            file: file.to_string(),
+            line: line_of_field(text, &field),
+            field: Some(field),
+            message,
+        })
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<PlantConfig, (String, String)> {
+        let err = |field: &str, msg: String| (field.to_string(), msg);
+        let data_dir = match raw.data_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(err(
+                    "data_dir",
+                    "empty; set a directory such as \"/var/lib/plantd\"".into(),
+                ))
+            }
+            Some(d) if d.is_relative() => {
+                return Err(err(
+                    "data_dir",
+                    format!(
+                        "{:?} is relative; use an absolute path such as \"/var/lib/plantd\"",
+                        d
+                    ),
+                ))
+            }
+            Some(d) => d,
+            None => default_data_dir(),
+        };
+        let listen = parse_addr(raw.api.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+            .map_err(|m| err("api.listen", m))?;
+        let listen_plain = match raw.api.listen_plain.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(parse_addr(a).map_err(|m| err("api.listen_plain", m))?),
+        };
+        if listen_plain.is_some_and(|p| p.port() == listen.port() && p.ip() == listen.ip()) {
+            return Err(err(
+                "api.listen_plain",
+                "is the same address as api.listen; pick another port such as 8080".into(),
+            ));
+        }
+        let tls = match (raw.api.tls_cert, raw.api.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(_), None) => {
+                return Err(err(
+                    "api.tls_key",
+                    "missing; api.tls_cert needs its private key (PEM)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "api.tls_cert",
+                    "missing; api.tls_key needs its certificate chain (PEM)".into(),
+                ))
+            }
+        };
+        let defaults = JournalConfig::default();
+        let retention = match raw.journal.retention.as_deref() {
+            None => defaults.retention,
+            Some(s) => parse_duration(s).map_err(|m| err("journal.retention", m))?,
+        };
+        let prune_interval = match raw.journal.prune_interval.as_deref() {
+            None => defaults.prune_interval,
+            Some(s) => match parse_duration(s) {
+                Ok(d) if d >= Duration::from_millis(100) => d,
+                Ok(_) => {
+                    return Err(err(
+                        "journal.prune_interval",
+                        "too short; use at least \"100ms\"".into(),
+                    ))
+                }
+                Err(m) => return Err(err("journal.prune_interval", m)),
+            },
+        };
+        let max_group = match raw.journal.max_group {
+            None => defaults.max_group,
+            Some(n @ 1..=10_000) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "journal.max_group",
+                    format!("{n} is out of range; use 1 to 10000 (default 256)"),
+                ))
+            }
+        };
+        Ok(PlantConfig {
+            data_dir,
+            api: ApiConfig {
+                listen,
+                listen_plain,
+                tls,
+            },
+            journal: JournalConfig {
+                retention,
+                commit: raw.journal.commit.unwrap_or(defaults.commit),
+                max_group,
+                prune_interval,
+            },
+        })
+    }
+
+    /// The configuration used when there is no config file at all.
+    pub fn defaults() -> PlantConfig {
+        Self::from_raw(RawConfig::default()).expect("the built-in defaults are valid")
+    }
+}
+
+/// Reads the config: the named file (which must exist), else `/etc/plantd/plant.toml` if it
+/// exists, else the defaults.
+pub fn load(path: Option<&Path>) -> anyhow::Result<PlantConfig> {
+    use anyhow::Context;
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
+        None => return Ok(PlantConfig::defaults()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    Ok(PlantConfig::parse(&path.display().to_string(), &text)?)
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not an address with a port; use one such as \"0.0.0.0:8443\"")
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use one such as \"7d\" or \"12h\""))
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted name of the key at `offset`, from the nearest `[table]` header above it.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The line on which the dotted field is set, if it is set in the text.
+fn line_of_field(text: &str, field: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = field.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = table.get(part)?;
+        if parts.peek().is_none() {
+            return Some(line_of_offset(text, value.span().start));
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = PlantConfig::parse("plant.toml", "").unwrap();
+        assert_eq!(c.api.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.api.listen_plain, None);
+        assert_eq!(c.journal.retention, Duration::from_secs(604_800));
+        assert_eq!(c.journal.commit, CommitMode::Group);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+data_dir = "/srv/plantd"
+[api]
+listen = "127.0.0.1:9000"
+listen_plain = "127.0.0.1:8080"
+[journal]
+retention = "2d"
+commit = "per_request"
+max_group = 64
+"#;
+        let c = PlantConfig::parse("plant.toml", text).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/plantd"));
+        assert_eq!(c.api.listen_plain, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.journal.retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.journal.commit, CommitMode::PerRequest);
+        assert_eq!(c.journal.max_group, 64);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "[api]\nlisten = \"nope\"\n",
+                2,
+                "api.listen",
+                "not an address",
+            ),
+            (
+                "\n\n[journal]\nretention = \"forever\"\n",
+                4,
+                "journal.retention",
+                "not a duration",
+            ),
+            (
+                "[api]\nlisten_plain = \"0.0.0.0:8443\"\n",
+                2,
+                "api.listen_plain",
+                "same address",
+            ),
+            (
+                "[journal]\nmax_group = 0\n",
+                2,
+                "journal.max_group",
+                "out of range",
+            ),
+            (
+                "[api]\ntls_cert = \"/x.pem\"\n",
+                1,
+                "api.tls_key",
+                "missing",
+            ),
+            (
+                "[api]\nlisen = \"1.2.3.4:5\"\n",
+                2,
+                "api.lisen",
+                "unknown field",
+            ),
+            ("data_dir = \"rel/dir\"\n", 1, "data_dir", "relative"),
+            (
+                "[journal]\ncommit = \"sometimes\"\n",
+                2,
+                "journal.commit",
+                "unknown variant",
+            ),
+        ];
+        for (text, line, field, msg) in cases {
+            let e = PlantConfig::parse("plant.toml", text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(*field), "{text}: {e}");
+            assert!(e.message.contains(msg), "{text}: {e}");
+            if *field != "api.tls_key" {
+                assert_eq!(e.line, Some(*line), "{text}: {e}");
+            }
+            assert!(e.to_string().starts_with("plant.toml:"), "{e}");
+        }
+    }
+}

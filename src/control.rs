@@ -1,0 +1,225 @@
+//! The local control channel: `DATA_DIR/plantd.sock` (mode 0600), one JSON request per line,
+//! one JSON response per line.
+//!
+//! Every CLI command that talks to the running daemon goes through [`call`], and every action
+//! the daemon offers is one [`Request`] handled by [`Control::handle`]; the admin UI will call
+//! the same `handle` in-process, so each action exists once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::health::{Component, Health};
+use crate::journal::{Journal, Stats};
+use crate::tokens::{Device, Tokens};
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    TokenCreate { device: String },
+    TokenList,
+    TokenRevoke { device: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusReport),
+    Token { device: String, token: String },
+    Devices { devices: Vec<Device> },
+    Done { message: String },
+    Error { message: String },
+}
+
+/// What `plantd status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub data_dir: PathBuf,
+    pub uptime_s: u64,
+    pub journal: Stats,
+    pub components: Vec<Component>,
+}
+
+/// The daemon's actions.
+pub struct Control {
+    pub journal: Journal,
+    pub tokens: Arc<Tokens>,
+    pub health: Arc<Health>,
+    pub data_dir: PathBuf,
+    pub started: Instant,
+}
+
+impl Control {
+    pub async fn handle(&self, request: Request) -> Response {
+        let fail = |e: &dyn std::fmt::Display| Response::Error {
+            message: e.to_string(),
+        };
+        match request {
+            Request::Status => match self.journal.stats().await {
+                Ok(journal) => Response::Status(StatusReport {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    data_dir: self.data_dir.clone(),
+                    uptime_s: self.started.elapsed().as_secs(),
+                    journal,
+                    components: self.health.snapshot(),
+                }),
+                Err(e) => fail(&e),
+            },
+            Request::TokenCreate { device } => match self.tokens.create(&device) {
+                Ok(token) => Response::Token { device, token },
+                Err(e) => fail(&e),
+            },
+            Request::TokenList => match self.tokens.list() {
+                Ok(devices) => Response::Devices { devices },
+                Err(e) => fail(&e),
+            },
+            Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
+                Ok(()) => Response::Done {
+                    message: format!("revoked the token of device {device:?}"),
+                },
+                Err(e) => fail(&e),
+            },
+        }
+    }
+}
+
+/// Binds the socket (mode 0600), replacing a stale one left by a crash.
+pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "another plantd is already running on this data directory (it answers on {})",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale control socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves control connections until `shutdown` turns true.
+pub async fn serve(
+    listener: UnixListener,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let control = control.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, &control).await {
+                            tracing::debug!(error = %e, "control connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, control: &Control) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = if line.len() > MAX_LINE {
+            Response::Error {
+                message: format!("request over {MAX_LINE} bytes"),
+            }
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => control.handle(request).await,
+                Err(e) => Response::Error {
+                    message: format!("not a control request: {e}"),
+                },
+            }
+        };
+        let mut out = serde_json::to_vec(&response).expect("responses serialize");
+        out.push(b'\n');
+        write.write_all(&out).await?;
+        if line.len() > MAX_LINE {
+            return Ok(());
+        }
+    }
+}
+
+/// Why a call could not reach the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("plantd is not running on this data directory (nothing answers on {0}); start it with `plantd up`")]
+    NotRunning(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the daemon's answer is not understood: {0}")]
+    Protocol(String),
+}
+
+/// Sends one request to the daemon and returns its response.
+pub async fn call(socket: &Path, request: &Request) -> Result<Response, CallError> {
+    let io = |source| CallError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(CallError::NotRunning(socket.to_path_buf()))
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut out = serde_json::to_vec(request).expect("requests serialize");
+    out.push(b'\n');
+    write.write_all(&out).await.map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io)?;
+    serde_json::from_str(&line).map_err(|e| CallError::Protocol(e.to_string()))
+}
+
+/// The control socket of a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("plantd.sock")
+}

@@ -1,0 +1,212 @@
+//! The shop-floor HTTP API in front of the journal.
+//!
+//! A device gets `201`/`200` only after its transaction is fsync'd in the journal. Every refusal
+//! is `{"error": {"code", "message", "field"?}}` with a precise status, and a refused request
+//! changes nothing. Checks run cheapest first: token, content type, size, JSON, fields.
+
+mod error;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+pub use error::ApiError;
+
+use crate::health::Health;
+use crate::journal::{Cursor, Journal};
+use crate::tokens::{Tokens, Verdict};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Most transactions in one array.
+pub const MAX_ITEMS: usize = 1000;
+
+/// The journal's health detail while it commits.
+pub const JOURNAL_OK: &str = "accepting transactions";
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub journal: Journal,
+    pub tokens: Arc<Tokens>,
+    pub health: Arc<Health>,
+}
+
+/// The API's routes; unknown routes and methods answer in the same JSON error shape.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/v1/transactions", post(post_transactions))
+        .route("/api/v1/transactions/{key}", get(get_transaction))
+        .route("/api/v1/journal", get(get_journal))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/openapi.json".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(api)
+}
+
+fn authenticate(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing \"Authorization: Bearer TOKEN\" header; create a token with `plantd token create --device NAME`".into()))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Authorization header must be \"Bearer TOKEN\"".into())
+        })?;
+    match api.tokens.verify(token) {
+        Verdict::Valid { device } => Ok(device),
+        Verdict::Revoked { device } => Err(ApiError::Revoked(device)),
+        Verdict::Unknown => Err(ApiError::Unauthorized("unknown token".into())),
+    }
+}
+
+async fn post_transactions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&api, &headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::MalformedJson(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("body is not valid JSON: {e}")))?;
+    let (items, is_array) = validate::transactions(value, &device)?;
+    let keys: Vec<String> = items.iter().map(|t| t.key.clone()).collect();
+    let appended = api
+        .journal
+        .append(items)
+        .await
+        .map_err(|e| ApiError::from_journal(e, is_array))?;
+    let any_new = appended.iter().any(|a| !a.duplicate);
+    let mut answers = keys
+        .into_iter()
+        .zip(appended)
+        .map(|(key, a)| json!({"seq": a.seq, "key": key, "duplicate": a.duplicate}));
+    let status = if any_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = if is_array {
+        Value::Array(answers.collect())
+    } else {
+        answers.next().expect("one item was appended")
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn get_transaction(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&api, &headers)?;
+    let stored = api
+        .journal
+        .get(key.clone())
+        .await
+        .map_err(|e| ApiError::from_journal(e, false))?;
+    let Some(t) = stored else {
+        return Err(ApiError::NotFound(format!(
+            "no transaction with key {key:?} (never sent, or pruned after the hub acknowledged it and the retention window passed)"
+        )));
+    };
+    let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "seq": t.seq,
+        "key": t.key,
+        "device": t.device,
+        "kind": t.kind,
+        "payload": payload,
+        "occurred_at": t.occurred_at,
+        "received_at": rfc3339_ms(t.received_at_ms),
+        "hub_acknowledged": t.seq <= api.journal.cursor(Cursor::HubAcked),
+    })))
+}
+
+async fn get_journal(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authenticate(&api, &headers)?;
+    let s = api
+        .journal
+        .stats()
+        .await
+        .map_err(|e| ApiError::from_journal(e, false))?;
+    Ok(Json(json!({
+        "depth": s.depth,
+        "last_seq": s.last_seq,
+        "hub_acked_seq": s.hub_acked_seq,
+        "applied_seq": s.applied_seq,
+        "oldest_unacked_age_s": s.oldest_unacked_age_s,
+    })))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// 200 when a write to the journal commits; 503 with the reason otherwise.
+async fn healthz(State(api): State<Api>) -> Response {
+    match api.journal.probe().await {
+        Ok(()) => {
+            api.health
+                .set("journal", crate::health::State::Ok, JOURNAL_OK);
+            (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        }
+        Err(e) => {
+            api.health
+                .set("journal", crate::health::State::Unhealthy, e.to_string());
+            let mut r = ApiError::from_journal(e, false).into_response();
+            if r.status() != StatusCode::INSUFFICIENT_STORAGE {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

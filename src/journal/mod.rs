@@ -1,0 +1,350 @@
+//! The store-and-forward journal: every shop-floor transaction the plant accepted, on SQLite.
+//!
+//! Promises:
+//! - **Ack means durable.** [`Journal::append`] returns only after the transaction is committed
+//!   and fsync'd (WAL, `synchronous=FULL`). One writer thread owns the write connection and
+//!   commits the requests waiting at that moment as one group, so many callers share one fsync.
+//! - **Gap-free order.** `seq` is assigned by that one writer, in commit order, from a counter
+//!   that survives pruning; a request that fails leaves no hole.
+//! - **Idempotency.** A repeated `key` returns the original `seq` with `duplicate = true`; the
+//!   same key with another kind or payload is refused as a conflict.
+//! - **All or nothing.** The items of one [`Journal::append`] call commit together or not at all.
+//! - **Bounded disk.** Transactions that every required cursor passed and that are older than the
+//!   retention window are deleted in chunks; freed pages go back to the file system and the WAL
+//!   is truncated. A full disk refuses new transactions ([`JournalError::DiskFull`]) and damages
+//!   nothing stored.
+//!
+//! Reads ([`Journal::get`], [`Journal::stats`]) use their own connection and never wait for the
+//! writer. Nothing here knows about HTTP or the hub.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::config::CommitMode;
+
+/// A transaction as a device sent it, checked by the ingest API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTransaction {
+    pub key: String,
+    pub device: String,
+    pub kind: String,
+    /// The payload as canonical JSON text.
+    pub payload: String,
+    /// The device's clock, RFC 3339, as sent.
+    pub occurred_at: Option<String>,
+}
+
+/// The journal's answer for one appended transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The key was already in the journal; `seq` is the original one.
+    pub duplicate: bool,
+}
+
+/// A stored transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub seq: u64,
+    pub key: String,
+    pub device: String,
+    pub kind: String,
+    pub payload: String,
+    pub occurred_at: Option<String>,
+    /// Unix milliseconds, the plant's clock.
+    pub received_at_ms: i64,
+}
+
+/// The positions that pruning waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// How far the hub has acknowledged.
+    HubAcked,
+    /// How far the local apply to the plant's Odoo has got.
+    Applied,
+}
+
+impl Cursor {
+    fn column(self) -> &'static str {
+        match self {
+            Cursor::HubAcked => "hub_acked",
+            Cursor::Applied => "applied",
+        }
+    }
+}
+
+/// Numbers for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Transactions not yet acknowledged by the hub.
+    pub depth: u64,
+    pub last_seq: u64,
+    pub hub_acked_seq: u64,
+    pub applied_seq: u64,
+    /// Age of the oldest transaction the hub has not acknowledged, in seconds.
+    pub oldest_unacked_age_s: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the disk holding the journal is full; free space, then retry (everything accepted before is intact)")]
+    DiskFull,
+    #[error("key {key:?} was already used for a different transaction (seq {seq})")]
+    KeyConflict {
+        /// Position of the item in its request.
+        index: usize,
+        key: String,
+        seq: u64,
+    },
+    #[error("cursor {cursor} cannot move to {seq}: the last seq is {last_seq}")]
+    CursorBeyondEnd {
+        cursor: &'static str,
+        seq: u64,
+        last_seq: u64,
+    },
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("journal storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("journal storage at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl JournalError {
+    fn from_sqlite(e: rusqlite::Error) -> JournalError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => JournalError::DiskFull,
+            _ => JournalError::Storage(e),
+        }
+    }
+}
+
+/// Settings of an open journal.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub commit: CommitMode,
+    pub max_group: usize,
+    pub retention: Duration,
+    /// Whether pruning also waits for the local apply cursor (when local apply is on).
+    pub wait_for_local_apply: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let c = crate::config::JournalConfig::default();
+        Options {
+            commit: c.commit,
+            max_group: c.max_group,
+            retention: c.retention,
+            wait_for_local_apply: false,
+        }
+    }
+}
+
+/// What one pruning pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneReport {
+    pub deleted: u64,
+}
+
+/// Positions shared between the writer and readers.
+#[derive(Debug, Default)]
+struct Positions {
+    last_seq: AtomicU64,
+    hub_acked: AtomicU64,
+    applied: AtomicU64,
+}
+
+/// A handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<writer::Command>,
+    reader: Mutex<Connection>,
+    positions: Arc<Positions>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: Options) -> Result<Journal, JournalError> {
+        let open_err = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        schema::configure(&conn).map_err(open_err)?;
+        schema::migrate(&mut conn).map_err(open_err)?;
+        let positions = Arc::new(Positions::default());
+        writer::load_positions(&conn, &positions).map_err(open_err)?;
+
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        reader
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+
+        let (tx, rx) = mpsc::channel(4096);
+        let w = writer::Writer::new(conn, options, positions.clone());
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| JournalError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                commands: tx,
+                reader: Mutex::new(reader),
+                positions,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Appends `items` as one all-or-nothing unit; returns after the commit is fsync'd.
+    pub async fn append(&self, items: Vec<NewTransaction>) -> Result<Vec<Appended>, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Append { items, reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Moves a cursor forward to `seq` (never backwards), durably.
+    // The replicator (hub acks) and the local apply call this; until they land, only tests do.
+    #[allow(dead_code)]
+    pub async fn advance(&self, cursor: Cursor, seq: u64) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Advance { cursor, seq, reply })
+            .await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Prunes what may go, then gives freed space back and truncates the WAL.
+    pub async fn maintain(&self) -> Result<PruneReport, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Maintain { reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Commits a no-op write: `Ok` means the journal can take transactions right now.
+    pub async fn probe(&self) -> Result<(), JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Probe { reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    async fn send(&self, c: writer::Command) -> Result<(), JournalError> {
+        self.inner
+            .commands
+            .send(c)
+            .await
+            .map_err(|_| JournalError::Closed)
+    }
+
+    /// The stored transaction with this key, if it is still in the journal.
+    pub async fn get(&self, key: String) -> Result<Option<Stored>, JournalError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT seq, key, device, kind, payload, occurred_at, received_at
+                 FROM transactions WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok(Stored {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    key: r.get(1)?,
+                    device: r.get(2)?,
+                    kind: r.get(3)?,
+                    payload: r.get(4)?,
+                    occurred_at: r.get(5)?,
+                    received_at_ms: r.get(6)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    /// Depth, positions and the age of the oldest unacknowledged transaction.
+    pub async fn stats(&self) -> Result<Stats, JournalError> {
+        let p = &self.inner.positions;
+        let last_seq = p.last_seq.load(Ordering::Acquire);
+        let hub_acked_seq = p.hub_acked.load(Ordering::Acquire);
+        let applied_seq = p.applied.load(Ordering::Acquire);
+        let oldest_ms = if last_seq > hub_acked_seq {
+            self.read(move |c| {
+                c.prepare_cached(
+                    "SELECT received_at FROM transactions WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                )?
+                .query_row([hub_acked_seq as i64], |r| r.get::<_, i64>(0))
+                .optional()
+            })
+            .await?
+        } else {
+            None
+        };
+        Ok(Stats {
+            depth: last_seq - hub_acked_seq,
+            last_seq,
+            hub_acked_seq,
+            applied_seq,
+            oldest_unacked_age_s: oldest_ms.map(|ms| (now_ms().saturating_sub(ms) / 1000) as u64),
+        })
+    }
+
+    /// The current position of a cursor.
+    pub fn cursor(&self, cursor: Cursor) -> u64 {
+        let p = &self.inner.positions;
+        match cursor {
+            Cursor::HubAcked => p.hub_acked.load(Ordering::Acquire),
+            Cursor::Applied => p.applied.load(Ordering::Acquire),
+        }
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().expect("reader lock is never poisoned");
+            f(&conn).map_err(JournalError::from_sqlite)
+        })
+        .await
+        .map_err(|_| JournalError::Closed)?
+    }
+
+    /// Stops the writer after the commands already queued, and waits for it to finish.
+    pub async fn close(&self) {
+        let _ = self.send(writer::Command::Shutdown).await;
+        let handle = self.inner.writer.lock().expect("not poisoned").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

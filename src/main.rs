@@ -1,0 +1,47 @@
+//! plantd: one binary that runs a manufacturing plant's Odoo stack and its durable shop-floor
+//! journal, and (as `plantd hub`) the central hub.
+//!
+//! Layout (see DESIGN.md, "Parts"):
+//! - `cli/`: the command line, one file per subcommand group
+//! - `config`: `plant.toml`, validated with line-precise errors
+//! - `plant`: `plantd up`, the plant daemon's composition root
+//! - `journal/`: the durable SQLite journal (group commit, cursors, pruning)
+//! - `ingest/`: the shop-floor HTTP API in front of the journal
+//! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
+//! - `health`: component health; `telemetry`: logging setup
+
+mod cli;
+mod config;
+mod control;
+mod health;
+mod ingest;
+mod journal;
+mod pki;
+mod plant;
+mod telemetry;
+mod tokens;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `plantd up`: the plant daemon, the composition root of the plant side.
+//!
+//! Start order: data directory (locked, so two daemons never share a journal), journal, device
+//! tokens, TLS, listeners, control socket; then systemd hears "ready". The journal is the core:
+//! if it cannot open, the daemon does not start. Every later component is optional: one that
+//! cannot start is reported unhealthy and the journal keeps accepting transactions.
+//! Shutdown (SIGTERM, SIGINT): stop accepting, finish requests in flight (10 s at most), let the
+//! journal writer commit what is queued, exit.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::sync::watch;
+
+use crate::config::PlantConfig;
+use crate::control::{self, Control};
+use crate::health::{Health, State};
+use crate::ingest::{self, Api};
+use crate::journal::{self, Journal};
+use crate::tokens::Tokens;
+
+/// Runs the plant daemon until SIGTERM or SIGINT.
+pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = &config.data_dir;
+    create_private_dir(data_dir)?;
+    let _lock = lock_data_dir(data_dir)?;
+
+    let journal = Journal::open(
+        &data_dir.join("journal.db"),
+        journal::Options {
+            commit: config.journal.commit,
+            max_group: config.journal.max_group,
+            retention: config.journal.retention,
+            wait_for_local_apply: false,
+        },
+    )
+    .context("opening the journal")?;
+    let tokens = Arc::new(Tokens::open(data_dir).context("opening the device token store")?);
+    let health = Arc::new(Health::default());
+    health.set("journal", State::Ok, ingest::JOURNAL_OK);
+
+    let tls_files = crate::pki::api_tls_files(data_dir, config.api.tls.as_ref())?;
+    let tls = crate::pki::server_config(&tls_files)?;
+    let https = bind(config.api.listen, "api.listen")?;
+    let plain = config
+        .api
+        .listen_plain
+        .map(|a| bind(a, "api.listen_plain"))
+        .transpose()?;
+    let socket_path = control::socket_path(data_dir);
+    let control_listener = control::bind(&socket_path).await?;
+
+    let api = Api {
+        journal: journal.clone(),
+        tokens: tokens.clone(),
+        health: health.clone(),
+    };
+    let app = ingest::router(api);
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let mut servers = tokio::task::JoinSet::new();
+    let https_addr = https.local_addr()?;
+    {
+        let app = app.clone();
+        let handle = handle.clone();
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+        servers.spawn(async move {
+            axum_server::from_tcp_rustls(https, rustls)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        });
+    }
+    health.set("api", State::Ok, format!("https on {https_addr}"));
+    if let Some(plain) = plain {
+        let plain_addr = plain.local_addr()?;
+        let app = app.clone();
+        let handle = handle.clone();
+        servers.spawn(async move {
+            axum_server::from_tcp(plain)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        });
+        health.set(
+            "api_plain",
+            State::Ok,
+            format!("plain http on {plain_addr} (legacy devices; no TLS)"),
+        );
+    }
+    // Replication arrives with enrollment; until then the plant journals offline, as designed.
+    health.set(
+        "replication",
+        State::Unhealthy,
+        "not enrolled with a hub; transactions stay in the journal until `plantd enroll` is run",
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let control = Arc::new(Control {
+        journal: journal.clone(),
+        tokens,
+        health: health.clone(),
+        data_dir: data_dir.clone(),
+        started,
+    });
+    let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
+    let maintenance = tokio::spawn(maintain(
+        journal.clone(),
+        config.journal.prune_interval,
+        stop_rx,
+    ));
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        https = %https_addr,
+        cert = %tls_files.cert.display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "plantd is up"
+    );
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
+        Some(ended) = servers.join_next() => {
+            let reason = match ended {
+                Ok(Ok(())) => "a listener stopped".to_string(),
+                Ok(Err(e)) => format!("a listener failed: {e}"),
+                Err(e) => format!("a listener task failed: {e}"),
+            };
+            tracing::error!(%reason, "shutting down");
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    while servers.join_next().await.is_some() {}
+    let _ = stop_tx.send(true);
+    let _ = control_task.await;
+    let _ = maintenance.await;
+    journal.close().await;
+    let _ = fs::remove_file(&socket_path);
+    tracing::info!("plantd stopped; every accepted transaction is in the journal");
+    Ok(())
+}
+
+/// Prunes and checkpoints the journal on an interval.
+async fn maintain(journal: Journal, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = journal.maintain().await {
+                    tracing::warn!(error = %e, "journal maintenance failed");
+                }
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} ({field}); is another program using that port? Choose another with --listen or {field} in plant.toml")
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Creates the data directory with mode 0700 if it does not exist.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+/// Holds an exclusive lock on `DATA_DIR/plantd.lock` for the daemon's life.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<fs::File> {
+    let path = dir.join("plantd.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another plantd is already running on {} (it holds {})",
+            dir.display(),
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
