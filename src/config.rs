@@ -76,6 +76,7 @@ struct RawJournal {
     commit: Option<CommitMode>,
     max_group: Option<i64>,
     prune_interval: Option<String>,
+    min_free_space: Option<String>,
 }
 
 /// The validated plant configuration.
@@ -112,6 +113,8 @@ pub struct JournalConfig {
     pub max_group: usize,
     /// How often pruning and WAL checkpointing run.
     pub prune_interval: Duration,
+    /// New transactions are refused (507) while less than this many bytes are free.
+    pub min_free_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -121,6 +124,7 @@ impl Default for JournalConfig {
             commit: CommitMode::Group,
             max_group: 256,
             prune_interval: Duration::from_secs(60),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -241,6 +245,19 @@ impl PlantConfig {
                 ))
             }
         };
+        let min_free_bytes = match raw.journal.min_free_space.as_deref() {
+            None => defaults.min_free_bytes,
+            Some(s) => s
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| {
+                    err(
+                        "journal.min_free_space",
+                        format!("{s:?} is not a size; use one such as \"64MiB\" or \"1GiB\""),
+                    )
+                })?,
+        };
         Ok(PlantConfig {
             data_dir,
             api: ApiConfig {
@@ -253,6 +270,7 @@ impl PlantConfig {
                 commit: raw.journal.commit.unwrap_or(defaults.commit),
                 max_group,
                 prune_interval,
+                min_free_bytes,
             },
         })
     }
@@ -410,6 +428,12 @@ max_group = 64
                 2,
                 "journal.commit",
                 "unknown variant",
+            ),
+            (
+                "[journal]\nmin_free_space = \"lots\"\n",
+                2,
+                "journal.min_free_space",
+                "not a size",
             ),
         ];
         for (text, line, field, msg) in cases {

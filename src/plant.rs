@@ -38,6 +38,8 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
             max_group: config.journal.max_group,
             retention: config.journal.retention,
             wait_for_local_apply: false,
+            min_free_bytes: config.journal.min_free_bytes,
+            dir: data_dir.clone(),
         },
     )
     .context("opening the journal")?;

@@ -95,7 +95,7 @@ pub struct Stats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("the disk holding the journal is full; free space, then retry (everything accepted before is intact)")]
+    #[error("the disk holding the journal is full (or below its free-space reserve); free space, then retry with the same key (everything accepted before is intact)")]
     DiskFull,
     #[error("key {key:?} was already used for a different transaction (seq {seq})")]
     KeyConflict {
@@ -122,6 +122,14 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The same refusal for another waiter (only refusals that carry no SQLite error repeat).
+    fn clone_kind(&self) -> JournalError {
+        match self {
+            JournalError::DiskFull => JournalError::DiskFull,
+            _ => JournalError::Closed,
+        }
+    }
+
     fn from_sqlite(e: rusqlite::Error) -> JournalError {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => JournalError::DiskFull,
@@ -138,6 +146,10 @@ pub struct Options {
     pub retention: Duration,
     /// Whether pruning also waits for the local apply cursor (when local apply is on).
     pub wait_for_local_apply: bool,
+    /// New transactions are refused while less than this is free where the journal lives.
+    pub min_free_bytes: u64,
+    /// The directory holding the journal (where free space is measured).
+    pub dir: PathBuf,
 }
 
 impl Default for Options {
@@ -148,6 +160,8 @@ impl Default for Options {
             max_group: c.max_group,
             retention: c.retention,
             wait_for_local_apply: false,
+            min_free_bytes: 0,
+            dir: PathBuf::from("."),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -161,11 +161,12 @@ impl Writer {
             }
             Command::Maintain { reply } => self.start_pruning(reply, now_ms()),
             Command::Probe { reply } => {
-                let r = self
-                    .conn
-                    .execute("UPDATE sequence SET last_seq = last_seq WHERE id = 1", [])
-                    .map(|_| ())
-                    .map_err(JournalError::from_sqlite);
+                let r = self.check_free_space().and_then(|()| {
+                    self.conn
+                        .execute("UPDATE sequence SET last_seq = last_seq WHERE id = 1", [])
+                        .map(|_| ())
+                        .map_err(JournalError::from_sqlite)
+                });
                 let _ = reply.send(r);
             }
             Command::Shutdown => {}
@@ -180,6 +181,12 @@ impl Writer {
     ) {
         let before = self.last_seq;
         let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        if let Err(e) = self.check_free_space() {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone_kind()));
+            }
+            return;
+        }
         match self.write_group(&requests, now) {
             Ok(outcomes) => {
                 self.positions
@@ -232,6 +239,21 @@ impl Writer {
         )?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    /// Refuses writes while the file system has less than the configured reserve free, so
+    /// the journal never runs into a full disk in the middle of a write or a checkpoint.
+    fn check_free_space(&self) -> Result<(), JournalError> {
+        if self.options.min_free_bytes == 0 {
+            return Ok(());
+        }
+        match rustix::fs::statvfs(&self.options.dir) {
+            Ok(s) if s.f_bavail.saturating_mul(s.f_frsize) < self.options.min_free_bytes => {
+                Err(JournalError::DiskFull)
+            }
+            // If the file system cannot say, SQLite's own ENOSPC handling still applies.
+            _ => Ok(()),
+        }
     }
 
     fn advance(&mut self, cursor: Cursor, seq: u64) -> Result<u64, JournalError> {
@@ -312,9 +334,10 @@ impl Writer {
         let result = finished
             .and_then(|deleted| {
                 if deleted > 0 {
-                    self.conn
-                        .query_row("PRAGMA incremental_vacuum", [], |_| Ok(()))
-                        .optional()?;
+                    // Frees one page per row it returns: step it to the end.
+                    let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum")?;
+                    let mut rows = vacuum.query([])?;
+                    while rows.next()?.is_some() {}
                 }
                 self.conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

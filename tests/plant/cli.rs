@@ -1,0 +1,148 @@
+//! The command line as an admin meets it.
+
+use crate::harness::*;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version_speak_to_a_plant_admin() {
+    let help = plantd(&["--help"]);
+    assert!(help.status.success());
+    for cmd in ["up", "status", "config", "token"] {
+        assert!(stdout(&help).contains(cmd), "--help lists {cmd}");
+    }
+    let up = plantd(&["up", "--help"]);
+    assert!(stdout(&up).contains("--data-dir") && stdout(&up).contains("--listen"));
+    let v = plantd(&["--version"]);
+    assert_eq!(
+        stdout(&v).trim(),
+        format!("plantd {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_line_and_field_of_errors() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/installer/plant.toml");
+    let ok = plantd(&["config", "check", example]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains(": ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[api]\nlisten = \"8443\"\n", "bad.toml:2: api.listen:"),
+        (
+            "[journal]\nretention = \"a week\"\n",
+            "bad.toml:2: journal.retention:",
+        ),
+        ("[jornal]\nretention = \"7d\"\n", "bad.toml:1:"),
+        ("[api]\nlisten = 8443\n", "bad.toml:2: api.listen:"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["config", "check", "bad.toml"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text} passed");
+        assert!(stderr(&out).contains(expected), "{text}: {}", stderr(&out));
+    }
+    let missing = plantd(&["config", "check", "/nonexistent/plant.toml"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("/nonexistent/plant.toml"));
+}
+
+#[test]
+fn tokens_are_listed_and_revoked_through_the_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let plant = Plant::start(&data, "");
+    // Created while the daemon runs: usable at once.
+    let token = create_token(&data, "terminal-7");
+    let client = plant.client();
+    let post = |token: &str| {
+        let r = rt().block_on(async {
+            client
+                .post(plant.url("/api/v1/transactions"))
+                .bearer_auth(token)
+                .json(&tx(&format!("k-{token}")))
+                .send()
+                .await
+        });
+        r.unwrap().status().as_u16()
+    };
+    assert_eq!(post(&token), 201);
+    let list = plantd(&["token", "list", "--data-dir", d]);
+    assert!(stdout(&list).contains("terminal-7") && stdout(&list).contains("active"));
+    assert!(
+        !stdout(&list).contains(&token),
+        "the token itself is never shown again"
+    );
+    let dup = plantd(&["token", "create", "--data-dir", d, "--device", "terminal-7"]);
+    assert!(!dup.status.success());
+    assert!(stderr(&dup).contains("already has an active token"));
+    let revoke = plantd(&["token", "revoke", "--data-dir", d, "terminal-7"]);
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
+    assert_eq!(post(&token), 403);
+    let unknown = plantd(&["token", "revoke", "--data-dir", d, "ghost"]);
+    assert!(stderr(&unknown).contains("no device named \"ghost\""));
+
+    // The control socket is private to the daemon's user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("plantd.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let status = plantd(&["status", "--data-dir", d]);
+    let text = stdout(&status);
+    assert!(text.contains("journal: depth 1, last seq 1"), "{text}");
+    assert!(
+        text.contains("replication") && text.contains("not enrolled"),
+        "{text}"
+    );
+
+    // A second daemon on the same data directory refuses to start.
+    let second = std::process::Command::new(BIN)
+        .args(["up", "--data-dir", d, "--listen", &free_addr().to_string()])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+    drop(plant);
+
+    let down = plantd(&["status", "--data-dir", d]);
+    assert!(!down.status.success());
+    assert!(stderr(&down).contains("not running"), "{}", stderr(&down));
+}
+
+#[test]
+fn plain_http_listener_is_off_by_default_and_works_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = free_addr();
+    let plant = Plant::start(&data, &format!("[api]\nlisten_plain = \"{plain}\"\n"));
+    let token = create_token(&data, "legacy-plc");
+    let r = rt().block_on(async {
+        plain_client()
+            .post(format!("http://{plain}/api/v1/transactions"))
+            .bearer_auth(&token)
+            .json(&tx("plc-1"))
+            .send()
+            .await
+    });
+    assert_eq!(r.unwrap().status().as_u16(), 201);
+    drop(plant);
+}

@@ -1,0 +1,206 @@
+//! Starts and stops the real `plantd` binary in a temporary data directory, and talks to it
+//! over HTTPS trusting only the certificate it made.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_plantd");
+
+/// Runs `plantd ARGS` to completion.
+pub fn plantd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("plantd runs")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Makes a device token through the CLI and returns it (the last line of stdout).
+pub fn create_token(data_dir: &Path, device: &str) -> String {
+    let out = plantd(&[
+        "token",
+        "create",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--device",
+        device,
+    ]);
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A running plant daemon.
+pub struct Plant {
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Plant {
+    /// Starts `plantd up` with `config` (TOML) on a fresh port and waits until it serves.
+    pub fn start(data_dir: &Path, config: &str) -> Plant {
+        Self::start_on(data_dir, config, free_addr())
+    }
+
+    pub fn start_on(data_dir: &Path, config: &str, addr: SocketAddr) -> Plant {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(BIN)
+            .args(["up", "--config"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("plantd up starts");
+        let mut plant = Plant {
+            data_dir: data_dir.to_path_buf(),
+            addr,
+            child: Some(child),
+        };
+        plant.wait_ready();
+        plant
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("plantd up exited during start: {status}");
+            }
+            let cert = self.data_dir.join("tls/api.crt");
+            if cert.exists() && std::net::TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plantd did not start serving within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// A client trusting only this plant's certificate.
+    pub fn client(&self) -> reqwest::Client {
+        client_for(&self.data_dir.join("tls/api.crt"), self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(status.success(), "plantd exited with {status} on SIGTERM");
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("plantd did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Plant {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A client for the plain-HTTP listener.
+pub fn plain_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub fn client_for(cert: &Path, addr: SocketAddr) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Reads every (seq, key) straight from the journal file, as a forensic check would.
+pub fn journal_rows(data_dir: &Path) -> Vec<(u64, String)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut s = conn
+        .prepare("SELECT seq, key FROM transactions ORDER BY seq")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// A tokio runtime for a test body.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn tx(key: &str) -> serde_json::Value {
+    serde_json::json!({"key": key, "kind": "scan", "payload": {"item": "A-100", "qty": 1}})
+}

@@ -1,0 +1,9 @@
+//! Integration tests: each drives the real `plantd` binary as a device, an admin and a
+//! crash would. One test binary, one module per concern.
+
+mod bad_input;
+mod bounded;
+mod cli;
+mod crash;
+mod disk_full;
+mod harness;
