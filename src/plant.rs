@@ -118,6 +118,9 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     ));
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog(journal.clone(), every / 2));
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
@@ -162,6 +165,22 @@ async fn maintain(journal: Journal, every: Duration, mut stop: watch::Receiver<b
                     tracing::warn!(error = %e, "journal maintenance failed");
                 }
             }
+        }
+    }
+}
+
+/// Pings systemd's watchdog while the journal writer answers. A full disk still answers (with
+/// a refusal), so only a hung writer stops the pings and gets the daemon restarted.
+async fn watchdog(journal: Journal, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if tokio::time::timeout(every, journal.probe()).await.is_ok() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                "the journal writer did not answer within {every:?}; withholding the watchdog ping"
+            );
         }
     }
 }
