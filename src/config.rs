@@ -447,3 +447,25 @@ max_group = 64
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text is a config or an error that names the file; never a panic.
+        #[test]
+        fn any_text_parses_or_fails_with_a_located_error(
+            text in prop_oneof![
+                ".{0,200}",
+                "(\\[(api|journal|x)\\]\n)?([a-z_]{1,12} = (\"[^\"\n]{0,20}\"|[0-9]{1,6}|true)\n){0,4}",
+            ]
+        ) {
+            if let Err(e) = PlantConfig::parse("p.toml", &text) {
+                prop_assert!(e.to_string().starts_with("p.toml"));
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
+}

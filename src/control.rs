@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::health::{Component, Health};
+use crate::health::{Component, Health, State};
 use crate::journal::{Journal, Stats};
 use crate::tokens::{Device, Tokens};
 
@@ -61,12 +61,23 @@ pub struct Control {
 }
 
 impl Control {
+    /// Probes the journal, records its health, and returns its numbers.
+    async fn journal_health(&self) -> Result<Stats, crate::journal::JournalError> {
+        match self.journal.probe().await {
+            Ok(()) => self
+                .health
+                .set("journal", State::Ok, crate::ingest::JOURNAL_OK),
+            Err(e) => self.health.set("journal", State::Unhealthy, e.to_string()),
+        }
+        self.journal.stats().await
+    }
+
     pub async fn handle(&self, request: Request) -> Response {
         let fail = |e: &dyn std::fmt::Display| Response::Error {
             message: e.to_string(),
         };
         match request {
-            Request::Status => match self.journal.stats().await {
+            Request::Status => match self.journal_health().await {
                 Ok(journal) => Response::Status(StatusReport {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     data_dir: self.data_dir.clone(),

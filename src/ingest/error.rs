@@ -162,6 +162,14 @@ impl IntoResponse for ApiError {
         if let Some(f) = field {
             error["field"] = json!(f);
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: tell the client which scheme to use.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"plantd\""),
+            );
+        }
+        response
     }
 }

@@ -9,7 +9,7 @@ mod validate;
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,8 @@ use crate::tokens::{Tokens, Verdict};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest body read (and discarded) to answer 413 properly; beyond it the connection closes.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 /// Most transactions in one array.
 pub const MAX_ITEMS: usize = 1000;
 
@@ -93,20 +95,7 @@ async fn post_transactions(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::BodyTooLarge);
-    }
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::BodyTooLarge
-            } else {
-                ApiError::MalformedJson(format!("could not read the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let bytes = read_body(body, declared).await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::MalformedJson(format!("body is not valid JSON: {e}")))?;
     let (items, is_array) = validate::transactions(value, &device)?;
@@ -132,6 +121,33 @@ async fn post_transactions(
         answers.next().expect("one item was appended")
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// Reads the body, at most [`MAX_BODY`] bytes. A body over the limit is still read (up to
+/// [`DRAIN_LIMIT`]) and thrown away, so that a device that writes its whole body before reading
+/// gets the 413 rather than a broken connection.
+async fn read_body(mut body: Body, declared: Option<u64>) -> Result<Bytes, ApiError> {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::MalformedJson(format!("could not read the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total as u64 > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_BODY {
+        return Err(ApiError::BodyTooLarge);
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn get_transaction(

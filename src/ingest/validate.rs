@@ -265,3 +265,65 @@ mod tests {
         assert_eq!(refusal(too_many).0, "too_many_items");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,140}".prop_map(Value::String),
+            prop_oneof![
+                Just("key"),
+                Just("kind"),
+                Just("payload"),
+                Just("occurred_at")
+            ]
+            .prop_map(|s| Value::String(s.into())),
+            Just(Value::String("2026-11-27T08:30:00Z".into())),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("key".to_string()),
+                        Just("kind".to_string()),
+                        Just("payload".to_string()),
+                        Just("occurred_at".to_string()),
+                        "[a-z_]{1,10}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any JSON body is either accepted as well-formed transactions or refused with a
+        /// client error; never a panic, never something half-checked.
+        #[test]
+        fn any_body_is_accepted_whole_or_refused_precisely(body in json_value()) {
+            match transactions(body, "dev") {
+                Ok((items, _)) => {
+                    prop_assert!(!items.is_empty() && items.len() <= MAX_ITEMS);
+                    for t in items {
+                        prop_assert!(!t.key.is_empty() && t.key.len() <= MAX_KEY);
+                        prop_assert!(!t.kind.is_empty() && t.kind.len() <= MAX_KIND);
+                        let payload_is_object = t.payload.starts_with('{');
+                        prop_assert!(payload_is_object);
+                    }
+                }
+                Err(ApiError::Invalid { message, .. }) => prop_assert!(!message.is_empty()),
+                Err(ApiError::TooManyItems(_)) => {}
+                Err(other) => prop_assert!(false, "unexpected refusal {other:?}"),
+            }
+        }
+    }
+}

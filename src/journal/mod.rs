@@ -122,11 +122,15 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    /// The same refusal for another waiter (only refusals that carry no SQLite error repeat).
+    /// The same refusal for another waiter.
     fn clone_kind(&self) -> JournalError {
         match self {
             JournalError::DiskFull => JournalError::DiskFull,
-            _ => JournalError::Closed,
+            JournalError::Storage(e) => JournalError::Storage(writer::clone_sqlite_error(e)),
+            other => JournalError::Storage(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            )),
         }
     }
 

@@ -24,6 +24,7 @@ use super::{
 const PRUNE_CHUNK: i64 = 5_000;
 
 pub(super) type AppendReply = oneshot::Sender<Result<Vec<Appended>, JournalError>>;
+pub(super) type ProbeReply = oneshot::Sender<Result<(), JournalError>>;
 
 pub(super) enum Command {
     Append {
@@ -40,7 +41,7 @@ pub(super) enum Command {
     },
     /// A small real commit, to tell whether the journal can still write.
     Probe {
-        reply: oneshot::Sender<Result<(), JournalError>>,
+        reply: ProbeReply,
     },
     Shutdown,
 }
@@ -98,6 +99,7 @@ impl Writer {
         };
         let mut appends: Vec<(Vec<NewTransaction>, AppendReply)> = Vec::new();
         let mut others: Vec<Command> = Vec::new();
+        let mut probes: Vec<ProbeReply> = Vec::new();
         'serve: loop {
             let first = if self.pruning.is_some() {
                 match rx.try_recv() {
@@ -115,20 +117,32 @@ impl Writer {
                 }
             };
             let mut shutdown = false;
-            let mut take = |c: Command, appends: &mut Vec<_>, others: &mut Vec<_>| match c {
+            let mut take = |c: Command, appends: &mut Vec<_>| match c {
                 Command::Append { items, reply } => appends.push((items, reply)),
+                Command::Probe { reply } => probes.push(reply),
                 Command::Shutdown => shutdown = true,
                 other => others.push(other),
             };
-            take(first, &mut appends, &mut others);
+            take(first, &mut appends);
             while appends.len() < group_limit {
                 match rx.try_recv() {
-                    Ok(c) => take(c, &mut appends, &mut others),
+                    Ok(c) => take(c, &mut appends),
                     Err(_) => break,
                 }
             }
-            if !appends.is_empty() {
-                self.commit_group(std::mem::take(&mut appends), now_ms());
+            let committed =
+                !appends.is_empty() && self.commit_group(std::mem::take(&mut appends), now_ms());
+            if !probes.is_empty() {
+                // A group that just committed answers every probe; otherwise one write does.
+                let result = if committed { Ok(()) } else { self.probe() };
+                for reply in probes.drain(..) {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(JournalError::clone_kind),
+                    );
+                }
             }
             for c in others.drain(..) {
                 self.handle(c);
@@ -155,37 +169,43 @@ impl Writer {
 
     fn handle(&mut self, c: Command) {
         match c {
-            Command::Append { items, reply } => self.commit_group(vec![(items, reply)], now_ms()),
+            Command::Append { items, reply } => {
+                self.commit_group(vec![(items, reply)], now_ms());
+            }
             Command::Advance { cursor, seq, reply } => {
                 let _ = reply.send(self.advance(cursor, seq));
             }
             Command::Maintain { reply } => self.start_pruning(reply, now_ms()),
             Command::Probe { reply } => {
-                let r = self.check_free_space().and_then(|()| {
-                    self.conn
-                        .execute("UPDATE sequence SET last_seq = last_seq WHERE id = 1", [])
-                        .map(|_| ())
-                        .map_err(JournalError::from_sqlite)
-                });
-                let _ = reply.send(r);
+                let _ = reply.send(self.probe());
             }
             Command::Shutdown => {}
         }
     }
 
+    /// A small real commit: `Ok` means the journal can write right now.
+    fn probe(&self) -> Result<(), JournalError> {
+        self.check_free_space()?;
+        self.conn
+            .execute("UPDATE sequence SET last_seq = last_seq WHERE id = 1", [])
+            .map(|_| ())
+            .map_err(JournalError::from_sqlite)
+    }
+
     /// Commits the appends of one group in one transaction, then answers each request.
+    /// Returns whether the group's transaction committed.
     pub(super) fn commit_group(
         &mut self,
         group: Vec<(Vec<NewTransaction>, AppendReply)>,
         now: i64,
-    ) {
+    ) -> bool {
         let before = self.last_seq;
         let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         if let Err(e) = self.check_free_space() {
             for reply in replies {
                 let _ = reply.send(Err(e.clone_kind()));
             }
-            return;
+            return false;
         }
         match self.write_group(&requests, now) {
             Ok(outcomes) => {
@@ -195,6 +215,7 @@ impl Writer {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
+                true
             }
             Err(e) => {
                 self.last_seq = before;
@@ -202,6 +223,7 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(JournalError::from_sqlite(clone_sqlite_error(&e))));
                 }
+                false
             }
         }
     }
@@ -366,7 +388,7 @@ impl Writer {
     }
 }
 
-fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
+pub(super) fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
         rusqlite::Error::SqliteFailure(code, msg) => {
             rusqlite::Error::SqliteFailure(*code, msg.clone())

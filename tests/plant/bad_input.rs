@@ -313,6 +313,13 @@ fn bad_inputs_are_refused_precisely_and_change_nothing() {
                 case.name
             );
         }
+        // A 401 tells the client which scheme to use (RFC 6750).
+        let r = client
+            .get(plant.url("/api/v1/journal"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"plantd\"");
         // The stored transaction still has its first payload.
         let r = client
             .get(plant.url("/api/v1/transactions/existing"))
