@@ -122,13 +122,7 @@ impl Tokens {
         );
         {
             let conn = self.conn.lock().expect("not poisoned");
-            let active: Option<bool> = conn
-                .query_row(
-                    "SELECT revoked_at IS NULL FROM device_tokens WHERE name = ?1",
-                    [device],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let active = is_active(&conn, device)?;
             if active == Some(true) {
                 return Err(TokenError::Exists(device.to_string()));
             }
@@ -148,13 +142,7 @@ impl Tokens {
     pub fn revoke(&self, device: &str) -> Result<(), TokenError> {
         {
             let conn = self.conn.lock().expect("not poisoned");
-            let active: Option<bool> = conn
-                .query_row(
-                    "SELECT revoked_at IS NULL FROM device_tokens WHERE name = ?1",
-                    [device],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let active = is_active(&conn, device)?;
             match active {
                 None => return Err(TokenError::Unknown(device.to_string())),
                 Some(false) => return Err(TokenError::AlreadyRevoked(device.to_string())),
@@ -182,6 +170,16 @@ impl Tokens {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// `Some(true)` for an active token, `Some(false)` for a revoked one, `None` for no device.
+fn is_active(conn: &Connection, device: &str) -> rusqlite::Result<Option<bool>> {
+    conn.query_row(
+        "SELECT revoked_at IS NULL FROM device_tokens WHERE name = ?1",
+        [device],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 fn check_name(name: &str) -> Result<(), TokenError> {

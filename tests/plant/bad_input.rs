@@ -250,10 +250,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn bad_inputs_are_refused_precisely_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let good = create_token(&data, "good-device");
+    let (_dir, data, good) = data_dir_with_token("good-device");
     let revoked = create_token(&data, "old-device");
     let out = plantd(&[
         "token",
@@ -321,13 +318,8 @@ fn bad_inputs_are_refused_precisely_and_change_nothing() {
             .unwrap();
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"plantd\"");
         // The stored transaction still has its first payload.
-        let r = client
-            .get(plant.url("/api/v1/transactions/existing"))
-            .bearer_auth(&good)
-            .send()
-            .await
-            .unwrap();
-        let v: Value = r.json().await.unwrap();
+        let url = plant.url("/api/v1/transactions/existing");
+        let (_, v) = get_json(&client, &url, &good).await;
         assert_eq!(
             (v["seq"].as_u64(), &v["payload"]),
             (Some(1), &json!({"q": 1}))

@@ -22,10 +22,7 @@ fn files_size(data: &Path) -> u64 {
 #[test]
 fn journal_files_shrink_after_200k_acknowledged_transactions_pass_retention() {
     const TOTAL: usize = 200_000;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let token = create_token(&data, "gateway");
+    let (_dir, data, token) = data_dir_with_token("gateway");
     let mut plant = Plant::start(&data, "");
     let rt = rt();
     rt.block_on(async {
@@ -83,35 +80,16 @@ fn journal_files_shrink_after_200k_acknowledged_transactions_pass_retention() {
 
     rt.block_on(async {
         let client = plant.client();
-        let r = client
-            .get(plant.url("/api/v1/transactions/b0-0"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 404, "pruned transactions are gone");
-        let r = client
-            .post(plant.url("/api/v1/transactions"))
-            .bearer_auth(&token)
-            .json(&tx("after-pruning"))
-            .send()
-            .await
-            .unwrap();
-        let v: Value = r.json().await.unwrap();
+        let (status, _) = get_json(&client, &plant.url("/api/v1/transactions/b0-0"), &token).await;
+        assert_eq!(status, 404, "pruned transactions are gone");
+        let url = plant.url("/api/v1/transactions");
+        let (_, v) = post_json(&client, &url, &token, &tx("after-pruning")).await;
         assert_eq!(
             v["seq"].as_u64(),
             Some(TOTAL as u64 + 1),
             "seq goes on after pruning"
         );
-        let j: Value = client
-            .get(plant.url("/api/v1/journal"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, j) = get_json(&client, &plant.url("/api/v1/journal"), &token).await;
         assert_eq!(
             (j["depth"].as_u64(), j["hub_acked_seq"].as_u64()),
             (Some(1), Some(TOTAL as u64))

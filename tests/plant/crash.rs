@@ -11,10 +11,7 @@ const ACKS_BEFORE_KILL: usize = 10_000;
 
 #[test]
 fn kill_9_under_load_keeps_every_acknowledged_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let token = create_token(&data, "line-1");
+    let (_dir, data, token) = data_dir_with_token("line-1");
     let mut plant = Plant::start(&data, "");
     let addr = plant.addr;
     let rt = rt();
@@ -114,15 +111,8 @@ fn kill_9_under_load_keeps_every_acknowledged_transaction() {
         let client = plant.client();
         let mut next = rows.len() as u64;
         for key in &unanswered {
-            let r = client
-                .post(plant.url("/api/v1/transactions"))
-                .bearer_auth(&token)
-                .json(&tx(key))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let v: serde_json::Value = r.json().await.unwrap();
+            let url = plant.url("/api/v1/transactions");
+            let (status, v) = post_json(&client, &url, &token, &tx(key)).await;
             match stored.get(key) {
                 Some(seq) => {
                     assert_eq!(
@@ -146,10 +136,7 @@ fn kill_9_under_load_keeps_every_acknowledged_transaction() {
 
 #[test]
 fn a_retry_after_a_crash_gets_the_original_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let token = create_token(&data, "scanner");
+    let (_dir, data, token) = data_dir_with_token("scanner");
     let mut plant = Plant::start(&data, "");
     let rt = rt();
     let post = |plant: &Plant, key: &'static str| {
@@ -157,15 +144,7 @@ fn a_retry_after_a_crash_gets_the_original_seq() {
         let url = plant.url("/api/v1/transactions");
         let token = token.clone();
         rt.block_on(async move {
-            let r = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&tx(key))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let v: serde_json::Value = r.json().await.unwrap();
+            let (status, v) = post_json(&client, &url, &token, &tx(key)).await;
             (
                 status,
                 v["seq"].as_u64().unwrap(),

@@ -48,6 +48,42 @@ pub fn create_token(data_dir: &Path, device: &str) -> String {
         .to_string()
 }
 
+/// A fresh data directory (inside the returned temporary directory) with one device token.
+pub fn data_dir_with_token(device: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let token = create_token(&data, device);
+    (dir, data, token)
+}
+
+/// POSTs `body` as a device with `token`; returns the status and the JSON answer.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// GETs `url` as a device with `token`; returns the status and the JSON answer.
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let r = client.get(url).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 /// A running plant daemon.
 pub struct Plant {
     pub data_dir: PathBuf,
