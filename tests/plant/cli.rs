@@ -146,3 +146,54 @@ fn plain_http_listener_is_off_by_default_and_works_when_configured() {
     assert_eq!(r.unwrap().status().as_u16(), 201);
     drop(plant);
 }
+
+#[test]
+fn a_configured_certificate_is_served_and_a_missing_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("site.crt");
+    let key = dir.path().join("site.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let config = format!(
+        "[api]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let plant = Plant::start(&data, &config);
+    assert!(
+        !data.join("tls/api.crt").exists(),
+        "no self-signed certificate is made"
+    );
+    let token = create_token(&data, "scanner");
+    let client = client_for(&cert, plant.addr);
+    let url = plant.url("/api/v1/transactions");
+    let (status, _) = rt().block_on(post_json(&client, &url, &token, &tx("site-cert")));
+    assert_eq!(status, 201);
+    drop(plant);
+
+    let missing = dir.path().join("config-missing.toml");
+    std::fs::write(
+        &missing,
+        "[api]\ntls_cert = \"/etc/nope/api.crt\"\ntls_key = \"/etc/nope/api.key\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "up",
+            "--config",
+            missing.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--listen", &free_addr().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/etc/nope/api.crt"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -127,8 +127,9 @@ impl Plant {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("plantd up exited during start: {status}");
             }
-            let cert = self.data_dir.join("tls/api.crt");
-            if cert.exists() && std::net::TcpStream::connect(self.addr).is_ok() {
+            // The control socket is bound after the TLS material is ready and the listeners.
+            let socket = self.data_dir.join("plantd.sock");
+            if socket.exists() && std::net::TcpStream::connect(self.addr).is_ok() {
                 return;
             }
             assert!(
