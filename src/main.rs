@@ -18,6 +18,7 @@ mod ingest;
 mod journal;
 mod pki;
 mod plant;
+mod sync;
 mod telemetry;
 mod tokens;
 
