@@ -129,6 +129,68 @@ impl Default for JournalConfig {
     }
 }
 
+/// The hub's configuration (`hub.toml`); command-line flags override it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    #[serde(default = "default_hub_data_dir")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL, such as "postgres://plantd@db.internal/plantd".
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// HTTPS: enrollment and the fleet API.
+    #[serde(default = "default_hub_listen")]
+    pub listen: SocketAddr,
+    /// UDP: QUIC replication.
+    #[serde(default = "default_hub_quic")]
+    pub quic: SocketAddr,
+    /// The QUIC addresses plants are told to dial ("host:port"); default: the hub's names at
+    /// the QUIC port.
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// DNS names and IP addresses in the hub's certificate; default: localhost, 127.0.0.1 and
+    /// this host's name.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+fn default_hub_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/plantd-hub")
+}
+fn default_database() -> String {
+    "postgres://postgres@localhost/plantd".into()
+}
+fn default_hub_listen() -> SocketAddr {
+    "0.0.0.0:9443".parse().expect("valid")
+}
+fn default_hub_quic() -> SocketAddr {
+    "0.0.0.0:9444".parse().expect("valid")
+}
+
+impl HubConfig {
+    pub fn parse(file: &str, text: &str) -> Result<HubConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: e.span().map(|s| line_of_offset(text, s.start)),
+            field: e.span().and_then(|s| field_at(text, s.start)),
+            message: e.message().trim().to_string(),
+        })
+    }
+
+    /// The named file, or the defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<HubConfig> {
+        use anyhow::Context;
+        match path {
+            None => Ok(Self::parse("(defaults)", "").expect("defaults are valid")),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                Ok(Self::parse(&p.display().to_string(), &text)?)
+            }
+        }
+    }
+}
+
 /// The data directory used when neither the config nor the command line names one: the system
 /// location for root, a per-user one otherwise, so that a first try without root just works.
 pub fn default_data_dir() -> PathBuf {

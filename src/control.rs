@@ -26,9 +26,17 @@ const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    TokenCreate { device: String },
+    TokenCreate {
+        device: String,
+    },
     TokenList,
-    TokenRevoke { device: String },
+    TokenRevoke {
+        device: String,
+    },
+    /// Stop replicating on purpose (planned WAN work); the journal keeps accepting.
+    Island,
+    /// Replicate again after `Island`.
+    Rejoin,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +56,7 @@ pub struct StatusReport {
     pub data_dir: PathBuf,
     pub uptime_s: u64,
     pub journal: Stats,
+    pub link: Option<crate::sync::plant::LinkReport>,
     pub components: Vec<Component>,
 }
 
@@ -58,6 +67,7 @@ pub struct Control {
     pub health: Arc<Health>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    pub replication: crate::plant::Replication,
 }
 
 impl Control {
@@ -83,6 +93,7 @@ impl Control {
                     data_dir: self.data_dir.clone(),
                     uptime_s: self.started.elapsed().as_secs(),
                     journal,
+                    link: self.replication.link.borrow().clone(),
                     components: self.health.snapshot(),
                 }),
                 Err(e) => fail(&e),
@@ -95,6 +106,21 @@ impl Control {
                 Ok(devices) => Response::Devices { devices },
                 Err(e) => fail(&e),
             },
+            Request::Island | Request::Rejoin if !self.replication.enrolled => Response::Error {
+                message: "this plant is not enrolled with a hub; there is no link to island".into(),
+            },
+            Request::Island => {
+                self.replication.islanded.send_replace(true);
+                Response::Done {
+                    message: "islanded: replication stopped on purpose; transactions stay in the journal until `plantd rejoin`".into(),
+                }
+            }
+            Request::Rejoin => {
+                self.replication.islanded.send_replace(false);
+                Response::Done {
+                    message: "rejoined: replication resumes and drains the backlog".into(),
+                }
+            }
             Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
                 Ok(()) => Response::Done {
                     message: format!("revoked the token of device {device:?}"),

@@ -13,7 +13,9 @@
 mod cli;
 mod config;
 mod control;
+mod enrollment;
 mod health;
+mod hub;
 mod ingest;
 mod journal;
 mod pki;

@@ -127,3 +127,204 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// ALPN of the replication protocol.
+pub const ALPN: &[u8] = b"plantd/1";
+
+/// Lowercase hex SHA-256 of DER bytes: how certificates are named and pinned.
+pub fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The hub's certificate authority: it signs the hub's own certificate and every plant's.
+pub struct HubCa {
+    pub cert_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl HubCa {
+    /// Loads `DATA_DIR/ca/`, or makes a new CA there on first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<HubCa> {
+        let dir = data_dir.join("ca");
+        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if !cert_path.exists() {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let key = rcgen::KeyPair::generate().context("making the CA key")?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "plantd hub CA");
+            params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 20);
+            let cert = params
+                .self_signed(&key)
+                .context("signing the CA certificate")?;
+            write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+            write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+            tracing::info!(fingerprint = %sha256_hex(cert.der()), "made the hub CA");
+        }
+        let cert_pem = fs::read_to_string(&cert_path)
+            .with_context(|| format!("reading {}", cert_path.display()))?;
+        let key_pem = fs::read_to_string(&key_path)
+            .with_context(|| format!("reading {}", key_path.display()))?;
+        let key = rcgen::KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("{}: not a usable private key", key_path.display()))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&cert_pem, key)
+            .with_context(|| format!("{}: not a usable CA certificate", cert_path.display()))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .with_context(|| format!("{}: not a PEM certificate", cert_path.display()))?;
+        Ok(HubCa {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// The CA's fingerprint, which enrollment tokens carry.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(&self.cert_der)
+    }
+
+    /// A server certificate for the hub's HTTPS and QUIC listeners, for these DNS names or IPs.
+    pub fn issue_server(&self, names: &[String]) -> anyhow::Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())
+            .context("hub names must be DNS names or IP addresses")?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "plantd hub");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Signs a plant's certificate request; the plant's name comes from the hub, not the request.
+    pub fn sign_plant(&self, csr_pem: &str, plant: &str) -> anyhow::Result<String> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("the certificate request is not a valid PEM PKCS#10 request")?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, plant);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365 * 10);
+        let signed = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(signed.pem())
+    }
+}
+
+/// A new key and a certificate request for it (the plant's side of enrollment).
+pub fn plant_key_and_csr() -> anyhow::Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+fn roots_from(ca_pem: &[u8]) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.context("reading the hub CA certificate")?)?;
+    }
+    Ok(roots)
+}
+
+/// The hub's QUIC server: TLS 1.3, ALPN `plantd/1`, plants must present a certificate from the CA.
+pub fn hub_quic_server(
+    ca: &HubCa,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let roots = Arc::new(roots_from(ca.cert_pem.as_bytes())?);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .context("building the plant certificate verifier")?;
+    let mut chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    chain.push(ca.cert_der.clone());
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// The plant's QUIC client: trusts only its hub's CA and presents the plant certificate.
+pub fn plant_quic_client(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<quinn::ClientConfig> {
+    let roots = roots_from(ca_pem)?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// Both sides notice a dead link within 15 s and keep NAT bindings open meanwhile.
+fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(std::time::Duration::from_secs(15)).expect("15 s is valid"),
+    ));
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(3)));
+    t
+}
+
+/// A rustls client trusting only `ca_pem` (used by enrollment once the CA is verified).
+pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots_from(ca_pem)?)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_survives_a_restart_and_signs_plants_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = HubCa::load_or_create(dir.path()).unwrap();
+        let again = HubCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.fingerprint(), again.fingerprint());
+        assert_eq!(ca.fingerprint().len(), 64);
+        let (_key, csr) = plant_key_and_csr().unwrap();
+        let cert = again.sign_plant(&csr, "plant-lyon").unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(again.sign_plant("not a csr", "x").is_err());
+        let (server, key) = ca
+            .issue_server(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        hub_quic_server(&ca, &server, &key).unwrap();
+    }
+}

@@ -1,6 +1,8 @@
 //! The command line: one file per subcommand group; `main` calls [`run`].
 
 mod config_check;
+mod enroll;
+mod hub;
 mod status;
 mod token;
 
@@ -54,6 +56,32 @@ enum Command {
     /// Manage the tokens that shop-floor devices use to post transactions.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Enroll this plant with its hub, using a token from `plantd hub token create`.
+    ///
+    /// Makes the plant's key, checks the hub against the CA fingerprint in the token before
+    /// sending anything, and records the hub's QUIC addresses; the next `plantd up` replicates.
+    Enroll {
+        #[command(flatten)]
+        place: Place,
+        /// The hub's enrollment address, such as hub.example.com:9443.
+        #[arg(long, value_name = "HOST:PORT")]
+        hub: String,
+        /// The one-time token printed by `plantd hub token create`.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+    },
+    /// Stop replicating on purpose, for planned WAN work; devices keep posting.
+    Island {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Replicate again after `plantd island`; the backlog drains.
+    Rejoin {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Run the central hub, or manage it (tokens, plants).
+    Hub(hub::HubArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +150,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { place, json } => status::run(&place.load()?, json).await,
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
+        Command::Enroll { place, hub, token } => enroll::run(&place.load()?, &hub, &token).await,
+        Command::Island { place } => enroll::island(&place.load()?, true).await,
+        Command::Rejoin { place } => enroll::island(&place.load()?, false).await,
+        Command::Hub(args) => hub::run(args).await,
         Command::Token(t) => match t {
             TokenCommand::Create { place, device } => token::create(&place.load()?, &device).await,
             TokenCommand::List { place } => token::list(&place.load()?).await,

@@ -42,6 +42,8 @@ pub struct Api {
     pub journal: Journal,
     pub tokens: Arc<Tokens>,
     pub health: Arc<Health>,
+    /// The replication link, when the plant is enrolled.
+    pub link: tokio::sync::watch::Receiver<Option<crate::sync::plant::LinkReport>>,
 }
 
 /// The API's routes; unknown routes and methods answer in the same JSON error shape.
@@ -186,7 +188,9 @@ async fn get_journal(State(api): State<Api>, headers: HeaderMap) -> Result<Json<
         .stats()
         .await
         .map_err(|e| ApiError::from_journal(e, false))?;
+    let link = api.link.borrow().as_ref().map(|r| r.state);
     Ok(Json(json!({
+        "link": link.map_or(json!("not_enrolled"), |l| json!(l)),
         "depth": s.depth,
         "last_seq": s.last_seq,
         "hub_acked_seq": s.hub_acked_seq,

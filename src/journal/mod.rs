@@ -177,11 +177,24 @@ pub struct PruneReport {
 }
 
 /// Positions shared between the writer and readers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Positions {
     last_seq: AtomicU64,
     hub_acked: AtomicU64,
     applied: AtomicU64,
+    /// The last seq again, for tasks that wait for new transactions.
+    last_seq_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions {
+            last_seq: AtomicU64::new(0),
+            hub_acked: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            last_seq_tx: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 /// A handle to the journal; cheap to clone.
@@ -246,8 +259,6 @@ impl Journal {
     }
 
     /// Moves a cursor forward to `seq` (never backwards), durably.
-    // The replicator (hub acks) and the local apply call this; until they land, only tests do.
-    #[allow(dead_code)]
     pub async fn advance(&self, cursor: Cursor, seq: u64) -> Result<u64, JournalError> {
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::Advance { cursor, seq, reply })
@@ -298,6 +309,34 @@ impl Journal {
             .optional()
         })
         .await
+    }
+
+    /// Up to `limit` transactions after `after`, in seq order.
+    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT seq, key, device, kind, payload, occurred_at, received_at
+                 FROM transactions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = s.query_map([after as i64, limit as i64], |r| {
+                Ok(Stored {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    key: r.get(1)?,
+                    device: r.get(2)?,
+                    kind: r.get(3)?,
+                    payload: r.get(4)?,
+                    occurred_at: r.get(5)?,
+                    received_at_ms: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The last seq, updated after every commit.
+    pub fn watch_last_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.positions.last_seq_tx.subscribe()
     }
 
     /// Depth, positions and the age of the oldest unacknowledged transaction.

@@ -56,6 +56,7 @@ pub(super) fn load_positions(conn: &Connection, p: &Positions) -> rusqlite::Resu
         })
     };
     p.last_seq.store(last as u64, Ordering::Release);
+    p.last_seq_tx.send_replace(last as u64);
     p.hub_acked
         .store(cursor(Cursor::HubAcked.column())? as u64, Ordering::Release);
     p.applied
@@ -212,6 +213,9 @@ impl Writer {
                 self.positions
                     .last_seq
                     .store(self.last_seq as u64, Ordering::Release);
+                self.positions
+                    .last_seq_tx
+                    .send_replace(self.last_seq as u64);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }

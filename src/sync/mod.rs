@@ -2,13 +2,15 @@
 //!
 //! - `wire`: the frame format and its decoder (pure)
 //! - `session`: each side's session as a state machine without I/O (pure)
+//! - `transport`: frames over a QUIC stream
+//! - `plant`, `hub`: the drivers that run the sessions on quinn connections
 //!
-//! This module knows nothing of SQLite or PostgreSQL: each side's driver hands it entries and
-//! stores what it passes on.
+//! This module knows nothing of SQLite or PostgreSQL: each side hands its driver a small trait
+//! (`plant::PlantJournal`: where entries come from; `hub::HubStore`: where they go).
 
-// The quinn drivers that run these machines (plant replicator, hub listener) are the next step
-// of the replication issue; until they land only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
+pub mod hub;
+pub mod link;
+pub mod plant;
 pub mod session;
+pub mod transport;
 pub mod wire;

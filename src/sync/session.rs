@@ -128,6 +128,7 @@ impl PlantSession {
         self.ack_deadline
     }
 
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.state == PlantState::Closed
     }
@@ -308,6 +309,7 @@ impl HubSession {
         self.actions.pop_front()
     }
 
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.state == HubState::Closed
     }

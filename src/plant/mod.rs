@@ -24,6 +24,9 @@ use crate::ingest::{self, Api};
 use crate::journal::{self, Journal};
 use crate::tokens::Tokens;
 
+mod replication;
+pub use replication::Replication;
+
 /// Runs the plant daemon until SIGTERM or SIGINT.
 pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -58,10 +61,13 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     let socket_path = control::socket_path(data_dir);
     let control_listener = control::bind(&socket_path).await?;
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let replication = replication::start(data_dir, &journal, &health, stop_rx.clone());
     let api = Api {
         journal: journal.clone(),
         tokens: tokens.clone(),
         health: health.clone(),
+        link: replication.link.clone(),
     };
     let app = ingest::router(api);
     let handle = axum_server::Handle::<SocketAddr>::new();
@@ -95,20 +101,13 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
             format!("plain http on {plain_addr} (legacy devices; no TLS)"),
         );
     }
-    // Replication arrives with enrollment; until then the plant journals offline, as designed.
-    health.set(
-        "replication",
-        State::Unhealthy,
-        "not enrolled with a hub; transactions stay in the journal until `plantd enroll` is run",
-    );
-
-    let (stop_tx, stop_rx) = watch::channel(false);
     let control = Arc::new(Control {
         journal: journal.clone(),
         tokens,
         health: health.clone(),
         data_dir: data_dir.clone(),
         started,
+        replication: replication.clone(),
     });
     let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
     let maintenance = tokio::spawn(maintain(
@@ -224,7 +223,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<fs::File> {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");

@@ -1,0 +1,195 @@
+//! The plant's side of enrollment: `plantd enroll --hub HOST:PORT --token TOKEN`.
+//!
+//! Trust nothing before the fingerprint matches: the hub's CA is fetched over an unverified
+//! connection, its SHA-256 compared with the fingerprint in the token, and only then is the
+//! certificate request sent, over a connection verified against that CA. Results are written
+//! atomically: `tls/plant.key` (0600), `tls/plant.crt`, `tls/hub-ca.crt`, `enrollment.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
+
+/// What `plantd up` needs to replicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub plant: String,
+    /// The hub's enrollment address, as given.
+    pub hub: String,
+    /// The hub's QUIC addresses, from the enrollment answer.
+    pub quic: Vec<String>,
+    pub enrolled_at: String,
+}
+
+struct Paths {
+    key: PathBuf,
+    cert: PathBuf,
+    ca: PathBuf,
+    record: PathBuf,
+}
+
+fn paths(data_dir: &Path) -> Paths {
+    let tls = data_dir.join("tls");
+    Paths {
+        key: tls.join("plant.key"),
+        cert: tls.join("plant.crt"),
+        ca: tls.join("hub-ca.crt"),
+        record: data_dir.join("enrollment.json"),
+    }
+}
+
+/// The enrollment recorded in `data_dir`, if any.
+pub fn load(data_dir: &Path) -> anyhow::Result<Option<Enrollment>> {
+    let p = paths(data_dir);
+    let text = match std::fs::read_to_string(&p.record) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.record.display())),
+    };
+    let e: Enrollment = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a plantd enrollment record", p.record.display()))?;
+    if e.quic.is_empty() {
+        bail!("{}: lists no hub address; enroll again", p.record.display());
+    }
+    Ok(Some(e))
+}
+
+/// The QUIC client config for the enrolled plant.
+pub fn quic_client(data_dir: &Path) -> anyhow::Result<quinn::ClientConfig> {
+    let p = paths(data_dir);
+    let read = |f: &Path| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
+    crate::pki::plant_quic_client(&read(&p.ca)?, &read(&p.cert)?, &read(&p.key)?)
+}
+
+/// Enrolls the plant whose data directory is `data_dir` with the hub at `hub` ("host:port").
+pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<Enrollment> {
+    let fingerprint = crate::hub::parse_token(token).map_err(anyhow::Error::msg)?;
+    let base = format!("https://{hub}");
+    // 1. The CA, over a connection that proves nothing yet.
+    let unverified = rustls::ClientConfig::builder_with_provider(crate::pki::provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(crate::pki::provider())))
+        .with_no_client_auth();
+    let ca_pem = client(unverified)?
+        .get(format!("{base}/api/v1/enroll/ca"))
+        .send()
+        .await
+        .with_context(|| format!("reaching the hub at {hub}"))?
+        .error_for_status()?
+        .text()
+        .await?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .context("the hub's CA is not a PEM certificate")?;
+    let got = crate::pki::sha256_hex(&ca_der);
+    if got != fingerprint {
+        bail!(
+            "the hub at {hub} presents CA {got}, but the token expects {fingerprint}: this is not the hub that made the token; nothing was sent"
+        );
+    }
+    // 2. The request, over a connection verified against that CA.
+    let (key_pem, csr_pem) = crate::pki::plant_key_and_csr()?;
+    let verified = crate::pki::client_trusting(ca_pem.as_bytes())?;
+    let response = client(verified)?
+        .post(format!("{base}/api/v1/enroll"))
+        .json(&serde_json::json!({"token": token.trim(), "csr": csr_pem}))
+        .send()
+        .await
+        .with_context(|| format!("sending the enrollment to {hub}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the hub's answer")?;
+    if !status.is_success() {
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no reason given");
+        bail!("the hub refused the enrollment ({status}): {message}");
+    }
+    let plant = body["plant"]
+        .as_str()
+        .context("the answer names no plant")?;
+    let cert = body["certificate"]
+        .as_str()
+        .context("the answer has no certificate")?;
+    let quic: Vec<String> = serde_json::from_value(body["quic"].clone())
+        .context("the answer lists no QUIC addresses")?;
+
+    let p = paths(data_dir);
+    crate::plant::create_private_dir(p.key.parent().expect("in tls/"))?;
+    crate::pki::write_atomic(&p.key, key_pem.as_bytes(), 0o600)?;
+    crate::pki::write_atomic(&p.cert, cert.as_bytes(), 0o644)?;
+    crate::pki::write_atomic(&p.ca, ca_pem.as_bytes(), 0o644)?;
+    let enrollment = Enrollment {
+        plant: plant.to_string(),
+        hub: hub.to_string(),
+        quic,
+        enrolled_at: crate::ingest::rfc3339_ms(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        ),
+    };
+    crate::pki::write_atomic(&p.record, &serde_json::to_vec_pretty(&enrollment)?, 0o644)?;
+    Ok(enrollment)
+}
+
+fn client(tls: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
+}
+
+/// Accepts any server certificate: used only to fetch the CA, which is then checked against
+/// the fingerprint before anything is sent.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

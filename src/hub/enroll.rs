@@ -1,0 +1,173 @@
+//! Enrollment over HTTPS. (The JSON fleet API waits for admin authentication: the fleet is
+//! listed by `plantd hub plants`, which reads the database.)
+//!
+//! A token is `pdh1.<32 random bytes, base64url>.<CA fingerprint, hex>`: one-time, expiring,
+//! stored hashed. The plant first fetches the CA (`GET /api/v1/enroll/ca`) and trusts nothing
+//! until its SHA-256 equals the fingerprint in its token; then it posts its certificate request
+//! over a connection verified against that CA and gets its certificate and the hub's QUIC
+//! addresses.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::store::{Store, TokenCheck};
+use super::Hub;
+
+const TOKEN_PREFIX: &str = "pdh1";
+
+/// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
+pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
+    let mut raw = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let token = format!("{TOKEN_PREFIX}.{secret}.{ca_fingerprint}");
+    let hash = crate::pki::sha256_hex(token.as_bytes());
+    Ok((token, hash))
+}
+
+/// The CA fingerprint a token carries, or what is wrong with it.
+pub fn parse_token(token: &str) -> Result<String, String> {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    match parts.as_slice() {
+        [TOKEN_PREFIX, secret, fp]
+            if secret.len() == 43
+                && fp.len() == 64
+                && fp.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            Ok(fp.to_ascii_lowercase())
+        }
+        _ => Err(
+            "not an enrollment token: expected pdh1.SECRET.FINGERPRINT as printed by `plantd hub token create`"
+                .into(),
+        ),
+    }
+}
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/api/v1/enroll/ca", get(ca))
+        .route("/api/v1/enroll", post(enroll))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .with_state(hub)
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn ca(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    hub.ca.cert_pem.clone()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub csr: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EnrollAnswer {
+    pub plant: String,
+    pub certificate: String,
+    pub ca: String,
+    pub quic: Vec<String>,
+}
+
+async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Response {
+    let req: EnrollRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("expected {{\"token\", \"csr\"}}: {e}"),
+            )
+        }
+    };
+    if let Err(m) = parse_token(&req.token) {
+        return error(StatusCode::UNAUTHORIZED, "bad_token", m);
+    }
+    let mut store = match Store::open(&hub.config.database).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database",
+                format!("{e:#}"),
+            )
+        }
+    };
+    let token_hash = crate::pki::sha256_hex(req.token.trim().as_bytes());
+    let issued = store
+        .enroll(&token_hash, |plant| {
+            let cert = hub.ca.sign_plant(&req.csr, plant)?;
+            let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
+                .map(|d: rustls::pki_types::CertificateDer| crate::pki::sha256_hex(&d))?;
+            Ok((cert, der))
+        })
+        .await;
+    match issued {
+        Ok((TokenCheck::Enrolled, Some((plant, certificate)))) => {
+            tracing::info!(%plant, "plant enrolled");
+            Json(EnrollAnswer {
+                plant,
+                certificate,
+                ca: hub.ca.cert_pem.clone(),
+                quic: hub.advertise.clone(),
+            })
+            .into_response()
+        }
+        Ok((check, _)) => {
+            let message = match check {
+                TokenCheck::Unknown => "unknown enrollment token; create one with `plantd hub token create --plant NAME`",
+                TokenCheck::Expired => "this enrollment token has expired; create a new one",
+                TokenCheck::Used => "this enrollment token was already used; each token enrolls once",
+                TokenCheck::Revoked => "this plant is revoked at the hub",
+                TokenCheck::Enrolled => "enrollment failed",
+            };
+            tracing::warn!(?check, "enrollment refused");
+            error(StatusCode::FORBIDDEN, "enrollment_refused", message.into())
+        }
+        Err(e) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            format!("{e:#}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_fingerprint_and_bad_ones_are_named() {
+        let fp = "ab".repeat(32);
+        let (token, hash) = make_token(&fp).unwrap();
+        assert_eq!(parse_token(&token), Ok(fp));
+        assert_eq!(hash.len(), 64);
+        for bad in [
+            "",
+            "pdh1",
+            "pdh1.x.y",
+            "pdt_abc",
+            &token.replace("pdh1", "pdh2"),
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad}");
+        }
+    }
+}

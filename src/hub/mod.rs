@@ -1,0 +1,117 @@
+//! `plantd hub`: the central hub, the composition root of the hub side.
+//!
+//! It holds no state of its own but its CA in `DATA_DIR/ca/`: plants, tokens and transactions
+//! live in PostgreSQL, so several hub processes can serve one fleet. It serves enrollment and
+//! the fleet API over HTTPS and replication over QUIC (ALPN `plantd/1`, plant certificates
+//! required).
+
+mod enroll;
+mod replication;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::HubConfig;
+use crate::pki::HubCa;
+pub use enroll::{make_token, parse_token};
+
+/// What the hub's tasks share.
+pub struct Hub {
+    pub config: HubConfig,
+    pub ca: HubCa,
+    /// The QUIC addresses plants are told to dial.
+    pub advertise: Vec<String>,
+}
+
+/// The names in the hub's certificate when the config names none.
+fn default_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.push(host.to_string());
+        }
+    }
+    names
+}
+
+/// Runs the hub until SIGTERM or SIGINT.
+pub async fn run(config: HubConfig) -> anyhow::Result<()> {
+    crate::plant::create_private_dir(&config.data_dir)?;
+    let ca = HubCa::load_or_create(&config.data_dir)?;
+    store::Store::connect(&config.database).await?;
+    let names = if config.names.is_empty() {
+        default_names()
+    } else {
+        config.names.clone()
+    };
+    let (cert_pem, key_pem) = ca.issue_server(&names)?;
+    let advertise = if config.advertise.is_empty() {
+        let host = if config.quic.ip().is_unspecified() {
+            names.last().cloned().unwrap_or_else(|| "localhost".into())
+        } else {
+            config.quic.ip().to_string()
+        };
+        vec![format!("{host}:{}", config.quic.port())]
+    } else {
+        config.advertise.clone()
+    };
+
+    let quic_config = crate::pki::hub_quic_server(&ca, &cert_pem, &key_pem)?;
+    let endpoint = quinn::Endpoint::server(quic_config, config.quic)
+        .with_context(|| format!("cannot listen for QUIC on {} (hub --quic)", config.quic))?;
+
+    let mut tls_chain = cert_pem.clone();
+    tls_chain.push_str(&ca.cert_pem);
+    let tls_dir = config.data_dir.join("tls");
+    crate::plant::create_private_dir(&tls_dir)?;
+    let files = crate::config::TlsFiles {
+        cert: tls_dir.join("hub.crt"),
+        key: tls_dir.join("hub.key"),
+    };
+    crate::pki::write_atomic(&files.key, key_pem.as_bytes(), 0o600)?;
+    crate::pki::write_atomic(&files.cert, tls_chain.as_bytes(), 0o644)?;
+    let tls = crate::pki::server_config(&files)?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {} (hub --listen)", config.listen))?;
+    listener.set_nonblocking(true)?;
+
+    let hub = Arc::new(Hub {
+        config,
+        ca,
+        advertise,
+    });
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let app = enroll::router(hub.clone());
+    let https = {
+        let handle = handle.clone();
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+        tokio::spawn(async move {
+            axum_server::from_tcp_rustls(listener, rustls)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        })
+    };
+    let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        https = %hub.config.listen,
+        quic = %hub.config.quic,
+        advertise = ?hub.advertise,
+        ca_fingerprint = %hub.ca.fingerprint(),
+        "plantd hub is up"
+    );
+    let signal = crate::plant::shutdown_signal().await;
+    tracing::info!(%signal, "hub shutting down");
+    endpoint.close(0u32.into(), b"hub shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = https.await;
+    quic.abort();
+    endpoint.wait_idle().await;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The hub's PostgreSQL store: plants, enrollment tokens and every plant's transactions.
+//!
+//! Exactly once: a batch is stored in one PostgreSQL transaction that first locks the plant's
+//! row (`FOR UPDATE`), keeps only the entries after the plant's `acked_seq`, requires them to
+//! continue it without a gap, inserts them (`ON CONFLICT DO NOTHING` on `(plant, seq)` as a
+//! second guard) and moves `acked_seq`. Two hub processes on one database therefore never store
+//! a row twice, whatever the sessions do. Migrations are numbered and run once at start.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use tokio_postgres::{Client, NoTls};
+
+use crate::sync::wire::Entry;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: plants, their enrollment tokens and their transactions.
+    "CREATE TABLE plants (
+        name         TEXT PRIMARY KEY,
+        enrolled_at  TIMESTAMPTZ,
+        revoked_at   TIMESTAMPTZ,
+        cert_sha256  TEXT UNIQUE,
+        acked_seq    BIGINT NOT NULL DEFAULT 0,
+        last_seen    TIMESTAMPTZ,
+        version      TEXT
+     );
+     CREATE TABLE enrollment_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        plant        TEXT NOT NULL,
+        created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at   TIMESTAMPTZ NOT NULL,
+        used_at      TIMESTAMPTZ
+     );
+     CREATE TABLE transactions (
+        plant        TEXT   NOT NULL REFERENCES plants (name),
+        seq          BIGINT NOT NULL,
+        key          TEXT   NOT NULL,
+        device       TEXT   NOT NULL,
+        kind         TEXT   NOT NULL,
+        payload      TEXT   NOT NULL,
+        occurred_at  TEXT,
+        received_at  TIMESTAMPTZ NOT NULL,
+        stored_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (plant, seq)
+     );",
+];
+
+/// A connection to the hub database.
+pub struct Store {
+    client: Client,
+}
+
+/// A plant as the fleet view shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlantRow {
+    pub plant: String,
+    pub enrolled: bool,
+    pub revoked: bool,
+    pub acked_seq: i64,
+    pub stored: i64,
+    pub last_seen: Option<String>,
+    pub version: Option<String>,
+}
+
+/// What an enrollment token turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Valid: it is now used up, and the plant is registered with this certificate.
+    Enrolled,
+    Unknown,
+    Expired,
+    Used,
+    Revoked,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let mut store = Store::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to a database whose schema is already current (one connection per session).
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .with_context(|| format!("connecting to the hub database {}", redact(url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "hub database connection ended");
+            }
+        });
+        Ok(Store { client })
+    }
+
+    async fn migrate(&mut self) -> anyhow::Result<()> {
+        let tx = self.client.transaction().await?;
+        // One hub at a time migrates; others wait here.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
+        tx.execute("SELECT pg_advisory_xact_lock(7467510)", &[])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let done: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(sql)
+                .await
+                .with_context(|| format!("hub database migration {}", i + 1))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a one-time enrollment token for `plant`, valid for `ttl`.
+    pub async fn add_token(
+        &self,
+        token_sha256: &str,
+        plant: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<()> {
+        let expires = SystemTime::now() + ttl;
+        self.client
+            .execute(
+                "INSERT INTO plants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                &[&plant],
+            )
+            .await?;
+        self.client
+            .execute(
+                "INSERT INTO enrollment_tokens (token_sha256, plant, expires_at) VALUES ($1, $2, $3)",
+                &[&token_sha256, &plant, &expires],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Uses up a token and registers the plant's certificate, or says why not; the plant comes
+    /// from the token.
+    pub async fn enroll(
+        &mut self,
+        token_sha256: &str,
+        issue: impl FnOnce(&str) -> anyhow::Result<(String, String)>,
+    ) -> anyhow::Result<(TokenCheck, Option<(String, String)>)> {
+        let tx = self.client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT t.plant, t.expires_at < now(), t.used_at IS NOT NULL, p.revoked_at IS NOT NULL
+                 FROM enrollment_tokens t JOIN plants p ON p.name = t.plant
+                 WHERE t.token_sha256 = $1 FOR UPDATE OF t",
+                &[&token_sha256],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok((TokenCheck::Unknown, None));
+        };
+        let (plant, expired, used, revoked): (String, bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let check = if used {
+            TokenCheck::Used
+        } else if expired {
+            TokenCheck::Expired
+        } else if revoked {
+            TokenCheck::Revoked
+        } else {
+            TokenCheck::Enrolled
+        };
+        if check != TokenCheck::Enrolled {
+            return Ok((check, None));
+        }
+        // issue returns (certificate PEM, its SHA-256).
+        let (cert_pem, cert_sha256) = issue(&plant)?;
+        tx.execute(
+            "UPDATE enrollment_tokens SET used_at = now() WHERE token_sha256 = $1",
+            &[&token_sha256],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE plants SET enrolled_at = now(), cert_sha256 = $2 WHERE name = $1",
+            &[&plant, &cert_sha256],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((TokenCheck::Enrolled, Some((plant, cert_pem))))
+    }
+
+    /// The plant holding this certificate, and the next seq the hub needs from it; an error
+    /// message when it may not replicate.
+    pub async fn authorize(
+        &self,
+        cert_sha256: &str,
+        claimed: &str,
+        version: &str,
+    ) -> anyhow::Result<Result<u64, String>> {
+        let row = self
+            .client
+            .query_opt(
+                "UPDATE plants SET last_seen = now(), version = $2 WHERE cert_sha256 = $1
+                 RETURNING name, revoked_at IS NOT NULL, acked_seq",
+                &[&cert_sha256, &version],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Err(
+                "this certificate belongs to no enrolled plant; enroll again".into(),
+            ));
+        };
+        let (name, revoked, acked): (String, bool, i64) = (row.get(0), row.get(1), row.get(2));
+        if revoked {
+            return Ok(Err(format!("plant {name:?} is revoked at the hub")));
+        }
+        if name != claimed {
+            return Ok(Err(format!(
+                "the certificate is plant {name:?}'s, but the hello says {claimed:?}"
+            )));
+        }
+        Ok(Ok(acked as u64 + 1))
+    }
+
+    /// Stores the contiguous continuation of `plant`'s transactions; returns its new acked seq.
+    pub async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {
+        let tx = self.client.transaction().await?;
+        let acked: i64 = tx
+            .query_one(
+                "SELECT acked_seq FROM plants WHERE name = $1 FOR UPDATE",
+                &[&plant],
+            )
+            .await?
+            .get(0);
+        let fresh: Vec<&Entry> = entries.iter().filter(|e| e.seq as i64 > acked).collect();
+        let Some(first) = fresh.first() else {
+            return Ok(acked as u64);
+        };
+        if first.seq as i64 != acked + 1 {
+            bail!(
+                "batch for {plant} starts at seq {}, after {acked}: a gap",
+                first.seq
+            );
+        }
+        let seqs: Vec<i64> = fresh.iter().map(|e| e.seq as i64).collect();
+        let keys: Vec<&str> = fresh.iter().map(|e| e.key.as_str()).collect();
+        let devices: Vec<&str> = fresh.iter().map(|e| e.device.as_str()).collect();
+        let kinds: Vec<&str> = fresh.iter().map(|e| e.kind.as_str()).collect();
+        let payloads: Vec<&str> = fresh.iter().map(|e| e.payload.as_str()).collect();
+        let occurred: Vec<Option<&str>> = fresh.iter().map(|e| e.occurred_at.as_deref()).collect();
+        let received: Vec<f64> = fresh
+            .iter()
+            .map(|e| e.received_at_ms as f64 / 1000.0)
+            .collect();
+        tx.execute(
+            "INSERT INTO transactions (plant, seq, key, device, kind, payload, occurred_at, received_at)
+             SELECT $1, s, k, d, t, p, o, to_timestamp(r)
+             FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[])
+                  AS u(s, k, d, t, p, o, r)
+             ON CONFLICT (plant, seq) DO NOTHING",
+            &[&plant, &seqs, &keys, &devices, &kinds, &payloads, &occurred, &received],
+        )
+        .await?;
+        let last = fresh.last().expect("not empty").seq as i64;
+        tx.execute(
+            "UPDATE plants SET acked_seq = $2, last_seen = now() WHERE name = $1",
+            &[&plant, &last],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(last as u64)
+    }
+
+    /// Refuses the plant's connections from now on.
+    pub async fn revoke(&self, plant: &str) -> anyhow::Result<bool> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE plants SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+                &[&plant],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The fleet, by name.
+    pub async fn plants(&self) -> anyhow::Result<Vec<PlantRow>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT p.name, p.enrolled_at IS NOT NULL, p.revoked_at IS NOT NULL, p.acked_seq,
+                        (SELECT count(*) FROM transactions t WHERE t.plant = p.name),
+                        to_char(p.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        p.version
+                 FROM plants p ORDER BY p.name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PlantRow {
+                plant: r.get(0),
+                enrolled: r.get(1),
+                revoked: r.get(2),
+                acked_seq: r.get(3),
+                stored: r.get(4),
+                last_seen: r.get(5),
+                version: r.get(6),
+            })
+            .collect())
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,134 @@
+//! Starts the replicator when the plant is enrolled, and feeds its link reports into the
+//! plant's health. The journal is handed to `sync` through [`PlantJournal`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::health::{Health, State};
+use crate::journal::{Cursor, Journal};
+use crate::sync::link::LinkState;
+use crate::sync::plant::{LinkReport, PlantJournal, Target};
+use crate::sync::wire::Entry;
+
+struct JournalSource(Journal);
+
+impl PlantJournal for JournalSource {
+    async fn read(&self, after: u64, limit: usize) -> anyhow::Result<Vec<Entry>> {
+        Ok(self
+            .0
+            .read_after(after, limit)
+            .await?
+            .into_iter()
+            .map(|s| Entry {
+                seq: s.seq,
+                key: s.key,
+                device: s.device,
+                kind: s.kind,
+                payload: s.payload,
+                occurred_at: s.occurred_at,
+                received_at_ms: s.received_at_ms,
+            })
+            .collect())
+    }
+
+    async fn acked(&self, seq: u64) -> anyhow::Result<()> {
+        self.0.advance(Cursor::HubAcked, seq).await?;
+        Ok(())
+    }
+
+    fn last_seq(&self) -> watch::Receiver<u64> {
+        self.0.watch_last_seq()
+    }
+
+    fn acked_seq(&self) -> u64 {
+        self.0.cursor(Cursor::HubAcked)
+    }
+}
+
+/// The replicator's handles: its link reports and the admin's island switch.
+#[derive(Clone)]
+pub struct Replication {
+    pub link: watch::Receiver<Option<LinkReport>>,
+    pub islanded: Arc<watch::Sender<bool>>,
+    pub enrolled: bool,
+}
+
+/// Starts replication if `data_dir` holds an enrollment; otherwise reports why not.
+pub fn start(
+    data_dir: &Path,
+    journal: &Journal,
+    health: &Arc<Health>,
+    stop: watch::Receiver<bool>,
+) -> Replication {
+    let (islanded_tx, islanded_rx) = watch::channel(false);
+    let (link_tx, link_rx) = watch::channel(None);
+    let not_running = |detail: String| {
+        health.set("replication", State::Unhealthy, detail);
+        Replication {
+            link: link_rx.clone(),
+            islanded: Arc::new(islanded_tx.clone()),
+            enrolled: false,
+        }
+    };
+    let enrollment = match crate::enrollment::load(data_dir) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return not_running(
+                "not enrolled with a hub; transactions stay in the journal until `plantd enroll` is run".into(),
+            )
+        }
+        Err(e) => return not_running(format!("{e:#}")),
+    };
+    let client = match crate::enrollment::quic_client(data_dir) {
+        Ok(c) => c,
+        Err(e) => return not_running(format!("enrollment files unusable: {e:#}; enroll again")),
+    };
+    let target = Target {
+        plant: enrollment.plant.clone(),
+        hubs: enrollment.quic.clone(),
+        client,
+        session: Default::default(),
+        link: Default::default(),
+    };
+    health.set(
+        "replication",
+        State::Starting,
+        format!("connecting to {}", enrollment.quic.join(", ")),
+    );
+    let (report_tx, mut report_rx) = watch::channel(LinkReport {
+        state: LinkState::Degraded,
+        hub: None,
+        last_error: None,
+        reconnects: 0,
+    });
+    tokio::spawn(crate::sync::plant::run(
+        target,
+        JournalSource(journal.clone()),
+        report_tx,
+        islanded_rx,
+        stop,
+    ));
+    let health = health.clone();
+    tokio::spawn(async move {
+        while report_rx.changed().await.is_ok() {
+            let r = report_rx.borrow_and_update().clone();
+            let (state, detail) = match (&r.state, &r.hub, &r.last_error) {
+                (LinkState::Online | LinkState::Draining, Some(hub), _) => {
+                    (State::Ok, format!("{:?} to {hub}", r.state).to_lowercase())
+                }
+                (LinkState::Islanded, None, None) => (State::Ok, "islanded on purpose".into()),
+                (s, _, Some(e)) => (State::Unhealthy, format!("{s:?}: {e}").to_lowercase()),
+                (s, _, None) => (State::Starting, format!("{s:?}").to_lowercase()),
+            };
+            health.set("replication", state, detail);
+            link_tx.send_replace(Some(r));
+        }
+    });
+    Replication {
+        link: link_rx,
+        islanded: Arc::new(islanded_tx),
+        enrolled: true,
+    }
+}

@@ -1,0 +1,100 @@
+//! The hub's session driver: runs a [`HubSession`] on one plant connection against whatever
+//! stores the hub's data ([`HubStore`]; `hub/` implements it on PostgreSQL).
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use quinn::Connection;
+use rustls::pki_types::CertificateDer;
+
+use super::session::{HubAction, HubEvent, HubSession};
+use super::transport::{read_frame, write_frame};
+use super::wire::Entry;
+
+/// Where the hub's side of replication keeps things.
+pub trait HubStore: Send {
+    /// The next seq needed from the plant holding the certificate with this SHA-256, or why it
+    /// may not replicate.
+    fn authorize(
+        &mut self,
+        cert_sha256: &str,
+        plant: &str,
+        version: &str,
+    ) -> impl Future<Output = anyhow::Result<Result<u64, String>>> + Send;
+
+    /// Commits the contiguous continuation of the plant's entries; returns the acked seq.
+    fn store(
+        &mut self,
+        plant: &str,
+        entries: &[Entry],
+    ) -> impl Future<Output = anyhow::Result<u64>> + Send;
+}
+
+/// The SHA-256 of the certificate the peer presented.
+pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(|c| crate::pki::sha256_hex(c))
+}
+
+/// Serves one plant connection until it ends.
+pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow::Result<()> {
+    let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .context("waiting for the session stream")?;
+    let mut session = HubSession::default();
+    let mut plant = String::new();
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    loop {
+        while let Some(action) = session.poll_action() {
+            match action {
+                HubAction::Send(frame) => write_frame(&mut send, &frame, &mut out).await?,
+                HubAction::Authorize {
+                    plant: claimed,
+                    version,
+                } => {
+                    let event = match store.authorize(&fingerprint, &claimed, &version).await {
+                        Ok(Ok(next_seq)) => {
+                            tracing::info!(plant = %claimed, %version, next_seq, "plant connected");
+                            plant = claimed;
+                            HubEvent::Authorized { next_seq }
+                        }
+                        Ok(Err(message)) => {
+                            tracing::warn!(plant = %claimed, %message, "plant refused");
+                            HubEvent::Denied { message }
+                        }
+                        Err(e) => HubEvent::StoreFailed {
+                            message: format!("{e:#}"),
+                        },
+                    };
+                    session.handle(event);
+                }
+                HubAction::Store(entries) => {
+                    let event = match store.store(&plant, &entries).await {
+                        Ok(through_seq) => HubEvent::Stored { through_seq },
+                        Err(e) => HubEvent::StoreFailed {
+                            message: format!("{e:#}"),
+                        },
+                    };
+                    session.handle(event);
+                }
+                HubAction::Close(e) => {
+                    let _ = send.finish();
+                    // Let the refusal reach the plant before the connection goes.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    conn.close(1u32.into(), b"session closed");
+                    return Err(e.into());
+                }
+            }
+        }
+        match read_frame(&mut recv, &mut buf).await? {
+            Some(frame) => session.handle(HubEvent::Frame(frame)),
+            None => return Ok(()),
+        }
+    }
+}

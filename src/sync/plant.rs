@@ -1,0 +1,227 @@
+//! The plant's replicator: keeps a QUIC connection to one of its hubs and runs a
+//! [`PlantSession`] on it, reconnecting with backoff for as long as the plant runs.
+//!
+//! Promises: it never gives up (a weekend-long outage ends like a short one); backoff grows to
+//! 30 s and starts over after a session that lasted; an admin can island the plant on purpose
+//! and rejoin. The hub's acks advance the journal's cursor through [`PlantJournal::acked`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use quinn::{ClientConfig, Connection, Endpoint};
+use tokio::sync::watch;
+
+use super::link::{Link, LinkSettings, LinkState};
+use super::session::{PlantAction, PlantEvent, PlantSession, PlantSettings};
+use super::transport::{read_frame, write_frame};
+use super::wire::Entry;
+
+/// Where the plant's side of replication gets entries and records acks.
+pub trait PlantJournal: Send + Sync + 'static {
+    fn read(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = anyhow::Result<Vec<Entry>>> + Send;
+    fn acked(&self, seq: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The journal's last seq, updated on every commit.
+    fn last_seq(&self) -> watch::Receiver<u64>;
+    /// The hub-acknowledged seq as stored.
+    fn acked_seq(&self) -> u64;
+}
+
+/// Whom to replicate to.
+#[derive(Clone)]
+pub struct Target {
+    pub plant: String,
+    /// "host:port" QUIC addresses, tried in turn.
+    pub hubs: Vec<String>,
+    pub client: ClientConfig,
+    pub session: PlantSettings,
+    pub link: LinkSettings,
+}
+
+/// What the replicator reports for status displays.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkReport {
+    pub state: LinkState,
+    pub hub: Option<String>,
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+}
+
+/// Runs until `stop` turns true. `islanded` is the admin's switch.
+pub async fn run(
+    target: Target,
+    journal: impl PlantJournal,
+    report: watch::Sender<LinkReport>,
+    mut islanded: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut link = Link::new(Instant::now(), target.link);
+    let mut reconnects = 0u64;
+    let mut last_error: Option<String> = None;
+    let mut backoff = Duration::from_millis(500);
+    let mut hub_index = 0usize;
+    let publish =
+        |link: &mut Link, hub: Option<String>, err: &Option<String>, n: u64, backlog: u64| {
+            report.send_replace(LinkReport {
+                state: link.state(Instant::now(), backlog),
+                hub,
+                last_error: err.clone(),
+                reconnects: n,
+            });
+        };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let on_purpose = *islanded.borrow_and_update();
+        link.set_islanded(on_purpose);
+        let backlog = (*journal.last_seq().borrow()).saturating_sub(journal.acked_seq());
+        publish(&mut link, None, &last_error, reconnects, backlog);
+        if on_purpose {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = islanded.changed() => continue,
+            }
+        }
+        let hub = target.hubs[hub_index % target.hubs.len()].clone();
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            _ = stop.changed() => return,
+            _ = islanded.changed() => Err(anyhow::anyhow!("islanded by an admin")),
+            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects) => r,
+        };
+        link.disconnected(Instant::now());
+        reconnects += 1;
+        if let Err(e) = outcome {
+            let message = format!("{e:#}");
+            tracing::warn!(%hub, error = %message, "replication link down; journaling locally");
+            last_error = Some(message);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(500);
+        } else {
+            hub_index += 1;
+        }
+        let backlog = (*journal.last_seq().borrow()).saturating_sub(journal.acked_seq());
+        publish(&mut link, None, &last_error, reconnects, backlog);
+        // Keep the displayed state honest while waiting (degraded turns islanded).
+        let wake = Instant::now() + backoff;
+        while Instant::now() < wake {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = islanded.changed() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1).min(wake - Instant::now())) => {
+                    publish(&mut link, None, &last_error, reconnects, backlog);
+                }
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn connect_and_run(
+    target: &Target,
+    hub: &str,
+    journal: &impl PlantJournal,
+    link: &mut Link,
+    report: &watch::Sender<LinkReport>,
+    reconnects: u64,
+) -> anyhow::Result<()> {
+    let (host, addr) = resolve(hub).await?;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("valid")
+    } else {
+        "0.0.0.0:0".parse().expect("valid")
+    };
+    let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
+    endpoint.set_default_client_config(target.client.clone());
+    let conn = endpoint
+        .connect(addr, &host)?
+        .await
+        .with_context(|| format!("connecting to hub {hub}"))?;
+    link.connected(Instant::now());
+    let result = session(&conn, target, journal, link, report, hub, reconnects).await;
+    conn.close(0u32.into(), b"bye");
+    endpoint.wait_idle().await;
+    result
+}
+
+async fn resolve(hub: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let (host, _) = hub
+        .rsplit_once(':')
+        .with_context(|| format!("hub address {hub:?} has no port"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = tokio::net::lookup_host(hub)
+        .await
+        .with_context(|| format!("resolving hub address {hub}"))?
+        .next()
+        .with_context(|| format!("hub address {hub} resolves to nothing"))?;
+    Ok((host, addr))
+}
+
+async fn session(
+    conn: &Connection,
+    target: &Target,
+    journal: &impl PlantJournal,
+    link: &mut Link,
+    report: &watch::Sender<LinkReport>,
+    hub: &str,
+    reconnects: u64,
+) -> anyhow::Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut last_seq = journal.last_seq();
+    let at = *last_seq.borrow_and_update();
+    let mut s = PlantSession::new(&target.plant, env!("CARGO_PKG_VERSION"), at, target.session);
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        while let Some(action) = s.poll_action() {
+            match action {
+                PlantAction::Send(frame) => write_frame(&mut send, &frame, &mut out).await?,
+                PlantAction::Read { after, limit } => {
+                    let entries = journal.read(after, limit).await?;
+                    s.handle(Instant::now(), PlantEvent::Read(entries));
+                }
+                PlantAction::Acked(seq) => journal.acked(seq).await?,
+                PlantAction::Close(e) => bail!(e),
+            }
+        }
+        let deadline = s.poll_timeout();
+        tokio::select! {
+            frame = read_frame(&mut recv, &mut buf) => match frame? {
+                Some(f) => s.handle(Instant::now(), PlantEvent::Frame(f)),
+                None => bail!("the hub ended the session"),
+            },
+            changed = last_seq.changed() => {
+                changed.context("journal closed")?;
+                let n = *last_seq.borrow_and_update();
+                s.handle(Instant::now(), PlantEvent::JournalAt(n));
+            }
+            _ = sleep_until(deadline) => s.handle_timeout(Instant::now()),
+            _ = tick.tick() => {
+                let backlog = (*last_seq.borrow()).saturating_sub(journal.acked_seq());
+                report.send_replace(LinkReport {
+                    state: link.state(Instant::now(), backlog),
+                    hub: Some(hub.to_string()),
+                    last_error: None,
+                    reconnects,
+                });
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,33 @@
+//! Frames over a QUIC stream: the only place either side reads or writes the wire.
+
+use quinn::{RecvStream, SendStream};
+
+use super::wire::{self, Frame};
+
+/// Reads the next frame; `None` when the peer finished the stream cleanly between frames.
+pub async fn read_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<Frame>> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Some((frame, used)) = wire::decode(buf)? {
+            buf.drain(..used);
+            return Ok(Some(frame));
+        }
+        match recv.read(&mut chunk).await? {
+            Some(n) => buf.extend_from_slice(&chunk[..n]),
+            None if buf.is_empty() => return Ok(None),
+            None => anyhow::bail!("the stream ended inside a frame"),
+        }
+    }
+}
+
+/// Writes one frame, reusing `out` as the encoding buffer.
+pub async fn write_frame(
+    send: &mut SendStream,
+    frame: &Frame,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    out.clear();
+    wire::encode(frame, out);
+    send.write_all(out).await?;
+    Ok(())
+}
