@@ -110,12 +110,23 @@ impl Control {
                 message: "this plant is not enrolled with a hub; there is no link to island".into(),
             },
             Request::Island => {
+                let marker = crate::plant::island_marker(&self.data_dir);
+                if let Err(e) = crate::pki::write_atomic(&marker, b"islanded by an admin\n", 0o644)
+                {
+                    return fail(&format!("{e:#}"));
+                }
                 self.replication.islanded.send_replace(true);
                 Response::Done {
                     message: "islanded: replication stopped on purpose; transactions stay in the journal until `plantd rejoin`".into(),
                 }
             }
             Request::Rejoin => {
+                let marker = crate::plant::island_marker(&self.data_dir);
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return fail(&format!("removing {}: {e}", marker.display()));
+                    }
+                }
                 self.replication.islanded.send_replace(false);
                 Response::Done {
                     message: "rejoined: replication resumes and drains the backlog".into(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
-# tests need first, then checks formatting and lints, then runs the unit and integration tests
-# (which drive the real plantd binary).
+# tests need first (a C compiler, PostgreSQL 15), then checks formatting and lints, then runs
+# the unit and integration tests (which drive the real plantd binary, and real PostgreSQL
+# clusters they start in temporary directories).
 #
 # Needs root: the disk-full test mounts a small tmpfs. Re-runs itself with sudo if it can.
 set -euo pipefail
@@ -18,6 +19,8 @@ fi
 . installer/deps.sh
 need cc build-essential   # SQLite (bundled) and ring compile C
 need mount mount          # the disk-full test's tmpfs
+need runuser util-linux   # PostgreSQL runs as its own user
+need /usr/lib/postgresql/15/bin/initdb postgresql-15   # the hub's store, a throwaway cluster per test
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --check

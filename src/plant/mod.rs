@@ -25,7 +25,7 @@ use crate::journal::{self, Journal};
 use crate::tokens::Tokens;
 
 mod replication;
-pub use replication::Replication;
+pub use replication::{island_marker, Replication};
 
 /// Runs the plant daemon until SIGTERM or SIGINT.
 pub async fn up(config: PlantConfig) -> anyhow::Result<()> {

@@ -47,6 +47,11 @@ impl PlantJournal for JournalSource {
     }
 }
 
+/// The file whose presence says the admin islanded the plant.
+pub fn island_marker(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("islanded")
+}
+
 /// The replicator's handles: its link reports and the admin's island switch.
 #[derive(Clone)]
 pub struct Replication {
@@ -62,7 +67,8 @@ pub fn start(
     health: &Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> Replication {
-    let (islanded_tx, islanded_rx) = watch::channel(false);
+    // An admin's island survives restarts: planned WAN work may span a reboot.
+    let (islanded_tx, islanded_rx) = watch::channel(island_marker(data_dir).exists());
     let (link_tx, link_rx) = watch::channel(None);
     let not_running = |detail: String| {
         health.set("replication", State::Unhealthy, detail);

@@ -6,4 +6,6 @@ mod bounded;
 mod cli;
 mod crash;
 mod disk_full;
+mod fleet;
 mod harness;
+mod replication;

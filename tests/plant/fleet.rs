@@ -1,0 +1,284 @@
+//! The hub side for integration tests: a throwaway PostgreSQL cluster, the real `plantd hub`,
+//! and a UDP relay between plant and hub that can cut the WAN.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 cluster in a temporary directory on a free port, owned by the `postgres`
+/// user (PostgreSQL refuses to run as root); stopped on drop.
+pub struct Pg {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    pub port: u16,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("pg");
+        std::fs::create_dir(&data).unwrap();
+        let ok = Command::new("chown")
+            .arg("postgres")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "chown postgres (is the postgresql-15 package installed?)"
+        );
+        let port = free_addr().port();
+        let run = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let d = data.to_str().unwrap();
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            d,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        let opts = format!("-p {port} -k {d} -c listen_addresses=127.0.0.1");
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            d,
+            "-o",
+            &opts,
+            "-l",
+            &format!("{d}/log"),
+            "-w",
+            "start",
+        ]);
+        Pg {
+            _dir: dir,
+            data,
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// (seq, key) of every row the hub stored for `plant`, in seq order.
+    pub fn rows(&self, plant: &str) -> Vec<(u64, String)> {
+        rt().block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .query(
+                    "SELECT seq, key FROM transactions WHERE plant = $1 ORDER BY seq",
+                    &[&plant],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect()
+        })
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A running `plantd hub`.
+pub struct Hub {
+    pub data_dir: PathBuf,
+    pub database: String,
+    pub https: SocketAddr,
+    pub quic: SocketAddr,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Hub {
+    /// Starts a hub with QUIC on `quic`; `advertise` is the QUIC address plants are told (the
+    /// relay, in tests).
+    pub fn start(data_dir: &Path, pg: &Pg, quic: SocketAddr, advertise: Option<SocketAddr>) -> Hub {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config = data_dir.with_extension("toml");
+        let mut text = String::new();
+        if let Some(a) = advertise {
+            text.push_str(&format!("advertise = [\"{a}\"]\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+        let mut hub = Hub {
+            data_dir: data_dir.to_path_buf(),
+            database: pg.url(),
+            https: free_addr(),
+            quic,
+            config,
+            child: None,
+        };
+        hub.restart();
+        hub
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(BIN)
+            .args(["hub", "--config"])
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--database", &self.database])
+            .args([
+                "--listen",
+                &self.https.to_string(),
+                "--quic",
+                &self.quic.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.https).is_err() {
+            assert!(Instant::now() < deadline, "the hub did not start");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Runs `plantd hub ARGS` with this hub's data dir and database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("hub")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--database", &self.database])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn token(&self, plant: &str, ttl: &str) -> String {
+        let out = self.cli(&["token", "create", "--plant", plant, "--ttl", ttl]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Runs `plantd enroll` for `data_dir` against `hub`.
+pub fn enroll(data_dir: &Path, hub: &Hub, token: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["enroll", "--data-dir", data_dir.to_str().unwrap()])
+        .args(["--hub", &hub.https.to_string(), "--token", token])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A UDP relay on loopback between one plant and one hub; `cut()` drops every datagram.
+pub struct Relay {
+    pub addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Relay {
+    pub fn start(upstream: SocketAddr) -> Relay {
+        let rt = rt();
+        let down = Arc::new(AtomicBool::new(false));
+        let front = rt
+            .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = front.local_addr().unwrap();
+        let d = down.clone();
+        rt.spawn(async move {
+            let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut client: Option<SocketAddr> = None;
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => if let Ok((n, from)) = r {
+                        client = Some(from);
+                        if !d.load(Ordering::Relaxed) {
+                            let _ = back.send_to(&a[..n], upstream).await;
+                        }
+                    },
+                    r = back.recv_from(&mut b) => if let (Ok((n, _)), Some(c)) = (r, client) {
+                        if !d.load(Ordering::Relaxed) {
+                            let _ = front.send_to(&b[..n], c).await;
+                        }
+                    },
+                }
+            }
+        });
+        Relay {
+            addr,
+            down,
+            _rt: rt,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn heal(&self) {
+        self.down.store(false, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,253 @@
+//! Replication to the hub: every acknowledged transaction reaches the hub's PostgreSQL exactly
+//! once, in order, through WAN cuts, crashes of either side and restarts; and every refusal of
+//! enrollment or connection says why.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fleet::*;
+use crate::harness::*;
+
+/// The plant's status as JSON.
+fn status(data: &std::path::Path) -> Value {
+    let out = plantd(&["status", "--data-dir", data.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until `check` holds, for at most `secs`.
+fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Posts `n` single transactions with keys `{prefix}-{i}`; returns key → seq of each 2xx.
+fn post_many(plant: &Plant, token: &str, prefix: &str, n: usize) -> BTreeMap<String, u64> {
+    let client = plant.client();
+    let url = plant.url("/api/v1/transactions");
+    rt().block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let (client, url, token, prefix) = (
+                client.clone(),
+                url.clone(),
+                token.to_string(),
+                prefix.to_string(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in (c..n).step_by(8) {
+                    let key = format!("{prefix}-{i}");
+                    let (status, v) = post_json(&client, &url, &token, &tx(&key)).await;
+                    assert_eq!(status, 201, "{v}");
+                    acked.push((key, v["seq"].as_u64().unwrap()));
+                }
+                acked
+            }));
+        }
+        let mut all = BTreeMap::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    })
+}
+
+#[test]
+fn every_acknowledged_transaction_reaches_the_hub_once_in_order_through_cuts_and_crashes() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let quic = free_udp_addr();
+    let relay = Relay::start(quic);
+    let mut hub = Hub::start(&dir.path().join("hub"), &pg, quic, Some(relay.addr));
+    let (_pd, data, token) = data_dir_with_token("line-1");
+    let out = enroll(&data, &hub, &hub.token("lyon", "1h"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut plant = Plant::start(&data, "");
+    let mut acked = post_many(&plant, &token, "a", 1500);
+    wait_for(30, "the hub to catch up", || pg.rows("lyon").len() == 1500);
+    assert_eq!(status(&data)["link"]["state"], "online");
+
+    // The WAN goes down: the plant keeps accepting, and says it is cut off.
+    relay.cut();
+    acked.extend(post_many(&plant, &token, "b", 1000));
+    wait_for(60, "the link to be reported down", || {
+        let s = status(&data);
+        s["link"]["state"] == "degraded" || s["link"]["state"] == "islanded"
+    });
+    assert_eq!(pg.rows("lyon").len(), 1500, "nothing crossed a cut link");
+    relay.heal();
+    wait_for(60, "the backlog to drain after the cut", || {
+        pg.rows("lyon").len() == 2500
+    });
+
+    // The hub dies mid-stream and comes back; then the plant does.
+    let load = std::thread::spawn({
+        let client_plant_url = plant.url("/api/v1/transactions");
+        let cert = data.join("tls/api.crt");
+        let addr = plant.addr;
+        let token = token.clone();
+        move || {
+            let client = client_for(&cert, addr);
+            rt().block_on(async {
+                let mut acked = BTreeMap::new();
+                for i in 0..1500 {
+                    let key = format!("c-{i}");
+                    let (s, v) = post_json(&client, &client_plant_url, &token, &tx(&key)).await;
+                    assert_eq!(s, 201);
+                    acked.insert(key, v["seq"].as_u64().unwrap());
+                }
+                acked
+            })
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    hub.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    hub.restart();
+    acked.extend(load.join().unwrap());
+    plant.kill9();
+    let plant = Plant::start_on(&data, "", plant.addr);
+    acked.extend(post_many(&plant, &token, "d", 500));
+    let total = acked.len();
+    assert_eq!(total, 4500);
+    wait_for(90, "the hub to hold everything", || {
+        pg.rows("lyon").len() == total
+    });
+
+    // The checker: the hub holds exactly the acknowledged set, each once, at its plant seq,
+    // gap-free, and the plant's cursor says so.
+    let rows = pg.rows("lyon");
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+    let at_hub: BTreeMap<String, u64> = rows.into_iter().map(|(s, k)| (k, s)).collect();
+    assert_eq!(at_hub, acked);
+    wait_for(30, "the plant's cursor", || {
+        status(&data)["journal"]["hub_acked_seq"] == total
+    });
+    let fleet = hub.cli(&["plants", "--json"]);
+    let fleet: Value = serde_json::from_slice(&fleet.stdout).unwrap();
+    assert_eq!(fleet[0]["plant"], "lyon");
+    assert_eq!(fleet[0]["stored"], json!(total));
+    drop(plant);
+}
+
+#[test]
+fn enrollment_and_connections_are_refused_with_reasons() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let plant_dir = |name: &str| dir.path().join(name);
+
+    // Unknown token (well-formed, right CA, never issued).
+    let real = hub.token("lyon", "1h");
+    let forged = format!(
+        "pdh1.{}.{}",
+        "A".repeat(43),
+        real.rsplit('.').next().unwrap()
+    );
+    let out = enroll(&plant_dir("p1"), &hub, &forged);
+    assert!(
+        stderr(&out).contains("unknown enrollment token"),
+        "{}",
+        stderr(&out)
+    );
+    // A token from another hub (another CA): refused before anything is sent.
+    let other = Hub::start(&dir.path().join("other-hub"), &pg, free_udp_addr(), None);
+    let out = enroll(&plant_dir("p2"), &hub, &other.token("lyon", "1h"));
+    assert!(
+        stderr(&out).contains("not the hub that made the token"),
+        "{}",
+        stderr(&out)
+    );
+    // Used once, refused the second time.
+    assert!(enroll(&plant_dir("p3"), &hub, &real).status.success());
+    let out = enroll(&plant_dir("p4"), &hub, &real);
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    // Expired.
+    let short = hub.token("paris", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = enroll(&plant_dir("p5"), &hub, &short);
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    // Not a token at all.
+    let out = enroll(&plant_dir("p6"), &hub, "hello");
+    assert!(
+        stderr(&out).contains("not an enrollment token"),
+        "{}",
+        stderr(&out)
+    );
+    for p in ["p1", "p2", "p4", "p5", "p6"] {
+        assert!(
+            !plant_dir(p).join("enrollment.json").exists(),
+            "{p} recorded a failed enrollment"
+        );
+    }
+
+    // The enrolled plant replicates; once revoked, its connections are refused and it says so.
+    let data = plant_dir("p3");
+    let token = create_token(&data, "scanner");
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "x", 10);
+    wait_for(30, "replication", || pg.rows("lyon").len() == 10);
+    let out = hub.cli(&["plant", "revoke", "lyon"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(plant);
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "y", 10);
+    wait_for(30, "the refusal to show", || {
+        status(&data)["link"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("revoked"))
+    });
+    assert_eq!(pg.rows("lyon").len(), 10, "a revoked plant stores nothing");
+    let out = hub.cli(&["plant", "revoke", "ghost"]);
+    assert!(stderr(&out).contains("no active plant named \"ghost\""));
+}
+
+#[test]
+fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let (_pd, data, token) = data_dir_with_token("line-2");
+    assert!(enroll(&data, &hub, &hub.token("lille", "1h"))
+        .status
+        .success());
+    let d = data.to_str().unwrap();
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "a", 50);
+    wait_for(30, "replication", || pg.rows("lille").len() == 50);
+    assert!(plantd(&["island", "--data-dir", d]).status.success());
+    post_many(&plant, &token, "b", 100);
+    drop(plant);
+    // Restarted during the planned WAN work: still islanded, still accepting.
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "c", 100);
+    wait_for(10, "the islanded state", || {
+        status(&data)["link"]["state"] == "islanded"
+    });
+    assert_eq!(pg.rows("lille").len(), 50);
+    assert_eq!(status(&data)["journal"]["depth"], 200);
+    assert!(plantd(&["rejoin", "--data-dir", d]).status.success());
+    wait_for(30, "the drain after rejoin", || {
+        pg.rows("lille").len() == 250
+    });
+    wait_for(30, "an empty backlog", || {
+        status(&data)["journal"]["depth"] == 0
+    });
+    drop(plant);
+}
