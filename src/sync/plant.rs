@@ -92,10 +92,15 @@ pub async fn run(
         let started = Instant::now();
         let outcome = tokio::select! {
             _ = stop.changed() => return,
-            _ = islanded.changed() => Err(anyhow::anyhow!("islanded by an admin")),
+            _ = islanded.changed() => Ok(()),
             r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects) => r,
         };
         link.disconnected(Instant::now());
+        if *islanded.borrow() {
+            // Islanded on purpose: not a failure; the top of the loop waits for rejoin.
+            last_error = None;
+            continue;
+        }
         reconnects += 1;
         if let Err(e) = outcome {
             let message = format!("{e:#}");
