@@ -8,6 +8,7 @@
 //!   per batch of 2000 in its own transaction, from one connection;
 //! - steady state: replication lag (hub `stored_at` minus plant `received_at`), p50 and p99,
 //!   while devices post 5 000 transactions/s for 10 s.
+//!
 //! `PLANTD_BENCH_DRAIN` sets N (default 1 000 000).
 
 #[allow(dead_code)]

@@ -41,7 +41,7 @@ enum HubCommand {
     /// Manage one plant.
     #[command(subcommand)]
     Plant(HubPlantCommand),
-    /// List the fleet: plant, last seen, version, acked seq, rows stored.
+    /// List the fleet: plant, last seen, version, link, acked seq, rows stored, lag.
     Plants {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -121,8 +121,15 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<24} {:<9} {:<22} {:<10} {:>12} {:>12}",
-                    "plant", "state", "last seen", "version", "acked seq", "stored"
+                    "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
+                    "plant",
+                    "state",
+                    "last seen",
+                    "version",
+                    "link",
+                    "acked seq",
+                    "stored",
+                    "lag s"
                 );
                 for r in rows {
                     let state = match (r.revoked, r.enrolled) {
@@ -131,13 +138,15 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                         (false, false) => "invited",
                     };
                     println!(
-                        "{:<24} {:<9} {:<22} {:<10} {:>12} {:>12}",
+                        "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
                         r.plant,
                         state,
                         r.last_seen.as_deref().unwrap_or("-"),
                         r.version.as_deref().unwrap_or("-"),
+                        r.link.as_deref().unwrap_or("-"),
                         r.acked_seq,
-                        r.stored
+                        r.stored,
+                        r.lag_s.map_or("-".to_string(), |l| l.to_string()),
                     );
                 }
             }

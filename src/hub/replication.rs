@@ -24,6 +24,10 @@ impl HubStore for Store {
     async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {
         Store::store(self, plant, entries).await
     }
+
+    async fn telemetry(&mut self, plant: &str, body: &str) -> anyhow::Result<()> {
+        self.record_telemetry(plant, body).await
+    }
 }
 
 /// Accepts plant connections until the endpoint closes.

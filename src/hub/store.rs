@@ -43,6 +43,8 @@ const MIGRATIONS: &[&str] = &[
         stored_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (plant, seq)
      );",
+    // 2: the latest telemetry snapshot of each plant.
+    "ALTER TABLE plants ADD COLUMN telemetry JSONB, ADD COLUMN telemetry_at TIMESTAMPTZ;",
 ];
 
 /// A connection to the hub database.
@@ -60,6 +62,12 @@ pub struct PlantRow {
     pub stored: i64,
     pub last_seen: Option<String>,
     pub version: Option<String>,
+    /// The link state in the plant's latest telemetry.
+    pub link: Option<String>,
+    /// Seconds the oldest transaction the hub lacks has waited at the plant (latest telemetry).
+    pub lag_s: Option<i64>,
+    /// The latest telemetry snapshot, as the plant sent it.
+    pub telemetry: Option<serde_json::Value>,
 }
 
 /// What an enrollment token turned out to be.
@@ -281,6 +289,26 @@ impl Store {
         Ok(last as u64)
     }
 
+    /// Keeps the plant's latest telemetry snapshot (a JSON object of at most 64 KiB).
+    pub async fn record_telemetry(&self, plant: &str, body: &str) -> anyhow::Result<()> {
+        if body.len() > 64 * 1024 {
+            bail!("telemetry of {} bytes is over the 64 KiB limit", body.len());
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(body).context("telemetry is not JSON")?;
+        if !value.is_object() {
+            bail!("telemetry must be a JSON object");
+        }
+        self.client
+            .execute(
+                "UPDATE plants SET telemetry = $2::text::jsonb, telemetry_at = now(), last_seen = now()
+                 WHERE name = $1",
+                &[&plant, &body],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Refuses the plant's connections from now on.
     pub async fn revoke(&self, plant: &str) -> anyhow::Result<bool> {
         let n = self
@@ -301,7 +329,8 @@ impl Store {
                 "SELECT p.name, p.enrolled_at IS NOT NULL, p.revoked_at IS NOT NULL, p.acked_seq,
                         (SELECT count(*) FROM transactions t WHERE t.plant = p.name),
                         to_char(p.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                        p.version
+                        p.version, p.telemetry->>'link',
+                        (p.telemetry->>'oldest_unacked_age_s')::bigint, p.telemetry::text
                  FROM plants p ORDER BY p.name",
                 &[],
             )
@@ -316,6 +345,11 @@ impl Store {
                 stored: r.get(4),
                 last_seen: r.get(5),
                 version: r.get(6),
+                link: r.get(7),
+                lag_s: r.get(8),
+                telemetry: r
+                    .get::<_, Option<String>>(9)
+                    .and_then(|t| serde_json::from_str(&t).ok()),
             })
             .collect())
     }

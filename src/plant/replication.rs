@@ -12,12 +12,16 @@ use crate::sync::link::LinkState;
 use crate::sync::plant::{LinkReport, PlantJournal, Target};
 use crate::sync::wire::Entry;
 
-struct JournalSource(Journal);
+struct JournalSource {
+    journal: Journal,
+    data_dir: std::path::PathBuf,
+    host: crate::telemetry::HostProbe,
+}
 
 impl PlantJournal for JournalSource {
     async fn read(&self, after: u64, limit: usize) -> anyhow::Result<Vec<Entry>> {
         Ok(self
-            .0
+            .journal
             .read_after(after, limit)
             .await?
             .into_iter()
@@ -34,16 +38,29 @@ impl PlantJournal for JournalSource {
     }
 
     async fn acked(&self, seq: u64) -> anyhow::Result<()> {
-        self.0.advance(Cursor::HubAcked, seq).await?;
+        self.journal.advance(Cursor::HubAcked, seq).await?;
         Ok(())
     }
 
     fn last_seq(&self) -> watch::Receiver<u64> {
-        self.0.watch_last_seq()
+        self.journal.watch_last_seq()
     }
 
     fn acked_seq(&self) -> u64 {
-        self.0.cursor(Cursor::HubAcked)
+        self.journal.cursor(Cursor::HubAcked)
+    }
+
+    async fn telemetry(&self, link: &LinkReport) -> String {
+        let stats = self.journal.stats().await.ok();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "link": link.state,
+            "depth": stats.map(|s| s.depth),
+            "last_seq": stats.map(|s| s.last_seq),
+            "oldest_unacked_age_s": stats.and_then(|s| s.oldest_unacked_age_s),
+            "host": self.host.read(&self.data_dir),
+        })
+        .to_string()
     }
 }
 
@@ -111,7 +128,11 @@ pub fn start(
     });
     tokio::spawn(crate::sync::plant::run(
         target,
-        JournalSource(journal.clone()),
+        JournalSource {
+            journal: journal.clone(),
+            data_dir: data_dir.to_path_buf(),
+            host: Default::default(),
+        },
         report_tx,
         islanded_rx,
         stop,

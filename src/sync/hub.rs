@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::session::{HubAction, HubEvent, HubSession};
 use super::transport::{read_frame, write_frame};
-use super::wire::Entry;
+use super::wire::{Entry, Frame};
 
 /// Where the hub's side of replication keeps things.
 pub trait HubStore: Send {
@@ -29,6 +29,24 @@ pub trait HubStore: Send {
         plant: &str,
         entries: &[Entry],
     ) -> impl Future<Output = anyhow::Result<u64>> + Send;
+
+    /// Keeps the plant's latest telemetry snapshot (JSON, as sent).
+    fn telemetry(
+        &mut self,
+        plant: &str,
+        body: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The next frame on the telemetry stream, once the plant opened it.
+async fn read_telemetry(
+    stream: &mut Option<quinn::RecvStream>,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Option<Frame>> {
+    match stream {
+        Some(s) => read_frame(s, buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The SHA-256 of the certificate the peer presented.
@@ -50,6 +68,8 @@ pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow:
     let mut session = HubSession::default();
     let mut plant = String::new();
     let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut telemetry: Option<quinn::RecvStream> = None;
+    let mut tbuf = Vec::new();
     loop {
         while let Some(action) = session.poll_action() {
             match action {
@@ -92,9 +112,22 @@ pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow:
                 }
             }
         }
-        match read_frame(&mut recv, &mut buf).await? {
-            Some(frame) => session.handle(HubEvent::Frame(frame)),
-            None => return Ok(()),
+        tokio::select! {
+            frame = read_frame(&mut recv, &mut buf) => match frame? {
+                Some(frame) => session.handle(HubEvent::Frame(frame)),
+                None => return Ok(()),
+            },
+            // Telemetry has its own stream, so a long backlog never delays it.
+            uni = conn.accept_uni(), if telemetry.is_none() => telemetry = Some(uni?),
+            frame = read_telemetry(&mut telemetry, &mut tbuf) => match frame {
+                Ok(Some(Frame::Telemetry { body })) if !plant.is_empty() => {
+                    if let Err(e) = store.telemetry(&plant, &body).await {
+                        tracing::warn!(%plant, error = %format!("{e:#}"), "telemetry not kept");
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => telemetry = None,
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::link::{Link, LinkSettings, LinkState};
 use super::session::{PlantAction, PlantEvent, PlantSession, PlantSettings};
 use super::transport::{read_frame, write_frame};
-use super::wire::Entry;
+use super::wire::{Entry, Frame};
 
 /// Where the plant's side of replication gets entries and records acks.
 pub trait PlantJournal: Send + Sync + 'static {
@@ -30,6 +30,8 @@ pub trait PlantJournal: Send + Sync + 'static {
     fn last_seq(&self) -> watch::Receiver<u64>;
     /// The hub-acknowledged seq as stored.
     fn acked_seq(&self) -> u64;
+    /// A JSON health snapshot for the hub (sent every 10 s on its own stream).
+    fn telemetry(&self, link: &LinkReport) -> impl Future<Output = String> + Send;
 }
 
 /// Whom to replicate to.
@@ -182,6 +184,9 @@ async fn session(
     reconnects: u64,
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
+    let mut telemetry = conn.open_uni().await?;
+    let mut telemetry_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tout = Vec::new();
     let mut last_seq = journal.last_seq();
     let at = *last_seq.borrow_and_update();
     let mut s = PlantSession::new(&target.plant, env!("CARGO_PKG_VERSION"), at, target.session);
@@ -219,6 +224,11 @@ async fn session(
                     last_error: None,
                     reconnects,
                 });
+            }
+            _ = telemetry_tick.tick() => {
+                let current = report.borrow().clone();
+                let body = journal.telemetry(&current).await;
+                write_frame(&mut telemetry, &Frame::Telemetry { body }, &mut tout).await?;
             }
         }
     }

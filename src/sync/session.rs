@@ -424,6 +424,7 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Batch { .. } => "batch",
         Frame::Ack { .. } => "ack",
         Frame::Refuse { .. } => "refuse",
+        Frame::Telemetry { .. } => "telemetry",
     }
 }
 

@@ -42,6 +42,8 @@ pub enum Frame {
     Ack { through_seq: u64 },
     /// Either side, then close: why.
     Refuse { code: RefuseCode, message: String },
+    /// Plant → hub, on its own stream: a JSON health snapshot.
+    Telemetry { body: String },
 }
 
 /// Why a side ends the session.
@@ -156,6 +158,10 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(code.to_u8());
             put_str(out, message);
         }
+        Frame::Telemetry { body } => {
+            out.push(6);
+            put_str(out, body);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -266,6 +272,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         3 => "batch",
         4 => "ack",
         5 => "refuse",
+        6 => "telemetry",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -313,6 +320,9 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         4 => Frame::Ack {
             through_seq: r.u64("through_seq")?,
         },
+        6 => Frame::Telemetry {
+            body: r.string("body")?,
+        },
         _ => {
             let code = r.u8("code")?;
             let code = RefuseCode::from_u8(code).ok_or_else(|| r.bad("code", code as u64))?;
@@ -358,6 +368,9 @@ mod tests {
             Frame::Refuse {
                 code: RefuseCode::Forbidden,
                 message: "revoked".into(),
+            },
+            Frame::Telemetry {
+                body: r#"{"depth":3}"#.into(),
             },
         ]
     }
@@ -433,7 +446,7 @@ mod tests {
         #[test]
         fn the_decoder_never_panics(
             bytes in prop::collection::vec(any::<u8>(), 0..64),
-            frame in 0usize..6,
+            frame in 0usize..7,
             flip in any::<(usize, u8)>(),
         ) {
             let _ = decode(&bytes);

@@ -142,6 +142,15 @@ fn every_acknowledged_transaction_reaches_the_hub_once_in_order_through_cuts_and
     let fleet: Value = serde_json::from_slice(&fleet.stdout).unwrap();
     assert_eq!(fleet[0]["plant"], "lyon");
     assert_eq!(fleet[0]["stored"], json!(total));
+    // Telemetry arrives on its own stream: version, link and the host's numbers.
+    let t = &fleet[0]["telemetry"];
+    assert_eq!(t["version"], env!("CARGO_PKG_VERSION"), "{fleet}");
+    assert!(
+        ["online", "degraded", "draining"].contains(&t["link"].as_str().unwrap()),
+        "{t}"
+    );
+    assert!(t["host"]["memory_total_bytes"].as_u64().unwrap() > 0, "{t}");
+    assert!(t["host"]["disk_total_bytes"].as_u64().unwrap() > 0, "{t}");
     drop(plant);
 }
 
