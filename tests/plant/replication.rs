@@ -260,3 +260,86 @@ fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
     });
     drop(plant);
 }
+
+/// Opens a QUIC connection to the hub and a session stream, with the given client identity;
+/// returns whether the hub answered the hello with a resume.
+fn quic_hello(hub: &Hub, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = std::fs::read(hub.data_dir.join("ca/ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(&cert)
+                    .map(|c| c.unwrap())
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(&key).unwrap(),
+            )
+            .unwrap(),
+    };
+    tls.alpn_protocols = vec![b"plantd/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    rt().block_on(async {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let conn = endpoint
+            .connect(hub.quic, "localhost")
+            .unwrap()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        // Hello: type 1, protocol 1, plant "lyon", version "t".
+        let mut hello = vec![0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 4];
+        hello.extend_from_slice(b"lyon");
+        hello.extend_from_slice(&[0, 0, 0, 1, b't']);
+        let len = (hello.len() - 4) as u32;
+        hello[..4].copy_from_slice(&len.to_be_bytes());
+        send.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut head = [0u8; 5];
+        recv.read_exact(&mut head)
+            .await
+            .map_err(|e| e.to_string())?;
+        match head[4] {
+            2 => Ok(()),
+            other => Err(format!("frame type {other} instead of resume")),
+        }
+    })
+}
+
+#[test]
+fn the_hub_refuses_connections_without_its_certificates() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let data = dir.path().join("plant");
+    assert!(enroll(&data, &hub, &hub.token("lyon", "1h"))
+        .status
+        .success());
+    let read = |f: &str| std::fs::read(data.join(f)).unwrap();
+
+    // The enrolled plant's own identity gets a resume: the check below can tell the difference.
+    assert_eq!(
+        quic_hello(&hub, Some((read("tls/plant.crt"), read("tls/plant.key")))),
+        Ok(())
+    );
+    // No certificate at all.
+    assert!(quic_hello(&hub, None).is_err());
+    // A certificate from another CA, even with the same name.
+    let other = rcgen::generate_simple_self_signed(vec!["lyon".to_string()]).unwrap();
+    let forged = (
+        other.cert.pem().into_bytes(),
+        other.signing_key.serialize_pem().into_bytes(),
+    );
+    assert!(quic_hello(&hub, Some(forged)).is_err());
+}
