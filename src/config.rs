@@ -58,6 +58,14 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     journal: RawJournal,
+    #[serde(default)]
+    replication: RawReplication,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    hubs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -86,6 +94,9 @@ pub struct PlantConfig {
     pub data_dir: PathBuf,
     pub api: ApiConfig,
     pub journal: JournalConfig,
+    /// QUIC addresses of the hub replicas, tried in turn; empty means the ones enrollment
+    /// recorded.
+    pub hubs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,8 +331,19 @@ impl PlantConfig {
                     )
                 })?,
         };
+        let hubs = raw.replication.hubs.unwrap_or_default();
+        if let Some(bad) = hubs.iter().find(|h| {
+            h.rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(err(
+                "replication.hubs",
+                format!("{bad:?} is not HOST:PORT; use one such as \"hub-a.example.com:9444\""),
+            ));
+        }
         Ok(PlantConfig {
             data_dir,
+            hubs,
             api: ApiConfig {
                 listen,
                 listen_plain,
@@ -490,6 +512,12 @@ max_group = 64
                 2,
                 "journal.commit",
                 "unknown variant",
+            ),
+            (
+                "[replication]\nhubs = [\"nohost\"]\n",
+                2,
+                "replication.hubs",
+                "not HOST:PORT",
             ),
             (
                 "[journal]\nmin_free_space = \"lots\"\n",

@@ -62,7 +62,8 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     let control_listener = control::bind(&socket_path).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let replication = replication::start(data_dir, &journal, &health, stop_rx.clone());
+    let replication =
+        replication::start(data_dir, &config.hubs, &journal, &health, stop_rx.clone());
     let api = Api {
         journal: journal.clone(),
         tokens: tokens.clone(),

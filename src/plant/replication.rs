@@ -80,6 +80,7 @@ pub struct Replication {
 /// Starts replication if `data_dir` holds an enrollment; otherwise reports why not.
 pub fn start(
     data_dir: &Path,
+    configured_hubs: &[String],
     journal: &Journal,
     health: &Arc<Health>,
     stop: watch::Receiver<bool>,
@@ -108,9 +109,14 @@ pub fn start(
         Ok(c) => c,
         Err(e) => return not_running(format!("enrollment files unusable: {e:#}; enroll again")),
     };
+    let hubs = if configured_hubs.is_empty() {
+        enrollment.quic.clone()
+    } else {
+        configured_hubs.to_vec()
+    };
     let target = Target {
         plant: enrollment.plant.clone(),
-        hubs: enrollment.quic.clone(),
+        hubs: hubs.clone(),
         client,
         session: Default::default(),
         link: Default::default(),
@@ -118,7 +124,7 @@ pub fn start(
     health.set(
         "replication",
         State::Starting,
-        format!("connecting to {}", enrollment.quic.join(", ")),
+        format!("connecting to {}", hubs.join(", ")),
     );
     let (report_tx, mut report_rx) = watch::channel(LinkReport {
         state: LinkState::Degraded,

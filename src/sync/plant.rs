@@ -45,6 +45,9 @@ pub struct Target {
     pub link: LinkSettings,
 }
 
+/// How long a connection attempt may take before the next replica is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the replicator reports for status displays.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkReport {
@@ -91,11 +94,11 @@ pub async fn run(
             }
         }
         let hub = target.hubs[hub_index % target.hubs.len()].clone();
-        let started = Instant::now();
+        let mut connected_at = None;
         let outcome = tokio::select! {
             _ = stop.changed() => return,
             _ = islanded.changed() => Ok(()),
-            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects) => r,
+            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects, &mut connected_at) => r,
         };
         link.disconnected(Instant::now());
         if *islanded.borrow() {
@@ -109,10 +112,11 @@ pub async fn run(
             tracing::warn!(%hub, error = %message, "replication link down; journaling locally");
             last_error = Some(message);
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        // The next attempt goes to the next replica: this one just failed. A session that
+        // lasted starts the backoff over; failed attempts make it grow.
+        hub_index += 1;
+        if connected_at.is_some_and(|t: Instant| t.elapsed() > Duration::from_secs(10)) {
             backoff = Duration::from_millis(500);
-        } else {
-            hub_index += 1;
         }
         let backlog = (*journal.last_seq().borrow()).saturating_sub(journal.acked_seq());
         publish(&mut link, None, &last_error, reconnects, backlog);
@@ -138,6 +142,7 @@ async fn connect_and_run(
     link: &mut Link,
     report: &watch::Sender<LinkReport>,
     reconnects: u64,
+    connected_at: &mut Option<Instant>,
 ) -> anyhow::Result<()> {
     let (host, addr) = resolve(hub).await?;
     let bind: SocketAddr = if addr.is_ipv6() {
@@ -147,10 +152,12 @@ async fn connect_and_run(
     };
     let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
     endpoint.set_default_client_config(target.client.clone());
-    let conn = endpoint
-        .connect(addr, &host)?
+    let connecting = endpoint.connect(addr, &host)?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| anyhow::anyhow!("no answer from hub {hub} within {CONNECT_TIMEOUT:?}"))?
         .with_context(|| format!("connecting to hub {hub}"))?;
+    *connected_at = Some(Instant::now());
     link.connected(Instant::now());
     let result = session(&conn, target, journal, link, report, hub, reconnects).await;
     conn.close(0u32.into(), b"bye");

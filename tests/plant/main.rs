@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bounded;
+mod chaos;
 mod cli;
 mod crash;
 mod disk_full;
