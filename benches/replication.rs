@@ -184,4 +184,55 @@ fn main() {
     println!("| steady state, 5000 tx/s offered | 50000 transactions | lag p50 {:.0} ms | lag p99 {:.0} ms |", p50 * 1e3, p99 * 1e3);
     drop(plant);
     drop(hub);
+    slow_link(&pg_cluster, &base);
+}
+
+/// The same drain through a relay shaped to 1 Mbit/s and 100 ms RTT.
+fn slow_link(pg_cluster: &Pg, base: &std::path::Path) {
+    let n: u64 = std::env::var("PLANTD_BENCH_SLOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let quic = free_udp_addr();
+    let relay = Relay::shaped(quic, Duration::from_millis(100), 1_000_000);
+    let hub = Hub::start(&dir.path().join("hub"), pg_cluster, quic, Some(relay.addr));
+    let data = dir.path().join("plant");
+    std::fs::create_dir_all(&data).unwrap();
+    let token = create_token(&data, "bench");
+    assert!(enroll(&data, &hub, &hub.token("slow", "1h"))
+        .status
+        .success());
+    let plant = Plant::start(&data, "");
+    let d = data.to_str().unwrap();
+    assert!(plantd(&["island", "--data-dir", d]).status.success());
+    let client = plant.client();
+    let url = plant.url("/api/v1/transactions");
+    rt().block_on(async {
+        for b in 0..n.div_ceil(1000) {
+            let items: Vec<Value> = (0..1000.min(n - b * 1000))
+                .map(|i| json!({"key": format!("s{b}-{i}"), "kind": "move", "payload": {"item": "A-100", "qty": i}}))
+                .collect();
+            let (s, _) = post_json(&client, &url, &token, &Value::Array(items)).await;
+            assert_eq!(s, 201);
+        }
+    });
+    let t = Instant::now();
+    assert!(plantd(&["rejoin", "--data-dir", d]).status.success());
+    while acked_seq(&data) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "slow drain did not finish in 30 min"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = t.elapsed();
+    let out = plantd(&["status", "--data-dir", d, "--json"]);
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!(
+        "| slow link, 1 Mbit/s, 100 ms RTT | {n} transactions | {:.1} s | {:.0} tx/s | reconnects {} |",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        s["link"]["reconnects"]
+    );
 }

@@ -131,6 +131,15 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
 /// ALPN of the replication protocol.
 pub const ALPN: &[u8] = b"plantd/1";
 
+/// 32 random bytes as base64url: the secret part of every token plantd makes.
+pub fn random_secret() -> anyhow::Result<String> {
+    use base64::Engine;
+    let mut raw = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
 /// Lowercase hex SHA-256 of DER bytes: how certificates are named and pinned.
 pub fn sha256_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, der)

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 
 const TOKEN_PREFIX: &str = "pdt_";
@@ -113,13 +112,8 @@ impl Tokens {
     /// Makes a token for `device` and returns it; it is shown once and stored hashed.
     pub fn create(&self, device: &str) -> Result<String, TokenError> {
         check_name(device)?;
-        let mut raw = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-            .map_err(|_| TokenError::Random)?;
-        let token = format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
+        let secret = crate::pki::random_secret().map_err(|_| TokenError::Random)?;
+        let token = format!("{TOKEN_PREFIX}{secret}");
         {
             let conn = self.conn.lock().expect("not poisoned");
             let active = is_active(&conn, device)?;

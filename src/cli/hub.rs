@@ -41,6 +41,9 @@ enum HubCommand {
     /// Manage one plant.
     #[command(subcommand)]
     Plant(HubPlantCommand),
+    /// Tokens for the central team's tools to read the fleet API (GET /api/v1/plants).
+    #[command(name = "api-token", subcommand)]
+    ApiToken(HubApiTokenCommand),
     /// List the fleet: plant, last seen, version, link, acked seq, rows stored, lag.
     Plants {
         /// Print JSON instead of text.
@@ -59,6 +62,16 @@ enum HubTokenCommand {
         /// How long the token stays valid.
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubApiTokenCommand {
+    /// Print a new fleet API token (last line), replacing the one of the same name.
+    Create {
+        /// Who uses it, such as "grafana".
+        #[arg(long, value_name = "NAME")]
+        name: String,
     },
 }
 
@@ -109,6 +122,13 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
             println!("On the plant: plantd enroll --hub HUB:PORT --token TOKEN");
             println!("{token}");
         }
+        HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => {
+            check_plant_name(&name)?;
+            let (token, hash) = crate::hub::make_api_token()?;
+            store.add_api_token(&name, &hash).await?;
+            println!("Fleet API token {name:?}: send it as \"Authorization: Bearer TOKEN\" to GET /api/v1/plants");
+            println!("{token}");
+        }
         HubCommand::Plant(HubPlantCommand::Revoke { name }) => {
             if !store.revoke(&name).await? {
                 bail!("no active plant named {name:?}; `plantd hub plants` lists them");
@@ -156,6 +176,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
 }
 
 fn check_plant_name(name: &str) -> anyhow::Result<()> {
+    // Plant and API token names share the rule.
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()

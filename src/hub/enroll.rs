@@ -1,5 +1,5 @@
-//! Enrollment over HTTPS. (The JSON fleet API waits for admin authentication: the fleet is
-//! listed by `plantd hub plants`, which reads the database.)
+//! Enrollment over HTTPS, and the JSON fleet API (`GET /api/v1/plants`, with a bearer token
+//! from `plantd hub api-token create`).
 //!
 //! A token is `pdh1.<32 random bytes, base64url>.<CA fingerprint, hex>`: one-time, expiring,
 //! stored hashed. The plant first fetches the CA (`GET /api/v1/enroll/ca`) and trusts nothing
@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -25,11 +24,15 @@ const TOKEN_PREFIX: &str = "pdh1";
 
 /// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
 pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
-    let mut raw = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-        .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let secret = crate::pki::random_secret()?;
     let token = format!("{TOKEN_PREFIX}.{secret}.{ca_fingerprint}");
+    let hash = crate::pki::sha256_hex(token.as_bytes());
+    Ok((token, hash))
+}
+
+/// A new fleet API token; returns (token, its SHA-256 for storage).
+pub fn make_api_token() -> anyhow::Result<(String, String)> {
+    let token = format!("pda_{}", crate::pki::random_secret()?);
     let hash = crate::pki::sha256_hex(token.as_bytes());
     Ok((token, hash))
 }
@@ -56,6 +59,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/api/v1/enroll/ca", get(ca))
         .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/plants", get(plants))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .with_state(hub)
@@ -145,6 +149,59 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
         Err(e) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_request",
+            format!("{e:#}"),
+        ),
+    }
+}
+
+/// The fleet, as `plantd hub plants --json` shows it.
+async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing \"Authorization: Bearer TOKEN\"; create one with `plantd hub api-token create --name NAME`".into(),
+        );
+    };
+    let store = match Store::open(&hub.config.database).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database",
+                format!("{e:#}"),
+            )
+        }
+    };
+    match store
+        .api_token(&crate::pki::sha256_hex(token.trim().as_bytes()))
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown token".into(),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database",
+                format!("{e:#}"),
+            )
+        }
+    }
+    match store.plants().await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database",
             format!("{e:#}"),
         ),
     }

@@ -45,6 +45,12 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: the latest telemetry snapshot of each plant.
     "ALTER TABLE plants ADD COLUMN telemetry JSONB, ADD COLUMN telemetry_at TIMESTAMPTZ;",
+    // 3: tokens of the central team's tools for the fleet API.
+    "CREATE TABLE api_tokens (
+        name         TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
 
 /// A connection to the hub database.
@@ -307,6 +313,30 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Records a fleet API token (hashed) under `name`, replacing an earlier one.
+    pub async fn add_api_token(&self, name: &str, token_sha256: &str) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO api_tokens (name, token_sha256) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET token_sha256 = excluded.token_sha256, created_at = now()",
+                &[&name, &token_sha256],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The name of the fleet API token with this hash, if any.
+    pub async fn api_token(&self, token_sha256: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT name FROM api_tokens WHERE token_sha256 = $1",
+                &[&token_sha256],
+            )
+            .await?
+            .map(|r| r.get(0)))
     }
 
     /// Refuses the plant's connections from now on.

@@ -231,37 +231,69 @@ pub fn enroll(data_dir: &Path, hub: &Hub, token: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// A UDP relay on loopback between one plant and one hub; `cut()` drops every datagram.
+/// A UDP relay on loopback between one plant and one hub. `cut()` drops every datagram;
+/// [`Relay::shaped`] adds a one-way delay and a bandwidth limit with a bounded queue, like a
+/// slow WAN link.
 pub struct Relay {
     pub addr: SocketAddr,
     down: Arc<AtomicBool>,
     _rt: tokio::runtime::Runtime,
 }
 
+/// Delay and rate of one direction of a shaped link.
+#[derive(Clone, Copy)]
+struct Shape {
+    delay: Duration,
+    bytes_per_s: u64,
+    queue_bytes: usize,
+}
+
 impl Relay {
     pub fn start(upstream: SocketAddr) -> Relay {
+        Self::run(upstream, None)
+    }
+
+    /// A link of `bits_per_s` each way with `rtt` round trip; datagrams beyond a queue of
+    /// about 0.5 s are dropped, as a router would.
+    pub fn shaped(upstream: SocketAddr, rtt: Duration, bits_per_s: u64) -> Relay {
+        let bytes_per_s = bits_per_s / 8;
+        Self::run(
+            upstream,
+            Some(Shape {
+                delay: rtt / 2,
+                bytes_per_s,
+                queue_bytes: (bytes_per_s / 2) as usize,
+            }),
+        )
+    }
+
+    fn run(upstream: SocketAddr, shape: Option<Shape>) -> Relay {
         let rt = rt();
         let down = Arc::new(AtomicBool::new(false));
-        let front = rt
-            .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
-            .unwrap();
+        let front = Arc::new(
+            rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+                .unwrap(),
+        );
         let addr = front.local_addr().unwrap();
         let d = down.clone();
         rt.spawn(async move {
-            let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let mut client: Option<SocketAddr> = None;
+            let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+            let to_hub = pipe(back.clone(), shape, { move |_| Some(upstream) });
+            let c = client.clone();
+            let to_plant = pipe(front.clone(), shape, move |_| *c.lock().unwrap());
             let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
             loop {
                 tokio::select! {
                     r = front.recv_from(&mut a) => if let Ok((n, from)) = r {
-                        client = Some(from);
+                        *client.lock().unwrap() = Some(from);
                         if !d.load(Ordering::Relaxed) {
-                            let _ = back.send_to(&a[..n], upstream).await;
+                            let _ = to_hub.send(a[..n].to_vec());
                         }
                     },
-                    r = back.recv_from(&mut b) => if let (Ok((n, _)), Some(c)) = (r, client) {
+                    r = back.recv_from(&mut b) => if let Ok((n, _)) = r {
                         if !d.load(Ordering::Relaxed) {
-                            let _ = front.send_to(&b[..n], c).await;
+                            let _ = to_plant.send(b[..n].to_vec());
                         }
                     },
                 }
@@ -281,4 +313,46 @@ impl Relay {
     pub fn heal(&self) {
         self.down.store(false, Ordering::Relaxed);
     }
+}
+
+/// One direction: datagrams go out of `socket` to `dest`, after the shape's delay and at its
+/// rate, or at once without a shape.
+fn pipe(
+    socket: Arc<tokio::net::UdpSocket>,
+    shape: Option<Shape>,
+    dest: impl Fn(()) -> Option<SocketAddr> + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedSender<Vec<u8>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (timed_tx, mut timed_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let q = queued.clone();
+    tokio::spawn(async move {
+        // Admission: stamp arrival, drop when the queue is full.
+        while let Some(d) = rx.recv().await {
+            if let Some(s) = shape {
+                if q.load(Ordering::Relaxed) + d.len() > s.queue_bytes {
+                    continue;
+                }
+                q.fetch_add(d.len(), Ordering::Relaxed);
+            }
+            let _ = timed_tx.send((tokio::time::Instant::now(), d));
+        }
+    });
+    tokio::spawn(async move {
+        let mut free_at = tokio::time::Instant::now();
+        while let Some((arrived, d)) = timed_rx.recv().await {
+            if let Some(s) = shape {
+                let wire = Duration::from_secs_f64(d.len() as f64 / s.bytes_per_s as f64);
+                let start = free_at.max(tokio::time::Instant::now());
+                free_at = start + wire;
+                queued.fetch_sub(d.len(), Ordering::Relaxed);
+                tokio::time::sleep_until(free_at.max(arrived + s.delay)).await;
+            }
+            if let Some(to) = dest(()) {
+                let _ = socket.send_to(&d, to).await;
+            }
+        }
+    });
+    tx
 }

@@ -223,6 +223,32 @@ fn enrollment_and_connections_are_refused_with_reasons() {
             .is_some_and(|e| e.contains("revoked"))
     });
     assert_eq!(pg.rows("lyon").len(), 10, "a revoked plant stores nothing");
+    // The fleet API wants a token.
+    let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
+    let url = format!("https://localhost:{}/api/v1/plants", hub.https.port());
+    let r = rt().block_on(async { client.get(&url).send().await.unwrap() });
+    assert_eq!(r.status().as_u16(), 401);
+    let out = hub.cli(&["api-token", "create", "--name", "grafana"]);
+    let api = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let (status, fleet) = rt().block_on(get_json(&client, &url, &api));
+    assert_eq!(status, 200);
+    let lyon = fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plant"] == "lyon")
+        .unwrap();
+    assert_eq!(
+        (lyon["revoked"].as_bool(), lyon["stored"].as_i64()),
+        (Some(true), Some(10))
+    );
+    let (status, _) = rt().block_on(get_json(&client, &url, "pda_wrong"));
+    assert_eq!(status, 401);
     let out = hub.cli(&["plant", "revoke", "ghost"]);
     assert!(stderr(&out).contains("no active plant named \"ghost\""));
 }
@@ -342,4 +368,48 @@ fn the_hub_refuses_connections_without_its_certificates() {
         other.signing_key.serialize_pem().into_bytes(),
     );
     assert!(quic_hello(&hub, Some(forged)).is_err());
+}
+
+#[test]
+fn a_slow_link_drains_without_reconnects_and_a_hub_restarted_while_offline_recovers() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let quic = free_udp_addr();
+    // 1 Mbit/s, 100 ms round trip.
+    let relay = Relay::shaped(quic, Duration::from_millis(100), 1_000_000);
+    let mut hub = Hub::start(&dir.path().join("hub"), &pg, quic, Some(relay.addr));
+    let (_pd, data, token) = data_dir_with_token("line-3");
+    assert!(enroll(&data, &hub, &hub.token("nantes", "1h"))
+        .status
+        .success());
+    let plant = Plant::start(&data, "");
+    let started = Instant::now();
+    let acked = post_many(&plant, &token, "slow", 3000);
+    wait_for(90, "the drain over the slow link", || {
+        pg.rows("nantes").len() == 3000
+    });
+    println!(
+        "3000 transactions over 1 Mbit/s, 100 ms RTT in {:?}",
+        started.elapsed()
+    );
+    let s = status(&data);
+    assert_eq!(s["link"]["reconnects"], 0, "{s}");
+
+    // The plant goes offline; the hub restarts meanwhile; both recover without help.
+    relay.cut();
+    let mut more = post_many(&plant, &token, "offline", 200);
+    hub.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    hub.restart();
+    more.extend(post_many(&plant, &token, "offline-2", 100));
+    relay.heal();
+    wait_for(90, "recovery after the hub restart", || {
+        pg.rows("nantes").len() == 3300
+    });
+    let at_hub: BTreeMap<String, u64> =
+        pg.rows("nantes").into_iter().map(|(s, k)| (k, s)).collect();
+    for (k, s) in acked.iter().chain(more.iter()) {
+        assert_eq!(at_hub.get(k), Some(s), "{k}");
+    }
+    drop(plant);
 }
