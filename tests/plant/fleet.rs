@@ -279,7 +279,7 @@ impl Relay {
         rt.spawn(async move {
             let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
             let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
-            let to_hub = pipe(back.clone(), shape, { move |_| Some(upstream) });
+            let to_hub = pipe(back.clone(), shape, move |_| Some(upstream));
             let c = client.clone();
             let to_plant = pipe(front.clone(), shape, move |_| *c.lock().unwrap());
             let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
