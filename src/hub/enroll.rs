@@ -65,6 +65,16 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// The database failed: the details go to the hub's log, never to the caller.
+fn unavailable(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "hub database");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the hub cannot reach its database; retry later".into(),
+    )
+}
+
 fn error(status: StatusCode, code: &str, message: String) -> Response {
     (
         status,
@@ -105,15 +115,16 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
     if let Err(m) = parse_token(&req.token) {
         return error(StatusCode::UNAUTHORIZED, "bad_token", m);
     }
+    if let Err(e) = rcgen::CertificateSigningRequestParams::from_pem(&req.csr) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_csr",
+            format!("csr is not a valid PEM PKCS#10 certificate request: {e}"),
+        );
+    }
     let mut store = match Store::open(&hub.config.database).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database",
-                format!("{e:#}"),
-            )
-        }
+        Err(e) => return unavailable(e),
     };
     let token_hash = crate::pki::sha256_hex(req.token.trim().as_bytes());
     let issued = store
@@ -146,11 +157,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
             tracing::warn!(?check, "enrollment refused");
             error(StatusCode::FORBIDDEN, "enrollment_refused", message.into())
         }
-        Err(e) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_request",
-            format!("{e:#}"),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -160,7 +167,7 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
+    let Some(token) = token.filter(|t| t.trim().starts_with("pda_")) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -169,13 +176,7 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
     };
     let store = match Store::open(&hub.config.database).await {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database",
-                format!("{e:#}"),
-            )
-        }
+        Err(e) => return unavailable(e),
     };
     match store
         .api_token(&crate::pki::sha256_hex(token.trim().as_bytes()))
@@ -189,21 +190,11 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
                 "unknown token".into(),
             )
         }
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database",
-                format!("{e:#}"),
-            )
-        }
+        Err(e) => return unavailable(e),
     }
     match store.plants().await {
         Ok(rows) => Json(rows).into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database",
-            format!("{e:#}"),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 

@@ -105,6 +105,14 @@ impl Store {
                 tracing::error!(error = %e, "hub database connection ended");
             }
         });
+        // A session must never wait for ever on a lock held by a replica that lost its link.
+        client
+            .batch_execute(
+                "SET lock_timeout = '10s'; SET statement_timeout = '60s';
+                 SET idle_in_transaction_session_timeout = '60s'",
+            )
+            .await
+            .context("setting the hub database session timeouts")?;
         Ok(Store { client })
     }
 
@@ -249,13 +257,17 @@ impl Store {
     /// Stores the contiguous continuation of `plant`'s transactions; returns its new acked seq.
     pub async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {
         let tx = self.client.transaction().await?;
-        let acked: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT acked_seq FROM plants WHERE name = $1 FOR UPDATE",
+                "SELECT acked_seq, revoked_at IS NOT NULL FROM plants WHERE name = $1 FOR UPDATE",
                 &[&plant],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (acked, revoked): (i64, bool) = (row.get(0), row.get(1));
+        // Revocation also ends a session that was already running.
+        if revoked {
+            bail!("plant {plant:?} was revoked at the hub");
+        }
         let fresh: Vec<&Entry> = entries.iter().filter(|e| e.seq as i64 > acked).collect();
         let Some(first) = fresh.first() else {
             return Ok(acked as u64);
@@ -385,16 +397,43 @@ impl Store {
     }
 }
 
-/// The URL without its password, for messages.
+/// Where the database is, without any secret, for messages: user, hosts, ports, database.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
+    let Ok(c) = url.parse::<tokio_postgres::Config>() else {
+        return "(a database URL that does not parse)".into();
+    };
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        c.get_user().unwrap_or(""),
+        hosts.join(","),
+        ports.join(","),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn database_urls_lose_their_secrets() {
+        for url in [
+            "postgres://plantd:s3cret@db:5432/plantd",
+            "postgres://plantd@db/plantd?password=s3cret",
+            "host=db user=plantd password=s3cret dbname=plantd",
+        ] {
+            let r = redact(url);
+            assert!(!r.contains("s3cret"), "{url} -> {r}");
+            assert!(r.contains("db") && r.contains("plantd"), "{url} -> {r}");
         }
-        _ => url.to_string(),
     }
 }

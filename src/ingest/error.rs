@@ -16,6 +16,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     BodyTooLarge,
     MalformedJson(String),
+    /// The body stopped arriving or broke off.
+    BodyUnreadable(String),
     /// A field failed validation: `code`, dotted `field`, what is wrong.
     Invalid {
         code: &'static str,
@@ -60,7 +62,7 @@ impl ApiError {
                     "key".into()
                 },
                 message: format!(
-                    "key {key:?} was already used for seq {seq} with a different kind or payload; use a new key for a new transaction"
+                    "key {key:?} was already used for seq {seq} by another device or with a different kind or payload; use a new key for a new transaction"
                 ),
             },
             JournalError::Closed => ApiError::ShuttingDown,
@@ -101,6 +103,14 @@ impl ApiError {
                 ),
             ),
             MalformedJson(m) => (StatusCode::BAD_REQUEST, "malformed_json", None, m.clone()),
+            BodyUnreadable(m) => (
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                None,
+                format!(
+                    "the body could not be read to its end ({m}); send it again with the same key"
+                ),
+            ),
             Invalid {
                 code,
                 field,

@@ -135,8 +135,7 @@ async fn read_body(mut body: Body, declared: Option<u64>) -> Result<Bytes, ApiEr
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::MalformedJson(format!("could not read the body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             total += data.len();
             if total <= MAX_BODY {

@@ -311,8 +311,14 @@ impl Journal {
         .await
     }
 
-    /// Up to `limit` transactions after `after`, in seq order.
-    pub async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+    /// Up to `limit` transactions after `after`, in seq order, stopping once they hold about
+    /// `max_bytes` (at least one is returned).
+    pub async fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, JournalError> {
         self.read(move |c| {
             let mut s = c.prepare_cached(
                 "SELECT seq, key, device, kind, payload, occurred_at, received_at
@@ -329,7 +335,22 @@ impl Journal {
                     received_at_ms: r.get(6)?,
                 })
             })?;
-            rows.collect()
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for row in rows {
+                let row = row?;
+                bytes += 48
+                    + row.key.len()
+                    + row.device.len()
+                    + row.kind.len()
+                    + row.payload.len()
+                    + row.occurred_at.as_ref().map_or(0, String::len);
+                out.push(row);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -358,7 +379,8 @@ impl Journal {
             None
         };
         Ok(Stats {
-            depth: last_seq - hub_acked_seq,
+            // Two separate loads: an ack may land in between.
+            depth: last_seq.saturating_sub(hub_acked_seq),
             last_seq,
             hub_acked_seq,
             applied_seq,

@@ -417,7 +417,7 @@ fn insert_request(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key) DO NOTHING",
     )?;
     let mut existing =
-        conn.prepare_cached("SELECT seq, kind, payload FROM transactions WHERE key = ?1")?;
+        conn.prepare_cached("SELECT seq, device, kind, payload FROM transactions WHERE key = ?1")?;
     let mut out = Vec::with_capacity(items.len());
     for (index, t) in items.iter().enumerate() {
         let seq = *last_seq + 1;
@@ -438,9 +438,12 @@ fn insert_request(
             });
             continue;
         }
-        let (seq, kind, payload): (i64, String, String) =
-            existing.query_row([&t.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if kind != t.kind || payload != t.payload {
+        let (seq, device, kind, payload): (i64, String, String, String) = existing
+            .query_row([&t.key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+        // Another device's transaction with the same key is not a retry of this one.
+        if device != t.device || kind != t.kind || payload != t.payload {
             return Ok(Err(JournalError::KeyConflict {
                 index,
                 key: t.key.clone(),

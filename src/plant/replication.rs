@@ -19,10 +19,10 @@ struct JournalSource {
 }
 
 impl PlantJournal for JournalSource {
-    async fn read(&self, after: u64, limit: usize) -> anyhow::Result<Vec<Entry>> {
+    async fn read(&self, after: u64, limit: usize, max_bytes: usize) -> anyhow::Result<Vec<Entry>> {
         Ok(self
             .journal
-            .read_after(after, limit)
+            .read_after(after, limit, max_bytes)
             .await?
             .into_iter()
             .map(|s| Entry {

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::session::{HubAction, HubEvent, HubSession};
 use super::transport::{read_frame, write_frame};
-use super::wire::{Entry, Frame};
+use super::wire::{Entry, Frame, RefuseCode};
 
 /// Where the hub's side of replication keeps things.
 pub trait HubStore: Send {
@@ -113,9 +113,17 @@ pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow:
             }
         }
         tokio::select! {
-            frame = read_frame(&mut recv, &mut buf) => match frame? {
-                Some(frame) => session.handle(HubEvent::Frame(frame)),
-                None => return Ok(()),
+            frame = read_frame(&mut recv, &mut buf) => match frame {
+                Ok(Some(frame)) => session.handle(HubEvent::Frame(frame)),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // Tell the plant why, so its log says more than "closed".
+                    let refuse = Frame::Refuse { code: RefuseCode::Protocol, message: format!("{e:#}") };
+                    let _ = write_frame(&mut send, &refuse, &mut out).await;
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    return Err(e);
+                }
             },
             // Telemetry has its own stream, so a long backlog never delays it.
             uni = conn.accept_uni(), if telemetry.is_none() => telemetry = Some(uni?),

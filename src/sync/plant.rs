@@ -20,10 +20,12 @@ use super::wire::{Entry, Frame};
 
 /// Where the plant's side of replication gets entries and records acks.
 pub trait PlantJournal: Send + Sync + 'static {
+    /// Up to `limit` entries after `after`, stopping once they hold `max_bytes` (at least one).
     fn read(
         &self,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> impl Future<Output = anyhow::Result<Vec<Entry>>> + Send;
     fn acked(&self, seq: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// The journal's last seq, updated on every commit.
@@ -196,15 +198,36 @@ async fn session(
     let mut tout = Vec::new();
     let mut last_seq = journal.last_seq();
     let at = *last_seq.borrow_and_update();
-    let mut s = PlantSession::new(&target.plant, env!("CARGO_PKG_VERSION"), at, target.session);
+    let mut s = PlantSession::new(
+        &target.plant,
+        env!("CARGO_PKG_VERSION"),
+        at,
+        target.session,
+        Instant::now(),
+    );
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         while let Some(action) = s.poll_action() {
             match action {
-                PlantAction::Send(frame) => write_frame(&mut send, &frame, &mut out).await?,
-                PlantAction::Read { after, limit } => {
-                    let entries = journal.read(after, limit).await?;
+                // A hub that stops reading must not hold the plant here forever.
+                PlantAction::Send(frame) => tokio::time::timeout(
+                    target.session.ack_timeout,
+                    write_frame(&mut send, &frame, &mut out),
+                )
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the hub stopped reading for {:?}",
+                        target.session.ack_timeout
+                    )
+                })??,
+                PlantAction::Read {
+                    after,
+                    limit,
+                    max_bytes,
+                } => {
+                    let entries = journal.read(after, limit, max_bytes).await?;
                     s.handle(Instant::now(), PlantEvent::Read(entries));
                 }
                 PlantAction::Acked(seq) => journal.acked(seq).await?,

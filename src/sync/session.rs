@@ -36,6 +36,9 @@ pub struct PlantSettings {
     pub window: usize,
     /// Most entries in one batch.
     pub batch_max: usize,
+    /// Most bytes of entries in one batch (one entry always goes, however large), well under
+    /// the wire's frame limit.
+    pub batch_bytes: usize,
     /// How long an unacknowledged batch may wait before the session is given up.
     pub ack_timeout: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for PlantSettings {
         PlantSettings {
             window: 8,
             batch_max: 2000,
+            batch_bytes: 4 * 1024 * 1024,
             ack_timeout: Duration::from_secs(30),
         }
     }
@@ -53,10 +57,12 @@ impl Default for PlantSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlantAction {
     Send(Frame),
-    /// Read up to `limit` entries after `after` from the journal; answer with `PlantEvent::Read`.
+    /// Read up to `limit` entries after `after` from the journal, stopping once they hold
+    /// `max_bytes` (at least one entry); answer with `PlantEvent::Read`.
     Read {
         after: u64,
         limit: usize,
+        max_bytes: usize,
     },
     /// The hub holds everything through this seq: advance the journal's hub cursor.
     Acked(u64),
@@ -98,8 +104,15 @@ pub struct PlantSession {
 }
 
 impl PlantSession {
-    /// A new session; its first action sends `Hello`.
-    pub fn new(plant: &str, version: &str, journal_at: u64, settings: PlantSettings) -> Self {
+    /// A new session at `now`; its first action sends `Hello`, and the hub has the ack timeout
+    /// to answer it.
+    pub fn new(
+        plant: &str,
+        version: &str,
+        journal_at: u64,
+        settings: PlantSettings,
+        now: Instant,
+    ) -> Self {
         let mut actions = VecDeque::new();
         actions.push_back(PlantAction::Send(Frame::Hello {
             protocol: PROTOCOL,
@@ -114,7 +127,7 @@ impl PlantSession {
             acked: 0,
             inflight: VecDeque::new(),
             reading: false,
-            ack_deadline: None,
+            ack_deadline: Some(now + settings.ack_timeout),
             actions,
         }
     }
@@ -166,6 +179,7 @@ impl PlantSession {
                 self.sent_through = have;
                 self.acked = have;
                 self.state = PlantState::Streaming;
+                self.ack_deadline = None;
                 self.actions.push_back(PlantAction::Acked(have));
                 self.pump();
             }
@@ -205,6 +219,13 @@ impl PlantSession {
     fn on_read(&mut self, now: Instant, entries: Vec<Entry>) {
         self.reading = false;
         let Some(first) = entries.first() else {
+            if self.sent_through < self.available {
+                // The journal says it has more, yet returns nothing: those rows are gone.
+                return self.close(SessionError::Pruned {
+                    needed: self.sent_through + 1,
+                    first: self.available + 1,
+                });
+            }
             return;
         };
         if first.seq != self.sent_through + 1 {
@@ -242,6 +263,7 @@ impl PlantSession {
             self.actions.push_back(PlantAction::Read {
                 after: self.sent_through,
                 limit: self.settings.batch_max,
+                max_bytes: self.settings.batch_bytes,
             });
         }
     }

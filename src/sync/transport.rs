@@ -5,15 +5,17 @@ use quinn::{RecvStream, SendStream};
 use super::wire::{self, Frame};
 
 /// Reads the next frame; `None` when the peer finished the stream cleanly between frames.
+///
+/// Cancel-safe: bytes received stay in `buf` (which the caller keeps), so dropping this future
+/// inside `select!` loses nothing.
 pub async fn read_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<Frame>> {
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if let Some((frame, used)) = wire::decode(buf)? {
             buf.drain(..used);
             return Ok(Some(frame));
         }
-        match recv.read(&mut chunk).await? {
-            Some(n) => buf.extend_from_slice(&chunk[..n]),
+        match recv.read_chunk(usize::MAX, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
             None if buf.is_empty() => return Ok(None),
             None => anyhow::bail!("the stream ended inside a frame"),
         }

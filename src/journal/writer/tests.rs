@@ -126,6 +126,14 @@ fn a_conflicting_request_is_refused_whole_and_leaves_no_gap() {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
+    // The same key and payload from another device is not a retry either.
+    let mut other = tx("a", "{\"q\":1}");
+    other.device = "scanner-2".into();
+    let out2 = group(&mut w, vec![vec![other]], 2_500);
+    assert!(matches!(
+        &out2[0],
+        Err(JournalError::KeyConflict { seq: 1, .. })
+    ));
     // "c" was rolled back with its request, and "d" takes the next seq.
     assert_eq!(seqs(&out[2]), vec![(3, false)]);
     assert_eq!(stored_seqs(&w), vec![1, 2, 3]);

@@ -100,7 +100,13 @@ impl Sim {
     }
 
     fn connect(&mut self) {
-        let plant = PlantSession::new("plant-a", "0.1.0", self.journal.last(), self.settings);
+        let plant = PlantSession::new(
+            "plant-a",
+            "0.1.0",
+            self.journal.last(),
+            self.settings,
+            self.now,
+        );
         self.link = Some(Link {
             plant,
             hub: HubSession::default(),
@@ -128,7 +134,7 @@ impl Sim {
                         wire::encode(&f, &mut b);
                         link.to_hub.push_back(b);
                     }
-                    PlantAction::Read { after, limit } => link
+                    PlantAction::Read { after, limit, .. } => link
                         .plant_events
                         .push_back(PlantEvent::Read(self.journal.read(after, limit))),
                     PlantAction::Acked(seq) => {
@@ -304,8 +310,8 @@ fn no_ack_within_the_timeout_ends_the_session() {
         ack_timeout: Duration::from_secs(30),
         ..PlantSettings::default()
     };
-    let mut s = PlantSession::new("p", "v", 5, settings);
     let t0 = Instant::now();
+    let mut s = PlantSession::new("p", "v", 5, settings, t0);
     assert!(matches!(
         s.poll_action(),
         Some(PlantAction::Send(Frame::Hello { .. }))
@@ -316,7 +322,8 @@ fn no_ack_within_the_timeout_ends_the_session() {
         s.poll_action(),
         Some(PlantAction::Read {
             after: 0,
-            limit: 2000
+            limit: 2000,
+            max_bytes: 4 * 1024 * 1024
         })
     );
     s.handle(t0, PlantEvent::Read((1..=5).map(entry).collect()));
@@ -347,6 +354,7 @@ fn an_ack_moves_the_deadline_and_the_cursor() {
             batch_max: 2,
             ..PlantSettings::default()
         },
+        Instant::now(),
     );
     let t0 = Instant::now();
     s.poll_action();
@@ -373,7 +381,7 @@ fn an_ack_moves_the_deadline_and_the_cursor() {
 
 #[test]
 fn the_plant_refuses_a_resume_beyond_its_journal_and_reports_pruned_entries() {
-    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default());
+    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default(), Instant::now());
     s.poll_action();
     s.handle(
         Instant::now(),
@@ -383,7 +391,7 @@ fn the_plant_refuses_a_resume_beyond_its_journal_and_reports_pruned_entries() {
         matches!(s.poll_action(), Some(PlantAction::Close(SessionError::Protocol(m))) if m.contains("last seq is 10"))
     );
 
-    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default());
+    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default(), Instant::now());
     s.poll_action();
     s.handle(
         Instant::now(),
@@ -505,6 +513,19 @@ proptest! {
         prop_assert_eq!(sim.store.rows.len() as u64, sim.journal.last());
         prop_assert_eq!(sim.journal.hub_acked, sim.journal.last());
     }
+}
+
+#[test]
+fn a_hub_that_never_answers_the_hello_times_out() {
+    let t0 = Instant::now();
+    let mut s = PlantSession::new("p", "v", 3, PlantSettings::default(), t0);
+    s.poll_action();
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    s.handle_timeout(t0 + Duration::from_secs(30));
+    assert!(matches!(
+        s.poll_action(),
+        Some(PlantAction::Close(SessionError::AckTimeout(_)))
+    ));
 }
 
 #[test]
