@@ -17,8 +17,9 @@ impl HubStore for Store {
         cert_sha256: &str,
         plant: &str,
         version: &str,
+        journal: &str,
     ) -> anyhow::Result<Result<u64, String>> {
-        Store::authorize(self, cert_sha256, plant, version).await
+        Store::authorize(self, cert_sha256, plant, version, journal).await
     }
 
     async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {

@@ -51,6 +51,8 @@ const MIGRATIONS: &[&str] = &[
         token_sha256 TEXT NOT NULL UNIQUE,
         created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 4: the id of the journal each plant replicates from.
+    "ALTER TABLE plants ADD COLUMN journal_id TEXT;",
 ];
 
 /// A connection to the hub database.
@@ -228,13 +230,19 @@ impl Store {
         cert_sha256: &str,
         claimed: &str,
         version: &str,
+        journal: &str,
     ) -> anyhow::Result<Result<u64, String>> {
+        // The first session binds the plant to its journal; a later one from another journal
+        // (a replaced or rebuilt journal.db) would resume seqs that are not the same
+        // transactions, so it is refused.
         let row = self
             .client
             .query_opt(
-                "UPDATE plants SET last_seen = now(), version = $2 WHERE cert_sha256 = $1
-                 RETURNING name, revoked_at IS NOT NULL, acked_seq",
-                &[&cert_sha256, &version],
+                "UPDATE plants SET last_seen = now(), version = $2,
+                        journal_id = coalesce(journal_id, $3)
+                 WHERE cert_sha256 = $1
+                 RETURNING name, revoked_at IS NOT NULL, acked_seq, journal_id",
+                &[&cert_sha256, &version, &journal],
             )
             .await?;
         let Some(row) = row else {
@@ -242,9 +250,15 @@ impl Store {
                 "this certificate belongs to no enrolled plant; enroll again".into(),
             ));
         };
-        let (name, revoked, acked): (String, bool, i64) = (row.get(0), row.get(1), row.get(2));
+        let (name, revoked, acked, bound): (String, bool, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if revoked {
             return Ok(Err(format!("plant {name:?} is revoked at the hub")));
+        }
+        if bound != journal {
+            return Ok(Err(format!(
+                "plant {name:?} replicates journal {bound} at the hub (through seq {acked}), but this is journal {journal}: the plant's journal was replaced; enroll it under a new plant name so that nothing is mixed up"
+            )));
         }
         if name != claimed {
             return Ok(Err(format!(

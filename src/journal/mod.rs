@@ -208,6 +208,7 @@ struct Inner {
     reader: Mutex<Connection>,
     positions: Arc<Positions>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    id: String,
 }
 
 impl Journal {
@@ -222,6 +223,11 @@ impl Journal {
         schema::migrate(&mut conn).map_err(open_err)?;
         let positions = Arc::new(Positions::default());
         writer::load_positions(&conn, &positions).map_err(open_err)?;
+        let id: String = conn
+            .query_row("SELECT journal_id FROM identity WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(open_err)?;
 
         let reader = Connection::open_with_flags(
             path,
@@ -247,8 +253,14 @@ impl Journal {
                 reader: Mutex::new(reader),
                 positions,
                 writer: Mutex::new(Some(handle)),
+                id,
             }),
         })
+    }
+
+    /// The journal's random id, made when the file was created.
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// Appends `items` as one all-or-nothing unit; returns after the commit is fsync'd.

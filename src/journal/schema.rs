@@ -20,6 +20,9 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO sequence (id, last_seq) VALUES (1, 0);
      CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
      INSERT INTO cursors (name, seq) VALUES ('hub_acked', 0), ('applied', 0);",
+    // 2: a random id, so the hub can tell this journal from a replacement.
+    "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), journal_id TEXT NOT NULL);
+     INSERT INTO identity (id, journal_id) VALUES (1, lower(hex(randomblob(16))));",
 ];
 
 /// Pragmas for every connection: WAL, fsync on every commit, a bounded WAL file.

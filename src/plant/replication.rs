@@ -116,6 +116,7 @@ pub fn start(
     };
     let target = Target {
         plant: enrollment.plant.clone(),
+        journal_id: journal.id().to_string(),
         hubs: hubs.clone(),
         client,
         session: Default::default(),

@@ -21,6 +21,7 @@ pub trait HubStore: Send {
         cert_sha256: &str,
         plant: &str,
         version: &str,
+        journal: &str,
     ) -> impl Future<Output = anyhow::Result<Result<u64, String>>> + Send;
 
     /// Commits the contiguous continuation of the plant's entries; returns the acked seq.
@@ -77,8 +78,12 @@ pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow:
                 HubAction::Authorize {
                     plant: claimed,
                     version,
+                    journal,
                 } => {
-                    let event = match store.authorize(&fingerprint, &claimed, &version).await {
+                    let event = match store
+                        .authorize(&fingerprint, &claimed, &version, &journal)
+                        .await
+                    {
                         Ok(Ok(next_seq)) => {
                             tracing::info!(plant = %claimed, %version, next_seq, "plant connected");
                             plant = claimed;

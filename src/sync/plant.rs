@@ -14,7 +14,7 @@ use quinn::{ClientConfig, Connection, Endpoint};
 use tokio::sync::watch;
 
 use super::link::{Link, LinkSettings, LinkState};
-use super::session::{PlantAction, PlantEvent, PlantSession, PlantSettings};
+use super::session::{PlantAction, PlantEvent, PlantIdentity, PlantSession, PlantSettings};
 use super::transport::{read_frame, write_frame};
 use super::wire::{Entry, Frame};
 
@@ -40,6 +40,8 @@ pub trait PlantJournal: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Target {
     pub plant: String,
+    /// The journal's random id, so the hub can tell a replaced journal.
+    pub journal_id: String,
     /// "host:port" QUIC addresses, tried in turn.
     pub hubs: Vec<String>,
     pub client: ClientConfig,
@@ -198,13 +200,12 @@ async fn session(
     let mut tout = Vec::new();
     let mut last_seq = journal.last_seq();
     let at = *last_seq.borrow_and_update();
-    let mut s = PlantSession::new(
-        &target.plant,
-        env!("CARGO_PKG_VERSION"),
-        at,
-        target.session,
-        Instant::now(),
-    );
+    let identity = PlantIdentity {
+        plant: target.plant.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        journal: target.journal_id.clone(),
+    };
+    let mut s = PlantSession::new(&identity, at, target.session, Instant::now());
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

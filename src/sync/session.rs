@@ -29,6 +29,15 @@ pub enum SessionError {
     Pruned { needed: u64, first: u64 },
 }
 
+/// Who the plant says it is in `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlantIdentity {
+    pub plant: String,
+    pub version: String,
+    /// The journal's random id.
+    pub journal: String,
+}
+
 /// Tunables of the plant side.
 #[derive(Debug, Clone, Copy)]
 pub struct PlantSettings {
@@ -107,8 +116,7 @@ impl PlantSession {
     /// A new session at `now`; its first action sends `Hello`, and the hub has the ack timeout
     /// to answer it.
     pub fn new(
-        plant: &str,
-        version: &str,
+        identity: &PlantIdentity,
         journal_at: u64,
         settings: PlantSettings,
         now: Instant,
@@ -116,8 +124,9 @@ impl PlantSession {
         let mut actions = VecDeque::new();
         actions.push_back(PlantAction::Send(Frame::Hello {
             protocol: PROTOCOL,
-            plant: plant.to_string(),
-            version: version.to_string(),
+            plant: identity.plant.clone(),
+            version: identity.version.clone(),
+            journal: identity.journal.clone(),
         }));
         PlantSession {
             settings,
@@ -283,6 +292,7 @@ pub enum HubAction {
     Authorize {
         plant: String,
         version: String,
+        journal: String,
     },
     /// Commit these entries (the contiguous continuation of what is stored), in order; answer
     /// with `HubEvent::Stored` or `HubEvent::StoreFailed`.
@@ -347,6 +357,7 @@ impl HubSession {
                     protocol,
                     plant,
                     version,
+                    journal,
                 }),
             ) => {
                 if protocol != PROTOCOL {
@@ -356,8 +367,11 @@ impl HubSession {
                     );
                 }
                 self.state = HubState::Authorizing;
-                self.actions
-                    .push_back(HubAction::Authorize { plant, version });
+                self.actions.push_back(HubAction::Authorize {
+                    plant,
+                    version,
+                    journal,
+                });
             }
             (HubState::Authorizing, HubEvent::Authorized { next_seq }) => {
                 self.expected = next_seq.max(1);

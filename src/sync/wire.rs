@@ -33,6 +33,8 @@ pub enum Frame {
         protocol: u16,
         plant: String,
         version: String,
+        /// The plant journal's random id: a replaced journal must not resume an old one's seqs.
+        journal: String,
     },
     /// Hub → plant: the next seq I need from you.
     Resume { next_seq: u64 },
@@ -120,11 +122,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             protocol,
             plant,
             version,
+            journal,
         } => {
             out.push(1);
             out.extend_from_slice(&protocol.to_be_bytes());
             put_str(out, plant);
             put_str(out, version);
+            put_str(out, journal);
         }
         Frame::Resume { next_seq } => {
             out.push(2);
@@ -285,6 +289,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             protocol: r.u16("protocol")?,
             plant: r.string("plant")?,
             version: r.string("version")?,
+            journal: r.string("journal")?,
         },
         2 => Frame::Resume {
             next_seq: r.u64("next_seq")?,
@@ -358,6 +363,7 @@ mod tests {
                 protocol: PROTOCOL,
                 plant: "plant-lyon".into(),
                 version: "0.1.0".into(),
+                journal: "5f0c2a".into(),
             },
             Frame::Resume { next_seq: 42 },
             Frame::Batch {

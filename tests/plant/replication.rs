@@ -285,6 +285,21 @@ fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
         status(&data)["journal"]["depth"] == 0
     });
     drop(plant);
+
+    // The journal is lost and rebuilt under the same enrollment: its new seqs 1, 2, ... are not
+    // the transactions the hub holds under those numbers, so the hub refuses it.
+    for f in ["journal.db", "journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "fresh", 5);
+    wait_for(30, "the refusal of a replaced journal", || {
+        status(&data)["link"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("journal was replaced"))
+    });
+    assert_eq!(pg.rows("lille").len(), 250);
+    drop(plant);
 }
 
 /// Opens a QUIC connection to the hub and a session stream, with the given client identity;
@@ -329,6 +344,7 @@ fn quic_hello(hub: &Hub, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<(), Str
         let mut hello = vec![0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 4];
         hello.extend_from_slice(b"lyon");
         hello.extend_from_slice(&[0, 0, 0, 1, b't']);
+        hello.extend_from_slice(&[0, 0, 0, 1, b'j']);
         let len = (hello.len() - 4) as u32;
         hello[..4].copy_from_slice(&len.to_be_bytes());
         send.write_all(&hello).await.map_err(|e| e.to_string())?;

@@ -8,6 +8,14 @@ use proptest::prelude::*;
 use super::*;
 use crate::sync::wire::{self, RefuseCode};
 
+fn ident() -> PlantIdentity {
+    PlantIdentity {
+        plant: "plant-a".into(),
+        version: "0.1.0".into(),
+        journal: "j1".into(),
+    }
+}
+
 fn entry(seq: u64) -> Entry {
     Entry {
         seq,
@@ -100,13 +108,7 @@ impl Sim {
     }
 
     fn connect(&mut self) {
-        let plant = PlantSession::new(
-            "plant-a",
-            "0.1.0",
-            self.journal.last(),
-            self.settings,
-            self.now,
-        );
+        let plant = PlantSession::new(&ident(), self.journal.last(), self.settings, self.now);
         self.link = Some(Link {
             plant,
             hub: HubSession::default(),
@@ -311,7 +313,7 @@ fn no_ack_within_the_timeout_ends_the_session() {
         ..PlantSettings::default()
     };
     let t0 = Instant::now();
-    let mut s = PlantSession::new("p", "v", 5, settings, t0);
+    let mut s = PlantSession::new(&ident(), 5, settings, t0);
     assert!(matches!(
         s.poll_action(),
         Some(PlantAction::Send(Frame::Hello { .. }))
@@ -347,8 +349,7 @@ fn no_ack_within_the_timeout_ends_the_session() {
 #[test]
 fn an_ack_moves_the_deadline_and_the_cursor() {
     let mut s = PlantSession::new(
-        "p",
-        "v",
+        &ident(),
         4,
         PlantSettings {
             batch_max: 2,
@@ -381,7 +382,7 @@ fn an_ack_moves_the_deadline_and_the_cursor() {
 
 #[test]
 fn the_plant_refuses_a_resume_beyond_its_journal_and_reports_pruned_entries() {
-    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default(), Instant::now());
+    let mut s = PlantSession::new(&ident(), 10, PlantSettings::default(), Instant::now());
     s.poll_action();
     s.handle(
         Instant::now(),
@@ -391,7 +392,7 @@ fn the_plant_refuses_a_resume_beyond_its_journal_and_reports_pruned_entries() {
         matches!(s.poll_action(), Some(PlantAction::Close(SessionError::Protocol(m))) if m.contains("last seq is 10"))
     );
 
-    let mut s = PlantSession::new("p", "v", 10, PlantSettings::default(), Instant::now());
+    let mut s = PlantSession::new(&ident(), 10, PlantSettings::default(), Instant::now());
     s.poll_action();
     s.handle(
         Instant::now(),
@@ -415,6 +416,7 @@ fn the_hub_refuses_gaps_old_protocols_and_denied_plants_and_re_acks_duplicates()
         protocol: 99,
         plant: "p".into(),
         version: "v".into(),
+        journal: "j1".into(),
     }));
     assert!(matches!(
         h.poll_action(),
@@ -430,6 +432,7 @@ fn the_hub_refuses_gaps_old_protocols_and_denied_plants_and_re_acks_duplicates()
         protocol: wire::PROTOCOL,
         plant: "p".into(),
         version: "v".into(),
+        journal: "j1".into(),
     }));
     h.poll_action();
     h.handle(HubEvent::Denied {
@@ -448,6 +451,7 @@ fn the_hub_refuses_gaps_old_protocols_and_denied_plants_and_re_acks_duplicates()
         protocol: wire::PROTOCOL,
         plant: "p".into(),
         version: "v".into(),
+        journal: "j1".into(),
     }));
     h.poll_action();
     h.handle(HubEvent::Authorized { next_seq: 5 });
@@ -518,7 +522,7 @@ proptest! {
 #[test]
 fn a_hub_that_never_answers_the_hello_times_out() {
     let t0 = Instant::now();
-    let mut s = PlantSession::new("p", "v", 3, PlantSettings::default(), t0);
+    let mut s = PlantSession::new(&ident(), 3, PlantSettings::default(), t0);
     s.poll_action();
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
     s.handle_timeout(t0 + Duration::from_secs(30));
@@ -535,6 +539,7 @@ fn a_hub_that_cannot_store_says_so_and_closes() {
         protocol: wire::PROTOCOL,
         plant: "p".into(),
         version: "v".into(),
+        journal: "j1".into(),
     }));
     h.handle(HubEvent::Authorized { next_seq: 1 });
     h.handle(HubEvent::Frame(Frame::Batch {
