@@ -63,6 +63,21 @@ pub struct Stored {
     pub received_at_ms: i64,
 }
 
+impl Stored {
+    /// A row of `SELECT seq, key, device, kind, payload, occurred_at, received_at`.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+        Ok(Stored {
+            seq: r.get::<_, i64>(0)? as u64,
+            key: r.get(1)?,
+            device: r.get(2)?,
+            kind: r.get(3)?,
+            payload: r.get(4)?,
+            occurred_at: r.get(5)?,
+            received_at_ms: r.get(6)?,
+        })
+    }
+}
+
 /// The positions that pruning waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
@@ -307,17 +322,7 @@ impl Journal {
                 "SELECT seq, key, device, kind, payload, occurred_at, received_at
                  FROM transactions WHERE key = ?1",
             )?
-            .query_row([key], |r| {
-                Ok(Stored {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    key: r.get(1)?,
-                    device: r.get(2)?,
-                    kind: r.get(3)?,
-                    payload: r.get(4)?,
-                    occurred_at: r.get(5)?,
-                    received_at_ms: r.get(6)?,
-                })
-            })
+            .query_row([key], Stored::from_row)
             .optional()
         })
         .await
@@ -336,17 +341,7 @@ impl Journal {
                 "SELECT seq, key, device, kind, payload, occurred_at, received_at
                  FROM transactions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = s.query_map([after as i64, limit as i64], |r| {
-                Ok(Stored {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    key: r.get(1)?,
-                    device: r.get(2)?,
-                    kind: r.get(3)?,
-                    payload: r.get(4)?,
-                    occurred_at: r.get(5)?,
-                    received_at_ms: r.get(6)?,
-                })
-            })?;
+            let rows = s.query_map([after as i64, limit as i64], Stored::from_row)?;
             let mut out = Vec::new();
             let mut bytes = 0;
             for row in rows {
