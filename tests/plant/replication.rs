@@ -214,14 +214,20 @@ fn enrollment_and_connections_are_refused_with_reasons() {
     wait_for(30, "replication", || pg.rows("lyon").len() == 10);
     let out = hub.cli(&["plant", "revoke", "lyon"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    drop(plant);
-    let plant = Plant::start(&data, "");
-    post_many(&plant, &token, "y", 10);
-    wait_for(30, "the refusal to show", || {
+    let refused = || {
         status(&data)["link"]["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("revoked"))
-    });
+    };
+    // The session that was already running stores nothing more...
+    post_many(&plant, &token, "y", 10);
+    wait_for(30, "the running session to be refused", refused);
+    assert_eq!(pg.rows("lyon").len(), 10, "a revoked plant stores nothing");
+    // ...and after a restart its new sessions are refused too.
+    drop(plant);
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "z", 10);
+    wait_for(30, "the refusal after a restart", refused);
     assert_eq!(pg.rows("lyon").len(), 10, "a revoked plant stores nothing");
     // The fleet API wants a token.
     let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
