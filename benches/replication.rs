@@ -30,6 +30,22 @@ fn acked_seq(data: &std::path::Path) -> u64 {
     v["journal"]["hub_acked_seq"].as_u64().unwrap_or(0)
 }
 
+/// `plantd rejoin`, then the time until the hub has acknowledged seq `n`.
+fn rejoin_and_drain(data: &std::path::Path, n: u64) -> Duration {
+    let t = Instant::now();
+    assert!(plantd(&["rejoin", "--data-dir", data.to_str().unwrap()])
+        .status
+        .success());
+    while acked_seq(data) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "drain did not finish in 30 min"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}
+
 async fn pg(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -93,16 +109,7 @@ fn main() {
         "journaled {n} transactions while islanded in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let t = Instant::now();
-    assert!(plantd(&["rejoin", "--data-dir", d]).status.success());
-    while acked_seq(&data) < n {
-        assert!(
-            t.elapsed() < Duration::from_secs(1800),
-            "drain did not finish in 30 min"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let drain = t.elapsed();
+    let drain = rejoin_and_drain(&data, n);
     println!(
         "| drain | {n} transactions | {:.1} s | {:.0} tx/s |",
         drain.as_secs_f64(),
@@ -217,16 +224,7 @@ fn slow_link(pg_cluster: &Pg, base: &std::path::Path) {
             assert_eq!(s, 201);
         }
     });
-    let t = Instant::now();
-    assert!(plantd(&["rejoin", "--data-dir", d]).status.success());
-    while acked_seq(&data) < n {
-        assert!(
-            t.elapsed() < Duration::from_secs(1800),
-            "slow drain did not finish in 30 min"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let took = t.elapsed();
+    let took = rejoin_and_drain(&data, n);
     let out = plantd(&["status", "--data-dir", d, "--json"]);
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!(

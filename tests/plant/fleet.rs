@@ -186,18 +186,7 @@ impl Hub {
     }
 
     pub fn token(&self, plant: &str, ttl: &str) -> String {
-        let out = self.cli(&["token", "create", "--plant", plant, "--ttl", ttl]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
+        last_line(&self.cli(&["token", "create", "--plant", plant, "--ttl", ttl]))
     }
 
     pub fn kill9(&mut self) {

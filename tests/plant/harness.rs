@@ -18,6 +18,22 @@ pub fn plantd(args: &[&str]) -> Output {
         .expect("plantd runs")
 }
 
+/// The last line of a successful command's stdout: where plantd prints a new token.
+pub fn last_line(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .expect("some output")
+        .trim()
+        .to_string()
+}
+
 /// A free loopback port (bound then released).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -34,18 +50,7 @@ pub fn create_token(data_dir: &Path, device: &str) -> String {
         "--device",
         device,
     ]);
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
+    last_line(&out)
 }
 
 /// A fresh data directory (inside the returned temporary directory) with one device token.

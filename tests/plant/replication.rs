@@ -234,13 +234,7 @@ fn enrollment_and_connections_are_refused_with_reasons() {
     let url = format!("https://localhost:{}/api/v1/plants", hub.https.port());
     let r = rt().block_on(async { client.get(&url).send().await.unwrap() });
     assert_eq!(r.status().as_u16(), 401);
-    let out = hub.cli(&["api-token", "create", "--name", "grafana"]);
-    let api = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let api = last_line(&hub.cli(&["api-token", "create", "--name", "grafana"]));
     let (status, fleet) = rt().block_on(get_json(&client, &url, &api));
     assert_eq!(status, 200);
     let lyon = fleet
