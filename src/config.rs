@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod stack;
+pub use stack::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
+
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plantd/plant.toml";
 /// The ingest API's default HTTPS address.
@@ -60,6 +63,7 @@ struct RawConfig {
     journal: RawJournal,
     #[serde(default)]
     replication: RawReplication,
+    stack: Option<stack::RawStack>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -97,6 +101,8 @@ pub struct PlantConfig {
     /// QUIC addresses of the hub replicas, tried in turn; empty means the ones enrollment
     /// recorded.
     pub hubs: Vec<String>,
+    /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
+    pub stack: Option<StackConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,16 +326,7 @@ impl PlantConfig {
         };
         let min_free_bytes = match raw.journal.min_free_space.as_deref() {
             None => defaults.min_free_bytes,
-            Some(s) => s
-                .trim()
-                .parse::<bytesize::ByteSize>()
-                .map(|b| b.as_u64())
-                .map_err(|_| {
-                    err(
-                        "journal.min_free_space",
-                        format!("{s:?} is not a size; use one such as \"64MiB\" or \"1GiB\""),
-                    )
-                })?,
+            Some(s) => parse_size(s).map_err(|m| err("journal.min_free_space", m))?,
         };
         let hubs = raw.replication.hubs.unwrap_or_default();
         if let Some(bad) = hubs.iter().find(|h| {
@@ -341,9 +338,11 @@ impl PlantConfig {
                 format!("{bad:?} is not HOST:PORT; use one such as \"hub-a.example.com:9444\""),
             ));
         }
+        let stack = raw.stack.map(StackConfig::from_raw).transpose()?.flatten();
         Ok(PlantConfig {
             data_dir,
             hubs,
+            stack,
             api: ApiConfig {
                 listen,
                 listen_plain,
@@ -383,6 +382,13 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         format!("{s:?} is not an address with a port; use one such as \"0.0.0.0:8443\"")
     })
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("{s:?} is not a size; use one such as \"64MiB\" or \"1GiB\""))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -37,16 +37,50 @@ pub enum Request {
     Island,
     /// Replicate again after `Island`.
     Rejoin,
+    StackStatus,
+    StackRestart {
+        service: String,
+    },
+    StackReset {
+        service: String,
+    },
+    StackLogs {
+        service: String,
+        tail: usize,
+    },
+    StackEvents,
+    /// Re-read `plant.toml` and bring the stack to it (upgrades are health-gated).
+    StackApply,
+    /// Stop and remove the stack's containers (volumes too only when asked).
+    StackDown {
+        delete_volumes: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(StatusReport),
-    Token { device: String, token: String },
-    Devices { devices: Vec<Device> },
-    Done { message: String },
-    Error { message: String },
+    Token {
+        device: String,
+        token: String,
+    },
+    Devices {
+        devices: Vec<Device>,
+    },
+    Done {
+        message: String,
+    },
+    Stack(crate::stack::StackReport),
+    StackEvents {
+        events: Vec<crate::stack::StackEvent>,
+    },
+    Lines {
+        lines: Vec<String>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// What `plantd status` shows.
@@ -68,6 +102,9 @@ pub struct Control {
     pub data_dir: PathBuf,
     pub started: Instant,
     pub replication: crate::plant::Replication,
+    pub stack: Option<crate::stack::Stack>,
+    /// Reads `plant.toml` again, as `plantd up` did (for `stack apply`).
+    pub reload: crate::plant::Reload,
 }
 
 impl Control {
@@ -132,6 +169,16 @@ impl Control {
                     message: "rejoined: replication resumes and drains the backlog".into(),
                 }
             }
+            Request::StackStatus
+            | Request::StackRestart { .. }
+            | Request::StackReset { .. }
+            | Request::StackLogs { .. }
+            | Request::StackEvents
+            | Request::StackApply
+            | Request::StackDown { .. } => match self.stack(request).await {
+                Ok(r) => r,
+                Err(message) => Response::Error { message },
+            },
             Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
                 Ok(()) => Response::Done {
                     message: format!("revoked the token of device {device:?}"),
@@ -139,6 +186,42 @@ impl Control {
                 Err(e) => fail(&e),
             },
         }
+    }
+}
+
+impl Control {
+    async fn stack(&self, request: Request) -> Result<Response, String> {
+        use crate::stack::spec::Service;
+        let Some(stack) = &self.stack else {
+            return Err("this plant does not supervise a stack: plant.toml has no [stack] section (add one and restart plantd)".into());
+        };
+        let done = |message| Response::Done { message };
+        Ok(match request {
+            Request::StackStatus => Response::Stack(stack.report()),
+            Request::StackRestart { service } => {
+                done(stack.restart(Service::parse(&service)?).await?)
+            }
+            Request::StackReset { service } => done(stack.reset(Service::parse(&service)?).await?),
+            Request::StackLogs { service, tail } => Response::Lines {
+                lines: stack.logs(Service::parse(&service)?, tail).await?,
+            },
+            Request::StackEvents => Response::StackEvents {
+                events: stack.events().await?,
+            },
+            Request::StackApply => {
+                let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+                let Some(stack_config) = config.stack else {
+                    return Err("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)".into());
+                };
+                let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
+                    .map_err(|e| format!("{e:#}"))?;
+                done(stack.apply(spec).await?)
+            }
+            Request::StackDown { delete_volumes } => Response::Lines {
+                lines: stack.down(delete_volumes).await?,
+            },
+            _ => unreachable!("only stack requests come here"),
+        })
     }
 }
 

@@ -20,6 +20,7 @@ mod ingest;
 mod journal;
 mod pki;
 mod plant;
+mod stack;
 mod sync;
 mod telemetry;
 mod tokens;

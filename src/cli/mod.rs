@@ -3,6 +3,7 @@
 mod config_check;
 mod enroll;
 mod hub;
+mod stack;
 mod status;
 mod token;
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, PlantConfig};
+use crate::control::Request;
 
 /// plantd runs Odoo at a manufacturing plant: it journals shop-floor transactions durably on
 /// this server, keeps the plant working when the link to the head office is down, and sends
@@ -41,6 +43,9 @@ enum Command {
         /// HTTPS address of the ingest API [default: 0.0.0.0:8443, or api.listen].
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Run the stack on the images built by images/build-local.sh (stack.images = "local").
+        #[arg(long)]
+        local_images: bool,
     },
     /// Show what the running daemon is doing: journal depth, positions, component health.
     Status {
@@ -80,6 +85,12 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// The plant's Odoo, PostgreSQL and Redis containers, as plantd supervises them.
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// The stack's images: pull them, or move them to an air-gapped plant as one file.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Run the central hub, or manage it (tokens, plants).
     Hub(hub::HubArgs),
 }
@@ -117,6 +128,85 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum StackCommand {
+    /// Each service's state, health, image, restarts, since when, and container.
+    Status {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON (a list of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a service now (postgres, redis or odoo).
+    Restart {
+        #[command(flatten)]
+        place: Place,
+        service: String,
+    },
+    /// The last lines a service's container printed.
+    Logs {
+        #[command(flatten)]
+        place: Place,
+        service: String,
+        /// How many lines.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// What the supervisor did and saw: starts, restarts, probes, upgrades, rollbacks.
+    Events {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a service's crash-loop breaker after fixing the cause; plantd restarts it.
+    Reset {
+        #[command(flatten)]
+        place: Place,
+        service: String,
+    },
+    /// Re-read plant.toml and bring the stack to it; a new image must prove itself healthy
+    /// within stack.upgrade_deadline or the previous one comes back.
+    Apply {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Stop and remove the stack's containers. Volumes (the data) stay unless
+    /// --delete-volumes --yes is given. `plantd stack apply` brings the stack back.
+    Down {
+        #[command(flatten)]
+        place: Place,
+        /// Also delete the stack's volumes: the database and the filestore. Needs --yes.
+        #[arg(long)]
+        delete_volumes: bool,
+        /// Confirm --delete-volumes.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImagesCommand {
+    /// Pull the stack's images that are not on this machine (present ones are never pulled).
+    Pull {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Write the stack's images to FILE (a `docker save` tar), for a plant without a registry.
+    Save {
+        #[command(flatten)]
+        place: Place,
+        file: PathBuf,
+    },
+    /// Load images from FILE, made by `plantd images save` or `docker save`.
+    Load {
+        #[command(flatten)]
+        place: Place,
+        file: PathBuf,
+    },
+}
+
 /// Which plant: its config file and data directory.
 #[derive(Debug, Args)]
 struct Place {
@@ -141,13 +231,60 @@ impl Place {
 /// Parses the command line and runs the chosen command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up { place, listen } => {
-            let mut c = place.load()?;
-            if let Some(l) = listen {
-                c.api.listen = l;
-            }
-            crate::plant::up(c).await
+        Command::Up {
+            place,
+            listen,
+            local_images,
+        } => {
+            let load = move || -> anyhow::Result<PlantConfig> {
+                let mut c = place.load()?;
+                if let Some(l) = listen {
+                    c.api.listen = l;
+                }
+                if local_images {
+                    match c.stack.as_mut() {
+                        Some(s) => s.images = config::ImageSource::Local,
+                        None => anyhow::bail!("--local-images needs a [stack] section in plant.toml (there is no stack to run)"),
+                    }
+                }
+                Ok(c)
+            };
+            let c = load()?;
+            crate::plant::up(c, std::sync::Arc::new(load)).await
         }
+        Command::Stack(s) => match s {
+            StackCommand::Status { place, json } => stack::status(&place.load()?, json).await,
+            StackCommand::Restart { place, service } => {
+                stack::simple(&place.load()?, Request::StackRestart { service }).await
+            }
+            StackCommand::Reset { place, service } => {
+                stack::simple(&place.load()?, Request::StackReset { service }).await
+            }
+            StackCommand::Logs {
+                place,
+                service,
+                tail,
+            } => stack::simple(&place.load()?, Request::StackLogs { service, tail }).await,
+            StackCommand::Events { place, json } => stack::events(&place.load()?, json).await,
+            StackCommand::Apply { place } => {
+                stack::simple(&place.load()?, Request::StackApply).await
+            }
+            StackCommand::Down {
+                place,
+                delete_volumes,
+                yes,
+            } => {
+                if delete_volumes && !yes {
+                    anyhow::bail!("--delete-volumes deletes the plant's database and filestore for good; add --yes if that is what you want");
+                }
+                stack::simple(&place.load()?, Request::StackDown { delete_volumes }).await
+            }
+        },
+        Command::Images(i) => match i {
+            ImagesCommand::Pull { place } => stack::pull(&place.load()?).await,
+            ImagesCommand::Save { place, file } => stack::save(&place.load()?, &file).await,
+            ImagesCommand::Load { place, file } => stack::load(&place.load()?, &file).await,
+        },
         Command::Status { place, json } => status::run(&place.load()?, json).await,
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Enroll { place, hub, token } => enroll::run(&place.load()?, &hub, &token).await,

@@ -27,8 +27,11 @@ use crate::tokens::Tokens;
 mod replication;
 pub use replication::{island_marker, Replication};
 
+/// Reads the config again, the way `plantd up` read it (for `plantd stack apply`).
+pub type Reload = Arc<dyn Fn() -> anyhow::Result<PlantConfig> + Send + Sync>;
+
 /// Runs the plant daemon until SIGTERM or SIGINT.
-pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
+pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
     create_private_dir(data_dir)?;
@@ -62,6 +65,21 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     let control_listener = control::bind(&socket_path).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stack = start_stack(&config, &health, stop_rx.clone());
+    let ingress = match (&stack, &config.stack) {
+        (Some(stack), Some(sc)) => match sc.ingress.map(|a| bind(a, "stack.ingress.listen")) {
+            None => None,
+            Some(Ok(l)) => Some((
+                l,
+                crate::stack::ingress::router(stack.odoo.clone(), sc.odoo_workers),
+            )),
+            Some(Err(e)) => {
+                health.set("ingress", State::Unhealthy, format!("{e:#}"));
+                None
+            }
+        },
+        _ => None,
+    };
     let replication =
         replication::start(data_dir, &config.hubs, &journal, &health, stop_rx.clone());
     let api = Api {
@@ -77,7 +95,7 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     {
         let app = app.clone();
         let handle = handle.clone();
-        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
         servers.spawn(async move {
             axum_server::from_tcp_rustls(https, rustls)?
                 .handle(handle)
@@ -102,6 +120,22 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
             format!("plain http on {plain_addr} (legacy devices; no TLS)"),
         );
     }
+    if let Some((listener, app)) = ingress {
+        let addr = listener.local_addr()?;
+        let handle = handle.clone();
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
+        servers.spawn(async move {
+            axum_server::from_tcp_rustls(listener, rustls)?
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+        });
+        health.set(
+            "ingress",
+            State::Ok,
+            format!("Odoo on https://{addr} (/websocket to the gevent port)"),
+        );
+    }
     let control = Arc::new(Control {
         journal: journal.clone(),
         tokens,
@@ -109,6 +143,8 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         started,
         replication: replication.clone(),
+        stack,
+        reload,
     });
     let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
     let maintenance = tokio::spawn(maintain(
@@ -151,6 +187,32 @@ pub async fn up(config: PlantConfig) -> anyhow::Result<()> {
     let _ = fs::remove_file(&socket_path);
     tracing::info!("plantd stopped; every accepted transaction is in the journal");
     Ok(())
+}
+
+/// Starts supervising the stack when `[stack]` asks for it. A stack that cannot be described
+/// (its secrets unreadable, say) is reported unhealthy; the journal runs on regardless.
+fn start_stack(
+    config: &PlantConfig,
+    health: &Arc<Health>,
+    stop: watch::Receiver<bool>,
+) -> Option<crate::stack::Stack> {
+    let stack_config = config.stack.as_ref()?;
+    let started = crate::stack::spec::build(stack_config, &config.data_dir).and_then(|spec| {
+        crate::stack::start(
+            spec,
+            stack_config.docker_socket.clone(),
+            stack_config.upgrade_deadline,
+            health.clone(),
+            stop,
+        )
+    });
+    match started {
+        Ok(stack) => Some(stack),
+        Err(e) => {
+            health.set("stack", State::Unhealthy, format!("{e:#}"));
+            None
+        }
+    }
 }
 
 /// Prunes and checkpoints the journal on an interval.

@@ -1,0 +1,16 @@
+#!/bin/sh
+# The Odoo emulator's entrypoint, shaped like the official odoo image's: "odoo" starts the server
+# (as the user odoo, as PID 1 so that it gets the container's signals), anything else runs as given.
+set -e
+
+if [ "$1" = "odoo" ]; then
+    shift
+    if [ "$(id -u)" = 0 ]; then
+        chown odoo /var/lib/odoo
+        exec setpriv --reuid=odoo --regid=odoo --init-groups \
+            python3 /usr/local/lib/odoo_emulator.py --config /etc/odoo/odoo.conf "$@"
+    fi
+    exec python3 /usr/local/lib/odoo_emulator.py --config /etc/odoo/odoo.conf "$@"
+fi
+
+exec "$@"

@@ -1,0 +1,1338 @@
+#!/usr/bin/env python3
+"""A stand-in for Odoo's external interfaces, for plantd's tests (see README.md beside this file).
+
+It answers the requests plantd makes of Odoo -- /web/health, JSON-RPC (/jsonrpc and
+/web/webclient/version_info), Odoo 19's JSON-2 API (/json/2/<model>/<method>) and the bus
+websocket -- with Odoo's shapes, status codes and error formats. Records are schemaless and kept in
+PostgreSQL, attachments in an Odoo-style filestore. It knows no business logic beyond three named
+actions and one constraint. Only the standard library and psycopg2 are used.
+"""
+import argparse
+import base64
+import configparser
+import functools
+import hashlib
+import html
+import inspect
+import json
+import logging
+import mimetypes
+import os
+import re
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+from psycopg2.extras import Json
+
+_logger = logging.getLogger('odoo')
+_server_logger = logging.getLogger('odoo.service.server')
+_sql_logger = logging.getLogger('odoo.sql_db')
+_http_logger = logging.getLogger('odoo.http')
+_users_logger = logging.getLogger('odoo.addons.base.models.res_users')
+_attachment_logger = logging.getLogger('odoo.addons.base.models.ir_attachment')
+_websocket_logger = logging.getLogger('odoo.addons.bus.websocket')
+_werkzeug_logger = logging.getLogger('werkzeug')
+
+ADMIN_UID = 2  # Odoo's admin user; uid 1 is OdooBot
+SCHEMA_LOCK = 0x6F646F6F  # the advisory lock that serialises schema creation ("odoo")
+QUANTITY_FIELDS = ('quantity', 'product_qty', 'product_uom_qty', 'qty_producing')
+MAGIC_FIELDS = ('id', 'create_date', 'write_date')
+JSON_MIMETYPES = ('application/json', 'application/json-rpc')
+WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+WEBSOCKET_HEADERS = ('connection', 'host', 'origin', 'sec-websocket-key', 'sec-websocket-version', 'upgrade')
+WEBSOCKET_MAX_MESSAGE = 2 ** 20  # Odoo's bus closes with 1009 above 1 MiB
+JSON2_PATH = re.compile(r'/json/2/([^/]+)/([^/]+)')
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS emulator_sequence (model text PRIMARY KEY, last_id bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS emulator_record (
+    model text NOT NULL,
+    id bigint NOT NULL,
+    vals jsonb NOT NULL DEFAULT '{}',
+    create_date timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    write_date timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    PRIMARY KEY (model, id));
+CREATE TABLE IF NOT EXISTS ir_model_data (
+    id serial PRIMARY KEY,
+    module text NOT NULL,
+    name text NOT NULL,
+    model text NOT NULL,
+    res_id bigint NOT NULL,
+    UNIQUE (module, name));
+CREATE TABLE IF NOT EXISTS res_users (id integer PRIMARY KEY, login text NOT NULL UNIQUE, password text NOT NULL);
+CREATE TABLE IF NOT EXISTS res_users_apikeys (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    user_id integer NOT NULL REFERENCES res_users (id),
+    key text NOT NULL UNIQUE);
+"""
+# Emulator-only shortcut: the admin user's password and its API key are admin_passwd.
+SEED = """
+INSERT INTO res_users (id, login, password) VALUES (%(uid)s, 'admin', %(password)s)
+    ON CONFLICT (id) DO UPDATE SET password = EXCLUDED.password;
+DELETE FROM res_users_apikeys WHERE name = 'admin_passwd';
+INSERT INTO res_users_apikeys (name, user_id, key) VALUES ('admin_passwd', %(uid)s, %(password)s)
+    ON CONFLICT (key) DO NOTHING;
+"""
+
+
+# --- Errors, named after Odoo's and werkzeug's so that they serialize like theirs ---------------
+
+class UserError(Exception):
+    http_status = 422
+
+
+class AccessDenied(UserError):
+    http_status = 403
+
+    def __init__(self, message='Access Denied'):
+        super().__init__(message)
+
+
+class AccessError(UserError):
+    http_status = 403
+
+
+class MissingError(UserError):
+    http_status = 404
+
+
+class ValidationError(UserError):
+    pass
+
+
+class HTTPException(Exception):
+    """A werkzeug HTTP error: a status code, a description and extra response headers."""
+    code = 500
+    description = ('The server encountered an internal error and was unable to complete your request.'
+                   ' Either the server is overloaded or there is an error in the application.')
+
+    def __init__(self, description=None, headers=()):
+        super().__init__()
+        self.description = description or type(self).description
+        self.headers = list(headers)
+
+    @property
+    def name(self):
+        return HTTPStatus(self.code).phrase
+
+    def __str__(self):
+        return f'{self.code} {self.name}: {self.description}'
+
+
+class BadRequest(HTTPException):
+    code, description = 400, 'The browser (or proxy) sent a request that this server could not understand.'
+
+
+class Unauthorized(HTTPException):
+    code, description = 401, ("The server could not verify that you are authorized to access the URL requested."
+                              " You either supplied the wrong credentials (e.g. a bad password), or your browser"
+                              " doesn't understand how to supply the credentials required.")
+
+
+class NotFound(HTTPException):
+    code, description = 404, ('The requested URL was not found on the server. If you entered the URL manually'
+                              ' please check your spelling and try again.')
+
+
+class MethodNotAllowed(HTTPException):
+    code, description = 405, 'The method is not allowed for the requested URL.'
+
+
+class UnprocessableEntity(HTTPException):
+    code, description = 422, 'The request was well-formed but was unable to be followed due to semantic errors.'
+
+
+class UpgradeRequired(HTTPException):
+    code, description = 426, 'Wrong websocket version was given during the handshake'
+
+
+class InternalServerError(HTTPException):
+    pass
+
+
+for _cls in (UserError, AccessDenied, AccessError, MissingError, ValidationError):
+    _cls.__module__ = 'odoo.exceptions'
+for _cls in (HTTPException, BadRequest, Unauthorized, NotFound, MethodNotAllowed, UnprocessableEntity,
+             InternalServerError):
+    _cls.__module__ = 'werkzeug.exceptions'
+UpgradeRequired.__module__ = 'odoo.addons.bus.websocket'
+
+
+def serialize_exception(exc, message=None, arguments=None):
+    """odoo.http.serialize_exception: the error's 'data' in JSON-RPC, the whole body in JSON-2."""
+    cls = type(exc)
+    return {
+        'name': f'{cls.__module__}.{cls.__name__}',
+        'message': str(exc) if message is None else message,
+        'arguments': list(exc.args if arguments is None else arguments),
+        'context': {},
+        'debug': ''.join(traceback.format_exception(exc)),
+    }
+
+
+def log_exception(exc):
+    """Logs a failed request the way odoo.http.Application does."""
+    if isinstance(exc, HTTPException):
+        return
+    if isinstance(exc, UserError):
+        _http_logger.warning('%s', exc)
+    else:
+        _http_logger.error('Exception during request handling.', exc_info=exc)
+
+
+# --- Configuration and logging ------------------------------------------------------------------
+
+@dataclass
+class Config:
+    db_host: str
+    db_port: int
+    db_user: str
+    db_password: str
+    db_name: str
+    admin_passwd: str
+    proxy_mode: bool
+    workers: int
+    http_port: int
+    gevent_port: int
+    list_db: bool
+    data_dir: str
+
+
+# Like the official odoo image's entrypoint: the config file's value, else the environment's.
+DB_ENVIRONMENT = {'db_host': ('HOST', 'db'), 'db_port': ('PORT', '5432'),
+                  'db_user': ('USER', 'odoo'), 'db_password': ('PASSWORD', 'odoo')}
+OPTION_DEFAULTS = {'db_name': 'odoo', 'admin_passwd': 'admin', 'proxy_mode': 'False', 'workers': '0',
+                   'http_port': '8069', 'gevent_port': '8072', 'list_db': 'True', 'data_dir': '/var/lib/odoo'}
+
+
+def load_config(path, environ):
+    parser = configparser.RawConfigParser()
+    parser.read(path)  # a missing file leaves the defaults
+    options = dict(parser['options']) if parser.has_section('options') else {}
+    for key, (variable, default) in DB_ENVIRONMENT.items():
+        options.setdefault(key, environ.get(variable, default))
+    for key, default in OPTION_DEFAULTS.items():
+        options.setdefault(key, default)
+
+    def text(key):  # Odoo reads "False" and "None" as no value
+        return None if options[key] in ('', 'False', 'None') else options[key]
+
+    def flag(key):
+        return options[key].strip().lower() in ('1', 'true', 'yes', 'on')
+
+    return Config(
+        db_host=text('db_host'), db_port=int(text('db_port') or 5432), db_user=text('db_user'),
+        db_password=text('db_password'), db_name=options['db_name'], admin_passwd=options['admin_passwd'],
+        proxy_mode=flag('proxy_mode'), workers=int(options['workers']), http_port=int(options['http_port']),
+        gevent_port=int(options['gevent_port']), list_db=flag('list_db'), data_dir=options['data_dir'])
+
+
+class DbnameFilter(logging.Filter):
+    """Adds the database a thread works for to its log records, as Odoo's log format shows it."""
+
+    def filter(self, record):
+        record.dbname = getattr(threading.current_thread(), 'dbname', '?')
+        return True
+
+
+def setup_logging():
+    handler = logging.StreamHandler(sys.stderr)  # flushed after every record
+    handler.addFilter(DbnameFilter())
+    handler.setFormatter(logging.Formatter('%(asctime)s %(process)d %(levelname)s %(dbname)s %(name)s: %(message)s'))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+class Database:
+    """The emulator's database: created with its tables on first use, one connection per call."""
+
+    def __init__(self, config):
+        self.config = config
+        self._ready = False
+        self._init_lock = threading.Lock()
+
+    def connect(self, dbname=None, timeout=10):
+        c = self.config
+        return psycopg2.connect(host=c.db_host, port=c.db_port, user=c.db_user, password=c.db_password,
+                                dbname=dbname or c.db_name, connect_timeout=timeout,
+                                application_name='odoo-emulator')
+
+    def server_reachable(self):
+        """What /web/health?db_server_status checks: can a connection to 'postgres' be opened?"""
+        try:
+            self.connect('postgres', timeout=3).close()
+            return True
+        except psycopg2.Error:
+            return False
+
+    def initialize(self):
+        """Creates the database, the tables and the admin user if missing; idempotent."""
+        with self._init_lock:
+            if self._ready:
+                return
+            self._create_database()
+            conn = self.connect()
+            try:
+                with conn, conn.cursor() as cr:
+                    cr.execute('SELECT pg_advisory_xact_lock(%s)', (SCHEMA_LOCK,))
+                    cr.execute(SCHEMA)
+                    cr.execute(SEED, {'uid': ADMIN_UID, 'password': self.config.admin_passwd})
+            finally:
+                conn.close()
+            self._ready = True
+            _sql_logger.info('Database %s is ready', self.config.db_name)
+
+    def _create_database(self):
+        conn = self.connect('postgres')
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cr:
+                cr.execute('SELECT 1 FROM pg_database WHERE datname = %s', (self.config.db_name,))
+                if cr.fetchone():
+                    return
+                try:
+                    cr.execute(sql.SQL("CREATE DATABASE {} ENCODING 'unicode' TEMPLATE template0").format(
+                        sql.Identifier(self.config.db_name)))
+                    _sql_logger.info('Created database %s', self.config.db_name)
+                except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                    pass  # another emulator created it first
+        finally:
+            conn.close()
+
+    def initialize_when_up(self, stop):
+        """Retries initialize() every second until the database server answers (or we stop)."""
+        while not stop.is_set():
+            try:
+                self.initialize()
+                return
+            except psycopg2.Error as exc:
+                _sql_logger.warning('Connection to the database failed, retrying in 1s: %s', ' '.join(str(exc).split()))
+                stop.wait(1)
+
+    @contextmanager
+    def transaction(self):
+        """A cursor in a transaction that commits when the block ends, or rolls back on an error."""
+        self.initialize()  # a no-op once done; raises while the server is unreachable
+        conn = self.connect()
+        try:
+            with conn, conn.cursor() as cr:
+                yield cr
+        finally:
+            conn.close()
+
+
+# --- Domains and ordering, evaluated in Python over schemaless records --------------------------
+
+TERM_OPERATORS = {'=', '!=', '<>', '<', '>', '<=', '>=', '=?', 'in', 'not in',
+                  'like', 'ilike', 'not like', 'not ilike', '=like', '=ilike'}
+
+
+def match_domain(record, domain):
+    """Odoo's domain semantics: prefix '&', '|', '!' and an implicit AND of what remains."""
+    if not isinstance(domain, (list, tuple)):
+        raise ValueError(f'Invalid domain: {domain!r}')
+    stack = []
+    try:
+        for item in reversed(domain):
+            if item == '!':
+                stack.append(not stack.pop())
+            elif item in ('&', '|'):
+                first, second = stack.pop(), stack.pop()
+                stack.append(first and second if item == '&' else first or second)
+            else:
+                stack.append(_match_leaf(record, item))
+    except IndexError:
+        raise ValueError(f'Invalid domain: {domain!r}') from None
+    return all(stack)
+
+
+def _match_leaf(record, leaf):
+    if not (isinstance(leaf, (list, tuple)) and len(leaf) == 3 and isinstance(leaf[1], str)):
+        raise ValueError(f'Invalid leaf {leaf!r}')
+    field, operator, value = leaf[0], leaf[1].lower(), leaf[2]
+    if field in (0, 1) and operator == '=' and value == 1:  # Odoo's FALSE_LEAF and TRUE_LEAF
+        return field == 1
+    if not isinstance(field, str) or operator not in TERM_OPERATORS:
+        raise ValueError(f'Invalid leaf {leaf!r}')
+    if '.' in field:
+        raise ValueError(f'Invalid leaf {leaf!r}: the emulator does not follow relations')
+    have = record.get(field)
+    have = False if have is None else have
+    if operator == '=?':
+        return value in (None, False) or _equal(have, value)
+    if operator in ('=', '!=', '<>'):
+        return _equal(have, value) == (operator == '=')
+    if operator in ('in', 'not in'):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return any(_equal(have, v) for v in values) == (operator == 'in')
+    if operator in ('<', '>', '<=', '>='):
+        pair = _comparable(have, value)
+        return pair is not None and {'<': pair[0] < pair[1], '>': pair[0] > pair[1],
+                                     '<=': pair[0] <= pair[1], '>=': pair[0] >= pair[1]}[operator]
+    return _like(have, value, operator)
+
+
+def _comparable(a, b):
+    """a and b in types that compare, or None; numbers compare with numeric strings (load() sends text)."""
+    number = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return None
+    if isinstance(a, number) and isinstance(b, number) or isinstance(a, str) and isinstance(b, str):
+        return a, b
+    try:
+        if isinstance(a, number) and isinstance(b, str):
+            return a, float(b)
+        if isinstance(a, str) and isinstance(b, number):
+            return float(a), b
+    except ValueError:
+        pass
+    return None
+
+
+def _equal(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):  # False also stands for "no value"
+        return a is b
+    pair = _comparable(a, b)
+    return pair[0] == pair[1] if pair else a == b
+
+
+def _like(have, value, operator):
+    """The like family: 'like' and 'ilike' wrap the value in %...%, '=like' and '=ilike' use it as is."""
+    negative = operator.startswith('not ')
+    if have is False:
+        return negative
+    pattern = str(value) if operator.startswith('=') else f'%{value}%'
+    regex = ''.join('.*' if c == '%' else '.' if c == '_' else re.escape(c) for c in pattern)
+    flags = re.DOTALL | (re.IGNORECASE if 'ilike' in operator else 0)
+    return (re.fullmatch(regex, str(have), flags) is not None) != negative
+
+
+def sort_records(records, order):
+    """Sorts in place by an Odoo order spec ("name desc, id"); missing values sort last, as in SQL."""
+    order = order or 'id'
+    for term in reversed(order.split(',')):
+        parts = term.split()
+        valid = 1 <= len(parts) <= 2 and re.fullmatch(r'\w+', parts[0]) and (
+            len(parts) == 1 or parts[1].lower() in ('asc', 'desc'))
+        if not valid:
+            raise ValueError(f'Invalid "order" specified ({order}).')
+        records.sort(key=lambda r, f=parts[0]: _sort_key(r.get(f)),
+                     reverse=len(parts) == 2 and parts[1].lower() == 'desc')
+
+
+def _sort_key(value):
+    if value is None or value is False:
+        return (2, '')
+    if isinstance(value, (int, float)):
+        return (0, value)
+    return (1, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+
+
+# --- Storage: the records of one model, and ir.model.data ---------------------------------------
+
+class _Store:
+    def __init__(self, cr, model):
+        self.cr, self.model = cr, model
+
+    def all(self):
+        return self._rows()
+
+    def browse(self, ids):
+        return {row['id']: row for row in self._rows(' AND id = ANY(%s::bigint[])', (list(ids),))}
+
+
+class RecordStore(_Store):
+    """A model's records: rows of emulator_record, their values in a jsonb column. Ids are per model
+    and never reused (emulator_sequence), like the id sequence of an Odoo table."""
+
+    def _rows(self, where='', params=()):
+        self.cr.execute(
+            "SELECT id, vals, to_char(create_date, 'YYYY-MM-DD HH24:MI:SS'),"
+            " to_char(write_date, 'YYYY-MM-DD HH24:MI:SS')"
+            f' FROM emulator_record WHERE model = %s{where} ORDER BY id', (self.model, *params))
+        return [{**vals, 'id': rid, 'create_date': created, 'write_date': written}
+                for rid, vals, created, written in self.cr.fetchall()]
+
+    def insert(self, vals):
+        self.cr.execute('INSERT INTO emulator_sequence AS s (model, last_id) VALUES (%s, 1)'
+                        ' ON CONFLICT (model) DO UPDATE SET last_id = s.last_id + 1 RETURNING last_id',
+                        (self.model,))
+        rid = self.cr.fetchone()[0]
+        self.cr.execute('INSERT INTO emulator_record (model, id, vals) VALUES (%s, %s, %s)',
+                        (self.model, rid, Json(vals)))
+        return rid
+
+    def update(self, rid, vals):
+        self.cr.execute("UPDATE emulator_record SET vals = vals || %s, write_date = now() AT TIME ZONE 'UTC'"
+                        ' WHERE model = %s AND id = %s', (Json(vals), self.model, rid))
+
+    def delete(self, ids):
+        """Deletes the records and, as Odoo's unlink does, their external ids."""
+        self.cr.execute('DELETE FROM emulator_record WHERE model = %s AND id = ANY(%s::bigint[])',
+                        (self.model, ids))
+        self.cr.execute('DELETE FROM ir_model_data WHERE model = %s AND res_id = ANY(%s::bigint[])',
+                        (self.model, ids))
+
+
+class XmlidStore(_Store):
+    """ir.model.data, Odoo's table of external ids, seen as the records of a model."""
+    columns = ('module', 'name', 'model', 'res_id')
+
+    def _rows(self, where='', params=()):
+        self.cr.execute(f'SELECT id, module, name, model, res_id FROM ir_model_data WHERE true{where} ORDER BY id',
+                        params)
+        return [{'id': rid, 'module': module, 'name': name, 'model': model, 'res_id': res_id,
+                 'complete_name': f'{module}.{name}'} for rid, module, name, model, res_id in self.cr.fetchall()]
+
+    def _check(self, vals):
+        for key in vals:
+            if key not in self.columns:
+                raise ValueError(f"Invalid field {key!r} on model 'ir.model.data'")
+
+    def insert(self, vals):
+        self._check(vals)
+        self.cr.execute(sql.SQL('INSERT INTO ir_model_data ({}) VALUES ({}) RETURNING id').format(
+            sql.SQL(', ').join(map(sql.Identifier, vals)), sql.SQL(', ').join(sql.Placeholder() * len(vals))),
+            list(vals.values()))
+        return self.cr.fetchone()[0]
+
+    def update(self, rid, vals):
+        self._check(vals)
+        if vals:
+            self.cr.execute(sql.SQL('UPDATE ir_model_data SET {} WHERE id = %s').format(
+                sql.SQL(', ').join(sql.SQL('{} = %s').format(sql.Identifier(k)) for k in vals)),
+                [*vals.values(), rid])
+
+    def delete(self, ids):
+        self.cr.execute('DELETE FROM ir_model_data WHERE id = ANY(%s::bigint[])', (ids,))
+
+
+# --- Models and their public (RPC-callable) methods ---------------------------------------------
+
+def api_model(method):
+    """Marks a method called on the model rather than on records, like Odoo's @api.model."""
+    method.api_model = True
+    return method
+
+
+def _ids(ids):
+    ids = [ids] if isinstance(ids, int) and not isinstance(ids, bool) else ids
+    if not isinstance(ids, (list, tuple)) or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise ValueError(f'Invalid record ids {ids!r}')
+    return list(ids)
+
+
+class Env:
+    """One call's transaction: a cursor, the calling user, and work to do once it commits."""
+
+    def __init__(self, app, cr):
+        self.app, self.cr, self.uid = app, cr, None
+        self.after_commit = []
+
+    def __getitem__(self, model):
+        return MODELS.get(model, Model)(self, model)
+
+    def authenticate(self, login, password):
+        """The uid of login, if password is its password or one of its API keys (as Odoo allows over RPC)."""
+        self.cr.execute('SELECT u.id FROM res_users u WHERE u.login = %s AND (u.password = %s OR EXISTS'
+                        ' (SELECT 1 FROM res_users_apikeys k WHERE k.user_id = u.id AND k.key = %s))',
+                        (login, password, password))
+        row = self.cr.fetchone()
+        return row[0] if row else False
+
+    def check_credentials(self, uid, password):
+        self.cr.execute('SELECT login FROM res_users WHERE id = %s', (uid,))
+        row = self.cr.fetchone()
+        return bool(row) and self.authenticate(row[0], password) == uid
+
+    def apikey_uid(self, key):
+        self.cr.execute('SELECT user_id FROM res_users_apikeys WHERE key = %s', (key,))
+        row = self.cr.fetchone()
+        return row[0] if row else None
+
+    def lookup_xmlid(self, xmlid):
+        module, _, name = xmlid.partition('.')
+        self.cr.execute('SELECT model, res_id FROM ir_model_data WHERE module = %s AND name = %s', (module, name))
+        return self.cr.fetchone()
+
+    def set_xmlid(self, xmlid, model, res_id):
+        module, _, name = xmlid.partition('.')
+        self.cr.execute('INSERT INTO ir_model_data (module, name, model, res_id) VALUES (%s, %s, %s, %s)'
+                        ' ON CONFLICT (module, name) DO UPDATE SET model = EXCLUDED.model, res_id = EXCLUDED.res_id',
+                        (module, name, model, res_id))
+
+
+class Model:
+    """Any model name: schemaless records with the public ORM methods. Methods whose name starts with
+    an underscore are private, as in Odoo; record methods take the record ids first."""
+    _store_class = RecordStore
+
+    def __init__(self, env, name):
+        self.env, self._name = env, name
+        self._store = self._store_class(env.cr, name)
+
+    def _browse(self, ids):
+        """The records, by id; MissingError if one does not exist."""
+        ids = _ids(ids)
+        records = self._store.browse(ids)
+        missing = tuple(i for i in ids if i not in records)
+        if missing:
+            raise MissingError(f'Record does not exist or has been deleted.\n'
+                               f'(Record: {self._name}{missing!r}, User: {self.env.uid})')
+        return records
+
+    def _prepare(self, vals):
+        """Checks values to create or write; stands in for Odoo's constraints."""
+        if not isinstance(vals, dict):
+            raise ValueError(f'Invalid values {vals!r}: expected a dictionary')
+        for field in QUANTITY_FIELDS:
+            value = vals.get(field)
+            try:
+                negative = not isinstance(value, bool) and float(value) < 0
+            except (TypeError, ValueError):
+                continue
+            if negative:
+                raise ValidationError(f'The quantity must be positive ({self._name}.{field} = {value})')
+        return {k: v for k, v in vals.items() if k not in MAGIC_FIELDS}
+
+    def _create(self, vals):
+        return self._store.insert(self._prepare(vals))
+
+    def _read_record(self, record, fields):
+        names = fields or [name for name in record if name != 'id']
+        values = {name: record.get(name) for name in names if name != 'id'}
+        return {'id': record['id'], **{k: False if v is None else v for k, v in values.items()}}
+
+    def _search(self, domain, offset=0, limit=None, order=None):
+        records = [record for record in self._store.all() if match_domain(record, domain)]
+        sort_records(records, order)
+        records = records[offset or 0:]
+        return records[:limit] if limit else records
+
+    def _mark_done(self, ids):
+        """The named actions: state 'done'. Like Odoo's button_validate, done records are left as they are."""
+        for rid, record in self._browse(ids).items():
+            if record.get('state') != 'done':
+                self._store.update(rid, {'state': 'done'})
+        return True
+
+    @api_model
+    def create(self, vals_list):
+        """Always a list of ids; call_kw gives a single id for a single dict, as Odoo does."""
+        return [self._create(vals) for vals in ([vals_list] if isinstance(vals_list, dict) else vals_list)]
+
+    def write(self, ids, vals):
+        vals = self._prepare(vals)
+        for rid in self._browse(ids):
+            self._store.update(rid, vals)
+        return True
+
+    def read(self, ids, fields=None, load='_classic_read'):
+        records = self._browse(ids)
+        return [self._read_record(records[rid], fields) for rid in _ids(ids)]
+
+    def unlink(self, ids):
+        self._browse(ids)
+        self._store.delete(_ids(ids))
+        return True
+
+    @api_model
+    def search(self, domain, offset=0, limit=None, order=None):
+        return [record['id'] for record in self._search(domain, offset, limit, order)]
+
+    @api_model
+    def search_count(self, domain, limit=None):
+        count = len(self._search(domain))
+        return min(count, limit) if limit else count
+
+    @api_model
+    def search_read(self, domain=None, fields=None, offset=0, limit=None, order=None, **read_kwargs):
+        return [self._read_record(record, fields) for record in self._search(domain or [], offset, limit, order)]
+
+    @api_model
+    def load(self, fields, data):
+        """BaseModel.load: one record per row, all or nothing. A column 'id' holds external ids, which
+        make a row update the record they name, or create it and record the id."""
+        cr = self.env.cr
+        cr.execute('SAVEPOINT emulator_load')
+        ids, messages = [], []
+        for index, row in enumerate(data):
+            info = {'rows': {'from': index, 'to': index}, 'record': index}
+            try:
+                ids.append(self._load_row(dict(zip(fields, row))))
+            except (UserError, ValueError) as exc:
+                messages.append({**info, 'type': 'error', 'message': str(exc)})
+            except psycopg2.Error as exc:  # the transaction is aborted: report and stop
+                messages.append({**info, 'type': 'error', 'message': str(exc).strip()})
+                break
+        if messages:
+            cr.execute('ROLLBACK TO SAVEPOINT emulator_load')
+        cr.execute('RELEASE SAVEPOINT emulator_load')
+        return {'ids': False if messages else ids, 'messages': messages, 'nextrow': 0}
+
+    def _load_row(self, row):
+        vals, xmlid, rid = {}, None, None
+        for field, value in row.items():
+            if field == 'id':
+                xmlid = value or None
+            elif field == '.id':
+                rid = int(value) if value not in ('', None, False) else None
+            elif field.endswith('/.id'):
+                vals[field[:-4]] = int(value) if value else False
+            elif field.endswith('/id'):
+                vals[field[:-3]] = self._xmlid_res_id(value, field) if value else False
+            elif '/' in field:
+                raise ValueError(f'Cannot import {field!r}: the emulator imports one record per row')
+            else:
+                vals[field] = False if value == '' else value
+        if xmlid and '.' not in xmlid:
+            xmlid = f'__import__.{xmlid}'
+        if rid is None and xmlid and (found := self.env.lookup_xmlid(xmlid)):
+            model, res_id = found
+            if model != self._name:
+                raise ValueError(f'External ID {xmlid!r} refers to a record of model {model!r}')
+            rid = res_id if self._store.browse([res_id]) else None  # else a stale id: recreate
+        if rid is None:
+            rid = self._create(vals)
+        else:
+            self.write([rid], vals)
+        if xmlid:
+            self.env.set_xmlid(xmlid, self._name, rid)
+        return rid
+
+    def _xmlid_res_id(self, value, field):
+        found = self.env.lookup_xmlid(value if '.' in value else f'__import__.{value}')
+        if not found:
+            raise ValueError(f"No matching record found for external id '{value}' in field '{field}'")
+        return found[1]
+
+
+class IrModelData(Model):
+    _store_class = XmlidStore
+
+
+class IrAttachment(Model):
+    """ir.attachment: 'datas' (base64) is kept in the filestore as <data_dir>/filestore/<db>/<sha1[:2]>/<sha1>,
+    the record holds store_fname, checksum, file_size and mimetype, as in Odoo."""
+
+    def _full_path(self, fname):
+        config = self.env.app.config
+        return os.path.join(config.data_dir, 'filestore', config.db_name, fname)
+
+    def _prepare(self, vals):
+        vals = super()._prepare(vals)
+        if 'datas' in vals:
+            datas = vals.pop('datas')
+            vals.update(self._write_file(base64.b64decode(datas)) if datas else
+                        {'store_fname': False, 'checksum': False, 'file_size': 0})
+        return vals
+
+    def _write_file(self, content):
+        checksum = hashlib.sha1(content).hexdigest()
+        fname = f'{checksum[:2]}/{checksum}'
+        path = self._full_path(fname)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            partial = f'{path}.{os.getpid()}.{threading.get_ident()}'
+            with open(partial, 'wb') as f:
+                f.write(content)
+            os.replace(partial, path)
+        return {'store_fname': fname, 'checksum': checksum, 'file_size': len(content)}
+
+    def _create(self, vals):
+        vals = {'type': 'binary', **vals}
+        if not vals.get('mimetype'):
+            vals['mimetype'] = mimetypes.guess_type(vals.get('name') or '')[0] or 'application/octet-stream'
+        return super()._create(vals)
+
+    def _read_record(self, record, fields):
+        result = super()._read_record(record, fields)
+        if not fields or 'datas' in fields:
+            result['datas'] = self._read_file(record.get('store_fname'))
+        return result
+
+    def _read_file(self, fname):
+        """Odoo's _file_read: a missing file is logged and reads as no content (datas False)."""
+        if not fname:
+            return False
+        path = self._full_path(fname)
+        try:
+            with open(path, 'rb') as f:
+                return base64.b64encode(f.read()).decode() or False
+        except OSError:
+            _attachment_logger.info('_read_file reading %s', path, exc_info=True)
+            return False
+
+    def _collect_files(self, fnames):
+        """Removes, once the transaction commits, the files no attachment refers to any more."""
+        for fname in set(filter(None, fnames)):
+            self.env.cr.execute("SELECT 1 FROM emulator_record WHERE model = 'ir.attachment'"
+                                " AND vals->>'store_fname' = %s LIMIT 1", (fname,))
+            if not self.env.cr.fetchone():
+                self.env.after_commit.append(functools.partial(self._remove_file, fname))
+
+    def _remove_file(self, fname):
+        try:
+            os.remove(self._full_path(fname))
+        except FileNotFoundError:
+            pass
+
+    def write(self, ids, vals):
+        old = [r.get('store_fname') for r in self._browse(ids).values()] if 'datas' in vals else []
+        super().write(ids, vals)
+        self._collect_files(old)
+        return True
+
+    def unlink(self, ids):
+        old = [r.get('store_fname') for r in self._browse(ids).values()]
+        super().unlink(ids)
+        self._collect_files(old)
+        return True
+
+
+class StockPicking(Model):
+    def button_validate(self, ids):
+        return self._mark_done(ids)
+
+
+class MrpProduction(Model):
+    def button_mark_done(self, ids):
+        return self._mark_done(ids)
+
+
+class StockMove(Model):
+    def action_done(self, ids):
+        return self._mark_done(ids)
+
+
+MODELS = {'ir.model.data': IrModelData, 'ir.attachment': IrAttachment, 'stock.picking': StockPicking,
+          'mrp.production': MrpProduction, 'stock.move': StockMove}
+
+
+def get_public_method(model, name):
+    """odoo.service.model.get_public_method."""
+    if not isinstance(name, str) or name.startswith('_'):
+        raise AccessError(f"Private methods (such as '{model._name}.{name}') cannot be called remotely.")
+    method = getattr(model, name, None)
+    if not callable(method):
+        raise AttributeError(f"The method '{model._name}.{name}' does not exist")
+    return method
+
+
+def call_kw(model, name, args, kwargs):
+    """odoo.api.call_kw, as execute_kw uses it: record methods take their ids as the first argument."""
+    method = get_public_method(model, name)
+    result = method(*args, **{k: v for k, v in kwargs.items() if k != 'context'})
+    if name == 'create' and args and isinstance(args[0], dict):
+        return result[0]  # a single dict creates one record and gives its id
+    return result
+
+
+def call_json2(model, name, ids, kwargs):
+    """The body of Odoo 19's web_json_2_rpc controller, once authenticated."""
+    try:
+        method = get_public_method(model, name)
+    except AttributeError as exc:
+        raise NotFound(exc.args[0]) from exc
+    is_model_method = getattr(method, 'api_model', False)
+    if is_model_method and ids:
+        raise UnprocessableEntity(f'cannot call {model._name}.{name} with ids')
+    args = () if is_model_method else (ids,)
+    try:
+        inspect.signature(method).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise UnprocessableEntity(exc.args[0]) from exc
+    return method(*args, **kwargs)
+
+
+def filter_kwargs(func, kwargs):
+    """Drops the parameters func does not take, as Odoo's route wrapper does."""
+    accepted = inspect.signature(func).parameters
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+# --- The emulated server: services behind /jsonrpc and the other JSON-RPC routes ----------------
+
+class App:
+    """The emulated server: its configuration, its database and the RPC services."""
+
+    def __init__(self, config, version):
+        match = re.match(r'(?:saas~)?(\d+)\.(\d+)', version)
+        if not match:
+            raise SystemExit(f'EMULATED_ODOO_VERSION must look like "19.0", not {version!r}')
+        self.config, self.db = config, Database(config)
+        self.version = version
+        self.major = int(match.group(1))
+        self.version_info = [self.major, int(match.group(2)), 0, 'final', 0, '']
+        self.serie = match.group(0)
+        self.jsonrpc_routes = {'/jsonrpc': self.dispatch_rpc, '/web/webclient/version_info': self.exp_version,
+                               '/web/database/list': self.list_dbs}
+
+    @contextmanager
+    def env(self):
+        with self.db.transaction() as cr:
+            env = Env(self, cr)
+            yield env
+        for callback in env.after_commit:
+            callback()
+
+    def jsonrpc_error(self, exc):
+        """The 'error' member of odoo.http.JsonRPCDispatcher.handle_error; its code became 0 in Odoo 19."""
+        error = {'code': 0 if self.major >= 19 else 200, 'message': 'Odoo Server Error',
+                 'data': serialize_exception(exc)}
+        if isinstance(exc, NotFound):
+            error.update(code=404, message='404: Not Found')
+        return error
+
+    def dispatch_rpc(self, service, method, args):
+        """odoo.http.dispatch_rpc, the route /jsonrpc."""
+        services = {
+            'common': {'version': self.exp_version, 'login': self.exp_login,
+                       'authenticate': self.exp_authenticate},
+            'object': {'execute_kw': self.exp_execute_kw},
+            'db': {'list': self.list_dbs, 'server_version': lambda: self.version},
+        }[service]
+        if method not in services:
+            raise NameError(f'Method not available {method}' if service == 'object' else f'Method not found: {method}')
+        return services[method](*args)
+
+    def exp_version(self):
+        return {'server_version': self.version, 'server_version_info': self.version_info,
+                'server_serie': self.serie, 'protocol_version': 1}
+
+    def exp_login(self, db, login, password):
+        return self.exp_authenticate(db, login, password, None)
+
+    def exp_authenticate(self, db, login, password, user_agent_env):
+        self._check_db(db)
+        with self.env() as env:
+            uid = env.authenticate(login, password)
+        if uid:
+            _users_logger.info('Login successful for db:%s login:%s', db, login)
+        else:
+            _users_logger.info('Login failed for db:%s login:%s', db, login)
+        return uid
+
+    def exp_execute_kw(self, db, uid, password, model, method, args, kw=None):
+        """odoo.service.model: check the credentials (security.check), then execute_kw."""
+        self._check_db(db)
+        with self.env() as env:
+            if not env.check_credentials(int(uid), password):
+                raise AccessDenied()
+            env.uid = int(uid)
+            return call_kw(env[model], method, args, kw or {})
+
+    def list_dbs(self):
+        """odoo.service.db.list_dbs, for /web/database/list and db.list."""
+        if not self.config.list_db:
+            raise AccessDenied()
+        return [self.config.db_name]
+
+    def _check_db(self, db):
+        """The emulator serves one database; any other does not exist."""
+        if db != self.config.db_name:
+            raise psycopg2.OperationalError(f'connection to server failed: FATAL:  database "{db}" does not exist')
+
+
+# --- WebSocket (RFC 6455), after the handshake --------------------------------------------------
+
+class WebSocketClose(Exception):
+    def __init__(self, code, reason=''):
+        super().__init__(code, reason)
+        self.code, self.reason = code, reason
+
+
+def websocket_accept(headers):
+    """The Sec-WebSocket-Accept for a handshake, checked as odoo.addons.bus.websocket does."""
+    missing = [name for name in WEBSOCKET_HEADERS if not headers.get(name)]
+    if missing:
+        raise BadRequest(f"Empty or missing header(s): {', '.join(missing)}")
+    if headers['sec-websocket-version'] != '13':
+        raise UpgradeRequired(headers=[('Sec-WebSocket-Version', '13')])
+    key = headers['sec-websocket-key']
+    try:
+        decoded = base64.b64decode(key, validate=True)
+    except ValueError:
+        raise BadRequest('Sec-WebSocket-Key should be b64 encoded') from None
+    if len(decoded) != 16:
+        raise BadRequest('Sec-WebSocket-Key should be of length 16 once decoded')
+    return base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+
+
+class WebSocket:
+    CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+    def __init__(self, rfile, wfile):
+        self.rfile, self.wfile = rfile, wfile
+
+    def serve(self, reply):
+        """Answers each text message with reply(message), unless that is None, until the peer closes."""
+        try:
+            for message in self._messages():
+                answer = reply(message)
+                if answer is not None:
+                    self._send(self.TEXT, answer.encode())
+        except WebSocketClose as close:
+            self._send(self.CLOSE, struct.pack('!H', close.code) + close.reason.encode())
+        except OSError:
+            pass  # the peer went away
+
+    def _messages(self):
+        parts, kind = [], None
+        while True:
+            fin, opcode, payload = self._read_frame()
+            if opcode >= self.CLOSE:
+                if not fin or len(payload) > 125:
+                    raise WebSocketClose(1002, 'invalid control frame')
+                if opcode == self.CLOSE:
+                    self._send(self.CLOSE, payload[:2])  # echo the status code, then end
+                    return
+                if opcode == self.PING:
+                    self._send(self.PONG, payload)
+                elif opcode != self.PONG:
+                    raise WebSocketClose(1002, 'unknown opcode')
+                continue
+            if (opcode == self.CONTINUATION) == (kind is None) or opcode not in (0, self.TEXT, self.BINARY):
+                raise WebSocketClose(1002, 'unexpected frame')
+            kind = kind or opcode
+            parts.append(payload)
+            if sum(map(len, parts)) > WEBSOCKET_MAX_MESSAGE:
+                raise WebSocketClose(1009, 'message too big')
+            if fin:
+                data, binary, parts, kind = b''.join(parts), kind == self.BINARY, [], None
+                if binary:
+                    raise WebSocketClose(1003, 'binary messages are not supported')
+                try:
+                    text = data.decode('utf-8')
+                except UnicodeDecodeError:
+                    raise WebSocketClose(1007, 'invalid UTF-8') from None
+                yield text
+
+    def _read_frame(self):
+        first, second = self._read(2)
+        if first & 0x70:
+            raise WebSocketClose(1002, 'reserved bits set')
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack('!H', self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack('!Q', self._read(8))[0]
+        if not second & 0x80:
+            raise WebSocketClose(1002, 'client frames must be masked')
+        if length > WEBSOCKET_MAX_MESSAGE:
+            raise WebSocketClose(1009, 'message too big')
+        mask = self._read(4)
+        masked = self._read(length)
+        key = (mask * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(masked, 'big') ^ int.from_bytes(key, 'big')).to_bytes(length, 'big')
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def _read(self, size):
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionResetError('the peer closed the connection')
+        return data
+
+    def _send(self, opcode, payload):
+        length = len(payload)
+        if length < 126:
+            header = struct.pack('!BB', 0x80 | opcode, length)
+        elif length < 2 ** 16:
+            header = struct.pack('!BBH', 0x80 | opcode, 126, length)
+        else:
+            header = struct.pack('!BBQ', 0x80 | opcode, 127, length)
+        self.wfile.write(header + payload)
+        self.wfile.flush()
+
+
+def bus_reply(message, port):
+    """Odoo's bus answers a subscription with nothing (notifications come later). Emulator-only: any
+    other message is echoed with the port that answered, parsed as JSON when it is JSON."""
+    try:
+        payload = json.loads(message)
+    except ValueError:
+        payload = message
+    if isinstance(payload, dict) and payload.get('event_name') == 'subscribe':
+        return None
+    return json.dumps({'echo': payload, 'port': port})
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port, app, websocket):
+        super().__init__(('0.0.0.0', port), Handler)
+        self.app, self.port, self.websocket = app, port, websocket
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    server_version = 'odoo-emulator'
+
+    def _handle(self):
+        started = time.monotonic()
+        threading.current_thread().dbname = self.server.app.config.db_name
+        url = urlsplit(self.path)
+        self.url_path, self.query = url.path, parse_qs(url.query)
+        self.remote_addr, self.scheme, self.host = self._proxy_fix()
+        try:
+            self.body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+            status = self._dispatch()
+        except Exception as exc:  # a last resort: answer 500, never drop the connection
+            log_exception(exc)
+            status = self._send_http_error(InternalServerError())
+        _werkzeug_logger.info('%s - - [%s] "%s" %s - %.3f', self.remote_addr, self.log_date_time_string(),
+                              self.requestline, status, time.monotonic() - started)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+
+    def log_request(self, code='-', size='-'):
+        pass  # _handle logs every request once it is answered
+
+    def log_message(self, fmt, *args):
+        _werkzeug_logger.info('%s - - [%s] %s', self.address_string(), self.log_date_time_string(), fmt % args)
+
+    def _proxy_fix(self):
+        """werkzeug's ProxyFix(x_for=1, x_proto=1, x_host=1), which Odoo applies in proxy_mode
+        when X-Forwarded-Host is present: the last value of each header is trusted."""
+        remote_addr, scheme, host = self.client_address[0], 'http', self.headers.get('Host', '')
+        if self.server.app.config.proxy_mode and self.headers.get('X-Forwarded-Host'):
+            def last(name, default):
+                return self.headers.get(name, '').split(',')[-1].strip() or default
+            remote_addr = last('X-Forwarded-For', remote_addr)
+            scheme = last('X-Forwarded-Proto', scheme)
+            host = last('X-Forwarded-Host', host)
+        return remote_addr, scheme, host
+
+    def _mimetype(self):
+        return self.headers.get('Content-Type', '').split(';')[0].strip().lower()
+
+    def _dispatch(self):
+        app, path = self.server.app, self.url_path
+        if path == '/web/health':
+            return self._health()
+        if path == '/web/emulator/request':
+            return self._send_json(200, {'host': self.host, 'scheme': self.scheme, 'remote_addr': self.remote_addr,
+                                         'headers': dict(self.headers.items()), 'port': self.server.port})
+        if path == '/websocket':
+            return self._websocket()
+        if path == '/web/database/manager':
+            return self._database_manager()
+        if path in app.jsonrpc_routes:
+            return self._jsonrpc(app.jsonrpc_routes[path])
+        match = JSON2_PATH.fullmatch(path)
+        if match and app.major >= 19 and self.headers.get('X-Odoo-Database', app.config.db_name) == app.config.db_name:
+            return self._json2(*match.groups())
+        return self._not_found()
+
+    # -- responses ------------------------------------------------------------------------------
+
+    def _send(self, status, body, content_type, headers=()):
+        self.send_response(status)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        return status
+
+    def _send_json(self, status, payload, headers=()):
+        return self._send(status, json.dumps(payload).encode(), 'application/json', headers)
+
+    def _send_http_error(self, exc):
+        """werkzeug's HTML error page."""
+        page = (f'<!doctype html>\n<html lang=en>\n<title>{exc.code} {exc.name}</title>\n'
+                f'<h1>{exc.name}</h1>\n<p>{html.escape(exc.description)}</p>\n')
+        return self._send(exc.code, page.encode(), 'text/html; charset=utf-8', exc.headers)
+
+    def _not_found(self):
+        """No route: a JSON-RPC error for a JSON request, else werkzeug's page (as Odoo does)."""
+        if self._mimetype() in JSON_MIMETYPES:
+            return self._send_json(200, {'jsonrpc': '2.0', 'id': None,
+                                         'error': self.server.app.jsonrpc_error(NotFound())})
+        return self._send_http_error(NotFound())
+
+    def _refuse_content_type(self, route_type):
+        """Odoo's check that the request's Content-Type fits the route's type: a 400 page if not."""
+        compatible = ['http']
+        if self._mimetype() in JSON_MIMETYPES:
+            compatible.append('jsonrpc')
+        if self._mimetype() == 'application/json':
+            compatible.append('/json/2/rpc')
+        if route_type in compatible:
+            return None
+        return self._send_http_error(BadRequest(
+            f'Request inferred type is compatible with {compatible} but {route_type!r} was expected.'))
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _health(self):
+        """addons/web/controllers/home.py Home.health; any non-empty db_server_status checks the server."""
+        info, status = {'status': 'pass'}, 200
+        if self.query.get('db_server_status', [''])[0]:
+            reachable = self.server.app.db.server_reachable()
+            info['db_server_status'] = reachable
+            if not reachable:
+                info['status'], status = 'fail', 500
+        return self._send_json(status, info, [('Cache-Control', 'no-store')])
+
+    def _database_manager(self):
+        """With list_db off, Odoo's page shows only this alert (HTTP 200); the emulator has no manager."""
+        if self.server.app.config.list_db:
+            message = f'The emulator has no database manager; it serves {self.server.app.config.db_name}.'
+            div = f'<div class="alert alert-info">{html.escape(message)}</div>'
+        else:
+            div = ('<div class="alert alert-danger text-center">'
+                   'The database manager has been disabled by the administrator</div>')
+        page = f'<!DOCTYPE html>\n<html><head><title>Odoo</title></head><body>{div}</body></html>\n'
+        return self._send(200, page.encode(), 'text/html; charset=utf-8')
+
+    def _jsonrpc(self, endpoint):
+        """odoo.http.JsonRPCDispatcher."""
+        if (refused := self._refuse_content_type('jsonrpc')) is not None:
+            return refused
+        try:
+            request = json.loads(self.body)
+        except ValueError:
+            return self._send(400, b'Invalid JSON data', 'text/html; charset=utf-8')
+        if not isinstance(request, dict):
+            return self._send(400, b'Invalid JSON-RPC data', 'text/html; charset=utf-8')
+        response = {'jsonrpc': '2.0', 'id': request.get('id')}
+        try:
+            params = dict(request.get('params') or {})
+            response['result'] = endpoint(**filter_kwargs(endpoint, params))
+        except Exception as exc:
+            log_exception(exc)
+            response['error'] = self.server.app.jsonrpc_error(exc)
+        return self._send_json(200, response)
+
+    def _json2(self, model, method):
+        """addons/web/controllers/json2.py: bearer authentication, then the method with named arguments."""
+        if (refused := self._refuse_content_type('/json/2/rpc')) is not None:
+            return refused
+        app = self.server.app
+        try:
+            with app.env() as env:
+                env.uid = self._bearer_uid(env)
+                kwargs = self._json2_params()
+                if self.command != 'POST':
+                    raise MethodNotAllowed()
+                ids = kwargs.pop('ids', ())
+                kwargs.pop('context', None)
+                result = call_json2(env[model], method, ids, kwargs)
+            return self._send_json(200, result)
+        except Exception as exc:
+            log_exception(exc)
+            if isinstance(exc, UserError):
+                return self._send_json(exc.http_status, serialize_exception(exc))
+            if isinstance(exc, HTTPException):
+                body = serialize_exception(exc, message=exc.description, arguments=(exc.description, exc.code))
+                return self._send_json(exc.code, body, exc.headers)
+            return self._send_json(500, serialize_exception(exc))
+
+    def _bearer_uid(self, env):
+        """ir.http._auth_method_bearer, without sessions: the uid of the API key."""
+        challenge = [('WWW-Authenticate', 'Bearer')]
+        match = re.match(r'^bearer\s+(.+)$', self.headers.get('Authorization', ''), re.IGNORECASE)
+        if not match:
+            raise Unauthorized('User not authenticated, use the "Authorization" header', challenge)
+        uid = env.apikey_uid(match.group(1).strip())
+        if not uid:
+            raise Unauthorized('Invalid apikey', challenge)
+        return uid
+
+    def _json2_params(self):
+        if not self.body:
+            return {}
+        try:
+            params = json.loads(self.body)
+        except ValueError as exc:
+            raise BadRequest(f'could not parse the body as json: {exc.args[0]}') from exc
+        if not isinstance(params, dict):
+            raise BadRequest('could not parse the body, expecting a json object')
+        return params
+
+    def _websocket(self):
+        """addons/bus/controllers/websocket.py: the handshake, then the bus on the evented port. Elsewhere,
+        the handshake fails as Odoo's does in multi-worker mode, where only the gevent port has a socket."""
+        headers = self.headers
+        if headers.get('Upgrade', '').lower() != 'websocket' or 'upgrade' not in headers.get('Connection', '').lower():
+            return self._send_http_error(BadRequest())  # werkzeug's WebsocketMismatch
+        try:
+            accept = websocket_accept(headers)
+        except HTTPException as exc:
+            _websocket_logger.error('%s', exc)
+            return self._send_http_error(exc)
+        if not self.server.websocket:
+            error = RuntimeError("Couldn't bind the websocket. Is the connection opened on the evented port"
+                                 f' ({self.server.app.config.gevent_port})?')
+            _http_logger.error('Exception during request handling.', exc_info=(RuntimeError, error, None))
+            return self._send_http_error(InternalServerError())
+        self.send_response(101)
+        self.send_header('Upgrade', 'websocket')
+        self.send_header('Connection', 'Upgrade')
+        self.send_header('Sec-WebSocket-Accept', accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        WebSocket(self.rfile, self.wfile).serve(functools.partial(bus_reply, port=self.server.port))
+        return 101
+
+
+# --- Main ---------------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='A stand-in for Odoo, for tests.')
+    parser.add_argument('-c', '--config', default='/etc/odoo/odoo.conf', help="Odoo's configuration file")
+    args, ignored = parser.parse_known_args(argv)
+    setup_logging()
+    if ignored:
+        _logger.warning('Ignoring the arguments %s: the emulator reads only its configuration file', ignored)
+    config = load_config(args.config, os.environ)
+    app = App(config, os.environ.get('EMULATED_ODOO_VERSION', '19.0'))
+    _logger.info('Odoo emulator, emulating Odoo version %s', app.version)
+    _logger.info('Using configuration file at %s', os.path.abspath(args.config))
+    _logger.info('database: %s@%s:%s', config.db_user or 'default', config.db_host or 'default', config.db_port)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    # With workers, Odoo's websocket is served by the gevent process only; without, by the HTTP server.
+    servers = [Server(config.http_port, app, websocket=config.workers == 0)]
+    _server_logger.info('HTTP service (werkzeug) running on 0.0.0.0:%s', config.http_port)
+    if config.workers > 0:
+        servers.append(Server(config.gevent_port, app, websocket=True))
+        _server_logger.info('Evented Service (longpolling) running on 0.0.0.0:%s', config.gevent_port)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True).start()
+    threading.Thread(target=app.db.initialize_when_up, args=(stop,), daemon=True).start()
+
+    stop.wait()
+    _server_logger.info('Initiating shutdown')
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,190 @@
+//! `plantd stack ...` (through the running daemon) and `plantd images ...` (straight to the
+//! Docker engine, so that an air-gapped plant can load its images before the first start).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::config::PlantConfig;
+use crate::control::{self, Request, Response};
+
+async fn ask(config: &PlantConfig, request: Request) -> anyhow::Result<Response> {
+    match control::call(&control::socket_path(&config.data_dir), &request).await? {
+        Response::Error { message } => bail!("{message}"),
+        r => Ok(r),
+    }
+}
+
+fn unexpected(r: Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
+}
+
+pub async fn status(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
+    let report = match ask(config, Request::StackStatus).await? {
+        Response::Stack(r) => r,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.services)?);
+        return Ok(());
+    }
+    println!(
+        "stack {}: Docker engine {}{}",
+        report.name,
+        report.docker,
+        if report.down {
+            " (taken down by an admin)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<9} {:<9} {:<10} {:>8}  {:<25} {:<34} IMAGE",
+        "SERVICE", "STATE", "HEALTH", "RESTARTS", "SINCE", "CONTAINER"
+    );
+    for s in &report.services {
+        println!(
+            "{:<9} {:<9} {:<10} {:>8}  {:<25} {:<34} {}",
+            s.service,
+            s.state,
+            if s.breaker { "BREAKER" } else { &s.health },
+            s.restarts,
+            s.since.as_deref().unwrap_or("-"),
+            s.container.as_deref().unwrap_or("-"),
+            s.image
+        );
+        if !s.detail.is_empty() {
+            println!("          {}", s.detail);
+        }
+    }
+    Ok(())
+}
+
+pub async fn simple(config: &PlantConfig, request: Request) -> anyhow::Result<()> {
+    match ask(config, request).await? {
+        Response::Done { message } => println!("{message}"),
+        Response::Lines { lines } => lines.iter().for_each(|l| println!("{l}")),
+        other => return Err(unexpected(other)),
+    }
+    Ok(())
+}
+
+pub async fn events(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
+    let events = match ask(config, Request::StackEvents).await? {
+        Response::StackEvents { events } => events,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    for e in &events {
+        println!(
+            "{}  {:<8} {:<16} {}",
+            e.at,
+            e.service.as_deref().unwrap_or("-"),
+            e.event,
+            e.message
+        );
+    }
+    Ok(())
+}
+
+async fn engine_and_images(
+    config: &PlantConfig,
+) -> anyhow::Result<(crate::stack::docker::Engine, Vec<String>, Vec<bool>)> {
+    let Some(stack) = &config.stack else {
+        bail!("plant.toml has no [stack] section, so there are no stack images");
+    };
+    let spec = crate::stack::spec::build(stack, &config.data_dir)?;
+    let engine = crate::stack::docker::Engine::connect(stack.docker_socket.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("the Docker engine is unreachable: {e}"))?;
+    let images = spec.services.iter().map(|s| s.image.clone()).collect();
+    let pullable = spec.services.iter().map(|s| s.pullable).collect();
+    Ok((engine, images, pullable))
+}
+
+/// `plantd images pull`: pulls what is missing; a present image is never pulled again.
+pub async fn pull(config: &PlantConfig) -> anyhow::Result<()> {
+    let (engine, images, pullable) = engine_and_images(config).await?;
+    for (image, pullable) in images.iter().zip(pullable) {
+        if engine.has_image(image).await.map_err(anyhow::Error::msg)? {
+            println!("{image}: present");
+        } else if !pullable {
+            bail!("{image} is missing and is a local image: build it with images/build-local.sh, or load a bundle with `plantd images load`");
+        } else {
+            engine.pull(image).await.map_err(anyhow::Error::msg)?;
+            println!("{image}: pulled");
+        }
+    }
+    Ok(())
+}
+
+/// `plantd images save FILE`: the stack's images as one `docker save` tar.
+pub async fn save(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
+    let (engine, images, _) = engine_and_images(config).await?;
+    for image in &images {
+        if !engine.has_image(image).await.map_err(anyhow::Error::msg)? {
+            bail!("{image} is not on this machine; `plantd images pull` it first");
+        }
+    }
+    let partial = file.with_extension("partial");
+    let mut out = tokio::fs::File::create(&partial)
+        .await
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let names: Vec<&str> = images.iter().map(String::as_str).collect();
+    let mut stream = engine.docker().export_images(&names);
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the images from Docker")?;
+        bytes += chunk.len() as u64;
+        out.write_all(&chunk)
+            .await
+            .with_context(|| format!("writing {}", partial.display()))?;
+    }
+    out.sync_all().await?;
+    tokio::fs::rename(&partial, file).await?;
+    println!(
+        "saved {} ({}) to {}",
+        images.join(", "),
+        bytesize::ByteSize(bytes),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `plantd images load FILE`: loads a bundle made by `plantd images save` (or `docker save`).
+pub async fn load(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
+    let (engine, images, _) = engine_and_images(config).await?;
+    crate::stack::images::check_bundle(file)?;
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
+    let body = tokio_util::io::ReaderStream::new(f);
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
+    let mut stream = engine.docker().import_image_stream(options, body, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| anyhow::anyhow!("Docker refused {}: {e}", file.display()))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            bail!("Docker refused {}: {e}", file.display());
+        }
+        if let Some(s) = info.stream {
+            print!("{s}");
+        }
+    }
+    for image in &images {
+        let present = engine.has_image(image).await.map_err(anyhow::Error::msg)?;
+        println!(
+            "{image}: {}",
+            if present {
+                "present"
+            } else {
+                "still missing (not in this bundle)"
+            }
+        );
+    }
+    Ok(())
+}

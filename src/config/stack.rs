@@ -1,0 +1,310 @@
+//! The `[stack]` section of `plant.toml`: the plant's Odoo, PostgreSQL and Redis containers.
+//!
+//! The section's presence turns supervision on (`enabled = false` turns it off again); with no
+//! `[stack]` the daemon runs the journal alone, which is what a plant without a local Odoo (or a
+//! first try on a laptop) wants.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{parse_addr, parse_duration, parse_size};
+
+/// Where the stack's images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// The official images at pinned versions, pulled from the registry the Docker engine is
+    /// configured with, or loaded beforehand with `plantd images load`.
+    Official,
+    /// Images built on this machine by `images/build-local.sh` from Debian's packages; Odoo is
+    /// then the emulator (Odoo is not packaged by Debian). Never pulled.
+    Local,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStack {
+    enabled: Option<bool>,
+    name: Option<String>,
+    images: Option<ImageSource>,
+    network: Option<String>,
+    docker_socket: Option<PathBuf>,
+    upgrade_deadline: Option<String>,
+    #[serde(default)]
+    ingress: RawIngress,
+    #[serde(default)]
+    postgres: RawService,
+    #[serde(default)]
+    redis: RawService,
+    #[serde(default)]
+    odoo: RawService,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    image: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    volumes: Option<Vec<String>>,
+    memory: Option<String>,
+    cpus: Option<f64>,
+    #[serde(default)]
+    probe: RawProbe,
+    // Odoo only.
+    workers: Option<u32>,
+    database: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    interval: Option<String>,
+    timeout: Option<String>,
+    start_period: Option<String>,
+    retries: Option<u32>,
+}
+
+/// The validated `[stack]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackConfig {
+    /// Names the containers (`NAME-postgres`), the network and the volumes, and labels them, so
+    /// that several stacks share one Docker engine without touching each other.
+    pub name: String,
+    pub images: ImageSource,
+    /// The private network the three services share; default `NAME-net`.
+    pub network: String,
+    /// The Docker engine's socket; default `DOCKER_HOST` or `/var/run/docker.sock`.
+    pub docker_socket: Option<PathBuf>,
+    /// How long an upgraded service has to become healthy before the old image comes back.
+    pub upgrade_deadline: Duration,
+    /// Odoo's TLS ingress; `None` when `stack.ingress.listen = "off"`.
+    pub ingress: Option<SocketAddr>,
+    pub postgres: ServiceConfig,
+    pub redis: ServiceConfig,
+    pub odoo: ServiceConfig,
+    pub odoo_workers: u32,
+    /// The Odoo database's name.
+    pub odoo_database: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// `None`: the image the source gives (see [`ImageSource`]).
+    pub image: Option<String>,
+    /// Added to (and overriding) the environment plantd sets.
+    pub env: BTreeMap<String, String>,
+    /// `SOURCE:TARGET[:ro]`, replacing the default volume; a SOURCE without `/` is a named
+    /// volume that plantd creates and labels.
+    pub volumes: Option<Vec<String>>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub probe: ProbeConfig,
+}
+
+/// How plantd's own probe judges a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures in this time after a start do not count.
+    pub start_period: Duration,
+    /// Consecutive failures that make the service unhealthy.
+    pub retries: u32,
+}
+
+type FieldError = (String, String);
+
+fn err(field: &str, msg: String) -> FieldError {
+    (field.to_string(), msg)
+}
+
+impl StackConfig {
+    pub(super) fn from_raw(raw: RawStack) -> Result<Option<StackConfig>, FieldError> {
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        let name = raw.name.unwrap_or_else(|| "plantd".to_string());
+        if !valid_name(&name) {
+            return Err(err(
+                "stack.name",
+                format!("{name:?} is not a usable name; use 1 to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit, such as \"plant-lyon\""),
+            ));
+        }
+        let network = raw.network.unwrap_or_else(|| format!("{name}-net"));
+        if !valid_name(&network) {
+            return Err(err(
+                "stack.network",
+                format!("{network:?} is not a usable network name; use lowercase letters, digits, '-' or '_'"),
+            ));
+        }
+        let upgrade_deadline = match raw.upgrade_deadline.as_deref() {
+            None => Duration::from_secs(180),
+            Some(s) => parse_duration(s).map_err(|m| err("stack.upgrade_deadline", m))?,
+        };
+        let ingress = match raw.ingress.listen.as_deref() {
+            None => Some(parse_addr("0.0.0.0:443").expect("valid")),
+            Some("off") => None,
+            Some(a) => Some(parse_addr(a).map_err(|m| err("stack.ingress.listen", m))?),
+        };
+        let odoo_workers = raw.odoo.workers.unwrap_or(2);
+        if odoo_workers > 64 {
+            return Err(err(
+                "stack.odoo.workers",
+                format!("{odoo_workers} is too many; use 0 to 64 (2 fits a small plant server)"),
+            ));
+        }
+        let odoo_database = raw.odoo.database.clone().unwrap_or_else(|| "odoo".into());
+        if !valid_name(&odoo_database) {
+            return Err(err(
+                "stack.odoo.database",
+                format!("{odoo_database:?} is not a usable database name; use lowercase letters, digits, '-' or '_'"),
+            ));
+        }
+        for (svc, raw) in [("postgres", &raw.postgres), ("redis", &raw.redis)] {
+            if raw.workers.is_some() {
+                return Err(err(
+                    &format!("stack.{svc}.workers"),
+                    "only Odoo has workers; move it to [stack.odoo]".into(),
+                ));
+            }
+            if raw.database.is_some() {
+                return Err(err(
+                    &format!("stack.{svc}.database"),
+                    "only Odoo has a database name; move it to [stack.odoo]".into(),
+                ));
+            }
+        }
+        let secs = Duration::from_secs;
+        Ok(Some(StackConfig {
+            postgres: service("postgres", raw.postgres, secs(60))?,
+            redis: service("redis", raw.redis, secs(20))?,
+            // Odoo's first start on a new database takes a while (it installs `base`).
+            odoo: service("odoo", raw.odoo, secs(120))?,
+            name,
+            images: raw.images.unwrap_or(ImageSource::Official),
+            network,
+            docker_socket: raw.docker_socket,
+            upgrade_deadline,
+            ingress,
+            odoo_workers,
+            odoo_database,
+        }))
+    }
+}
+
+fn service(
+    svc: &str,
+    raw: RawService,
+    start_period: Duration,
+) -> Result<ServiceConfig, FieldError> {
+    let field = |f: &str| format!("stack.{svc}.{f}");
+    if let Some(image) = &raw.image {
+        if image.trim().is_empty() || image.contains(char::is_whitespace) {
+            return Err(err(
+                &field("image"),
+                format!("{image:?} is not an image reference; use one such as \"postgres:15\""),
+            ));
+        }
+    }
+    let env = raw.env.unwrap_or_default();
+    if let Some(bad) = env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains(char::is_whitespace))
+    {
+        return Err(err(
+            &field("env"),
+            format!("{bad:?} is not an environment variable name"),
+        ));
+    }
+    if let Some(volumes) = &raw.volumes {
+        for v in volumes {
+            let parts: Vec<&str> = v.split(':').collect();
+            let ok = matches!(parts.len(), 2 | 3)
+                && !parts[0].is_empty()
+                && parts[1].starts_with('/')
+                && parts.get(2).is_none_or(|m| matches!(*m, "ro" | "rw"));
+            if !ok {
+                return Err(err(&field("volumes"), format!("{v:?} is not SOURCE:/TARGET[:ro]; use one such as \"pgdata:/var/lib/postgresql/data\"")));
+            }
+        }
+    }
+    let memory = raw
+        .memory
+        .as_deref()
+        .map(|m| parse_size(m).map_err(|m| err(&field("memory"), m)))
+        .transpose()?;
+    if let Some(c) = raw.cpus {
+        if !(c > 0.0 && c <= 1024.0) {
+            return Err(err(
+                &field("cpus"),
+                format!("{c} is out of range; use a number of CPUs such as 1.5"),
+            ));
+        }
+    }
+    let probe_duration =
+        |name: &str, value: Option<&str>, default: Duration| -> Result<Duration, FieldError> {
+            match value {
+                None => Ok(default),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if d >= Duration::from_millis(100) => Ok(d),
+                    Ok(_) => Err(err(
+                        &field(&format!("probe.{name}")),
+                        "too short; use at least \"100ms\"".into(),
+                    )),
+                    Err(m) => Err(err(&field(&format!("probe.{name}")), m)),
+                },
+            }
+        };
+    let probe = ProbeConfig {
+        interval: probe_duration(
+            "interval",
+            raw.probe.interval.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        timeout: probe_duration(
+            "timeout",
+            raw.probe.timeout.as_deref(),
+            Duration::from_secs(3),
+        )?,
+        start_period: match raw.probe.start_period.as_deref() {
+            None => start_period,
+            Some(s) => parse_duration(s).map_err(|m| err(&field("probe.start_period"), m))?,
+        },
+        retries: match raw.probe.retries {
+            None => 3,
+            Some(n @ 1..=100) => n,
+            Some(n) => {
+                return Err(err(
+                    &field("probe.retries"),
+                    format!("{n} is out of range; use 1 to 100 (default 3)"),
+                ))
+            }
+        },
+    };
+    Ok(ServiceConfig {
+        image: raw.image,
+        env,
+        volumes: raw.volumes,
+        memory,
+        cpus: raw.cpus,
+        probe,
+    })
+}
+
+/// Docker-safe names for containers, networks, volumes and databases.
+fn valid_name(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}

@@ -1,0 +1,426 @@
+//! The Docker engine through bollard: what the supervisor observes and the actions it takes.
+//! Everything here is scoped to one stack's labels; nothing else on the engine is touched.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig, MountType,
+    NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+
+use super::reconcile::{Observed, RunState};
+use super::spec::{Service, ServiceSpec, StackSpec, LABEL_SERVICE, LABEL_SPEC, LABEL_STACK};
+
+/// How long a container gets to stop before it is killed (PostgreSQL checkpoints on the way).
+const STOP_GRACE_S: i32 = 30;
+
+/// One of the stack's containers, as listed.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub service: Service,
+    pub observed: Observed,
+    pub name: String,
+    pub image: String,
+    /// Its address on the stack's network, where plantd probes it.
+    pub ip: Option<IpAddr>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+fn short(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+impl Engine {
+    /// Connects to the engine (`socket`, else `DOCKER_HOST` or the default socket) and agrees on
+    /// an API version with it.
+    pub async fn connect(socket: Option<&Path>) -> Result<Engine, String> {
+        let docker = match socket {
+            Some(path) => {
+                let path = path
+                    .to_str()
+                    .ok_or("the Docker socket's path is not UTF-8")?;
+                Docker::connect_with_socket(path, 120, bollard::API_DEFAULT_VERSION)
+            }
+            None => Docker::connect_with_unix_defaults(),
+        }
+        .map_err(short)?;
+        let docker = docker.negotiate_version().await.map_err(short)?;
+        Ok(Engine { docker })
+    }
+
+    fn stack_filter(stack: &str) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_STACK}={stack}")])])
+    }
+
+    /// The stack's containers.
+    pub async fn observe(&self, stack: &StackSpec) -> Result<Vec<Seen>, String> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&Self::stack_filter(&stack.name))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(short)?;
+        let mut seen = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let Some(service) = labels
+                .get(LABEL_SERVICE)
+                .and_then(|s| Service::parse(s).ok())
+            else {
+                continue;
+            };
+            let state = match c.state {
+                Some(ContainerSummaryStateEnum::CREATED) => RunState::Created,
+                Some(ContainerSummaryStateEnum::RUNNING) => RunState::Running,
+                Some(ContainerSummaryStateEnum::PAUSED) => RunState::Paused,
+                Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Restarting,
+                Some(ContainerSummaryStateEnum::REMOVING) => RunState::Removing,
+                Some(ContainerSummaryStateEnum::DEAD) => RunState::Dead,
+                _ => RunState::Exited,
+            };
+            let ip = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(&stack.network))
+                .and_then(|e| e.ip_address)
+                .and_then(|ip| ip.parse().ok());
+            seen.push(Seen {
+                service,
+                observed: Observed {
+                    id: c.id.unwrap_or_default(),
+                    state,
+                    spec: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
+                },
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                image: c.image.unwrap_or_default(),
+                ip,
+            });
+        }
+        Ok(seen)
+    }
+
+    fn labels(stack: &str) -> HashMap<String, String> {
+        HashMap::from([(LABEL_STACK.to_string(), stack.to_string())])
+    }
+
+    /// Creates the stack's network and named volumes where missing. An existing one that
+    /// plantd did not create is refused, never adopted.
+    pub async fn ensure_network_and_volumes(&self, stack: &StackSpec) -> Result<(), String> {
+        match self
+            .docker
+            .inspect_network(
+                &stack.network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => {
+                if n.labels.unwrap_or_default().get(LABEL_STACK) != Some(&stack.name) {
+                    return Err(format!(
+                        "a network named {} exists that plantd did not create; remove it or set stack.network",
+                        stack.network
+                    ));
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: stack.network.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(Self::labels(&stack.name)),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("creating network {}: {}", stack.network, short(e)))?;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "inspecting network {}: {}",
+                    stack.network,
+                    short(e)
+                ))
+            }
+        }
+        for volume in stack.volumes() {
+            match self.docker.inspect_volume(&volume).await {
+                Ok(v) => {
+                    if v.labels.get(LABEL_STACK) != Some(&stack.name) {
+                        return Err(format!(
+                            "a volume named {volume} exists that plantd did not create; plantd will not write into it (rename it, or point stack.*.volumes at it explicitly as a bind mount)"
+                        ));
+                    }
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    self.docker
+                        .create_volume(VolumeCreateRequest {
+                            name: Some(volume.clone()),
+                            labels: Some(Self::labels(&stack.name)),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| format!("creating volume {volume}: {}", short(e)))?;
+                }
+                Err(e) => return Err(format!("inspecting volume {volume}: {}", short(e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the image is present on the engine.
+    pub async fn has_image(&self, image: &str) -> Result<bool, String> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(short(e)),
+        }
+    }
+
+    /// Pulls an image from the engine's registry.
+    pub async fn pull(&self, image: &str) -> Result<(), String> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| format!("pulling {image}: {}", short(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the image is present: a present image is never pulled again; a missing one
+    /// is pulled only when the spec allows it.
+    pub async fn ensure_image(&self, spec: &ServiceSpec) -> Result<(), String> {
+        if self.has_image(&spec.image).await? {
+            return Ok(());
+        }
+        if !spec.pullable {
+            return Err(format!(
+                "image {} is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`",
+                spec.image
+            ));
+        }
+        self.pull(&spec.image).await
+    }
+
+    /// Creates the service's container (not started).
+    pub async fn create(&self, stack: &StackSpec, spec: &ServiceSpec) -> Result<String, String> {
+        let mut labels = Self::labels(&stack.name);
+        labels.insert(LABEL_SERVICE.into(), spec.service.as_str().into());
+        labels.insert(LABEL_SPEC.into(), spec.hash.clone());
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(|m| bollard::models::Mount {
+                target: Some(m.target.clone()),
+                source: Some(m.source.clone()),
+                typ: Some(if m.is_volume() {
+                    MountType::VOLUME
+                } else {
+                    MountType::BIND
+                }),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![spec.service.as_str().to_string()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            hostname: Some(spec.service.as_str().to_string()),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                memory: spec.memory,
+                nano_cpus: spec.nano_cpus,
+                network_mode: Some(stack.network.clone()),
+                // plantd restarts; Docker's own policy would fight the breaker.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                init: Some(false),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(stack.network.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.container)
+            .build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(r) => Ok(r.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(format!(
+                "a container named {} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)",
+                spec.container
+            )),
+            Err(e) => Err(format!("creating {}: {}", spec.container, short(e))),
+        }
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), String> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(short)
+    }
+
+    /// Restarts a running or paused container.
+    pub async fn restart(&self, id: &str, paused: bool) -> Result<(), String> {
+        if paused {
+            self.docker.unpause_container(id).await.map_err(short)?;
+        }
+        let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+            .t(STOP_GRACE_S)
+            .build();
+        self.docker
+            .restart_container(id, Some(options))
+            .await
+            .map_err(short)
+    }
+
+    /// Stops and removes a container; its volumes stay.
+    pub async fn remove(&self, id: &str, paused: bool) -> Result<(), String> {
+        if paused {
+            let _ = self.docker.unpause_container(id).await;
+        }
+        let stop = StopContainerOptionsBuilder::default()
+            .t(STOP_GRACE_S)
+            .build();
+        match self.docker.stop_container(id, Some(stop)).await {
+            // 304: already stopped; 404: already gone.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => return Err(short(e)),
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .v(false)
+            .force(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(short(e)),
+        }
+    }
+
+    /// The last `tail` lines of a container's output.
+    pub async fn logs(&self, container: &str, tail: usize) -> Result<Vec<String>, String> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(container, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(short)?;
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    /// Container events of this stack; each one wakes the supervisor.
+    pub fn events(&self, stack: &str) -> impl Stream<Item = Result<(), String>> + use<> {
+        let mut filters = Self::stack_filter(stack);
+        filters.insert("type".into(), vec!["container".into()]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker
+            .events(Some(options))
+            .map(|e| e.map(|_| ()).map_err(short))
+    }
+
+    /// Removes the stack's containers, and its network; its volumes too only when asked.
+    pub async fn down(
+        &self,
+        stack: &StackSpec,
+        delete_volumes: bool,
+    ) -> Result<Vec<String>, String> {
+        let mut done = Vec::new();
+        for seen in self.observe(stack).await? {
+            self.remove(&seen.observed.id, seen.observed.state == RunState::Paused)
+                .await
+                .map_err(|e| format!("removing {}: {e}", seen.name))?;
+            done.push(format!("removed container {}", seen.name));
+        }
+        if let Ok(n) = self
+            .docker
+            .inspect_network(
+                &stack.network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            if n.labels.unwrap_or_default().get(LABEL_STACK) == Some(&stack.name) {
+                self.docker
+                    .remove_network(&stack.network)
+                    .await
+                    .map_err(|e| format!("removing network {}: {}", stack.network, short(e)))?;
+                done.push(format!("removed network {}", stack.network));
+            }
+        }
+        if delete_volumes {
+            for volume in stack.volumes() {
+                if let Ok(v) = self.docker.inspect_volume(&volume).await {
+                    if v.labels.get(LABEL_STACK) == Some(&stack.name) {
+                        self.docker
+                            .remove_volume(
+                                &volume,
+                                None::<bollard::query_parameters::RemoveVolumeOptions>,
+                            )
+                            .await
+                            .map_err(|e| format!("removing volume {volume}: {}", short(e)))?;
+                        done.push(format!("deleted volume {volume}"));
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+}

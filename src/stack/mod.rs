@@ -1,0 +1,846 @@
+//! Stack supervision: the plant's PostgreSQL, Redis and Odoo as Docker containers.
+//!
+//! The desired stack comes from `[stack]` ([`spec`]); the decisions are a pure function
+//! ([`reconcile`]); this module is the thin driver that feeds it what Docker shows (a list every
+//! second, and at once on any of the stack's container events) and what plantd's own probes find
+//! ([`probe`]), and carries out its actions through bollard ([`docker`]). Docker being away is a
+//! state like any other: reported, retried, and never in the way of the journal.
+
+pub mod docker;
+pub mod images;
+pub mod ingress;
+pub mod probe;
+pub mod reconcile;
+pub mod spec;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::config::ProbeConfig;
+use crate::health::{Health as Components, State};
+use docker::{Engine, Seen};
+use reconcile::{Action, Book, Health, RunState, Tracker, UpgradeVerdict};
+use spec::{Secrets, Service, ServiceSpec, StackSpec};
+
+/// Events kept for `plantd stack events`.
+const EVENTS_KEPT: usize = 500;
+
+/// One service, as `plantd stack status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    /// Docker's state of the container, or "missing".
+    pub state: String,
+    /// plantd's probe verdict: healthy, starting, unhealthy or unknown.
+    pub health: String,
+    pub image: String,
+    /// Restarts by plantd since the daemon started.
+    pub restarts: u64,
+    /// When the container entered its current state (RFC 3339).
+    pub since: Option<String>,
+    /// The container's name.
+    pub container: Option<String>,
+    /// Whether the crash-loop breaker is open.
+    pub breaker: bool,
+    /// Why it is not healthy, or the last error, if any.
+    pub detail: String,
+}
+
+/// Something the supervisor did or saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackEvent {
+    pub at: String,
+    pub service: Option<String>,
+    pub event: String,
+    pub message: String,
+}
+
+/// The whole stack, as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackReport {
+    pub name: String,
+    /// "reachable", or why the Docker engine is not.
+    pub docker: String,
+    /// Whether an admin took the stack down (`plantd stack down`).
+    pub down: bool,
+    pub services: Vec<ServiceStatus>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Command {
+    Restart(Service, Reply<String>),
+    Reset(Service, Reply<String>),
+    Logs(Service, usize, Reply<Vec<String>>),
+    Events(Reply<Vec<StackEvent>>),
+    Apply(Box<StackSpec>, Reply<String>),
+    Down(bool, Reply<Vec<String>>),
+}
+
+/// The handle the daemon, its control socket and the ingress hold.
+#[derive(Clone)]
+pub struct Stack {
+    tx: mpsc::Sender<Command>,
+    report: watch::Receiver<StackReport>,
+    /// Odoo's address on the stack's network, while it runs; the ingress proxies to it.
+    pub odoo: watch::Receiver<Option<IpAddr>>,
+}
+
+impl Stack {
+    pub fn report(&self) -> StackReport {
+        self.report.borrow().clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| "the stack supervisor has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the stack supervisor has stopped".to_string())?
+    }
+
+    pub async fn restart(&self, service: Service) -> Result<String, String> {
+        self.ask(|r| Command::Restart(service, r)).await
+    }
+    pub async fn reset(&self, service: Service) -> Result<String, String> {
+        self.ask(|r| Command::Reset(service, r)).await
+    }
+    pub async fn logs(&self, service: Service, tail: usize) -> Result<Vec<String>, String> {
+        self.ask(|r| Command::Logs(service, tail, r)).await
+    }
+    pub async fn events(&self) -> Result<Vec<StackEvent>, String> {
+        self.ask(Command::Events).await
+    }
+    pub async fn apply(&self, spec: StackSpec) -> Result<String, String> {
+        self.ask(|r| Command::Apply(Box::new(spec), r)).await
+    }
+    pub async fn down(&self, delete_volumes: bool) -> Result<Vec<String>, String> {
+        self.ask(|r| Command::Down(delete_volumes, r)).await
+    }
+}
+
+/// Where a service's probe should look.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    container: String,
+    ip: IpAddr,
+    probe: ProbeConfig,
+    eager: bool,
+}
+
+struct ProbeResult {
+    service: Service,
+    container: String,
+    result: Result<(), String>,
+}
+
+struct Upgrade {
+    previous: ServiceSpec,
+    started: u64,
+    restarts_at_start: u64,
+}
+
+/// Starts supervising `desired` until `stop` turns true.
+pub fn start(
+    desired: StackSpec,
+    docker_socket: Option<PathBuf>,
+    upgrade_deadline: Duration,
+    components: Arc<Components>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Stack> {
+    let (tx, rx) = mpsc::channel(16);
+    let (report_tx, report) = watch::channel(StackReport {
+        name: desired.name.clone(),
+        docker: "not checked yet".into(),
+        down: false,
+        services: vec![],
+    });
+    let (odoo_tx, odoo) = watch::channel(None);
+    let (targets_tx, targets) = watch::channel(BTreeMap::new());
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let http = probe::http_client()?;
+    for service in Service::ALL {
+        tokio::spawn(probe_loop(
+            service,
+            desired.secrets.clone(),
+            http.clone(),
+            targets.clone(),
+            probe_tx.clone(),
+            stop.clone(),
+        ));
+    }
+    components.set("stack", State::Starting, "connecting to the Docker engine");
+    let supervisor = Supervisor {
+        desired,
+        docker_socket,
+        upgrade_deadline,
+        engine: None,
+        engine_error: None,
+        events_task: None,
+        wake: Arc::new(Notify::new()),
+        clock: Instant::now(),
+        books: BTreeMap::new(),
+        trackers: BTreeMap::new(),
+        seen: BTreeMap::new(),
+        since: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        events: VecDeque::new(),
+        upgrades: BTreeMap::new(),
+        down: false,
+        report_tx,
+        odoo_tx,
+        targets_tx,
+        components,
+    };
+    tokio::spawn(supervisor.run(rx, probe_rx, stop));
+    Ok(Stack { tx, report, odoo })
+}
+
+async fn probe_loop(
+    service: Service,
+    secrets: Secrets,
+    http: reqwest::Client,
+    targets: watch::Receiver<BTreeMap<Service, Target>>,
+    results: mpsc::UnboundedSender<ProbeResult>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let target = targets.borrow().get(&service).cloned();
+        let wait = match &target {
+            Some(t) if !t.eager => t.probe.interval,
+            _ => Duration::from_secs(1),
+        };
+        if let Some(t) = target {
+            let result = probe::probe(service, t.ip, &secrets, &http, t.probe.timeout).await;
+            let sent = results.send(ProbeResult {
+                service,
+                container: t.container,
+                result,
+            });
+            if sent.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+struct Supervisor {
+    desired: StackSpec,
+    docker_socket: Option<PathBuf>,
+    upgrade_deadline: Duration,
+    engine: Option<Engine>,
+    engine_error: Option<String>,
+    events_task: Option<tokio::task::JoinHandle<()>>,
+    wake: Arc<Notify>,
+    clock: Instant,
+    books: BTreeMap<Service, Book>,
+    trackers: BTreeMap<Service, Tracker>,
+    seen: BTreeMap<Service, Seen>,
+    /// (container, state) and when it was first seen so.
+    since: BTreeMap<Service, (String, RunState, String)>,
+    errors: BTreeMap<Service, String>,
+    events: VecDeque<StackEvent>,
+    upgrades: BTreeMap<Service, Upgrade>,
+    down: bool,
+    report_tx: watch::Sender<StackReport>,
+    odoo_tx: watch::Sender<Option<IpAddr>>,
+    targets_tx: watch::Sender<BTreeMap<Service, Target>>,
+    components: Arc<Components>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Supervisor {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut probes: mpsc::UnboundedReceiver<ProbeResult>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wake = self.wake.clone();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+                Some(command) = commands.recv() => self.command(command).await,
+                Some(p) = probes.recv() => {
+                    if !self.probed(p) {
+                        continue;
+                    }
+                }
+            }
+            self.step().await;
+        }
+        if let Some(t) = self.events_task.take() {
+            t.abort();
+        }
+        // The containers keep running: the plant's Odoo does not stop because plantd restarts.
+    }
+
+    /// Takes a probe result; true when the service's health changed.
+    fn probed(&mut self, p: ProbeResult) -> bool {
+        let now = self.now();
+        let probe = self.desired.get(p.service).probe;
+        let Some(tracker) = self.trackers.get_mut(&p.service) else {
+            return false;
+        };
+        if tracker.container != p.container {
+            return false;
+        }
+        let before = (tracker.health.clone(), tracker.eager());
+        tracker.record(now, p.result, probe.start_period, probe.retries);
+        let after = (tracker.health.clone(), tracker.eager());
+        if after.0 != before.0 {
+            match &after.0 {
+                Health::Unhealthy(why) => self.event(Some(p.service), "unhealthy", why.clone()),
+                Health::Healthy => self.event(Some(p.service), "healthy", "probe passed".into()),
+                Health::Starting => {}
+            }
+        }
+        after != before
+    }
+
+    fn event(&mut self, service: Option<Service>, event: &str, message: String) {
+        tracing::info!(
+            stack = %self.desired.name,
+            service = service.map(|s| s.as_str()).unwrap_or("-"),
+            event,
+            %message,
+            "stack"
+        );
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(StackEvent {
+            at: now_rfc3339(),
+            service: service.map(|s| s.to_string()),
+            event: event.to_string(),
+            message,
+        });
+    }
+
+    /// The engine, connecting (and subscribing to its events) when there is none.
+    async fn engine(&mut self) -> Option<Engine> {
+        if let Some(e) = &self.engine {
+            return Some(e.clone());
+        }
+        match Engine::connect(self.docker_socket.as_deref()).await {
+            Ok(engine) => {
+                if self.engine_error.take().is_some() {
+                    self.event(None, "docker", "the Docker engine answers again".into());
+                }
+                let events = engine.events(&self.desired.name);
+                let wake = self.wake.clone();
+                if let Some(t) = self.events_task.take() {
+                    t.abort();
+                }
+                self.events_task = Some(tokio::spawn(async move {
+                    futures_util::pin_mut!(events);
+                    while let Some(e) = events.next().await {
+                        wake.notify_one();
+                        if e.is_err() {
+                            break;
+                        }
+                    }
+                }));
+                self.engine = Some(engine.clone());
+                Some(engine)
+            }
+            Err(e) => {
+                self.engine_lost(e);
+                None
+            }
+        }
+    }
+
+    fn engine_lost(&mut self, error: String) {
+        self.engine = None;
+        if self.engine_error.is_none() {
+            self.event(
+                None,
+                "docker",
+                format!("the Docker engine is unreachable: {error}; the journal keeps accepting transactions"),
+            );
+        }
+        self.engine_error = Some(error);
+        self.trackers.clear();
+        self.seen.clear();
+    }
+
+    async fn step(&mut self) {
+        let now = self.now();
+        if let Some(engine) = self.engine().await {
+            match engine.observe(&self.desired).await {
+                Ok(seen) => {
+                    self.absorb(seen, now);
+                    if !self.down {
+                        self.judge_upgrades(now);
+                        let observed = self
+                            .seen
+                            .iter()
+                            .map(|(s, seen)| (*s, seen.observed.clone()))
+                            .collect();
+                        let health = self
+                            .trackers
+                            .iter()
+                            .map(|(s, t)| (*s, t.health.clone()))
+                            .collect();
+                        let actions = reconcile::reconcile(
+                            now,
+                            &self.desired,
+                            &observed,
+                            &health,
+                            &mut self.books,
+                        );
+                        for action in actions {
+                            self.execute(&engine, action, now).await;
+                        }
+                    }
+                }
+                Err(e) => self.engine_lost(e),
+            }
+        }
+        self.publish();
+    }
+
+    /// Takes in what Docker shows.
+    fn absorb(&mut self, seen: Vec<Seen>, now: u64) {
+        self.seen.clear();
+        for s in seen {
+            let service = s.service;
+            self.books.entry(service).or_default().seen = true;
+            let running = matches!(s.observed.state, RunState::Running | RunState::Paused);
+            match self.trackers.get(&service) {
+                Some(t) if running && t.container == s.observed.id => {}
+                _ if running => {
+                    self.trackers
+                        .insert(service, Tracker::new(&s.observed.id, now));
+                }
+                _ => {
+                    self.trackers.remove(&service);
+                }
+            }
+            let key = (s.observed.id.clone(), s.observed.state);
+            if self
+                .since
+                .get(&service)
+                .is_none_or(|(id, state, _)| (id.clone(), *state) != key)
+            {
+                self.since.insert(service, (key.0, key.1, now_rfc3339()));
+            }
+            self.seen.insert(service, s);
+        }
+        self.trackers.retain(|s, _| self.seen.contains_key(s));
+    }
+
+    async fn execute(&mut self, engine: &Engine, action: Action, now: u64) {
+        let service = action.service();
+        let book = self.books.entry(service).or_default();
+        let counts = action.counts(book);
+        let spec = self.desired.get(service).clone();
+        let current = self.seen.get(&service).cloned();
+        let (event, reason, result) = match action {
+            Action::OpenBreaker { reason, .. } => {
+                book.breaker = true;
+                self.event(Some(service), "breaker_open", reason);
+                return;
+            }
+            Action::Create { reason, .. } => ("create", reason, self.create(engine, &spec).await),
+            Action::Start { reason, .. } => {
+                let id = current.map(|c| c.observed.id).unwrap_or_default();
+                ("start", reason, engine.start(&id).await)
+            }
+            Action::Restart { reason, .. } => {
+                let c = current.expect("a restart is of an observed container");
+                let paused = c.observed.state == RunState::Paused;
+                (
+                    "restart",
+                    reason,
+                    engine.restart(&c.observed.id, paused).await,
+                )
+            }
+            Action::Recreate { reason, .. } => {
+                let c = current.expect("a recreate is of an observed container");
+                // The new image first: a missing image must not cost the running container.
+                let result = match engine.ensure_image(&spec).await {
+                    Ok(()) => match engine
+                        .remove(&c.observed.id, c.observed.state == RunState::Paused)
+                        .await
+                    {
+                        Ok(()) => self.create(engine, &spec).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                ("recreate", reason, result)
+            }
+        };
+        let book = self.books.entry(service).or_default();
+        if counts {
+            book.record_restart(now);
+        }
+        self.trackers.remove(&service);
+        match result {
+            Ok(()) => {
+                self.errors.remove(&service);
+                self.event(Some(service), event, reason);
+            }
+            Err(e) => {
+                if !counts {
+                    book.not_before = now + 5_000;
+                }
+                if self.errors.get(&service) != Some(&e) {
+                    self.event(
+                        Some(service),
+                        &format!("{event}_failed"),
+                        format!("{reason}: {e}"),
+                    );
+                }
+                self.errors.insert(service, e);
+            }
+        }
+    }
+
+    async fn create(&mut self, engine: &Engine, spec: &ServiceSpec) -> Result<(), String> {
+        engine.ensure_network_and_volumes(&self.desired).await?;
+        engine.ensure_image(spec).await?;
+        let id = engine.create(&self.desired, spec).await?;
+        engine.start(&id).await
+    }
+
+    fn judge_upgrades(&mut self, now: u64) {
+        let deadline = self.upgrade_deadline.as_millis() as u64;
+        let services: Vec<Service> = self.upgrades.keys().copied().collect();
+        for service in services {
+            let upgrade = &self.upgrades[&service];
+            let new_hash = &self.desired.get(service).hash;
+            let on_new = self
+                .seen
+                .get(&service)
+                .is_some_and(|s| &s.observed.spec == new_hash);
+            let health = if on_new {
+                self.trackers.get(&service).map(|t| &t.health)
+            } else {
+                None
+            };
+            let book = self.books.entry(service).or_default();
+            let verdict = reconcile::judge_upgrade(
+                now,
+                upgrade.started,
+                deadline,
+                health,
+                book.total_restarts - upgrade.restarts_at_start,
+                book.breaker,
+            );
+            match verdict {
+                UpgradeVerdict::Wait => {}
+                UpgradeVerdict::Commit => {
+                    let image = self.desired.get(service).image.clone();
+                    self.upgrades.remove(&service);
+                    self.event(Some(service), "upgrade_done", format!("healthy on {image}"));
+                }
+                UpgradeVerdict::RollBack(why) => {
+                    let upgrade = self.upgrades.remove(&service).expect("present");
+                    let failed = self.desired.get(service).image.clone();
+                    let previous = upgrade.previous.image.clone();
+                    *self.desired.get_mut(service) = upgrade.previous;
+                    book.reset();
+                    self.event(
+                        Some(service),
+                        "rollback",
+                        format!("{failed}: {why}; going back to {previous}"),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Events(reply) => {
+                let _ = reply.send(Ok(self.events.iter().cloned().collect()));
+            }
+            Command::Reset(service, reply) => {
+                let book = self.books.entry(service).or_default();
+                let was_open = book.breaker;
+                book.reset();
+                self.errors.remove(&service);
+                let message = if was_open {
+                    format!("closed the crash-loop breaker of {service}; plantd restarts it when needed")
+                } else {
+                    format!("the breaker of {service} was not open; its restart count is cleared")
+                };
+                self.event(Some(service), "reset", message.clone());
+                let _ = reply.send(Ok(message));
+            }
+            Command::Restart(service, reply) => {
+                let result = self.restart_now(service).await;
+                let _ = reply.send(result);
+            }
+            Command::Logs(service, tail, reply) => {
+                let result = match (self.engine().await, self.seen.get(&service)) {
+                    (None, _) => Err(self.unreachable()),
+                    (Some(_), None) => Err(format!("{service} has no container")),
+                    (Some(engine), Some(seen)) => engine.logs(&seen.name, tail).await,
+                };
+                let _ = reply.send(result);
+            }
+            Command::Apply(spec, reply) => {
+                let message = self.apply(*spec);
+                let _ = reply.send(Ok(message));
+            }
+            Command::Down(delete_volumes, reply) => {
+                let result = match self.engine().await {
+                    None => Err(self.unreachable()),
+                    Some(engine) => {
+                        self.down = true;
+                        self.upgrades.clear();
+                        let r = engine.down(&self.desired, delete_volumes).await;
+                        let what = match &r {
+                            Ok(done) => done.join("; "),
+                            Err(e) => format!("failed: {e}"),
+                        };
+                        self.event(None, "down", what);
+                        r
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+        self.publish();
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "the Docker engine is unreachable: {}",
+            self.engine_error.as_deref().unwrap_or("not connected")
+        )
+    }
+
+    async fn restart_now(&mut self, service: Service) -> Result<String, String> {
+        let Some(engine) = self.engine().await else {
+            return Err(self.unreachable());
+        };
+        let Some(seen) = self.seen.get(&service).cloned() else {
+            return Err(format!("{service} has no container yet"));
+        };
+        let paused = seen.observed.state == RunState::Paused;
+        let result = match seen.observed.state {
+            RunState::Running | RunState::Paused => engine.restart(&seen.observed.id, paused).await,
+            _ => engine.start(&seen.observed.id).await,
+        };
+        self.trackers.remove(&service);
+        match result {
+            Ok(()) => {
+                self.event(Some(service), "restart", "asked by an admin".into());
+                Ok(format!("restarted {service} ({})", seen.name))
+            }
+            Err(e) => {
+                self.event(
+                    Some(service),
+                    "restart_failed",
+                    format!("asked by an admin: {e}"),
+                );
+                Err(format!("restarting {service}: {e}"))
+            }
+        }
+    }
+
+    /// Takes a new desired stack; a changed image is an upgrade with a health gate.
+    fn apply(&mut self, new: StackSpec) -> String {
+        let now = self.now();
+        let mut changes = Vec::new();
+        for spec in &new.services {
+            let service = spec.service;
+            let old = self.desired.get(service);
+            if old.hash == spec.hash {
+                continue;
+            }
+            if old.image != spec.image {
+                changes.push(format!(
+                    "{service}: upgrading {} -> {}; rolls back unless healthy within {} s",
+                    old.image,
+                    spec.image,
+                    self.upgrade_deadline.as_secs()
+                ));
+                let previous = self
+                    .upgrades
+                    .remove(&service)
+                    .map(|u| u.previous)
+                    .unwrap_or_else(|| old.clone());
+                let book = self.books.entry(service).or_default();
+                book.reset();
+                self.upgrades.insert(
+                    service,
+                    Upgrade {
+                        previous,
+                        started: now,
+                        restarts_at_start: book.total_restarts,
+                    },
+                );
+            } else {
+                changes.push(format!("{service}: recreating (its spec changed)"));
+                self.books.entry(service).or_default().reset();
+            }
+        }
+        let was_down = self.down;
+        self.desired = new;
+        self.down = false;
+        for c in &changes {
+            self.event(None, "apply", c.clone());
+        }
+        match (changes.is_empty(), was_down) {
+            (true, false) => "no changes".to_string(),
+            (true, true) => "bringing the stack up again".to_string(),
+            (false, _) => changes.join("\n"),
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut services = Vec::new();
+        let mut targets = BTreeMap::new();
+        let mut summary = Vec::new();
+        let mut worst = State::Ok;
+        for spec in &self.desired.services {
+            let service = spec.service;
+            let seen = self.seen.get(&service);
+            let tracker = self.trackers.get(&service);
+            let book = self.books.get(&service).cloned().unwrap_or_default();
+            let (health, why) = match (seen, tracker) {
+                (None, _) if self.engine_error.is_some() => ("unknown", String::new()),
+                (_, Some(t)) => match &t.health {
+                    Health::Healthy => ("healthy", String::new()),
+                    Health::Starting => ("starting", String::new()),
+                    Health::Unhealthy(why) => ("unhealthy", why.clone()),
+                },
+                (_, None) => ("unhealthy", "not running".to_string()),
+            };
+            let detail = match (self.errors.get(&service), book.breaker) {
+                (_, true) => {
+                    "crash loop: the breaker is open; `plantd stack reset` after fixing the cause"
+                        .to_string()
+                }
+                (Some(e), _) => e.clone(),
+                (None, _) => why,
+            };
+            let state = match health {
+                _ if book.breaker => State::Unhealthy,
+                "healthy" => State::Ok,
+                "starting" => State::Starting,
+                _ => State::Unhealthy,
+            };
+            worst = worse(worst, state);
+            summary.push(format!("{service} {health}"));
+            if let (Some(seen), Some(t)) = (seen, tracker) {
+                if let Some(ip) = seen.ip {
+                    targets.insert(
+                        service,
+                        Target {
+                            container: seen.observed.id.clone(),
+                            ip,
+                            probe: spec.probe,
+                            eager: t.eager(),
+                        },
+                    );
+                }
+            }
+            services.push(ServiceStatus {
+                service: service.to_string(),
+                state: seen
+                    .map_or("missing", |s| s.observed.state.as_str())
+                    .to_string(),
+                health: health.to_string(),
+                image: seen.map_or(spec.image.clone(), |s| s.image.clone()),
+                restarts: book.total_restarts,
+                since: self
+                    .since
+                    .get(&service)
+                    .filter(|_| seen.is_some())
+                    .map(|s| s.2.clone()),
+                container: seen.map(|s| s.name.clone()),
+                breaker: book.breaker,
+                detail,
+            });
+        }
+        let odoo_ip = self
+            .seen
+            .get(&Service::Odoo)
+            .filter(|s| s.observed.state == RunState::Running)
+            .and_then(|s| s.ip);
+        self.odoo_tx.send_if_modified(|ip| {
+            let changed = *ip != odoo_ip;
+            *ip = odoo_ip;
+            changed
+        });
+        self.targets_tx.send_if_modified(|t| {
+            let changed = *t != targets;
+            *t = targets;
+            changed
+        });
+        let docker = match &self.engine_error {
+            Some(e) => format!("unreachable: {e}"),
+            None => "reachable".to_string(),
+        };
+        match (&self.engine_error, self.down) {
+            (Some(e), _) => self.components.set(
+                "stack",
+                State::Unhealthy,
+                format!("the Docker engine is unreachable ({e}); transactions are still accepted"),
+            ),
+            (None, true) => self.components.set(
+                "stack",
+                State::Unhealthy,
+                "taken down by an admin (`plantd stack apply` brings it back)",
+            ),
+            (None, false) => self.components.set("stack", worst, summary.join(", ")),
+        }
+        let report = StackReport {
+            name: self.desired.name.clone(),
+            docker,
+            down: self.down,
+            services,
+        };
+        self.report_tx.send_if_modified(|r| {
+            let changed = *r != report;
+            *r = report;
+            changed
+        });
+    }
+}
+
+fn worse(a: State, b: State) -> State {
+    let rank = |s: State| match s {
+        State::Ok => 0,
+        State::Starting => 1,
+        State::Unhealthy => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}

@@ -1,0 +1,127 @@
+//! plantd's own probes of the services, made from the host to each container's address on the
+//! stack's network: PostgreSQL with a real login and `SELECT 1`, Redis with `PING`, Odoo with
+//! `/web/health` (Odoo 15 and later), falling back to `version_info`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::spec::{Secrets, Service, DB_USER};
+
+/// Probes one service at `ip`; the error says what failed.
+pub async fn probe(
+    service: Service,
+    ip: IpAddr,
+    secrets: &Secrets,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Result<(), String> {
+    let work = async {
+        match service {
+            Service::Postgres => postgres(ip, secrets, timeout).await,
+            Service::Redis => redis(ip).await,
+            Service::Odoo => odoo(ip, http).await,
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<(), String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(ip.to_string())
+        .port(5432)
+        .user(DB_USER)
+        .password(&secrets.postgres_password)
+        .dbname("postgres")
+        .application_name("plantd-probe")
+        .connect_timeout(timeout);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let conn = tokio::spawn(connection);
+    let result = client
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SELECT 1: {e}"));
+    drop(client);
+    let _ = conn.await;
+    result
+}
+
+async fn redis(ip: IpAddr) -> Result<(), String> {
+    let mut stream = tokio::net::TcpStream::connect((ip, 6379))
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    stream
+        .write_all(b"PING\r\n")
+        .await
+        .map_err(|e| format!("sending PING: {e}"))?;
+    let mut buf = [0u8; 64];
+    let n = stream
+        .read(&mut buf)
+        .await
+        .map_err(|e| format!("reading the answer to PING: {e}"))?;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    if answer.starts_with("+PONG") {
+        Ok(())
+    } else {
+        Err(format!("PING answered {:?}", answer.trim_end()))
+    }
+}
+
+async fn odoo(ip: IpAddr, http: &reqwest::Client) -> Result<(), String> {
+    let base = format!("http://{}", std::net::SocketAddr::new(ip, 8069));
+    let r = http
+        .get(format!("{base}/web/health"))
+        .send()
+        .await
+        .map_err(|e| format!("/web/health: {}", without_url(e)))?;
+    match r.status().as_u16() {
+        200 => return Ok(()),
+        // Before Odoo 15 there is no /web/health.
+        404 => {}
+        s => return Err(format!("/web/health answered {s}")),
+    }
+    let r = http
+        .post(format!("{base}/web/webclient/version_info"))
+        .json(&serde_json::json!({"jsonrpc": "2.0", "method": "call", "params": {}}))
+        .send()
+        .await
+        .map_err(|e| format!("version_info: {}", without_url(e)))?;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    if status == 200 && body.get("result").is_some() {
+        Ok(())
+    } else {
+        Err(format!("version_info answered {status}"))
+    }
+}
+
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// The HTTP client the Odoo probe and the ingress use: plain HTTP to the container.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(0)
+        .build()?)
+}

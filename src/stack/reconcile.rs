@@ -1,0 +1,319 @@
+//! The supervisor's decisions, free of I/O: given the desired stack, what Docker shows and what
+//! the supervisor remembers of each service, what to do next. The driver in `super` feeds it
+//! observations and carries out the actions; the tests below are tables of situations.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use super::spec::{Service, StackSpec};
+
+/// Restarts within this window count towards the crash-loop breaker.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(600);
+/// Restarts allowed within the window; the next one opens the breaker instead.
+pub const BREAKER_LIMIT: usize = 5;
+/// The longest wait between two restarts of one service.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A container's state as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Created => "created",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Restarting => "restarting",
+            RunState::Removing => "removing",
+            RunState::Exited => "exited",
+            RunState::Dead => "dead",
+        }
+    }
+}
+
+/// One of plantd's containers, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub id: String,
+    pub state: RunState,
+    /// The spec hash label it was created with.
+    pub spec: String,
+}
+
+/// What plantd's own probes say about a running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet, or failing within the start period.
+    Starting,
+    Healthy,
+    Unhealthy(String),
+}
+
+/// What the supervisor remembers of one service. Times are milliseconds on the supervisor's
+/// monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Book {
+    /// When plantd restarted (or recreated after a loss) this service, within the window.
+    pub restarts: VecDeque<u64>,
+    /// Restarts since the daemon started, for the status report.
+    pub total_restarts: u64,
+    /// The crash-loop breaker: no more restarts until an admin resets it.
+    pub breaker: bool,
+    /// No restart before this time (backoff).
+    pub not_before: u64,
+    /// Whether plantd has seen a container of this service: losing one after that is a crash,
+    /// not a first start.
+    pub seen: bool,
+}
+
+impl Book {
+    /// Records a restart at `now` and sets the backoff before the next one: 1 s, 2 s, 4 s, ...
+    /// up to [`MAX_BACKOFF`].
+    pub fn record_restart(&mut self, now: u64) {
+        self.forget_old(now);
+        self.restarts.push_back(now);
+        self.total_restarts += 1;
+        let n = self.restarts.len() as u32;
+        let backoff = Duration::from_secs(1u64 << (n - 1).min(10)).min(MAX_BACKOFF);
+        self.not_before = now + backoff.as_millis() as u64;
+    }
+
+    fn forget_old(&mut self, now: u64) {
+        let window = BREAKER_WINDOW.as_millis() as u64;
+        while self.restarts.front().is_some_and(|t| t + window <= now) {
+            self.restarts.pop_front();
+        }
+    }
+
+    /// Whether one more restart would pass the breaker's limit.
+    fn would_trip(&mut self, now: u64) -> bool {
+        self.forget_old(now);
+        self.restarts.len() >= BREAKER_LIMIT
+    }
+
+    /// Closes the breaker and forgets the restarts (an admin's `stack reset`).
+    pub fn reset(&mut self) {
+        self.breaker = false;
+        self.restarts.clear();
+        self.not_before = 0;
+    }
+}
+
+/// One step for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create and start the container (the network and volumes first, if missing).
+    Create { service: Service, reason: String },
+    /// Start the existing, stopped container.
+    Start { service: Service, reason: String },
+    /// Restart the running container (unpausing it first if need be).
+    Restart { service: Service, reason: String },
+    /// Stop and remove the container, keeping its volumes, and create it anew.
+    Recreate { service: Service, reason: String },
+    /// Stop restarting: the service failed too often.
+    OpenBreaker { service: Service, reason: String },
+}
+
+impl Action {
+    pub fn service(&self) -> Service {
+        match self {
+            Action::Create { service, .. }
+            | Action::Start { service, .. }
+            | Action::Restart { service, .. }
+            | Action::Recreate { service, .. }
+            | Action::OpenBreaker { service, .. } => *service,
+        }
+    }
+
+    /// Whether carrying it out counts as a restart for backoff and the breaker.
+    pub fn counts(&self, book: &Book) -> bool {
+        match self {
+            Action::Create { .. } => book.seen,
+            Action::Start { .. } | Action::Restart { .. } => true,
+            Action::Recreate { .. } | Action::OpenBreaker { .. } => false,
+        }
+    }
+}
+
+/// Decides the next actions, at most one per service, in dependency order.
+pub fn reconcile(
+    now: u64,
+    desired: &StackSpec,
+    observed: &BTreeMap<Service, Observed>,
+    health: &BTreeMap<Service, Health>,
+    books: &mut BTreeMap<Service, Book>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for spec in &desired.services {
+        let service = spec.service;
+        let book = books.entry(service).or_default();
+        if book.breaker {
+            continue;
+        }
+        let deps_ready = service.depends_on().iter().all(|d| {
+            observed
+                .get(d)
+                .is_some_and(|o| o.state == RunState::Running)
+                && health.get(d) == Some(&Health::Healthy)
+        });
+        let action = match observed.get(&service) {
+            None if !deps_ready => None,
+            None if book.seen => Some(Action::Create {
+                service,
+                reason: "its container is gone".into(),
+            }),
+            None => Some(Action::Create {
+                service,
+                reason: "first start".into(),
+            }),
+            Some(o) if o.spec != spec.hash => match o.state {
+                RunState::Removing => None,
+                _ => Some(Action::Recreate {
+                    service,
+                    reason: format!("its spec changed ({} -> {})", o.spec, spec.hash),
+                }),
+            },
+            Some(o) => match o.state {
+                RunState::Running | RunState::Paused => match health.get(&service) {
+                    Some(Health::Unhealthy(why)) => Some(Action::Restart {
+                        service,
+                        reason: format!("unhealthy: {why}"),
+                    }),
+                    _ => None,
+                },
+                RunState::Restarting | RunState::Removing => None,
+                RunState::Exited | RunState::Dead | RunState::Created if deps_ready => {
+                    Some(Action::Start {
+                        service,
+                        reason: format!("it is {}", o.state.as_str()),
+                    })
+                }
+                RunState::Exited | RunState::Dead | RunState::Created => None,
+            },
+        };
+        let Some(action) = action else { continue };
+        if now < book.not_before {
+            continue;
+        }
+        if action.counts(book) && book.would_trip(now) {
+            actions.push(Action::OpenBreaker {
+                service,
+                reason: format!(
+                    "{BREAKER_LIMIT} restarts within {} minutes; not restarting until `plantd stack reset {service}`",
+                    BREAKER_WINDOW.as_secs() / 60
+                ),
+            });
+            continue;
+        }
+        actions.push(action);
+    }
+    actions
+}
+
+/// Turns probe results into a [`Health`] for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracker {
+    /// The container the results are about; another container starts afresh.
+    pub container: String,
+    /// When the supervisor saw it start.
+    pub since: u64,
+    pub health: Health,
+    /// Consecutive failed probes.
+    pub failures: u32,
+}
+
+impl Tracker {
+    pub fn new(container: &str, since: u64) -> Tracker {
+        Tracker {
+            container: container.to_string(),
+            since,
+            health: Health::Starting,
+            failures: 0,
+        }
+    }
+
+    /// Takes one probe result at `now`. Failures within the start period, before the first
+    /// pass, do not count; `retries` consecutive failures make the container unhealthy.
+    pub fn record(
+        &mut self,
+        now: u64,
+        result: Result<(), String>,
+        start_period: Duration,
+        retries: u32,
+    ) {
+        match result {
+            Ok(()) => {
+                self.failures = 0;
+                self.health = Health::Healthy;
+            }
+            Err(why) => {
+                let starting = self.health == Health::Starting;
+                if starting && now < self.since + start_period.as_millis() as u64 {
+                    return;
+                }
+                self.failures += 1;
+                if self.failures >= retries {
+                    self.health = Health::Unhealthy(why);
+                }
+            }
+        }
+    }
+
+    /// Whether the probe should come again soon: not yet healthy, or failing.
+    pub fn eager(&self) -> bool {
+        self.health != Health::Healthy || self.failures > 0
+    }
+}
+
+/// How an upgrade is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeVerdict {
+    /// Healthy on the new image: keep it.
+    Commit,
+    /// Put the previous spec back, for this reason.
+    RollBack(String),
+    Wait,
+}
+
+/// Judges an upgrade of one service that started at `started` with `deadline_ms` to prove
+/// itself: healthy commits; the deadline, two restarts or an open breaker roll back.
+pub fn judge_upgrade(
+    now: u64,
+    started: u64,
+    deadline_ms: u64,
+    health: Option<&Health>,
+    restarts_since: u64,
+    breaker: bool,
+) -> UpgradeVerdict {
+    if health == Some(&Health::Healthy) {
+        return UpgradeVerdict::Commit;
+    }
+    if breaker || restarts_since >= 2 {
+        return UpgradeVerdict::RollBack(format!(
+            "the new image failed to start ({restarts_since} restarts)"
+        ));
+    }
+    if now >= started + deadline_ms {
+        let why = match health {
+            Some(Health::Unhealthy(m)) => format!(": {m}"),
+            _ => String::new(),
+        };
+        return UpgradeVerdict::RollBack(format!(
+            "not healthy within {} s{why}",
+            deadline_ms / 1000
+        ));
+    }
+    UpgradeVerdict::Wait
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,406 @@
+use super::*;
+use crate::config::ProbeConfig;
+use crate::stack::spec::{Secrets, ServiceSpec};
+
+fn spec() -> StackSpec {
+    let probe = ProbeConfig {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(3),
+        start_period: Duration::from_secs(30),
+        retries: 3,
+    };
+    StackSpec {
+        name: "t".into(),
+        network: "t-net".into(),
+        odoo_database: "odoo".into(),
+        secrets: Secrets {
+            postgres_password: "p".into(),
+            odoo_admin_password: "a".into(),
+        },
+        services: Service::ALL
+            .into_iter()
+            .map(|service| ServiceSpec {
+                service,
+                container: format!("t-{service}"),
+                image: format!("{service}:1"),
+                pullable: false,
+                env: vec![],
+                mounts: vec![],
+                memory: None,
+                nano_cpus: None,
+                probe,
+                hash: format!("h-{service}"),
+            })
+            .collect(),
+    }
+}
+
+fn running(service: Service) -> Observed {
+    Observed {
+        id: format!("id-{service}"),
+        state: RunState::Running,
+        spec: format!("h-{service}"),
+    }
+}
+
+fn with_state(service: Service, state: RunState) -> Observed {
+    Observed {
+        state,
+        ..running(service)
+    }
+}
+
+use Service::{Odoo, Postgres, Redis};
+
+/// A situation: what Docker shows, what the probes say, what the supervisor remembers.
+struct Case {
+    name: &'static str,
+    observed: Vec<Observed>,
+    health: Vec<(Service, Health)>,
+    books: Vec<(Service, Book)>,
+    now: u64,
+    /// The expected actions, as (kind, service).
+    want: Vec<(&'static str, Service)>,
+}
+
+fn kind(a: &Action) -> &'static str {
+    match a {
+        Action::Create { .. } => "create",
+        Action::Start { .. } => "start",
+        Action::Restart { .. } => "restart",
+        Action::Recreate { .. } => "recreate",
+        Action::OpenBreaker { .. } => "breaker",
+    }
+}
+
+fn svc_of(o: &Observed) -> Service {
+    Service::ALL
+        .into_iter()
+        .find(|s| o.id == format!("id-{s}"))
+        .unwrap()
+}
+
+fn seen() -> Book {
+    Book {
+        seen: true,
+        ..Book::default()
+    }
+}
+
+fn healthy_deps() -> Vec<(Service, Health)> {
+    vec![(Postgres, Health::Healthy), (Redis, Health::Healthy)]
+}
+
+#[test]
+fn decisions() {
+    let five_recent = Book {
+        seen: true,
+        restarts: (0..5).map(|i| 100_000 + i * 1000).collect(),
+        ..Book::default()
+    };
+    let five_old = Book {
+        seen: true,
+        restarts: (0..5).map(|i| i * 1000).collect(),
+        ..Book::default()
+    };
+    let cases = vec![
+        Case {
+            name: "nothing exists: databases first, Odoo waits for them",
+            observed: vec![],
+            health: vec![],
+            books: vec![],
+            now: 0,
+            want: vec![("create", Postgres), ("create", Redis)],
+        },
+        Case {
+            name: "databases running but not yet healthy: Odoo still waits",
+            observed: vec![running(Postgres), running(Redis)],
+            health: vec![(Postgres, Health::Starting), (Redis, Health::Healthy)],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+        Case {
+            name: "databases healthy: Odoo is created",
+            observed: vec![running(Postgres), running(Redis)],
+            health: healthy_deps(),
+            books: vec![],
+            now: 0,
+            want: vec![("create", Odoo)],
+        },
+        Case {
+            name: "all running and healthy: nothing to do",
+            observed: vec![running(Postgres), running(Redis), running(Odoo)],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Healthy),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+        Case {
+            name: "Odoo still starting: left alone",
+            observed: vec![running(Postgres), running(Redis), running(Odoo)],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Starting),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+        Case {
+            name: "PostgreSQL exited (killed): started again",
+            observed: vec![
+                with_state(Postgres, RunState::Exited),
+                running(Redis),
+                running(Odoo),
+            ],
+            health: vec![(Redis, Health::Healthy), (Odoo, Health::Healthy)],
+            books: vec![(Postgres, seen())],
+            now: 0,
+            want: vec![("start", Postgres)],
+        },
+        Case {
+            name: "Odoo paused (hung) and found unhealthy: restarted",
+            observed: vec![
+                running(Postgres),
+                running(Redis),
+                with_state(Odoo, RunState::Paused),
+            ],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Unhealthy("timed out".into())),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![("restart", Odoo)],
+        },
+        Case {
+            name: "Redis removed by hand: recreated",
+            observed: vec![running(Postgres), running(Odoo)],
+            health: vec![(Postgres, Health::Healthy), (Odoo, Health::Healthy)],
+            books: vec![(Redis, seen())],
+            now: 0,
+            want: vec![("create", Redis)],
+        },
+        Case {
+            name: "spec changed: recreated even while healthy",
+            observed: vec![
+                Observed {
+                    spec: "old".into(),
+                    ..running(Postgres)
+                },
+                running(Redis),
+                running(Odoo),
+            ],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Healthy),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![("recreate", Postgres)],
+        },
+        Case {
+            name: "exited Odoo waits for an unhealthy PostgreSQL",
+            observed: vec![
+                running(Postgres),
+                running(Redis),
+                with_state(Odoo, RunState::Exited),
+            ],
+            health: vec![
+                (Postgres, Health::Unhealthy("refused".into())),
+                (Redis, Health::Healthy),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![("restart", Postgres)],
+        },
+        Case {
+            name: "within the backoff: no restart yet",
+            observed: vec![with_state(Redis, RunState::Exited)],
+            health: vec![],
+            books: vec![
+                (
+                    Redis,
+                    Book {
+                        seen: true,
+                        not_before: 5_000,
+                        ..Book::default()
+                    },
+                ),
+                (
+                    Postgres,
+                    Book {
+                        breaker: true,
+                        ..Book::default()
+                    },
+                ),
+            ],
+            now: 4_999,
+            want: vec![],
+        },
+        Case {
+            name: "five restarts within ten minutes: the breaker opens",
+            observed: vec![running(Postgres), with_state(Redis, RunState::Exited)],
+            health: vec![(Postgres, Health::Healthy)],
+            books: vec![(Redis, five_recent.clone())],
+            now: 200_000,
+            want: vec![("breaker", Redis)],
+        },
+        Case {
+            name: "five restarts long ago: restarted",
+            observed: vec![running(Postgres), with_state(Redis, RunState::Exited)],
+            health: vec![(Postgres, Health::Healthy)],
+            books: vec![(Redis, five_old)],
+            now: 700_000,
+            want: vec![("start", Redis)],
+        },
+        Case {
+            name: "breaker open: left alone, even when gone",
+            observed: vec![running(Postgres)],
+            health: vec![(Postgres, Health::Healthy)],
+            books: vec![(
+                Redis,
+                Book {
+                    breaker: true,
+                    ..five_recent
+                },
+            )],
+            now: 200_000,
+            want: vec![],
+        },
+        Case {
+            name: "a container being removed is waited for",
+            observed: vec![with_state(Postgres, RunState::Removing), running(Redis)],
+            health: vec![(Redis, Health::Healthy)],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+    ];
+    let desired = spec();
+    for case in cases {
+        let observed: BTreeMap<Service, Observed> =
+            case.observed.into_iter().map(|o| (svc_of(&o), o)).collect();
+        let health: BTreeMap<Service, Health> = case.health.into_iter().collect();
+        let mut books: BTreeMap<Service, Book> = case.books.into_iter().collect();
+        let got: Vec<(&str, Service)> =
+            reconcile(case.now, &desired, &observed, &health, &mut books)
+                .iter()
+                .map(|a| (kind(a), a.service()))
+                .collect();
+        assert_eq!(got, case.want, "case: {}", case.name);
+    }
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let mut book = Book::default();
+    let mut waits = vec![];
+    let mut now = 0;
+    for _ in 0..8 {
+        book.record_restart(now);
+        waits.push(book.not_before - now);
+        now = book.not_before;
+    }
+    assert_eq!(
+        waits,
+        vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+    );
+    assert_eq!(book.total_restarts, 8);
+}
+
+#[test]
+fn reset_closes_the_breaker_and_forgets() {
+    let mut book = Book {
+        breaker: true,
+        not_before: 99,
+        restarts: [1, 2, 3].into(),
+        ..Book::default()
+    };
+    book.reset();
+    assert!(!book.breaker);
+    assert!(book.restarts.is_empty());
+    assert_eq!(book.not_before, 0);
+}
+
+#[test]
+fn upgrade_verdicts() {
+    use UpgradeVerdict::*;
+    let unhealthy = Health::Unhealthy("refused".into());
+    let cases: Vec<(u64, Option<&Health>, u64, bool, UpgradeVerdict)> = vec![
+        (10, Some(&Health::Healthy), 0, false, Commit),
+        (10, Some(&Health::Starting), 0, false, Wait),
+        (10, None, 1, false, Wait),
+        (
+            10,
+            None,
+            2,
+            false,
+            RollBack("the new image failed to start (2 restarts)".into()),
+        ),
+        (
+            10,
+            Some(&Health::Starting),
+            0,
+            true,
+            RollBack("the new image failed to start (0 restarts)".into()),
+        ),
+        (
+            60_000,
+            Some(&unhealthy),
+            0,
+            false,
+            RollBack("not healthy within 60 s: refused".into()),
+        ),
+        (
+            60_000,
+            Some(&Health::Starting),
+            0,
+            false,
+            RollBack("not healthy within 60 s".into()),
+        ),
+    ];
+    for (now, health, restarts, breaker, want) in cases {
+        assert_eq!(
+            judge_upgrade(now, 0, 60_000, health, restarts, breaker),
+            want
+        );
+    }
+}
+
+#[test]
+fn tracker_respects_the_start_period_and_retries() {
+    let period = Duration::from_secs(30);
+    let mut t = Tracker::new("c1", 1_000);
+    // Failing while starting, within the period: still starting, nothing counted.
+    t.record(5_000, Err("refused".into()), period, 3);
+    assert_eq!((t.health.clone(), t.failures), (Health::Starting, 0));
+    assert!(t.eager());
+    // Past the period without ever passing: failures count.
+    for now in [31_000, 32_000] {
+        t.record(now, Err("refused".into()), period, 3);
+    }
+    assert_eq!((t.health.clone(), t.failures), (Health::Starting, 2));
+    t.record(33_000, Err("refused".into()), period, 3);
+    assert_eq!(t.health, Health::Unhealthy("refused".into()));
+    // A pass heals at once.
+    t.record(34_000, Ok(()), period, 3);
+    assert_eq!((t.health.clone(), t.failures), (Health::Healthy, 0));
+    assert!(!t.eager());
+    // Once healthy, the start period no longer shelters failures.
+    let mut t = Tracker::new("c2", 0);
+    t.record(1_000, Ok(()), period, 2);
+    t.record(2_000, Err("timed out".into()), period, 2);
+    assert_eq!(t.health, Health::Healthy);
+    assert!(t.eager());
+    t.record(3_000, Err("timed out".into()), period, 2);
+    assert_eq!(t.health, Health::Unhealthy("timed out".into()));
+}
