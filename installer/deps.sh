@@ -15,3 +15,26 @@ need() {
   echo "installing $2 (for $1)"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
+
+# Makes sure a Docker engine answers: installs Debian's docker.io if dockerd is missing, then
+# starts the engine (through systemd where it runs, else dockerd in the background).
+need_docker_engine() {
+  need dockerd docker.io
+  docker info >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the Docker engine is not running; start it as root (systemctl start docker)" >&2
+    return 1
+  fi
+  if [ -d /run/systemd/system ] && systemctl start docker >/dev/null 2>&1; then
+    :
+  else
+    echo "starting dockerd (log: /var/log/plantd-dockerd.log)"
+    nohup dockerd >/var/log/plantd-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "the Docker engine did not start; see /var/log/plantd-dockerd.log" >&2
+  return 1
+}

@@ -474,6 +474,28 @@ max_group = 64
     }
 
     #[test]
+    fn stack_section_turns_supervision_on() {
+        assert_eq!(PlantConfig::parse("p", "").unwrap().stack, None);
+        let c = PlantConfig::parse("p", "[stack]\n").unwrap().stack.unwrap();
+        assert_eq!(c.name, "plantd");
+        assert_eq!(c.network, "plantd-net");
+        assert_eq!(c.images, ImageSource::Official);
+        assert_eq!(c.ingress, Some("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(c.odoo_workers, 2);
+        assert_eq!(c.odoo.probe.retries, 3);
+        let off = PlantConfig::parse("p", "[stack]\nenabled = false\n").unwrap();
+        assert_eq!(off.stack, None);
+        let text = "[stack]\nname = \"lyon\"\nimages = \"local\"\n[stack.ingress]\nlisten = \"off\"\n[stack.postgres]\nmemory = \"1GiB\"\ncpus = 1.5\nvolumes = [\"/srv/pg:/var/lib/postgresql/data\"]\n";
+        let c = PlantConfig::parse("p", text).unwrap().stack.unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.images, c.ingress),
+            ("lyon", ImageSource::Local, None)
+        );
+        assert_eq!(c.postgres.memory, Some(1 << 30));
+        assert_eq!(c.postgres.cpus, Some(1.5));
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let cases: &[(&str, usize, &str, &str)] = &[
             (
@@ -530,6 +552,78 @@ max_group = 64
                 2,
                 "journal.min_free_space",
                 "not a size",
+            ),
+            (
+                "[stack]\nname = \"Plant A\"\n",
+                2,
+                "stack.name",
+                "not a usable name",
+            ),
+            (
+                "[stack]\nimages = \"cloud\"\n",
+                2,
+                "stack.images",
+                "unknown variant",
+            ),
+            (
+                "[stack.ingress]\nlisten = \"443\"\n",
+                2,
+                "stack.ingress.listen",
+                "not an address",
+            ),
+            (
+                "[stack.odoo]\nworkers = 500\n",
+                2,
+                "stack.odoo.workers",
+                "too many",
+            ),
+            (
+                "[stack.redis]\nworkers = 2\n",
+                2,
+                "stack.redis.workers",
+                "only Odoo",
+            ),
+            (
+                "[stack.postgres]\nvolumes = [\"pgdata\"]\n",
+                2,
+                "stack.postgres.volumes",
+                "SOURCE:/TARGET",
+            ),
+            (
+                "[stack.postgres]\nmemory = \"a lot\"\n",
+                2,
+                "stack.postgres.memory",
+                "not a size",
+            ),
+            (
+                "[stack.redis]\ncpus = 0\n",
+                2,
+                "stack.redis.cpus",
+                "out of range",
+            ),
+            (
+                "[stack.odoo.probe]\nretries = 0\n",
+                2,
+                "stack.odoo.probe.retries",
+                "out of range",
+            ),
+            (
+                "[stack.odoo.probe]\ninterval = \"1ms\"\n",
+                2,
+                "stack.odoo.probe.interval",
+                "too short",
+            ),
+            (
+                "[stack.odoo]\nenv = { \"A=B\" = \"x\" }\n",
+                2,
+                "stack.odoo.env",
+                "not an environment variable",
+            ),
+            (
+                "[stack]\nsurprise = 1\n",
+                2,
+                "stack.surprise",
+                "unknown field",
             ),
         ];
         for (text, line, field, msg) in cases {

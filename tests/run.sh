@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
-# tests need first (a C compiler, PostgreSQL 15), then checks formatting and lints, then runs
-# the unit and integration tests (which drive the real plantd binary, and real PostgreSQL
-# clusters they start in temporary directories).
+# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap), starts the
+# Docker engine and builds the stack's local images, then checks formatting and lints, then
+# runs the unit and integration tests (which drive the real plantd binary, real PostgreSQL
+# clusters they start in temporary directories, and real containers).
 #
 # Needs root: the disk-full test mounts a small tmpfs. Re-runs itself with sudo if it can.
 set -euo pipefail
@@ -21,6 +22,9 @@ need cc build-essential   # SQLite (bundled) and ring compile C
 need mount mount          # the disk-full test's tmpfs
 need runuser util-linux   # PostgreSQL runs as its own user
 need /usr/lib/postgresql/15/bin/initdb postgresql-15   # the hub's store, a throwaway cluster per test
+need debootstrap debootstrap  # images/build-local.sh: the stack's images from Debian's packages
+need_docker_engine            # the stack tests run real containers
+images/build-local.sh         # builds the local images once; reused when present
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --check

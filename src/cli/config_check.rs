@@ -21,5 +21,14 @@ pub fn run(file: &Path) -> anyhow::Result<()> {
         humantime::format_duration(c.journal.retention),
         c.journal.commit
     );
+    match &c.stack {
+        None => println!("  stack         not supervised (no [stack] section)"),
+        Some(s) => println!(
+            "  stack         {} ({:?} images), ingress {}",
+            s.name,
+            s.images,
+            s.ingress.map_or("off".to_string(), |a| a.to_string())
+        ),
+    }
     Ok(())
 }

@@ -10,3 +10,4 @@ mod disk_full;
 mod fleet;
 mod harness;
 mod replication;
+mod stack;

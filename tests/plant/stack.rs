@@ -1,0 +1,697 @@
+//! The stack supervisor against the real Docker engine, with the images that
+//! images/build-local.sh builds (tests/run.sh builds them first): PostgreSQL and Redis from
+//! Debian's packages, and the Odoo emulator. Each test runs its own stack (its own name, so
+//! its own containers, network and volumes) and removes all of it at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{self, free_addr, Plant};
+
+/// Runs the docker CLI.
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs (tests/run.sh installs docker.io)")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    docker_ok(&["inspect", "-f", format, container])
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A plant daemon supervising its own stack; everything it made is removed on drop.
+pub struct TestStack {
+    pub name: String,
+    pub plant: Plant,
+    pub config_path: PathBuf,
+    pub ingress: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    /// Starts `plantd up` with a `[stack]` of local images plus `extra` TOML.
+    pub fn start(extra: &str) -> TestStack {
+        assert!(
+            docker(&["info"]).status.success(),
+            "no Docker engine answers; run the tests through tests/run.sh, which starts one"
+        );
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let ingress = free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = stack_config(&name, ingress, extra);
+        let plant = Plant::start(&data, &config);
+        TestStack {
+            config_path: data.with_extension("toml"),
+            name,
+            plant,
+            ingress,
+            _dir: dir,
+        }
+    }
+
+    pub fn container(&self, service: &str) -> String {
+        format!("{}-{service}", self.name)
+    }
+
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = rest.to_vec();
+        v.extend([
+            "--config",
+            self.config_path.to_str().unwrap(),
+            "--data-dir",
+            self.plant.data_dir.to_str().unwrap(),
+        ]);
+        v
+    }
+
+    /// Runs a plantd CLI command against this plant.
+    pub fn cli(&self, rest: &[&str]) -> Output {
+        harness::plantd(&self.args(rest))
+    }
+
+    pub fn cli_ok(&self, rest: &[&str]) -> String {
+        let out = self.cli(rest);
+        assert!(
+            out.status.success(),
+            "plantd {rest:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `plantd stack status --json`, by service.
+    pub fn status(&self) -> Vec<Value> {
+        serde_json::from_str(&self.cli_ok(&["stack", "status", "--json"])).unwrap()
+    }
+
+    pub fn service(&self, service: &str) -> Value {
+        self.status()
+            .into_iter()
+            .find(|s| s["service"] == service)
+            .expect("every service is reported")
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        serde_json::from_str(&self.cli_ok(&["stack", "events", "--json"])).unwrap()
+    }
+
+    /// Waits until `check` holds for the status, or fails with the last status and events.
+    pub fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status();
+            if check(&status) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not within {limit:?}\nstatus: {status:#?}\nevents: {:#?}",
+                    self.events()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn wait_all_healthy(&self, limit: Duration) {
+        self.wait_for("all services healthy", limit, |s| {
+            s.len() == 3 && s.iter().all(|s| s["health"] == "healthy")
+        });
+    }
+
+    /// Rewrites plant.toml with `extra` and runs `plantd stack apply`.
+    pub fn apply(&self, extra: &str) -> String {
+        std::fs::write(
+            &self.config_path,
+            stack_config(&self.name, self.ingress, extra),
+        )
+        .unwrap();
+        self.cli_ok(&["stack", "apply"])
+    }
+
+    /// Runs SQL in the stack's PostgreSQL, as an admin would with psql.
+    pub fn psql(&self, sql: &str) -> String {
+        docker_ok(&[
+            "exec",
+            &self.container("postgres"),
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        ])
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.plant.stop();
+        remove_stack(&self.name);
+    }
+}
+
+/// Removes a test stack's containers, network and volumes, found by its label only.
+pub fn remove_stack(name: &str) {
+    let label = format!("label=io.plantd.stack={name}");
+    let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
+    for id in ids.lines() {
+        let _ = docker(&["rm", "-f", "-v", id]);
+    }
+    for net in docker_ok(&["network", "ls", "-q", "--filter", &label]).lines() {
+        let _ = docker(&["network", "rm", net]);
+    }
+    for vol in docker_ok(&["volume", "ls", "-q", "--filter", &label]).lines() {
+        let _ = docker(&["volume", "rm", vol]);
+    }
+}
+
+pub fn stack_config(name: &str, ingress: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[stack]\nname = \"{name}\"\nimages = \"local\"\nupgrade_deadline = \"60s\"\n{extra}\n[stack.ingress]\nlisten = \"{ingress}\"\n"
+    )
+}
+
+/// An image whose process exits at once, built on the local base image.
+fn exiting_image() -> &'static str {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    const TAG: &str = "plantd-test/exits-at-once:1";
+    BUILT.call_once(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM plantd-local/base:bookworm\nCMD [\"sh\", \"-c\", \"echo crashing on purpose; exit 3\"]\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", TAG])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building {TAG}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    TAG
+}
+
+/// One service's entry in a status list (`null` while the supervisor has not reported yet).
+fn svc<'a>(status: &'a [Value], service: &str) -> &'a Value {
+    status
+        .iter()
+        .find(|s| s["service"] == service)
+        .unwrap_or(&Value::Null)
+}
+
+/// The container's id, or "" when there is none.
+fn container_id(name: &str) -> String {
+    let out = docker(&["inspect", "-f", "{{.Id}}", name]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn has_event(events: &[Value], service: &str, event: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["service"] == service && e["event"] == event)
+}
+
+#[test]
+fn stack_comes_up_heals_and_leaves_others_alone() {
+    // A container on the same engine that plantd does not own.
+    let foreign = format!("foreign-{}", std::process::id());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &foreign,
+        "--label",
+        "owner=someone-else",
+        "plantd-local/redis:7",
+    ]);
+    let foreign_id = inspect(&foreign, "{{.Id}}");
+    let foreign_started = inspect(&foreign, "{{.State.StartedAt}}");
+
+    let stack = TestStack::start("");
+    let started = Instant::now();
+    stack.wait_all_healthy(Duration::from_secs(120));
+    eprintln!("from nothing to all healthy in {:?}", started.elapsed());
+    let status = stack.status();
+    for s in &status {
+        let service = s["service"].as_str().unwrap();
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["restarts"], 0, "{s}");
+        assert_eq!(s["container"], stack.container(service), "{s}");
+        assert!(
+            s["image"].as_str().unwrap().starts_with("plantd-local/"),
+            "{s}"
+        );
+        assert!(s["since"].as_str().unwrap().starts_with("20"), "{s}");
+        // Every container carries the stack's labels, including the hash of its spec.
+        let labels = inspect(&stack.container(service), "{{json .Config.Labels}}");
+        let labels: Value = serde_json::from_str(&labels).unwrap();
+        assert_eq!(labels["io.plantd.stack"], stack.name.as_str());
+        assert_eq!(labels["io.plantd.service"], service);
+        assert_eq!(labels["io.plantd.spec"].as_str().unwrap().len(), 16);
+    }
+    // The generated passwords are in the data dir, mode 0600, and not in the log or status.
+    let secrets = stack.plant.data_dir.join("stack/secrets.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secrets: Value = serde_json::from_slice(&std::fs::read(&secrets).unwrap()).unwrap();
+    let password = secrets["postgres_password"].as_str().unwrap();
+    assert!(password.len() >= 32);
+    assert!(!stack.cli_ok(&["stack", "status"]).contains(password));
+    let odoo_conf = std::fs::read_to_string(stack.plant.data_dir.join("stack/odoo.conf")).unwrap();
+    for line in [
+        "proxy_mode = True",
+        "workers = 2",
+        "gevent_port = 8072",
+        "list_db = False",
+    ] {
+        assert!(odoo_conf.contains(line), "odoo.conf lacks {line:?}");
+    }
+
+    // kill -9 of the PostgreSQL server (PID 1 of its container, seen from the host).
+    let pid = inspect(&stack.container("postgres"), "{{.State.Pid}}");
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    stack.wait_for(
+        "PostgreSQL restarted and healthy",
+        Duration::from_secs(60),
+        |s| svc(s, "postgres")["restarts"] == 1 && svc(s, "postgres")["health"] == "healthy",
+    );
+
+    // Odoo running but not answering: `docker pause`.
+    docker_ok(&["pause", &stack.container("odoo")]);
+    let paused = Instant::now();
+    stack.wait_for(
+        "hung Odoo restarted and healthy",
+        Duration::from_secs(90),
+        |s| {
+            svc(s, "odoo")["restarts"] == 1
+                && svc(s, "odoo")["health"] == "healthy"
+                && svc(s, "odoo")["state"] == "running"
+        },
+    );
+    eprintln!("hung Odoo healthy again after {:?}", paused.elapsed());
+
+    // A container removed by hand is recreated.
+    let redis_id = inspect(&stack.container("redis"), "{{.Id}}");
+    docker_ok(&["rm", "-f", &stack.container("redis")]);
+    stack.wait_for(
+        "Redis recreated and healthy",
+        Duration::from_secs(60),
+        |s| {
+            svc(s, "redis")["health"] == "healthy"
+                && ![String::new(), redis_id.clone()]
+                    .contains(&container_id(&stack.container("redis")))
+        },
+    );
+
+    let events = stack.events();
+    assert!(has_event(&events, "postgres", "start"), "{events:#?}");
+    assert!(has_event(&events, "odoo", "unhealthy"), "{events:#?}");
+    assert!(has_event(&events, "odoo", "restart"), "{events:#?}");
+    assert!(has_event(&events, "redis", "create"), "{events:#?}");
+
+    // The logs of a service, as `plantd stack logs` shows them.
+    let logs = stack.cli_ok(&["stack", "logs", "odoo", "--tail", "5"]);
+    assert!(
+        !logs.trim().is_empty() && logs.lines().count() <= 5,
+        "{logs}"
+    );
+
+    // The foreign container was not touched.
+    assert_eq!(inspect(&foreign, "{{.Id}}"), foreign_id);
+    assert_eq!(inspect(&foreign, "{{.State.Status}}"), "running");
+    assert_eq!(inspect(&foreign, "{{.State.StartedAt}}"), foreign_started);
+    docker_ok(&["rm", "-f", &foreign]);
+
+    // `stack down` removes the containers and keeps the data.
+    stack.cli_ok(&["stack", "down"]);
+    let label = format!("label=io.plantd.stack={}", stack.name);
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]), "");
+    docker_ok(&["volume", "inspect", &format!("{}-pgdata", stack.name)]);
+    let refused = stack.cli(&["stack", "down", "--delete-volumes"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+}
+
+#[test]
+fn ingress_proxies_http_and_the_websocket() {
+    let stack = TestStack::start("");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    rt.block_on(async {
+        let client = harness::client_for(&stack.plant.data_dir.join("tls/api.crt"), stack.ingress);
+        let url = |p: &str| format!("https://localhost:{}{p}", stack.ingress.port());
+        let r = client.get(url("/web/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        // What Odoo saw: the original host and scheme, and who asked.
+        let seen: Value = client
+            .get(url("/web/emulator/request"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(seen["scheme"], "https", "{seen}");
+        assert_eq!(
+            seen["host"],
+            format!("localhost:{}", stack.ingress.port()),
+            "{seen}"
+        );
+        assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1", "{seen}");
+        assert_eq!(seen["port"], 8069, "{seen}");
+        // The websocket reaches the gevent port.
+        let answer = websocket_echo(&stack, "hello from the shop floor").await;
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["echo"], "hello from the shop floor");
+        assert_eq!(answer["port"], 8072);
+    });
+    // While Odoo is down, the ingress says so.
+    stack.cli_ok(&["stack", "down"]);
+    rt.block_on(async {
+        let client = harness::client_for(&stack.plant.data_dir.join("tls/api.crt"), stack.ingress);
+        let r = client
+            .get(format!(
+                "https://localhost:{}/web/health",
+                stack.ingress.port()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.text().await.unwrap().contains("Odoo is not running"));
+    });
+}
+
+/// Opens `/websocket` through the ingress over TLS, sends one text frame and returns the text
+/// of the first frame that comes back.
+async fn websocket_echo(stack: &TestStack, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = stack.plant.data_dir.join("tls/api.crt");
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(stack.ingress).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "GET /websocket HTTP/1.1\r\nHost: localhost:{}\r\nOrigin: https://localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        stack.ingress.port()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The accept value for the key above, from RFC 6455's own example.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // One masked text frame (clients must mask).
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+    let first = s.read_u8().await.unwrap();
+    assert_eq!(first, 0x81, "a final text frame");
+    let len = match s.read_u8().await.unwrap() {
+        n @ 0..=125 => n as usize,
+        126 => s.read_u16().await.unwrap() as usize,
+        other => panic!("unexpected length byte {other}"),
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await.unwrap();
+    String::from_utf8(payload).unwrap()
+}
+
+#[test]
+fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
+    let stack = TestStack::start("");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    stack.psql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)");
+    let pg_id = inspect(&stack.container("postgres"), "{{.Id}}");
+
+    // A spec change (a memory limit and an environment variable): recreated, data kept.
+    let answer = stack.apply("[stack.postgres]\nmemory = \"512MiB\"\nenv = { TZ = \"UTC\" }\n");
+    assert!(answer.contains("postgres: recreating"), "{answer}");
+    stack.wait_for("PostgreSQL recreated", Duration::from_secs(60), |s| {
+        svc(s, "postgres")["health"] == "healthy"
+            && ![String::new(), pg_id.clone()].contains(&container_id(&stack.container("postgres")))
+    });
+    assert_eq!(
+        inspect(&stack.container("postgres"), "{{.HostConfig.Memory}}"),
+        "536870912"
+    );
+    assert_eq!(stack.psql("SELECT x FROM kept"), "42");
+
+    // An upgrade of Odoo to an image whose process exits at once: rolled back.
+    let bad = exiting_image();
+    let answer = stack.apply(&format!(
+        "[stack.postgres]\nmemory = \"512MiB\"\nenv = {{ TZ = \"UTC\" }}\n[stack.odoo]\nimage = \"{bad}\"\n"
+    ));
+    assert!(answer.contains("odoo: upgrading"), "{answer}");
+    stack.wait_for(
+        "the failed upgrade rolled back",
+        Duration::from_secs(90),
+        |s| {
+            has_event(&stack.events(), "odoo", "rollback")
+                && svc(s, "odoo")["health"] == "healthy"
+                && svc(s, "odoo")["image"] == "plantd-local/odoo-emulator:19.0"
+        },
+    );
+    let events = stack.events();
+    let rollback = events
+        .iter()
+        .find(|e| e["event"] == "rollback")
+        .unwrap_or_else(|| panic!("no rollback event: {events:#?}"));
+    assert!(
+        rollback["message"].as_str().unwrap().contains(bad),
+        "{rollback}"
+    );
+    assert_eq!(stack.psql("SELECT x FROM kept"), "42");
+}
+
+#[test]
+fn a_service_that_always_crashes_opens_the_breaker() {
+    let bad = exiting_image();
+    let stack = TestStack::start(&format!("[stack.redis]\nimage = \"{bad}\"\n"));
+    stack.wait_for("the breaker opened", Duration::from_secs(120), |s| {
+        svc(s, "redis")["breaker"] == true
+    });
+    let redis = stack.service("redis");
+    assert_eq!(redis["restarts"], 5, "{redis}");
+    // Odoo waits for Redis and is never started against a broken dependency.
+    assert_eq!(stack.service("odoo")["state"], "missing");
+    // It stays open: no more restarts.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(stack.service("redis")["restarts"], 5);
+    let human = stack.cli_ok(&["stack", "status"]);
+    assert!(human.contains("BREAKER"), "{human}");
+    assert!(has_event(&stack.events(), "redis", "breaker_open"));
+    // `plantd status` says what is wrong.
+    let status = stack.cli_ok(&["status"]);
+    assert!(status.contains("redis unhealthy"), "{status}");
+
+    // After the cause is fixed (the image) and the breaker reset, Redis comes up.
+    stack.apply("");
+    let answer = stack.cli_ok(&["stack", "reset", "redis"]);
+    assert!(answer.contains("redis"), "{answer}");
+    stack.wait_all_healthy(Duration::from_secs(120));
+}
+
+#[test]
+fn docker_going_away_does_not_stop_the_journal() {
+    // plantd reaches Docker through a relay socket this test can cut, so that the engine the
+    // other tests use keeps running.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let relay = SocketRelay::start(&socket, Path::new("/var/run/docker.sock"));
+    let stack = TestStack::start(&format!("docker_socket = \"{}\"\n", socket.display()));
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let token = harness::create_token(&stack.plant.data_dir, "scanner-1");
+
+    relay.cut();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let out = stack.cli_ok(&["stack", "status"]);
+        if out.contains("unreachable") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(report.contains("Docker engine unreachable"), "{report}");
+    let status = stack.cli_ok(&["status"]);
+    assert!(
+        status.contains("the Docker engine is unreachable"),
+        "{status}"
+    );
+    // Devices still get their transactions accepted.
+    let rt = harness::rt();
+    rt.block_on(async {
+        let (code, body) = harness::post_json(
+            &stack.plant.client(),
+            &stack.plant.url("/api/v1/transactions"),
+            &token,
+            &harness::tx("while-docker-is-away"),
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+    });
+
+    relay.heal();
+    stack.wait_all_healthy(Duration::from_secs(60));
+    let events = stack.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("answers again")),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn image_bundles_are_checked_before_loading() {
+    let stack = TestStack::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("stack-images.tar");
+    let out = stack.cli_ok(&["images", "save", bundle.to_str().unwrap()]);
+    assert!(out.contains("plantd-local/postgres:15"), "{out}");
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    // Loading the bundle back works (the images are present, so nothing changes).
+    let out = stack.cli_ok(&["images", "load", bundle.to_str().unwrap()]);
+    assert!(
+        out.contains("plantd-local/odoo-emulator:19.0: present"),
+        "{out}"
+    );
+    // A truncated copy and a file that is no bundle are refused before Docker sees them.
+    let truncated = dir.path().join("truncated.tar");
+    {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(&bundle)
+            .unwrap()
+            .take(size / 2)
+            .read_to_end(&mut head)
+            .unwrap();
+        std::fs::write(&truncated, head).unwrap();
+    }
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, b"this is not an image bundle").unwrap();
+    for (file, want) in [
+        (&truncated, "damaged or truncated"),
+        (&junk, "not an image bundle"),
+    ] {
+        let out = stack.cli(&["images", "load", file.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want) && err.contains(file.to_str().unwrap()),
+            "{err}"
+        );
+    }
+}
+
+/// A unix-socket relay in front of the Docker engine that a test can cut and heal.
+struct SocketRelay {
+    path: PathBuf,
+    upstream: PathBuf,
+    rt: tokio::runtime::Runtime,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SocketRelay {
+    fn start(path: &Path, upstream: &Path) -> SocketRelay {
+        let relay = SocketRelay {
+            path: path.to_path_buf(),
+            upstream: upstream.to_path_buf(),
+            rt: harness::rt(),
+            task: std::sync::Mutex::new(None),
+        };
+        relay.heal();
+        relay
+    }
+
+    /// Accepts and forwards connections.
+    fn heal(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = {
+            let _guard = self.rt.enter();
+            tokio::net::UnixListener::bind(&self.path).unwrap()
+        };
+        let upstream = self.upstream.clone();
+        let task = self.rt.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut server) = tokio::net::UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// Drops every connection and the socket, as a stopped engine would.
+    fn cut(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
