@@ -62,7 +62,7 @@ for svc in postgres redis odoo-emulator; do
   tag="$(sed -n 's/^# tag: //p' "$here/local/$svc/Dockerfile")"
   [ -n "$tag" ] || die "images/local/$svc/Dockerfile has no '# tag:' line"
   # The legacy builder needs no registry for a local FROM; its output is shown only on failure.
-  if ! out="$(DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$base" -t "$tag" "$here/local/$svc" 2>&1)"; then
+  if ! out="$(DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE=$base" -t "$tag" "$here/local/$svc" 2>&1)"; then
     echo "$out" >&2
     die "building $tag failed"
   fi

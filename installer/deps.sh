@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by installer/run.sh and tests/run.sh: installs a missing tool from Debian's packages.
 # need COMMAND DEBIAN-PACKAGE
 _plantd_apt_updated=0

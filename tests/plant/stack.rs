@@ -207,7 +207,7 @@ fn exiting_image() -> &'static str {
         )
         .unwrap();
         let out = Command::new("docker")
-            .args(["build", "-q", "-t", TAG])
+            .args(["build", "-q", "--force-rm", "-t", TAG])
             .arg(dir.path())
             .env("DOCKER_BUILDKIT", "0")
             .output()
