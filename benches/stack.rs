@@ -12,8 +12,9 @@
 //! container's address on its network: a real PostgreSQL login and `SELECT 1`, Redis `PING`,
 //! Odoo `GET /web/health`. It polls every 100 ms, each probe in its own task so that a hung
 //! service does not slow the polling. A container that is not running (exited, restarting,
-//! paused) fails without a probe. "Healthy" is the first of a run of passing probes lasting 1 s,
-//! so a server that answers once and is then restarted does not count; after a fault it is only
+//! paused) fails without a probe. "Healthy" is the first of a run of passing probes lasting 5 s,
+//! all from the same server process: a frozen server that answers for a moment when its
+//! supervisor unpauses it, just before restarting it, does not count. After a fault it is only
 //! looked for once the service was seen failing (or its container changed).
 //!
 //! `PLANTD_BENCH_RUNS` sets the repetitions (default 3). Everything it creates is named
@@ -40,8 +41,8 @@ const COMPOSE: &str = "/usr/bin/docker-compose";
 const POLL: Duration = Duration::from_millis(100);
 /// How long one probe may take before it counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a service must keep passing for its first pass to count.
-const STABLE: Duration = Duration::from_secs(1);
+/// How long a service must keep passing, from one server process, for its first pass to count.
+const STABLE: Duration = Duration::from_secs(5);
 const COLD_CAP: Duration = Duration::from_secs(180);
 const KILL_CAP: Duration = Duration::from_secs(120);
 const PAUSE_CAP: Duration = Duration::from_secs(60);
@@ -200,7 +201,7 @@ async fn probe_odoo(ip: IpAddr) -> Option<()> {
 }
 
 /// Polls `svc` every [`POLL`] and returns how long after `since` it became healthy: the finish
-/// of the first passing probe of a run lasting [`STABLE`]. With `fault` (the container's PID
+/// of the first passing probe of a run lasting [`STABLE`], all from one PID. With `fault` (the container's PID
 /// before a fault), passes count only after a probe failed or the container's PID changed.
 /// `None` if it did not become healthy within `cap`.
 async fn healthy(
@@ -215,7 +216,8 @@ async fn healthy(
     let mut polls: Vec<Option<(bool, i64, Instant)>> = Vec::new();
     let mut next = 0;
     let mut failed = fault.is_none();
-    let mut run_start: Option<Instant> = None;
+    // The first pass of the current run of passes, and its server's PID.
+    let mut run_start: Option<(Instant, i64)> = None;
     let mut probes = JoinSet::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -244,11 +246,20 @@ async fn healthy(
                             continue;
                         }
                     }
-                    if !ok {
+                    if let Some((start, p)) = run_start.filter(|&(_, p)| !ok || p != pid) {
+                        println!(
+                            "  note: {} passed from {:.1} s, then {} at {:.1} s; not counted",
+                            svc.as_str(),
+                            (start - since).as_secs_f64(),
+                            if ok { format!("PID {p} was replaced by {pid}") } else { "failed".into() },
+                            (done - since).as_secs_f64()
+                        );
                         run_start = None;
+                    }
+                    if !ok {
                         continue;
                     }
-                    let start = *run_start.get_or_insert(done);
+                    let (start, _) = *run_start.get_or_insert((done, pid));
                     if start > since + cap {
                         return None;
                     }

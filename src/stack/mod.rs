@@ -47,6 +47,8 @@ pub struct ServiceStatus {
     pub since: Option<String>,
     /// The container's name.
     pub container: Option<String>,
+    /// The container's id (12 characters, as `docker ps` shows it).
+    pub id: Option<String>,
     /// Whether the crash-loop breaker is open.
     pub breaker: bool,
     /// Why it is not healthy, or the last error, if any.
@@ -195,6 +197,7 @@ pub fn start(
         errors: BTreeMap::new(),
         events: VecDeque::new(),
         upgrades: BTreeMap::new(),
+        adopted: false,
         down: false,
         report_tx,
         odoo_tx,
@@ -254,6 +257,8 @@ struct Supervisor {
     errors: BTreeMap<Service, String>,
     events: VecDeque<StackEvent>,
     upgrades: BTreeMap<Service, Upgrade>,
+    /// Whether the containers found at start were compared with plant.toml.
+    adopted: bool,
     down: bool,
     report_tx: watch::Sender<StackReport>,
     odoo_tx: watch::Sender<Option<IpAddr>>,
@@ -397,6 +402,10 @@ impl Supervisor {
             match engine.observe(&self.desired).await {
                 Ok(seen) => {
                     self.absorb(seen, now);
+                    if !self.adopted {
+                        self.adopted = true;
+                        self.adopt(now);
+                    }
                     if !self.down {
                         self.judge_upgrades(now);
                         let observed = self
@@ -670,6 +679,51 @@ impl Supervisor {
         }
     }
 
+    /// Starts judging an upgrade of `previous.service` away from `previous`.
+    fn begin_upgrade(&mut self, previous: ServiceSpec, now: u64) {
+        let service = previous.service;
+        let book = self.books.entry(service).or_default();
+        book.reset();
+        let restarts_at_start = book.total_restarts;
+        self.upgrades.insert(
+            service,
+            Upgrade {
+                previous,
+                started: now,
+                restarts_at_start,
+            },
+        );
+    }
+
+    /// On the first look at Docker: a container on another image than plant.toml names was
+    /// changed while plantd was stopped, and is upgraded with the same health gate as by
+    /// `stack apply`, rolling back to the image it ran.
+    fn adopt(&mut self, now: u64) {
+        let mut found = Vec::new();
+        for (service, seen) in &self.seen {
+            let desired = self.desired.get(*service);
+            if seen.observed.spec != desired.hash
+                && seen.image != desired.image
+                && !seen.image.is_empty()
+            {
+                found.push((desired.with_image(&seen.image), desired.image.clone()));
+            }
+        }
+        for (previous, image) in found {
+            let service = previous.service;
+            self.event(
+                Some(service),
+                "apply",
+                format!(
+                    "upgrading {} -> {image} (plant.toml changed while plantd was stopped); rolls back unless healthy within {} s",
+                    previous.image,
+                    self.upgrade_deadline.as_secs()
+                ),
+            );
+            self.begin_upgrade(previous, now);
+        }
+    }
+
     /// Takes a new desired stack; a changed image is an upgrade with a health gate.
     fn apply(&mut self, new: StackSpec) -> String {
         let now = self.now();
@@ -692,16 +746,7 @@ impl Supervisor {
                     .remove(&service)
                     .map(|u| u.previous)
                     .unwrap_or_else(|| old.clone());
-                let book = self.books.entry(service).or_default();
-                book.reset();
-                self.upgrades.insert(
-                    service,
-                    Upgrade {
-                        previous,
-                        started: now,
-                        restarts_at_start: book.total_restarts,
-                    },
-                );
+                self.begin_upgrade(previous, now);
             } else {
                 changes.push(format!("{service}: recreating (its spec changed)"));
                 self.books.entry(service).or_default().reset();
@@ -782,6 +827,7 @@ impl Supervisor {
                     .filter(|_| seen.is_some())
                     .map(|s| s.2.clone()),
                 container: seen.map(|s| s.name.clone()),
+                id: seen.map(|s| s.observed.id.chars().take(12).collect()),
                 breaker: book.breaker,
                 detail,
             });

@@ -94,10 +94,11 @@ pub struct ServiceSpec {
     pub mounts: Vec<Mount>,
     pub memory: Option<i64>,
     pub nano_cpus: Option<i64>,
+    /// A hash of the files the container mounts from the data dir (Odoo's config).
+    pub files: String,
     #[serde(skip)]
     pub probe: ProbeConfig,
-    /// A hash of everything above (and of the files the container mounts); a running container
-    /// with another hash is recreated.
+    /// A hash of everything above; a container with another hash is recreated.
     #[serde(skip)]
     pub hash: String,
 }
@@ -244,15 +245,15 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
                 mounts,
                 memory: sc.memory.map(|m| m.min(i64::MAX as u64) as i64),
                 nano_cpus: sc.cpus.map(|c| (c * 1e9) as i64),
+                files: if service == Service::Odoo {
+                    crate::pki::sha256_hex(odoo_conf.as_bytes())
+                } else {
+                    String::new()
+                },
                 probe: sc.probe,
                 hash: String::new(),
             };
-            let extra = if service == Service::Odoo {
-                odoo_conf.as_str()
-            } else {
-                ""
-            };
-            spec.hash = spec_hash(&spec, extra);
+            spec.rehash();
             Ok(spec)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -265,11 +266,20 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
     })
 }
 
-/// The hash of a spec; `extra` is the content of files the container mounts.
-pub fn spec_hash(spec: &ServiceSpec, extra: &str) -> String {
-    let mut bytes = serde_json::to_vec(spec).expect("serializes");
-    bytes.extend_from_slice(extra.as_bytes());
-    crate::pki::sha256_hex(&bytes)[..16].to_string()
+impl ServiceSpec {
+    /// Sets `hash` from everything else.
+    pub fn rehash(&mut self) {
+        let bytes = serde_json::to_vec(self).expect("serializes");
+        self.hash = crate::pki::sha256_hex(&bytes)[..16].to_string();
+    }
+
+    /// This spec on another image: what an upgrade rolls back to.
+    pub fn with_image(&self, image: &str) -> ServiceSpec {
+        let mut spec = self.clone();
+        spec.image = image.to_string();
+        spec.rehash();
+        spec
+    }
 }
 
 fn mounts(

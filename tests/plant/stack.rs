@@ -151,6 +151,13 @@ impl TestStack {
         self.cli_ok(&["stack", "apply"])
     }
 
+    /// Stops plantd (the containers keep running) and starts it again on `extra`.
+    pub fn restart_plantd(&mut self, extra: &str) {
+        self.plant.stop();
+        let config = stack_config(&self.name, self.ingress, extra);
+        self.plant = Plant::start_on(&self.plant.data_dir.clone(), &config, self.plant.addr);
+    }
+
     /// Runs SQL in the stack's PostgreSQL, as an admin would with psql.
     pub fn psql(&self, sql: &str) -> String {
         docker_ok(&[
@@ -227,12 +234,6 @@ fn svc<'a>(status: &'a [Value], service: &str) -> &'a Value {
         .iter()
         .find(|s| s["service"] == service)
         .unwrap_or(&Value::Null)
-}
-
-/// The container's id, or "" when there is none.
-fn container_id(name: &str) -> String {
-    let out = docker(&["inspect", "-f", "{{.Id}}", name]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn has_event(events: &[Value], service: &str, event: &str) -> bool {
@@ -333,11 +334,7 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     stack.wait_for(
         "Redis recreated and healthy",
         Duration::from_secs(60),
-        |s| {
-            svc(s, "redis")["health"] == "healthy"
-                && ![String::new(), redis_id.clone()]
-                    .contains(&container_id(&stack.container("redis")))
-        },
+        |s| svc(s, "redis")["health"] == "healthy" && svc(s, "redis")["id"] != redis_id[..12],
     );
 
     let events = stack.events();
@@ -479,7 +476,7 @@ async fn websocket_echo(stack: &TestStack, text: &str) -> String {
 
 #[test]
 fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
-    let stack = TestStack::start("");
+    let mut stack = TestStack::start("");
     stack.wait_all_healthy(Duration::from_secs(120));
     stack.psql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)");
     let pg_id = inspect(&stack.container("postgres"), "{{.Id}}");
@@ -488,8 +485,7 @@ fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
     let answer = stack.apply("[stack.postgres]\nmemory = \"512MiB\"\nenv = { TZ = \"UTC\" }\n");
     assert!(answer.contains("postgres: recreating"), "{answer}");
     stack.wait_for("PostgreSQL recreated", Duration::from_secs(60), |s| {
-        svc(s, "postgres")["health"] == "healthy"
-            && ![String::new(), pg_id.clone()].contains(&container_id(&stack.container("postgres")))
+        svc(s, "postgres")["health"] == "healthy" && svc(s, "postgres")["id"] != pg_id[..12]
     });
     assert_eq!(
         inspect(&stack.container("postgres"), "{{.HostConfig.Memory}}"),
@@ -522,6 +518,20 @@ fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
         "{rollback}"
     );
     assert_eq!(stack.psql("SELECT x FROM kept"), "42");
+
+    // The same upgrade made by editing plant.toml while plantd is stopped: judged alike.
+    stack.restart_plantd(&format!(
+        "[stack.postgres]\nmemory = \"512MiB\"\nenv = {{ TZ = \"UTC\" }}\n[stack.odoo]\nimage = \"{bad}\"\n"
+    ));
+    stack.wait_for(
+        "the upgrade at start rolled back",
+        Duration::from_secs(90),
+        |s| {
+            has_event(&stack.events(), "odoo", "rollback")
+                && svc(s, "odoo")["health"] == "healthy"
+                && svc(s, "odoo")["image"] == "plantd-local/odoo-emulator:19.0"
+        },
+    );
 }
 
 #[test]
@@ -591,8 +601,16 @@ fn docker_going_away_does_not_stop_the_journal() {
         assert_eq!(code, 201, "{body}");
     });
 
+    // A stopped engine stops its containers too (no live-restore here).
+    for service in ["odoo", "redis", "postgres"] {
+        docker_ok(&["stop", "-t", "10", &stack.container(service)]);
+    }
+
     relay.heal();
-    stack.wait_all_healthy(Duration::from_secs(60));
+    stack.wait_all_healthy(Duration::from_secs(90));
+    for service in ["postgres", "redis", "odoo"] {
+        assert_eq!(inspect(&stack.container(service), "{{.State.Status}}"), "running");
+    }
     let events = stack.events();
     assert!(
         events

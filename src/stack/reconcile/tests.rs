@@ -28,6 +28,7 @@ fn spec() -> StackSpec {
                 mounts: vec![],
                 memory: None,
                 nano_cpus: None,
+                files: String::new(),
                 probe,
                 hash: format!("h-{service}"),
             })
