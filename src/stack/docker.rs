@@ -238,6 +238,65 @@ impl Engine {
         let mut labels = Self::labels(&stack.name);
         labels.insert(LABEL_SERVICE.into(), spec.service.as_str().into());
         labels.insert(LABEL_SPEC.into(), spec.hash.clone());
+        self.create_container(stack, spec, &spec.container, labels, None)
+            .await
+    }
+
+    /// Runs `cmd` once in a container made like the service's, waits (at most `limit`) for it
+    /// to end, removes it, and returns the last lines it printed if it failed.
+    pub async fn run_once(
+        &self,
+        stack: &StackSpec,
+        spec: &ServiceSpec,
+        cmd: Vec<String>,
+        limit: std::time::Duration,
+    ) -> Result<(), String> {
+        let name = format!("{}-init", spec.container);
+        let mut labels = Self::labels(&stack.name);
+        // Not a service label: the supervisor's view of the stack never includes it.
+        labels.insert(LABEL_SERVICE.into(), format!("{}-init", spec.service));
+        // A leftover from a crash mid-run is this stack's own, so it may go.
+        if let Ok(c) = self.docker.inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            if c.config.and_then(|c| c.labels).unwrap_or_default().get(LABEL_STACK) == Some(&stack.name) {
+                self.remove(&name, false).await?;
+            }
+        }
+        let id = self
+            .create_container(stack, spec, &name, labels, Some(cmd))
+            .await?;
+        let outcome = async {
+            self.start(&id).await?;
+            let mut wait = self.docker.wait_container(
+                &id,
+                None::<bollard::query_parameters::WaitContainerOptions>,
+            );
+            let code = match tokio::time::timeout(limit, wait.next()).await {
+                Err(_) => return Err(format!("did not finish within {} s", limit.as_secs())),
+                Ok(Some(Ok(r))) => r.status_code,
+                // bollard reports a non-zero exit as an error carrying the code.
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+                Ok(Some(Err(e))) => return Err(short(e)),
+                Ok(None) => return Err("the engine ended the wait without a status".into()),
+            };
+            if code == 0 {
+                return Ok(());
+            }
+            let tail = self.logs(&id, 10).await.unwrap_or_default().join("\n");
+            Err(format!("exited with {code}; its last lines:\n{tail}"))
+        }
+        .await;
+        let removed = self.remove(&id, false).await;
+        outcome.and(removed)
+    }
+
+    async fn create_container(
+        &self,
+        stack: &StackSpec,
+        spec: &ServiceSpec,
+        name: &str,
+        labels: HashMap<String, String>,
+        cmd: Option<Vec<String>>,
+    ) -> Result<String, String> {
         let mounts = spec
             .mounts
             .iter()
@@ -259,6 +318,7 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            cmd,
             env: Some(spec.env.clone()),
             labels: Some(labels),
             hostname: Some(spec.service.as_str().to_string()),
@@ -280,18 +340,15 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.container)
-            .build();
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(r.id),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => Err(format!(
-                "a container named {} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)",
-                spec.container
+                "a container named {name} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)"
             )),
-            Err(e) => Err(format!("creating {}: {}", spec.container, short(e))),
+            Err(e) => Err(format!("creating {name}: {}", short(e))),
         }
     }
 

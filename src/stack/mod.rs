@@ -537,8 +537,40 @@ impl Supervisor {
     async fn create(&mut self, engine: &Engine, spec: &ServiceSpec) -> Result<(), String> {
         engine.ensure_network_and_volumes(&self.desired).await?;
         engine.ensure_image(spec).await?;
+        if spec.service == Service::Odoo {
+            self.ensure_odoo_database(engine, spec).await?;
+        }
         let id = engine.create(&self.desired, spec).await?;
         engine.start(&id).await
+    }
+
+    /// Before Odoo's first start, its database must exist: with the database manager off
+    /// (`list_db = False`) nobody could create it later. `odoo -i base --stop-after-init` runs
+    /// once, in a container made like Odoo's (the same image, config and filestore).
+    async fn ensure_odoo_database(&mut self, engine: &Engine, spec: &ServiceSpec) -> Result<(), String> {
+        let db = self.desired.odoo_database.clone();
+        let ip = self
+            .seen
+            .get(&Service::Postgres)
+            .and_then(|s| s.ip)
+            .ok_or("PostgreSQL has no address on the stack network yet")?;
+        if probe::database_exists(ip, &self.desired.secrets, &db).await? {
+            return Ok(());
+        }
+        self.event(
+            Some(Service::Odoo),
+            "init",
+            format!("creating the Odoo database {db} (odoo -i base, once)"),
+        );
+        let cmd = ["odoo", "-d", &db, "-i", "base", "--without-demo", "all", "--stop-after-init"]
+            .map(String::from)
+            .to_vec();
+        engine
+            .run_once(&self.desired, spec, cmd, Duration::from_secs(15 * 60))
+            .await
+            .map_err(|e| format!("creating the Odoo database {db}: {e}"))?;
+        self.event(Some(Service::Odoo), "init_done", format!("database {db} is ready"));
+        Ok(())
     }
 
     fn judge_upgrades(&mut self, now: u64) {

@@ -30,7 +30,13 @@ pub async fn probe(
     }
 }
 
-async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<(), String> {
+/// Connects to the stack's PostgreSQL as Odoo's user, runs `work`, and disconnects.
+async fn with_postgres<T>(
+    ip: IpAddr,
+    secrets: &Secrets,
+    timeout: Duration,
+    work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
+) -> Result<T, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(ip.to_string())
@@ -38,21 +44,43 @@ async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<()
         .user(DB_USER)
         .password(&secrets.postgres_password)
         .dbname("postgres")
-        .application_name("plantd-probe")
+        .application_name("plantd")
         .connect_timeout(timeout);
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let conn = tokio::spawn(connection);
-    let result = client
-        .simple_query("SELECT 1")
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("SELECT 1: {e}"));
+    let result = work(&client).await;
     drop(client);
     let _ = conn.await;
     result
+}
+
+async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<(), String> {
+    with_postgres(ip, secrets, timeout, async |client| {
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SELECT 1: {e}"))
+    })
+    .await
+}
+
+/// Whether the stack's PostgreSQL has the database `name`.
+pub async fn database_exists(ip: IpAddr, secrets: &Secrets, name: &str) -> Result<bool, String> {
+    let timeout = Duration::from_secs(10);
+    let work = with_postgres(ip, secrets, timeout, async |client| {
+        client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .map(|row| row.is_some())
+            .map_err(|e| format!("looking for database {name}: {e}"))
+    });
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("PostgreSQL did not answer within {timeout:?}")))
 }
 
 async fn redis(ip: IpAddr) -> Result<(), String> {

@@ -1302,12 +1302,23 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv=None):
     parser = argparse.ArgumentParser(description='A stand-in for Odoo, for tests.')
     parser.add_argument('-c', '--config', default='/etc/odoo/odoo.conf', help="Odoo's configuration file")
+    parser.add_argument('-d', '--database', help='the database (overrides db_name)')
+    parser.add_argument('-i', '--init', help='modules to install; the emulator has none and creates its tables')
+    parser.add_argument('--without-demo', help='accepted as Odoo does; the emulator has no demo data')
+    parser.add_argument('--stop-after-init', action='store_true',
+                        help='create the database and its tables, then exit (as `odoo -i base --stop-after-init`)')
     args, ignored = parser.parse_known_args(argv)
     setup_logging()
     if ignored:
         _logger.warning('Ignoring the arguments %s: the emulator reads only its configuration file', ignored)
     config = load_config(args.config, os.environ)
+    if args.database:
+        config.db_name = args.database
     app = App(config, os.environ.get('EMULATED_ODOO_VERSION', '19.0'))
+    if args.stop_after_init:
+        _logger.info('Initializing database %s, then stopping', config.db_name)
+        app.db.initialize_when_up(threading.Event())
+        return 0
     _logger.info('Odoo emulator, emulating Odoo version %s', app.version)
     _logger.info('Using configuration file at %s', os.path.abspath(args.config))
     _logger.info('database: %s@%s:%s', config.db_user or 'default', config.db_host or 'default', config.db_port)
