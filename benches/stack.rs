@@ -34,7 +34,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-const BIN: &str = env!("CARGO_BIN_EXE_plantd");
 const COMPOSE: &str = "/usr/bin/docker-compose";
 
 /// How often the benchmark probes each service.
@@ -166,10 +165,13 @@ async fn probe_postgres(ip: IpAddr, password: String) -> Option<()> {
         .application_name("plantd-bench")
         .connect_timeout(PROBE_TIMEOUT);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
-    let conn = tokio::spawn(connection);
-    let result = client.simple_query("SELECT 1").await.ok().map(|_| ());
-    drop(client);
-    let _ = conn.await;
+    // The connection is driven here rather than in a task, so a timeout drops it too.
+    let query = async move {
+        let result = client.simple_query("SELECT 1").await.ok().map(|_| ());
+        drop(client);
+        result
+    };
+    let (result, _) = tokio::join!(query, connection);
     result
 }
 
@@ -502,6 +504,8 @@ fn remove_by_label(label: &str) {
 
 /// The stack under `plantd up`, in its own data directory; dropping it takes everything down.
 struct PlantdStack {
+    /// The plantd binary the runs share.
+    bin: PathBuf,
     name: String,
     config: PathBuf,
     data: PathBuf,
@@ -510,7 +514,7 @@ struct PlantdStack {
 }
 
 impl PlantdStack {
-    fn new(dir: &Path, name: &str) -> PlantdStack {
+    fn new(bin: &Path, dir: &Path, name: &str) -> PlantdStack {
         let config = dir.join("plant.toml");
         std::fs::write(
             &config,
@@ -518,6 +522,7 @@ impl PlantdStack {
         )
         .unwrap();
         PlantdStack {
+            bin: bin.to_path_buf(),
             name: name.to_string(),
             config,
             data: dir.join("data"),
@@ -543,7 +548,7 @@ impl PlantdStack {
             l.local_addr().unwrap()
         };
         let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(["up", "--config"])
             .arg(&self.config)
             .arg("--data-dir")
@@ -561,7 +566,7 @@ impl PlantdStack {
     /// `plantd stack status`, one line per service.
     fn status(&self) -> String {
         let out = run(
-            Command::new(BIN)
+            Command::new(&self.bin)
                 .args(["stack", "status", "--json", "--config"])
                 .arg(&self.config)
                 .arg("--data-dir")
@@ -605,7 +610,7 @@ impl Drop for PlantdStack {
         unpause(&self.label());
         if matches!(child.try_wait(), Ok(None)) {
             let down = run(
-                Command::new(BIN)
+                Command::new(&self.bin)
                     .args(["stack", "down", "--delete-volumes", "--yes", "--config"])
                     .arg(&self.config)
                     .arg("--data-dir")
@@ -780,9 +785,15 @@ fn odoo_conf(password: &str) -> String {
 }
 
 /// One run of plantd: start, the three scenarios, then everything down.
-fn run_plantd(rt: &tokio::runtime::Runtime, docker: &Docker, base: &Path, name: &str) -> Measures {
+fn run_plantd(
+    rt: &tokio::runtime::Runtime,
+    docker: &Docker,
+    base: &Path,
+    bin: &Path,
+    name: &str,
+) -> Measures {
     let dir = tempfile::tempdir_in(base).unwrap();
-    let mut stack = PlantdStack::new(dir.path(), name);
+    let mut stack = PlantdStack::new(bin, dir.path(), name);
     let left = leftovers(&stack.label());
     assert!(left.is_empty(), "not starting from nothing: {left:?}");
     let target = stack.target();
@@ -862,7 +873,12 @@ fn main() {
             .await
             .expect("no Docker engine answers")
     });
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = work.path();
+    // A copy, so that every run uses the binary this benchmark was built with even when a
+    // build elsewhere replaces target/release/plantd meanwhile.
+    let bin = base.join("plantd");
+    std::fs::copy(env!("CARGO_BIN_EXE_plantd"), &bin).unwrap();
     let pid = std::process::id();
     let (plantd_name, project) = (format!("bench-p{pid}"), format!("bench-c{pid}"));
     let compose_version = run(
@@ -876,14 +892,17 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         POLL.as_millis()
     );
+    println!(
+        "plantd: default probes (every 5 s, timeout 3 s, 3 retries; every 1 s after a failure)"
+    );
     println!("docker-compose {compose_version}: restart: always, healthchecks every 5 s (timeout 3 s, 3 retries), depends_on service_healthy");
 
     let mut results: [Vec<Measures>; 2] = [Vec::new(), Vec::new()];
     for r in 1..=runs {
-        let p = run_plantd(&rt, &docker, &base, &plantd_name);
+        let p = run_plantd(&rt, &docker, base, &bin, &plantd_name);
         println!("run {r}/{runs} plantd: {}", p.show());
         results[0].push(p);
-        let c = run_compose(&rt, &docker, &base, &project);
+        let c = run_compose(&rt, &docker, base, &project);
         println!("run {r}/{runs} compose: {}", c.show());
         results[1].push(c);
     }

@@ -103,6 +103,8 @@ pub struct Control {
     pub started: Instant,
     pub replication: crate::plant::Replication,
     pub stack: Option<crate::stack::Stack>,
+    /// `[stack]` as the daemon started with it: some settings take a restart to change.
+    pub stack_config: Option<crate::config::StackConfig>,
     /// Reads `plant.toml` again, as `plantd up` did (for `stack apply`).
     pub reload: crate::plant::Reload,
 }
@@ -213,6 +215,25 @@ impl Control {
                 let Some(stack_config) = config.stack else {
                     return Err("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)".into());
                 };
+                if let Some(running) = &self.stack_config {
+                    let needs_restart = [
+                        (
+                            "stack.ingress.listen",
+                            running.ingress != stack_config.ingress,
+                        ),
+                        (
+                            "stack.docker_socket",
+                            running.docker_socket != stack_config.docker_socket,
+                        ),
+                        (
+                            "stack.odoo.workers (to or from 0: the websocket moves)",
+                            (running.odoo_workers == 0) != (stack_config.odoo_workers == 0),
+                        ),
+                    ];
+                    if let Some((field, _)) = needs_restart.iter().find(|(_, changed)| *changed) {
+                        return Err(format!("{field} changed; that takes a restart of plantd (`systemctl restart plantd`), not `stack apply`"));
+                    }
+                }
                 let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
                     .map_err(|e| format!("{e:#}"))?;
                 done(stack.apply(spec).await?)

@@ -144,6 +144,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         started,
         replication: replication.clone(),
         stack,
+        stack_config: config.stack.clone(),
         reload,
     });
     let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));

@@ -23,6 +23,10 @@ use super::spec::{Service, ServiceSpec, StackSpec, LABEL_SERVICE, LABEL_SPEC, LA
 
 /// How long a container gets to stop before it is killed (PostgreSQL checkpoints on the way).
 const STOP_GRACE_S: i32 = 30;
+/// The longest wait for the engine's answer to one call (a stop waits out the grace first).
+const CALL_TIMEOUT_S: u64 = 60;
+/// The longest a pull may take before it is given up (and tried again later).
+const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
 /// One of the stack's containers, as listed.
 #[derive(Debug, Clone)]
@@ -40,6 +44,14 @@ pub struct Engine {
     docker: Docker,
 }
 
+/// The HTTP status of an error the engine answered with.
+fn status(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
 fn short(e: bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message,
@@ -51,16 +63,24 @@ impl Engine {
     /// Connects to the engine (`socket`, else `DOCKER_HOST` or the default socket) and agrees on
     /// an API version with it.
     pub async fn connect(socket: Option<&Path>) -> Result<Engine, String> {
-        let docker = match socket {
-            Some(path) => {
-                let path = path
-                    .to_str()
-                    .ok_or("the Docker socket's path is not UTF-8")?;
-                Docker::connect_with_socket(path, 120, bollard::API_DEFAULT_VERSION)
-            }
-            None => Docker::connect_with_unix_defaults(),
-        }
-        .map_err(short)?;
+        let path = match socket {
+            Some(path) => path
+                .to_str()
+                .ok_or("the Docker socket's path is not UTF-8")?
+                .to_string(),
+            None => match std::env::var("DOCKER_HOST") {
+                Ok(host) if host.starts_with("unix://") => host,
+                Ok(host) if !host.is_empty() => {
+                    return Err(format!(
+                        "DOCKER_HOST={host} is not a unix socket; plantd talks to the local engine only"
+                    ))
+                }
+                _ => "/var/run/docker.sock".to_string(),
+            },
+        };
+        let docker =
+            Docker::connect_with_socket(&path, CALL_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+                .map_err(short)?;
         let docker = docker.negotiate_version().await.map_err(short)?;
         Ok(Engine { docker })
     }
@@ -128,9 +148,13 @@ impl Engine {
         HashMap::from([(LABEL_STACK.to_string(), stack.to_string())])
     }
 
-    /// Creates the stack's network and named volumes where missing. An existing one that
-    /// plantd did not create is refused, never adopted.
-    pub async fn ensure_network_and_volumes(&self, stack: &StackSpec) -> Result<(), String> {
+    /// Creates the stack's network and the service's named volumes where missing. An existing
+    /// one that plantd did not create is refused, never adopted.
+    pub async fn ensure_network_and_volumes(
+        &self,
+        stack: &StackSpec,
+        spec: &ServiceSpec,
+    ) -> Result<(), String> {
         match self
             .docker
             .inspect_network(
@@ -147,9 +171,7 @@ impl Engine {
                     ));
                 }
             }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
+            Err(e) if status(&e) == Some(404) => {
                 self.docker
                     .create_network(NetworkCreateRequest {
                         name: stack.network.clone(),
@@ -168,8 +190,9 @@ impl Engine {
                 ))
             }
         }
-        for volume in stack.volumes() {
-            match self.docker.inspect_volume(&volume).await {
+        for volume in spec.mounts.iter().filter(|m| m.is_volume()) {
+            let volume = &volume.source;
+            match self.docker.inspect_volume(volume).await {
                 Ok(v) => {
                     if v.labels.get(LABEL_STACK) != Some(&stack.name) {
                         return Err(format!(
@@ -177,9 +200,7 @@ impl Engine {
                         ));
                     }
                 }
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {
+                Err(e) if status(&e) == Some(404) => {
                     self.docker
                         .create_volume(VolumeCreateRequest {
                             name: Some(volume.clone()),
@@ -195,13 +216,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether this stack has a volume of that name.
+    pub async fn has_volume(&self, stack: &StackSpec, name: &str) -> Result<bool, String> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(v.labels.get(LABEL_STACK) == Some(&stack.name)),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(short(e)),
+        }
+    }
+
     /// Whether the image is present on the engine.
     pub async fn has_image(&self, image: &str) -> Result<bool, String> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
+            Err(e) if status(&e) == Some(404) => Ok(false),
             Err(e) => Err(short(e)),
         }
     }
@@ -212,10 +240,20 @@ impl Engine {
             .from_image(image)
             .build();
         let mut stream = self.docker.create_image(Some(options), None, None);
-        while let Some(item) = stream.next().await {
-            item.map_err(|e| format!("pulling {image}: {}", short(e)))?;
-        }
-        Ok(())
+        let pull = async {
+            while let Some(item) = stream.next().await {
+                item.map_err(|e| format!("pulling {image}: {}", short(e)))?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(PULL_TIMEOUT, pull)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "pulling {image}: not done within {} minutes",
+                    PULL_TIMEOUT.as_secs() / 60
+                ))
+            })
     }
 
     /// Makes sure the image is present: a present image is never pulled again; a missing one
@@ -256,8 +294,20 @@ impl Engine {
         // Not a service label: the supervisor's view of the stack never includes it.
         labels.insert(LABEL_SERVICE.into(), format!("{}-init", spec.service));
         // A leftover from a crash mid-run is this stack's own, so it may go.
-        if let Ok(c) = self.docker.inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>).await {
-            if c.config.and_then(|c| c.labels).unwrap_or_default().get(LABEL_STACK) == Some(&stack.name) {
+        if let Ok(c) = self
+            .docker
+            .inspect_container(
+                &name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            if c.config
+                .and_then(|c| c.labels)
+                .unwrap_or_default()
+                .get(LABEL_STACK)
+                == Some(&stack.name)
+            {
                 self.remove(&name, false).await?;
             }
         }
@@ -266,15 +316,16 @@ impl Engine {
             .await?;
         let outcome = async {
             self.start(&id).await?;
-            let mut wait = self.docker.wait_container(
-                &id,
-                None::<bollard::query_parameters::WaitContainerOptions>,
-            );
+            let mut wait = self
+                .docker
+                .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
             let code = match tokio::time::timeout(limit, wait.next()).await {
                 Err(_) => return Err(format!("did not finish within {} s", limit.as_secs())),
                 Ok(Some(Ok(r))) => r.status_code,
                 // bollard reports a non-zero exit as an error carrying the code.
-                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                    code, ..
+                }))) => code,
                 Ok(Some(Err(e))) => return Err(short(e)),
                 Ok(None) => return Err("the engine ended the wait without a status".into()),
             };
@@ -343,9 +394,7 @@ impl Engine {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(r.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Err(format!(
+            Err(e) if status(&e) == Some(409) => Err(format!(
                 "a container named {name} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)"
             )),
             Err(e) => Err(format!("creating {name}: {}", short(e))),
@@ -373,7 +422,7 @@ impl Engine {
             .map_err(short)
     }
 
-    /// Stops and removes a container; its volumes stay.
+    /// Stops and removes a container; its named volumes stay.
     pub async fn remove(&self, id: &str, paused: bool) -> Result<(), String> {
         if paused {
             let _ = self.docker.unpause_container(id).await;
@@ -383,23 +432,18 @@ impl Engine {
             .build();
         match self.docker.stop_container(id, Some(stop)).await {
             // 304: already stopped; 404: already gone.
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => {}
-            Err(e) => return Err(short(e)),
+            Err(e) if !matches!(status(&e), Some(304 | 404)) => return Err(short(e)),
+            _ => {}
         }
+        // `v` removes the container's anonymous volumes (such as the official odoo image's
+        // /mnt/extra-addons), never a named one: the data lives in named volumes.
         let options = RemoveContainerOptionsBuilder::default()
-            .v(false)
+            .v(true)
             .force(true)
             .build();
         match self.docker.remove_container(id, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(short(e)),
+            Err(e) if status(&e) != Some(404) => Err(short(e)),
+            _ => Ok(()),
         }
     }
 
@@ -411,12 +455,17 @@ impl Engine {
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(container, Some(options));
-        let mut text = String::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(short)?;
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-        Ok(text.lines().map(str::to_string).collect())
+        let read = async {
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(short)?;
+                text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+            Ok(text.lines().map(str::to_string).collect())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(CALL_TIMEOUT_S), read)
+            .await
+            .unwrap_or_else(|_| Err("the engine did not send the logs in time".into()))
     }
 
     /// Container events of this stack; each one wakes the supervisor.

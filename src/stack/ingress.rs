@@ -20,15 +20,35 @@ struct Upstream {
     websocket_port: u16,
 }
 
-/// Headers that belong to one hop; an upgrade keeps `connection` and `upgrade`.
-const HOP_BY_HOP: [&str; 6] = [
+/// Headers that belong to one hop (RFC 9110 §7.6.1); an upgrade keeps `connection` and
+/// `upgrade`, which carry it.
+const HOP_BY_HOP: [&str; 7] = [
     "keep-alive",
     "proxy-connection",
+    "proxy-authenticate",
     "te",
     "trailer",
     "connection",
     "upgrade",
 ];
+
+/// Removes the hop-by-hop headers, and those the `connection` header names.
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap, upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let keep = |h: &str| upgrade && (h == "connection" || h == "upgrade");
+    for h in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        if !keep(h) {
+            headers.remove(h);
+        }
+    }
+}
 
 /// The ingress app. With `workers = 0` Odoo serves its websocket on the HTTP port itself (no
 /// gevent process); with workers, only the gevent port can.
@@ -99,9 +119,16 @@ async fn proxy(
     *req.uri_mut() = path;
     *req.version_mut() = axum::http::Version::HTTP_11;
     let headers = req.headers_mut();
-    if !upgrade {
-        for h in HOP_BY_HOP {
-            headers.remove(h);
+    strip_hop_by_hop(headers, upgrade);
+    // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if cookies.len() > 1 {
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            headers.insert(header::COOKIE, v);
         }
     }
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -159,5 +186,37 @@ async fn proxy(
             });
         }
     }
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(response.headers_mut(), switching);
     response.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("cookie", HeaderValue::from_static("session_id=abc"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["cookie"]);
+
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut h, true);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["connection", "upgrade"]);
+    }
 }

@@ -106,8 +106,11 @@ impl Stack {
             .send(make(tx))
             .await
             .map_err(|_| "the stack supervisor has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the stack supervisor has stopped".to_string())?
+        // The supervisor does one thing at a time; a pull can hold it for minutes.
+        match tokio::time::timeout(Duration::from_secs(300), rx).await {
+            Ok(answer) => answer.map_err(|_| "the stack supervisor has stopped".to_string())?,
+            Err(_) => Err("the stack supervisor is busy (pulling an image?); the request stays queued and is carried out, see `plantd stack events`".into()),
+        }
     }
 
     pub async fn restart(&self, service: Service) -> Result<String, String> {
@@ -134,6 +137,7 @@ impl Stack {
 #[derive(Debug, Clone, PartialEq)]
 struct Target {
     container: String,
+    generation: u64,
     ip: IpAddr,
     probe: ProbeConfig,
     eager: bool,
@@ -141,14 +145,21 @@ struct Target {
 
 struct ProbeResult {
     service: Service,
-    container: String,
+    generation: u64,
     result: Result<(), String>,
 }
 
 struct Upgrade {
     previous: ServiceSpec,
-    started: u64,
+    applied: u64,
+    /// When the container on the new image was first seen.
+    started: Option<u64>,
     restarts_at_start: u64,
+}
+
+/// Present while an admin has taken the stack down, so that a restart of plantd keeps it down.
+fn stack_down_marker(dir: &std::path::Path) -> PathBuf {
+    dir.join("down")
 }
 
 /// Starts supervising `desired` until `stop` turns true.
@@ -181,6 +192,7 @@ pub fn start(
         ));
     }
     components.set("stack", State::Starting, "connecting to the Docker engine");
+    let dir = desired.dir.clone();
     let supervisor = Supervisor {
         desired,
         docker_socket,
@@ -198,7 +210,8 @@ pub fn start(
         events: VecDeque::new(),
         upgrades: BTreeMap::new(),
         adopted: false,
-        down: false,
+        generation: 0,
+        down: stack_down_marker(&dir).exists(),
         report_tx,
         odoo_tx,
         targets_tx,
@@ -226,7 +239,7 @@ async fn probe_loop(
             let result = probe::probe(service, t.ip, &secrets, &http, t.probe.timeout).await;
             let sent = results.send(ProbeResult {
                 service,
-                container: t.container,
+                generation: t.generation,
                 result,
             });
             if sent.is_err() {
@@ -259,6 +272,8 @@ struct Supervisor {
     upgrades: BTreeMap<Service, Upgrade>,
     /// Whether the containers found at start were compared with plant.toml.
     adopted: bool,
+    /// Numbers the trackers, so that a late probe result finds its own.
+    generation: u64,
     down: bool,
     report_tx: watch::Sender<StackReport>,
     odoo_tx: watch::Sender<Option<IpAddr>>,
@@ -313,7 +328,7 @@ impl Supervisor {
         let Some(tracker) = self.trackers.get_mut(&p.service) else {
             return false;
         };
-        if tracker.container != p.container {
+        if tracker.generation != p.generation {
             return false;
         }
         let before = (tracker.health.clone(), tracker.eager());
@@ -446,8 +461,9 @@ impl Supervisor {
             match self.trackers.get(&service) {
                 Some(t) if running && t.container == s.observed.id => {}
                 _ if running => {
+                    self.generation += 1;
                     self.trackers
-                        .insert(service, Tracker::new(&s.observed.id, now));
+                        .insert(service, Tracker::new(&s.observed.id, self.generation, now));
                 }
                 _ => {
                     self.trackers.remove(&service);
@@ -535,7 +551,30 @@ impl Supervisor {
     }
 
     async fn create(&mut self, engine: &Engine, spec: &ServiceSpec) -> Result<(), String> {
-        engine.ensure_network_and_volumes(&self.desired).await?;
+        if self.desired.fresh_secrets {
+            // New passwords next to an old database would lock Odoo and the probes out.
+            for volume in self
+                .desired
+                .get(Service::Postgres)
+                .mounts
+                .iter()
+                .filter(|m| m.is_volume())
+            {
+                if engine.has_volume(&self.desired, &volume.source).await? {
+                    return Err(format!(
+                        "DATA_DIR/stack/secrets.json was missing, so new passwords were made, but volume {} already holds a database made with the old ones; put secrets.json back from a backup of the data directory and restart plantd",
+                        volume.source
+                    ));
+                }
+            }
+        }
+        engine
+            .ensure_network_and_volumes(&self.desired, spec)
+            .await?;
+        self.desired.fresh_secrets = false;
+        self.desired
+            .write_files()
+            .map_err(|e| format!("writing Odoo's config: {e:#}"))?;
         engine.ensure_image(spec).await?;
         if spec.service == Service::Odoo {
             self.ensure_odoo_database(engine, spec).await?;
@@ -547,7 +586,11 @@ impl Supervisor {
     /// Before Odoo's first start, its database must exist: with the database manager off
     /// (`list_db = False`) nobody could create it later. `odoo -i base --stop-after-init` runs
     /// once, in a container made like Odoo's (the same image, config and filestore).
-    async fn ensure_odoo_database(&mut self, engine: &Engine, spec: &ServiceSpec) -> Result<(), String> {
+    async fn ensure_odoo_database(
+        &mut self,
+        engine: &Engine,
+        spec: &ServiceSpec,
+    ) -> Result<(), String> {
         let db = self.desired.odoo_database.clone();
         let ip = self
             .seen
@@ -562,14 +605,27 @@ impl Supervisor {
             "init",
             format!("creating the Odoo database {db} (odoo -i base, once)"),
         );
-        let cmd = ["odoo", "-d", &db, "-i", "base", "--without-demo", "all", "--stop-after-init"]
-            .map(String::from)
-            .to_vec();
+        let cmd = [
+            "odoo",
+            "-d",
+            &db,
+            "-i",
+            "base",
+            "--without-demo",
+            "all",
+            "--stop-after-init",
+        ]
+        .map(String::from)
+        .to_vec();
         engine
             .run_once(&self.desired, spec, cmd, Duration::from_secs(15 * 60))
             .await
             .map_err(|e| format!("creating the Odoo database {db}: {e}"))?;
-        self.event(Some(Service::Odoo), "init_done", format!("database {db} is ready"));
+        self.event(
+            Some(Service::Odoo),
+            "init_done",
+            format!("database {db} is ready"),
+        );
         Ok(())
     }
 
@@ -577,20 +633,24 @@ impl Supervisor {
         let deadline = self.upgrade_deadline.as_millis() as u64;
         let services: Vec<Service> = self.upgrades.keys().copied().collect();
         for service in services {
-            let upgrade = &self.upgrades[&service];
-            let new_hash = &self.desired.get(service).hash;
+            let new_hash = self.desired.get(service).hash.clone();
             let on_new = self
                 .seen
                 .get(&service)
-                .is_some_and(|s| &s.observed.spec == new_hash);
-            let health = if on_new {
-                self.trackers.get(&service).map(|t| &t.health)
-            } else {
-                None
-            };
+                .is_some_and(|s| s.observed.spec == new_hash);
+            let upgrade = self.upgrades.get_mut(&service).expect("listed");
+            if on_new && upgrade.started.is_none() {
+                upgrade.started = Some(now);
+            }
+            let health = self
+                .trackers
+                .get(&service)
+                .filter(|t| on_new && t.probed)
+                .map(|t| &t.health);
             let book = self.books.entry(service).or_default();
             let verdict = reconcile::judge_upgrade(
                 now,
+                upgrade.applied,
                 upgrade.started,
                 deadline,
                 health,
@@ -605,11 +665,11 @@ impl Supervisor {
                     self.event(Some(service), "upgrade_done", format!("healthy on {image}"));
                 }
                 UpgradeVerdict::RollBack(why) => {
+                    book.reset();
                     let upgrade = self.upgrades.remove(&service).expect("present");
                     let failed = self.desired.get(service).image.clone();
                     let previous = upgrade.previous.image.clone();
                     *self.desired.get_mut(service) = upgrade.previous;
-                    book.reset();
                     self.event(
                         Some(service),
                         "rollback",
@@ -651,8 +711,8 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Command::Apply(spec, reply) => {
-                let message = self.apply(*spec);
-                let _ = reply.send(Ok(message));
+                let result = self.apply(*spec);
+                let _ = reply.send(result);
             }
             Command::Down(delete_volumes, reply) => {
                 let result = match self.engine().await {
@@ -660,7 +720,16 @@ impl Supervisor {
                     Some(engine) => {
                         self.down = true;
                         self.upgrades.clear();
+                        let marker = stack_down_marker(&self.desired.dir);
+                        if let Err(e) =
+                            crate::pki::write_atomic(&marker, b"taken down by an admin\n", 0o600)
+                        {
+                            tracing::warn!(error = %e, "could not record that the stack is down");
+                        }
                         let r = engine.down(&self.desired, delete_volumes).await;
+                        // What comes back up later is a fresh start, not a crash.
+                        self.books.clear();
+                        self.trackers.clear();
                         let what = match &r {
                             Ok(done) => done.join("; "),
                             Err(e) => format!("failed: {e}"),
@@ -721,7 +790,8 @@ impl Supervisor {
             service,
             Upgrade {
                 previous,
-                started: now,
+                applied: now,
+                started: None,
                 restarts_at_start,
             },
         );
@@ -757,8 +827,14 @@ impl Supervisor {
     }
 
     /// Takes a new desired stack; a changed image is an upgrade with a health gate.
-    fn apply(&mut self, new: StackSpec) -> String {
+    fn apply(&mut self, new: StackSpec) -> Result<String, String> {
         let now = self.now();
+        if new.name != self.desired.name {
+            return Err(format!(
+                "stack.name changed from {} to {}: that would be a new, empty stack beside the running one; put the old name back (a rename needs `plantd stack down` first, then a restart of plantd)",
+                self.desired.name, new.name
+            ));
+        }
         let mut changes = Vec::new();
         for spec in &new.services {
             let service = spec.service;
@@ -767,11 +843,14 @@ impl Supervisor {
                 continue;
             }
             if old.image != spec.image {
-                changes.push(format!(
-                    "{service}: upgrading {} -> {}; rolls back unless healthy within {} s",
-                    old.image,
-                    spec.image,
-                    self.upgrade_deadline.as_secs()
+                changes.push((
+                    service,
+                    format!(
+                        "{service}: upgrading {} -> {}; rolls back unless healthy within {} s",
+                        old.image,
+                        spec.image,
+                        self.upgrade_deadline.as_secs()
+                    ),
                 ));
                 let previous = self
                     .upgrades
@@ -780,21 +859,26 @@ impl Supervisor {
                     .unwrap_or_else(|| old.clone());
                 self.begin_upgrade(previous, now);
             } else {
-                changes.push(format!("{service}: recreating (its spec changed)"));
+                changes.push((service, format!("{service}: recreating (its spec changed)")));
                 self.books.entry(service).or_default().reset();
             }
         }
         let was_down = self.down;
         self.desired = new;
         self.down = false;
-        for c in &changes {
-            self.event(None, "apply", c.clone());
+        let _ = std::fs::remove_file(stack_down_marker(&self.desired.dir));
+        for (service, c) in &changes {
+            self.event(Some(*service), "apply", c.clone());
         }
-        match (changes.is_empty(), was_down) {
+        Ok(match (changes.is_empty(), was_down) {
             (true, false) => "no changes".to_string(),
             (true, true) => "bringing the stack up again".to_string(),
-            (false, _) => changes.join("\n"),
-        }
+            (false, _) => changes
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
     }
 
     fn publish(&mut self) {
@@ -816,13 +900,12 @@ impl Supervisor {
                 },
                 (_, None) => ("unhealthy", "not running".to_string()),
             };
+            let breaker = "crash loop: the breaker is open; `plantd stack reset SERVICE` after fixing the cause";
             let detail = match (self.errors.get(&service), book.breaker) {
-                (_, true) => {
-                    "crash loop: the breaker is open; `plantd stack reset` after fixing the cause"
-                        .to_string()
-                }
-                (Some(e), _) => e.clone(),
-                (None, _) => why,
+                (Some(e), true) => format!("{breaker}; last error: {e}"),
+                (None, true) => breaker.to_string(),
+                (Some(e), false) => e.clone(),
+                (None, false) => why,
             };
             let state = match health {
                 _ if book.breaker => State::Unhealthy,
@@ -838,6 +921,7 @@ impl Supervisor {
                         service,
                         Target {
                             container: seen.observed.id.clone(),
+                            generation: t.generation,
                             ip,
                             probe: spec.probe,
                             eager: t.eager(),
@@ -847,9 +931,12 @@ impl Supervisor {
             }
             services.push(ServiceStatus {
                 service: service.to_string(),
-                state: seen
-                    .map_or("missing", |s| s.observed.state.as_str())
-                    .to_string(),
+                state: match seen {
+                    Some(s) => s.observed.state.as_str(),
+                    None if self.engine_error.is_some() => "unknown",
+                    None => "missing",
+                }
+                .to_string(),
                 health: health.to_string(),
                 image: seen.map_or(spec.image.clone(), |s| s.image.clone()),
                 restarts: book.total_restarts,

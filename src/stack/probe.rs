@@ -50,10 +50,12 @@ async fn with_postgres<T>(
         .connect(tokio_postgres::NoTls)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
-    let conn = tokio::spawn(connection);
+    // Aborted when this future is dropped (a probe timing out), so no connection lingers
+    // against a hung server.
+    let mut conn = AbortOnDrop(tokio::spawn(connection));
     let result = work(&client).await;
     drop(client);
-    let _ = conn.await;
+    let _ = (&mut conn.0).await;
     result
 }
 
@@ -83,6 +85,14 @@ pub async fn database_exists(ip: IpAddr, secrets: &Secrets, name: &str) -> Resul
         .unwrap_or_else(|_| Err(format!("PostgreSQL did not answer within {timeout:?}")))
 }
 
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn redis(ip: IpAddr) -> Result<(), String> {
     let mut stream = tokio::net::TcpStream::connect((ip, 6379))
         .await
@@ -91,12 +101,20 @@ async fn redis(ip: IpAddr) -> Result<(), String> {
         .write_all(b"PING\r\n")
         .await
         .map_err(|e| format!("sending PING: {e}"))?;
-    let mut buf = [0u8; 64];
-    let n = stream
-        .read(&mut buf)
-        .await
-        .map_err(|e| format!("reading the answer to PING: {e}"))?;
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    // One line of RESP; a reply may come in pieces.
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"\r\n") && buf.len() < 256 {
+        let mut chunk = [0u8; 64];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("reading the answer to PING: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&buf);
     if answer.starts_with("+PONG") {
         Ok(())
     } else {
@@ -143,7 +161,7 @@ fn without_url(e: reqwest::Error) -> String {
     msg
 }
 
-/// The HTTP client the Odoo probe and the ingress use: plain HTTP to the container.
+/// The HTTP client of the Odoo probe: plain HTTP to the container.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())

@@ -177,6 +177,8 @@ pub fn reconcile(
             }),
             Some(o) if o.spec != spec.hash => match o.state {
                 RunState::Removing => None,
+                // A stopped container is recreated only when it could start.
+                RunState::Exited | RunState::Dead | RunState::Created if !deps_ready => None,
                 _ => Some(Action::Recreate {
                     service,
                     reason: format!("its spec changed ({} -> {})", o.spec, spec.hash),
@@ -224,6 +226,11 @@ pub fn reconcile(
 pub struct Tracker {
     /// The container the results are about; another container starts afresh.
     pub container: String,
+    /// Which tracker of the supervisor's this is: a probe started for an earlier one (before a
+    /// restart, which keeps the container's id) is not counted.
+    pub generation: u64,
+    /// Whether any probe result has come in.
+    pub probed: bool,
     /// When the supervisor saw it start.
     pub since: u64,
     pub health: Health,
@@ -232,9 +239,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(container: &str, since: u64) -> Tracker {
+    pub fn new(container: &str, generation: u64, since: u64) -> Tracker {
         Tracker {
             container: container.to_string(),
+            generation,
+            probed: false,
             since,
             health: Health::Starting,
             failures: 0,
@@ -250,6 +259,7 @@ impl Tracker {
         start_period: Duration,
         retries: u32,
     ) {
+        self.probed = true;
         match result {
             Ok(()) => {
                 self.failures = 0;
@@ -284,11 +294,19 @@ pub enum UpgradeVerdict {
     Wait,
 }
 
-/// Judges an upgrade of one service that started at `started` with `deadline_ms` to prove
-/// itself: healthy commits; the deadline, two restarts or an open breaker roll back.
+/// How long an upgrade may wait for its new container to exist at all (a pull of a large image
+/// over a plant's WAN link, or a create failing) before the previous image comes back.
+pub const UPGRADE_START_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Judges an upgrade of one service, applied at `applied`. `started` is when its new container
+/// was first seen (`None`: not yet, while the image is pulled); `health` is that container's,
+/// once a probe has judged it. Healthy commits; two failed starts or an open breaker roll back;
+/// the deadline counts from the start and needs a probe's verdict, so neither a slow pull nor a
+/// Docker outage is taken for a failed upgrade.
 pub fn judge_upgrade(
     now: u64,
-    started: u64,
+    applied: u64,
+    started: Option<u64>,
     deadline_ms: u64,
     health: Option<&Health>,
     restarts_since: u64,
@@ -302,17 +320,22 @@ pub fn judge_upgrade(
             "the new image failed to start ({restarts_since} restarts)"
         ));
     }
-    if now >= started + deadline_ms {
-        let why = match health {
-            Some(Health::Unhealthy(m)) => format!(": {m}"),
-            _ => String::new(),
-        };
-        return UpgradeVerdict::RollBack(format!(
-            "not healthy within {} s{why}",
-            deadline_ms / 1000
-        ));
+    match started {
+        None if now >= applied + UPGRADE_START_LIMIT.as_millis() as u64 => {
+            UpgradeVerdict::RollBack(format!(
+                "no container on the new image within {} minutes",
+                UPGRADE_START_LIMIT.as_secs() / 60
+            ))
+        }
+        Some(started) if health.is_some() && now >= started + deadline_ms => {
+            let why = match health {
+                Some(Health::Unhealthy(m)) => format!(": {m}"),
+                _ => String::new(),
+            };
+            UpgradeVerdict::RollBack(format!("not healthy within {} s{why}", deadline_ms / 1000))
+        }
+        _ => UpgradeVerdict::Wait,
     }
-    UpgradeVerdict::Wait
 }
 
 #[cfg(test)]

@@ -36,6 +36,38 @@ fn inspect(container: &str, format: &str) -> String {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// A stack name of this test process's own.
+fn next_name() -> String {
+    assert!(
+        docker(&["info"]).status.success(),
+        "no Docker engine answers; run the tests through tests/run.sh, which starts one"
+    );
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Removes a container or volume this test made by hand, however the test ends.
+struct Made(&'static str, String);
+
+impl std::fmt::Display for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let _ = match self.0 {
+            "volume" => docker(&["volume", "rm", "-f", &self.1]),
+            "image" => docker(&["rmi", &self.1]),
+            _ => docker(&["rm", "-f", "-v", &self.1]),
+        };
+    }
+}
+
 /// A plant daemon supervising its own stack; everything it made is removed on drop.
 pub struct TestStack {
     pub name: String,
@@ -48,15 +80,10 @@ pub struct TestStack {
 impl TestStack {
     /// Starts `plantd up` with a `[stack]` of local images plus `extra` TOML.
     pub fn start(extra: &str) -> TestStack {
-        assert!(
-            docker(&["info"]).status.success(),
-            "no Docker engine answers; run the tests through tests/run.sh, which starts one"
-        );
-        let name = format!(
-            "t{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        Self::start_named(next_name(), extra)
+    }
+
+    pub fn start_named(name: String, extra: &str) -> TestStack {
         let ingress = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -202,30 +229,31 @@ pub fn stack_config(name: &str, ingress: std::net::SocketAddr, extra: &str) -> S
     )
 }
 
-/// An image whose process exits at once, built on the local base image.
-fn exiting_image() -> &'static str {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    const TAG: &str = "plantd-test/exits-at-once:1";
-    BUILT.call_once(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM plantd-local/base:bookworm\nCMD [\"sh\", \"-c\", \"echo crashing on purpose; exit 3\"]\n",
-        )
+/// An image whose process exits at once, built on the local base image; removed on drop.
+fn exiting_image() -> Made {
+    let tag = format!(
+        "plantd-test/exits-at-once:{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM plantd-local/base:bookworm\nCMD [\"sh\", \"-c\", \"echo crashing on purpose; exit 3\"]\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "--force-rm", "-t", &tag])
+        .arg(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
         .unwrap();
-        let out = Command::new("docker")
-            .args(["build", "-q", "--force-rm", "-t", TAG])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building {TAG}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-    TAG
+    assert!(
+        out.status.success(),
+        "building {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Made("image", tag)
 }
 
 /// One service's entry in a status list (`null` while the supervisor has not reported yet).
@@ -245,18 +273,19 @@ fn has_event(events: &[Value], service: &str, event: &str) -> bool {
 #[test]
 fn stack_comes_up_heals_and_leaves_others_alone() {
     // A container on the same engine that plantd does not own.
-    let foreign = format!("foreign-{}", std::process::id());
+    let foreign = Made("container", format!("foreign-{}", next_name()));
+    let foreign = &foreign.1;
     docker_ok(&[
         "run",
         "-d",
         "--name",
-        &foreign,
+        foreign,
         "--label",
         "owner=someone-else",
         "plantd-local/redis:7",
     ]);
-    let foreign_id = inspect(&foreign, "{{.Id}}");
-    let foreign_started = inspect(&foreign, "{{.State.StartedAt}}");
+    let foreign_id = inspect(foreign, "{{.Id}}");
+    let foreign_started = inspect(foreign, "{{.State.StartedAt}}");
 
     let stack = TestStack::start("");
     let started = Instant::now();
@@ -291,7 +320,16 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     let password = secrets["postgres_password"].as_str().unwrap();
     assert!(password.len() >= 32);
     assert!(!stack.cli_ok(&["stack", "status"]).contains(password));
-    let odoo_conf = std::fs::read_to_string(stack.plant.data_dir.join("stack/odoo.conf")).unwrap();
+    // Odoo's config, one file per content (named by its hash), mounted read-only.
+    let conf_path = std::fs::read_dir(stack.plant.data_dir.join("stack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "conf"))
+        .expect("odoo-HASH.conf in DATA_DIR/stack");
+    let odoo_conf = std::fs::read_to_string(&conf_path).unwrap();
+    assert!(
+        inspect(&stack.container("odoo"), "{{json .Mounts}}").contains(conf_path.to_str().unwrap())
+    );
     for line in [
         "proxy_mode = True",
         "workers = 2",
@@ -343,6 +381,19 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     assert!(has_event(&events, "odoo", "restart"), "{events:#?}");
     assert!(has_event(&events, "redis", "create"), "{events:#?}");
 
+    // An admin's restart.
+    let started = inspect(&stack.container("redis"), "{{.State.StartedAt}}");
+    let out = stack.cli_ok(&["stack", "restart", "redis"]);
+    assert!(out.contains("restarted redis"), "{out}");
+    assert_ne!(
+        inspect(&stack.container("redis"), "{{.State.StartedAt}}"),
+        started
+    );
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["service"] == "redis" && e["message"] == "asked by an admin"));
+
     // The logs of a service, as `plantd stack logs` shows them.
     let logs = stack.cli_ok(&["stack", "logs", "odoo", "--tail", "5"]);
     assert!(
@@ -351,10 +402,9 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     );
 
     // The foreign container was not touched.
-    assert_eq!(inspect(&foreign, "{{.Id}}"), foreign_id);
-    assert_eq!(inspect(&foreign, "{{.State.Status}}"), "running");
-    assert_eq!(inspect(&foreign, "{{.State.StartedAt}}"), foreign_started);
-    docker_ok(&["rm", "-f", &foreign]);
+    assert_eq!(inspect(foreign, "{{.Id}}"), foreign_id);
+    assert_eq!(inspect(foreign, "{{.State.Status}}"), "running");
+    assert_eq!(inspect(foreign, "{{.State.StartedAt}}"), foreign_started);
 
     // `stack down` removes the containers and keeps the data.
     stack.cli_ok(&["stack", "down"]);
@@ -364,6 +414,14 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     let refused = stack.cli(&["stack", "down", "--delete-volumes"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    docker_ok(&["volume", "inspect", &format!("{}-pgdata", stack.name)]);
+    let out = stack.cli_ok(&["stack", "down", "--delete-volumes", "--yes"]);
+    assert!(out.contains("deleted volume"), "{out}");
+    assert!(
+        !docker(&["volume", "inspect", &format!("{}-pgdata", stack.name)])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -414,6 +472,16 @@ fn ingress_proxies_http_and_the_websocket() {
         assert_eq!(r.status(), 503);
         assert!(r.text().await.unwrap().contains("Odoo is not running"));
     });
+    // Down stays down across a restart of plantd, until `stack apply`.
+    let mut stack = stack;
+    stack.restart_plantd("");
+    std::thread::sleep(Duration::from_secs(3));
+    let label = format!("label=io.plantd.stack={}", stack.name);
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]), "");
+    assert!(stack.cli_ok(&["stack", "status"]).contains("taken down"));
+    let answer = stack.cli_ok(&["stack", "apply"]);
+    assert!(answer.contains("bringing the stack up again"), "{answer}");
+    stack.wait_all_healthy(Duration::from_secs(120));
 }
 
 /// Opens `/websocket` through the ingress over TLS, sends one text frame and returns the text
@@ -514,7 +582,7 @@ fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
         .find(|e| e["event"] == "rollback")
         .unwrap_or_else(|| panic!("no rollback event: {events:#?}"));
     assert!(
-        rollback["message"].as_str().unwrap().contains(bad),
+        rollback["message"].as_str().unwrap().contains(&bad.1),
         "{rollback}"
     );
     assert_eq!(stack.psql("SELECT x FROM kept"), "42");
@@ -555,11 +623,55 @@ fn a_service_that_always_crashes_opens_the_breaker() {
     let status = stack.cli_ok(&["status"]);
     assert!(status.contains("redis unhealthy"), "{status}");
 
-    // After the cause is fixed (the image) and the breaker reset, Redis comes up.
-    stack.apply("");
+    // A reset closes the breaker and plantd tries again (the image still crashes).
     let answer = stack.cli_ok(&["stack", "reset", "redis"]);
-    assert!(answer.contains("redis"), "{answer}");
+    assert!(
+        answer.contains("closed the crash-loop breaker of redis"),
+        "{answer}"
+    );
+    stack.wait_for(
+        "Redis tried again after the reset",
+        Duration::from_secs(60),
+        |s| svc(s, "redis")["restarts"].as_u64() > Some(5),
+    );
+    // With the cause fixed (the image), Redis and then Odoo come up.
+    stack.apply("");
     stack.wait_all_healthy(Duration::from_secs(120));
+}
+
+#[test]
+fn names_taken_by_others_are_refused_and_left_alone() {
+    let name = next_name();
+    // Someone else's container and volume, with the names the stack would use.
+    let squatter = Made("container", format!("{name}-redis"));
+    docker_ok(&["run", "-d", "--name", &squatter.1, "plantd-local/redis:7"]);
+    let volume = Made("volume", format!("{name}-pgdata"));
+    docker_ok(&["volume", "create", &volume.1]);
+    let squatter_id = inspect(&squatter.1, "{{.Id}}");
+    let squatter_started = inspect(&squatter.1, "{{.State.StartedAt}}");
+
+    let stack = TestStack::start_named(name, "");
+    stack.wait_for("both refusals reported", Duration::from_secs(60), |s| {
+        let detail = |svc_name| {
+            svc(s, svc_name)["detail"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        detail("postgres").contains("plantd did not create")
+            && detail("redis").contains("not this stack's")
+    });
+    assert_eq!(stack.service("odoo")["state"], "missing");
+    // Untouched: the same container, still running, never restarted; the volume unlabelled.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(inspect(&squatter.1, "{{.Id}}"), squatter_id);
+    assert_eq!(inspect(&squatter.1, "{{.State.Status}}"), "running");
+    assert_eq!(
+        inspect(&squatter.1, "{{.State.StartedAt}}"),
+        squatter_started
+    );
+    let labels = docker_ok(&["volume", "inspect", "-f", "{{json .Labels}}", &volume.1]);
+    assert!(!labels.contains("io.plantd"), "{labels}");
 }
 
 #[test]
@@ -609,7 +721,10 @@ fn docker_going_away_does_not_stop_the_journal() {
     relay.heal();
     stack.wait_all_healthy(Duration::from_secs(90));
     for service in ["postgres", "redis", "odoo"] {
-        assert_eq!(inspect(&stack.container(service), "{{.State.Status}}"), "running");
+        assert_eq!(
+            inspect(&stack.container(service), "{{.State.Status}}"),
+            "running"
+        );
     }
     let events = stack.events();
     assert!(
@@ -622,18 +737,24 @@ fn docker_going_away_does_not_stop_the_journal() {
 
 #[test]
 fn image_bundles_are_checked_before_loading() {
-    let stack = TestStack::start("");
+    // The stack's Redis on a tag of this test's own, which the test can remove and get back.
+    let name = next_name();
+    let tag = format!("plantd-test/redis:{name}");
+    docker_ok(&["tag", "plantd-local/redis:7", &tag]);
+    let _made = Made("image", tag.clone());
+    let stack = TestStack::start_named(name, &format!("[stack.redis]\nimage = \"{tag}\"\n"));
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("stack-images.tar");
     let out = stack.cli_ok(&["images", "save", bundle.to_str().unwrap()]);
-    assert!(out.contains("plantd-local/postgres:15"), "{out}");
+    assert!(out.contains(&tag), "{out}");
     let size = std::fs::metadata(&bundle).unwrap().len();
-    // Loading the bundle back works (the images are present, so nothing changes).
+
+    docker_ok(&["rmi", &tag]);
+    assert!(!docker(&["image", "inspect", &tag]).status.success());
     let out = stack.cli_ok(&["images", "load", bundle.to_str().unwrap()]);
-    assert!(
-        out.contains("plantd-local/odoo-emulator:19.0: present"),
-        "{out}"
-    );
+    assert!(out.contains(&format!("{tag}: present")), "{out}");
+    docker_ok(&["image", "inspect", &tag]);
+
     // A truncated copy and a file that is no bundle are refused before Docker sees them.
     let truncated = dir.path().join("truncated.tar");
     {

@@ -17,6 +17,12 @@ fn spec() -> StackSpec {
             postgres_password: "p".into(),
             odoo_admin_password: "a".into(),
         },
+        fresh_secrets: false,
+        odoo_conf: (
+            std::path::PathBuf::from("/nonexistent/odoo.conf"),
+            String::new(),
+        ),
+        dir: std::path::PathBuf::from("/nonexistent"),
         services: Service::ALL
             .into_iter()
             .map(|service| ServiceSpec {
@@ -28,7 +34,7 @@ fn spec() -> StackSpec {
                 mounts: vec![],
                 memory: None,
                 nano_cpus: None,
-                files: String::new(),
+                network: "t-net".into(),
                 probe,
                 hash: format!("h-{service}"),
             })
@@ -278,6 +284,64 @@ fn decisions() {
             want: vec![],
         },
         Case {
+            name: "paused but still answering its probes: left alone",
+            observed: vec![
+                running(Postgres),
+                running(Redis),
+                with_state(Odoo, RunState::Paused),
+            ],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Healthy),
+            ],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+        Case {
+            name: "dead and created containers are started; restarting ones waited for",
+            observed: vec![
+                with_state(Postgres, RunState::Dead),
+                with_state(Redis, RunState::Created),
+                with_state(Odoo, RunState::Restarting),
+            ],
+            health: vec![],
+            books: vec![],
+            now: 0,
+            want: vec![("start", Postgres), ("start", Redis)],
+        },
+        Case {
+            name: "a changed spec of a stopped Odoo waits for its dependencies",
+            observed: vec![
+                running(Postgres),
+                running(Redis),
+                Observed {
+                    spec: "old".into(),
+                    ..with_state(Odoo, RunState::Exited)
+                },
+            ],
+            health: vec![(Postgres, Health::Starting), (Redis, Health::Healthy)],
+            books: vec![],
+            now: 0,
+            want: vec![],
+        },
+        Case {
+            name: "a lost container after five restarts opens the breaker too",
+            observed: vec![running(Postgres)],
+            health: vec![(Postgres, Health::Healthy)],
+            books: vec![(
+                Redis,
+                Book {
+                    seen: true,
+                    restarts: (0..5).map(|i| 100_000 + i * 1000).collect(),
+                    ..Book::default()
+                },
+            )],
+            now: 200_000,
+            want: vec![("breaker", Redis)],
+        },
+        Case {
             name: "a container being removed is waited for",
             observed: vec![with_state(Postgres, RunState::Removing), running(Redis)],
             health: vec![(Redis, Health::Healthy)],
@@ -336,12 +400,24 @@ fn reset_closes_the_breaker_and_forgets() {
 fn upgrade_verdicts() {
     use UpgradeVerdict::*;
     let unhealthy = Health::Unhealthy("refused".into());
-    let cases: Vec<(u64, Option<&Health>, u64, bool, UpgradeVerdict)> = vec![
-        (10, Some(&Health::Healthy), 0, false, Commit),
-        (10, Some(&Health::Starting), 0, false, Wait),
-        (10, None, 1, false, Wait),
+    let limit = UPGRADE_START_LIMIT.as_millis() as u64;
+    // (now, started, health, restarts since, breaker) with the upgrade applied at 0 and a
+    // deadline of 60 s.
+    type Case<'a> = (
+        u64,
+        Option<u64>,
+        Option<&'a Health>,
+        u64,
+        bool,
+        UpgradeVerdict,
+    );
+    let cases: Vec<Case> = vec![
+        (10, Some(5), Some(&Health::Healthy), 0, false, Commit),
+        (10, Some(5), Some(&Health::Starting), 0, false, Wait),
+        (10, Some(5), None, 1, false, Wait),
         (
             10,
+            Some(5),
             None,
             2,
             false,
@@ -349,30 +425,55 @@ fn upgrade_verdicts() {
         ),
         (
             10,
+            Some(5),
             Some(&Health::Starting),
             0,
             true,
             RollBack("the new image failed to start (0 restarts)".into()),
         ),
         (
-            60_000,
+            60_005,
+            Some(5),
             Some(&unhealthy),
             0,
             false,
             RollBack("not healthy within 60 s: refused".into()),
         ),
         (
-            60_000,
+            60_005,
+            Some(5),
             Some(&Health::Starting),
             0,
             false,
             RollBack("not healthy within 60 s".into()),
         ),
+        // The deadline counts from the new container's start, not from the apply (a pull).
+        (
+            60_005,
+            Some(30_000),
+            Some(&Health::Starting),
+            0,
+            false,
+            Wait,
+        ),
+        // No probe verdict yet (just back from a Docker outage): no deadline verdict.
+        (600_000, Some(5), None, 0, false, Wait),
+        // Still pulling, or failing to create.
+        (limit - 1, None, None, 0, false, Wait),
+        (
+            limit,
+            None,
+            None,
+            0,
+            false,
+            RollBack("no container on the new image within 30 minutes".into()),
+        ),
     ];
-    for (now, health, restarts, breaker, want) in cases {
+    for (now, started, health, restarts, breaker, want) in cases {
         assert_eq!(
-            judge_upgrade(now, 0, 60_000, health, restarts, breaker),
-            want
+            judge_upgrade(now, 0, started, 60_000, health, restarts, breaker),
+            want,
+            "now {now}, started {started:?}, health {health:?}"
         );
     }
 }
@@ -380,7 +481,7 @@ fn upgrade_verdicts() {
 #[test]
 fn tracker_respects_the_start_period_and_retries() {
     let period = Duration::from_secs(30);
-    let mut t = Tracker::new("c1", 1_000);
+    let mut t = Tracker::new("c1", 1, 1_000);
     // Failing while starting, within the period: still starting, nothing counted.
     t.record(5_000, Err("refused".into()), period, 3);
     assert_eq!((t.health.clone(), t.failures), (Health::Starting, 0));
@@ -397,7 +498,7 @@ fn tracker_respects_the_start_period_and_retries() {
     assert_eq!((t.health.clone(), t.failures), (Health::Healthy, 0));
     assert!(!t.eager());
     // Once healthy, the start period no longer shelters failures.
-    let mut t = Tracker::new("c2", 0);
+    let mut t = Tracker::new("c2", 2, 0);
     t.record(1_000, Ok(()), period, 2);
     t.record(2_000, Err("timed out".into()), period, 2);
     assert_eq!(t.health, Health::Healthy);
