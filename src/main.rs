@@ -10,6 +10,7 @@
 //! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
 //! - `health`: component health; `telemetry`: logging setup
 
+mod backup;
 mod cli;
 mod config;
 mod control;

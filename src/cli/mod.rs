@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand group; `main` calls [`run`].
 
+mod backup;
 mod config_check;
 mod enroll;
 mod hub;
@@ -91,6 +92,9 @@ enum Command {
     /// The stack's images: pull them, or move them to an air-gapped plant as one file.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Backups of the plant's Odoo database and filestore: take, list, verify.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Run the central hub, or manage it (tokens, plants).
     Hub(hub::HubArgs),
 }
@@ -187,6 +191,32 @@ enum StackCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Take a backup now: DATA_DIR/backups/ID.tar.zst (database dump, filestore, config);
+    /// prints the id as the last line.
+    Run {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The backups on this server, oldest first.
+    List {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup: its checksums, then a restore of its dump into a scratch database
+    /// whose row counts must match the manifest (the scratch database is dropped after).
+    Verify {
+        #[command(flatten)]
+        place: Place,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ImagesCommand {
     /// Pull the stack's images that are not on this machine (present ones are never pulled).
     Pull {
@@ -219,6 +249,20 @@ struct Place {
 }
 
 impl Place {
+    /// The config file's text, when there is a file.
+    fn config_text(&self) -> anyhow::Result<Option<String>> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None if std::path::Path::new(config::DEFAULT_CONFIG_PATH).exists() => {
+                PathBuf::from(config::DEFAULT_CONFIG_PATH)
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!("reading config file {}: {e}", path.display())
+        })?))
+    }
+
     fn load(&self) -> anyhow::Result<PlantConfig> {
         let mut c = config::load(self.config.as_deref())?;
         if let Some(d) = &self.data_dir {
@@ -279,6 +323,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 stack::simple(&place.load()?, Request::StackDown { delete_volumes }).await
             }
+        },
+        Command::Backup(b) => match b {
+            BackupCommand::Run { place, json } => {
+                backup::run(&place.load()?, place.config_text()?, json).await
+            }
+            BackupCommand::List { place, json } => backup::list(&place.load()?, json),
+            BackupCommand::Verify { place, id } => backup::verify(&place.load()?, &id).await,
         },
         Command::Images(i) => match i {
             ImagesCommand::Pull { place } => stack::pull(&place.load()?).await,

@@ -526,6 +526,120 @@ impl Engine {
         Ok(done)
     }
 
+    /// Runs `cmd` in a running container, feeding it `stdin` (if any) and streaming its
+    /// standard output into `stdout`; fails with the command's exit code and the end of its
+    /// standard error. Nothing is held whole in memory.
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<(), String> {
+        use bollard::container::LogOutput;
+        use bollard::exec::{StartExecOptions, StartExecResults};
+        use tokio::io::AsyncWriteExt;
+        let config = bollard::models::ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.iter().map(|c| c.to_string()).collect()),
+            ..Default::default()
+        };
+        let what = cmd.first().copied().unwrap_or_default();
+        let exec = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| format!("{what} in {container}: {}", short(e)))?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(1 << 20),
+        };
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .start_exec(&exec.id, Some(options))
+            .await
+            .map_err(|e| format!("{what} in {container}: {}", short(e)))?
+        else {
+            return Err(format!("{what} in {container}: the engine detached"));
+        };
+        let feed = async {
+            if let Some(stdin) = stdin {
+                tokio::io::copy(stdin, &mut input)
+                    .await
+                    .map_err(|e| format!("feeding {what}: {e}"))?;
+                input
+                    .shutdown()
+                    .await
+                    .map_err(|e| format!("feeding {what}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        };
+        let mut stderr = Vec::new();
+        let drain = async {
+            while let Some(item) = output.next().await {
+                match item.map_err(|e| format!("{what} in {container}: {}", short(e)))? {
+                    LogOutput::StdOut { message } => stdout
+                        .write_all(&message)
+                        .await
+                        .map_err(|e| format!("writing what {what} printed: {e}"))?,
+                    // The end of standard error is kept for the error message, 64 KiB at most.
+                    LogOutput::StdErr { message } if stderr.len() < 64 * 1024 => {
+                        stderr.extend_from_slice(&message)
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::try_join!(feed, drain)?;
+        stdout
+            .flush()
+            .await
+            .map_err(|e| format!("writing what {what} printed: {e}"))?;
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| format!("{what} in {container}: {}", short(e)))?;
+        match inspect.exit_code {
+            Some(0) => Ok(()),
+            code => Err(format!(
+                "{what} in {container} failed (exit {}): {}",
+                code.map_or("unknown".to_string(), |c| c.to_string()),
+                String::from_utf8_lossy(&stderr).trim()
+            )),
+        }
+    }
+
+    /// A container's address on the stack's network.
+    pub async fn address(&self, stack: &StackSpec, container: &str) -> Result<IpAddr, String> {
+        let c = self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| format!("{container}: {}", short(e)))?;
+        c.network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&stack.network))
+            .and_then(|e| e.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{container} has no address on {}; is it running?",
+                    stack.network
+                )
+            })
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }

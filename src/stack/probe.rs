@@ -30,32 +30,59 @@ pub async fn probe(
     }
 }
 
-/// Connects to the stack's PostgreSQL as Odoo's user, runs `work`, and disconnects.
+/// A connection to the stack's PostgreSQL; its driver task ends when this is dropped.
+pub struct Pg {
+    pub client: tokio_postgres::Client,
+    conn: AbortOnDrop<Result<(), tokio_postgres::Error>>,
+}
+
+impl Pg {
+    /// Connects as Odoo's user to database `db`.
+    pub async fn connect(
+        ip: IpAddr,
+        secrets: &Secrets,
+        db: &str,
+        timeout: Duration,
+    ) -> Result<Pg, String> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(ip.to_string())
+            .port(5432)
+            .user(DB_USER)
+            .password(&secrets.postgres_password)
+            .dbname(db)
+            .application_name("plantd")
+            .connect_timeout(timeout);
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+        Ok(Pg {
+            client,
+            conn: AbortOnDrop(tokio::spawn(connection)),
+        })
+    }
+
+    /// Disconnects cleanly.
+    pub async fn close(self) {
+        let Pg { client, mut conn } = self;
+        drop(client);
+        let _ = (&mut conn.0).await;
+    }
+}
+
+/// Connects to the stack's PostgreSQL as Odoo's user, runs `work`, and disconnects. Dropped
+/// early (a probe timing out), the connection is aborted, so none lingers against a hung
+/// server.
 async fn with_postgres<T>(
     ip: IpAddr,
     secrets: &Secrets,
     timeout: Duration,
     work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(ip.to_string())
-        .port(5432)
-        .user(DB_USER)
-        .password(&secrets.postgres_password)
-        .dbname("postgres")
-        .application_name("plantd")
-        .connect_timeout(timeout);
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    // Aborted when this future is dropped (a probe timing out), so no connection lingers
-    // against a hung server.
-    let mut conn = AbortOnDrop(tokio::spawn(connection));
-    let result = work(&client).await;
-    drop(client);
-    let _ = (&mut conn.0).await;
+    let pg = Pg::connect(ip, secrets, "postgres", timeout).await?;
+    let result = work(&pg.client).await;
+    pg.close().await;
     result
 }
 

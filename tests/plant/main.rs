@@ -1,6 +1,7 @@
 //! Integration tests: each drives the real `plantd` binary as a device, an admin and a
 //! crash would. One test binary, one module per concern.
 
+mod backup;
 mod bad_input;
 mod bounded;
 mod chaos;

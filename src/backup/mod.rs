@@ -1,0 +1,628 @@
+//! Backups: one archive per backup, `DATA_DIR/backups/ID.tar.zst`, that standard tools open
+//! (`tar --zstd -xf`). Inside: `manifest.json` (ids, versions, table counts, and the size and
+//! SHA-256 of each part), `db.dump` (`pg_dump` custom format, taken through `docker exec` in the
+//! postgres container from the same snapshot as the counts), `filestore.tar` (Odoo's
+//! attachments) and `config/` (plant.toml and Odoo's config, passwords left out).
+//!
+//! Parts are streamed to files beside the archive, never held whole in memory, then packed;
+//! the archive is written under a temporary name and renamed when complete.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PlantConfig;
+use crate::stack::docker::Engine;
+use crate::stack::probe::Pg;
+use crate::stack::spec::{self, Service, StackSpec, DB_USER};
+
+/// The archive format's version, in the manifest.
+const FORMAT: u32 = 1;
+
+/// Counts every row of every table in `public`, in one statement.
+const COUNT_TABLES: &str = "SELECT table_name::text, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM public.%I', table_name), false, true, '')))[1]::text::bigint FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    /// The stack's name (the plant's, as installed).
+    pub plant: String,
+    pub created_at: String,
+    pub database: String,
+    pub postgres_version: String,
+    /// `base`'s version in Odoo's module table, where there is one.
+    pub odoo_version: Option<String>,
+    /// Installed Odoo modules, where readable.
+    pub modules: Option<Vec<String>>,
+    /// Rows per table when the dump was taken (the same snapshot).
+    pub tables: BTreeMap<String, i64>,
+    pub parts: Vec<Part>,
+}
+
+/// One backup, as `plantd backup list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub path: PathBuf,
+    pub created_at: String,
+    pub size: u64,
+    pub verified: bool,
+}
+
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("backups")
+}
+
+fn archive_path(data_dir: &Path, id: &str) -> PathBuf {
+    dir(data_dir).join(format!("{id}.tar.zst"))
+}
+
+fn verified_marker(data_dir: &Path, id: &str) -> PathBuf {
+    dir(data_dir).join(format!("{id}.verified"))
+}
+
+/// What a backup needs of the running stack.
+struct Live {
+    engine: Engine,
+    spec: StackSpec,
+    pg: std::net::IpAddr,
+}
+
+async fn live(config: &PlantConfig) -> anyhow::Result<Live> {
+    let Some(stack) = &config.stack else {
+        bail!("plant.toml has no [stack] section: there is no Odoo database to back up");
+    };
+    let spec = spec::build(stack, &config.data_dir)?;
+    let engine = Engine::connect(stack.docker_socket.as_deref())
+        .await
+        .map_err(|e| anyhow!("the Docker engine is unreachable: {e}"))?;
+    let pg = engine
+        .address(&spec, &spec.get(Service::Postgres).container)
+        .await
+        .map_err(|e| anyhow!("PostgreSQL: {e}"))?;
+    Ok(Live { engine, spec, pg })
+}
+
+/// A file that hashes and counts what is written to it.
+struct HashingFile {
+    file: tokio::fs::File,
+    digest: ring::digest::Context,
+    size: u64,
+}
+
+impl tokio::io::AsyncWrite for HashingFile {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let poll = std::pin::Pin::new(&mut this.file).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &poll {
+            this.digest.update(&buf[..*n]);
+            this.size += *n as u64;
+        }
+        poll
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl HashingFile {
+    async fn create(path: &Path) -> anyhow::Result<HashingFile> {
+        Ok(HashingFile {
+            file: tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {}", path.display()))?,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
+        })
+    }
+
+    async fn finish(self, name: &str) -> anyhow::Result<Part> {
+        self.file.sync_all().await?;
+        Ok(Part {
+            name: name.to_string(),
+            size: self.size,
+            sha256: hex(self.digest.finish().as_ref()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_id() -> anyhow::Result<String> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now.format(time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))?;
+    let mut raw = [0u8; 3];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| anyhow!("no random numbers from the operating system"))?;
+    Ok(format!("{stamp}-{}", hex(&raw)))
+}
+
+/// Takes a backup of the running stack; `plant_toml` is the config file's text, if one was
+/// used. Returns it as listed.
+pub async fn take(config: &PlantConfig, plant_toml: Option<&str>) -> anyhow::Result<Listed> {
+    let live = live(config).await?;
+    let spec = &live.spec;
+    let db = spec.odoo_database.clone();
+    let id = new_id()?;
+    let backups = dir(&config.data_dir);
+    crate::plant::create_private_dir(&backups)?;
+    let work = backups.join(format!(".{id}.parts"));
+    crate::plant::create_private_dir(&work)?;
+    let result = take_into(&live, &db, &id, &work, plant_toml, config).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn take_into(
+    live: &Live,
+    db: &str,
+    id: &str,
+    work: &Path,
+    plant_toml: Option<&str>,
+    config: &PlantConfig,
+) -> anyhow::Result<Listed> {
+    let spec = &live.spec;
+    // One snapshot for the counts and the dump, so that verify can compare them exactly.
+    let pg = Pg::connect(live.pg, &spec.secrets, db, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!("database {db}: {e}"))?;
+    pg.client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let snapshot: String = pg
+        .client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?
+        .get(0);
+    let postgres_version: String = pg
+        .client
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    let tables: BTreeMap<String, i64> = pg
+        .client
+        .query(COUNT_TABLES, &[])
+        .await
+        .context("counting the tables' rows")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (odoo_version, modules) = odoo_modules(&pg.client).await;
+
+    let mut parts = Vec::new();
+    let mut dump = HashingFile::create(&work.join("db.dump")).await?;
+    let pg_container = &spec.get(Service::Postgres).container;
+    let snapshot_arg = format!("--snapshot={snapshot}");
+    live.engine
+        .exec(
+            pg_container,
+            &["pg_dump", "-U", DB_USER, "-Fc", &snapshot_arg, "-d", db],
+            None,
+            &mut dump,
+        )
+        .await
+        .map_err(|e| anyhow!("dumping the database: {e}"))?;
+    parts.push(dump.finish("db.dump").await?);
+    pg.client.batch_execute("COMMIT").await?;
+    pg.close().await;
+
+    let mut filestore = HashingFile::create(&work.join("filestore.tar")).await?;
+    let script = format!(
+        "cd /var/lib/odoo && if [ -d filestore/{db} ]; then exec tar -cf - filestore/{db}; else exec tar -cf - -T /dev/null; fi"
+    );
+    live.engine
+        .exec(
+            &spec.get(Service::Odoo).container,
+            &["sh", "-c", &script],
+            None,
+            &mut filestore,
+        )
+        .await
+        .map_err(|e| anyhow!("reading Odoo's filestore: {e}"))?;
+    parts.push(filestore.finish("filestore.tar").await?);
+
+    let mut configs = vec![("config/odoo.conf", without_passwords(&spec.odoo_conf.1))];
+    if let Some(text) = plant_toml {
+        configs.push(("config/plant.toml", text.to_string()));
+    }
+    for (name, text) in &configs {
+        let path = work.join(name.replace('/', "_"));
+        let mut f = HashingFile::create(&path).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut f, text.as_bytes()).await?;
+        parts.push(f.finish(name).await?);
+    }
+
+    let manifest = Manifest {
+        format: FORMAT,
+        id: id.to_string(),
+        plant: spec.name.clone(),
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        database: db.to_string(),
+        postgres_version,
+        odoo_version,
+        modules,
+        tables,
+        parts,
+    };
+    let target = archive_path(&config.data_dir, id);
+    let work = work.to_path_buf();
+    let manifest_copy = manifest.clone();
+    let target_copy = target.clone();
+    tokio::task::spawn_blocking(move || pack(&work, &manifest_copy, &target_copy))
+        .await
+        .context("packing the archive")??;
+    Ok(Listed {
+        id: id.to_string(),
+        size: std::fs::metadata(&target)?.len(),
+        path: target,
+        created_at: manifest.created_at,
+        verified: false,
+    })
+}
+
+/// `base`'s version and the installed modules, when Odoo's module table is there.
+async fn odoo_modules(client: &tokio_postgres::Client) -> (Option<String>, Option<Vec<String>>) {
+    // Asked first, so that no failing statement aborts the snapshot's transaction.
+    let odoo = client
+        .query_one(
+            "SELECT to_regclass('public.ir_module_module') IS NOT NULL",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get::<_, bool>(0));
+    if !odoo {
+        // Not Odoo's schema (the emulator's, say).
+        return (None, None);
+    }
+    let Ok(rows) = client
+        .query(
+            "SELECT name::text, latest_version::text FROM ir_module_module WHERE state = 'installed' ORDER BY name",
+            &[],
+        )
+        .await
+    else {
+        return (None, None);
+    };
+    let version = rows
+        .iter()
+        .find(|r| r.get::<_, String>(0) == "base")
+        .and_then(|r| r.get::<_, Option<String>>(1));
+    (version, Some(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+fn without_passwords(conf: &str) -> String {
+    conf.lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, _)) if k.trim().ends_with("passwd") || k.trim().ends_with("password") => {
+                format!("{}= (left out of backups)", k)
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Writes `manifest.json` and the parts into `target` (tar, zstd), under a temporary name.
+fn pack(work: &Path, manifest: &Manifest, target: &Path) -> anyhow::Result<()> {
+    let partial = target.with_extension("zst.partial");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let encoder = zstd::Encoder::new(file, 3)?;
+    let mut tar = tar::Builder::new(encoder);
+    let json = serde_json::to_vec_pretty(manifest)?;
+    append(&mut tar, "manifest.json", json.len() as u64, &mut &json[..])?;
+    for part in &manifest.parts {
+        let mut f = std::fs::File::open(work.join(part.name.replace('/', "_")))?;
+        append(&mut tar, &part.name, part.size, &mut f)?;
+    }
+    let file = tar.into_inner()?.finish()?;
+    file.sync_all()?;
+    std::fs::rename(&partial, target)?;
+    if let Some(parent) = target.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    size: u64,
+    data: &mut dyn Read,
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    header.set_cksum();
+    tar.append_data(&mut header, name, data)
+        .with_context(|| format!("adding {name} to the archive"))
+}
+
+/// Reads the manifest (the archive's first entry).
+fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let decoder = zstd::Decoder::new(file).context("not a zstd stream")?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive.entries().context("not a tar archive")?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| anyhow!("the archive is empty"))?
+        .context("the archive is damaged or truncated")?;
+    if first.path()?.as_os_str() != "manifest.json" {
+        bail!("its first entry is not manifest.json: not a plantd backup");
+    }
+    if first.size() > 16 << 20 {
+        bail!("manifest.json is over 16 MiB");
+    }
+    let mut text = String::new();
+    first
+        .read_to_string(&mut text)
+        .context("the archive is damaged or truncated (in manifest.json)")?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("manifest.json, line {}: {e}", e.line()))?;
+    if manifest.format != FORMAT {
+        bail!(
+            "manifest.json has format {}; this plantd reads format {FORMAT}",
+            manifest.format
+        );
+    }
+    Ok(manifest)
+}
+
+/// The backups in `DATA_DIR/backups/`, oldest first.
+pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
+    let dir = dir(data_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut listed = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".tar.zst"))
+        else {
+            continue;
+        };
+        let created_at = match read_manifest(&path) {
+            Ok(m) => m.created_at,
+            Err(e) => format!("unreadable: {e:#}"),
+        };
+        listed.push(Listed {
+            id: id.to_string(),
+            size: std::fs::metadata(&path)?.len(),
+            verified: verified_marker(data_dir, id).exists(),
+            path,
+            created_at,
+        });
+    }
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(listed)
+}
+
+/// Checks a backup: every part against its checksum, then a restore of the dump into a scratch
+/// database in the postgres container, whose row counts must equal the manifest's. The scratch
+/// database is dropped whatever happens.
+pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
+    if id.is_empty() || id.contains(['/', '.']) {
+        bail!("{id:?} is not a backup id (see `plantd backup list`)");
+    }
+    let path = archive_path(&config.data_dir, id);
+    if !path.exists() {
+        bail!("no backup {id} in {}", dir(&config.data_dir).display());
+    }
+    let manifest = read_manifest(&path)
+        .with_context(|| format!("{} is not a usable backup", path.display()))?;
+    let checked = path.clone();
+    let expected = manifest.parts.clone();
+    tokio::task::spawn_blocking(move || check_parts(&checked, &expected))
+        .await
+        .context("checking the parts")?
+        .with_context(|| format!("{} failed its checks", path.display()))?;
+
+    let live = live(config).await?;
+    let scratch = format!("plantd_verify_{}", id.replace('-', "_").to_lowercase());
+    let admin = Pg::connect(
+        live.pg,
+        &live.spec.secrets,
+        "postgres",
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS \"{scratch}\""),
+        format!("CREATE DATABASE \"{scratch}\""),
+    ] {
+        admin
+            .client
+            .batch_execute(&statement)
+            .await
+            .context("creating the scratch database")?;
+    }
+    let outcome = restore_and_count(&live, &path, &scratch, &manifest).await;
+    let dropped = admin
+        .client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
+        .await;
+    admin.close().await;
+    outcome?;
+    dropped.context("dropping the scratch database")?;
+    crate::pki::write_atomic(
+        &verified_marker(&config.data_dir, id),
+        manifest.created_at.as_bytes(),
+        0o600,
+    )?;
+    Ok(manifest)
+}
+
+/// Streams every part through SHA-256 and compares with the manifest.
+fn check_parts(path: &Path, expected: &[Part]) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut archive = tar::Archive::new(zstd::Decoder::new(file)?);
+    let mut seen = BTreeMap::new();
+    for entry in archive.entries()? {
+        let mut entry = entry.context("the archive is damaged or truncated")?;
+        let name = entry.path()?.to_string_lossy().to_string();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = entry
+                .read(&mut buf)
+                .with_context(|| format!("the archive is damaged or truncated (in {name})"))?;
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+            size += n as u64;
+        }
+        seen.insert(name, (size, hex(digest.finish().as_ref())));
+    }
+    for part in expected {
+        match seen.get(&part.name) {
+            None => bail!("{} is missing from the archive", part.name),
+            Some((size, _)) if *size != part.size => bail!(
+                "{}: {size} bytes where the manifest says {}; the archive is truncated or altered",
+                part.name,
+                part.size
+            ),
+            Some((_, sha)) if *sha != part.sha256 => {
+                bail!(
+                    "{}: its SHA-256 differs from the manifest's; the archive is altered",
+                    part.name
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn restore_and_count(
+    live: &Live,
+    path: &Path,
+    scratch: &str,
+    manifest: &Manifest,
+) -> anyhow::Result<()> {
+    // The dump goes from the archive into pg_restore's standard input, through a pipe.
+    let (mut writer, mut reader) = tokio::io::duplex(1 << 16);
+    let archive = path.to_path_buf();
+    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let handle = tokio::runtime::Handle::current();
+        let mut tar = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive)?)?);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            if entry.path()?.as_os_str() != "db.dump" {
+                continue;
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                handle.block_on(tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n]))?;
+            }
+            return Ok(());
+        }
+        bail!("db.dump is missing from the archive")
+    });
+    let mut sink = tokio::io::sink();
+    let restored = live
+        .engine
+        .exec(
+            &live.spec.get(Service::Postgres).container,
+            &[
+                "pg_restore",
+                "-U",
+                DB_USER,
+                "--no-owner",
+                "--exit-on-error",
+                "-d",
+                scratch,
+            ],
+            Some(&mut reader),
+            &mut sink,
+        )
+        .await;
+    feeder.await.context("reading the dump")??;
+    restored.map_err(|e| anyhow!("restoring db.dump into a scratch database: {e}"))?;
+    let pg = Pg::connect(
+        live.pg,
+        &live.spec.secrets,
+        scratch,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    let counts: BTreeMap<String, i64> = pg
+        .client
+        .query(COUNT_TABLES, &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    pg.close().await;
+    if counts != manifest.tables {
+        let differ: Vec<String> = manifest
+            .tables
+            .iter()
+            .filter(|(t, n)| counts.get(*t) != Some(n))
+            .map(|(t, n)| {
+                format!(
+                    "{t}: {n} in the manifest, {} restored",
+                    counts.get(t).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        bail!(
+            "the restored database differs from the manifest: {}",
+            differ.join("; ")
+        );
+    }
+    Ok(())
+}
