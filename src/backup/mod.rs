@@ -84,6 +84,13 @@ async fn live(config: &PlantConfig) -> anyhow::Result<Live> {
     let Some(stack) = &config.stack else {
         bail!("plant.toml has no [stack] section: there is no Odoo database to back up");
     };
+    let secrets = spec::stack_dir(&config.data_dir).join("secrets.json");
+    if !secrets.exists() {
+        bail!(
+            "{} does not exist: this data directory has never run the stack (is --data-dir right?)",
+            secrets.display()
+        );
+    }
     let spec = spec::build(stack, &config.data_dir)?;
     let engine = Engine::connect(stack.docker_socket.as_deref())
         .await
@@ -141,13 +148,56 @@ impl HashingFile {
         })
     }
 
-    async fn finish(self, name: &str) -> anyhow::Result<Part> {
-        self.file.sync_all().await?;
+    async fn finish(mut self, name: &str) -> anyhow::Result<Part> {
+        // flush first: tokio's sync_all would not report a failed write still in flight.
+        tokio::io::AsyncWriteExt::flush(&mut self.file)
+            .await
+            .with_context(|| format!("writing {name}"))?;
+        self.file
+            .sync_all()
+            .await
+            .with_context(|| format!("writing {name}"))?;
         Ok(Part {
             name: name.to_string(),
             size: self.size,
             sha256: hex(self.digest.finish().as_ref()),
         })
+    }
+}
+
+/// One backup operation at a time on a data directory.
+fn lock(backups: &Path) -> anyhow::Result<std::fs::File> {
+    let path = backups.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("another backup or verify is running on this data directory; try again when it ends")
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Removes what an interrupted backup left (its parts and unfinished archive); called under
+/// the lock, so nothing running owns them.
+fn remove_leftovers(backups: &Path) {
+    let Ok(entries) = std::fs::read_dir(backups) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && name.ends_with(".parts") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if name.ends_with(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -175,6 +225,8 @@ pub async fn take(config: &PlantConfig, plant_toml: Option<&str>) -> anyhow::Res
     let id = new_id()?;
     let backups = dir(&config.data_dir);
     crate::plant::create_private_dir(&backups)?;
+    let _lock = lock(&backups)?;
+    remove_leftovers(&backups);
     let work = backups.join(format!(".{id}.parts"));
     crate::plant::create_private_dir(&work)?;
     let result = take_into(&live, &db, &id, &work, plant_toml, config).await;
@@ -197,16 +249,19 @@ async fn take_into(
         .map_err(|e| anyhow!("database {db}: {e}"))?;
     pg.client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
+        .await
+        .context("starting the snapshot's transaction")?;
     let snapshot: String = pg
         .client
         .query_one("SELECT pg_export_snapshot()", &[])
-        .await?
+        .await
+        .context("exporting the snapshot")?
         .get(0);
     let postgres_version: String = pg
         .client
         .query_one("SHOW server_version", &[])
-        .await?
+        .await
+        .context("reading PostgreSQL's version")?
         .get(0);
     let tables: BTreeMap<String, i64> = pg
         .client
@@ -232,7 +287,10 @@ async fn take_into(
         .await
         .map_err(|e| anyhow!("dumping the database: {e}"))?;
     parts.push(dump.finish("db.dump").await?);
-    pg.client.batch_execute("COMMIT").await?;
+    pg.client
+        .batch_execute("COMMIT")
+        .await
+        .context("ending the snapshot's transaction")?;
     pg.close().await;
 
     let mut filestore = HashingFile::create(&work.join("filestore.tar")).await?;
@@ -252,7 +310,7 @@ async fn take_into(
 
     let mut configs = vec![("config/odoo.conf", without_passwords(&spec.odoo_conf.1))];
     if let Some(text) = plant_toml {
-        configs.push(("config/plant.toml", text.to_string()));
+        configs.push(("config/plant.toml", plant_toml_without_env(text)));
     }
     for (name, text) in &configs {
         let path = work.join(name.replace('/', "_"));
@@ -320,6 +378,26 @@ async fn odoo_modules(client: &tokio_postgres::Client) -> (Option<String>, Optio
     (version, Some(rows.iter().map(|r| r.get(0)).collect()))
 }
 
+/// plant.toml with the values of every `[stack.SERVICE.env]` left out: that is where an
+/// admin puts an SMTP password or an API key.
+fn plant_toml_without_env(text: &str) -> String {
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return "# plant.toml did not parse; left out of the backup\n".to_string();
+    };
+    if let Some(toml::Value::Table(stack)) = table.get_mut("stack") {
+        for (_, service) in stack.iter_mut() {
+            if let Some(toml::Value::Table(env)) =
+                service.as_table_mut().and_then(|s| s.get_mut("env"))
+            {
+                for (_, v) in env.iter_mut() {
+                    *v = toml::Value::String("(left out of backups)".into());
+                }
+            }
+        }
+    }
+    toml::to_string(&table).unwrap_or_default()
+}
+
 fn without_passwords(conf: &str) -> String {
     conf.lines()
         .map(|l| match l.split_once('=') {
@@ -336,13 +414,30 @@ fn without_passwords(conf: &str) -> String {
 /// Writes `manifest.json` and the parts into `target` (tar, zstd), under a temporary name.
 fn pack(work: &Path, manifest: &Manifest, target: &Path) -> anyhow::Result<()> {
     let partial = target.with_extension("zst.partial");
+    let result = pack_into(work, manifest, &partial, target)
+        .with_context(|| format!("writing {}", target.display()));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+fn pack_into(
+    work: &Path,
+    manifest: &Manifest,
+    partial: &Path,
+    target: &Path,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // The archive holds the whole database: readable by root only.
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let encoder = zstd::Encoder::new(file, 3)?;
+        .mode(0o600)
+        .open(partial)?;
+    let mut encoder = zstd::Encoder::new(file, 3)?;
+    encoder.include_checksum(true)?;
     let mut tar = tar::Builder::new(encoder);
     let json = serde_json::to_vec_pretty(manifest)?;
     append(&mut tar, "manifest.json", json.len() as u64, &mut &json[..])?;
@@ -352,11 +447,22 @@ fn pack(work: &Path, manifest: &Manifest, target: &Path) -> anyhow::Result<()> {
     }
     let file = tar.into_inner()?.finish()?;
     file.sync_all()?;
-    std::fs::rename(&partial, target)?;
+    std::fs::rename(partial, target)?;
     if let Some(parent) = target.parent() {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Counts what goes through it.
+struct Counting<'a>(&'a mut dyn Read, u64);
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
 }
 
 fn append<W: Write>(
@@ -374,8 +480,17 @@ fn append<W: Write>(
             .map_or(0, |d| d.as_secs()),
     );
     header.set_cksum();
-    tar.append_data(&mut header, name, data)
-        .with_context(|| format!("adding {name} to the archive"))
+    let mut limited = data.take(size);
+    let mut counting = Counting(&mut limited, 0);
+    tar.append_data(&mut header, name, &mut counting)
+        .with_context(|| format!("adding {name} to the archive"))?;
+    if counting.1 != size {
+        bail!(
+            "{name}: {} bytes on disk where {size} were written",
+            counting.1
+        );
+    }
+    Ok(())
 }
 
 /// Reads the manifest (the archive's first entry).
@@ -447,7 +562,12 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
 /// database in the postgres container, whose row counts must equal the manifest's. The scratch
 /// database is dropped whatever happens.
 pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
-    if id.is_empty() || id.contains(['/', '.']) {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         bail!("{id:?} is not a backup id (see `plantd backup list`)");
     }
     let path = archive_path(&config.data_dir, id);
@@ -464,7 +584,13 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> 
         .with_context(|| format!("{} failed its checks", path.display()))?;
 
     let live = live(config).await?;
-    let scratch = format!("plantd_verify_{}", id.replace('-', "_").to_lowercase());
+    let _lock = lock(&dir(&config.data_dir))?;
+    let scratch = {
+        let mut raw = [0u8; 6];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+            .map_err(|_| anyhow!("no random numbers from the operating system"))?;
+        format!("plantd_verify_{}", hex(&raw))
+    };
     let admin = Pg::connect(
         live.pg,
         &live.spec.secrets,
@@ -521,6 +647,17 @@ fn check_parts(path: &Path, expected: &[Part]) -> anyhow::Result<()> {
             size += n as u64;
         }
         seen.insert(name, (size, hex(digest.finish().as_ref())));
+    }
+    for required in ["db.dump", "filestore.tar"] {
+        if !expected.iter().any(|p| p.name == required) {
+            bail!("manifest.json lists no {required}: not a complete plantd backup");
+        }
+    }
+    if let Some(extra) = seen
+        .keys()
+        .find(|name| *name != "manifest.json" && !expected.iter().any(|p| &p.name == *name))
+    {
+        bail!("{extra} is in the archive but not in its manifest: the archive is altered");
     }
     for part in expected {
         match seen.get(&part.name) {
@@ -589,8 +726,11 @@ async fn restore_and_count(
             &mut sink,
         )
         .await;
-    feeder.await.context("reading the dump")??;
+    // pg_restore is done (or failed): the feeder's next write fails instead of waiting.
+    drop(reader);
+    let fed = feeder.await.context("reading db.dump from the archive")?;
     restored.map_err(|e| anyhow!("restoring db.dump into a scratch database: {e}"))?;
+    fed.context("reading db.dump from the archive")?;
     let pg = Pg::connect(
         live.pg,
         &live.spec.secrets,
@@ -608,14 +748,19 @@ async fn restore_and_count(
         .collect();
     pg.close().await;
     if counts != manifest.tables {
-        let differ: Vec<String> = manifest
-            .tables
-            .iter()
-            .filter(|(t, n)| counts.get(*t) != Some(n))
-            .map(|(t, n)| {
+        let mut tables: Vec<&String> = manifest.tables.keys().chain(counts.keys()).collect();
+        tables.sort();
+        tables.dedup();
+        let differ: Vec<String> = tables
+            .into_iter()
+            .filter(|t| counts.get(*t) != manifest.tables.get(*t))
+            .map(|t| {
+                let show =
+                    |n: Option<&i64>| n.map_or("no table".to_string(), |n| format!("{n} rows"));
                 format!(
-                    "{t}: {n} in the manifest, {} restored",
-                    counts.get(t).copied().unwrap_or(0)
+                    "{t}: {} in the manifest, {} restored",
+                    show(manifest.tables.get(t)),
+                    show(counts.get(t))
                 )
             })
             .collect();

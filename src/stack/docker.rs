@@ -580,7 +580,9 @@ impl Engine {
             }
             Ok::<(), String>(())
         };
-        let mut stderr = Vec::new();
+        // The end of standard error is kept for the error message (64 KiB at most): a
+        // command's fatal error comes last.
+        let mut stderr: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
         let drain = async {
             while let Some(item) = output.next().await {
                 match item.map_err(|e| format!("{what} in {container}: {}", short(e)))? {
@@ -588,31 +590,57 @@ impl Engine {
                         .write_all(&message)
                         .await
                         .map_err(|e| format!("writing what {what} printed: {e}"))?,
-                    // The end of standard error is kept for the error message, 64 KiB at most.
-                    LogOutput::StdErr { message } if stderr.len() < 64 * 1024 => {
-                        stderr.extend_from_slice(&message)
+                    LogOutput::StdErr { message } => {
+                        stderr.extend(message.iter());
+                        let excess = stderr.len().saturating_sub(64 * 1024);
+                        stderr.drain(..excess);
                     }
                     _ => {}
                 }
             }
-            Ok::<(), String>(())
+            stdout
+                .flush()
+                .await
+                .map_err(|e| format!("writing what {what} printed: {e}"))
         };
-        tokio::try_join!(feed, drain)?;
-        stdout
-            .flush()
-            .await
-            .map_err(|e| format!("writing what {what} printed: {e}"))?;
+        // Feeding and reading run together. The engine keeps the stream open while input is
+        // attached, even after the command exits, so the exit is watched for as well: once the
+        // command is gone, its output gets a moment to arrive and feeding stops. Its own exit
+        // code and message matter more than the broken pipe that feeding then meets.
+        let (fed, drained) = {
+            let both = async { tokio::join!(feed, drain) };
+            tokio::pin!(both);
+            let exited = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    match self.docker.inspect_exec(&exec.id).await {
+                        Ok(i) if i.running == Some(false) => return,
+                        _ => {}
+                    }
+                }
+            };
+            tokio::select! {
+                done = &mut both => done,
+                () = exited => match tokio::time::timeout(std::time::Duration::from_secs(2), &mut both).await {
+                    Ok(done) => done,
+                    Err(_) => (
+                        Err(format!("{what} exited before reading all of its input")),
+                        Ok(()),
+                    ),
+                },
+            }
+        };
         let inspect = self
             .docker
             .inspect_exec(&exec.id)
             .await
             .map_err(|e| format!("{what} in {container}: {}", short(e)))?;
         match inspect.exit_code {
-            Some(0) => Ok(()),
+            Some(0) => fed.and(drained),
             code => Err(format!(
                 "{what} in {container} failed (exit {}): {}",
                 code.map_or("unknown".to_string(), |c| c.to_string()),
-                String::from_utf8_lossy(&stderr).trim()
+                String::from_utf8_lossy(&Vec::from(stderr)).trim()
             )),
         }
     }

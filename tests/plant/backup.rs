@@ -38,7 +38,8 @@ async fn odoo_call(stack: &TestStack, model: &str, method: &str, args: Value) ->
 
 #[test]
 fn a_backup_holds_database_filestore_and_config_and_verifies() {
-    let stack = TestStack::start("");
+    // A secret in the stack's environment must not end up in the archive's plant.toml.
+    let stack = TestStack::start("[stack.odoo.env]\nSMTP_PASSWORD = \"hunter2-smtp\"\n");
     stack.wait_all_healthy(Duration::from_secs(120));
     harness::rt().block_on(async {
         odoo_call(
@@ -127,6 +128,13 @@ fn a_backup_holds_database_filestore_and_config_and_verifies() {
         odoo_conf.contains("admin_passwd = (left out of backups)"),
         "{odoo_conf}"
     );
+    let plant_toml = std::fs::read_to_string(dir.path().join("config/plant.toml")).unwrap();
+    assert!(plant_toml.contains("SMTP_PASSWORD"), "{plant_toml}");
+    assert!(!plant_toml.contains("hunter2-smtp"), "{plant_toml}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&archive).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the archive holds the whole database");
     let secrets = std::fs::read_to_string(stack.plant.data_dir.join("stack/secrets.json")).unwrap();
     let secrets: Value = serde_json::from_str(&secrets).unwrap();
     assert!(!odoo_conf.contains(secrets["postgres_password"].as_str().unwrap()));
@@ -164,4 +172,64 @@ fn a_backup_holds_database_filestore_and_config_and_verifies() {
         assert!(err.contains(&format!("{id}-{copy}.tar.zst")), "{err}");
     }
     assert!(!stack.cli(&["backup", "verify", "../etc"]).status.success());
+    assert!(!stack
+        .cli(&["backup", "verify", "x\"; DROP DATABASE odoo"])
+        .status
+        .success());
+
+    // A dump that passes its checksum but is not a dump (and is larger than any pipe buffer):
+    // pg_restore's own error comes back, nothing hangs, and no scratch database is left.
+    let forged = forge_with_bad_dump(dir.path(), &manifest);
+    std::fs::copy(&forged, backups.join(format!("{id}-forged.tar.zst"))).unwrap();
+    let out = stack.cli(&["backup", "verify", &format!("{id}-forged")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pg_restore") && err.contains("failed"),
+        "{err}"
+    );
+    let dbs = stack.psql("SELECT datname FROM pg_database");
+    assert!(!dbs.contains("plantd_verify"), "{dbs}");
+}
+
+/// An archive like the extracted one in `dir`, but whose db.dump is 1 MiB of noise with a
+/// manifest that matches it.
+fn forge_with_bad_dump(dir: &std::path::Path, manifest: &Value) -> std::path::PathBuf {
+    let noise: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut manifest = manifest.clone();
+    for part in manifest["parts"].as_array_mut().unwrap() {
+        if part["name"] == "db.dump" {
+            part["size"] = json!(noise.len());
+            let digest = ring::digest::digest(&ring::digest::SHA256, &noise);
+            part["sha256"] = json!(digest
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>());
+        }
+    }
+    let out = dir.join("forged.tar.zst");
+    let encoder = zstd::Encoder::new(std::fs::File::create(&out).unwrap(), 3).unwrap();
+    let mut tar = tar::Builder::new(encoder);
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    };
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    for part in manifest["parts"].as_array().unwrap() {
+        let name = part["name"].as_str().unwrap();
+        let data = if name == "db.dump" {
+            noise.clone()
+        } else {
+            std::fs::read(dir.join(name)).unwrap()
+        };
+        add(name, &data);
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    out
 }
