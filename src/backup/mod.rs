@@ -771,3 +771,90 @@ async fn restore_and_count(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_environments_stay_out() {
+        let conf = "[options]\ndb_password = s3cret\nadmin_passwd = m4ster\nworkers = 2\n";
+        let out = without_passwords(conf);
+        assert!(!out.contains("s3cret") && !out.contains("m4ster"), "{out}");
+        assert!(out.contains("workers = 2"));
+
+        let toml = "[stack]\nname = \"lyon\"\n[stack.odoo.env]\nSMTP_PASSWORD = \"hunter2\"\n[stack.postgres]\nenv = { A = \"b\" }\n";
+        let out = plant_toml_without_env(toml);
+        assert!(!out.contains("hunter2") && !out.contains("\"b\""), "{out}");
+        assert!(
+            out.contains("SMTP_PASSWORD") && out.contains("lyon"),
+            "{out}"
+        );
+        assert!(plant_toml_without_env("not [toml").contains("did not parse"));
+    }
+
+    fn archive(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let encoder = zstd::Encoder::new(file.reopen().unwrap(), 1).unwrap();
+        let mut tar = tar::Builder::new(encoder);
+        for (name, data) in entries {
+            append(&mut tar, name, data.len() as u64, &mut &data[..]).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    fn part(name: &str, data: &[u8]) -> Part {
+        Part {
+            name: name.into(),
+            size: data.len() as u64,
+            sha256: hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref()),
+        }
+    }
+
+    #[test]
+    fn parts_are_checked_against_the_manifest() {
+        let good = [
+            ("manifest.json", &b"{}"[..]),
+            ("db.dump", b"dump"),
+            ("filestore.tar", b"files"),
+        ];
+        let parts = vec![part("db.dump", b"dump"), part("filestore.tar", b"files")];
+        check_parts(archive(&good).path(), &parts).unwrap();
+
+        let cases: Vec<(Vec<(&str, &[u8])>, Vec<Part>, &str)> = vec![
+            (
+                good.to_vec(),
+                vec![part("db.dump", b"dump")],
+                "lists no filestore.tar",
+            ),
+            (
+                good[..2].to_vec(),
+                parts.clone(),
+                "filestore.tar is missing",
+            ),
+            (
+                [&good[..], &[("extra.sql", &b"x"[..])]].concat(),
+                parts.clone(),
+                "extra.sql is in the archive but not in its manifest",
+            ),
+            (
+                vec![good[0], ("db.dump", b"dumq"), good[2]],
+                parts.clone(),
+                "db.dump: its SHA-256 differs",
+            ),
+            (
+                vec![good[0], good[1], ("filestore.tar", b"file")],
+                parts.clone(),
+                "filestore.tar: 4 bytes where the manifest says 5",
+            ),
+        ];
+        for (entries, parts, want) in cases {
+            let e = format!(
+                "{:#}",
+                check_parts(archive(&entries).path(), &parts).unwrap_err()
+            );
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+    }
+}
