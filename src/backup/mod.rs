@@ -822,7 +822,8 @@ mod tests {
         let parts = vec![part("db.dump", b"dump"), part("filestore.tar", b"files")];
         check_parts(archive(&good).path(), &parts).unwrap();
 
-        let cases: Vec<(Vec<(&str, &[u8])>, Vec<Part>, &str)> = vec![
+        type Entries<'a> = Vec<(&'a str, &'a [u8])>;
+        let cases: Vec<(Entries, Vec<Part>, &str)> = vec![
             (
                 good.to_vec(),
                 vec![part("db.dump", b"dump")],
