@@ -115,6 +115,38 @@ fn a_backup_holds_database_filestore_and_config_and_verifies() {
         String::from_utf8_lossy(&list.stderr)
     );
     assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE DATA"));
+    // And restores it, outside plantd, into a PostgreSQL of the test's own: every table has
+    // the rows the manifest counted.
+    let pg = crate::fleet::Pg::start();
+    let restore = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+        .args(["--no-owner", "--create", "-d"])
+        .arg(pg.url())
+        .arg(dir.path().join("db.dump"))
+        .output()
+        .unwrap();
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let tables = manifest["tables"].as_object().unwrap().clone();
+    assert!(!tables.is_empty());
+    harness::rt().block_on(async {
+        let url = format!("postgres://postgres@127.0.0.1:{}/odoo", pg.port);
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for (table, rows) in &tables {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM public.\"{table}\""), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(Some(n), rows.as_i64(), "rows of {table}");
+        }
+    });
+
     // The attachment's bytes are in the filestore part, under Odoo's layout.
     let files = Command::new("tar")
         .args(["-xOf"])
