@@ -167,22 +167,9 @@ impl HashingFile {
 
 /// One backup operation at a time on a data directory.
 fn lock(backups: &Path) -> anyhow::Result<std::fs::File> {
-    let path = backups.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("another backup or verify is running on this data directory; try again when it ends")
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
+    crate::plant::lock_file(&backups.join(".lock"), || {
+        "another backup or verify is running on this data directory; try again when it ends".into()
+    })
 }
 
 /// Removes what an interrupted backup left (its parts and unfinished archive); called under

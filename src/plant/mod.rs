@@ -268,19 +268,27 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Holds an exclusive lock on `DATA_DIR/plantd.lock` for the daemon's life.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<fs::File> {
     let path = dir.join("plantd.lock");
+    lock_file(&path, || {
+        format!(
+            "another plantd is already running on {} (it holds {})",
+            dir.display(),
+            path.display()
+        )
+    })
+}
+
+/// Takes an exclusive lock on `path` (created if missing) without waiting; held while the
+/// returned file is open. `busy` says who holds it.
+pub fn lock_file(path: &Path, busy: impl FnOnce() -> String) -> anyhow::Result<fs::File> {
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => bail!(
-            "another plantd is already running on {} (it holds {})",
-            dir.display(),
-            path.display()
-        ),
+        Err(fs::TryLockError::WouldBlock) => bail!("{}", busy()),
         Err(fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))
         }

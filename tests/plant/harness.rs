@@ -197,21 +197,23 @@ pub fn plain_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-pub fn client_for(cert: &Path, addr: SocketAddr) -> reqwest::Client {
+/// A TLS client configuration trusting only the certificate(s) in `cert`.
+pub fn trusting(cert: &Path) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+pub fn client_for(cert: &Path, addr: SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(trusting(cert))
         .resolve("localhost", addr)
         .timeout(Duration::from_secs(30))
         .build()

@@ -488,21 +488,7 @@ fn ingress_proxies_http_and_the_websocket() {
 /// of the first frame that comes back.
 async fn websocket_echo(stack: &TestStack, text: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tls = {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        let cert = stack.plant.data_dir.join("tls/api.crt");
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-    };
+    let tls = harness::trusting(&stack.plant.data_dir.join("tls/api.crt"));
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(stack.ingress).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
