@@ -55,6 +55,11 @@ pub enum Request {
     StackDown {
         delete_volumes: bool,
     },
+    /// With a reason, stop a service and keep it stopped; without, let it run again.
+    StackHold {
+        service: String,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,7 +182,8 @@ impl Control {
             | Request::StackLogs { .. }
             | Request::StackEvents
             | Request::StackApply
-            | Request::StackDown { .. } => match self.stack(request).await {
+            | Request::StackDown { .. }
+            | Request::StackHold { .. } => match self.stack(request).await {
                 Ok(r) => r,
                 Err(message) => Response::Error { message },
             },
@@ -204,6 +210,9 @@ impl Control {
                 done(stack.restart(Service::parse(&service)?).await?)
             }
             Request::StackReset { service } => done(stack.reset(Service::parse(&service)?).await?),
+            Request::StackHold { service, reason } => {
+                done(stack.hold(Service::parse(&service)?, reason).await?)
+            }
             Request::StackLogs { service, tail } => Response::Lines {
                 lines: stack.logs(Service::parse(&service)?, tail).await?,
             },

@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub mod restore;
+
 use crate::config::PlantConfig;
 use crate::stack::docker::Engine;
 use crate::stack::probe::Pg;
@@ -192,15 +194,97 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut raw = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| anyhow!("no random numbers from the operating system"))?;
+    Ok(hex(&raw))
+}
+
 fn new_id() -> anyhow::Result<String> {
     let now = time::OffsetDateTime::now_utc();
     let stamp = now.format(time::macros::format_description!(
         "[year][month][day]T[hour][minute][second]Z"
     ))?;
-    let mut raw = [0u8; 3];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-        .map_err(|_| anyhow!("no random numbers from the operating system"))?;
-    Ok(format!("{stamp}-{}", hex(&raw)))
+    Ok(format!("{stamp}-{}", random_hex(3)?))
+}
+
+/// Refuses what cannot be a backup id, before it becomes part of a path.
+fn check_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("{id:?} is not a backup id (see `plantd backup list`)");
+    }
+    Ok(())
+}
+
+/// A connection to the stack's `postgres` database, for creating, renaming and dropping.
+async fn admin(live: &Live) -> anyhow::Result<Pg> {
+    Pg::connect(
+        live.pg,
+        &live.spec.secrets,
+        "postgres",
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// The backup `id`'s manifest, after every part was checked against it.
+async fn checked(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
+    check_id(id)?;
+    let path = archive_path(&config.data_dir, id);
+    if !path.exists() {
+        bail!("no backup {id} in {}", dir(&config.data_dir).display());
+    }
+    let manifest = read_manifest(&path)
+        .with_context(|| format!("{} is not a usable backup", path.display()))?;
+    let checked = path.clone();
+    let expected = manifest.clone();
+    tokio::task::spawn_blocking(move || check_parts(&checked, &expected.parts, &expected.database))
+        .await
+        .context("checking the parts")?
+        .with_context(|| format!("{} failed its checks", path.display()))?;
+    Ok(manifest)
+}
+
+/// Streams one part of an archive into the returned reader, from a blocking thread; the
+/// handle tells whether all of it was read. Dropping the reader early ends the thread.
+fn feed(
+    archive: &Path,
+    part: &'static str,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (mut writer, reader) = tokio::io::duplex(1 << 16);
+    let archive = archive.to_path_buf();
+    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let handle = tokio::runtime::Handle::current();
+        let mut tar = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive)?)?);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            if entry.path()?.as_os_str() != part {
+                continue;
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                handle.block_on(tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n]))?;
+            }
+            handle.block_on(tokio::io::AsyncWriteExt::shutdown(&mut writer))?;
+            return Ok(());
+        }
+        bail!("{part} is missing from the archive")
+    });
+    (reader, feeder)
 }
 
 /// Takes a backup of the running stack; `plant_toml` is the config file's text, if one was
@@ -549,43 +633,12 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
 /// database in the postgres container, whose row counts must equal the manifest's. The scratch
 /// database is dropped whatever happens.
 pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!("{id:?} is not a backup id (see `plantd backup list`)");
-    }
+    let manifest = checked(config, id).await?;
     let path = archive_path(&config.data_dir, id);
-    if !path.exists() {
-        bail!("no backup {id} in {}", dir(&config.data_dir).display());
-    }
-    let manifest = read_manifest(&path)
-        .with_context(|| format!("{} is not a usable backup", path.display()))?;
-    let checked = path.clone();
-    let expected = manifest.parts.clone();
-    tokio::task::spawn_blocking(move || check_parts(&checked, &expected))
-        .await
-        .context("checking the parts")?
-        .with_context(|| format!("{} failed its checks", path.display()))?;
-
     let live = live(config).await?;
     let _lock = lock(&dir(&config.data_dir))?;
-    let scratch = {
-        let mut raw = [0u8; 6];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-            .map_err(|_| anyhow!("no random numbers from the operating system"))?;
-        format!("plantd_verify_{}", hex(&raw))
-    };
-    let admin = Pg::connect(
-        live.pg,
-        &live.spec.secrets,
-        "postgres",
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
+    let scratch = format!("plantd_verify_{}", random_hex(6)?);
+    let admin = admin(&live).await?;
     for statement in [
         format!("DROP DATABASE IF EXISTS \"{scratch}\""),
         format!("CREATE DATABASE \"{scratch}\""),
@@ -612,55 +665,122 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> 
     Ok(manifest)
 }
 
-/// Streams every part through SHA-256 and compares with the manifest.
-fn check_parts(path: &Path, expected: &[Part]) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path)?;
-    let mut archive = tar::Archive::new(zstd::Decoder::new(file)?);
-    let mut seen = BTreeMap::new();
-    for entry in archive.entries()? {
-        let mut entry = entry.context("the archive is damaged or truncated")?;
-        let name = entry.path()?.to_string_lossy().to_string();
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut size = 0u64;
-        loop {
-            let n = entry
-                .read(&mut buf)
-                .with_context(|| format!("the archive is damaged or truncated (in {name})"))?;
-            if n == 0 {
-                break;
-            }
-            digest.update(&buf[..n]);
-            size += n as u64;
-        }
-        seen.insert(name, (size, hex(digest.finish().as_ref())));
+/// Hashes and counts what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    digest: ring::digest::Context,
+    size: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
+}
+
+/// Streams every part through SHA-256 and compares with the manifest; `filestore.tar` must
+/// also be a tar of plain files and directories under `filestore/DATABASE/`, which is all a
+/// restore unpacks. Where the archive is damaged, the error names the part the damage is in:
+/// a part read whole before the damage showed, whose checksum differs, is the one.
+fn check_parts(path: &Path, expected: &[Part], database: &str) -> anyhow::Result<()> {
     for required in ["db.dump", "filestore.tar"] {
         if !expected.iter().any(|p| p.name == required) {
             bail!("manifest.json lists no {required}: not a complete plantd backup");
         }
     }
-    if let Some(extra) = seen
-        .keys()
-        .find(|name| *name != "manifest.json" && !expected.iter().any(|p| &p.name == *name))
-    {
-        bail!("{extra} is in the archive but not in its manifest: the archive is altered");
-    }
-    for part in expected {
-        match seen.get(&part.name) {
-            None => bail!("{} is missing from the archive", part.name),
-            Some((size, _)) if *size != part.size => bail!(
-                "{}: {size} bytes where the manifest says {}; the archive is truncated or altered",
-                part.name,
+    let mut seen = BTreeMap::new();
+    let read = read_parts(path, database, &mut seen);
+    let compare = |name: &String, (size, sha): &(u64, String)| -> anyhow::Result<()> {
+        if name == "manifest.json" {
+            return Ok(());
+        }
+        let Some(part) = expected.iter().find(|p| &p.name == name) else {
+            bail!("{name} is in the archive but not in its manifest: the archive is altered");
+        };
+        if *size != part.size {
+            bail!(
+                "{name}: {size} bytes where the manifest says {}; the archive is truncated or altered",
                 part.size
-            ),
-            Some((_, sha)) if *sha != part.sha256 => {
-                bail!(
-                    "{}: its SHA-256 differs from the manifest's; the archive is altered",
-                    part.name
-                )
+            );
+        }
+        if *sha != part.sha256 {
+            bail!("{name}: its SHA-256 differs from the manifest's; the archive is altered");
+        }
+        Ok(())
+    };
+    for (name, got) in &seen {
+        compare(name, got)?;
+    }
+    read?;
+    for part in expected {
+        if !seen.contains_key(&part.name) {
+            bail!("{} is missing from the archive", part.name);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every entry, recording each one read whole as (size, SHA-256).
+fn read_parts(
+    path: &Path,
+    database: &str,
+    seen: &mut BTreeMap<String, (u64, String)>,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut archive = tar::Archive::new(zstd::Decoder::new(file)?);
+    let mut current = String::from("the archive's first entry");
+    let mut run = || -> anyhow::Result<()> {
+        for entry in archive.entries()? {
+            let entry = entry?;
+            current = entry.path()?.to_string_lossy().to_string();
+            let mut reader = HashingReader {
+                inner: entry,
+                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                size: 0,
+            };
+            if current == "filestore.tar" {
+                check_filestore(&mut reader, database)?;
             }
-            Some(_) => {}
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            seen.insert(
+                current.clone(),
+                (reader.size, hex(reader.digest.finish().as_ref())),
+            );
+        }
+        Ok(())
+    };
+    run().with_context(|| format!("the archive is damaged or truncated (in {current})"))
+}
+
+/// `filestore.tar` holds only directories and plain files under `filestore/DATABASE/`.
+fn check_filestore(reader: &mut dyn Read, database: &str) -> anyhow::Result<()> {
+    let mut inner = tar::Archive::new(reader);
+    let top = Path::new("filestore");
+    let own = top.join(database);
+    for entry in inner
+        .entries()
+        .context("filestore.tar is not a tar archive")?
+    {
+        let entry = entry.context("filestore.tar is damaged")?;
+        let name = entry.path().context("filestore.tar: an entry's name")?;
+        let plain = name
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        let kind = entry.header().entry_type();
+        if !plain || !(name == top || name.starts_with(&own)) {
+            bail!(
+                "filestore.tar: {} is not under filestore/{database}/",
+                name.display()
+            );
+        }
+        if !(kind.is_file() || kind.is_dir()) {
+            bail!(
+                "filestore.tar: {} is a {kind:?}, not a file or directory",
+                name.display()
+            );
         }
     }
     Ok(())
@@ -673,28 +793,7 @@ async fn restore_and_count(
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
     // The dump goes from the archive into pg_restore's standard input, through a pipe.
-    let (mut writer, mut reader) = tokio::io::duplex(1 << 16);
-    let archive = path.to_path_buf();
-    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let handle = tokio::runtime::Handle::current();
-        let mut tar = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive)?)?);
-        for entry in tar.entries()? {
-            let mut entry = entry?;
-            if entry.path()?.as_os_str() != "db.dump" {
-                continue;
-            }
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = entry.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                handle.block_on(tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n]))?;
-            }
-            return Ok(());
-        }
-        bail!("db.dump is missing from the archive")
-    });
+    let (mut reader, feeder) = feed(path, "db.dump");
     let mut sink = tokio::io::sink();
     let restored = live
         .engine
@@ -799,16 +898,47 @@ mod tests {
         }
     }
 
+    /// A tar of `(name, data)`; a name ending in '/' is a directory, `->` makes a symlink.
+    fn inner_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            if let Some((link, target)) = name.split_once("->") {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, link, target).unwrap();
+                continue;
+            }
+            if name.ends_with('/') {
+                header.set_entry_type(tar::EntryType::Directory);
+            }
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            // Set without checks, as a hostile archive would.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_cksum();
+            tar.append(&header, *data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
     #[test]
     fn parts_are_checked_against_the_manifest() {
+        let files = inner_tar(&[
+            ("filestore/", b""),
+            ("filestore/odoo/", b""),
+            ("filestore/odoo/ab/abcdef", b"attachment"),
+        ]);
         let good = [
             ("manifest.json", &b"{}"[..]),
             ("db.dump", b"dump"),
-            ("filestore.tar", b"files"),
+            ("filestore.tar", &files[..]),
         ];
-        let parts = vec![part("db.dump", b"dump"), part("filestore.tar", b"files")];
-        check_parts(archive(&good).path(), &parts).unwrap();
+        let parts = vec![part("db.dump", b"dump"), part("filestore.tar", &files)];
+        check_parts(archive(&good).path(), &parts, "odoo").unwrap();
 
+        let mut cut = files.clone();
+        cut.pop();
         type Entries<'a> = Vec<(&'a str, &'a [u8])>;
         let cases: Vec<(Entries, Vec<Part>, &str)> = vec![
             (
@@ -832,17 +962,46 @@ mod tests {
                 "db.dump: its SHA-256 differs",
             ),
             (
-                vec![good[0], good[1], ("filestore.tar", b"file")],
+                vec![good[0], good[1], ("filestore.tar", &cut[..])],
                 parts.clone(),
-                "filestore.tar: 4 bytes where the manifest says 5",
+                "filestore.tar: 3071 bytes where the manifest says 3072",
             ),
         ];
         for (entries, parts, want) in cases {
             let e = format!(
                 "{:#}",
-                check_parts(archive(&entries).path(), &parts).unwrap_err()
+                check_parts(archive(&entries).path(), &parts, "odoo").unwrap_err()
             );
             assert!(e.contains(want), "{e:?} should say {want:?}");
         }
+    }
+
+    #[test]
+    fn a_filestore_holds_only_the_databases_files() {
+        type Entries<'a> = &'a [(&'a str, &'a [u8])];
+        let cases: [(Entries, &str); 4] = [
+            (
+                &[("filestore/other/x", b"1")],
+                "filestore/other/x is not under filestore/odoo/",
+            ),
+            (
+                &[("filestore/odoo/../../etc/passwd", b"1")],
+                "is not under filestore/odoo/",
+            ),
+            (&[("/etc/cron.d/x", b"1")], "is not under filestore/odoo/"),
+            (
+                &[("filestore/odoo/link->/etc/shadow", b"")],
+                "filestore/odoo/link is a Symlink",
+            ),
+        ];
+        for (entries, want) in cases {
+            let files = inner_tar(entries);
+            let e = format!(
+                "{:#}",
+                check_filestore(&mut &files[..], "odoo").unwrap_err()
+            );
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+        check_filestore(&mut &inner_tar(&[])[..], "odoo").unwrap();
     }
 }

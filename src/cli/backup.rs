@@ -1,4 +1,5 @@
-//! `plantd backup run|list|verify`: straight to the Docker engine and the backup directory.
+//! `plantd backup run|list|verify|restore`: straight to the Docker engine and the backup
+//! directory (a restore asks the daemon, when one runs, to hold Odoo).
 
 use crate::config::PlantConfig;
 
@@ -46,5 +47,29 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
         "backup {id} verified: every part matches its checksum, and the dump restored into a scratch database with the same rows in all {} tables",
         manifest.tables.len()
     );
+    Ok(())
+}
+
+pub async fn restore(
+    config: &PlantConfig,
+    plant_toml: Option<String>,
+    id: &str,
+    health_deadline: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let done =
+        crate::backup::restore::restore(config, plant_toml.as_deref(), id, health_deadline).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "backup {id} restored into database {} ({} tables) and its filestore; Odoo was down {:.1} s and is healthy",
+            done.database, done.tables, done.odoo_down_s
+        );
+        println!(
+            "the data it replaced is in the safety backup {}",
+            done.safety_backup
+        );
+    }
     Ok(())
 }

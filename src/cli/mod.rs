@@ -170,6 +170,22 @@ enum StackCommand {
         place: Place,
         service: String,
     },
+    /// Stop a service and keep it stopped (maintenance), across restarts of plantd, until
+    /// `plantd stack release`.
+    Hold {
+        #[command(flatten)]
+        place: Place,
+        service: String,
+        /// Why, as `plantd stack status` will show it.
+        #[arg(long, default_value = "held by an admin")]
+        reason: String,
+    },
+    /// Let a held service run again.
+    Release {
+        #[command(flatten)]
+        place: Place,
+        service: String,
+    },
     /// Re-read plant.toml and bring the stack to it; a new image must prove itself healthy
     /// within stack.upgrade_deadline or the previous one comes back.
     Apply {
@@ -213,6 +229,19 @@ enum BackupCommand {
         #[command(flatten)]
         place: Place,
         id: String,
+    },
+    /// Put a backup's database and filestore in place of the current ones. Takes a safety
+    /// backup first; Odoo is down only for the swap; if Odoo is not healthy after it, the
+    /// data it had before is put back.
+    Restore {
+        #[command(flatten)]
+        place: Place,
+        id: String,
+        /// How long Odoo has to answer its health probe on the restored data.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        health_deadline: std::time::Duration,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -304,6 +333,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             StackCommand::Reset { place, service } => {
                 stack::simple(&place.load()?, Request::StackReset { service }).await
             }
+            StackCommand::Hold {
+                place,
+                service,
+                reason,
+            } => {
+                let reason = Some(reason);
+                stack::simple(&place.load()?, Request::StackHold { service, reason }).await
+            }
+            StackCommand::Release { place, service } => {
+                let reason = None;
+                stack::simple(&place.load()?, Request::StackHold { service, reason }).await
+            }
             StackCommand::Logs {
                 place,
                 service,
@@ -330,6 +371,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             BackupCommand::List { place, json } => backup::list(&place.load()?, json),
             BackupCommand::Verify { place, id } => backup::verify(&place.load()?, &id).await,
+            BackupCommand::Restore {
+                place,
+                id,
+                health_deadline,
+                json,
+            } => {
+                let config = place.load()?;
+                backup::restore(&config, place.config_text()?, &id, health_deadline, json).await
+            }
         },
         Command::Images(i) => match i {
             ImagesCommand::Pull { place } => stack::pull(&place.load()?).await,

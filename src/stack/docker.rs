@@ -422,19 +422,25 @@ impl Engine {
             .map_err(short)
     }
 
-    /// Stops and removes a container; its named volumes stay.
-    pub async fn remove(&self, id: &str, paused: bool) -> Result<(), String> {
-        if paused {
-            let _ = self.docker.unpause_container(id).await;
-        }
+    /// Stops a container (a paused one too), with the usual grace; stopped or gone is fine.
+    pub async fn stop(&self, id: &str) -> Result<(), String> {
+        let _ = self.docker.unpause_container(id).await;
         let stop = StopContainerOptionsBuilder::default()
             .t(STOP_GRACE_S)
             .build();
         match self.docker.stop_container(id, Some(stop)).await {
             // 304: already stopped; 404: already gone.
-            Err(e) if !matches!(status(&e), Some(304 | 404)) => return Err(short(e)),
-            _ => {}
+            Err(e) if !matches!(status(&e), Some(304 | 404)) => Err(short(e)),
+            _ => Ok(()),
         }
+    }
+
+    /// Stops and removes a container; its named volumes stay.
+    pub async fn remove(&self, id: &str, paused: bool) -> Result<(), String> {
+        if paused {
+            let _ = self.docker.unpause_container(id).await;
+        }
+        self.stop(id).await?;
         // `v` removes the container's anonymous volumes (such as the official odoo image's
         // /mnt/extra-addons), never a named one: the data lives in named volumes.
         let options = RemoveContainerOptionsBuilder::default()

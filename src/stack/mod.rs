@@ -53,6 +53,9 @@ pub struct ServiceStatus {
     pub breaker: bool,
     /// Why it is not healthy, or the last error, if any.
     pub detail: String,
+    /// Why plantd keeps it stopped on purpose (`plantd stack hold`, a restore), if it does.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// Something the supervisor did or saw.
@@ -84,6 +87,7 @@ enum Command {
     Events(Reply<Vec<StackEvent>>),
     Apply(Box<StackSpec>, Reply<String>),
     Down(bool, Reply<Vec<String>>),
+    Hold(Service, Option<String>, Reply<String>),
 }
 
 /// The handle the daemon, its control socket and the ingress hold.
@@ -131,6 +135,27 @@ impl Stack {
     pub async fn down(&self, delete_volumes: bool) -> Result<Vec<String>, String> {
         self.ask(|r| Command::Down(delete_volumes, r)).await
     }
+    /// With a reason, stops `service` and keeps it stopped (across restarts of plantd too);
+    /// without one, lets it run again.
+    pub async fn hold(&self, service: Service, reason: Option<String>) -> Result<String, String> {
+        self.ask(|r| Command::Hold(service, reason, r)).await
+    }
+}
+
+/// Present while a service is held; holds the reason.
+pub fn hold_marker(stack_dir: &std::path::Path, service: Service) -> PathBuf {
+    stack_dir.join(format!("held-{service}"))
+}
+
+/// The services held in a stack directory, with why.
+fn held_services(stack_dir: &std::path::Path) -> BTreeMap<Service, String> {
+    Service::ALL
+        .into_iter()
+        .filter_map(|s| {
+            let why = std::fs::read_to_string(hold_marker(stack_dir, s)).ok()?;
+            Some((s, why.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Where a service's probe should look.
@@ -212,6 +237,7 @@ pub fn start(
         adopted: false,
         generation: 0,
         down: stack_down_marker(&dir).exists(),
+        held: held_services(&dir),
         report_tx,
         odoo_tx,
         targets_tx,
@@ -275,6 +301,8 @@ struct Supervisor {
     /// Numbers the trackers, so that a late probe result finds its own.
     generation: u64,
     down: bool,
+    /// Services kept stopped on purpose, with why.
+    held: BTreeMap<Service, String>,
     report_tx: watch::Sender<StackReport>,
     odoo_tx: watch::Sender<Option<IpAddr>>,
     targets_tx: watch::Sender<BTreeMap<Service, Target>>,
@@ -441,7 +469,9 @@ impl Supervisor {
                             &mut self.books,
                         );
                         for action in actions {
-                            self.execute(&engine, action, now).await;
+                            if !self.held.contains_key(&action.service()) {
+                                self.execute(&engine, action, now).await;
+                            }
                         }
                     }
                 }
@@ -740,8 +770,59 @@ impl Supervisor {
                 };
                 let _ = reply.send(result);
             }
+            Command::Hold(service, reason, reply) => {
+                let result = self.hold(service, reason).await;
+                let _ = reply.send(result);
+            }
         }
         self.publish();
+    }
+
+    async fn hold(&mut self, service: Service, reason: Option<String>) -> Result<String, String> {
+        let Some(engine) = self.engine().await else {
+            return Err(self.unreachable());
+        };
+        let marker = hold_marker(&self.desired.dir, service);
+        let seen = self.seen.get(&service).cloned();
+        match reason {
+            Some(why) => {
+                crate::pki::write_atomic(&marker, why.as_bytes(), 0o600)
+                    .map_err(|e| format!("recording the hold: {e:#}"))?;
+                self.held.insert(service, why.clone());
+                self.trackers.remove(&service);
+                if let Some(seen) = seen {
+                    engine.stop(&seen.observed.id).await.map_err(|e| {
+                        format!("{service} is held, but stopping {} failed: {e}", seen.name)
+                    })?;
+                }
+                self.event(Some(service), "hold", why);
+                Ok(format!("{service} is stopped and held"))
+            }
+            None => {
+                if self.held.remove(&service).is_none() {
+                    return Ok(format!("{service} was not held"));
+                }
+                if let Err(e) = std::fs::remove_file(&marker) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(format!("removing {}: {e}", marker.display()));
+                    }
+                }
+                // Stopped on purpose: starting it again is not a crash.
+                self.books.entry(service).or_default().reset();
+                if let Some(seen) = seen {
+                    if !matches!(seen.observed.state, RunState::Running | RunState::Paused) {
+                        engine.start(&seen.observed.id).await.map_err(|e| {
+                            format!(
+                                "{service} is released, but starting {} failed: {e}",
+                                seen.name
+                            )
+                        })?;
+                    }
+                }
+                self.event(Some(service), "release", "runs again".into());
+                Ok(format!("{service} is released and runs again"))
+            }
+        }
     }
 
     fn unreachable(&self) -> String {
@@ -907,6 +988,14 @@ impl Supervisor {
                 (Some(e), false) => e.clone(),
                 (None, false) => why,
             };
+            let held = self.held.get(&service).cloned();
+            let (health, detail) = match &held {
+                Some(why) => (
+                    "held",
+                    format!("kept stopped on purpose: {why} (`plantd stack release {service}` lets it run)"),
+                ),
+                None => (health, detail),
+            };
             let state = match health {
                 _ if book.breaker => State::Unhealthy,
                 "healthy" => State::Ok,
@@ -949,6 +1038,7 @@ impl Supervisor {
                 id: seen.map(|s| s.observed.id.chars().take(12).collect()),
                 breaker: book.breaker,
                 detail,
+                held,
             });
         }
         let odoo_ip = self

@@ -265,3 +265,224 @@ fn forge_with_bad_dump(dir: &std::path::Path, manifest: &Value) -> std::path::Pa
     tar.into_inner().unwrap().finish().unwrap();
     out
 }
+
+/// `search_read` of `model`, as (name, other field) pairs sorted by name.
+async fn names(stack: &TestStack, model: &str, field: &str) -> Vec<(String, Value)> {
+    let rows = odoo_call(stack, model, "search_read", json!([[], ["name", field]])).await;
+    let mut out: Vec<(String, Value)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r[field].clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn b64(text: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text)
+}
+
+/// The files under Odoo's filestore for database odoo, and what else is in its volume.
+fn odoo_volume(stack: &TestStack) -> (Vec<String>, Vec<String>) {
+    let odoo = stack.container("odoo");
+    let list = |script: &str| -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["exec", &odoo, "sh", "-c", script])
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    (
+        list("cd /var/lib/odoo/filestore/odoo && find . -type f"),
+        list("ls -A /var/lib/odoo"),
+    )
+}
+
+#[test]
+fn a_restore_brings_back_exactly_the_backed_up_records_and_files() {
+    let stack = TestStack::start("");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    let partners = [
+        json!({"name": "Plant Lyon"}),
+        json!({"name": "Plant Turin"}),
+    ];
+    rt.block_on(async {
+        odoo_call(&stack, "res.partner", "create", json!([partners])).await;
+        let label = json!([{"name": "label.txt", "datas": b64("first label")}]);
+        odoo_call(&stack, "ir.attachment", "create", label).await;
+    });
+    let backed_up = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    let files_backed_up = odoo_volume(&stack).0;
+    assert_eq!(files_backed_up.len(), 1, "{files_backed_up:?}");
+    let id = stack.cli_ok(&["backup", "run"]);
+    let id = id.lines().last().unwrap().trim().to_string();
+
+    // After the backup: a partner renamed, one deleted, one added; the attachment's content
+    // replaced (a new file in the filestore) and a second attachment.
+    rt.block_on(async {
+        let lyon = backed_up
+            .0
+            .iter()
+            .find(|p| p.0 == "Plant Lyon")
+            .unwrap()
+            .1
+            .clone();
+        let turin = backed_up
+            .0
+            .iter()
+            .find(|p| p.0 == "Plant Turin")
+            .unwrap()
+            .1
+            .clone();
+        odoo_call(
+            &stack,
+            "res.partner",
+            "write",
+            json!([[lyon], {"name": "Plant Lyon (moved)"}]),
+        )
+        .await;
+        odoo_call(&stack, "res.partner", "unlink", json!([[turin]])).await;
+        odoo_call(
+            &stack,
+            "res.partner",
+            "create",
+            json!([{"name": "Plant Porto"}]),
+        )
+        .await;
+        let label: Vec<i64> = serde_json::from_value(
+            odoo_call(
+                &stack,
+                "ir.attachment",
+                "search",
+                json!([[["name", "=", "label.txt"]]]),
+            )
+            .await,
+        )
+        .unwrap();
+        odoo_call(
+            &stack,
+            "ir.attachment",
+            "write",
+            json!([label, {"datas": b64("second label")}]),
+        )
+        .await;
+        let photo = json!([{"name": "photo.jpg", "datas": b64("a photo")}]);
+        odoo_call(&stack, "ir.attachment", "create", photo).await;
+    });
+    assert_ne!(odoo_volume(&stack).0, files_backed_up);
+    let odoo_before = stack.service("odoo");
+
+    let out = stack.cli_ok(&["backup", "restore", &id, "--json"]);
+    let restored: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(restored["id"], id.as_str());
+    assert_eq!(restored["database"], "odoo");
+    let safety = restored["safety_backup"].as_str().unwrap().to_string();
+
+    // Exactly the backed-up records, attachment content and filestore files; nothing staged
+    // or set aside is left behind.
+    let now = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    assert_eq!(now, backed_up);
+    assert_eq!(
+        now.1[0].1,
+        json!(b64("first label")),
+        "the attachment reads its backed-up content from the restored filestore"
+    );
+    let (files, volume) = odoo_volume(&stack);
+    assert_eq!(files, files_backed_up);
+    assert!(
+        !volume.iter().any(|v| v.starts_with(".plantd")),
+        "{volume:?}"
+    );
+    let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
+    assert!(
+        !dbs.contains("plantd_"),
+        "no staging or previous database is left: {dbs}"
+    );
+    // Healthy by plantd's own probe (the supervisor's next probe agrees within seconds).
+    stack.wait_all_healthy(Duration::from_secs(30));
+    let odoo = stack.service("odoo");
+    assert!(odoo["held"].is_null(), "{odoo}");
+    assert_ne!(
+        odoo["since"], odoo_before["since"],
+        "Odoo was stopped for the swap"
+    );
+    let events: Vec<String> = stack
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        events.contains(&"hold".to_string()) && events.contains(&"release".to_string()),
+        "{events:?}"
+    );
+
+    // The safety backup holds the data the restore replaced, and is listed.
+    let listed: Vec<Value> =
+        serde_json::from_str(&stack.cli_ok(&["backup", "list", "--json"])).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str(), safety.as_str()]);
+    stack.cli_ok(&["backup", "restore", &safety]);
+    let after_safety = rt.block_on(names(&stack, "res.partner", "id"));
+    let mut after: Vec<&str> = after_safety.iter().map(|p| p.0.as_str()).collect();
+    after.sort();
+    assert_eq!(after, ["Plant Lyon (moved)", "Plant Porto"]);
+    let files_after_safety = odoo_volume(&stack).0;
+    assert_eq!(files_after_safety.len(), 2, "{files_after_safety:?}");
+
+    // A restore that pg_restore rejects: refused before Odoo stops; it keeps serving the data
+    // it had, and nothing staged is left.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = stack.plant.data_dir.join(format!("backups/{id}.tar.zst"));
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let forged = forge_with_bad_dump(dir.path(), &manifest);
+    let backups = stack.plant.data_dir.join("backups");
+    std::fs::copy(&forged, backups.join("20260101T000000Z-forged.tar.zst")).unwrap();
+    let odoo_before = stack.service("odoo");
+    let out = stack.cli(&["backup", "restore", "20260101T000000Z-forged"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pg_restore") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let odoo = stack.service("odoo");
+    assert_eq!(odoo["since"], odoo_before["since"], "Odoo never stopped");
+    assert_eq!(odoo["id"], odoo_before["id"]);
+    assert_eq!(
+        rt.block_on(names(&stack, "res.partner", "id")),
+        after_safety
+    );
+    assert_eq!(odoo_volume(&stack).0, files_after_safety);
+    assert!(!odoo_volume(&stack)
+        .1
+        .iter()
+        .any(|v| v.starts_with(".plantd")));
+    let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
+    assert!(!dbs.contains("plantd_"), "{dbs}");
+}
