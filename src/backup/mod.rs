@@ -7,6 +7,8 @@
 //! Parts are streamed to files beside the archive, never held whole in memory, then packed;
 //! the archive is written under a temporary name and renamed when complete.
 
+pub mod retention;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
