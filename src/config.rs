@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod backup;
 mod stack;
+pub use backup::BackupConfig;
 pub use stack::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -64,6 +66,8 @@ struct RawConfig {
     #[serde(default)]
     replication: RawReplication,
     stack: Option<stack::RawStack>,
+    #[serde(default)]
+    backup: backup::RawBackup,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -103,6 +107,9 @@ pub struct PlantConfig {
     pub hubs: Vec<String>,
     /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
     pub stack: Option<StackConfig>,
+    pub backup: BackupConfig,
+    /// The file this came from, if any (backups keep a copy of it).
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,7 +346,10 @@ impl PlantConfig {
             ));
         }
         let stack = raw.stack.map(StackConfig::from_raw).transpose()?.flatten();
+        let backup = BackupConfig::from_raw(raw.backup)?;
         Ok(PlantConfig {
+            backup,
+            source: None,
             data_dir,
             hubs,
             stack,
@@ -375,7 +385,9 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<PlantConfig> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    Ok(PlantConfig::parse(&path.display().to_string(), &text)?)
+    let mut config = PlantConfig::parse(&path.display().to_string(), &text)?;
+    config.source = Some(path);
+    Ok(config)
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -624,6 +636,36 @@ max_group = 64
                 2,
                 "stack.surprise",
                 "unknown field",
+            ),
+            (
+                "[backup]\nschedule = \"daily 25:00\"\n",
+                2,
+                "backup.schedule",
+                "the hour must be 00 to 23",
+            ),
+            (
+                "[backup]\nschedule = \"weekly\"\n",
+                2,
+                "backup.schedule",
+                "\"daily 02:00\" or \"off\"",
+            ),
+            (
+                "[backup]\nkeep_daily = -1\n",
+                2,
+                "backup.keep_daily",
+                "invalid value",
+            ),
+            (
+                "[backup]\ntimezone = \"Mars/Olympus\"\n",
+                2,
+                "backup.timezone",
+                "not a time zone",
+            ),
+            (
+                "[backup]\nencrypt_to = [\"age1nope\"]\n",
+                2,
+                "backup.encrypt_to",
+                "not an age recipient",
             ),
         ];
         for (text, line, field, msg) in cases {

@@ -7,8 +7,6 @@
 //! Parts are streamed to files beside the archive, never held whole in memory, then packed;
 //! the archive is written under a temporary name and renamed when complete.
 
-pub mod retention;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +16,8 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub mod restore;
+pub mod retention;
+pub mod scheduler;
 
 use crate::config::PlantConfig;
 use crate::stack::docker::Engine;
@@ -289,9 +289,9 @@ fn feed(
     (reader, feeder)
 }
 
-/// Takes a backup of the running stack; `plant_toml` is the config file's text, if one was
-/// used. Returns it as listed.
-pub async fn take(config: &PlantConfig, plant_toml: Option<&str>) -> anyhow::Result<Listed> {
+/// Takes a backup of the running stack (with a copy of the config file the daemon was
+/// started from, if it was). Returns it as listed.
+pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
     let live = live(config).await?;
     let spec = &live.spec;
     let db = spec.odoo_database.clone();
@@ -302,7 +302,7 @@ pub async fn take(config: &PlantConfig, plant_toml: Option<&str>) -> anyhow::Res
     remove_leftovers(&backups);
     let work = backups.join(format!(".{id}.parts"));
     crate::plant::create_private_dir(&work)?;
-    let result = take_into(&live, &db, &id, &work, plant_toml, config).await;
+    let result = take_into(&live, &db, &id, &work, config).await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -312,7 +312,6 @@ async fn take_into(
     db: &str,
     id: &str,
     work: &Path,
-    plant_toml: Option<&str>,
     config: &PlantConfig,
 ) -> anyhow::Result<Listed> {
     let spec = &live.spec;
@@ -382,8 +381,10 @@ async fn take_into(
     parts.push(filestore.finish("filestore.tar").await?);
 
     let mut configs = vec![("config/odoo.conf", without_passwords(&spec.odoo_conf.1))];
-    if let Some(text) = plant_toml {
-        configs.push(("config/plant.toml", plant_toml_without_env(text)));
+    if let Some(source) = &config.source {
+        let text = std::fs::read_to_string(source)
+            .with_context(|| format!("reading {}", source.display()))?;
+        configs.push(("config/plant.toml", plant_toml_without_env(&text)));
     }
     for (name, text) in &configs {
         let path = work.join(name.replace('/', "_"));
@@ -595,6 +596,15 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
         );
     }
     Ok(manifest)
+}
+
+/// Deletes a backup (its archive and its verified mark).
+pub fn delete(data_dir: &Path, id: &str) -> anyhow::Result<()> {
+    check_id(id)?;
+    let path = archive_path(data_dir, id);
+    std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
+    let _ = std::fs::remove_file(verified_marker(data_dir, id));
+    Ok(())
 }
 
 /// The backups in `DATA_DIR/backups/`, oldest first.

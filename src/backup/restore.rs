@@ -120,7 +120,6 @@ fn plain_name(what: &str, name: &str) -> anyhow::Result<()> {
 
 pub async fn restore(
     config: &PlantConfig,
-    plant_toml: Option<&str>,
     id: &str,
     health_deadline: Duration,
 ) -> anyhow::Result<Restored> {
@@ -135,7 +134,7 @@ pub async fn restore(
     plain_name("stack.odoo.database", &db)?;
     let gate = Gate::find(config).await?;
 
-    let safety = super::take(config, plant_toml)
+    let safety = super::take(config)
         .await
         .context("taking the safety backup of the current data; nothing was changed")?;
     tracing::info!(id = %safety.id, "safety backup taken before the restore");

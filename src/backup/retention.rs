@@ -27,16 +27,6 @@
 //! is always kept, whatever the policy, even 0/0/0. Days, weeks and months are the plant's local
 //! calendar in its time zone, not UTC: a backup at 00:30 in Paris belongs to that Paris day.
 
-// Nothing in the daemon calls this module yet: the backup driver and the `plant.toml` fields
-// come next. `expect` rather than `allow`, so the attribute has to go once they do.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the backup driver that calls this module is not written yet"
-    )
-)]
-
 use std::fmt;
 use std::str::FromStr;
 
@@ -64,6 +54,7 @@ impl Schedule {
     pub const OFF: Schedule = Schedule { daily_at: None };
 
     /// A backup every day at `hour:minute` in the plant's local time (24-hour clock).
+    #[cfg(test)]
     pub fn daily(hour: i8, minute: i8) -> Result<Schedule, ScheduleError> {
         let input = format!("daily {hour:02}:{minute:02}");
         if !(0..=23).contains(&hour) {

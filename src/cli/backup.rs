@@ -3,12 +3,8 @@
 
 use crate::config::PlantConfig;
 
-pub async fn run(
-    config: &PlantConfig,
-    plant_toml: Option<String>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let taken = crate::backup::take(config, plant_toml.as_deref()).await?;
+pub async fn run(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
+    let taken = crate::backup::take(config).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&taken)?);
     } else {
@@ -52,13 +48,11 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
 
 pub async fn restore(
     config: &PlantConfig,
-    plant_toml: Option<String>,
     id: &str,
     health_deadline: std::time::Duration,
     json: bool,
 ) -> anyhow::Result<()> {
-    let done =
-        crate::backup::restore::restore(config, plant_toml.as_deref(), id, health_deadline).await?;
+    let done = crate::backup::restore::restore(config, id, health_deadline).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     } else {

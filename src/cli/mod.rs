@@ -278,20 +278,6 @@ struct Place {
 }
 
 impl Place {
-    /// The config file's text, when there is a file.
-    fn config_text(&self) -> anyhow::Result<Option<String>> {
-        let path = match &self.config {
-            Some(p) => p.clone(),
-            None if std::path::Path::new(config::DEFAULT_CONFIG_PATH).exists() => {
-                PathBuf::from(config::DEFAULT_CONFIG_PATH)
-            }
-            None => return Ok(None),
-        };
-        Ok(Some(std::fs::read_to_string(&path).map_err(|e| {
-            anyhow::anyhow!("reading config file {}: {e}", path.display())
-        })?))
-    }
-
     fn load(&self) -> anyhow::Result<PlantConfig> {
         let mut c = config::load(self.config.as_deref())?;
         if let Some(d) = &self.data_dir {
@@ -366,9 +352,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Backup(b) => match b {
-            BackupCommand::Run { place, json } => {
-                backup::run(&place.load()?, place.config_text()?, json).await
-            }
+            BackupCommand::Run { place, json } => backup::run(&place.load()?, json).await,
             BackupCommand::List { place, json } => backup::list(&place.load()?, json),
             BackupCommand::Verify { place, id } => backup::verify(&place.load()?, &id).await,
             BackupCommand::Restore {
@@ -378,7 +362,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             } => {
                 let config = place.load()?;
-                backup::restore(&config, place.config_text()?, &id, health_deadline, json).await
+                backup::restore(&config, &id, health_deadline, json).await
             }
         },
         Command::Images(i) => match i {

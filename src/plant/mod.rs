@@ -136,6 +136,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
             format!("Odoo on https://{addr} (/websocket to the gevent port)"),
         );
     }
+    let stack_handle = stack.clone();
     let control = Arc::new(Control {
         journal: journal.clone(),
         tokens,
@@ -148,6 +149,12 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         reload,
     });
     let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
+    let backups = tokio::spawn(crate::backup::scheduler::run(
+        config.clone(),
+        stack_handle,
+        health.clone(),
+        stop_rx.clone(),
+    ));
     let maintenance = tokio::spawn(maintain(
         journal.clone(),
         config.journal.prune_interval,
@@ -184,6 +191,8 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = control_task.await;
     let _ = maintenance.await;
+    // A backup in progress is abandoned: its parts are cleaned up by the next one.
+    backups.abort();
     journal.close().await;
     let _ = fs::remove_file(&socket_path);
     tracing::info!("plantd stopped; every accepted transaction is in the journal");

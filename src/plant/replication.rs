@@ -16,6 +16,7 @@ struct JournalSource {
     journal: Journal,
     data_dir: std::path::PathBuf,
     host: crate::telemetry::HostProbe,
+    health: Arc<Health>,
 }
 
 impl PlantJournal for JournalSource {
@@ -59,6 +60,8 @@ impl PlantJournal for JournalSource {
             "last_seq": stats.map(|s| s.last_seq),
             "oldest_unacked_age_s": stats.and_then(|s| s.oldest_unacked_age_s),
             "host": self.host.read(&self.data_dir),
+            // Every component's state, so that the hub sees a failed backup or a sick stack.
+            "components": self.health.snapshot(),
         })
         .to_string()
     }
@@ -139,6 +142,7 @@ pub fn start(
             journal: journal.clone(),
             data_dir: data_dir.to_path_buf(),
             host: Default::default(),
+            health: health.clone(),
         },
         report_tx,
         islanded_rx,

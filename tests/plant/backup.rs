@@ -486,3 +486,109 @@ fn a_restore_brings_back_exactly_the_backed_up_records_and_files() {
     let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
     assert!(!dbs.contains("plantd_"), "{dbs}");
 }
+
+/// A `[backup]` whose daily slot is the next whole UTC minute at least 20 s away.
+fn backup_soon(extra: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut slot = (now / 60 + 1) * 60;
+    if slot - now < 20 {
+        slot += 60;
+    }
+    let minute_of_day = (slot % 86_400) / 60;
+    format!(
+        "[backup]\nschedule = \"daily {:02}:{:02}\"\ntimezone = \"UTC\"\n{extra}",
+        minute_of_day / 60,
+        minute_of_day % 60
+    )
+}
+
+fn backup_component(stack: &TestStack) -> Value {
+    let out = stack.cli_ok(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "backup")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn list(stack: &TestStack) -> Vec<Value> {
+    serde_json::from_str(&stack.cli_ok(&["backup", "list", "--json"])).unwrap()
+}
+
+#[test]
+fn the_daemon_backs_up_on_schedule_verifies_prunes_and_alerts_on_failure() {
+    let mut stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    assert!(backup_component(&stack)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("off"));
+    // A backup by hand today, and two from long ago.
+    let manual = stack.cli_ok(&["backup", "run"]);
+    let manual = manual.lines().last().unwrap().trim().to_string();
+    let backups = stack.plant.data_dir.join("backups");
+    let archive = backups.join(format!("{manual}.tar.zst"));
+    for old in ["20250101T020000Z-0000a1", "20250301T020000Z-0000a2"] {
+        std::fs::copy(&archive, backups.join(format!("{old}.tar.zst"))).unwrap();
+    }
+    assert_eq!(list(&stack).len(), 3);
+
+    // Keep one a day for one day: after the scheduled backup, only it is left.
+    stack.restart_plantd(&backup_soon(
+        "keep_daily = 1\nkeep_weekly = 0\nkeep_monthly = 0\n",
+    ));
+    let detail = backup_component(&stack)["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("next backup at"), "{detail}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let scheduled = loop {
+        let listed = list(&stack);
+        if listed.len() == 1 && listed[0]["id"] != manual.as_str() {
+            break listed[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled backup, or the old ones were kept: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(scheduled["verified"], true, "{scheduled}");
+    let component = backup_component(&stack);
+    assert_eq!(component["state"], "ok", "{component}");
+    let detail = component["detail"].as_str().unwrap();
+    let id = scheduled["id"].as_str().unwrap();
+    assert!(
+        detail.contains(id) && detail.contains("3 older ones deleted"),
+        "{detail}"
+    );
+
+    // A scheduled backup that fails (its directory is not a directory) is an alert.
+    let aside = stack.plant.data_dir.join("backups.aside");
+    std::fs::rename(&backups, &aside).unwrap();
+    std::fs::write(&backups, b"not a directory").unwrap();
+    stack.restart_plantd(&backup_soon(""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let failed = loop {
+        let c = backup_component(&stack);
+        if c["state"] == "unhealthy" {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alert: {c}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the scheduled backup of") && detail.contains("retrying in 5 min"),
+        "{detail}"
+    );
+    std::fs::remove_file(&backups).unwrap();
+    std::fs::rename(&aside, &backups).unwrap();
+}
