@@ -24,6 +24,7 @@ need runuser util-linux   # PostgreSQL runs as its own user
 need /usr/lib/postgresql/15/bin/initdb postgresql-15   # the hub's store, a throwaway cluster per test
 need debootstrap debootstrap  # images/build-local.sh: the stack's images from Debian's packages
 need zstd zstd                # the backup test opens an archive with tar --zstd, as an admin would
+need age age                  # the backup test opens an encrypted archive with age, as an admin would
 need_docker_engine            # the stack tests run real containers
 images/build-local.sh         # builds the local images once; reused when present
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub mod archive;
 pub mod restore;
 pub mod retention;
 pub mod scheduler;
@@ -23,6 +24,7 @@ use crate::config::PlantConfig;
 use crate::stack::docker::Engine;
 use crate::stack::probe::Pg;
 use crate::stack::spec::{self, Service, StackSpec, DB_USER};
+use archive::Archive;
 
 /// The archive format's version, in the manifest.
 const FORMAT: u32 = 1;
@@ -63,14 +65,37 @@ pub struct Listed {
     pub created_at: String,
     pub size: u64,
     pub verified: bool,
+    /// Whether it is age-encrypted (`.tar.zst.age`).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Why its manifest could not be read, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("backups")
 }
 
-fn archive_path(data_dir: &Path, id: &str) -> PathBuf {
-    dir(data_dir).join(format!("{id}.tar.zst"))
+/// The archive's file name for `id`.
+fn archive_path(data_dir: &Path, id: &str, encrypted: bool) -> PathBuf {
+    let age = if encrypted { ".age" } else { "" };
+    dir(data_dir).join(format!("{id}.tar.zst{age}"))
+}
+
+/// The archive of backup `id`, plain or encrypted, with the keys to open it.
+fn find(data_dir: &Path, id: &str, keys: &archive::Keys) -> anyhow::Result<Archive> {
+    check_id(id)?;
+    for encrypted in [false, true] {
+        let path = archive_path(data_dir, id, encrypted);
+        if path.exists() {
+            return Ok(Archive {
+                path,
+                keys: keys.clone(),
+            });
+        }
+    }
+    bail!("no backup {id} in {}", dir(data_dir).display())
 }
 
 fn verified_marker(data_dir: &Path, id: &str) -> PathBuf {
@@ -236,16 +261,12 @@ async fn admin(live: &Live) -> anyhow::Result<Pg> {
     .map_err(|e| anyhow!("{e}"))
 }
 
-/// The backup `id`'s manifest, after every part was checked against it.
-async fn checked(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
-    check_id(id)?;
-    let path = archive_path(&config.data_dir, id);
-    if !path.exists() {
-        bail!("no backup {id} in {}", dir(&config.data_dir).display());
-    }
-    let manifest = read_manifest(&path)
+/// The manifest of `archive`, after every part was checked against it.
+async fn checked(archive: &Archive) -> anyhow::Result<Manifest> {
+    let path = archive.path.clone();
+    let manifest = read_manifest(archive)
         .with_context(|| format!("{} is not a usable backup", path.display()))?;
-    let checked = path.clone();
+    let checked = archive.clone();
     let expected = manifest.clone();
     tokio::task::spawn_blocking(move || check_parts(&checked, &expected.parts, &expected.database))
         .await
@@ -257,17 +278,17 @@ async fn checked(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
 /// Streams one part of an archive into the returned reader, from a blocking thread; the
 /// handle tells whether all of it was read. Dropping the reader early ends the thread.
 fn feed(
-    archive: &Path,
+    archive: &Archive,
     part: &'static str,
 ) -> (
     tokio::io::DuplexStream,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let (mut writer, reader) = tokio::io::duplex(1 << 16);
-    let archive = archive.to_path_buf();
+    let archive = archive.clone();
     let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let handle = tokio::runtime::Handle::current();
-        let mut tar = tar::Archive::new(zstd::Decoder::new(std::fs::File::open(&archive)?)?);
+        let mut tar = tar::Archive::new(archive.open()?);
         for entry in tar.entries()? {
             let mut entry = entry?;
             if entry.path()?.as_os_str() != part {
@@ -406,11 +427,13 @@ async fn take_into(
         tables,
         parts,
     };
-    let target = archive_path(&config.data_dir, id);
+    let recipients = archive::recipients(&config.data_dir, &config.backup.encrypt_to)?;
+    let encrypted = !recipients.is_empty();
+    let target = archive_path(&config.data_dir, id, encrypted);
     let work = work.to_path_buf();
     let manifest_copy = manifest.clone();
     let target_copy = target.clone();
-    tokio::task::spawn_blocking(move || pack(&work, &manifest_copy, &target_copy))
+    tokio::task::spawn_blocking(move || pack(&work, &manifest_copy, &target_copy, &recipients))
         .await
         .context("packing the archive")??;
     Ok(Listed {
@@ -419,6 +442,8 @@ async fn take_into(
         path: target,
         created_at: manifest.created_at,
         verified: false,
+        encrypted,
+        unreadable: None,
     })
 }
 
@@ -486,9 +511,14 @@ fn without_passwords(conf: &str) -> String {
 }
 
 /// Writes `manifest.json` and the parts into `target` (tar, zstd), under a temporary name.
-fn pack(work: &Path, manifest: &Manifest, target: &Path) -> anyhow::Result<()> {
-    let partial = target.with_extension("zst.partial");
-    let result = pack_into(work, manifest, &partial, target)
+fn pack(
+    work: &Path,
+    manifest: &Manifest,
+    target: &Path,
+    recipients: &[age::x25519::Recipient],
+) -> anyhow::Result<()> {
+    let partial = PathBuf::from(format!("{}.partial", target.display()));
+    let result = pack_into(work, manifest, &partial, target, recipients)
         .with_context(|| format!("writing {}", target.display()));
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
@@ -501,6 +531,7 @@ fn pack_into(
     manifest: &Manifest,
     partial: &Path,
     target: &Path,
+    recipients: &[age::x25519::Recipient],
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     // The archive holds the whole database: readable by root only.
@@ -510,7 +541,7 @@ fn pack_into(
         .truncate(true)
         .mode(0o600)
         .open(partial)?;
-    let mut encoder = zstd::Encoder::new(file, 3)?;
+    let mut encoder = zstd::Encoder::new(archive::Sink::new(file, recipients)?, 3)?;
     encoder.include_checksum(true)?;
     let mut tar = tar::Builder::new(encoder);
     let json = serde_json::to_vec_pretty(manifest)?;
@@ -519,7 +550,7 @@ fn pack_into(
         let mut f = std::fs::File::open(work.join(part.name.replace('/', "_")))?;
         append(&mut tar, &part.name, part.size, &mut f)?;
     }
-    let file = tar.into_inner()?.finish()?;
+    let file = tar.into_inner()?.finish()?.finish()?;
     file.sync_all()?;
     std::fs::rename(partial, target)?;
     if let Some(parent) = target.parent() {
@@ -568,10 +599,8 @@ fn append<W: Write>(
 }
 
 /// Reads the manifest (the archive's first entry).
-fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let decoder = zstd::Decoder::new(file).context("not a zstd stream")?;
-    let mut archive = tar::Archive::new(decoder);
+fn read_manifest(archive: &Archive) -> anyhow::Result<Manifest> {
+    let mut archive = tar::Archive::new(archive.open()?);
     let mut entries = archive.entries().context("not a tar archive")?;
     let mut first = entries
         .next()
@@ -600,8 +629,7 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
 
 /// Deletes a backup (its archive and its verified mark).
 pub fn delete(data_dir: &Path, id: &str) -> anyhow::Result<()> {
-    check_id(id)?;
-    let path = archive_path(data_dir, id);
+    let path = find(data_dir, id, &Default::default())?.path;
     std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
     let _ = std::fs::remove_file(verified_marker(data_dir, id));
     Ok(())
@@ -615,26 +643,43 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
+    let keys = archive::keys(data_dir, &[]).unwrap_or_default();
     let mut listed = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".tar.zst"))
-        else {
-            continue;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let (id, encrypted) = match (
+            name.strip_suffix(".tar.zst"),
+            name.strip_suffix(".tar.zst.age"),
+        ) {
+            (Some(id), _) => (id.to_string(), false),
+            (_, Some(id)) => (id.to_string(), true),
+            _ => continue,
         };
-        let created_at = match read_manifest(&path) {
-            Ok(m) => m.created_at,
-            Err(e) => format!("unreadable: {e:#}"),
+        if check_id(&id).is_err() {
+            continue;
+        }
+        let archive = Archive {
+            path: path.clone(),
+            keys: keys.clone(),
+        };
+        let (created_at, unreadable) = match read_manifest(&archive) {
+            Ok(m) => (m.created_at, None),
+            Err(e) => (
+                scheduler::taken_at(&id)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                Some(format!("{e:#}")),
+            ),
         };
         listed.push(Listed {
-            id: id.to_string(),
             size: std::fs::metadata(&path)?.len(),
-            verified: verified_marker(data_dir, id).exists(),
+            verified: verified_marker(data_dir, &id).exists(),
+            id,
             path,
             created_at,
+            encrypted,
+            unreadable,
         });
     }
     listed.sort_by(|a, b| a.id.cmp(&b.id));
@@ -644,9 +689,13 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
 /// Checks a backup: every part against its checksum, then a restore of the dump into a scratch
 /// database in the postgres container, whose row counts must equal the manifest's. The scratch
 /// database is dropped whatever happens.
-pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> {
-    let manifest = checked(config, id).await?;
-    let path = archive_path(&config.data_dir, id);
+pub async fn verify(
+    config: &PlantConfig,
+    id: &str,
+    keys: &archive::Keys,
+) -> anyhow::Result<Manifest> {
+    let archive = find(&config.data_dir, id, keys)?;
+    let manifest = checked(&archive).await?;
     let live = live(config).await?;
     let _lock = lock(&dir(&config.data_dir))?;
     let scratch = format!("plantd_verify_{}", random_hex(6)?);
@@ -661,7 +710,7 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<Manifest> 
             .await
             .context("creating the scratch database")?;
     }
-    let outcome = restore_and_count(&live, &path, &scratch, &manifest).await;
+    let outcome = restore_and_count(&live, &archive, &scratch, &manifest).await;
     let dropped = admin
         .client
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
@@ -697,14 +746,14 @@ impl<R: Read> Read for HashingReader<R> {
 /// also be a tar of plain files and directories under `filestore/DATABASE/`, which is all a
 /// restore unpacks. Where the archive is damaged, the error names the part the damage is in:
 /// a part read whole before the damage showed, whose checksum differs, is the one.
-fn check_parts(path: &Path, expected: &[Part], database: &str) -> anyhow::Result<()> {
+fn check_parts(archive: &Archive, expected: &[Part], database: &str) -> anyhow::Result<()> {
     for required in ["db.dump", "filestore.tar"] {
         if !expected.iter().any(|p| p.name == required) {
             bail!("manifest.json lists no {required}: not a complete plantd backup");
         }
     }
     let mut seen = BTreeMap::new();
-    let read = read_parts(path, database, &mut seen);
+    let read = read_parts(archive, database, &mut seen);
     let compare = |name: &String, (size, sha): &(u64, String)| -> anyhow::Result<()> {
         if name == "manifest.json" {
             return Ok(());
@@ -737,13 +786,16 @@ fn check_parts(path: &Path, expected: &[Part], database: &str) -> anyhow::Result
 
 /// Reads every entry, recording each one read whole as (size, SHA-256).
 fn read_parts(
-    path: &Path,
+    archive: &Archive,
     database: &str,
     seen: &mut BTreeMap<String, (u64, String)>,
 ) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path)?;
-    let mut archive = tar::Archive::new(zstd::Decoder::new(file)?);
     let mut current = String::from("the archive's first entry");
+    let mut archive = tar::Archive::new(
+        archive
+            .open()
+            .with_context(|| format!("the archive is damaged or truncated (in {current})"))?,
+    );
     let mut run = || -> anyhow::Result<()> {
         for entry in archive.entries()? {
             let entry = entry?;
@@ -800,12 +852,12 @@ fn check_filestore(reader: &mut dyn Read, database: &str) -> anyhow::Result<()> 
 
 async fn restore_and_count(
     live: &Live,
-    path: &Path,
+    archive: &Archive,
     scratch: &str,
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
     // The dump goes from the archive into pg_restore's standard input, through a pipe.
-    let (mut reader, feeder) = feed(path, "db.dump");
+    let (mut reader, feeder) = feed(archive, "db.dump");
     let mut sink = tokio::io::sink();
     let restored = live
         .engine
@@ -902,6 +954,69 @@ mod tests {
         file
     }
 
+    fn plain(path: &Path) -> Archive {
+        Archive {
+            path: path.to_path_buf(),
+            keys: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_encrypted_archive_opens_with_a_recipient_key_and_is_refused_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        std::fs::write(work.join("db.dump"), b"dump").unwrap();
+        let manifest = Manifest {
+            format: FORMAT,
+            id: "20261128T020000Z-abcdef".into(),
+            plant: "lyon".into(),
+            created_at: "2026-11-28T02:00:00Z".into(),
+            database: "odoo".into(),
+            postgres_version: "15".into(),
+            odoo_version: None,
+            modules: None,
+            tables: BTreeMap::new(),
+            parts: vec![part("db.dump", b"dump")],
+        };
+        let office = age::x25519::Identity::generate();
+        let plant = age::x25519::Identity::generate();
+        let target = dir.path().join("b.tar.zst.age");
+        pack(
+            &work,
+            &manifest,
+            &target,
+            &[office.to_public(), plant.to_public()],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&target).unwrap();
+        assert!(bytes.starts_with(b"age-encryption.org/v1"));
+        assert!(!bytes.windows(4).any(|w| w == b"dump"));
+        for key in [&office, &plant] {
+            let archive = Archive {
+                path: target.clone(),
+                keys: std::sync::Arc::new(vec![key.clone()]),
+            };
+            assert_eq!(read_manifest(&archive).unwrap(), manifest);
+            check_parts_allowing_no_filestore(&archive, &manifest);
+        }
+        let stranger = Archive {
+            path: target.clone(),
+            keys: std::sync::Arc::new(vec![age::x25519::Identity::generate()]),
+        };
+        let e = format!("{:#}", read_manifest(&stranger).unwrap_err());
+        assert!(e.contains("encrypted to none of the keys"), "{e}");
+        let e = format!("{:#}", read_manifest(&plain(&target)).unwrap_err());
+        assert!(e.contains("this plant has no backup key"), "{e}");
+    }
+
+    /// Every part read whole and matching (the test archive has no filestore.tar).
+    fn check_parts_allowing_no_filestore(archive: &Archive, manifest: &Manifest) {
+        let mut seen = BTreeMap::new();
+        read_parts(archive, &manifest.database, &mut seen).unwrap();
+        assert_eq!(seen["db.dump"].1, manifest.parts[0].sha256);
+    }
+
     fn part(name: &str, data: &[u8]) -> Part {
         Part {
             name: name.into(),
@@ -947,7 +1062,7 @@ mod tests {
             ("filestore.tar", &files[..]),
         ];
         let parts = vec![part("db.dump", b"dump"), part("filestore.tar", &files)];
-        check_parts(archive(&good).path(), &parts, "odoo").unwrap();
+        check_parts(&plain(archive(&good).path()), &parts, "odoo").unwrap();
 
         let mut cut = files.clone();
         cut.pop();
@@ -982,7 +1097,7 @@ mod tests {
         for (entries, parts, want) in cases {
             let e = format!(
                 "{:#}",
-                check_parts(archive(&entries).path(), &parts, "odoo").unwrap_err()
+                check_parts(&plain(archive(&entries).path()), &parts, "odoo").unwrap_err()
             );
             assert!(e.contains(want), "{e:?} should say {want:?}");
         }

@@ -19,12 +19,12 @@
 //! Renaming instead of restoring the safety backup on failure is faster, and cannot itself
 //! fail halfway through a `pg_restore`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
-use super::{archive_path, check_id, feed, lock, Live, Manifest};
+use super::archive::{Archive, Keys};
+use super::{feed, lock, Live, Manifest};
 use crate::config::PlantConfig;
 use crate::control::{self, Request, Response};
 use crate::stack::spec::Service;
@@ -121,11 +121,11 @@ fn plain_name(what: &str, name: &str) -> anyhow::Result<()> {
 pub async fn restore(
     config: &PlantConfig,
     id: &str,
+    keys: &Keys,
     health_deadline: Duration,
 ) -> anyhow::Result<Restored> {
-    check_id(id)?;
-    let path = archive_path(&config.data_dir, id);
-    let manifest = super::checked(config, id)
+    let archive = super::find(&config.data_dir, id, keys)?;
+    let manifest = super::checked(&archive)
         .await
         .with_context(|| format!("backup {id} is refused; nothing was changed"))?;
     plain_name("the backup's database", &manifest.database)?;
@@ -149,7 +149,7 @@ pub async fn restore(
         .batch_execute(&format!("CREATE DATABASE \"{staging}\""))
         .await
         .context("creating the staging database")?;
-    let staged = stage(&live, &path, &staging, &manifest).await;
+    let staged = stage(&live, &archive, &staging, &manifest).await;
     if let Err(e) = staged {
         let _ = admin
             .client
@@ -227,9 +227,14 @@ pub async fn restore(
 
 /// Restores the dump into `staging` (row counts checked) and unpacks the filestore beside
 /// Odoo's, both while Odoo runs.
-async fn stage(live: &Live, path: &Path, staging: &str, manifest: &Manifest) -> anyhow::Result<()> {
-    super::restore_and_count(live, path, staging, manifest).await?;
-    let (mut reader, feeder) = feed(path, "filestore.tar");
+async fn stage(
+    live: &Live,
+    archive: &Archive,
+    staging: &str,
+    manifest: &Manifest,
+) -> anyhow::Result<()> {
+    super::restore_and_count(live, archive, staging, manifest).await?;
+    let (mut reader, feeder) = feed(archive, "filestore.tar");
     let script = format!(
         "rm -rf /var/lib/odoo/{STAGED} && mkdir -p /var/lib/odoo/{STAGED} && exec tar -xf - -C /var/lib/odoo/{STAGED}"
     );

@@ -164,7 +164,8 @@ fn newest(config: &PlantConfig) -> Option<Timestamp> {
 /// One scheduled backup: take, verify, prune. Returns what to report.
 async fn once(config: &PlantConfig, tz: &jiff::tz::TimeZone) -> anyhow::Result<String> {
     let taken = super::take(config).await?;
-    super::verify(config, &taken.id).await.map_err(|e| {
+    let keys = super::archive::keys(&config.data_dir, &[])?;
+    super::verify(config, &taken.id, &keys).await.map_err(|e| {
         anyhow::anyhow!(
             "backup {} was taken but failed its verification: {e:#}",
             taken.id

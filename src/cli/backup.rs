@@ -37,8 +37,13 @@ pub fn list(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
-    let manifest = crate::backup::verify(config, id).await?;
+pub async fn verify(
+    config: &PlantConfig,
+    id: &str,
+    identities: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
+    let keys = crate::backup::archive::keys(&config.data_dir, identities)?;
+    let manifest = crate::backup::verify(config, id, &keys).await?;
     println!(
         "backup {id} verified: every part matches its checksum, and the dump restored into a scratch database with the same rows in all {} tables",
         manifest.tables.len()
@@ -49,10 +54,12 @@ pub async fn verify(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
 pub async fn restore(
     config: &PlantConfig,
     id: &str,
+    identities: &[std::path::PathBuf],
     health_deadline: std::time::Duration,
     json: bool,
 ) -> anyhow::Result<()> {
-    let done = crate::backup::restore::restore(config, id, health_deadline).await?;
+    let keys = crate::backup::archive::keys(&config.data_dir, identities)?;
+    let done = crate::backup::restore::restore(config, id, &keys, health_deadline).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     } else {

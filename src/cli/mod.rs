@@ -229,6 +229,9 @@ enum BackupCommand {
         #[command(flatten)]
         place: Place,
         id: String,
+        /// An age identity file that opens encrypted archives (besides the plant's own key).
+        #[arg(long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
     },
     /// Put a backup's database and filestore in place of the current ones. Takes a safety
     /// backup first; Odoo is down only for the swap; if Odoo is not healthy after it, the
@@ -240,6 +243,9 @@ enum BackupCommand {
         /// How long Odoo has to answer its health probe on the restored data.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         health_deadline: std::time::Duration,
+        /// An age identity file that opens encrypted archives (besides the plant's own key).
+        #[arg(long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -354,15 +360,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(b) => match b {
             BackupCommand::Run { place, json } => backup::run(&place.load()?, json).await,
             BackupCommand::List { place, json } => backup::list(&place.load()?, json),
-            BackupCommand::Verify { place, id } => backup::verify(&place.load()?, &id).await,
+            BackupCommand::Verify {
+                place,
+                id,
+                identities,
+            } => backup::verify(&place.load()?, &id, &identities).await,
             BackupCommand::Restore {
                 place,
                 id,
                 health_deadline,
+                identities,
                 json,
             } => {
                 let config = place.load()?;
-                backup::restore(&config, &id, health_deadline, json).await
+                backup::restore(&config, &id, &identities, health_deadline, json).await
             }
         },
         Command::Images(i) => match i {

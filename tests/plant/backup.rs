@@ -592,3 +592,111 @@ fn the_daemon_backs_up_on_schedule_verifies_prunes_and_alerts_on_failure() {
     std::fs::remove_file(&backups).unwrap();
     std::fs::rename(&aside, &backups).unwrap();
 }
+
+#[test]
+fn encrypted_backups_open_with_age_and_restore_and_a_wrong_key_is_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let office_key = keys.path().join("office.txt");
+    let gen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&office_key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let public = String::from_utf8_lossy(&gen.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_string();
+    let stack = TestStack::start(&format!(
+        "[backup]\nschedule = \"off\"\nencrypt_to = [\"{public}\"]\n"
+    ));
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    rt.block_on(odoo_call(
+        &stack,
+        "res.partner",
+        "create",
+        json!([{"name": "Plant Graz"}]),
+    ));
+    let taken: Value = serde_json::from_str(&stack.cli_ok(&["backup", "run", "--json"])).unwrap();
+    let id = taken["id"].as_str().unwrap().to_string();
+    let path = std::path::PathBuf::from(taken["path"].as_str().unwrap());
+    assert!(path.to_str().unwrap().ends_with(".tar.zst.age"), "{path:?}");
+    assert_eq!(taken["encrypted"], true);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"));
+
+    // The office's key opens it with the standard age and tar.
+    let dir = tempfile::tempdir().unwrap();
+    let open = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i '{}' '{}' | tar --zstd -xf - -C '{}'",
+            office_key.display(),
+            path.display(),
+            dir.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["id"], id.as_str());
+
+    // The plant verifies with its own key; listed, it says encrypted.
+    stack.cli_ok(&["backup", "verify", &id]);
+    let listed = list(&stack);
+    assert_eq!(listed[0]["encrypted"], true);
+    assert_eq!(listed[0]["verified"], true);
+
+    // Without the plant's key, only the office's opens it; a stranger's is refused, by name.
+    let own = stack.plant.data_dir.join("backup-identity.txt");
+    let aside = keys.path().join("plant-key.txt");
+    std::fs::rename(&own, &aside).unwrap();
+    let stranger = keys.path().join("stranger.txt");
+    assert!(Command::new("age-keygen")
+        .arg("-o")
+        .arg(&stranger)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    for args in [vec![], vec!["--identity", stranger.to_str().unwrap()]] {
+        let out = stack.cli(&[&["backup", "verify", &id][..], &args[..]].concat());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("encrypted to none of the keys") && err.contains("--identity"),
+            "{err}"
+        );
+        let out = stack.cli(&[&["backup", "restore", &id][..], &args[..]].concat());
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    }
+    rt.block_on(odoo_call(
+        &stack,
+        "res.partner",
+        "create",
+        json!([{"name": "Plant Linz"}]),
+    ));
+    // The safety backup a restore takes first is encrypted too, and needs the plant's key:
+    // put it back, and restore with the office's key given.
+    std::fs::rename(&aside, &own).unwrap();
+    stack.cli_ok(&[
+        "backup",
+        "restore",
+        &id,
+        "--identity",
+        office_key.to_str().unwrap(),
+    ]);
+    let names: Vec<String> = rt
+        .block_on(names(&stack, "res.partner", "id"))
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(names, ["Plant Graz"]);
+}
