@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub mod archive;
+pub mod odoo_zip;
 pub mod restore;
 pub mod retention;
 pub mod scheduler;
@@ -50,8 +51,15 @@ pub struct Manifest {
     pub postgres_version: String,
     /// `base`'s version in Odoo's module table, where there is one.
     pub odoo_version: Option<String>,
-    /// Installed Odoo modules, where readable.
-    pub modules: Option<Vec<String>>,
+    /// Installed Odoo modules and their versions, where readable.
+    pub modules: Option<BTreeMap<String, String>>,
+    /// Odoo's own answer to `common.version` when the backup was taken (`server_version`,
+    /// `server_version_info`, ...), where it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odoo_server: Option<serde_json::Value>,
+    /// The file a backup was imported from (`plantd backup import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     /// Rows per table when the dump was taken (the same snapshot).
     pub tables: BTreeMap<String, i64>,
     pub parts: Vec<Part>,
@@ -275,8 +283,41 @@ async fn checked(archive: &Archive) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-/// Streams one part of an archive into the returned reader, from a blocking thread; the
-/// handle tells whether all of it was read. Dropping the reader early ends the thread.
+/// What a blocking producer writes comes out of the returned reader; the handle tells
+/// whether the producer finished. Dropping the reader early makes its next write fail.
+fn pipe<F>(
+    produce: F,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send + 'static,
+{
+    struct Blocking(tokio::runtime::Handle, tokio::io::DuplexStream);
+    impl Write for Blocking {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .block_on(tokio::io::AsyncWriteExt::write_all(&mut self.1, buf))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (writer, reader) = tokio::io::duplex(1 << 16);
+    let handle = tokio::runtime::Handle::current();
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut out = Blocking(handle, writer);
+        produce(&mut out)?;
+        out.0
+            .block_on(tokio::io::AsyncWriteExt::shutdown(&mut out.1))?;
+        Ok(())
+    });
+    (reader, producer)
+}
+
+/// Streams one part of an archive into the returned reader (see [`pipe`]).
 fn feed(
     archive: &Archive,
     part: &'static str,
@@ -284,30 +325,18 @@ fn feed(
     tokio::io::DuplexStream,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let (mut writer, reader) = tokio::io::duplex(1 << 16);
     let archive = archive.clone();
-    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let handle = tokio::runtime::Handle::current();
+    pipe(move |out| {
         let mut tar = tar::Archive::new(archive.open()?);
         for entry in tar.entries()? {
             let mut entry = entry?;
-            if entry.path()?.as_os_str() != part {
-                continue;
+            if entry.path()?.as_os_str() == part {
+                std::io::copy(&mut entry, out)?;
+                return Ok(());
             }
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = entry.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                handle.block_on(tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n]))?;
-            }
-            handle.block_on(tokio::io::AsyncWriteExt::shutdown(&mut writer))?;
-            return Ok(());
         }
         bail!("{part} is missing from the archive")
-    });
-    (reader, feeder)
+    })
 }
 
 /// Takes a backup of the running stack (with a copy of the config file the daemon was
@@ -424,9 +453,19 @@ async fn take_into(
         postgres_version,
         odoo_version,
         modules,
+        odoo_server: odoo_server(live).await,
+        imported_from: None,
         tables,
         parts,
     };
+    store(config, work, manifest).await
+}
+
+/// Packs the parts in `work` with `manifest` into the backup directory (encrypted when
+/// `backup.encrypt_to` says so); returns the backup as listed.
+async fn store(config: &PlantConfig, work: &Path, manifest: Manifest) -> anyhow::Result<Listed> {
+    let id = manifest.id.clone();
+    let id = id.as_str();
     let recipients = archive::recipients(&config.data_dir, &config.backup.encrypt_to)?;
     let encrypted = !recipients.is_empty();
     let target = archive_path(&config.data_dir, id, encrypted);
@@ -447,8 +486,36 @@ async fn take_into(
     })
 }
 
+/// Odoo's answer to `common.version` (its server version and version_info), if it answers.
+async fn odoo_server(live: &Live) -> Option<serde_json::Value> {
+    let ip = live
+        .engine
+        .address(&live.spec, &live.spec.get(Service::Odoo).container)
+        .await
+        .ok()?;
+    let http = crate::stack::probe::http_client().ok()?;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "call",
+        "params": {"service": "common", "method": "version", "args": []}});
+    let answer: serde_json::Value = http
+        .post(format!(
+            "http://{}/jsonrpc",
+            std::net::SocketAddr::new(ip, 8069)
+        ))
+        .json(&body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    answer.get("result").filter(|r| r.is_object()).cloned()
+}
+
 /// `base`'s version and the installed modules, when Odoo's module table is there.
-async fn odoo_modules(client: &tokio_postgres::Client) -> (Option<String>, Option<Vec<String>>) {
+async fn odoo_modules(
+    client: &tokio_postgres::Client,
+) -> (Option<String>, Option<BTreeMap<String, String>>) {
     // Asked first, so that no failing statement aborts the snapshot's transaction.
     let odoo = client
         .query_one(
@@ -474,7 +541,14 @@ async fn odoo_modules(client: &tokio_postgres::Client) -> (Option<String>, Optio
         .iter()
         .find(|r| r.get::<_, String>(0) == "base")
         .and_then(|r| r.get::<_, Option<String>>(1));
-    (version, Some(rows.iter().map(|r| r.get(0)).collect()))
+    let modules = rows
+        .iter()
+        .map(|r| {
+            let version: Option<String> = r.get(1);
+            (r.get(0), version.unwrap_or_default())
+        })
+        .collect();
+    (version, Some(modules))
 }
 
 /// plant.toml with the values of every `[stack.SERVICE.env]` left out: that is where an
@@ -976,6 +1050,8 @@ mod tests {
             postgres_version: "15".into(),
             odoo_version: None,
             modules: None,
+            odoo_server: None,
+            imported_from: None,
             tables: BTreeMap::new(),
             parts: vec![part("db.dump", b"dump")],
         };

@@ -1,10 +1,14 @@
-//! `plantd backup run|list|verify|restore`: straight to the Docker engine and the backup
+//! `plantd backup run|list|verify|restore|export|import`: straight to the Docker engine and the backup
 //! directory (a restore asks the daemon, when one runs, to hold Odoo).
 
 use crate::config::PlantConfig;
 
 pub async fn run(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
     let taken = crate::backup::take(config).await?;
+    print_taken(&taken, json)
+}
+
+fn print_taken(taken: &crate::backup::Listed, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&taken)?);
     } else {
@@ -73,4 +77,30 @@ pub async fn restore(
         );
     }
     Ok(())
+}
+
+pub async fn export(
+    config: &PlantConfig,
+    id: &str,
+    identities: &[std::path::PathBuf],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let keys = crate::backup::archive::keys(&config.data_dir, identities)?;
+    let done = crate::backup::odoo_zip::export(config, id, &keys, out).await?;
+    println!(
+        "backup {id} written as an Odoo database-manager zip: {} ({}, {} filestore files)",
+        done.file.display(),
+        bytesize::ByteSize(done.size),
+        done.files
+    );
+    Ok(())
+}
+
+pub async fn import(
+    config: &PlantConfig,
+    file: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let taken = crate::backup::odoo_zip::import(config, file).await?;
+    print_taken(&taken, json)
 }

@@ -233,6 +233,29 @@ enum BackupCommand {
         #[arg(long = "identity", value_name = "FILE")]
         identities: Vec<PathBuf>,
     },
+    /// Write a backup as Odoo's database-manager zip (dump.sql, filestore/, manifest.json),
+    /// which Odoo's database manager and odoo.sh restore.
+    Export {
+        #[command(flatten)]
+        place: Place,
+        id: String,
+        /// The zip to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        odoo_zip: PathBuf,
+        /// An age identity file that opens encrypted archives (besides the plant's own key).
+        #[arg(long = "identity", value_name = "FILE")]
+        identities: Vec<PathBuf>,
+    },
+    /// Make a backup from an Odoo database-manager or odoo.sh zip; prints its id, which
+    /// `plantd backup restore` then restores.
+    Import {
+        #[command(flatten)]
+        place: Place,
+        /// The zip.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a backup's database and filestore in place of the current ones. Takes a safety
     /// backup first; Odoo is down only for the swap; if Odoo is not healthy after it, the
     /// data it had before is put back.
@@ -365,6 +388,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 id,
                 identities,
             } => backup::verify(&place.load()?, &id, &identities).await,
+            BackupCommand::Export {
+                place,
+                id,
+                odoo_zip,
+                identities,
+            } => backup::export(&place.load()?, &id, &identities, &odoo_zip).await,
+            BackupCommand::Import { place, file, json } => {
+                backup::import(&place.load()?, &file, json).await
+            }
             BackupCommand::Restore {
                 place,
                 id,

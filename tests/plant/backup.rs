@@ -700,3 +700,151 @@ fn encrypted_backups_open_with_age_and_restore_and_a_wrong_key_is_refused() {
         .collect();
     assert_eq!(names, ["Plant Graz"]);
 }
+
+/// A zip of `(name, data)` entries, written as given.
+fn write_zip(path: &std::path::Path, entries: &[(&str, &[u8])]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, data) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, data).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn an_exported_odoo_zip_imports_back_and_restores_the_same_records() {
+    let stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    rt.block_on(async {
+        let partners = json!([[{"name": "Plant Lyon"}, {"name": "Plant Turin"}]]);
+        odoo_call(&stack, "res.partner", "create", partners).await;
+        let label = json!([{"name": "label.txt", "datas": b64("hello zip")}]);
+        odoo_call(&stack, "ir.attachment", "create", label).await;
+    });
+    let backed_up = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    let id = stack.cli_ok(&["backup", "run"]);
+    let id = id.lines().last().unwrap().trim().to_string();
+
+    // The zip is Odoo's database-manager format.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lyon.zip");
+    let said = stack.cli_ok(&["backup", "export", &id, "--odoo-zip", out.to_str().unwrap()]);
+    assert!(said.contains("1 filestore files"), "{said}");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let names_in_zip: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
+    assert_eq!(names_in_zip[0], "dump.sql", "{names_in_zip:?}");
+    assert!(names_in_zip.contains(&"manifest.json".to_string()));
+    let mut sql = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("dump.sql").unwrap(), &mut sql).unwrap();
+    assert!(sql.contains("PostgreSQL database dump") && sql.contains("CREATE TABLE"));
+    assert!(sql.contains("Plant Turin"), "the rows are in the SQL");
+    assert!(!sql.contains("OWNER TO"), "no owners, as Odoo's own dumps");
+    let attachment = names_in_zip
+        .iter()
+        .find(|n| n.starts_with("filestore/") && !n.ends_with('/'))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        attachment.matches('/').count(),
+        2,
+        "filestore/ab/abcd...: {attachment}"
+    );
+    let mut content = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name(&attachment).unwrap(), &mut content).unwrap();
+    assert_eq!(content, "hello zip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("manifest.json").unwrap(), &mut text).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(manifest["odoo_dump"], "1");
+    assert_eq!(manifest["db_name"], "odoo");
+    assert_eq!(manifest["pg_version"], "15.0");
+    assert_eq!(
+        manifest["version"], "19.0",
+        "the emulator's version_info: {manifest}"
+    );
+    assert_eq!(manifest["major_version"], "19.0");
+    assert!(manifest["version_info"].is_array(), "{manifest}");
+    assert!(manifest["modules"].is_object(), "{manifest}");
+
+    // Imported back, it is a new backup that verifies and restores the same records.
+    rt.block_on(async {
+        odoo_call(
+            &stack,
+            "res.partner",
+            "create",
+            json!([{"name": "Plant Porto"}]),
+        )
+        .await;
+        let all: Vec<i64> =
+            serde_json::from_value(odoo_call(&stack, "ir.attachment", "search", json!([[]])).await)
+                .unwrap();
+        odoo_call(&stack, "ir.attachment", "unlink", json!([all])).await;
+    });
+    let imported: Value =
+        serde_json::from_str(&stack.cli_ok(&["backup", "import", out.to_str().unwrap(), "--json"]))
+            .unwrap();
+    let new_id = imported["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, id);
+    stack.cli_ok(&["backup", "verify", &new_id]);
+    stack.cli_ok(&["backup", "restore", &new_id]);
+    let now = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    assert_eq!(now, backed_up);
+
+    // Zips that are not Odoo backups are refused, saying why, and leave nothing behind.
+    let before = list(&stack).len();
+    let bad = |name: &str, entries: &[(&str, &[u8])]| {
+        let path = dir.path().join(name);
+        write_zip(&path, entries);
+        path
+    };
+    let not_zip = dir.path().join("notes.zip");
+    std::fs::write(&not_zip, "just text").unwrap();
+    let cases = [
+        (not_zip, "not a zip archive"),
+        (
+            bad("no-dump.zip", &[("manifest.json", b"{}")]),
+            "no dump.sql",
+        ),
+        (
+            bad(
+                "escape.zip",
+                &[("dump.sql", b"SELECT 1;"), ("../../etc/cron.d/x", b"x")],
+            ),
+            "points outside",
+        ),
+        (
+            bad(
+                "bad-sql.zip",
+                &[(
+                    "dump.sql",
+                    b"CREATE TABLE t (id int);\nINSERT INTO nowhere VALUES (1);\n",
+                )],
+            ),
+            "nowhere",
+        ),
+    ];
+    for (file, want) in cases {
+        let out = stack.cli(&["backup", "import", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{file:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want) && err.contains("nothing was made"),
+            "{file:?}: {err}"
+        );
+    }
+    assert_eq!(list(&stack).len(), before);
+    let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
+    assert!(!dbs.contains("plantd_"), "{dbs}");
+}

@@ -1,0 +1,477 @@
+//! Odoo's own backup format, the database manager's zip (also what odoo.sh hands out):
+//! `dump.sql` (plain SQL, `pg_dump --no-owner`) first, then `filestore/` (the database's
+//! attachments, without the database's name in the path) and `manifest.json` (`odoo_dump`,
+//! `db_name`, `version`, `version_info`, `major_version`, `pg_version`, `modules`).
+//!
+//! `export` turns a backup into such a zip: the custom-format dump becomes SQL through
+//! `pg_restore -f -` in the postgres container (no database touched), the filestore's files
+//! are copied across. `import` makes a new backup from one: the SQL is run by `psql` (stopping
+//! at the first error) into a scratch database in the postgres container, which is counted and
+//! dumped as the backup's `db.dump`, then dropped; the files become `filestore.tar`. The zip
+//! is checked before anything is made: a zip without `dump.sql`, with names outside its own
+//! directory, or with SQL that `psql` rejects, leaves no backup and no database behind.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::archive::{Archive, Keys};
+use super::{HashingFile, Listed, Manifest, Part, COUNT_TABLES, FORMAT};
+use crate::config::PlantConfig;
+use crate::stack::spec::{Service, DB_USER};
+
+/// What an export wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Exported {
+    pub file: PathBuf,
+    pub size: u64,
+    pub files: usize,
+}
+
+/// Odoo's version fields for the zip's manifest, from what the backup recorded.
+fn odoo_release(manifest: &Manifest) -> (String, serde_json::Value) {
+    let server = manifest.odoo_server.as_ref();
+    let version = server
+        .and_then(|s| s.get("server_version"))
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .or_else(|| {
+            // base's module version is "18.0.1.3": the release is its first two numbers.
+            let base = manifest.odoo_version.as_deref()?;
+            let mut parts = base.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let info = server
+        .and_then(|s| s.get("server_version_info"))
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut n = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+            serde_json::json!([
+                n.next().unwrap_or(0),
+                n.next().unwrap_or(0),
+                0,
+                "final",
+                0,
+                ""
+            ])
+        });
+    (version, info)
+}
+
+fn zip_error(e: zip::result::ZipError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+pub async fn export(
+    config: &PlantConfig,
+    id: &str,
+    keys: &Keys,
+    out: &Path,
+) -> anyhow::Result<Exported> {
+    let archive = super::find(&config.data_dir, id, keys)?;
+    let manifest = super::checked(&archive).await?;
+    if out.exists() {
+        bail!("{} exists; plantd does not overwrite it", out.display());
+    }
+    let live = super::live(config).await?;
+    let sql_path = PathBuf::from(format!("{}.dump.sql.partial", out.display()));
+    let zip_path = PathBuf::from(format!("{}.partial", out.display()));
+    let result = async {
+        // The custom-format dump, as the plain SQL Odoo's restore runs.
+        let (mut reader, feeder) = super::feed(&archive, "db.dump");
+        let mut sql = HashingFile::create(&sql_path).await?;
+        let converted = live
+            .engine
+            .exec(
+                &live.spec.get(Service::Postgres).container,
+                &["pg_restore", "--no-owner", "-f", "-"],
+                Some(&mut reader),
+                &mut sql,
+            )
+            .await;
+        drop(reader);
+        let fed = feeder.await.context("reading db.dump from the archive")?;
+        converted.map_err(|e| anyhow!("turning db.dump into SQL: {e}"))?;
+        fed.context("reading db.dump from the archive")?;
+        sql.finish("dump.sql").await?;
+        let (archive, manifest) = (archive.clone(), manifest.clone());
+        let (sql_path, zip_path, out) = (sql_path.clone(), zip_path.clone(), out.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            write_zip(&archive, &manifest, &sql_path, &zip_path, &out)
+        })
+        .await
+        .context("writing the zip")?
+    }
+    .await;
+    let _ = std::fs::remove_file(&sql_path);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&zip_path);
+    }
+    result
+}
+
+fn write_zip(
+    archive: &Archive,
+    manifest: &Manifest,
+    sql: &Path,
+    partial: &Path,
+    out: &Path,
+) -> anyhow::Result<Exported> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true)
+        .unix_permissions(0o644);
+    zip.start_file("dump.sql", options).map_err(zip_error)?;
+    std::io::copy(&mut std::fs::File::open(sql)?, &mut zip)?;
+
+    let prefix = Path::new("filestore").join(&manifest.database);
+    let mut files = 0;
+    let mut tar = tar::Archive::new(archive.open()?);
+    for entry in tar.entries()? {
+        let entry = entry?;
+        if entry.path()?.as_os_str() != "filestore.tar" {
+            continue;
+        }
+        let mut inner = tar::Archive::new(entry);
+        for file in inner.entries()? {
+            let mut file = file?;
+            if !file.header().entry_type().is_file() {
+                continue;
+            }
+            let path = file.path()?.to_path_buf();
+            let Ok(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let name = Path::new("filestore").join(rest);
+            zip.start_file(name.to_string_lossy(), options)
+                .map_err(zip_error)?;
+            std::io::copy(&mut file, &mut zip)?;
+            files += 1;
+        }
+    }
+
+    let (version, version_info) = odoo_release(manifest);
+    let major_version = version.clone();
+    let pg_version = manifest
+        .postgres_version
+        .split('.')
+        .next()
+        .map(|major| format!("{major}.0"))
+        .unwrap_or_default();
+    let odoo_manifest = serde_json::json!({
+        "odoo_dump": "1",
+        "db_name": manifest.database,
+        "version": version,
+        "version_info": version_info,
+        "major_version": major_version,
+        "pg_version": pg_version,
+        "modules": manifest.modules.clone().unwrap_or_default(),
+    });
+    zip.start_file("manifest.json", options)
+        .map_err(zip_error)?;
+    zip.write_all(&serde_json::to_vec_pretty(&odoo_manifest)?)?;
+    let file = zip.finish().map_err(zip_error)?;
+    file.sync_all()?;
+    std::fs::rename(partial, out)?;
+    Ok(Exported {
+        file: out.to_path_buf(),
+        size: std::fs::metadata(out)?.len(),
+        files,
+    })
+}
+
+/// What a zip holds, checked before anything is made from it.
+struct Contents {
+    /// Odoo's manifest.json, if it has one.
+    manifest: Option<serde_json::Value>,
+    /// Indexes of the filestore's files, with their paths under `filestore/`.
+    files: Vec<(usize, PathBuf)>,
+}
+
+fn inspect(zip_path: &Path) -> anyhow::Result<Contents> {
+    let file =
+        std::fs::File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| anyhow!("not a zip archive: {e}"))?;
+    let mut has_dump = false;
+    let mut manifest = None;
+    let mut files = Vec::new();
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).map_err(|e| anyhow!("entry {i}: {e}"))?;
+        let raw = entry.name().map_err(zip_error)?.to_string();
+        let Some(name) = entry.enclosed_name() else {
+            bail!("{raw:?} points outside the zip's own directory");
+        };
+        if name == Path::new("dump.sql") {
+            has_dump = true;
+        } else if name == Path::new("manifest.json") {
+            if entry.size() > 16 << 20 {
+                bail!("manifest.json is over 16 MiB");
+            }
+            let mut text = String::new();
+            entry
+                .take(16 << 20)
+                .read_to_string(&mut text)
+                .context("manifest.json")?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow!("manifest.json, line {}: {e}", e.line()))?;
+            if !value.is_object() {
+                bail!("manifest.json is not a JSON object");
+            }
+            manifest = Some(value);
+        } else if let Ok(rest) = name.strip_prefix("filestore") {
+            if entry.is_file() && !rest.as_os_str().is_empty() {
+                files.push((i, rest.to_path_buf()));
+            }
+        }
+    }
+    if !has_dump {
+        bail!("it has no dump.sql: not a zip from Odoo's database manager (a backup \"with filestore\", as zip) or odoo.sh");
+    }
+    Ok(Contents { manifest, files })
+}
+
+/// Makes a new backup from an Odoo zip; returns it as listed.
+pub async fn import(config: &PlantConfig, zip_path: &Path) -> anyhow::Result<Listed> {
+    let checked = zip_path.to_path_buf();
+    let contents = tokio::task::spawn_blocking(move || inspect(&checked))
+        .await
+        .context("reading the zip")?
+        .with_context(|| format!("{} is refused; nothing was made", zip_path.display()))?;
+    let live = super::live(config).await?;
+    let backups = super::dir(&config.data_dir);
+    crate::plant::create_private_dir(&backups)?;
+    let _lock = super::lock(&backups)?;
+    super::remove_leftovers(&backups);
+    let id = super::new_id()?;
+    let work = backups.join(format!(".{id}.parts"));
+    crate::plant::create_private_dir(&work)?;
+    let scratch = format!("plantd_import_{}", super::random_hex(6)?);
+    let admin = super::admin(&live).await?;
+    admin
+        .client
+        .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
+        .await
+        .context("creating the scratch database")?;
+    let made = make(config, &live, zip_path, &contents, &scratch, &id, &work).await;
+    let dropped = admin
+        .client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
+        .await;
+    admin.close().await;
+    let _ = std::fs::remove_dir_all(&work);
+    let listed =
+        made.with_context(|| format!("{} is refused; nothing was made", zip_path.display()))?;
+    dropped.context("dropping the scratch database")?;
+    Ok(listed)
+}
+
+async fn make(
+    config: &PlantConfig,
+    live: &super::Live,
+    zip_path: &Path,
+    contents: &Contents,
+    scratch: &str,
+    id: &str,
+    work: &Path,
+) -> anyhow::Result<Listed> {
+    let pg_container = &live.spec.get(Service::Postgres).container;
+    // dump.sql into the scratch database, stopping at its first error.
+    let source = zip_path.to_path_buf();
+    let (mut reader, feeder) = super::pipe(move |out| {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&source)?).map_err(zip_error)?;
+        let mut sql = zip.by_name("dump.sql").map_err(zip_error)?;
+        std::io::copy(&mut sql, out)?;
+        Ok(())
+    });
+    let mut sink = tokio::io::sink();
+    let ran = live
+        .engine
+        .exec(
+            pg_container,
+            &[
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                DB_USER,
+                "-d",
+                scratch,
+                "-f",
+                "-",
+            ],
+            Some(&mut reader),
+            &mut sink,
+        )
+        .await;
+    drop(reader);
+    let fed = feeder.await.context("reading dump.sql from the zip")?;
+    ran.map_err(|e| anyhow!("dump.sql: {e}"))?;
+    fed.context("reading dump.sql from the zip")?;
+
+    let pg = crate::stack::probe::Pg::connect(
+        live.pg,
+        &live.spec.secrets,
+        scratch,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    let tables: BTreeMap<String, i64> = pg
+        .client
+        .query(COUNT_TABLES, &[])
+        .await
+        .context("counting the imported tables' rows")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let postgres_version: String = pg
+        .client
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    let (odoo_version, modules) = super::odoo_modules(&pg.client).await;
+    pg.close().await;
+
+    let mut parts = Vec::new();
+    let mut dump = HashingFile::create(&work.join("db.dump")).await?;
+    live.engine
+        .exec(
+            pg_container,
+            &["pg_dump", "-U", DB_USER, "-Fc", "-d", scratch],
+            None,
+            &mut dump,
+        )
+        .await
+        .map_err(|e| anyhow!("dumping the imported database: {e}"))?;
+    parts.push(dump.finish("db.dump").await?);
+
+    let database = live.spec.odoo_database.clone();
+    let source = zip_path.to_path_buf();
+    let files = contents.files.clone();
+    let tar_path = work.join("filestore.tar");
+    let db = database.clone();
+    parts.push(
+        tokio::task::spawn_blocking(move || filestore_tar(&source, &files, &db, &tar_path))
+            .await
+            .context("writing filestore.tar")??,
+    );
+
+    let zip_manifest = contents.manifest.clone().unwrap_or_default();
+    let modules = modules.or_else(|| {
+        let m = zip_manifest.get("modules")?.as_object()?;
+        Some(
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+        )
+    });
+    let odoo_server = zip_manifest.get("version").map(|v| {
+        serde_json::json!({
+            "server_version": v,
+            "server_version_info": zip_manifest.get("version_info").cloned().unwrap_or_default(),
+        })
+    });
+    let manifest = Manifest {
+        format: FORMAT,
+        id: id.to_string(),
+        plant: live.spec.name.clone(),
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        database,
+        postgres_version,
+        odoo_version,
+        modules,
+        odoo_server,
+        imported_from: zip_path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string()),
+        tables,
+        parts,
+    };
+    super::store(config, work, manifest).await
+}
+
+/// The zip's `filestore/` files as `filestore.tar`, under `filestore/DATABASE/`, owned by
+/// Odoo's user (101) as in Odoo's image.
+fn filestore_tar(
+    zip_path: &Path,
+    files: &[(usize, PathBuf)],
+    database: &str,
+    out: &Path,
+) -> anyhow::Result<Part> {
+    struct Hashing<W> {
+        inner: W,
+        digest: ring::digest::Context,
+        size: u64,
+    }
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.digest.update(&buf[..n]);
+            self.size += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?).map_err(zip_error)?;
+    let file = std::fs::File::create(out)?;
+    let mut tar = tar::Builder::new(Hashing {
+        inner: std::io::BufWriter::new(file),
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
+        size: 0,
+    });
+    let base = Path::new("filestore").join(database);
+    let mut dirs = std::collections::BTreeSet::new();
+    let header_for = |kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(101);
+        h.set_gid(101);
+        h.set_mtime(0);
+        h
+    };
+    for d in [Path::new("filestore").to_path_buf(), base.clone()] {
+        let mut h = header_for(tar::EntryType::Directory, 0, 0o755);
+        tar.append_data(&mut h, &d, std::io::empty())?;
+        dirs.insert(d);
+    }
+    for (index, rest) in files {
+        let path = base.join(rest);
+        for parent in path.ancestors().skip(1) {
+            if parent.starts_with(&base) && dirs.insert(parent.to_path_buf()) {
+                let mut h = header_for(tar::EntryType::Directory, 0, 0o755);
+                tar.append_data(&mut h, parent, std::io::empty())?;
+            }
+        }
+        let entry = zip.by_index(*index).map_err(zip_error)?;
+        let mut h = header_for(tar::EntryType::Regular, entry.size(), 0o644);
+        tar.append_data(&mut h, &path, entry)
+            .with_context(|| format!("filestore/{}", rest.display()))?;
+    }
+    let mut hashing = tar.into_inner()?;
+    hashing.flush()?;
+    hashing.inner.get_ref().sync_all()?;
+    Ok(Part {
+        name: "filestore.tar".into(),
+        size: hashing.size,
+        sha256: super::hex(hashing.digest.finish().as_ref()),
+    })
+}
