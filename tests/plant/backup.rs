@@ -848,3 +848,157 @@ fn an_exported_odoo_zip_imports_back_and_restores_the_same_records() {
     let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
     assert!(!dbs.contains("plantd_"), "{dbs}");
 }
+
+/// The archive's parts, extracted with tar into `dir`; returns the manifest and the entry
+/// names in archive order.
+fn extract(archive: &std::path::Path, dir: &std::path::Path) -> (Value, Vec<String>) {
+    let tar = Command::new("tar")
+        .args(["--zstd", "-xf"])
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut order = vec!["manifest.json".to_string()];
+    order.extend(
+        manifest["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string()),
+    );
+    (manifest, order)
+}
+
+/// Packs `files` (name, bytes) in order as plantd does: tar, zstd.
+fn repack(out: &std::path::Path, files: &[(String, Vec<u8>)]) {
+    let encoder = zstd::Encoder::new(std::fs::File::create(out).unwrap(), 3).unwrap();
+    let mut tar = tar::Builder::new(encoder);
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        tar.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn one_flipped_byte_in_any_part_is_named_by_verify() {
+    let stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    harness::rt().block_on(async {
+        let label = json!([{"name": "label.txt", "datas": b64(&"label ".repeat(2000))}]);
+        odoo_call(&stack, "ir.attachment", "create", label).await;
+    });
+    let id = stack.cli_ok(&["backup", "run"]);
+    let id = id.lines().last().unwrap().trim().to_string();
+    let backups = stack.plant.data_dir.join("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, order) = extract(&backups.join(format!("{id}.tar.zst")), dir.path());
+    assert_eq!(order.len(), 5, "{order:?}");
+    let files: Vec<(String, Vec<u8>)> = order
+        .iter()
+        .map(|n| (n.clone(), std::fs::read(dir.path().join(n)).unwrap()))
+        .collect();
+    // The untouched repack verifies: only the flip makes the difference.
+    repack(&backups.join(format!("{id}-same.tar.zst")), &files);
+    stack.cli_ok(&["backup", "verify", &format!("{id}-same")]);
+    for (i, name) in order.iter().enumerate() {
+        let mut flipped = files.clone();
+        let data = &mut flipped[i].1;
+        // manifest.json: its first byte, so that it no longer parses; others: the middle.
+        let at = if i == 0 { 0 } else { data.len() / 2 };
+        data[at] ^= 0x01;
+        let copy = format!("{id}-flip{i}");
+        repack(&backups.join(format!("{copy}.tar.zst")), &flipped);
+        let out = stack.cli(&["backup", "verify", &copy]);
+        assert!(!out.status.success(), "a flip in {name} must not verify");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name.as_str()), "a flip in {name}: {err}");
+        for other in order
+            .iter()
+            .filter(|o| *o != name && !name.contains(o.as_str()))
+        {
+            assert!(
+                !err.contains(&format!("{other}:")),
+                "a flip in {name} blames {other}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_backup_killed_midway_leaves_nothing_listed_and_the_next_one_succeeds() {
+    let stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    // Enough rows that the dump takes a few seconds.
+    let fill = Command::new("docker")
+        .args(["exec", &stack.container("postgres"), "psql", "-U", "odoo", "-d", "odoo", "-c"])
+        .arg("CREATE TABLE filler AS SELECT i, md5(i::text) || md5((i * 7)::text) AS pad FROM generate_series(1, 3000000) AS i")
+        .output()
+        .unwrap();
+    assert!(
+        fill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    let backups = stack.plant.data_dir.join("backups");
+    let mut child = Command::new(harness::BIN)
+        .args(stack.args(&["backup", "run"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while it writes the dump.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let dumping = std::fs::read_dir(&backups).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".parts"))
+                .and_then(|e| std::fs::metadata(e.path().join("db.dump")).ok())
+        });
+        if dumping.is_some_and(|m| m.len() > 1 << 20) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dump never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(list(&stack).is_empty(), "{:?}", list(&stack));
+    let left: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(left.iter().any(|n| n.ends_with(".parts")), "{left:?}");
+
+    let id = stack.cli_ok(&["backup", "run"]);
+    let id = id.lines().last().unwrap().trim().to_string();
+    let listed = list(&stack);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    stack.cli_ok(&["backup", "verify", &id]);
+    let left: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".parts") || n.ends_with(".partial"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the killed backup's leftovers are cleaned: {left:?}"
+    );
+}

@@ -102,7 +102,7 @@ impl TestStack {
         format!("{}-{service}", self.name)
     }
 
-    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+    pub fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
         let mut v = rest.to_vec();
         v.extend([
             "--config",
