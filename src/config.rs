@@ -176,6 +176,10 @@ pub struct HubConfig {
     /// this host's name.
     #[serde(default)]
     pub names: Vec<String>,
+    /// How many of each plant's offsite backup copies the hub keeps (`[backups]`: keep_daily,
+    /// keep_weekly, keep_monthly; by default 7, 4 and 3, as at the plant).
+    #[serde(default)]
+    pub backups: crate::backup::retention::Policy,
 }
 
 fn default_hub_data_dir() -> PathBuf {

@@ -76,6 +76,9 @@ pub struct Listed {
     /// Whether it is age-encrypted (`.tar.zst.age`).
     #[serde(default)]
     pub encrypted: bool,
+    /// Whether the hub holds a copy.
+    #[serde(default)]
+    pub offsite: bool,
     /// Why its manifest could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
@@ -245,7 +248,7 @@ fn new_id() -> anyhow::Result<String> {
 }
 
 /// Refuses what cannot be a backup id, before it becomes part of a path.
-fn check_id(id: &str) -> anyhow::Result<()> {
+pub fn check_id(id: &str) -> anyhow::Result<()> {
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -482,6 +485,7 @@ async fn store(config: &PlantConfig, work: &Path, manifest: Manifest) -> anyhow:
         created_at: manifest.created_at,
         verified: false,
         encrypted,
+        offsite: false,
         unreadable: None,
     })
 }
@@ -706,6 +710,7 @@ pub fn delete(data_dir: &Path, id: &str) -> anyhow::Result<()> {
     let path = find(data_dir, id, &Default::default())?.path;
     std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
     let _ = std::fs::remove_file(verified_marker(data_dir, id));
+    let _ = std::fs::remove_file(crate::sync::offsite::offsite_marker(&dir(data_dir), id));
     Ok(())
 }
 
@@ -749,6 +754,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
         listed.push(Listed {
             size: std::fs::metadata(&path)?.len(),
             verified: verified_marker(data_dir, &id).exists(),
+            offsite: crate::sync::offsite::offsite_marker(&dir, &id).exists(),
             id,
             path,
             created_at,

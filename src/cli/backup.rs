@@ -28,15 +28,24 @@ pub fn list(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
-    println!("{:<24} {:<32} {:>10}  VERIFIED", "ID", "CREATED", "SIZE");
+    println!(
+        "{:<24} {:<26} {:>10}  {:<8} {:<9} {:<7}",
+        "ID", "CREATED", "SIZE", "VERIFIED", "ENCRYPTED", "OFFSITE"
+    );
+    let yes = |b: bool| if b { "yes" } else { "no" };
     for b in &listed {
         println!(
-            "{:<24} {:<32} {:>10}  {}",
+            "{:<24} {:<26} {:>10}  {:<8} {:<9} {:<7}",
             b.id,
             b.created_at,
             bytesize::ByteSize(b.size).to_string(),
-            if b.verified { "yes" } else { "no" }
+            yes(b.verified),
+            yes(b.encrypted),
+            yes(b.offsite)
         );
+        if let Some(why) = &b.unreadable {
+            println!("    unreadable: {why}");
+        }
     }
     Ok(())
 }
@@ -103,4 +112,45 @@ pub async fn import(
 ) -> anyhow::Result<()> {
     let taken = crate::backup::odoo_zip::import(config, file).await?;
     print_taken(&taken, json)
+}
+
+pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = crate::backup::dir(&config.data_dir);
+    crate::backup::check_id(id)?;
+    let enrollment = crate::enrollment::load(&config.data_dir)?.context(
+        "this plant is not enrolled with a hub; `plantd enroll` first (a rebuilt plant enrolls again under its name)",
+    )?;
+    let client = crate::enrollment::quic_client(&config.data_dir)?;
+    let hubs = if config.hubs.is_empty() {
+        enrollment.quic.clone()
+    } else {
+        config.hubs.clone()
+    };
+    crate::plant::create_private_dir(&dir)?;
+    let mut failures = Vec::new();
+    for hub in &hubs {
+        let attempt = async {
+            let (endpoint, conn) = crate::sync::plant::connect(&client, hub).await?;
+            let got = crate::sync::offsite::fetch(&conn, id, &dir).await;
+            conn.close(0u32.into(), b"bye");
+            endpoint.wait_idle().await;
+            got
+        };
+        match attempt.await {
+            Ok(path) => {
+                // It came from the hub: it is offsite already.
+                let _ = crate::pki::write_atomic(
+                    &crate::sync::offsite::offsite_marker(&dir, id),
+                    b"fetched from the hub\n",
+                    0o600,
+                );
+                println!("fetched from {hub}: {}", path.display());
+                println!("{id}");
+                return Ok(());
+            }
+            Err(e) => failures.push(format!("{hub}: {e:#}")),
+        }
+    }
+    anyhow::bail!("backup {id} could not be fetched: {}", failures.join("; "))
 }

@@ -50,6 +50,14 @@ enum HubCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The offsite backup copies the hub holds for a plant (in DATA_DIR/backups/PLANT/).
+    Backups {
+        #[arg(long, value_name = "NAME")]
+        plant: String,
+        /// Print JSON (objects with id, name, size, sha256, created_at).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +116,26 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     let Some(command) = args.command else {
         return crate::hub::run(config).await;
     };
+    if let HubCommand::Backups { plant, json } = &command {
+        // The hub's own directory: no database needed.
+        check_plant_name(plant)?;
+        let held = crate::hub::backups(&config).list(plant)?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&held)?);
+        } else {
+            println!("{:<24} {:>10}  {:<22} SHA-256", "ID", "SIZE", "CREATED");
+            for c in &held {
+                println!(
+                    "{:<24} {:>10}  {:<22} {}",
+                    c.id,
+                    bytesize::ByteSize(c.size).to_string(),
+                    c.created_at,
+                    c.sha256
+                );
+            }
+        }
+        return Ok(());
+    }
     let store = Store::connect(&config.database).await?;
     match command {
         HubCommand::Token(HubTokenCommand::Create { plant, ttl }) => {
@@ -171,6 +199,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
     Ok(())
 }

@@ -246,6 +246,13 @@ enum BackupCommand {
         #[arg(long = "identity", value_name = "FILE")]
         identities: Vec<PathBuf>,
     },
+    /// Copy a backup back from the hub (after losing this server: enroll again, then fetch);
+    /// a cut-off fetch resumes. Prints the id.
+    Fetch {
+        #[command(flatten)]
+        place: Place,
+        id: String,
+    },
     /// Make a backup from an Odoo database-manager or odoo.sh zip; prints its id, which
     /// `plantd backup restore` then restores.
     Import {
@@ -394,6 +401,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 odoo_zip,
                 identities,
             } => backup::export(&place.load()?, &id, &identities, &odoo_zip).await,
+            BackupCommand::Fetch { place, id } => backup::fetch(&place.load()?, &id).await,
             BackupCommand::Import { place, file, json } => {
                 backup::import(&place.load()?, &file, json).await
             }

@@ -25,6 +25,16 @@ pub struct Hub {
     pub ca: HubCa,
     /// The QUIC addresses plants are told to dial.
     pub advertise: Vec<String>,
+    /// Where plants' offsite backup copies are kept, and for how long.
+    pub backups: crate::sync::offsite::HubBackups,
+}
+
+/// The hub's offsite backup store of a hub config.
+pub fn backups(config: &HubConfig) -> crate::sync::offsite::HubBackups {
+    crate::sync::offsite::HubBackups {
+        dir: config.data_dir.join("backups"),
+        policy: config.backups,
+    }
 }
 
 /// The names in the hub's certificate when the config names none.
@@ -81,6 +91,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
 
     let hub = Arc::new(Hub {
+        backups: backups(&config),
         config,
         ca,
         advertise,

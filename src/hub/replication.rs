@@ -26,6 +26,13 @@ impl HubStore for Store {
         Store::store(self, plant, entries).await
     }
 
+    async fn plant_for_cert(
+        &mut self,
+        cert_sha256: &str,
+    ) -> anyhow::Result<Result<String, String>> {
+        Store::plant_for_cert(self, cert_sha256).await
+    }
+
     async fn telemetry(&mut self, plant: &str, body: &str) -> anyhow::Result<()> {
         self.record_telemetry(plant, body).await
     }
@@ -45,7 +52,9 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 }
             };
             let result = match Store::open(&hub.config.database).await {
-                Ok(mut store) => crate::sync::hub::run_session(conn, &mut store).await,
+                Ok(mut store) => {
+                    crate::sync::hub::run_session(conn, &mut store, &hub.backups).await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

@@ -225,6 +225,28 @@ impl Store {
 
     /// The plant holding this certificate, and the next seq the hub needs from it; an error
     /// message when it may not replicate.
+    /// The plant holding the certificate with this SHA-256, unless it is revoked.
+    pub async fn plant_for_cert(
+        &self,
+        cert_sha256: &str,
+    ) -> anyhow::Result<Result<String, String>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT name, revoked_at IS NOT NULL FROM plants WHERE cert_sha256 = $1",
+                &[&cert_sha256],
+            )
+            .await?;
+        Ok(match row {
+            None => Err("this certificate belongs to no enrolled plant; enroll again".into()),
+            Some(r) if r.get::<_, bool>(1) => Err(format!(
+                "plant {:?} is revoked at the hub",
+                r.get::<_, String>(0)
+            )),
+            Some(r) => Ok(r.get(0)),
+        })
+    }
+
     pub async fn authorize(
         &self,
         cert_sha256: &str,

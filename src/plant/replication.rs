@@ -124,6 +124,7 @@ pub fn start(
         client,
         session: Default::default(),
         link: Default::default(),
+        backups: Some(crate::backup::dir(data_dir)),
     };
     health.set(
         "replication",

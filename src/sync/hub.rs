@@ -8,6 +8,7 @@ use anyhow::Context;
 use quinn::Connection;
 use rustls::pki_types::CertificateDer;
 
+use super::offsite::{self, HubBackups};
 use super::session::{HubAction, HubEvent, HubSession};
 use super::transport::{read_frame, write_frame};
 use super::wire::{Entry, Frame, RefuseCode};
@@ -30,6 +31,12 @@ pub trait HubStore: Send {
         plant: &str,
         entries: &[Entry],
     ) -> impl Future<Output = anyhow::Result<u64>> + Send;
+
+    /// The plant holding the certificate with this SHA-256 (not revoked), or why none.
+    fn plant_for_cert(
+        &mut self,
+        cert_sha256: &str,
+    ) -> impl Future<Output = anyhow::Result<Result<String, String>>> + Send;
 
     /// Keeps the plant's latest telemetry snapshot (JSON, as sent).
     fn telemetry(
@@ -59,16 +66,43 @@ pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
     certs.first().map(|c| crate::pki::sha256_hex(c))
 }
 
-/// Serves one plant connection until it ends.
-pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow::Result<()> {
+/// Serves one plant connection until it ends: its replication session (the first stream,
+/// opened with a hello), its telemetry, and its backup streams (see [`offsite`]). A
+/// connection whose first stream asks for a backup instead is served that one stream: a
+/// rebuilt plant fetches before it replicates.
+pub async fn run_session(
+    conn: Connection,
+    store: &mut impl HubStore,
+    backups: &HubBackups,
+) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
         .context("waiting for the session stream")?;
-    let mut session = HubSession::default();
-    let mut plant = String::new();
     let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let first = read_frame(&mut recv, &mut buf)
+        .await?
+        .context("the plant closed its first stream at once")?;
+    if matches!(first, Frame::BackupFetch { .. } | Frame::BackupOffer { .. }) {
+        let plant = match store.plant_for_cert(&fingerprint).await? {
+            Ok(plant) => plant,
+            Err(message) => {
+                let refuse = Frame::Refuse {
+                    code: RefuseCode::Forbidden,
+                    message: message.clone(),
+                };
+                let _ = write_frame(&mut send, &refuse, &mut out).await;
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                anyhow::bail!(message);
+            }
+        };
+        return offsite::serve(backups, &plant, first, send, recv, buf).await;
+    }
+    let mut session = HubSession::default();
+    session.handle(HubEvent::Frame(first));
+    let mut plant = String::new();
     let mut telemetry: Option<quinn::RecvStream> = None;
     let mut tbuf = Vec::new();
     loop {
@@ -130,6 +164,22 @@ pub async fn run_session(conn: Connection, store: &mut impl HubStore) -> anyhow:
                     return Err(e);
                 }
             },
+            // Backups have streams of their own, once the plant is known.
+            bi = conn.accept_bi(), if !plant.is_empty() => {
+                let (bsend, mut brecv) = bi?;
+                let (backups, plant) = (backups.clone(), plant.clone());
+                tokio::spawn(async move {
+                    let mut bbuf = Vec::new();
+                    let result = match read_frame(&mut brecv, &mut bbuf).await {
+                        Ok(Some(first)) => offsite::serve(&backups, &plant, first, bsend, brecv, bbuf).await,
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup stream ended");
+                    }
+                });
+            }
             // Telemetry has its own stream, so a long backlog never delays it.
             uni = conn.accept_uni(), if telemetry.is_none() => telemetry = Some(uni?),
             frame = read_telemetry(&mut telemetry, &mut tbuf) => match frame {

@@ -47,6 +47,8 @@ pub struct Target {
     pub client: ClientConfig,
     pub session: PlantSettings,
     pub link: LinkSettings,
+    /// The backup directory whose archives are copied to the hub, if any.
+    pub backups: Option<std::path::PathBuf>,
 }
 
 /// How long a connection attempt may take before the next replica is tried.
@@ -148,6 +150,24 @@ async fn connect_and_run(
     reconnects: u64,
     connected_at: &mut Option<Instant>,
 ) -> anyhow::Result<()> {
+    let (endpoint, conn) = connect(&target.client, hub).await?;
+    *connected_at = Some(Instant::now());
+    link.connected(Instant::now());
+    let uploader = target
+        .backups
+        .clone()
+        .map(|dir| tokio::spawn(super::offsite::run_uploader(conn.clone(), dir)));
+    let result = session(&conn, target, journal, link, report, hub, reconnects).await;
+    if let Some(u) = uploader {
+        u.abort();
+    }
+    conn.close(0u32.into(), b"bye");
+    endpoint.wait_idle().await;
+    result
+}
+
+/// A connection to `hub` ("host:port"), with the endpoint that carries it.
+pub async fn connect(client: &ClientConfig, hub: &str) -> anyhow::Result<(Endpoint, Connection)> {
     let (host, addr) = resolve(hub).await?;
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse().expect("valid")
@@ -155,18 +175,13 @@ async fn connect_and_run(
         "0.0.0.0:0".parse().expect("valid")
     };
     let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
-    endpoint.set_default_client_config(target.client.clone());
+    endpoint.set_default_client_config(client.clone());
     let connecting = endpoint.connect(addr, &host)?;
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("no answer from hub {hub} within {CONNECT_TIMEOUT:?}"))?
         .with_context(|| format!("connecting to hub {hub}"))?;
-    *connected_at = Some(Instant::now());
-    link.connected(Instant::now());
-    let result = session(&conn, target, journal, link, report, hub, reconnects).await;
-    conn.close(0u32.into(), b"bye");
-    endpoint.wait_idle().await;
-    result
+    Ok((endpoint, conn))
 }
 
 async fn resolve(hub: &str) -> anyhow::Result<(String, SocketAddr)> {

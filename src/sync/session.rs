@@ -453,7 +453,7 @@ impl HubSession {
     }
 }
 
-fn frame_name(f: &Frame) -> &'static str {
+pub(crate) fn frame_name(f: &Frame) -> &'static str {
     match f {
         Frame::Hello { .. } => "hello",
         Frame::Resume { .. } => "resume",
@@ -461,6 +461,11 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Ack { .. } => "ack",
         Frame::Refuse { .. } => "refuse",
         Frame::Telemetry { .. } => "telemetry",
+        Frame::BackupOffer { .. } => "backup offer",
+        Frame::BackupFrom { .. } => "backup from",
+        Frame::BackupChunk { .. } => "backup chunk",
+        Frame::BackupStored { .. } => "backup stored",
+        Frame::BackupFetch { .. } => "backup fetch",
     }
 }
 

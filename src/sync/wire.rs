@@ -46,6 +46,21 @@ pub enum Frame {
     Refuse { code: RefuseCode, message: String },
     /// Plant → hub, on its own stream: a JSON health snapshot.
     Telemetry { body: String },
+    /// First on a backup stream, plant → hub (an upload) or hub → plant (a fetch's answer):
+    /// the archive file `name` (`ID.tar.zst` or `ID.tar.zst.age`), its size and SHA-256.
+    BackupOffer {
+        name: String,
+        size: u64,
+        sha256: String,
+    },
+    /// Hub → plant, after an offer: send from this byte on (what a cut-off upload left).
+    BackupFrom { offset: u64 },
+    /// Either way: the next bytes of the archive.
+    BackupChunk { data: Vec<u8> },
+    /// Hub → plant: the whole archive is stored and its SHA-256 matches.
+    BackupStored { name: String },
+    /// First on a backup stream, plant → hub: send me backup `id` from byte `offset` on.
+    BackupFetch { id: String, offset: u64 },
 }
 
 /// Why a side ends the session.
@@ -166,6 +181,30 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(6);
             put_str(out, body);
         }
+        Frame::BackupOffer { name, size, sha256 } => {
+            out.push(7);
+            put_str(out, name);
+            out.extend_from_slice(&size.to_be_bytes());
+            put_str(out, sha256);
+        }
+        Frame::BackupFrom { offset } => {
+            out.push(8);
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        Frame::BackupChunk { data } => {
+            out.push(9);
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        Frame::BackupStored { name } => {
+            out.push(10);
+            put_str(out, name);
+        }
+        Frame::BackupFetch { id, offset } => {
+            out.push(11);
+            put_str(out, id);
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -277,6 +316,11 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         4 => "ack",
         5 => "refuse",
         6 => "telemetry",
+        7 => "backup offer",
+        8 => "backup from",
+        9 => "backup chunk",
+        10 => "backup stored",
+        11 => "backup fetch",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -328,6 +372,27 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         6 => Frame::Telemetry {
             body: r.string("body")?,
         },
+        7 => Frame::BackupOffer {
+            name: r.string("name")?,
+            size: r.u64("size")?,
+            sha256: r.string("sha256")?,
+        },
+        8 => Frame::BackupFrom {
+            offset: r.u64("offset")?,
+        },
+        9 => {
+            let len = r.u32("data")? as usize;
+            Frame::BackupChunk {
+                data: r.take(len, "data")?.to_vec(),
+            }
+        }
+        10 => Frame::BackupStored {
+            name: r.string("name")?,
+        },
+        11 => Frame::BackupFetch {
+            id: r.string("id")?,
+            offset: r.u64("offset")?,
+        },
         _ => {
             let code = r.u8("code")?;
             let code = RefuseCode::from_u8(code).ok_or_else(|| r.bad("code", code as u64))?;
@@ -378,6 +443,23 @@ mod tests {
             Frame::Telemetry {
                 body: r#"{"depth":3}"#.into(),
             },
+            Frame::BackupOffer {
+                name: "20261128T020000Z-abcdef.tar.zst".into(),
+                size: 1 << 33,
+                sha256: "ab".repeat(32),
+            },
+            Frame::BackupFrom { offset: 12345 },
+            Frame::BackupChunk {
+                data: vec![0, 1, 2, 255],
+            },
+            Frame::BackupChunk { data: vec![] },
+            Frame::BackupStored {
+                name: "x.tar.zst.age".into(),
+            },
+            Frame::BackupFetch {
+                id: "20261128T020000Z-abcdef".into(),
+                offset: 7,
+            },
         ]
     }
 
@@ -416,7 +498,7 @@ mod tests {
                 offset: 1
             })
         );
-        assert_eq!(decode(&[0, 0, 0, 1, 9]), Err(WireError::UnknownType(9)));
+        assert_eq!(decode(&[0, 0, 0, 1, 99]), Err(WireError::UnknownType(99)));
         assert_eq!(decode(&[0, 0, 0, 0]), Err(WireError::Empty));
         assert_eq!(
             decode(&[0xff, 0, 0, 0]),

@@ -1002,3 +1002,128 @@ fn a_backup_killed_midway_leaves_nothing_listed_and_the_next_one_succeeds() {
         "the killed backup's leftovers are cleaned: {left:?}"
     );
 }
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_hub_keeps_a_copy_that_rebuilds_a_lost_plant() {
+    let pg = crate::fleet::Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = crate::fleet::Hub::start(
+        &dir.path().join("hub"),
+        &pg,
+        crate::fleet::free_udp_addr(),
+        None,
+    );
+    let extra = "[backup]\nschedule = \"off\"\n";
+    let mut stack = TestStack::start(extra);
+    let name = stack.name.clone();
+    let out = crate::fleet::enroll(&stack.plant.data_dir, &hub, &hub.token("lyon", "1h"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.restart_plantd(extra);
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    rt.block_on(async {
+        let partners = json!([[{"name": "Plant Lyon"}, {"name": "Plant Turin"}]]);
+        odoo_call(&stack, "res.partner", "create", partners).await;
+        let label = json!([{"name": "label.txt", "datas": b64("offsite label")}]);
+        odoo_call(&stack, "ir.attachment", "create", label).await;
+    });
+    let backed_up = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    let taken: Value = serde_json::from_str(&stack.cli_ok(&["backup", "run", "--json"])).unwrap();
+    let id = taken["id"].as_str().unwrap().to_string();
+    let local_sha = sha256_of(std::path::Path::new(taken["path"].as_str().unwrap()));
+
+    // The daemon copies it to the hub on its own (it looks every 30 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while list(&stack)[0]["offsite"] != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never copied: {:?}",
+            list(&stack)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let held = hub.cli(&["backups", "--plant", "lyon", "--json"]);
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    let held: Vec<Value> = serde_json::from_slice(&held.stdout).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["id"], id.as_str());
+    assert_eq!(held[0]["sha256"], local_sha.as_str(), "the same bytes");
+    let copy = hub.data_dir.join(format!(
+        "backups/lyon/{}",
+        held[0]["name"].as_str().unwrap()
+    ));
+    assert_eq!(sha256_of(&copy), local_sha);
+
+    // The plant server is lost: its containers, volumes and data directory.
+    drop(stack);
+    let stack = TestStack::start_named(name, extra);
+    stack.wait_all_healthy(Duration::from_secs(120));
+    assert!(
+        rt.block_on(names(&stack, "res.partner", "id")).is_empty(),
+        "a new, empty Odoo"
+    );
+    let out = crate::fleet::enroll(&stack.plant.data_dir, &hub, &hub.token("lyon", "1h"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A fetch cut off earlier resumes; one whose start is not the archive's is refused by
+    // its checksum and starts over.
+    let backups = stack.plant.data_dir.join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let partial = backups.join(format!(".{id}.fetch.partial"));
+    let bytes = std::fs::read(&copy).unwrap();
+    let mut wrong = bytes[..1000].to_vec();
+    wrong[10] ^= 0xff;
+    std::fs::write(&partial, &wrong).unwrap();
+    let out = stack.cli(&["backup", "fetch", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another SHA-256"));
+    assert!(!partial.exists(), "the bad partial fetch is deleted");
+    std::fs::write(&partial, &bytes[..bytes.len() / 2]).unwrap();
+    let out = stack.cli_ok(&["backup", "fetch", &id]);
+    assert_eq!(out.lines().last().unwrap().trim(), id);
+    let listed = list(&stack);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        sha256_of(std::path::Path::new(listed[0]["path"].as_str().unwrap())),
+        local_sha
+    );
+
+    // Restored, the rebuilt plant has the records and files again.
+    stack.cli_ok(&["backup", "restore", &id]);
+    let now = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    assert_eq!(now, backed_up);
+    let missing = stack.cli(&["backup", "fetch", "20200101T000000Z-000000"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no backup"));
+}

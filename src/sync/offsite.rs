@@ -1,0 +1,473 @@
+//! Offsite copies of the plant's backups at the hub, over the replication connection, each on
+//! a stream of its own at a lower priority than the journal's (QUIC sends the session's frames
+//! first, so a large upload never delays transactions).
+//!
+//! Upload (plant → hub): `BackupOffer { name, size, sha256 }`; the hub answers `BackupFrom
+//! { offset }` (what a cut-off upload of the same archive left, kept as `.NAME.partial`) or, if
+//! it already holds it, `BackupStored`; the plant sends `BackupChunk`s from there and finishes
+//! the stream; the hub fsyncs, checks size and SHA-256 over the whole file, renames it into
+//! place and answers `BackupStored`. Only then does the plant mark it (`ID.offsite`). A copy
+//! whose checksum differs is deleted and refused, and the next upload starts over.
+//!
+//! Fetch (plant → hub, on a connection of its own, so that a plant rebuilt from nothing can
+//! ask): `BackupFetch { id, offset }`; the hub answers `BackupOffer` and the chunks from
+//! `offset`; the plant appends to `.ID.fetch.partial`, checks the SHA-256 and renames.
+//!
+//! The hub keeps `DATA_DIR/backups/PLANT/NAME` plus `NAME.sha256`, and prunes each plant's
+//! copies by its own retention policy after every stored upload.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use quinn::{Connection, RecvStream, SendStream};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::session::frame_name;
+use super::transport::{read_frame, write_frame};
+use super::wire::{Frame, RefuseCode};
+
+/// Bytes per chunk frame.
+const CHUNK: usize = 256 * 1024;
+/// Backup streams yield to the journal's (priority 0).
+const PRIORITY: i32 = -10;
+/// The longest the peer may stay silent on a backup stream.
+const SILENCE: Duration = Duration::from_secs(120);
+
+/// `ID.tar.zst` or `ID.tar.zst.age`, with a plain backup id; its id.
+pub fn archive_id(name: &str) -> Option<&str> {
+    let id = name
+        .strip_suffix(".tar.zst")
+        .or_else(|| name.strip_suffix(".tar.zst.age"))?;
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    plain.then_some(id)
+}
+
+/// The marker that says the hub holds a backup.
+pub fn offsite_marker(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.offsite"))
+}
+
+async fn next(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<Frame>> {
+    tokio::time::timeout(SILENCE, read_frame(recv, buf))
+        .await
+        .map_err(|_| anyhow!("the peer sent nothing for {} s", SILENCE.as_secs()))?
+}
+
+/// SHA-256 and size of a file, read on a blocking thread.
+async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
+        let mut file = std::fs::File::open(&path)?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((
+            size,
+            ctx.finish()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ))
+    })
+    .await?
+}
+
+/// Sends `file` from `offset` to its end as chunks, then finishes the stream.
+async fn send_file(send: &mut SendStream, path: &Path, offset: u64) -> anyhow::Result<()> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let (mut data, mut out) = (vec![0u8; CHUNK], Vec::new());
+    loop {
+        let n = file.read(&mut data).await?;
+        if n == 0 {
+            break;
+        }
+        let chunk = Frame::BackupChunk {
+            data: data[..n].to_vec(),
+        };
+        write_frame(send, &chunk, &mut out).await?;
+    }
+    send.finish()?;
+    Ok(())
+}
+
+/// Appends chunks to `file` until the stream ends; returns the bytes written. Refuses to go
+/// past `limit`.
+async fn receive_file(
+    recv: &mut RecvStream,
+    buf: &mut Vec<u8>,
+    file: &mut tokio::fs::File,
+    mut at: u64,
+    limit: u64,
+) -> anyhow::Result<u64> {
+    while let Some(frame) = next(recv, buf).await? {
+        match frame {
+            Frame::BackupChunk { data } => {
+                at += data.len() as u64;
+                if at > limit {
+                    bail!("more bytes than the {limit} offered");
+                }
+                file.write_all(&data).await?;
+            }
+            Frame::Refuse { message, .. } => bail!("{message}"),
+            other => bail!(
+                "unexpected {} frame inside a backup transfer",
+                frame_name(&other)
+            ),
+        }
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(at)
+}
+
+// ---- The plant's side -------------------------------------------------------------------
+
+/// Uploads one archive; true when the hub holds it whole.
+pub async fn upload(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the archive has no file name")?
+        .to_string();
+    let (size, sha256) = digest(path).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.set_priority(PRIORITY)?;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let offer = Frame::BackupOffer {
+        name: name.clone(),
+        size,
+        sha256,
+    };
+    write_frame(&mut send, &offer, &mut out).await?;
+    match next(&mut recv, &mut buf).await? {
+        Some(Frame::BackupStored { .. }) => {
+            let _ = send.finish();
+            return Ok(());
+        }
+        Some(Frame::BackupFrom { offset }) if offset <= size => {
+            send_file(&mut send, path, offset).await?;
+        }
+        Some(Frame::Refuse { message, .. }) => bail!("the hub refused {name}: {message}"),
+        other => bail!(
+            "unexpected answer to the offer of {name}: {:?}",
+            other.as_ref().map(frame_name)
+        ),
+    }
+    match next(&mut recv, &mut buf).await? {
+        Some(Frame::BackupStored { name: stored }) if stored == name => Ok(()),
+        Some(Frame::Refuse { message, .. }) => bail!("the hub refused {name}: {message}"),
+        other => bail!(
+            "unexpected answer after sending {name}: {:?}",
+            other.as_ref().map(frame_name)
+        ),
+    }
+}
+
+/// The archives in `dir` the hub does not hold yet, newest first.
+fn pending(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let id = archive_id(&name)?.to_string();
+            (!offsite_marker(dir, &id).exists()).then(|| (id, e.path()))
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out
+}
+
+/// Copies the plant's backups to the hub for as long as the connection lasts, looking for
+/// new ones every 30 s. Returns when the connection is gone.
+pub async fn run_uploader(conn: Connection, dir: PathBuf) {
+    loop {
+        for (id, path) in pending(&dir) {
+            let started = std::time::Instant::now();
+            match upload(&conn, &path).await {
+                Ok(()) => {
+                    let marker = offsite_marker(&dir, &id);
+                    if let Err(e) = crate::pki::write_atomic(&marker, b"held by the hub\n", 0o600) {
+                        tracing::warn!(%id, error = %e, "could not mark the backup as offsite");
+                    }
+                    tracing::info!(%id, secs = started.elapsed().as_secs_f64(), "backup copied to the hub");
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %format!("{e:#}"), "backup not copied to the hub; retrying later");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+/// Fetches backup `id` from the hub into `dir`; resumes a cut-off fetch. Returns the path.
+pub async fn fetch(conn: &Connection, id: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let partial = dir.join(format!(".{id}.fetch.partial"));
+    let offset = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let ask = Frame::BackupFetch {
+        id: id.to_string(),
+        offset,
+    };
+    write_frame(&mut send, &ask, &mut out).await?;
+    send.finish()?;
+    let (name, size, sha256) = match next(&mut recv, &mut buf).await? {
+        Some(Frame::BackupOffer { name, size, sha256 }) if archive_id(&name) == Some(id) => {
+            (name, size, sha256)
+        }
+        Some(Frame::Refuse { message, .. }) => bail!("the hub: {message}"),
+        other => bail!(
+            "unexpected answer to the fetch of {id}: {:?}",
+            other.as_ref().map(frame_name)
+        ),
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&partial)
+        .await?;
+    let at = receive_file(&mut recv, &mut buf, &mut file, offset.min(size), size).await?;
+    drop(file);
+    if at != size {
+        bail!("the hub sent {at} of {size} bytes; run the fetch again to resume");
+    }
+    let (_, got) = digest(&partial).await?;
+    if got != sha256 {
+        let _ = tokio::fs::remove_file(&partial).await;
+        bail!("{name} arrived with another SHA-256 than the hub's; deleted, fetch again");
+    }
+    let target = dir.join(&name);
+    tokio::fs::rename(&partial, &target).await?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(target)
+}
+
+// ---- The hub's side ---------------------------------------------------------------------
+
+/// Where the hub keeps plants' backups, and for how long.
+#[derive(Debug, Clone)]
+pub struct HubBackups {
+    pub dir: PathBuf,
+    pub policy: crate::backup::retention::Policy,
+}
+
+/// A copy the hub holds, as `plantd hub backups` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldCopy {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// When the plant started the backup (from its id).
+    pub created_at: String,
+}
+
+impl HubBackups {
+    fn plant_dir(&self, plant: &str) -> PathBuf {
+        self.dir.join(plant)
+    }
+
+    /// The copies held for `plant`, oldest first.
+    pub fn list(&self, plant: &str) -> anyhow::Result<Vec<HeldCopy>> {
+        let dir = self.plant_dir(plant);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(id) = archive_id(&name) else {
+                continue;
+            };
+            let sha256 = std::fs::read_to_string(dir.join(format!("{name}.sha256")))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            out.push(HeldCopy {
+                id: id.to_string(),
+                size: entry.metadata()?.len(),
+                created_at: crate::backup::scheduler::taken_at(id)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                name,
+                sha256,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn prune(&self, plant: &str) -> anyhow::Result<()> {
+        let held = self.list(plant)?;
+        let dated: Vec<(String, jiff::Timestamp)> = held
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), crate::backup::scheduler::taken_at(&c.id)?)))
+            .collect();
+        let dir = self.plant_dir(plant);
+        for name in
+            crate::backup::retention::to_delete(&dated, &self.policy, &jiff::tz::TimeZone::UTC)
+        {
+            std::fs::remove_file(dir.join(&name))?;
+            let _ = std::fs::remove_file(dir.join(format!("{name}.sha256")));
+            tracing::info!(%plant, %name, "offsite copy deleted by the hub's retention policy");
+        }
+        Ok(())
+    }
+}
+
+async fn refuse(send: &mut SendStream, message: String) -> anyhow::Error {
+    let frame = Frame::Refuse {
+        code: RefuseCode::Protocol,
+        message: message.clone(),
+    };
+    let _ = write_frame(send, &frame, &mut Vec::new()).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    anyhow!(message)
+}
+
+/// Serves one backup stream of `plant`, whose first frame was `first`.
+pub async fn serve(
+    backups: &HubBackups,
+    plant: &str,
+    first: Frame,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut buf: Vec<u8>,
+) -> anyhow::Result<()> {
+    let dir = backups.plant_dir(plant);
+    crate::plant::create_private_dir(&backups.dir)?;
+    crate::plant::create_private_dir(&dir)?;
+    let mut out = Vec::new();
+    match first {
+        Frame::BackupOffer { name, size, sha256 } => {
+            if archive_id(&name).is_none() || sha256.len() != 64 {
+                return Err(refuse(
+                    &mut send,
+                    format!("{name:?} is not a backup archive's name"),
+                )
+                .await);
+            }
+            let target = dir.join(&name);
+            if target.exists() {
+                write_frame(&mut send, &Frame::BackupStored { name }, &mut out).await?;
+                send.finish()?;
+                return Ok(());
+            }
+            let free = rustix::fs::statvfs(&dir)
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .unwrap_or(u64::MAX);
+            let partial = dir.join(format!(".{name}.partial"));
+            let have = tokio::fs::metadata(&partial)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if size.saturating_sub(have) > free {
+                return Err(refuse(
+                    &mut send,
+                    format!("the hub has {free} bytes free, too few for {name} ({size} bytes)"),
+                )
+                .await);
+            }
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&partial)
+                .await?;
+            let offset = if have > size { 0 } else { have };
+            file.set_len(offset).await?;
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            write_frame(&mut send, &Frame::BackupFrom { offset }, &mut out).await?;
+            let at = receive_file(&mut recv, &mut buf, &mut file, offset, size).await?;
+            drop(file);
+            if at != size {
+                // Cut off: what arrived stays for the next offer to resume.
+                bail!("{name}: the plant stopped after {at} of {size} bytes");
+            }
+            let (_, got) = digest(&partial).await?;
+            if got != sha256 {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(refuse(&mut send, format!("{name}: its SHA-256 differs from the offer's; the copy is deleted, and the next upload starts over")).await);
+            }
+            crate::pki::write_atomic(
+                &dir.join(format!("{name}.sha256")),
+                format!("{sha256}\n").as_bytes(),
+                0o600,
+            )?;
+            tokio::fs::rename(&partial, &target).await?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            tracing::info!(%plant, %name, size, "offsite copy stored");
+            write_frame(&mut send, &Frame::BackupStored { name }, &mut out).await?;
+            send.finish()?;
+            if let Err(e) = backups.prune(plant) {
+                tracing::warn!(%plant, error = %format!("{e:#}"), "pruning offsite copies failed");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+            Ok(())
+        }
+        Frame::BackupFetch { id, offset } => {
+            let Some(copy) = backups.list(plant)?.into_iter().find(|c| c.id == id) else {
+                return Err(refuse(&mut send, format!("the hub holds no backup {id} of plant {plant}; `plantd hub backups --plant {plant}` lists them")).await);
+            };
+            if offset > copy.size {
+                return Err(refuse(
+                    &mut send,
+                    format!(
+                        "offset {offset} is past the end of {} ({} bytes)",
+                        copy.name, copy.size
+                    ),
+                )
+                .await);
+            }
+            send.set_priority(PRIORITY)?;
+            let offer = Frame::BackupOffer {
+                name: copy.name.clone(),
+                size: copy.size,
+                sha256: copy.sha256.clone(),
+            };
+            write_frame(&mut send, &offer, &mut out).await?;
+            send_file(&mut send, &dir.join(&copy.name), offset).await?;
+            let _ = tokio::time::timeout(Duration::from_secs(30), send.stopped()).await;
+            Ok(())
+        }
+        other => Err(refuse(
+            &mut send,
+            format!(
+                "a backup stream cannot start with a {} frame",
+                frame_name(&other)
+            ),
+        )
+        .await),
+    }
+}
