@@ -221,7 +221,7 @@ impl Control {
             },
             Request::StackApply => {
                 let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
-                let Some(stack_config) = config.stack else {
+                let Some(stack_config) = config.stack.clone() else {
                     return Err("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)".into());
                 };
                 if let Some(running) = &self.stack_config {
@@ -245,7 +245,12 @@ impl Control {
                 }
                 let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
                     .map_err(|e| format!("{e:#}"))?;
-                done(stack.apply(spec).await?)
+                let backed_up = pre_upgrade_backup(stack, &spec, &config).await?;
+                let applied = stack.apply(spec).await?;
+                done(match backed_up {
+                    Some(note) => format!("{note}\n{applied}"),
+                    None => applied,
+                })
             }
             Request::StackDown { delete_volumes } => Response::Lines {
                 lines: stack.down(delete_volumes).await?,
@@ -383,4 +388,48 @@ pub async fn call(socket: &Path, request: &Request) -> Result<Response, CallErro
 /// The control socket of a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("plantd.sock")
+}
+
+/// Before a new PostgreSQL or Odoo image (an upgrade that can change data), a backup: taken
+/// while both run healthy, and a failure refuses the upgrade. When one of them is not
+/// healthy, the new image is a repair and goes ahead without one, saying so.
+async fn pre_upgrade_backup(
+    stack: &crate::stack::Stack,
+    spec: &crate::stack::spec::StackSpec,
+    config: &crate::config::PlantConfig,
+) -> Result<Option<String>, String> {
+    use crate::stack::spec::Service;
+    let report = stack.report();
+    let running = |s: Service| report.services.iter().find(|r| r.service == s.as_str());
+    let changed: Vec<&str> = [Service::Postgres, Service::Odoo]
+        .into_iter()
+        .filter(|s| running(*s).is_some_and(|r| r.image != spec.get(*s).image))
+        .map(|s| s.as_str())
+        .collect();
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let unhealthy: Vec<&str> = [Service::Postgres, Service::Odoo]
+        .into_iter()
+        .filter(|s| running(*s).is_none_or(|r| r.health != "healthy"))
+        .map(|s| s.as_str())
+        .collect();
+    if !unhealthy.is_empty() {
+        return Ok(Some(format!(
+            "no backup before the new {} image: {} not healthy, so this is taken as a repair (`plantd backup list` shows the latest backup)",
+            changed.join(" and "),
+            unhealthy.join(" and ")
+        )));
+    }
+    match crate::backup::take(config).await {
+        Ok(b) => Ok(Some(format!(
+            "backup {} taken before the new {} image",
+            b.id,
+            changed.join(" and ")
+        ))),
+        Err(e) => Err(format!(
+            "the backup before the new {} image failed, so nothing was changed: {e:#}",
+            changed.join(" and ")
+        )),
+    }
 }

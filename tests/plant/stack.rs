@@ -553,6 +553,14 @@ fn spec_change_keeps_data_and_a_bad_upgrade_rolls_back() {
         "[stack.postgres]\nmemory = \"512MiB\"\nenv = {{ TZ = \"UTC\" }}\n[stack.odoo]\nimage = \"{bad}\"\n"
     ));
     assert!(answer.contains("odoo: upgrading"), "{answer}");
+    // An upgrade that can change data takes a backup first (invariant 4).
+    assert!(
+        answer.contains("taken before the new odoo image"),
+        "{answer}"
+    );
+    let listed = stack.cli_ok(&["backup", "list", "--json"]);
+    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
     stack.wait_for(
         "the failed upgrade rolled back",
         Duration::from_secs(90),
