@@ -101,9 +101,9 @@ impl Archive {
                 .decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
                 .map_err(|e| match e {
                     age::DecryptError::NoMatchingKeys => anyhow!(
-                        "it is encrypted to none of the keys at hand ({}{}); give the right one with --identity FILE",
-                        if self.keys.is_empty() { "this plant has no backup key" } else { "this plant's backup key" },
-                        if self.keys.len() > 1 { " and --identity" } else { "" }
+                        "it is encrypted to none of the keys at hand ({} key{}: this plant's own, DATA_DIR/backup-identity.txt, if it has one, and those given with --identity FILE); give the right one with --identity FILE",
+                        self.keys.len(),
+                        if self.keys.len() == 1 { "" } else { "s" }
                     ),
                     e => anyhow!("decrypting: {e}"),
                 })?;

@@ -180,7 +180,13 @@ impl tokio::io::AsyncWrite for HashingFile {
 impl HashingFile {
     async fn create(path: &Path) -> anyhow::Result<HashingFile> {
         Ok(HashingFile {
-            file: tokio::fs::File::create(path)
+            // Parts hold the database: readable by root only, wherever they are written.
+            file: tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
                 .await
                 .with_context(|| format!("creating {}", path.display()))?,
             digest: ring::digest::Context::new(&ring::digest::SHA256),
@@ -222,7 +228,8 @@ fn remove_leftovers(backups: &Path) {
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('.') && name.ends_with(".parts") {
             let _ = std::fs::remove_dir_all(entry.path());
-        } else if name.ends_with(".partial") {
+        } else if name.ends_with(".partial") && !name.ends_with(".fetch.partial") {
+            // A cut-off fetch stays: `plantd backup fetch` resumes it.
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -270,6 +277,54 @@ async fn admin(live: &Live) -> anyhow::Result<Pg> {
     )
     .await
     .map_err(|e| anyhow!("{e}"))
+}
+
+/// Drops the scratch databases an interrupted verify, import or restore left (called under
+/// the backup lock, so none is in use). A restore's `plantd_previous_*` holds data a person
+/// must look at, and is never dropped here.
+async fn sweep_scratch(admin: &Pg) {
+    let Ok(rows) = admin
+        .client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'plantd\\_verify\\_%' OR datname LIKE 'plantd\\_import\\_%' OR datname LIKE 'plantd\\_restore\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        match admin
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(database = %name, "dropped a scratch database an interrupted run left")
+            }
+            Err(e) => {
+                tracing::warn!(database = %name, error = %e, "could not drop a leftover scratch database")
+            }
+        }
+    }
+    // An import's role goes with its database.
+    if let Ok(roles) = admin
+        .client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'plantd\\_import\\_%'",
+            &[],
+        )
+        .await
+    {
+        for row in roles {
+            let name: String = row.get(0);
+            let _ = admin
+                .client
+                .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+                .await;
+        }
+    }
 }
 
 /// The manifest of `archive`, after every part was checked against it.
@@ -780,6 +835,7 @@ pub async fn verify(
     let _lock = lock(&dir(&config.data_dir))?;
     let scratch = format!("plantd_verify_{}", random_hex(6)?);
     let admin = admin(&live).await?;
+    sweep_scratch(&admin).await;
     for statement in [
         format!("DROP DATABASE IF EXISTS \"{scratch}\""),
         format!("CREATE DATABASE \"{scratch}\""),
@@ -1089,7 +1145,7 @@ mod tests {
         let e = format!("{:#}", read_manifest(&stranger).unwrap_err());
         assert!(e.contains("encrypted to none of the keys"), "{e}");
         let e = format!("{:#}", read_manifest(&plain(&target)).unwrap_err());
-        assert!(e.contains("this plant has no backup key"), "{e}");
+        assert!(e.contains("0 keys: this plant"), "{e}");
     }
 
     /// Every part read whole and matching (the test archive has no filestore.tar).

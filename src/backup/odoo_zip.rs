@@ -257,18 +257,37 @@ pub async fn import(config: &PlantConfig, zip_path: &Path) -> anyhow::Result<Lis
     let id = super::new_id()?;
     let work = backups.join(format!(".{id}.parts"));
     crate::plant::create_private_dir(&work)?;
+    // The zip's SQL runs as a role of its own that owns only the scratch database: not a
+    // superuser, so it cannot reach the server's files or programs (COPY ... PROGRAM).
     let scratch = format!("plantd_import_{}", super::random_hex(6)?);
     let admin = super::admin(&live).await?;
-    admin
-        .client
-        .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
-        .await
-        .context("creating the scratch database")?;
+    super::sweep_scratch(&admin).await;
+    // One statement per call: CREATE DATABASE cannot run inside the implicit transaction of
+    // a multi-statement batch.
+    for statement in [
+        format!("CREATE ROLE \"{scratch}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"),
+        format!("CREATE DATABASE \"{scratch}\" OWNER \"{scratch}\""),
+    ] {
+        admin
+            .client
+            .batch_execute(&statement)
+            .await
+            .context("creating the scratch database")?;
+    }
     let made = make(config, &live, zip_path, &contents, &scratch, &id, &work).await;
-    let dropped = admin
+    let dropped = match admin
         .client
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\""))
-        .await;
+        .await
+    {
+        Ok(()) => {
+            admin
+                .client
+                .batch_execute(&format!("DROP ROLE IF EXISTS \"{scratch}\""))
+                .await
+        }
+        Err(e) => Err(e),
+    };
     admin.close().await;
     let _ = std::fs::remove_dir_all(&work);
     let listed =
@@ -291,9 +310,8 @@ async fn make(
     let source = zip_path.to_path_buf();
     let (mut reader, feeder) = super::pipe(move |out| {
         let mut zip = zip::ZipArchive::new(std::fs::File::open(&source)?).map_err(zip_error)?;
-        let mut sql = zip.by_name("dump.sql").map_err(zip_error)?;
-        std::io::copy(&mut sql, out)?;
-        Ok(())
+        let sql = zip.by_name("dump.sql").map_err(zip_error)?;
+        copy_sql(std::io::BufReader::new(sql), out)
     });
     let mut sink = tokio::io::sink();
     let ran = live
@@ -307,7 +325,7 @@ async fn make(
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-U",
-                DB_USER,
+                scratch,
                 "-d",
                 scratch,
                 "-f",
@@ -405,6 +423,37 @@ async fn make(
     super::store(config, work, manifest).await
 }
 
+/// Copies a plain SQL dump, refusing psql's own commands (`\\!` runs a shell, `\\connect`
+/// reaches another database) outside COPY data; pg_dump's `\\restrict` and `\\unrestrict`
+/// are let through.
+fn copy_sql(mut input: impl std::io::BufRead, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut line = Vec::new();
+    let (mut number, mut in_copy) = (0u64, false);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if in_copy {
+            in_copy = text != b"\\.";
+        } else if text.starts_with(b"COPY ") && text.ends_with(b"FROM stdin;") {
+            in_copy = true;
+        } else if text.starts_with(b"\\")
+            && !text.starts_with(b"\\restrict ")
+            && !text.starts_with(b"\\unrestrict ")
+        {
+            let command: String = String::from_utf8_lossy(text).chars().take(40).collect();
+            bail!(
+                "dump.sql, line {number}: {command:?} is a psql command, which an imported dump may not run (only SQL and COPY data)"
+            );
+        }
+        out.write_all(&line)?;
+    }
+}
+
 /// The zip's `filestore/` files as `filestore.tar`, under `filestore/DATABASE/`, owned by
 /// Odoo's user (101) as in Odoo's image.
 fn filestore_tar(
@@ -474,4 +523,37 @@ fn filestore_tar(
         size: hashing.size,
         sha256: super::hex(hashing.digest.finish().as_ref()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sql: &str) -> anyhow::Result<String> {
+        let mut out = Vec::new();
+        copy_sql(sql.as_bytes(), &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn psql_commands_are_refused_outside_copy_data() {
+        let dump = "--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET x = 1;\nCOPY public.t (a) FROM stdin;\n\\N\n\\\\escaped\n\\.\nSELECT 1;\n\\unrestrict abc\n";
+        assert_eq!(
+            run(dump).unwrap(),
+            dump,
+            "a pg_dump's own output passes whole"
+        );
+        for (bad, line) in [
+            ("SELECT 1;\n\\! rm -rf /var/lib/postgresql/data\n", 2),
+            ("\\connect odoo\nDROP TABLE res_partner;\n", 1),
+            ("COPY t FROM stdin;\n1\n\\.\n\\copy t TO '/tmp/x'\n", 4),
+            ("\\i /etc/passwd\r\n", 1),
+        ] {
+            let e = format!("{:#}", run(bad).unwrap_err());
+            assert!(
+                e.contains(&format!("dump.sql, line {line}:")) && e.contains("psql command"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
 }

@@ -30,10 +30,37 @@ use crate::control::{self, Request, Response};
 use crate::stack::spec::Service;
 use crate::stack::{hold_marker, probe};
 
-/// Where the staged filestore waits in Odoo's volume (`/var/lib/odoo`).
-const STAGED: &str = ".plantd-restore";
-/// Where the previous filestore waits until the restore is judged.
-const PREVIOUS: &str = ".plantd-previous";
+/// The per-restore names: the staging and previous databases, and the staging and previous
+/// filestore directories in Odoo's volume (`/var/lib/odoo`), all suffixed alike so that
+/// nothing of one restore is mistaken for another's.
+struct Names {
+    staging_db: String,
+    previous_db: String,
+    staged_dir: String,
+    previous_dir: String,
+}
+
+impl Names {
+    fn new(suffix: &str) -> Names {
+        Names {
+            staging_db: format!("plantd_restore_{suffix}"),
+            previous_db: format!("plantd_previous_{suffix}"),
+            staged_dir: format!(".plantd-restore-{suffix}"),
+            previous_dir: format!(".plantd-previous-{suffix}"),
+        }
+    }
+}
+
+/// How far the swap got, so that undoing it undoes only what was done.
+#[derive(Debug, Default)]
+struct Swapped {
+    /// The current database is renamed to `previous_db`.
+    db_aside: bool,
+    /// The staged database is renamed to the live name.
+    db_in: bool,
+    /// The filestores are exchanged.
+    files: bool,
+}
 
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -132,7 +159,28 @@ pub async fn restore(
     let live = super::live(config).await?;
     let db = live.spec.odoo_database.clone();
     plain_name("stack.odoo.database", &db)?;
-    let gate = Gate::find(config).await?;
+    {
+        let _lock = lock(&super::dir(&config.data_dir))?;
+        let admin = super::admin(&live).await?;
+        let previous: Vec<String> = admin
+            .client
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'plantd\\_previous\\_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .context("listing databases")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        admin.close().await;
+        if !previous.is_empty() {
+            bail!(
+                "an earlier restore that did not finish left {} (the data it replaced); look at it, drop it when it is not needed (DROP DATABASE), then restore again. Nothing was changed",
+                previous.join(", ")
+            );
+        }
+    }
 
     let safety = super::take(config)
         .await
@@ -140,103 +188,127 @@ pub async fn restore(
     tracing::info!(id = %safety.id, "safety backup taken before the restore");
 
     let _lock = lock(&super::dir(&config.data_dir))?;
-    let suffix = super::random_hex(6)?;
-    let staging = format!("plantd_restore_{suffix}");
-    let previous = format!("plantd_previous_{suffix}");
+    let names = Names::new(&super::random_hex(6)?);
     let admin = super::admin(&live).await?;
+    super::sweep_scratch(&admin).await;
     admin
         .client
-        .batch_execute(&format!("CREATE DATABASE \"{staging}\""))
+        .batch_execute(&format!("CREATE DATABASE \"{}\"", names.staging_db))
         .await
         .context("creating the staging database")?;
-    let staged = stage(&live, &archive, &staging, &manifest).await;
+    let staged = stage(&live, &archive, &names, &manifest).await;
+    admin.close().await;
     if let Err(e) = staged {
-        let _ = admin
-            .client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{staging}\""))
-            .await;
-        let _ = unstage_files(&live).await;
-        admin.close().await;
+        unstage(&live, &names).await;
         return Err(e.context("nothing was changed; Odoo kept running on its data"));
     }
 
+    // Asked now, not at the start: a daemon may have started or stopped meanwhile.
+    let gate = Gate::find(config).await?;
     let down = Instant::now();
-    gate.set(&live, true).await.context("stopping Odoo")?;
-    let swapped = swap_in(&live, &admin, &db, &staging, &previous, &manifest.database).await;
-    let judged = match swapped {
+    if let Err(e) = gate.set(&live, true).await {
+        let _ = gate.set(&live, false).await;
+        unstage(&live, &names).await;
+        return Err(e.context("stopping Odoo; nothing was changed"));
+    }
+    let mut swapped = Swapped::default();
+    let result = swap_in(&live, &db, &names, &manifest.database, &mut swapped).await;
+    let judged = match result {
         Ok(()) => match gate.set(&live, false).await {
-            Ok(()) => healthy(&live, health_deadline).await,
+            Ok(()) => healthy(&live, &db, health_deadline).await,
             Err(e) => Err(e.context("starting Odoo")),
         },
         Err(e) => Err(e),
     };
     let odoo_down_s = down.elapsed().as_secs_f64();
-    match judged {
-        Ok(()) => {
+    if let Err(e) = judged {
+        return match swap_back(&live, &gate, &db, &names, &swapped, health_deadline).await {
+            Ok(()) => Err(e.context("the restore failed, and Odoo is back on the data it had before")),
+            Err(back) => Err(anyhow!(
+                "the restore failed ({e:#}), and putting the previous data back failed too ({back:#}). Where the data is: the database that was live is {} if it is not {db} any more, its filestore /var/lib/odoo/{}/{db} in Odoo's volume if it is not in filestore/ any more; the safety backup {} holds it as of before the restore. Odoo may still be held: `plantd stack release odoo`",
+                names.previous_db,
+                names.previous_dir,
+                safety.id
+            )),
+        };
+    }
+    // Healthy on the restored data: the previous copies go.
+    match super::admin(&live).await {
+        Ok(admin) => {
             let dropped = admin
                 .client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{previous}\""))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\"",
+                    names.previous_db
+                ))
                 .await;
             if let Err(e) = dropped {
-                tracing::warn!(error = %e, database = %previous, "could not drop the previous database");
-            }
-            let script = format!("rm -rf /var/lib/odoo/{PREVIOUS}");
-            let odoo = &live.spec.get(Service::Odoo).container;
-            let mut sink = tokio::io::sink();
-            if let Err(e) = live
-                .engine
-                .exec(odoo, &["sh", "-c", &script], None, &mut sink)
-                .await
-            {
-                tracing::warn!(error = %e, "could not remove the previous filestore");
+                tracing::warn!(error = %e, database = %names.previous_db, "could not drop the previous database");
             }
             admin.close().await;
-            Ok(Restored {
-                id: id.to_string(),
-                safety_backup: safety.id,
-                database: db,
-                tables: manifest.tables.len(),
-                odoo_down_s,
-            })
         }
         Err(e) => {
-            let back = swap_back(
-                &live,
-                &gate,
-                &admin,
-                &db,
-                &staging,
-                &previous,
-                health_deadline,
-            )
-            .await;
-            admin.close().await;
-            match back {
-                Ok(()) => Err(e.context(
-                    "the restore failed, and Odoo is back on the data it had before",
-                )),
-                Err(back) => Err(anyhow!(
-                    "the restore failed ({e:#}), and putting the previous data back failed too ({back:#}); the safety backup {} holds it: `plantd backup restore {}`",
-                    safety.id,
-                    safety.id
-                )),
-            }
+            tracing::warn!(error = %format!("{e:#}"), database = %names.previous_db, "could not drop the previous database")
         }
     }
+    let script = format!("rm -rf /var/lib/odoo/{}", names.previous_dir);
+    let odoo = &live.spec.get(Service::Odoo).container;
+    let mut sink = tokio::io::sink();
+    if let Err(e) = live
+        .engine
+        .exec(odoo, &["sh", "-c", &script], None, &mut sink)
+        .await
+    {
+        tracing::warn!(error = %e, "could not remove the previous filestore");
+    }
+    Ok(Restored {
+        id: id.to_string(),
+        safety_backup: safety.id,
+        database: db,
+        tables: manifest.tables.len(),
+        odoo_down_s,
+    })
 }
 
-/// Restores the dump into `staging` (row counts checked) and unpacks the filestore beside
-/// Odoo's, both while Odoo runs.
+/// Drops the staging database and removes the staged files (best effort: the next restore's
+/// sweep drops a staging database this leaves).
+async fn unstage(live: &Live, names: &Names) {
+    if let Ok(admin) = super::admin(live).await {
+        let _ = admin
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\"", names.staging_db))
+            .await;
+        admin.close().await;
+    }
+    let mut sink = tokio::io::sink();
+    let script = format!("rm -rf /var/lib/odoo/{}", names.staged_dir);
+    let _ = live
+        .engine
+        .exec(
+            &live.spec.get(Service::Odoo).container,
+            &["sh", "-c", &script],
+            None,
+            &mut sink,
+        )
+        .await;
+}
+
+/// Restores the dump into the staging database (row counts checked) and unpacks the
+/// filestore beside Odoo's, both while Odoo runs. Refuses when an earlier restore's set-aside
+/// filestore is still there.
 async fn stage(
     live: &Live,
     archive: &Archive,
-    staging: &str,
+    names: &Names,
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
-    super::restore_and_count(live, archive, staging, manifest).await?;
+    super::restore_and_count(live, archive, &names.staging_db, manifest).await?;
     let (mut reader, feeder) = feed(archive, "filestore.tar");
+    let staged = &names.staged_dir;
     let script = format!(
-        "rm -rf /var/lib/odoo/{STAGED} && mkdir -p /var/lib/odoo/{STAGED} && exec tar -xf - -C /var/lib/odoo/{STAGED}"
+        "cd /var/lib/odoo || exit 1; \
+         for d in .plantd-previous-*; do if [ -e \"$d\" ]; then echo \"an earlier restore that did not finish left /var/lib/odoo/$d (the filestore it replaced) in Odoo's volume; look at it and remove it, then restore again\" >&2; exit 3; fi; done; \
+         rm -rf {staged} && mkdir -p {staged} && exec tar -xf - -C {staged}"
     );
     let mut sink = tokio::io::sink();
     let unpacked = live
@@ -256,86 +328,84 @@ async fn stage(
     fed.context("reading filestore.tar from the archive")
 }
 
-async fn unstage_files(live: &Live) -> anyhow::Result<()> {
-    let mut sink = tokio::io::sink();
-    let script = format!("rm -rf /var/lib/odoo/{STAGED}");
-    live.engine
-        .exec(
-            &live.spec.get(Service::Odoo).container,
-            &["sh", "-c", &script],
-            None,
-            &mut sink,
-        )
-        .await
-        .map_err(|e| anyhow!("{e}"))
-}
-
 /// With Odoo stopped: the current database and filestore aside, the staged ones in.
+/// `swapped` records each step as it is done.
 async fn swap_in(
     live: &Live,
-    admin: &crate::stack::probe::Pg,
     db: &str,
-    staging: &str,
-    previous: &str,
+    names: &Names,
     source_db: &str,
+    swapped: &mut Swapped,
 ) -> anyhow::Result<()> {
-    rename_database(admin, db, previous, true).await?;
-    if let Err(e) = rename_database(admin, staging, db, false).await {
-        let _ = rename_database(admin, previous, db, true).await;
-        return Err(e);
+    // A fresh connection: the one used for staging may be long gone.
+    let admin = super::admin(live).await?;
+    let renamed = async {
+        rename_database(&admin, db, &names.previous_db, true).await?;
+        swapped.db_aside = true;
+        rename_database(&admin, &names.staging_db, db, true).await?;
+        swapped.db_in = true;
+        anyhow::Ok(())
     }
+    .await;
+    admin.close().await;
+    renamed?;
+    let (staged, previous) = (&names.staged_dir, &names.previous_dir);
+    // `.none` says there was no filestore to set aside, so undoing removes the restored one.
     let script = format!(
-        "set -e; cd /var/lib/odoo; rm -rf {PREVIOUS}; mkdir -p {PREVIOUS} filestore; \
-         if [ -e filestore/{db} ]; then mv filestore/{db} {PREVIOUS}/{db}; fi; \
-         if [ -d {STAGED}/filestore/{source_db} ]; then mv {STAGED}/filestore/{source_db} filestore/{db}; fi; \
-         rm -rf {STAGED}"
+        "set -e; cd /var/lib/odoo; mkdir -p {previous} filestore; \
+         if [ -e filestore/{db} ]; then mv filestore/{db} {previous}/{db}; else touch {previous}/.none; fi; \
+         if [ -d {staged}/filestore/{source_db} ]; then mv {staged}/filestore/{source_db} filestore/{db}; fi; \
+         rm -rf {staged}"
     );
-    let odoo = live.spec.get(Service::Odoo);
     live.engine
         .run_once(
             &live.spec,
-            odoo,
+            live.spec.get(Service::Odoo),
             vec!["sh".into(), "-c".into(), script],
             Duration::from_secs(300),
         )
         .await
-        .map_err(|e| anyhow!("moving the filestore into place: {e}"))
+        .map_err(|e| anyhow!("moving the filestore into place: {e}"))?;
+    swapped.files = true;
+    Ok(())
 }
 
-/// Undoes [`swap_in`] after a failure: Odoo held, the previous database and filestore back,
-/// Odoo released and healthy again.
+/// Undoes what [`swap_in`] did after a failure: Odoo held, the previous database and
+/// filestore back, Odoo released and healthy again.
 async fn swap_back(
     live: &Live,
     gate: &Gate,
-    admin: &crate::stack::probe::Pg,
     db: &str,
-    staging: &str,
-    previous: &str,
+    names: &Names,
+    swapped: &Swapped,
     deadline: Duration,
 ) -> anyhow::Result<()> {
     gate.set(live, true).await.context("stopping Odoo")?;
-    let exists = |name: String| async move {
-        admin
-            .client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-            .await
-            .map(|r| r.is_some())
-            .context("listing databases")
-    };
-    if exists(previous.to_string()).await? {
-        if exists(db.to_string()).await? {
-            rename_database(admin, db, staging, true).await?;
+    let admin = super::admin(live).await?;
+    let renamed = async {
+        if swapped.db_in {
+            rename_database(&admin, db, &names.staging_db, true).await?;
         }
-        rename_database(admin, previous, db, false).await?;
+        if swapped.db_aside {
+            rename_database(&admin, &names.previous_db, db, true).await?;
+        }
+        let _ = admin
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\"", names.staging_db))
+            .await;
+        anyhow::Ok(())
     }
-    let _ = admin
-        .client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{staging}\""))
-        .await;
+    .await;
+    admin.close().await;
+    renamed?;
+    // The set-aside directory is this restore's own, so its presence says the swap got there,
+    // whatever `swapped.files` says (the script may have failed after its first move).
+    let (staged, previous) = (&names.staged_dir, &names.previous_dir);
     let script = format!(
         "set -e; cd /var/lib/odoo; \
-         if [ -e {PREVIOUS}/{db} ]; then rm -rf filestore/{db}; mv {PREVIOUS}/{db} filestore/{db}; fi; \
-         rm -rf {PREVIOUS} {STAGED}"
+         if [ -e {previous}/{db} ]; then rm -rf filestore/{db}; mv {previous}/{db} filestore/{db}; \
+         elif [ -e {previous}/.none ]; then rm -rf filestore/{db}; fi; \
+         rm -rf {previous} {staged}"
     );
     live.engine
         .run_once(
@@ -347,7 +417,7 @@ async fn swap_back(
         .await
         .map_err(|e| anyhow!("moving the previous filestore back: {e}"))?;
     gate.set(live, false).await.context("starting Odoo")?;
-    healthy(live, deadline).await
+    healthy(live, db, deadline).await
 }
 
 /// Renames a database; with `disconnect`, ends the sessions on it first (Odoo is stopped,
@@ -386,8 +456,9 @@ async fn rename_database(
     ))
 }
 
-/// Waits until Odoo answers its health probe.
-async fn healthy(live: &Live, deadline: Duration) -> anyhow::Result<()> {
+/// Waits until Odoo answers its health probe and serves database `db`: `/web/login?db=DB`
+/// loads the database's registry, which a database Odoo cannot use fails.
+async fn healthy(live: &Live, db: &str, deadline: Duration) -> anyhow::Result<()> {
     let http = probe::http_client()?;
     let start = Instant::now();
     let container = &live.spec.get(Service::Odoo).container;
@@ -395,16 +466,31 @@ async fn healthy(live: &Live, deadline: Duration) -> anyhow::Result<()> {
     while start.elapsed() < deadline {
         match live.engine.address(&live.spec, container).await {
             Ok(ip) => {
-                match probe::probe(
+                let probed = probe::probe(
                     Service::Odoo,
                     ip,
                     &live.spec.secrets,
                     &http,
                     Duration::from_secs(3),
                 )
-                .await
-                {
-                    Ok(()) => return Ok(()),
+                .await;
+                match probed {
+                    Ok(()) => {
+                        let url = format!(
+                            "http://{}/web/login?db={db}",
+                            std::net::SocketAddr::new(ip, 8069)
+                        );
+                        match http.get(&url).timeout(Duration::from_secs(30)).send().await {
+                            Ok(r) if r.status().is_success() => return Ok(()),
+                            Ok(r) => {
+                                last = format!(
+                                    "/web/login?db={db} answered {}: Odoo cannot load the database",
+                                    r.status()
+                                )
+                            }
+                            Err(e) => last = format!("/web/login?db={db}: {e}"),
+                        }
+                    }
                     Err(e) => last = e,
                 }
             }

@@ -152,12 +152,17 @@ async fn stack_ready(stack: &crate::stack::Stack, stop: &mut watch::Receiver<boo
     true
 }
 
-/// The newest backup's start, if any.
+/// The newest backup's start, if any. One dated more than a day ahead (a clock that was
+/// wrong once) does not count: it would hold scheduled backups off until that date.
 fn newest(config: &PlantConfig) -> Option<Timestamp> {
+    let horizon = Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .ok()?;
     super::list(&config.data_dir)
         .ok()?
         .iter()
         .filter_map(|b| taken_at(&b.id))
+        .filter(|t| *t <= horizon)
         .max()
 }
 

@@ -209,9 +209,11 @@ fn check_plant_name(name: &str) -> anyhow::Result<()> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        // A plant's name is also its directory of backup copies at the hub.
+        && !name.starts_with('.');
     if !ok {
-        bail!("plant name {name:?} is not valid: use 1 to 64 letters, digits, '.', '_' or '-'");
+        bail!("plant name {name:?} is not valid: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'");
     }
     Ok(())
 }

@@ -441,6 +441,9 @@ impl Supervisor {
 
     async fn step(&mut self) {
         let now = self.now();
+        // A hold may also come from `plantd backup restore` run while no daemon ran (it leaves
+        // the same marker): read them every time.
+        self.held = held_services(&self.desired.dir);
         if let Some(engine) = self.engine().await {
             match engine.observe(&self.desired).await {
                 Ok(seen) => {
@@ -836,6 +839,11 @@ impl Supervisor {
         let Some(engine) = self.engine().await else {
             return Err(self.unreachable());
         };
+        if let Some(why) = self.held.get(&service) {
+            return Err(format!(
+                "{service} is held ({why}); `plantd stack release {service}` first"
+            ));
+        }
         let Some(seen) = self.seen.get(&service).cloned() else {
             return Err(format!("{service} has no container yet"));
         };

@@ -327,6 +327,21 @@ impl HubBackups {
     }
 
     fn prune(&self, plant: &str) -> anyhow::Result<()> {
+        // Cut-off uploads not resumed within a week: the plant has moved on.
+        if let Ok(entries) = std::fs::read_dir(self.plant_dir(plant)) {
+            for e in entries.flatten() {
+                let stale = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|t| {
+                        t.elapsed().unwrap_or_default() > Duration::from_secs(7 * 24 * 3600)
+                    });
+                if e.file_name().to_string_lossy().ends_with(".partial") && stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let held = self.list(plant)?;
         let dated: Vec<(String, jiff::Timestamp)> = held
             .iter()
@@ -376,6 +391,15 @@ pub async fn serve(
                     format!("{name:?} is not a backup archive's name"),
                 )
                 .await);
+            }
+            // Retention dates copies by their ids: one far in the future would outlive, and
+            // push out, every real copy.
+            let dated = archive_id(&name).and_then(crate::backup::scheduler::taken_at);
+            let horizon = jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_hours(24))
+                .unwrap_or(jiff::Timestamp::MAX);
+            if dated.is_none_or(|t| t > horizon) {
+                return Err(refuse(&mut send, format!("{name}: its id is not a time up to a day ahead of the hub's clock (YYYYMMDDTHHMMSSZ-...); check the plant's clock")).await);
             }
             let target = dir.join(&name);
             if target.exists() {

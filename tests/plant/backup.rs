@@ -834,6 +834,13 @@ fn an_exported_odoo_zip_imports_back_and_restores_the_same_records() {
             ),
             "nowhere",
         ),
+        (
+            bad(
+                "shell.zip",
+                &[("dump.sql", b"SELECT 1;\n\\! touch /pwned\n")],
+            ),
+            "psql command",
+        ),
     ];
     for (file, want) in cases {
         let out = stack.cli(&["backup", "import", file.to_str().unwrap()]);
@@ -1126,4 +1133,66 @@ fn the_hub_keeps_a_copy_that_rebuilds_a_lost_plant() {
     let missing = stack.cli(&["backup", "fetch", "20200101T000000Z-000000"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no backup"));
+}
+
+#[test]
+fn a_restored_database_odoo_cannot_serve_is_swapped_back() {
+    let stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let rt = harness::rt();
+    rt.block_on(async {
+        let partners = json!([[{"name": "Plant Lyon"}]]);
+        odoo_call(&stack, "res.partner", "create", partners).await;
+        let label = json!([{"name": "label.txt", "datas": b64("kept label")}]);
+        odoo_call(&stack, "ir.attachment", "create", label).await;
+    });
+    let before = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    let files_before = odoo_volume(&stack).0;
+    // A database that restores cleanly but that Odoo cannot serve (tables of its own names
+    // with other columns), with a filestore of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("foreign.zip");
+    write_zip(
+        &zip,
+        &[
+            (
+                "dump.sql",
+                b"CREATE TABLE emulator_record (x int);\nCREATE TABLE res_users (x int);\n",
+            ),
+            ("filestore/ab/abcdef", b"foreign file"),
+        ],
+    );
+    let imported: Value =
+        serde_json::from_str(&stack.cli_ok(&["backup", "import", zip.to_str().unwrap(), "--json"]))
+            .unwrap();
+    let id = imported["id"].as_str().unwrap();
+    let out = stack.cli(&["backup", "restore", id, "--health-deadline", "20s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Odoo is back on the data it had before") && err.contains("/web/login"),
+        "{err}"
+    );
+    stack.wait_all_healthy(Duration::from_secs(60));
+    assert!(stack.service("odoo")["held"].is_null());
+    let after = rt.block_on(async {
+        (
+            names(&stack, "res.partner", "id").await,
+            names(&stack, "ir.attachment", "datas").await,
+        )
+    });
+    assert_eq!(after, before);
+    let (files, volume) = odoo_volume(&stack);
+    assert_eq!(files, files_before);
+    assert!(
+        !volume.iter().any(|v| v.starts_with(".plantd")),
+        "{volume:?}"
+    );
+    let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
+    assert!(!dbs.contains("plantd_"), "{dbs}");
 }

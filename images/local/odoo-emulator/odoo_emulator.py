@@ -1135,6 +1135,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._websocket()
         if path == '/web/database/manager':
             return self._database_manager()
+        if path == '/web/login':
+            return self._login_page()
         if path in app.jsonrpc_routes:
             return self._jsonrpc(app.jsonrpc_routes[path])
         match = JSON2_PATH.fullmatch(path)
@@ -1193,6 +1195,23 @@ class Handler(BaseHTTPRequestHandler):
             if not reachable:
                 info['status'], status = 'fail', 500
         return self._send_json(status, info, [('Cache-Control', 'no-store')])
+
+    def _login_page(self):
+        """Odoo's /web/login loads the database's registry: a database it cannot serve (a foreign
+        or broken schema) answers 500, as Odoo does when the registry fails to load."""
+        app = self.server.app
+        try:
+            app.db.initialize()
+            with app.db.transaction() as cr:
+                cr.execute('SELECT model, id, vals, create_date, write_date FROM emulator_record LIMIT 1')
+                cr.execute('SELECT id, login, password FROM res_users WHERE id = %s', (ADMIN_UID,))
+                if cr.fetchone() is None:
+                    raise psycopg2.DataError('the admin user is missing')
+        except psycopg2.Error as exc:
+            _logger.error('the registry of %s failed to load: %s', app.config.db_name, ' '.join(str(exc).split()))
+            return self._send(500, b'<html><body>Internal Server Error</body></html>', 'text/html; charset=utf-8')
+        page = b'<!DOCTYPE html>\n<html><head><title>Odoo</title></head><body><form class="oe_login_form" method="post"></form></body></html>\n'
+        return self._send(200, page, 'text/html; charset=utf-8')
 
     def _database_manager(self):
         """With list_db off, Odoo's page shows only this alert (HTTP 200); the emulator has no manager."""
