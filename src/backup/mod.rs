@@ -408,11 +408,64 @@ pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
     crate::plant::create_private_dir(&backups)?;
     let _lock = lock(&backups)?;
     remove_leftovers(&backups);
+    check_space(&live, &db, &backups, config.journal.min_free_bytes).await?;
     let work = backups.join(format!(".{id}.parts"));
     crate::plant::create_private_dir(&work)?;
     let result = take_into(&live, &db, &id, &work, config).await;
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+/// Refuses a backup that could fill the disk: the parts and then the archive are written
+/// beside each other, and the journal (usually on the same file system) keeps its reserve.
+/// The estimate is the database's size (indexes included, which a dump leaves out) plus
+/// twice the filestore's: generous, never short.
+async fn check_space(live: &Live, db: &str, backups: &Path, reserve: u64) -> anyhow::Result<()> {
+    let pg = Pg::connect(live.pg, &live.spec.secrets, db, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!("database {db}: {e}"))?;
+    let database: i64 = pg
+        .client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .context("reading the database's size")?
+        .get(0);
+    pg.close().await;
+    let mut du = Vec::new();
+    let script = format!("du -sb /var/lib/odoo/filestore/{db} 2>/dev/null || echo 0");
+    live.engine
+        .exec(
+            &live.spec.get(Service::Odoo).container,
+            &["sh", "-c", &script],
+            None,
+            &mut du,
+        )
+        .await
+        .map_err(|e| anyhow!("measuring Odoo's filestore: {e}"))?;
+    let files: u64 = String::from_utf8_lossy(&du)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let need = (database.max(0) as u64)
+        .saturating_add(files.saturating_mul(2))
+        .saturating_add(reserve);
+    let stat = rustix::fs::statvfs(backups)
+        .with_context(|| format!("reading the free space of {}", backups.display()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < need {
+        let size = |n: u64| bytesize::ByteSize(n).to_string();
+        bail!(
+            "not enough free space for a backup in {}: {} free, about {} needed (database {}, filestore {} twice: the parts, then the archive; and the journal's reserve {}); free some, or delete old backups (`plantd backup list`). Nothing was written",
+            backups.display(),
+            size(free),
+            size(need),
+            size(database.max(0) as u64),
+            size(files),
+            size(reserve)
+        );
+    }
+    Ok(())
 }
 
 async fn take_into(

@@ -1196,3 +1196,48 @@ fn a_restored_database_odoo_cannot_serve_is_swapped_back() {
     let dbs = stack.psql("SELECT datname FROM pg_database ORDER BY 1");
     assert!(!dbs.contains("plantd_"), "{dbs}");
 }
+
+/// A small tmpfs mounted over a directory, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_backup_that_could_fill_the_disk_is_refused_before_it_writes() {
+    let stack = TestStack::start("[backup]\nschedule = \"off\"\n");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let backups = stack.plant.data_dir.join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert!(
+        mounted.status.success(),
+        "this test mounts a tmpfs and needs root"
+    );
+    let disk = SmallDisk(backups.clone());
+    // 32 MiB free is less than the journal's 64 MiB reserve alone.
+    let out = stack.cli(&["backup", "run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough free space") && err.contains("Nothing was written"),
+        "{err}"
+    );
+    let written: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    drop(disk);
+    stack.cli_ok(&["backup", "run"]);
+    assert_eq!(list(&stack).len(), 1);
+}
