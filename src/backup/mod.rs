@@ -235,10 +235,6 @@ fn remove_leftovers(backups: &Path) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut raw = vec![0u8; bytes];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
@@ -267,16 +263,32 @@ pub fn check_id(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A connection to database `db` of the stack's PostgreSQL.
+async fn connect(live: &Live, db: &str) -> anyhow::Result<Pg> {
+    Pg::connect(live.pg, &live.spec.secrets, db, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!("database {db}: {e}"))
+}
+
 /// A connection to the stack's `postgres` database, for creating, renaming and dropping.
 async fn admin(live: &Live) -> anyhow::Result<Pg> {
-    Pg::connect(
-        live.pg,
-        &live.spec.secrets,
-        "postgres",
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))
+    connect(live, "postgres").await
+}
+
+/// Rows per table in `public`.
+async fn count_tables(client: &tokio_postgres::Client) -> anyhow::Result<BTreeMap<String, i64>> {
+    Ok(client
+        .query(COUNT_TABLES, &[])
+        .await
+        .context("counting the tables' rows")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Lowercase hex, as checksums are written in manifests and on the wire.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Drops the scratch databases an interrupted verify, import or restore left (called under
@@ -421,9 +433,7 @@ pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
 /// The estimate is the database's size (indexes included, which a dump leaves out) plus
 /// twice the filestore's: generous, never short.
 async fn check_space(live: &Live, db: &str, backups: &Path, reserve: u64) -> anyhow::Result<()> {
-    let pg = Pg::connect(live.pg, &live.spec.secrets, db, Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow!("database {db}: {e}"))?;
+    let pg = connect(live, db).await?;
     let database: i64 = pg
         .client
         .query_one("SELECT pg_database_size(current_database())", &[])
@@ -477,9 +487,7 @@ async fn take_into(
 ) -> anyhow::Result<Listed> {
     let spec = &live.spec;
     // One snapshot for the counts and the dump, so that verify can compare them exactly.
-    let pg = Pg::connect(live.pg, &spec.secrets, db, Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow!("database {db}: {e}"))?;
+    let pg = connect(live, db).await?;
     pg.client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -496,14 +504,7 @@ async fn take_into(
         .await
         .context("reading PostgreSQL's version")?
         .get(0);
-    let tables: BTreeMap<String, i64> = pg
-        .client
-        .query(COUNT_TABLES, &[])
-        .await
-        .context("counting the tables' rows")?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let tables = count_tables(&pg.client).await?;
     let (odoo_version, modules) = odoo_modules(&pg.client).await;
 
     let mut parts = Vec::new();
@@ -915,19 +916,46 @@ pub async fn verify(
     Ok(manifest)
 }
 
-/// Hashes and counts what is read through it.
-struct HashingReader<R> {
-    inner: R,
+/// Hashes (SHA-256) and counts what is read or written through it.
+pub(crate) struct Hashing<T> {
+    inner: T,
     digest: ring::digest::Context,
     size: u64,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<T> Hashing<T> {
+    pub(crate) fn new(inner: T) -> Hashing<T> {
+        Hashing {
+            inner,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
+        }
+    }
+
+    /// The inner reader or writer, the byte count and the SHA-256 in hex.
+    pub(crate) fn finish(self) -> (T, u64, String) {
+        (self.inner, self.size, hex(self.digest.finish().as_ref()))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.digest.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -989,19 +1017,13 @@ fn read_parts(
         for entry in archive.entries()? {
             let entry = entry?;
             current = entry.path()?.to_string_lossy().to_string();
-            let mut reader = HashingReader {
-                inner: entry,
-                digest: ring::digest::Context::new(&ring::digest::SHA256),
-                size: 0,
-            };
+            let mut reader = Hashing::new(entry);
             if current == "filestore.tar" {
                 check_filestore(&mut reader, database)?;
             }
             std::io::copy(&mut reader, &mut std::io::sink())?;
-            seen.insert(
-                current.clone(),
-                (reader.size, hex(reader.digest.finish().as_ref())),
-            );
+            let (_, size, sha256) = reader.finish();
+            seen.insert(current.clone(), (size, sha256));
         }
         Ok(())
     };
@@ -1070,21 +1092,8 @@ async fn restore_and_count(
     let fed = feeder.await.context("reading db.dump from the archive")?;
     restored.map_err(|e| anyhow!("restoring db.dump into a scratch database: {e}"))?;
     fed.context("reading db.dump from the archive")?;
-    let pg = Pg::connect(
-        live.pg,
-        &live.spec.secrets,
-        scratch,
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
-    let counts: BTreeMap<String, i64> = pg
-        .client
-        .query(COUNT_TABLES, &[])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let pg = connect(live, scratch).await?;
+    let counts = count_tables(&pg.client).await?;
     pg.close().await;
     if counts != manifest.tables {
         let mut tables: Vec<&String> = manifest.tables.keys().chain(counts.keys()).collect();

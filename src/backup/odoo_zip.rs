@@ -11,15 +11,13 @@
 //! is checked before anything is made: a zip without `dump.sql`, with names outside its own
 //! directory, or with SQL that `psql` rejects, leaves no backup and no database behind.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
 use super::archive::{Archive, Keys};
-use super::{HashingFile, Listed, Manifest, Part, COUNT_TABLES, FORMAT};
+use super::{HashingFile, Listed, Manifest, Part, FORMAT};
 use crate::config::PlantConfig;
 use crate::stack::spec::{Service, DB_USER};
 
@@ -340,22 +338,8 @@ async fn make(
     ran.map_err(|e| anyhow!("dump.sql: {e}"))?;
     fed.context("reading dump.sql from the zip")?;
 
-    let pg = crate::stack::probe::Pg::connect(
-        live.pg,
-        &live.spec.secrets,
-        scratch,
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
-    let tables: BTreeMap<String, i64> = pg
-        .client
-        .query(COUNT_TABLES, &[])
-        .await
-        .context("counting the imported tables' rows")?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let pg = super::connect(live, scratch).await?;
+    let tables = super::count_tables(&pg.client).await?;
     let postgres_version: String = pg
         .client
         .query_one("SHOW server_version", &[])
@@ -462,29 +446,9 @@ fn filestore_tar(
     database: &str,
     out: &Path,
 ) -> anyhow::Result<Part> {
-    struct Hashing<W> {
-        inner: W,
-        digest: ring::digest::Context,
-        size: u64,
-    }
-    impl<W: Write> Write for Hashing<W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.inner.write(buf)?;
-            self.digest.update(&buf[..n]);
-            self.size += n as u64;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.inner.flush()
-        }
-    }
     let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?).map_err(zip_error)?;
     let file = std::fs::File::create(out)?;
-    let mut tar = tar::Builder::new(Hashing {
-        inner: std::io::BufWriter::new(file),
-        digest: ring::digest::Context::new(&ring::digest::SHA256),
-        size: 0,
-    });
+    let mut tar = tar::Builder::new(super::Hashing::new(std::io::BufWriter::new(file)));
     let base = Path::new("filestore").join(database);
     let mut dirs = std::collections::BTreeSet::new();
     let header_for = |kind: tar::EntryType, size: u64, mode: u32| {
@@ -517,11 +481,12 @@ fn filestore_tar(
     }
     let mut hashing = tar.into_inner()?;
     hashing.flush()?;
-    hashing.inner.get_ref().sync_all()?;
+    let (file, size, sha256) = hashing.finish();
+    file.get_ref().sync_all()?;
     Ok(Part {
         name: "filestore.tar".into(),
-        size: hashing.size,
-        sha256: super::hex(hashing.digest.finish().as_ref()),
+        size,
+        sha256,
     })
 }
 

@@ -252,13 +252,7 @@ pub async fn restore(
         }
     }
     let script = format!("rm -rf /var/lib/odoo/{}", names.previous_dir);
-    let odoo = &live.spec.get(Service::Odoo).container;
-    let mut sink = tokio::io::sink();
-    if let Err(e) = live
-        .engine
-        .exec(odoo, &["sh", "-c", &script], None, &mut sink)
-        .await
-    {
+    if let Err(e) = sh_in_odoo(&live, &script).await {
         tracing::warn!(error = %e, "could not remove the previous filestore");
     }
     Ok(Restored {
@@ -280,17 +274,30 @@ async fn unstage(live: &Live, names: &Names) {
             .await;
         admin.close().await;
     }
+    let _ = sh_in_odoo(live, &format!("rm -rf /var/lib/odoo/{}", names.staged_dir)).await;
+}
+
+/// Runs a shell script in the running Odoo container.
+async fn sh_in_odoo(live: &Live, script: &str) -> Result<(), String> {
+    let odoo = &live.spec.get(Service::Odoo).container;
     let mut sink = tokio::io::sink();
-    let script = format!("rm -rf /var/lib/odoo/{}", names.staged_dir);
-    let _ = live
-        .engine
-        .exec(
-            &live.spec.get(Service::Odoo).container,
-            &["sh", "-c", &script],
-            None,
-            &mut sink,
+    live.engine
+        .exec(odoo, &["sh", "-c", script], None, &mut sink)
+        .await
+}
+
+/// Runs a shell script in a one-off container made like Odoo's (its image and volumes),
+/// for when Odoo itself is stopped; `what` names the work in the error.
+async fn sh_beside_odoo(live: &Live, script: String, what: &str) -> anyhow::Result<()> {
+    live.engine
+        .run_once(
+            &live.spec,
+            live.spec.get(Service::Odoo),
+            vec!["sh".into(), "-c".into(), script],
+            Duration::from_secs(300),
         )
-        .await;
+        .await
+        .map_err(|e| anyhow!("{what}: {e}"))
 }
 
 /// Restores the dump into the staging database (row counts checked) and unpacks the
@@ -357,15 +364,7 @@ async fn swap_in(
          if [ -d {staged}/filestore/{source_db} ]; then mv {staged}/filestore/{source_db} filestore/{db}; fi; \
          rm -rf {staged}"
     );
-    live.engine
-        .run_once(
-            &live.spec,
-            live.spec.get(Service::Odoo),
-            vec!["sh".into(), "-c".into(), script],
-            Duration::from_secs(300),
-        )
-        .await
-        .map_err(|e| anyhow!("moving the filestore into place: {e}"))?;
+    sh_beside_odoo(live, script, "moving the filestore into place").await?;
     swapped.files = true;
     Ok(())
 }
@@ -407,15 +406,7 @@ async fn swap_back(
          elif [ -e {previous}/.none ]; then rm -rf filestore/{db}; fi; \
          rm -rf {previous} {staged}"
     );
-    live.engine
-        .run_once(
-            &live.spec,
-            live.spec.get(Service::Odoo),
-            vec!["sh".into(), "-c".into(), script],
-            Duration::from_secs(300),
-        )
-        .await
-        .map_err(|e| anyhow!("moving the previous filestore back: {e}"))?;
+    sh_beside_odoo(live, script, "moving the previous filestore back").await?;
     gate.set(live, false).await.context("starting Odoo")?;
     healthy(live, db, deadline).await
 }

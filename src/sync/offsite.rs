@@ -62,26 +62,10 @@ async fn next(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option
 async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
-        let mut file = std::fs::File::open(&path)?;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut size = 0u64;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            ctx.update(&buf[..n]);
-            size += n as u64;
-        }
-        Ok((
-            size,
-            ctx.finish()
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        ))
+        let mut file = crate::backup::Hashing::new(std::fs::File::open(&path)?);
+        std::io::copy(&mut file, &mut std::io::sink())?;
+        let (_, size, sha256) = file.finish();
+        Ok((size, sha256))
     })
     .await?
 }

@@ -279,6 +279,16 @@ async fn names(stack: &TestStack, model: &str, field: &str) -> Vec<(String, Valu
     out
 }
 
+/// What a user would look at: the partners (name, id) and attachments (name, content).
+type Records = (Vec<(String, Value)>, Vec<(String, Value)>);
+
+async fn records(stack: &TestStack) -> Records {
+    (
+        names(stack, "res.partner", "id").await,
+        names(stack, "ir.attachment", "datas").await,
+    )
+}
+
 fn b64(text: &str) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text)
 }
@@ -318,12 +328,7 @@ fn a_restore_brings_back_exactly_the_backed_up_records_and_files() {
         let label = json!([{"name": "label.txt", "datas": b64("first label")}]);
         odoo_call(&stack, "ir.attachment", "create", label).await;
     });
-    let backed_up = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let backed_up = rt.block_on(records(&stack));
     let files_backed_up = odoo_volume(&stack).0;
     assert_eq!(files_backed_up.len(), 1, "{files_backed_up:?}");
     let id = stack.cli_ok(&["backup", "run"]);
@@ -392,12 +397,7 @@ fn a_restore_brings_back_exactly_the_backed_up_records_and_files() {
 
     // Exactly the backed-up records, attachment content and filestore files; nothing staged
     // or set aside is left behind.
-    let now = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let now = rt.block_on(records(&stack));
     assert_eq!(now, backed_up);
     assert_eq!(
         now.1[0].1,
@@ -727,12 +727,7 @@ fn an_exported_odoo_zip_imports_back_and_restores_the_same_records() {
         let label = json!([{"name": "label.txt", "datas": b64("hello zip")}]);
         odoo_call(&stack, "ir.attachment", "create", label).await;
     });
-    let backed_up = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let backed_up = rt.block_on(records(&stack));
     let id = stack.cli_ok(&["backup", "run"]);
     let id = id.lines().last().unwrap().trim().to_string();
 
@@ -798,12 +793,7 @@ fn an_exported_odoo_zip_imports_back_and_restores_the_same_records() {
     assert_ne!(new_id, id);
     stack.cli_ok(&["backup", "verify", &new_id]);
     stack.cli_ok(&["backup", "restore", &new_id]);
-    let now = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let now = rt.block_on(records(&stack));
     assert_eq!(now, backed_up);
 
     // Zips that are not Odoo backups are refused, saying why, and leave nothing behind.
@@ -1051,12 +1041,7 @@ fn the_hub_keeps_a_copy_that_rebuilds_a_lost_plant() {
         let label = json!([{"name": "label.txt", "datas": b64("offsite label")}]);
         odoo_call(&stack, "ir.attachment", "create", label).await;
     });
-    let backed_up = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let backed_up = rt.block_on(records(&stack));
     let taken: Value = serde_json::from_str(&stack.cli_ok(&["backup", "run", "--json"])).unwrap();
     let id = taken["id"].as_str().unwrap().to_string();
     let local_sha = sha256_of(std::path::Path::new(taken["path"].as_str().unwrap()));
@@ -1127,12 +1112,7 @@ fn the_hub_keeps_a_copy_that_rebuilds_a_lost_plant() {
 
     // Restored, the rebuilt plant has the records and files again.
     stack.cli_ok(&["backup", "restore", &id]);
-    let now = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let now = rt.block_on(records(&stack));
     assert_eq!(now, backed_up);
     let missing = stack.cli(&["backup", "fetch", "20200101T000000Z-000000"]);
     assert!(!missing.status.success());
@@ -1150,12 +1130,7 @@ fn a_restored_database_odoo_cannot_serve_is_swapped_back() {
         let label = json!([{"name": "label.txt", "datas": b64("kept label")}]);
         odoo_call(&stack, "ir.attachment", "create", label).await;
     });
-    let before = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let before = rt.block_on(records(&stack));
     let files_before = odoo_volume(&stack).0;
     // A database that restores cleanly but that Odoo cannot serve (tables of its own names
     // with other columns), with a filestore of its own.
@@ -1184,12 +1159,7 @@ fn a_restored_database_odoo_cannot_serve_is_swapped_back() {
     );
     stack.wait_all_healthy(Duration::from_secs(60));
     assert!(stack.service("odoo")["held"].is_null());
-    let after = rt.block_on(async {
-        (
-            names(&stack, "res.partner", "id").await,
-            names(&stack, "ir.attachment", "datas").await,
-        )
-    });
+    let after = rt.block_on(records(&stack));
     assert_eq!(after, before);
     let (files, volume) = odoo_volume(&stack);
     assert_eq!(files, files_before);
