@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
-# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap), starts the
+# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium), starts the
 # Docker engine and builds the stack's local images, then checks formatting and lints, then
 # runs the unit and integration tests (which drive the real plantd binary, real PostgreSQL
 # clusters they start in temporary directories, and real containers).
@@ -25,6 +25,7 @@ need /usr/lib/postgresql/15/bin/initdb postgresql-15   # the hub's store, a thro
 need debootstrap debootstrap  # images/build-local.sh: the stack's images from Debian's packages
 need zstd zstd                # the backup test opens an archive with tar --zstd, as an admin would
 need age age                  # the backup test opens an encrypted archive with age, as an admin would
+need chromium chromium        # the browser the admin UI's tests drive, headless
 need_docker_engine            # the stack tests run real containers
 images/build-local.sh         # builds the local images once; reused when present
 
