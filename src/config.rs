@@ -68,6 +68,14 @@ struct RawConfig {
     stack: Option<stack::RawStack>,
     #[serde(default)]
     backup: backup::RawBackup,
+    #[serde(default)]
+    update: RawUpdate,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    release_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -105,6 +113,9 @@ pub struct PlantConfig {
     /// QUIC addresses of the hub replicas, tried in turn; empty means the ones enrollment
     /// recorded.
     pub hubs: Vec<String>,
+    /// The public keys whose signature a release needs (`[update] release_keys`); several, so
+    /// that a key can be rotated. Empty: no release is accepted.
+    pub release_keys: Vec<crate::update::release::PublicKey>,
     /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
     pub stack: Option<StackConfig>,
     pub backup: BackupConfig,
@@ -351,8 +362,20 @@ impl PlantConfig {
         }
         let stack = raw.stack.map(StackConfig::from_raw).transpose()?.flatten();
         let backup = BackupConfig::from_raw(raw.backup)?;
+        let release_keys = raw
+            .update
+            .release_keys
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                crate::update::release::PublicKey::parse(k)
+                    .map_err(|e| err("update.release_keys", format!("entry {}: {e}", i + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PlantConfig {
             backup,
+            release_keys,
             source: None,
             data_dir,
             hubs,
@@ -670,6 +693,12 @@ max_group = 64
                 2,
                 "backup.encrypt_to",
                 "not an age recipient",
+            ),
+            (
+                "[update]\nrelease_keys = [\"ssh-ed25519 AAAA\"]\n",
+                2,
+                "update.release_keys",
+                "entry 1: \"ssh-ed25519 AAAA\" is not a release public key",
             ),
         ];
         for (text, line, field, msg) in cases {

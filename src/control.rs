@@ -112,17 +112,73 @@ pub struct Control {
     pub stack_config: Option<crate::config::StackConfig>,
     /// Reads `plant.toml` again, as `plantd up` did (for `stack apply`).
     pub reload: crate::plant::Reload,
+    /// Where changes asked for over the socket are written down, with the caller's user.
+    pub audit: Option<Arc<crate::admin::store::Store>>,
+}
+
+impl Request {
+    /// The audit log's name for a request that changes something; `None` for reads.
+    pub fn action(&self) -> Option<(&'static str, Option<&str>)> {
+        Some(match self {
+            Request::Status
+            | Request::TokenList
+            | Request::StackStatus
+            | Request::StackLogs { .. }
+            | Request::StackEvents => return None,
+            Request::TokenCreate { device } => ("token.create", Some(device)),
+            Request::TokenRevoke { device } => ("token.revoke", Some(device)),
+            Request::Island => ("island", None),
+            Request::Rejoin => ("rejoin", None),
+            Request::StackRestart { service } => ("service.restart", Some(service)),
+            Request::StackReset { service } => ("service.reset", Some(service)),
+            Request::StackApply => ("stack.apply", None),
+            Request::StackDown { .. } => ("stack.down", None),
+            Request::StackHold {
+                service,
+                reason: Some(_),
+            } => ("service.hold", Some(service)),
+            Request::StackHold {
+                service,
+                reason: None,
+            } => ("service.release", Some(service)),
+        })
+    }
 }
 
 impl Control {
+    /// Handles a request from the control socket, writing a change to the audit log as done by
+    /// `who` (the local user that ran the CLI).
+    async fn handle_audited(&self, request: Request, who: &str) -> Response {
+        let action = request.action().map(|(a, t)| (a, t.map(str::to_string)));
+        let response = self.handle(request).await;
+        if let (Some((action, target)), Some(store)) = (action, &self.audit) {
+            let (outcome, detail) = match &response {
+                Response::Error { message } => ("failed", message.clone()),
+                Response::Token { .. } => ("ok", "token created".to_string()),
+                Response::Done { message } => ("ok", message.clone()),
+                Response::Lines { lines } => ("ok", lines.join("; ")),
+                _ => ("ok", String::new()),
+            };
+            let entry = crate::admin::store::AuditEntry {
+                at: crate::admin::store::now(),
+                user: who.to_string(),
+                action: action.to_string(),
+                target,
+                outcome: outcome.to_string(),
+                detail,
+            };
+            let store = store.clone();
+            let written = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
+            if let Ok(Err(e)) = written {
+                tracing::error!(error = %e, "writing the audit log");
+            }
+        }
+        response
+    }
+
     /// Probes the journal, records its health, and returns its numbers.
     async fn journal_health(&self) -> Result<Stats, crate::journal::JournalError> {
-        match self.journal.probe().await {
-            Ok(()) => self
-                .health
-                .set("journal", State::Ok, crate::ingest::JOURNAL_OK),
-            Err(e) => self.health.set("journal", State::Unhealthy, e.to_string()),
-        }
+        probe_journal(&self.journal, &self.health).await;
         self.journal.stats().await
     }
 
@@ -260,6 +316,15 @@ impl Control {
     }
 }
 
+/// Commits a no-op write through the journal's writer and records the outcome as the
+/// journal's health (a full disk or a broken database shows there).
+pub async fn probe_journal(journal: &Journal, health: &Health) {
+    match journal.probe().await {
+        Ok(()) => health.set("journal", State::Ok, crate::ingest::JOURNAL_OK),
+        Err(e) => health.set("journal", State::Unhealthy, e.to_string()),
+    }
+}
+
 /// Binds the socket (mode 0600), replacing a stale one left by a crash.
 pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
@@ -308,6 +373,11 @@ pub async fn serve(
 }
 
 async fn connection(stream: UnixStream, control: &Control) -> std::io::Result<()> {
+    // The socket is mode 0600, so this is the daemon's own user (root on a plant server).
+    let who = match stream.peer_cred() {
+        Ok(cred) => format!("cli (uid {})", cred.uid()),
+        Err(_) => "cli".to_string(),
+    };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -326,7 +396,7 @@ async fn connection(stream: UnixStream, control: &Control) -> std::io::Result<()
             }
         } else {
             match serde_json::from_slice::<Request>(&line) {
-                Ok(request) => control.handle(request).await,
+                Ok(request) => control.handle_audited(request, &who).await,
                 Err(e) => Response::Error {
                     message: format!("not a control request: {e}"),
                 },

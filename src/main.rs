@@ -10,6 +10,7 @@
 //! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
 //! - `health`: component health; `telemetry`: logging setup
 
+mod admin;
 mod backup;
 mod cli;
 mod config;
@@ -25,6 +26,7 @@ mod stack;
 mod sync;
 mod telemetry;
 mod tokens;
+mod update;
 
 use clap::Parser;
 

@@ -18,7 +18,7 @@ pub fn init_logging() {
 }
 
 /// CPU, memory and disk of this host, from sysinfo and statvfs.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Host {
     /// Average CPU use since the previous reading, percent.
     pub cpu_percent: f32,

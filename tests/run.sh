@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
-# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium), starts the
+# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium, Node.js
+# with playwright-core), starts the
 # Docker engine and builds the stack's local images, then checks formatting and lints, then
 # runs the unit and integration tests (which drive the real plantd binary, real PostgreSQL
 # clusters they start in temporary directories, and real containers).
@@ -26,8 +27,19 @@ need debootstrap debootstrap  # images/build-local.sh: the stack's images from D
 need zstd zstd                # the backup test opens an archive with tar --zstd, as an admin would
 need age age                  # the backup test opens an encrypted archive with age, as an admin would
 need chromium chromium        # the browser the admin UI's tests drive, headless
+need node nodejs              # runs the browser test script (playwright-core drives Chromium)
+need npm npm
+need systemd-analyze systemd  # the unit files' test runs systemd-analyze verify
+need shellcheck shellcheck    # lints the installer and the test scripts
 need_docker_engine            # the stack tests run real containers
 images/build-local.sh         # builds the local images once; reused when present
+# playwright-core, pinned by tests/browser/package-lock.json, from the machine's npm registry;
+# it needs Node.js 18 or later (Debian 12's own nodejs).
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then
+  echo "tests/run.sh: Node.js $(node --version) is too old for playwright-core; install Node.js 18 or later" >&2
+  exit 1
+fi
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --check
@@ -39,4 +51,12 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "clippy is not installed: skipping lints"
 fi
+shellcheck -x installer/*.sh tests/run.sh images/*.sh .ci/run
 cargo test --release --locked "$@"
+
+# The static musl binary, built as a release is, must pass the smoke test too.
+if [ "$#" -eq 0 ]; then
+  installer/build-static.sh
+  PLANTD_TEST_BIN="$PWD/target/x86_64-unknown-linux-musl/release/plantd" \
+    cargo test --release --locked --test plant smoke::
+fi

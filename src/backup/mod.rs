@@ -875,6 +875,27 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
     Ok(listed)
 }
 
+/// The newest backup, by the time in its id (no archive is opened: the admin UI polls this).
+/// One dated more than a day ahead (a clock that was wrong once) does not count: it would hold
+/// scheduled backups off until that date.
+pub fn newest(data_dir: &Path) -> Option<(String, jiff::Timestamp)> {
+    let horizon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .ok()?;
+    std::fs::read_dir(dir(data_dir))
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let id = name
+                .strip_suffix(".tar.zst")
+                .or_else(|| name.strip_suffix(".tar.zst.age"))?;
+            check_id(id).ok()?;
+            Some((id.to_string(), scheduler::taken_at(id)?))
+        })
+        .filter(|(_, at)| *at <= horizon)
+        .max_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+}
+
 /// Checks a backup: every part against its checksum, then a restore of the dump into a scratch
 /// database in the postgres container, whose row counts must equal the manifest's. The scratch
 /// database is dropped whatever happens.

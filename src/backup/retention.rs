@@ -235,7 +235,7 @@ fn first_slot(
 
 /// How many backups to keep, from `backup.retention` in `plant.toml`. See the module
 /// documentation for the rules; the newest backup is kept whatever the counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// The newest backup of each of this many most recent local days that have one.

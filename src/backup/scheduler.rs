@@ -58,7 +58,7 @@ pub async fn run(
     let mut last_report = String::new();
     loop {
         let now = Timestamp::now();
-        let last = newest(&config);
+        let last = super::newest(&config.data_dir).map(|(_, at)| at);
         let due = match retry_at {
             Some(at) => Some(at),
             None => retention::next_run(&schedule, last, now, &tz),
@@ -150,20 +150,6 @@ async fn stack_ready(stack: &crate::stack::Stack, stop: &mut watch::Receiver<boo
         }
     }
     true
-}
-
-/// The newest backup's start, if any. One dated more than a day ahead (a clock that was
-/// wrong once) does not count: it would hold scheduled backups off until that date.
-fn newest(config: &PlantConfig) -> Option<Timestamp> {
-    let horizon = Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(24))
-        .ok()?;
-    super::list(&config.data_dir)
-        .ok()?
-        .iter()
-        .filter_map(|b| taken_at(&b.id))
-        .filter(|t| *t <= horizon)
-        .max()
 }
 
 /// One scheduled backup: take, verify, prune. Returns what to report.

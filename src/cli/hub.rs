@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::config::HubConfig;
@@ -35,6 +35,12 @@ pub struct HubArgs {
 
 #[derive(Debug, Subcommand)]
 enum HubCommand {
+    /// Rolling a release out to the fleet in waves.
+    #[command(subcommand)]
+    Rollout(HubRolloutCommand),
+    /// Signed releases of plantd for the fleet.
+    #[command(subcommand)]
+    Release(HubReleaseCommand),
     /// Enrollment tokens for plants.
     #[command(subcommand)]
     Token(HubTokenCommand),
@@ -55,6 +61,48 @@ enum HubCommand {
         #[arg(long, value_name = "NAME")]
         plant: String,
         /// Print JSON (objects with id, name, size, sha256, created_at).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubRolloutCommand {
+    /// Show which plants each wave would update (a dry run: nothing starts).
+    Plan {
+        /// Cumulative waves: counts and percentages of the fleet, ending in 100%.
+        #[arg(long, value_name = "LIST", default_value = "1,10%,100%")]
+        waves: String,
+        /// Print JSON (a list of waves, each a list of plant names).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubReleaseCommand {
+    /// Make a release signing key: the secret key goes to FILE (mode 0600; keep it off the
+    /// hub), the public key to pin in each plant's `[update] release_keys` is the last line.
+    Keygen {
+        /// Where to write the secret key; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign a plantd binary with KEY and store it on the hub as version V.
+    #[command(disable_version_flag = true)]
+    Publish {
+        /// The plantd binary (the static release build).
+        file: PathBuf,
+        /// Its version, such as 1.4.0; one version names one binary forever.
+        #[arg(long, value_name = "V")]
+        version: String,
+        /// The secret key file from `plantd hub release keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// List the published releases.
+    List {
+        /// Print JSON (objects with version, size, sha256, public_key, signature, published_at).
         #[arg(long)]
         json: bool,
     },
@@ -136,8 +184,65 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let HubCommand::Release(HubReleaseCommand::Keygen { out }) = &command {
+        return release_keygen(out);
+    }
+    let waves = match &command {
+        HubCommand::Rollout(HubRolloutCommand::Plan { waves, .. }) => {
+            Some(crate::update::rollout::Waves::parse(waves)?)
+        }
+        _ => None,
+    };
     let store = Store::connect(&config.database).await?;
     match command {
+        HubCommand::Rollout(HubRolloutCommand::Plan { json, .. }) => {
+            let waves = waves.expect("parsed above");
+            let fleet: Vec<String> = store
+                .plants()
+                .await?
+                .into_iter()
+                .filter(|p| p.enrolled && !p.revoked)
+                .map(|p| p.plant)
+                .collect();
+            let plan = waves.plan(&fleet);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else if plan.is_empty() {
+                println!("no enrolled plant: nothing to roll out to");
+            } else {
+                println!("waves {waves} over {} enrolled plants:", fleet.len());
+                for (i, wave) in plan.iter().enumerate() {
+                    println!("wave {}: {}", i + 1, wave.join(", "));
+                }
+            }
+        }
+        HubCommand::Release(HubReleaseCommand::Publish { file, version, key }) => {
+            release_publish(&store, &file, &version, &key).await?;
+        }
+        HubCommand::Release(HubReleaseCommand::List { json }) => {
+            let rows = store.releases().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<14} {:>10}  {:<22} {:<64}  SIGNED BY",
+                    "VERSION", "SIZE", "PUBLISHED", "SHA-256"
+                );
+                for r in rows {
+                    println!(
+                        "{:<14} {:>10}  {:<22} {:<64}  {}",
+                        r.version,
+                        bytesize::ByteSize(r.size.max(0) as u64).to_string(),
+                        r.published_at,
+                        r.sha256,
+                        r.public_key
+                    );
+                }
+            }
+        }
+        HubCommand::Release(HubReleaseCommand::Keygen { .. }) => {
+            unreachable!("served above, without the database")
+        }
         HubCommand::Token(HubTokenCommand::Create { plant, ttl }) => {
             check_plant_name(&plant)?;
             let ca = crate::pki::HubCa::load_or_create(&config.data_dir)?;
@@ -201,6 +306,85 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         }
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
+    Ok(())
+}
+
+/// Largest binary `release publish` takes.
+const MAX_RELEASE: u64 = 256 * 1024 * 1024;
+
+fn release_keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, public) = crate::update::release::keygen()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key file is never overwritten)",
+                out.display()
+            )
+        })?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "Secret release key written to {} (mode 0600): keep it off the hub, and back it up.",
+        out.display()
+    );
+    println!("Pin this public key in each plant's plant.toml: [update] release_keys = [\"KEY\"]");
+    println!("{public}");
+    Ok(())
+}
+
+async fn release_publish(
+    store: &Store,
+    file: &std::path::Path,
+    version: &str,
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::update::release::{Manifest, SigningKey};
+    let key_bytes =
+        std::fs::read(key).with_context(|| format!("reading the key {}", key.display()))?;
+    let signing = SigningKey::parse(std::str::from_utf8(&key_bytes).unwrap_or(""))
+        .with_context(|| format!("{}", key.display()))?;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > MAX_RELEASE {
+        bail!(
+            "{}: {} is over the {} a release may be",
+            file.display(),
+            bytesize::ByteSize(size),
+            bytesize::ByteSize(MAX_RELEASE)
+        );
+    }
+    let binary = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if !binary.starts_with(b"\x7fELF") {
+        bail!(
+            "{}: not an ELF executable; publish the plantd binary itself",
+            file.display()
+        );
+    }
+    let manifest = Manifest::of(version, &binary)?;
+    let signature = signing.sign(&manifest);
+    let public = signing.public().to_string();
+    let new = store
+        .publish_release(&manifest, &signature, &public, &binary)
+        .await?;
+    println!(
+        "{} version {} ({}, sha256 {}), signed by {public}",
+        if new {
+            "published"
+        } else {
+            "already published:"
+        },
+        manifest.version,
+        bytesize::ByteSize(manifest.size),
+        manifest.sha256
+    );
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The command line: one file per subcommand group; `main` calls [`run`].
 
+mod admin;
 mod backup;
 mod config_check;
 mod enroll;
 mod hub;
+mod release;
 mod stack;
 mod status;
 mod token;
@@ -62,6 +64,12 @@ enum Command {
     /// Manage the tokens that shop-floor devices use to post transactions.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Users of the admin UI.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// plantd releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Enroll this plant with its hub, using a token from `plantd hub token create`.
     ///
     /// Makes the plant's key, checks the hub against the CA fingerprint in the token before
@@ -105,6 +113,38 @@ enum ConfigCommand {
     Check {
         /// The config file, such as /etc/plantd/plant.toml.
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Check a plantd binary against the release keys this plant pins ([update] release_keys).
+    #[command(disable_version_flag = true)]
+    Verify {
+        #[command(flatten)]
+        place: Place,
+        /// The binary.
+        file: PathBuf,
+        /// The version it was published as.
+        #[arg(long, value_name = "V")]
+        version: String,
+        /// Its signature (`plantd hub release list --json` on the hub).
+        #[arg(long, value_name = "BASE64")]
+        signature: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Add a user of the admin UI; the password is read from stdin (one line).
+    Add {
+        #[command(flatten)]
+        place: Place,
+        /// The user's name: 1 to 32 of a-z, 0-9, '.', '_', '-'.
+        user: String,
+        /// admin (sees and acts) or viewer (sees everything, changes nothing).
+        #[arg(long, value_name = "ROLE")]
+        role: String,
     },
 }
 
@@ -427,6 +467,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Island { place } => enroll::island(&place.load()?, true).await,
         Command::Rejoin { place } => enroll::island(&place.load()?, false).await,
         Command::Hub(args) => hub::run(args).await,
+        Command::Release(ReleaseCommand::Verify {
+            place,
+            file,
+            version,
+            signature,
+        }) => release::verify(&place.load()?, &file, &version, &signature),
+        Command::Admin(AdminCommand::Add { place, user, role }) => {
+            admin::add(&place.load()?, &user, &role)
+        }
         Command::Token(t) => match t {
             TokenCommand::Create { place, device } => token::create(&place.load()?, &device).await,
             TokenCommand::List { place } => token::list(&place.load()?).await,

@@ -102,7 +102,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
         tokio::spawn(async move {
-            axum_server::from_tcp_rustls(listener, rustls)?
+            crate::pki::https_server(listener, rustls)?
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await
@@ -110,6 +110,17 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        // The runtime answering is what is checked: a hub wedged in its event loop stops the
+        // pings and systemd restarts it. PostgreSQL down is not the hub's to fix by restarting.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
     tracing::info!(
         https = %hub.config.listen,
         quic = %hub.config.quic,

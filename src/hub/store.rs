@@ -53,7 +53,29 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 4: the id of the journal each plant replicates from.
     "ALTER TABLE plants ADD COLUMN journal_id TEXT;",
+    // 5: signed releases of plantd, in the database so that every hub replica serves them.
+    "CREATE TABLE releases (
+        version      TEXT PRIMARY KEY,
+        size         BIGINT NOT NULL,
+        sha256       TEXT NOT NULL,
+        signature    TEXT NOT NULL,
+        public_key   TEXT NOT NULL,
+        binary_data  BYTEA NOT NULL,
+        published_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
+
+/// A release as `plantd hub release list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseRow {
+    pub version: String,
+    pub size: i64,
+    pub sha256: String,
+    /// The public key that signed it, and the signature (of the manifest: version, size, sha256).
+    pub public_key: String,
+    pub signature: String,
+    pub published_at: String,
+}
 
 /// A connection to the hub database.
 pub struct Store {
@@ -361,6 +383,74 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Stores a signed release. Publishing the same bytes again is a no-op (`false`); other
+    /// bytes under a published version are refused: a version names one binary forever.
+    pub async fn publish_release(
+        &self,
+        manifest: &crate::update::release::Manifest,
+        signature: &str,
+        public_key: &str,
+        binary: &[u8],
+    ) -> anyhow::Result<bool> {
+        let inserted = self
+            .client
+            .execute(
+                "INSERT INTO releases (version, size, sha256, signature, public_key, binary_data)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO NOTHING",
+                &[
+                    &manifest.version,
+                    &(manifest.size as i64),
+                    &manifest.sha256,
+                    &signature,
+                    &public_key,
+                    &binary,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let row = self
+            .client
+            .query_one(
+                "SELECT sha256 FROM releases WHERE version = $1",
+                &[&manifest.version],
+            )
+            .await?;
+        let stored: String = row.get(0);
+        if stored != manifest.sha256 {
+            bail!(
+                "version {} is already published with sha256 {stored}; a version names one binary: publish this one under a new version",
+                manifest.version
+            );
+        }
+        Ok(false)
+    }
+
+    /// The published releases, newest first.
+    pub async fn releases(&self) -> anyhow::Result<Vec<ReleaseRow>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT version, size, sha256, public_key, signature,
+                        to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                 FROM releases ORDER BY published_at DESC, version DESC",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ReleaseRow {
+                version: r.get(0),
+                size: r.get(1),
+                sha256: r.get(2),
+                public_key: r.get(3),
+                signature: r.get(4),
+                published_at: r.get(5),
+            })
+            .collect())
     }
 
     /// Records a fleet API token (hashed) under `name`, replacing an earlier one.

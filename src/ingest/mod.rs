@@ -85,12 +85,7 @@ async fn post_transactions(
     body: Body,
 ) -> Result<Response, ApiError> {
     let device = authenticate(&api, &headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = headers
@@ -123,6 +118,15 @@ async fn post_transactions(
         answers.next().expect("one item was appended")
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// Whether the request says its body is JSON (`Content-Type: application/json`, any charset).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Reads the body, at most [`MAX_BODY`] bytes. A body over the limit is still read (up to

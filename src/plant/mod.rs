@@ -82,24 +82,78 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     };
     let replication =
         replication::start(data_dir, &config.hubs, &journal, &health, stop_rx.clone());
+    let stack_handle = stack.clone();
+    // The admin UI's users and the audit log; without them the UI is off and the rest runs on.
+    let admin_store = match crate::admin::store::Store::open(data_dir) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            health.set(
+                "admin",
+                State::Unhealthy,
+                format!("the admin UI is off: {e}"),
+            );
+            None
+        }
+    };
+    let control = Arc::new(Control {
+        journal: journal.clone(),
+        tokens,
+        health: health.clone(),
+        data_dir: data_dir.clone(),
+        started,
+        replication: replication.clone(),
+        stack,
+        stack_config: config.stack.clone(),
+        reload,
+        audit: admin_store.clone(),
+    });
     let api = Api {
         journal: journal.clone(),
-        tokens: tokens.clone(),
+        tokens: control.tokens.clone(),
         health: health.clone(),
         link: replication.link.clone(),
     };
     let app = ingest::router(api);
+    let https_addr = https.local_addr()?;
+    let monitor = crate::admin::monitor::Monitor::default();
+    // The admin UI and /metrics only over TLS: never on the plain-HTTP listener.
+    let admin = admin_store.map(|store| {
+        crate::admin::Admin::new(
+            control.clone(),
+            Arc::new(config.clone()),
+            store,
+            monitor.clone(),
+            https_addr,
+        )
+    });
+    let https_app = match admin {
+        Some(Ok(admin)) => {
+            health.set(
+                "admin",
+                State::Ok,
+                "admin UI and /metrics on the HTTPS listener",
+            );
+            app.clone().merge(crate::admin::router(admin))
+        }
+        Some(Err(e)) => {
+            health.set(
+                "admin",
+                State::Unhealthy,
+                format!("the admin UI is off: {e:#}"),
+            );
+            app.clone()
+        }
+        None => app.clone(),
+    };
     let handle = axum_server::Handle::<SocketAddr>::new();
     let mut servers = tokio::task::JoinSet::new();
-    let https_addr = https.local_addr()?;
     {
-        let app = app.clone();
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
         servers.spawn(async move {
-            axum_server::from_tcp_rustls(https, rustls)?
+            crate::pki::https_server(https, rustls)?
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(https_app.into_make_service())
                 .await
         });
     }
@@ -110,6 +164,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         let handle = handle.clone();
         servers.spawn(async move {
             axum_server::from_tcp(plain)?
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
                 .handle(handle)
                 .serve(app.into_make_service())
                 .await
@@ -125,7 +180,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
         servers.spawn(async move {
-            axum_server::from_tcp_rustls(listener, rustls)?
+            crate::pki::https_server(listener, rustls)?
                 .handle(handle)
                 .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await
@@ -136,19 +191,13 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
             format!("Odoo on https://{addr} (/websocket to the gevent port)"),
         );
     }
-    let stack_handle = stack.clone();
-    let control = Arc::new(Control {
-        journal: journal.clone(),
-        tokens,
-        health: health.clone(),
-        data_dir: data_dir.clone(),
-        started,
-        replication: replication.clone(),
-        stack,
-        stack_config: config.stack.clone(),
-        reload,
-    });
     let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
+    let sampler = tokio::spawn(monitor.run(
+        journal.clone(),
+        health.clone(),
+        replication.link.clone(),
+        stop_rx.clone(),
+    ));
     let backups = tokio::spawn(crate::backup::scheduler::run(
         config.clone(),
         stack_handle,
@@ -191,6 +240,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = control_task.await;
     let _ = maintenance.await;
+    let _ = sampler.await;
     // A backup in progress is abandoned: its parts are cleaned up by the next one.
     backups.abort();
     journal.close().await;

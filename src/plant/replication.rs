@@ -78,6 +78,8 @@ pub struct Replication {
     pub link: watch::Receiver<Option<LinkReport>>,
     pub islanded: Arc<watch::Sender<bool>>,
     pub enrolled: bool,
+    /// The hub endpoints tried in turn (configured, else those enrollment recorded).
+    pub hubs: Vec<String>,
 }
 
 /// Starts replication if `data_dir` holds an enrollment; otherwise reports why not.
@@ -97,6 +99,7 @@ pub fn start(
             link: link_rx.clone(),
             islanded: Arc::new(islanded_tx.clone()),
             enrolled: false,
+            hubs: configured_hubs.to_vec(),
         }
     };
     let enrollment = match crate::enrollment::load(data_dir) {
@@ -169,5 +172,6 @@ pub fn start(
         link: link_rx,
         islanded: Arc::new(islanded_tx),
         enrolled: true,
+        hubs,
     }
 }

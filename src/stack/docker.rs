@@ -12,8 +12,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -155,6 +155,7 @@ impl Engine {
         stack: &StackSpec,
         spec: &ServiceSpec,
     ) -> Result<(), String> {
+        self.dedupe_network(stack).await;
         match self
             .docker
             .inspect_network(
@@ -482,6 +483,39 @@ impl Engine {
         self.docker
             .events(Some(options))
             .map(|e| e.map(|_| ()).map_err(short))
+    }
+
+    /// Leaves one network of the stack's name. A daemon stopped while creating the network can
+    /// have its request land after the next daemon looked and created its own: Docker 20.10
+    /// then holds two networks of one name, and every use of the name fails as ambiguous. The
+    /// oldest is kept; a newer one in use is left (and logged) rather than forced.
+    async fn dedupe_network(&self, stack: &StackSpec) {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_STACK}={}", stack.name)],
+        )]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(mut networks) = self.docker.list_networks(Some(options)).await else {
+            return;
+        };
+        networks.retain(|n| n.name.as_deref() == Some(stack.network.as_str()));
+        if networks.len() < 2 {
+            return;
+        }
+        networks.sort_by(|a, b| a.created.cmp(&b.created));
+        for extra in &networks[1..] {
+            let Some(id) = &extra.id else { continue };
+            match self.docker.remove_network(id).await {
+                Ok(()) => {
+                    tracing::warn!(network = %stack.network, %id, "removed a duplicate of the stack's network")
+                }
+                Err(e) => {
+                    tracing::warn!(network = %stack.network, %id, error = %short(e), "a duplicate of the stack's network could not be removed")
+                }
+            }
+        }
     }
 
     /// Removes the stack's containers, and its network; its volumes too only when asked.

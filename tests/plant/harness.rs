@@ -9,9 +9,15 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plantd");
 
+/// The binary the daemon and CLI helpers run: `PLANTD_TEST_BIN` when set (the static musl
+/// build, say), else the one cargo built for these tests.
+pub fn bin() -> String {
+    std::env::var("PLANTD_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// Runs `plantd ARGS` to completion.
 pub fn plantd(args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -106,7 +112,7 @@ impl Plant {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["up", "--config"])
             .arg(&config_path)
             .arg("--data-dir")
@@ -152,6 +158,11 @@ impl Plant {
     /// A client trusting only this plant's certificate.
     pub fn client(&self) -> reqwest::Client {
         client_for(&self.data_dir.join("tls/api.crt"), self.addr)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("plantd runs").id()
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

@@ -1,6 +1,7 @@
 //! Integration tests: each drives the real `plantd` binary as a device, an admin and a
 //! crash would. One test binary, one module per concern.
 
+mod admin;
 mod backup;
 mod bad_input;
 mod bounded;
@@ -10,5 +11,9 @@ mod crash;
 mod disk_full;
 mod fleet;
 mod harness;
+mod installer;
+mod releases;
 mod replication;
+mod smoke;
 mod stack;
+mod units;

@@ -828,3 +828,43 @@ impl SocketRelay {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A daemon stopped while it created the stack's network can leave two networks of that name
+/// (Docker 20.10 does not refuse a duplicate through its API); the next daemon keeps one and
+/// brings the stack up, instead of failing on an "ambiguous" name until the breaker opens.
+#[test]
+fn a_duplicate_network_left_behind_is_removed() {
+    let name = next_name();
+    let network = format!("{name}-net");
+    let body = format!(
+        "{{\"Name\":\"{network}\",\"Driver\":\"bridge\",\"Labels\":{{\"io.plantd.stack\":\"{name}\"}}}}"
+    );
+    for _ in 0..2 {
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket", "/var/run/docker.sock", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "-d", &body])
+            .arg("http://localhost/networks/create")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "creating {network}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let count = || {
+        docker_ok(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.plantd.stack={name}"),
+        ])
+        .lines()
+        .count()
+    };
+    assert_eq!(count(), 2, "the duplicate is there to begin with");
+    let stack = TestStack::start_named(name.clone(), "");
+    stack.wait_all_healthy(Duration::from_secs(120));
+    assert_eq!(count(), 1);
+}

@@ -1,0 +1,119 @@
+//! The admin API's refusals: one enum, one exhaustive mapping to status and JSON body, in the
+//! same shape as the ingest API's (`{"error": {"code", "message"}}`).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// No session, or it ended.
+    Unauthenticated,
+    /// A viewer (or a monitoring token) asked for a change.
+    Forbidden(String),
+    /// A change without the session's CSRF token, or from another origin.
+    Csrf(String),
+    BadCredentials,
+    LockedOut(Duration),
+    BadSetupCode,
+    UnsupportedMediaType,
+    Invalid(String),
+    /// The first admin exists already, or the name is taken.
+    Conflict(String),
+    /// Another backup job runs.
+    Busy(String),
+    NotFound(String),
+    /// What was asked for is not part of this plant (no stack, not enrolled).
+    Unavailable(String),
+    /// The action ran and failed; the message says why.
+    Failed(String),
+    Internal(String),
+}
+
+impl AdminError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use AdminError::*;
+        match self {
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "sign in first (your session may have ended)".into(),
+            ),
+            Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            Csrf(m) => (StatusCode::FORBIDDEN, "csrf", m.clone()),
+            BadCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "wrong user name or password".into(),
+            ),
+            LockedOut(d) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "locked_out",
+                format!(
+                    "too many wrong passwords: this user name is locked for {}; try again then",
+                    super::monitor::human(d.as_secs().div_ceil(60).max(1) * 60)
+                ),
+            ),
+            BadSetupCode => (
+                StatusCode::FORBIDDEN,
+                "bad_setup_code",
+                "wrong setup code; it is in plantd's log (journalctl -u plantd) and in DATA_DIR/admin-setup-code".into(),
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with \"Content-Type: application/json\"".into(),
+            ),
+            Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone()),
+            Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Busy(m) => (StatusCode::CONFLICT, "busy", m.clone()),
+            NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, "failed", m.clone()),
+            Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m.clone()),
+        }
+    }
+
+    /// The audit log's outcome for a refusal or a failure.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AdminError::Failed(_) | AdminError::Internal(_) => "failed",
+            _ => "refused",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        self.parts().2
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<super::store::StoreError> for AdminError {
+    fn from(e: super::store::StoreError) -> Self {
+        use super::store::StoreError;
+        match e {
+            StoreError::Invalid(m) => AdminError::Invalid(m),
+            StoreError::Exists(_) => AdminError::Conflict(e.to_string()),
+            StoreError::Sqlite { .. } | StoreError::Hash(_) => AdminError::Internal(e.to_string()),
+        }
+    }
+}

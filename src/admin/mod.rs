@@ -1,0 +1,197 @@
+//! The local admin UI and its JSON API (`/api/v1/admin/`), and `/metrics`, on the daemon's HTTPS
+//! listener only (never on the plain-HTTP one: passwords and session cookies need TLS).
+//!
+//! The UI is three files from `web/`, compiled into the binary: nothing to install beside it and
+//! nothing fetched from elsewhere (a strict Content-Security-Policy says so to the browser). The
+//! UI reads and acts through the same JSON API that monitoring tools read; every action goes
+//! through the daemon's [`Control`] (as the CLI's do) or the backup functions the CLI calls, and
+//! is written to the audit log with who, what, when and the outcome.
+
+mod api;
+pub mod auth;
+mod error;
+mod jobs;
+mod metrics;
+pub mod monitor;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::AdminError;
+
+use crate::config::PlantConfig;
+use crate::control::Control;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct Admin {
+    pub control: Arc<Control>,
+    pub config: Arc<PlantConfig>,
+    pub store: Arc<store::Store>,
+    pub auth: Arc<auth::Auth>,
+    pub monitor: monitor::Monitor,
+    pub host: Arc<crate::telemetry::HostProbe>,
+    pub jobs: Arc<jobs::Jobs>,
+    /// The plant's name: its enrollment's, else its stack's.
+    pub plant: String,
+    /// Password hashes running at once (each takes 19 MiB and a core for tens of ms).
+    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Admin {
+    /// With no user yet, makes the one-time setup code, logs it and writes it to
+    /// `DATA_DIR/admin-setup-code` (mode 0600) for the installer to show.
+    pub fn new(
+        control: Arc<Control>,
+        config: Arc<PlantConfig>,
+        store: Arc<store::Store>,
+        monitor: monitor::Monitor,
+        https: std::net::SocketAddr,
+    ) -> anyhow::Result<Admin> {
+        let auth = Arc::new(auth::Auth::default());
+        let code_file = setup_code_file(&config.data_dir);
+        if store.user_count()? == 0 {
+            let code = auth::new_setup_code()?;
+            crate::pki::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
+            tracing::warn!(
+                setup_code = %code,
+                "no admin user yet: open https://{https}/ (this server's address) and create the first admin with setup code {code}, or run `plantd admin add NAME --role admin`"
+            );
+            auth.set_setup_code(Some(code));
+        } else {
+            let _ = std::fs::remove_file(&code_file);
+        }
+        let plant = crate::enrollment::load(&config.data_dir)
+            .ok()
+            .flatten()
+            .map(|e| e.plant)
+            .or_else(|| config.stack.as_ref().map(|s| s.name.clone()))
+            .unwrap_or_else(|| "plant".into());
+        Ok(Admin {
+            control,
+            config,
+            store,
+            auth,
+            monitor,
+            host: Default::default(),
+            jobs: Default::default(),
+            plant,
+            hashing: Arc::new(tokio::sync::Semaphore::new(2)),
+        })
+    }
+}
+
+impl Admin {
+    /// A turn to hash a password, or 503 when two hashes run already: a flood of sign-ins
+    /// cannot take the server's memory and cores from Odoo.
+    fn hashing(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AdminError> {
+        self.hashing.clone().try_acquire_owned().map_err(|_| {
+            AdminError::Unavailable("too many sign-ins at once; try again in a moment".into())
+        })
+    }
+}
+
+/// Where the first-run setup code is written while no admin exists.
+pub fn setup_code_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("admin-setup-code")
+}
+
+const INDEX: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const APP_CSS: &str = include_str!("../../web/app.css");
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The UI's pages and the admin API; merged into the HTTPS listener's router.
+pub fn router(admin: Admin) -> Router {
+    use api::*;
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .route("/metrics", get(metrics::serve))
+        .route("/api/v1/admin/session", get(session))
+        .route("/api/v1/admin/setup", post(setup))
+        .route("/api/v1/admin/login", post(login))
+        .route("/api/v1/admin/logout", post(logout))
+        .route("/api/v1/admin/overview", get(overview))
+        .route("/api/v1/admin/services", get(services))
+        .route("/api/v1/admin/services/{service}/logs", get(service_logs))
+        .route(
+            "/api/v1/admin/services/{service}/restart",
+            post(service_restart),
+        )
+        .route(
+            "/api/v1/admin/services/{service}/reset",
+            post(service_reset),
+        )
+        .route("/api/v1/admin/journal", get(journal))
+        .route("/api/v1/admin/backups", get(backups))
+        .route("/api/v1/admin/backups/run", post(backup_run))
+        .route("/api/v1/admin/backups/{id}/verify", post(backup_verify))
+        .route("/api/v1/admin/backups/{id}/restore", post(backup_restore))
+        .route("/api/v1/admin/backups/{id}/download", get(backup_download))
+        .route("/api/v1/admin/jobs/{job}", get(job))
+        .route("/api/v1/admin/failover", get(failover))
+        .route("/api/v1/admin/island", post(island))
+        .route("/api/v1/admin/rejoin", post(rejoin))
+        .route("/api/v1/admin/audit", get(audit))
+        .layer(axum::middleware::map_request(host_from_authority))
+        .with_state(admin)
+}
+
+/// HTTP/2 carries the host in the URI's authority, not in a `Host` header; the same-origin
+/// check reads the header, so it is filled in from the authority.
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(value) = authority {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    req
+}

@@ -1,0 +1,547 @@
+//! The admin UI and its API: sign-in, roles, CSRF and the audit log over HTTPS against the real
+//! daemon; and the whole UI in Debian's Chromium, driven headless by `tests/browser/admin.mjs`
+//! (playwright-core), against a plant supervising its stack and enrolled with a hub.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{self, Plant};
+
+/// A signed-in browser, as far as the API can tell: its cookie and CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+async fn sign_in(plant: &Plant, path: &str, body: Value) -> Result<Session, (StatusCode, Value)> {
+    let r = plant
+        .client()
+        .post(plant.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = r.json().await.unwrap();
+    match (status, cookie) {
+        (StatusCode::OK, Some(cookie)) => {
+            assert!(
+                cookie.contains("HttpOnly")
+                    && cookie.contains("Secure")
+                    && cookie.contains("SameSite=Strict"),
+                "{cookie}"
+            );
+            Ok(Session {
+                cookie: cookie.split(';').next().unwrap().to_string(),
+                csrf: body["csrf"].as_str().unwrap().to_string(),
+            })
+        }
+        _ => Err((status, body)),
+    }
+}
+
+/// A sign-in or setup that must be refused: its status and error body.
+async fn refused(plant: &Plant, path: &str, body: Value) -> (StatusCode, Value) {
+    match sign_in(plant, path, body).await {
+        Ok(_) => panic!("{path} signed in; it should have been refused"),
+        Err(e) => e,
+    }
+}
+
+/// A change request: `csrf` is what is sent as `X-CSRF-Token`.
+async fn act(
+    plant: &Plant,
+    session: Option<&Session>,
+    csrf: Option<&str>,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut req = plant.client().post(plant.url(path)).json(&body);
+    if let Some(s) = session {
+        req = req.header("cookie", &s.cookie);
+    }
+    if let Some(c) = csrf {
+        req = req.header("x-csrf-token", c);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn read(plant: &Plant, session: Option<&Session>, path: &str) -> (StatusCode, String) {
+    let mut req = plant.client().get(plant.url(path));
+    if let Some(s) = session {
+        req = req.header("cookie", &s.cookie);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+fn admin_add(plant: &Plant, user: &str, role: &str, password: &str) -> std::process::Output {
+    let mut child = Command::new(harness::BIN)
+        .args(["admin", "add", user, "--role", role, "--data-dir"])
+        .arg(&plant.data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(err: &Value) -> &str {
+    err["error"]["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn sign_in_roles_csrf_and_lockout_guard_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = harness::free_addr();
+    let plant = Plant::start(&data, &format!("[api]\nlisten_plain = \"{plain}\"\n"));
+    let island_marker = data.join("islanded");
+    let rt = harness::rt();
+    rt.block_on(async {
+        // First run: no user, a setup code in the data directory (and the log).
+        let (status, body) = read(&plant, None, "/api/v1/admin/session").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["setup_required"],
+            true
+        );
+        let setup_code = std::fs::read_to_string(data.join("admin-setup-code")).unwrap();
+        let wrong = refused(
+            &plant,
+            "/api/v1/admin/setup",
+            json!({"code": "AAAA-AAAA", "user": "ana", "password": "correct horse"}),
+        )
+        .await;
+        assert_eq!(
+            (wrong.0, code(&wrong.1)),
+            (StatusCode::FORBIDDEN, "bad_setup_code")
+        );
+        let short = refused(
+            &plant,
+            "/api/v1/admin/setup",
+            json!({"code": setup_code.trim(), "user": "ana", "password": "short"}),
+        )
+        .await;
+        assert_eq!(short.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", short.1);
+        let ana = sign_in(
+            &plant,
+            "/api/v1/admin/setup",
+            json!({"code": setup_code.trim(), "user": "ana", "password": "correct horse"}),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !data.join("admin-setup-code").exists(),
+            "the setup code is used up"
+        );
+        let again = refused(
+            &plant,
+            "/api/v1/admin/setup",
+            json!({"code": setup_code.trim(), "user": "eve", "password": "correct horse"}),
+        )
+        .await;
+        assert_eq!(
+            again.0,
+            StatusCode::CONFLICT,
+            "setup works once: {}",
+            again.1
+        );
+
+        // No session: nothing to read, nothing to change.
+        for path in ["/api/v1/admin/overview", "/api/v1/admin/audit", "/metrics"] {
+            assert_eq!(
+                read(&plant, None, path).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{path}"
+            );
+        }
+        let (status, body) = act(
+            &plant,
+            None,
+            None,
+            "/api/v1/admin/island",
+            json!({"reason": "x"}),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNAUTHORIZED, "unauthenticated")
+        );
+        let forged = Session {
+            cookie: "plantd_session=forged".into(),
+            csrf: "forged".into(),
+        };
+        let (status, _) = act(
+            &plant,
+            Some(&forged),
+            Some("forged"),
+            "/api/v1/admin/island",
+            json!({"reason": "x"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // A real session with a forged or missing CSRF token, or from another origin.
+        for csrf in [None, Some("forged")] {
+            let (status, body) = act(
+                &plant,
+                Some(&ana),
+                csrf,
+                "/api/v1/admin/island",
+                json!({"reason": "x"}),
+            )
+            .await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::FORBIDDEN, "csrf"),
+                "{csrf:?}"
+            );
+        }
+        let r = plant
+            .client()
+            .post(plant.url("/api/v1/admin/island"))
+            .header("cookie", &ana.cookie)
+            .header("x-csrf-token", &ana.csrf)
+            .header("origin", "https://evil.example")
+            .json(&json!({"reason": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+        // A viewer reads everything and changes nothing.
+        let out = admin_add(&plant, "vic", "viewer", "viewer pass 1");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = admin_add(&plant, "vic", "admin", "viewer pass 1");
+        assert!(!out.status.success(), "a name is added once");
+        let out = admin_add(&plant, "bob", "admin", "short");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("at least 10"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            json!({"user": "vic", "password": "viewer pass 1"}),
+        )
+        .await
+        .unwrap();
+        let (status, overview) = read(&plant, Some(&vic), "/api/v1/admin/overview").await;
+        assert_eq!(status, StatusCode::OK);
+        let overview: Value = serde_json::from_str(&overview).unwrap();
+        assert_eq!(overview["verdict"], "degraded", "{overview}");
+        assert_eq!(
+            overview["reasons"][0],
+            "not enrolled with a hub: transactions stay in this plant's journal"
+        );
+        for path in [
+            "/api/v1/admin/island",
+            "/api/v1/admin/backups/run",
+            "/api/v1/admin/services/redis/restart",
+        ] {
+            let (status, body) = act(
+                &plant,
+                Some(&vic),
+                Some(&vic.csrf),
+                path,
+                json!({"reason": "x"}),
+            )
+            .await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::FORBIDDEN, "forbidden"),
+                "{path}: {body}"
+            );
+        }
+        assert!(!island_marker.exists(), "nothing refused changed anything");
+
+        // An admin's change without a reason is refused; with one, it happens and is audited.
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/island",
+            json!({"reason": " "}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/island",
+            json!({"reason": "planned WAN work"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not enrolled"),
+            "{body}"
+        );
+
+        // Monitoring tools read with a device token, and cannot change anything with it.
+        let token = harness::create_token(&data, "prometheus");
+        let r = plant
+            .client()
+            .get(plant.url("/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let metrics = r.text().await.unwrap();
+        for line in [
+            "plantd_journal_depth 0",
+            "plantd_verdict{verdict=\"degraded\"} 1",
+            "plantd_component_healthy{component=\"journal\"} 1",
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} not in\n{metrics}"
+            );
+        }
+        // It reads the monitoring figures, not the audit log, the logs or the backups.
+        for (path, status) in [
+            ("/api/v1/admin/overview", StatusCode::OK),
+            ("/api/v1/admin/journal", StatusCode::OK),
+            ("/api/v1/admin/audit", StatusCode::UNAUTHORIZED),
+            ("/api/v1/admin/backups", StatusCode::UNAUTHORIZED),
+        ] {
+            let r = plant
+                .client()
+                .get(plant.url(path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{path} with a device token");
+        }
+        let r = plant
+            .client()
+            .post(plant.url("/api/v1/admin/island"))
+            .bearer_auth(&token)
+            .json(&json!({"reason": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+        // The plain-HTTP listener (legacy devices) serves neither the UI nor the admin API.
+        for path in ["/", "/api/v1/admin/session", "/metrics"] {
+            let r = harness::plain_client()
+                .get(format!("http://{plain}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+
+        // Five wrong passwords lock the name, even against the right one.
+        for _ in 0..4 {
+            let e = refused(
+                &plant,
+                "/api/v1/admin/login",
+                json!({"user": "ana", "password": "wrong password"}),
+            )
+            .await;
+            assert_eq!(
+                (e.0, code(&e.1)),
+                (StatusCode::UNAUTHORIZED, "bad_credentials")
+            );
+        }
+        let e = refused(
+            &plant,
+            "/api/v1/admin/login",
+            json!({"user": "ana", "password": "wrong password"}),
+        )
+        .await;
+        assert_eq!(
+            (e.0, code(&e.1)),
+            (StatusCode::TOO_MANY_REQUESTS, "locked_out")
+        );
+        let e = refused(
+            &plant,
+            "/api/v1/admin/login",
+            json!({"user": "ana", "password": "correct horse"}),
+        )
+        .await;
+        assert_eq!(e.0, StatusCode::TOO_MANY_REQUESTS, "locked: {}", e.1);
+        assert!(
+            e.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("locked for 5 min"),
+            "{}",
+            e.1
+        );
+        // The lock is on the name: the session ana already has still works, and vic signs in.
+        assert_eq!(
+            read(&plant, Some(&ana), "/api/v1/admin/overview").await.0,
+            StatusCode::OK
+        );
+        let vic2 = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            json!({"user": "vic", "password": "viewer pass 1"}),
+        )
+        .await;
+        assert!(vic2.is_ok(), "another name is not locked");
+
+        // Signing out ends the session.
+        let (status, _) = act(
+            &plant,
+            Some(&vic),
+            Some(&vic.csrf),
+            "/api/v1/admin/logout",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+
+        // The audit log has who did what, refusals included.
+        let (_, audit) = read(&plant, Some(&ana), "/api/v1/admin/audit").await;
+        let entries: Vec<(String, String, String, String)> = serde_json::from_str::<Value>(&audit)
+            .unwrap()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap().to_string();
+                (
+                    text("user"),
+                    text("action"),
+                    text("outcome"),
+                    text("detail"),
+                )
+            })
+            .collect();
+        let has = |user: &str, action: &str, outcome: &str, detail: &str| {
+            entries
+                .iter()
+                .any(|(u, a, o, d)| u == user && a == action && o == outcome && d.contains(detail))
+        };
+        assert!(
+            has("ana", "admin.setup", "ok", "first admin"),
+            "{entries:?}"
+        );
+        assert!(
+            has("ana", "admin.setup", "refused", "wrong setup code"),
+            "{entries:?}"
+        );
+        assert!(
+            has("eve", "admin.setup", "refused", "exists already"),
+            "{entries:?}"
+        );
+        assert!(has("cli", "admin.add", "ok", "viewer"), "{entries:?}");
+        assert!(has("vic", "island", "refused", "viewer"), "{entries:?}");
+        assert!(
+            has("ana", "island", "refused", "X-CSRF-Token"),
+            "{entries:?}"
+        );
+        assert!(
+            has("ana", "island", "refused", "evil.example"),
+            "{entries:?}"
+        );
+        assert!(
+            has("ana", "island", "refused", "not enrolled"),
+            "{entries:?}"
+        );
+        assert!(
+            has("ana", "sign_in", "refused", "wrong user name or password"),
+            "{entries:?}"
+        );
+        assert!(has("ana", "sign_in", "refused", "locked"), "{entries:?}");
+        assert!(has("vic", "sign_out", "ok", ""), "{entries:?}");
+    });
+}
+
+/// The UI in a real browser: first-run setup, the verdict following a stopped PostgreSQL
+/// without a reload, a restart, island and rejoin, a backup run, verified and restored, the
+/// audit log, a lost daemon, a viewer, sign-out and lockout. Screenshots of every page go to
+/// `target/tmp/admin-ui/`.
+#[test]
+fn the_admin_ui_in_chromium() {
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser/node_modules/playwright-core");
+    assert!(
+        modules.exists(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let pg = crate::fleet::Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = crate::fleet::Hub::start(
+        &dir.path().join("hub"),
+        &pg,
+        crate::fleet::free_udp_addr(),
+        None,
+    );
+    let extra = "[backup]\nschedule = \"off\"\n";
+    let mut stack = crate::stack::TestStack::start(extra);
+    let out = crate::fleet::enroll(&stack.plant.data_dir, &hub, &hub.token("lyon", "1h"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.restart_plantd(extra);
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-ui");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let device_token = harness::create_token(&stack.plant.data_dir, "scanner-1");
+    let setup_code =
+        std::fs::read_to_string(stack.plant.data_dir.join("admin-setup-code")).unwrap();
+    let out = Command::new("node")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/admin.mjs"))
+        .env("PLANTD_URL", stack.plant.url(""))
+        .env("SETUP_CODE", setup_code.trim())
+        .env("SHOTS", &shots)
+        .env("DEVICE_TOKEN", &device_token)
+        .env("PLANTD_PID", stack.plant.pid().to_string())
+        .env("PG_CONTAINER", stack.container("postgres"))
+        .env("REDIS_CONTAINER", stack.container("redis"))
+        .env("PLANTD_BIN", harness::BIN)
+        .env("PLANTD_DATA_DIR", &stack.plant.data_dir)
+        .env("PLANTD_CONFIG", &stack.config_path)
+        .output()
+        .expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    println!("{stdout}");
+    for page in [
+        "overview", "services", "journal", "backups", "failover", "audit", "signin",
+    ] {
+        let shot = shots.join(format!("{page}.png"));
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{}: {size} bytes", shot.display());
+    }
+}

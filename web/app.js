@@ -1,0 +1,943 @@
+'use strict';
+/*
+ * plantd admin UI: vanilla JS, no framework, no build step, no external requests.
+ * 1. Helpers: DOM (el, setText, syncRows/setRows for tables), formatting.
+ * 2. api(): fetch with CSRF header and timeout; error bodies become ApiError.
+ * 3. Session: boot() shows #view-setup, #view-signin or #view-app.
+ * 4. Routing: "#/NAME" shows section#page-NAME.
+ * 5. Polling: tick() every 2 s gets /overview (header, overview page) and the page's
+ *    endpoint; no answer / timeout / 5xx -> #stale-banner + body.stale; 401 -> sign-in.
+ * 6. One render function per page (renderOverview, renderServices, ...).
+ * 7. Actions (admin only, absent for viewers): act() confirms in dialog#confirm, POSTs,
+ *    toasts the outcome, refreshes.
+ * Server text reaches the DOM only as textContent / text nodes.
+ */
+
+const API = '/api/v1/admin';
+const POLL_MS = 2000;
+const POLL_TIMEOUT_MS = 4000;
+const ACTION_TIMEOUT_MS = 60000;
+
+const state = {
+  session: null, // {user, role, csrf}
+  page: 'overview',
+  polling: false,
+  pollSeq: 0, // bumped by each tick, page change, sign-out: late answers are dropped
+  timer: 0,
+  stale: false,
+  lastOk: null, // Date of the last successful poll
+  prefetch: null, // the overview asked for beside the session at boot
+  skewMs: 0, // server clock minus ours
+  overview: null,
+  backups: new Map(), // id -> backup, for the restore dialog
+  confirmTyped: null,
+  confirmDone: null,
+};
+let cellSigs = new WeakMap(); // td -> what it shows (skip no-op updates)
+let blockSigs = new WeakMap(); // table/list/svg -> data it was drawn from
+
+/* ---------- 1. DOM helpers ---------- */
+
+const $ = sel => document.querySelector(sel);
+const enc = encodeURIComponent;
+const isAdmin = () => !!state.session && state.session.role === 'admin';
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'onclick') e.addEventListener('click', v);
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+function setText(target, text) {
+  const e = typeof target === 'string' ? $(target) : target;
+  const t = text == null ? '—' : String(text);
+  if (e && e.textContent !== t) e.textContent = t;
+}
+
+function setTone(target, base, tone) {
+  const e = typeof target === 'string' ? $(target) : target;
+  const cls = tone ? `${base} tone-${tone}` : base;
+  if (e.className !== cls) e.className = cls;
+}
+
+function button(label, action, onclick, cls) {
+  return el('button', { type: 'button', 'data-action': action, class: cls, onclick }, label);
+}
+
+const pill = (text, tone) => el('span', { class: `pill ${tone || 'muted'}` }, text);
+
+/* A table column: td class and how to get its value (default: the field named like the class). */
+const col = (cls, get) => ({ cls, get: get || (o => o[cls]) });
+
+/* A cell value is null (shown as "—"), a string, or {text, tone, title}. */
+function fillCell(td, value) {
+  const c = value == null || value === '' ? { text: '—' } : typeof value === 'object' ? value : { text: String(value) };
+  const sig = `${c.tone || ''}\u0000${c.title || ''}\u0000${c.text}`;
+  if (cellSigs.get(td) === sig) return;
+  cellSigs.set(td, sig);
+  td.replaceChildren(c.tone ? pill(c.text, c.tone) : c.text);
+  if (c.title) td.title = c.title; else td.removeAttribute('title');
+}
+
+function emptyRow(table, text) {
+  const cols = table.tHead.rows[0].cells.length;
+  return el('tr', { class: 'empty' }, el('td', { colspan: cols }, text));
+}
+
+/* Keyed table: rows persist across polls (buttons stay put), cells update in place.
+ * opt = {key: 'data-x', id(item, index), cols: [{cls, get(item)}], actions?(id, item) -> nodes,
+ *        attrs?(item) -> {attr: value}, empty: text} */
+function syncRows(table, items, opt) {
+  const tbody = table.tBodies[0];
+  const old = new Map();
+  for (const tr of [...tbody.rows]) {
+    const k = tr.getAttribute(opt.key);
+    if (k == null) tr.remove(); else old.set(k, tr);
+  }
+  let prev = null;
+  for (const [i, item] of items.entries()) {
+    const id = String(opt.id(item, i));
+    let tr = old.get(id);
+    if (tr) old.delete(id); else tr = newRow(opt, id, item);
+    opt.cols.forEach((c, n) => fillCell(tr.cells[n], c.get(item)));
+    if (opt.attrs) {
+      for (const [k, v] of Object.entries(opt.attrs(item))) if (tr.getAttribute(k) !== v) tr.setAttribute(k, v);
+    }
+    const want = prev ? prev.nextSibling : tbody.firstChild;
+    if (want !== tr) tbody.insertBefore(tr, want);
+    prev = tr;
+  }
+  for (const tr of old.values()) tr.remove();
+  if (!items.length) tbody.append(emptyRow(table, opt.empty));
+}
+
+function newRow(opt, id, item) {
+  const tr = el('tr', { [opt.key]: id });
+  for (const c of opt.cols) tr.append(el('td', { class: c.cls }));
+  if (opt.actions) tr.append(el('td', { class: 'actions' }, ...opt.actions(id, item)));
+  return tr;
+}
+
+/* Unkeyed list (events, history, audit): rows keyed by position. */
+function setRows(table, items, cols, empty, attrs) {
+  syncRows(table, items, { key: 'data-row', id: (_, i) => i, cols, empty, attrs });
+}
+
+/* ---------- 1b. Formatting ---------- */
+
+function fmtBytes(n) {
+  if (n == null || !isFinite(n)) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = Number(n);
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 100 ? 1 : 0)} ${units[i]}`;
+}
+
+function fmtDuration(s) {
+  if (s == null || !isFinite(s)) return '—';
+  s = Math.max(0, Math.floor(s));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60) % 60;
+  const h = Math.floor(s / 3600) % 24;
+  const d = Math.floor(s / 86400);
+  if (s < 3600) return `${m} min`;
+  if (d === 0) return m ? `${h} h ${m} min` : `${h} h`;
+  return h ? `${d} d ${h} h` : `${d} d`;
+}
+
+const pad = n => String(n).padStart(2, '0');
+const fmtClock = d => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+
+/* Local time: "HH:MM:SS" today, "YYYY-MM-DD HH:MM" otherwise. */
+function fmtTime(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  if (isNaN(d)) return String(iso);
+  if (d.toDateString() === new Date().toDateString()) return fmtClock(d);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+const timeCell = iso => (iso ? { text: fmtTime(iso), title: iso } : null);
+const ageOf = iso => (Date.now() + state.skewMs - Date.parse(iso)) / 1000;
+const fmtRate = x => (x == null || !isFinite(x) ? '—' : `${Number(Number(x).toFixed(2))}/s`);
+const yesNo = (b, noTone = 'muted') => ({ text: b ? 'yes' : 'no', tone: b ? 'good' : noTone });
+
+/* Colour of a state word: good (green), warn (amber), bad (red); anything else is muted. */
+const TONES = {};
+for (const [tone, words] of Object.entries({
+  good: 'running healthy ok online succeeded',
+  warn: 'starting degraded draining restarting created paused refused islanded',
+  bad: 'exited missing dead unhealthy failed removing',
+})) for (const w of words.split(' ')) TONES[w] = tone;
+const toned = text => (text == null ? null : { text: String(text), tone: TONES[text] || 'muted' });
+
+function linkTone(link) {
+  if (!link) return 'muted';
+  if (link.state === 'islanded' && !link.islanded_on_purpose) return 'bad';
+  return TONES[link.state] || 'muted';
+}
+
+/* ---------- 2. API ---------- */
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+  /* Counts as "lost contact": no answer, a timeout or a server error. */
+  // No answer, or a proxy's: plantd itself answered anything else, errors included.
+  get unreachable() { return this.status === 0 || this.status === 502 || this.status === 504; }
+}
+
+async function api(path, { method = 'GET', body, timeout = POLL_TIMEOUT_MS } = {}) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), timeout);
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store', signal: ctl.signal };
+  if (method !== 'GET') {
+    headers['Content-Type'] = 'application/json';
+    if (state.session) headers['X-CSRF-Token'] = state.session.csrf;
+    init.body = JSON.stringify(body || {});
+  }
+  try {
+    const res = await fetch(API + path, init);
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+    if (!res.ok) {
+      const err = (data && data.error) || {};
+      throw new ApiError(res.status, err.code || 'http', err.message || `plantd answered HTTP ${res.status}`);
+    }
+    return data;
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    let msg = e.name === 'AbortError' ? `plantd did not answer within ${Math.round(timeout / 1000)} s` : 'cannot reach plantd';
+    // A change may have reached plantd before the answer was lost: say so, never "it failed".
+    if (method !== 'GET') msg += '; the action may have run all the same: check the Audit page before trying again';
+    throw new ApiError(0, 'network', msg);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/* ---------- 3. Session ---------- */
+
+function showView(name) {
+  for (const v of ['loading', 'setup', 'signin', 'app']) $(`#view-${v}`).hidden = v !== name;
+  const first = name === 'setup' ? '#setup input[name=code]' : name === 'signin' ? '#signin input[name=user]' : null;
+  if (first) $(first).focus();
+}
+
+async function boot() {
+  showView('loading');
+  // Asked for at once, beside the session: a signed-in admin sees the verdict one round trip sooner.
+  const early = api('/overview').then(v => v, () => null);
+  let s;
+  try {
+    s = await api('/session');
+  } catch (e) {
+    markStale(e);
+    setTimeout(boot, POLL_MS);
+    return;
+  }
+  markFresh();
+  if (s.signed_in) {
+    state.prefetch = early;
+    enterApp(s);
+  } else showView(s.setup_required ? 'setup' : 'signin');
+}
+
+function bindAuthForm(form, path, fields, errorSel) {
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    const body = {};
+    for (const f of fields) body[f] = f === 'password' ? form.elements[f].value : form.elements[f].value.trim();
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    setText(errorSel, '');
+    try {
+      const s = await api(path, { method: 'POST', body, timeout: 15000 });
+      form.reset();
+      enterApp(s);
+    } catch (e) {
+      $(errorSel).textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+function enterApp(s) {
+  state.session = { user: s.user, role: s.role, csrf: s.csrf };
+  setText('#whoami', `${s.user} (${s.role})`);
+  document.body.classList.toggle('viewer', !isAdmin());
+  resetPages();
+  showView('app');
+  route();
+  startPolling();
+}
+
+/* Clears everything drawn for the previous user (rows carry role-dependent buttons). */
+function resetPages() {
+  for (const tb of document.querySelectorAll('#view-app tbody')) tb.replaceChildren();
+  cellSigs = new WeakMap();
+  blockSigs = new WeakMap();
+  $('#logs').textContent = 'Choose “Logs” on a service to see its last 50 lines.';
+  setText('#logs-title', 'Logs');
+  buildBackupControls();
+  buildFailoverControls();
+}
+
+function sessionEnded() {
+  stopPolling();
+  state.session = null;
+  closeConfirm(false);
+  markFresh();
+  setText('#signin-error', 'Your session has ended. Please sign in again.');
+  showView('signin');
+}
+
+async function signOut() {
+  stopPolling();
+  try { await api('/logout', { method: 'POST' }); } catch (e) { /* signed out here either way */ }
+  state.session = null;
+  setText('#signin-error', '');
+  showView('signin');
+}
+
+/* ---------- 4. Routing ---------- */
+
+const PAGES = {
+  overview: { url: null, title: 'Overview' },   // drawn from /overview, fetched on every tick
+  services: { url: '/services', title: 'Services', render: renderServices },
+  journal: { url: '/journal', title: 'Journal & sync', render: renderJournal },
+  backups: { url: '/backups', title: 'Backups', render: renderBackups },
+  failover: { url: '/failover', title: 'Failover', render: renderFailover },
+  audit: { url: '/audit?limit=200', title: 'Audit', render: renderAudit },
+};
+
+function route() {
+  const m = location.hash.match(/^#\/([a-z]+)/);
+  const name = m && PAGES[m[1]] ? m[1] : 'overview';
+  if (!m || !PAGES[m[1]]) history.replaceState(null, '', '#/overview');
+  state.page = name;
+  for (const p of Object.keys(PAGES)) $(`#page-${p}`).hidden = p !== name;
+  // Only the shown page keeps table rows, so row hooks like tr[data-service=odoo] are unique.
+  for (const tb of document.querySelectorAll('.page[hidden] tbody')) tb.replaceChildren();
+  for (const a of document.querySelectorAll('nav.tabs a')) {
+    if (a.getAttribute('href') === `#/${name}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  updateTitle();
+  if (state.polling) tick();
+}
+
+function updateTitle() {
+  const o = state.overview;
+  const verdict = o ? `${VERDICTS[o.verdict] || o.verdict} — ` : '';
+  document.title = `${verdict}${PAGES[state.page].title} — ${o ? o.plant : 'plantd'} admin`;
+}
+
+/* ---------- 5. Polling and the stale banner ---------- */
+
+function startPolling() {
+  state.polling = true;
+  tick();
+}
+
+function stopPolling() {
+  state.polling = false;
+  state.pollSeq++;
+  clearTimeout(state.timer);
+}
+
+const refresh = () => { if (state.polling) tick(); };
+
+async function tick() {
+  clearTimeout(state.timer);
+  const seq = ++state.pollSeq;
+  const page = state.page;
+  const { url, render } = PAGES[page];
+  const early = state.prefetch;
+  state.prefetch = null;
+  const overview = early ? early.then(v => v || api('/overview')) : api('/overview');
+  const [ov, pg] = await Promise.allSettled([overview, url ? api(url) : Promise.resolve(null)]);
+  if (seq !== state.pollSeq) return; // superseded by a newer tick, a page change or sign-out
+  const errors = [ov, pg].filter(r => r.status === 'rejected').map(r => r.reason);
+  if (errors.some(e => e.status === 401)) { sessionEnded(); return; }
+  if (ov.status === 'fulfilled') safely(renderOverview, ov.value);
+  if (url && pg.status === 'fulfilled') safely(render, pg.value);
+  const lost = errors.find(e => e.unreachable);
+  if (lost) markStale(lost); else markFresh();
+  for (const e of errors) if (!e.unreachable) console.warn(`poll ${page}: ${e.message}`);
+  state.timer = setTimeout(tick, POLL_MS);
+}
+
+function safely(fn, data) {
+  try { fn(data || {}); } catch (e) { console.error(e); }
+}
+
+function markStale(err) {
+  const banner = $('#stale-banner');
+  if (!state.stale) {
+    state.stale = true;
+    const at = fmtClock(state.lastOk || new Date());
+    banner.textContent = `Lost contact with plantd at ${at} — the values below are from then, not current`;
+  }
+  banner.title = err ? err.message : '';
+  banner.hidden = false;
+  document.body.classList.add('stale');
+}
+
+function markFresh() {
+  state.lastOk = new Date();
+  if (!state.stale) return;
+  state.stale = false;
+  $('#stale-banner').hidden = true;
+  document.body.classList.remove('stale');
+}
+
+/* ---------- 6. Pages ---------- */
+
+const VERDICTS = { ok: 'All good', degraded: 'Degraded', action_needed: 'Action needed' };
+
+function renderOverview(o) {
+  state.overview = o;
+  if (o.now && isFinite(Date.parse(o.now))) state.skewMs = Date.parse(o.now) - Date.now();
+  renderHeader(o);
+  renderReasons(o.reasons || [], o.verdict);
+  renderLinkTile(o.link);
+  renderJournalTile(o.journal || {}, o.replication_lag_s);
+  renderBackupTile(o.backup || {});
+  renderHost(o.host);
+  setText('#version', o.version);
+  setText('#uptime', `plantd up for ${fmtDuration(o.uptime_s)}`);
+  if (state.page !== 'overview') return;
+  syncRows($('#overview-services'), o.services || [], {
+    key: 'data-service',
+    id: s => s.service,
+    cols: serviceCols(false),
+    empty: o.services == null ? 'No Docker stack is configured on this plant.' : 'No services.',
+  });
+  setRows($('#components'), o.components || [], [
+    col('name'),
+    col('state', c => toned(c.state)),
+    col('detail'),
+  ], 'No components reported.');
+}
+
+function renderHeader(o) {
+  const v = $('#verdict');
+  if (v.getAttribute('data-verdict') !== o.verdict) v.setAttribute('data-verdict', o.verdict);
+  setText(v, VERDICTS[o.verdict] || o.verdict);
+  v.title = (o.reasons || []).join('\n') || 'Nothing needs attention';
+  setText('#plant-name', o.plant);
+  setText('#plant-version', o.version ? `v${o.version}` : '');
+  updateTitle();
+}
+
+function renderReasons(reasons, verdict) {
+  const ul = $('#reasons');
+  const sig = JSON.stringify(reasons);
+  if (blockSigs.get(ul) !== sig) {
+    blockSigs.set(ul, sig);
+    ul.replaceChildren(...reasons.map(r => el('li', {}, r)));
+  }
+  $('#no-reasons').hidden = reasons.length > 0 || verdict !== 'ok';
+}
+
+function linkSummary(link) {
+  return link ? `${link.state} for ${fmtDuration(link.for_s)}` : 'no hub link';
+}
+
+function linkDetail(link) {
+  if (!link) return 'This plant does not replicate to a hub.';
+  const parts = [];
+  if (link.state === 'islanded') parts.push(link.islanded_on_purpose ? 'islanded on purpose' : 'NOT islanded on purpose');
+  parts.push(link.hub ? `hub ${link.hub}` : 'no hub connected');
+  if (link.last_error) parts.push(`last error: ${link.last_error}`);
+  return parts.join(' · ');
+}
+
+function renderLinkTile(link) {
+  setText('#link-summary', linkSummary(link));
+  setTone('#link-summary', 'big', linkTone(link));
+  setText('#link-detail', linkDetail(link));
+}
+
+function renderJournalTile(j, lag) {
+  setText('#journal-depth', j.depth);
+  setTone('#journal-depth', 'big', j.depth > 0 && j.oldest_unacked_age_s > 300 ? 'warn' : null);
+  const oldest = j.oldest_unacked_age_s == null ? 'nothing waiting for the hub' : `oldest unacknowledged ${fmtDuration(j.oldest_unacked_age_s)}`;
+  const lagText = lag == null ? 'replication lag —' : `replication lag ${fmtDuration(lag)}`;
+  setText('#journal-detail', `${oldest} · ${lagText}`);
+}
+
+function renderBackupTile(b) {
+  setText('#backup-age', b.age_s == null ? 'never' : `${fmtDuration(b.age_s)} ago`);
+  setTone('#backup-age', 'big', b.age_s == null ? 'bad' : b.age_s > 2 * 86400 ? 'warn' : null);
+  const parts = [];
+  if (b.last_id) parts.push(b.last_id);
+  if (b.detail) parts.push(b.detail);
+  setText('#backup-detail', parts.join(' · '));
+}
+
+function renderHost(h) {
+  const box = $('#host');
+  const sig = JSON.stringify(h);
+  if (blockSigs.get(box) === sig) return;
+  blockSigs.set(box, sig);
+  if (!h) { box.textContent = '—'; return; }
+  const memUsed = h.memory_used_bytes;
+  const diskUsed = h.disk_total_bytes - h.disk_free_bytes;
+  box.replaceChildren(
+    hostRow('CPU', `${Number(h.cpu_percent).toFixed(1)} %`, h.cpu_percent, 100),
+    hostRow('Memory', `${fmtBytes(memUsed)} / ${fmtBytes(h.memory_total_bytes)} used`, memUsed, h.memory_total_bytes),
+    hostRow('Disk', `${fmtBytes(h.disk_free_bytes)} free / ${fmtBytes(h.disk_total_bytes)}`, diskUsed, h.disk_total_bytes),
+  );
+}
+
+function hostRow(label, text, value, max) {
+  const meter = el('meter', { min: 0, max: max || 1, value: value || 0, low: 0.7 * (max || 1), high: 0.9 * (max || 1), optimum: 0 });
+  return el('div', { class: 'host-row' }, el('span', { class: 'host-label' }, label), el('span', { class: 'host-value' }, text), meter);
+}
+
+/* Services: shared by the overview (compact) and the services page (full). */
+function serviceCols(full) {
+  const cols = [
+    col('name', s => s.service),
+    col('state', s => toned(s.state)),
+    col('health', s => toned(s.health)),
+  ];
+  if (full) cols.push(col('image mono', s => s.image));
+  cols.push(
+    col('num restarts', s => String(s.restarts ?? '—')),
+    { cls: 'uptime', get: s => (s.since && s.state === 'running' ? { text: fmtDuration(ageOf(s.since)), title: s.since } : null) },
+  );
+  if (full) cols.push({ cls: 'held', get: breakerCell }, col('detail'));
+  else cols.push(col('notes', s => breakerCell(s) || s.detail));
+  return cols;
+}
+
+function breakerCell(s) {
+  if (s.breaker) return { text: 'breaker open', tone: 'bad', title: 'plantd stopped restarting it after repeated crashes' };
+  if (s.held) return { text: `held: ${s.held}`, tone: 'warn' };
+  return null;
+}
+
+function serviceActions(svc) {
+  const out = [];
+  if (isAdmin()) {
+    out.push(button('Restart', 'restart', () => actRestart(svc)));
+    out.push(button('Reset breaker', 'reset', () => actReset(svc)));
+  }
+  out.push(button('Logs', 'logs', () => loadLogs(svc), 'ghost'));
+  return out;
+}
+
+function renderServices(d) {
+  const st = d.stack;
+  let summary = 'No Docker stack is configured on this plant.';
+  let tone = null;
+  if (st) {
+    const docker = st.docker === 'reachable' ? 'Docker reachable' : `Docker NOT reachable: ${st.docker}`;
+    summary = `Stack ${st.name} · ${docker}${st.down ? ' · stack is down (stopped)' : ''}`;
+    tone = st.docker !== 'reachable' || st.down ? 'bad' : null;
+  }
+  setText('#stack-summary', summary);
+  setTone('#stack-summary', 'summary', tone);
+  syncRows($('#services'), st ? st.services || [] : [], {
+    key: 'data-service',
+    id: s => s.service,
+    cols: serviceCols(true),
+    actions: serviceActions,
+    empty: st ? 'No services.' : 'No Docker stack is configured on this plant.',
+  });
+  setRows($('#events'), d.events || [], [
+    col('time', e => timeCell(e.at)),
+    col('service'),
+    col('event'),
+    col('message'),
+  ], 'No supervisor events yet.');
+}
+
+async function loadLogs(svc) {
+  const pre = $('#logs');
+  setText('#logs-title', `Logs — ${svc} (loading…)`);
+  try {
+    const d = await api(`/services/${enc(svc)}/logs?tail=50`, { timeout: 10000 });
+    const lines = (d && d.lines) || [];
+    pre.textContent = lines.length ? lines.join('\n') : '(no log lines)';
+    setText('#logs-title', `Logs — ${svc}, last ${lines.length} lines, fetched at ${fmtClock(new Date())}`);
+    pre.scrollTop = pre.scrollHeight;
+  } catch (e) {
+    if (e.status === 401) { sessionEnded(); return; }
+    pre.textContent = `Could not load the logs of ${svc}: ${e.message}`;
+    setText('#logs-title', `Logs — ${svc}`);
+  }
+  pre.scrollIntoView({ block: 'nearest' });
+}
+
+function renderJournal(d) {
+  const j = d.journal || {};
+  setText('#ingest-rate', fmtRate(d.ingest_per_s));
+  setText('#ack-rate', fmtRate(d.acks_per_s));
+  setText('#hub-ack', `${j.hub_acked_seq ?? '—'} / ${j.last_seq ?? '—'}`);
+  setText('#journal-page-depth', j.depth);
+  setText('#journal-page-oldest', j.oldest_unacked_age_s == null ? 'nothing waiting' : `oldest waiting ${fmtDuration(j.oldest_unacked_age_s)}`);
+  setText('#journal-link', linkSummary(d.link));
+  setTone('#journal-link', 'big', linkTone(d.link));
+  setText('#journal-link-detail', linkDetail(d.link));
+  drawChart($('#depth-chart'), d.history || []);
+  setRows($('#journal-errors'), d.errors || [], [
+    col('time', e => timeCell(e.at)),
+    col('source'),
+    col('message'),
+  ], 'No recent errors.');
+}
+
+/* Inline SVG line chart of journal depth; axis labels: min/max depth, first/last time, span. */
+const SVGNS = 'http://www.w3.org/2000/svg';
+
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+function drawChart(chart, history) {
+  const sig = JSON.stringify(history);
+  if (blockSigs.get(chart) === sig) return;
+  blockSigs.set(chart, sig);
+  const W = 1200, H = 240, L = 64, R = 14, T = 14, B = 36;
+  const pts = history.map(p => ({ t: Date.parse(p.at), v: Number(p.depth) || 0 })).filter(p => isFinite(p.t));
+  if (!pts.length) {
+    chart.setAttribute('aria-label', 'Journal depth: no data yet');
+    chart.replaceChildren(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No data yet'));
+    return;
+  }
+  const t0 = pts[0].t;
+  const t1 = pts[pts.length - 1].t;
+  const span = Math.max(t1 - t0, 1);
+  const values = pts.map(p => p.v);
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const top = hi === lo ? lo + 1 : hi;
+  const x = t => (L + ((t - t0) / span) * (W - L - R)).toFixed(1);
+  const y = v => (T + ((top - v) / (top - lo)) * (H - T - B)).toFixed(1);
+  const line = pts.map(p => `${x(p.t)},${y(p.v)}`).join(' ');
+  const last = pts[pts.length - 1];
+  const hhmm = t => fmtClock(new Date(t)).slice(0, 5);
+  chart.setAttribute('aria-label', `Journal depth from ${hhmm(t0)} to ${hhmm(t1)}: between ${lo} and ${hi}, now ${last.v}`);
+  chart.replaceChildren(
+    svgEl('line', { x1: L, x2: W - R, y1: y(top), y2: y(top), class: 'grid' }),
+    svgEl('line', { x1: L, x2: W - R, y1: y(lo), y2: y(lo), class: 'axis' }),
+    svgEl('polygon', { points: `${x(t0)},${y(lo)} ${line} ${x(t1)},${y(lo)}`, class: 'area' }),
+    svgEl('polyline', { points: line, class: 'line' }),
+    svgEl('circle', { cx: x(last.t), cy: y(last.v), r: 3.5, class: 'dot' }),
+    svgEl('text', { x: L - 8, y: Number(y(top)) + 4, 'text-anchor': 'end', class: 'label' }, String(top)),
+    svgEl('text', { x: L - 8, y: Number(y(lo)) + 4, 'text-anchor': 'end', class: 'label' }, String(lo)),
+    svgEl('text', { x: L, y: H - 12, 'text-anchor': 'start', class: 'label' }, hhmm(t0)),
+    svgEl('text', { x: W - R, y: H - 12, 'text-anchor': 'end', class: 'label' }, hhmm(t1)),
+    svgEl('text', { x: (L + W - R) / 2, y: H - 12, 'text-anchor': 'middle', class: 'label muted' }, `${fmtDuration(span / 1000)} shown`),
+  );
+}
+
+function buildBackupControls() {
+  const box = $('#backup-controls');
+  box.replaceChildren();
+  if (isAdmin()) {
+    box.append(el('button', { type: 'button', id: 'backup-run', class: 'primary', onclick: actBackupRun }, 'Run backup now'));
+  }
+}
+
+function renderBackups(d) {
+  const r = d.retention;
+  setText('#backup-schedule', d.schedule);
+  setText('#backup-timezone', d.timezone);
+  setText('#backup-retention', r ? `keep ${r.keep_daily} daily, ${r.keep_weekly} weekly, ${r.keep_monthly} monthly` : null);
+  setText('#backup-status', d.status);
+  const backups = d.backups || [];
+  state.backups = new Map(backups.map(b => [b.id, b]));
+  syncRows($('#backups'), backups, {
+    key: 'data-backup',
+    id: b => b.id,
+    cols: [
+      col('id mono', b => b.id),
+      col('created', b => timeCell(b.created_at)),
+      col('age', b => fmtDuration(b.age_s)),
+      col('num size', b => fmtBytes(b.size)),
+      col('verified', b => yesNo(b.verified, 'warn')),
+      col('encrypted', b => yesNo(b.encrypted)),
+      col('offsite', b => yesNo(b.offsite)),
+      { cls: 'note', get: b => (b.unreadable ? { text: `unreadable: ${b.unreadable}`, tone: 'bad' } : null) },
+    ],
+    actions: backupActions,
+    empty: 'No backups yet.',
+  });
+  syncRows($('#jobs'), d.jobs || [], {
+    key: 'data-job',
+    id: j => j.id,
+    attrs: j => ({ 'data-state': j.state }),
+    cols: [
+      col('id mono', j => j.id),
+      col('kind'),
+      col('backup mono', j => j.backup),
+      col('user'),
+      col('started', j => timeCell(j.started_at)),
+      { cls: 'state', get: jobStateCell },
+      col('message'),
+    ],
+    empty: 'No jobs yet.',
+  });
+}
+
+function jobStateCell(j) {
+  const tone = j.state === 'running' ? 'info' : TONES[j.state] || 'muted';
+  const title = j.finished_at ? `finished ${j.finished_at}` : j.started_at ? `running for ${fmtDuration(ageOf(j.started_at))}` : '';
+  return { text: j.state, tone, title };
+}
+
+function backupActions(id) {
+  const out = [];
+  if (isAdmin()) {
+    out.push(button('Verify', 'verify', () => actVerify(id)));
+    out.push(button('Restore…', 'restore', () => actRestore(id), 'danger'));
+  }
+  out.push(el('a', {
+    href: `${API}/backups/${enc(id)}/download`,
+    download: true,
+    'data-action': 'download',
+    class: 'button-link',
+  }, 'Download'));
+  return out;
+}
+
+function buildFailoverControls() {
+  const box = $('#failover-controls');
+  box.replaceChildren();
+  if (!isAdmin()) {
+    box.append(el('p', { class: 'muted' }, 'Islanding and rejoining are for admins.'));
+    return;
+  }
+  const input = el('input', { id: 'island-reason', name: 'reason', required: true, maxlength: 200, autocomplete: 'off', placeholder: 'e.g. planned WAN work' });
+  input.addEventListener('input', () => setText('#island-error', ''));
+  box.append(el('div', { class: 'island-form' },
+    el('label', { for: 'island-reason' }, 'Reason (required, recorded in the audit log)'),
+    el('div', { class: 'island-row' },
+      input,
+      el('button', { type: 'button', id: 'island', class: 'danger', onclick: () => actLink('island') }, 'Island this plant'),
+      el('button', { type: 'button', id: 'rejoin', class: 'primary', onclick: () => actLink('rejoin') }, 'Rejoin the hub')),
+    el('p', { id: 'island-error', class: 'form-error', role: 'alert' })));
+}
+
+function renderFailover(d) {
+  const link = d.link;
+  $('#enrolled-note').hidden = d.enrolled !== false;
+  setText('#link-state', link ? link.state : '—');
+  const ls = $('#link-state');
+  const cls = `pill ${linkTone(link && { ...link, islanded_on_purpose: d.islanded_on_purpose })}`;
+  if (ls.className !== cls) ls.className = cls;
+  setText('#link-since', link ? `${fmtTime(link.since)} (for ${fmtDuration(link.for_s)})` : '—');
+  setText('#islanded-on-purpose', d.islanded_on_purpose ? 'yes' : 'no');
+  setText('#link-hub', link && link.hub);
+  setText('#link-error', link && link.last_error);
+  setRows($('#link-history'), d.history || [], [
+    col('time', h => timeCell(h.at)),
+    col('state', h => toned(h.state)),
+    col('detail'),
+  ], 'No link changes recorded.');
+  setRows($('#hubs'), d.hubs || [], [
+    col('addr mono', h => h.addr),
+    { cls: 'active', get: h => (h.active ? { text: 'active', tone: 'good' } : { text: 'standby', tone: 'muted' }) },
+  ], 'No hub endpoints known.', h => ({ class: h.active ? 'active-row' : '' }));
+  renderSteps(d.rebuild_steps || []);
+}
+
+function renderSteps(steps) {
+  const ol = $('#rebuild-steps');
+  const sig = JSON.stringify(steps);
+  if (blockSigs.get(ol) === sig) return;
+  blockSigs.set(ol, sig);
+  ol.replaceChildren(...steps.map(s => el('li', {}, s)));
+}
+
+function renderAudit(d) {
+  setRows($('#audit'), d.entries || [], [
+    col('time', e => timeCell(e.at)),
+    col('user'),
+    col('action'),
+    col('target'),
+    col('outcome', e => toned(e.outcome)),
+    col('detail'),
+  ], 'No audit entries yet.');
+}
+
+/* ---------- 7. Actions ---------- */
+
+
+function actRestart(svc) {
+  act({
+    text: `Restart ${svc}: plantd stops its container and starts it again. ${svc} is unavailable until it is healthy again, usually within a minute; Odoo users may see errors meanwhile.`,
+    okLabel: `Restart ${svc}`,
+    path: `/services/${enc(svc)}/restart`,
+  });
+}
+
+function actReset(svc) {
+  act({
+    text: `Close the crash-loop breaker of ${svc}: plantd starts it again if it is down and resumes restarting it when it fails. Do this once the cause of the crashes is fixed.`,
+    okLabel: 'Reset breaker',
+    path: `/services/${enc(svc)}/reset`,
+  });
+}
+
+function actBackupRun() {
+  act({
+    text: 'Take a backup now: plantd writes the Odoo database, filestore and configuration into a new archive, in the background while Odoo keeps serving.',
+    okLabel: 'Run backup',
+    path: '/backups/run',
+  });
+}
+
+function actVerify(id) {
+  act({
+    text: `Verify backup ${id}: plantd checks the archive's checksums and test-restores the database into a scratch database, in the background. Live data is not touched.`,
+    okLabel: 'Verify',
+    path: `/backups/${enc(id)}/verify`,
+  });
+}
+
+function actRestore(id) {
+  const b = state.backups.get(id) || {};
+  const when = b.created_at ? fmtTime(b.created_at) : null;
+  act({
+    text: `Restore backup ${id}${when ? ` (taken ${when}, ${fmtDuration(b.age_s)} ago)` : ''}: plantd takes a safety backup of the current data, then REPLACES this plant's Odoo database and filestore with this backup's. Odoo is held during the switch; if it is not healthy afterwards, the current data is put back. What was entered in Odoo after ${when || 'this backup'} disappears from Odoo (the safety backup keeps it).`,
+    typed: id,
+    okLabel: 'Restore',
+    path: `/backups/${enc(id)}/restore`,
+    body: typed => ({ confirm: typed }),
+  });
+}
+
+function actLink(kind) {
+  const input = $('#island-reason');
+  const reason = input.value.trim();
+  if (!reason) {
+    setText('#island-error', 'Enter a reason first: it is recorded in the audit log.');
+    input.focus();
+    return;
+  }
+  const depth = state.overview && state.overview.journal ? state.overview.journal.depth : null;
+  const text = kind === 'island'
+    ? `Island this plant: plantd stops replicating to the hub until someone rejoins, even across restarts. The plant keeps working and journals locally. Reason: “${reason}”.`
+    : `Rejoin the hub: plantd resumes replicating and sends the ${depth != null ? `${depth} ` : ''}transactions waiting in the journal. Reason: “${reason}”.`;
+  act({
+    text,
+    okLabel: kind === 'island' ? 'Island' : 'Rejoin',
+    path: `/${kind}`,
+    body: () => ({ reason }),
+    after: () => { input.value = ''; },
+  });
+}
+
+const JOB_LABELS = { run: 'Backup', verify: 'Verify', restore: 'Restore' };
+
+/* One action: confirm, POST, toast the outcome, refresh. */
+async function act({ text, typed, okLabel, path, body, after }) {
+  if ($('#confirm').open) return;
+  const answer = await askConfirm(text, okLabel, typed);
+  if (answer === null) return;
+  $('#toast').hidden = true; // a toast still on screen is about the previous action
+  try {
+    const r = await api(path, { method: 'POST', body: body ? body(answer) : {}, timeout: ACTION_TIMEOUT_MS });
+    toast('ok', outcomeText(r));
+    if (after) after();
+  } catch (e) {
+    if (e.status === 401) { sessionEnded(); return; }
+    toast('error', e.message);
+  }
+  refresh();
+}
+
+function outcomeText(r) {
+  if (r && r.id && r.kind) {
+    const what = JOB_LABELS[r.kind] || r.kind;
+    return `${what}${r.backup ? ` of ${r.backup}` : ''} started (${r.id}); follow it in the Jobs table.`;
+  }
+  return (r && r.message) || 'Done.';
+}
+
+/* Resolves to null (cancelled), '' (confirmed) or the typed text (typed confirmation). */
+function askConfirm(text, okLabel, typed) {
+  const dlg = $('#confirm');
+  const input = $('#confirm-input');
+  const ok = $('#confirm-ok');
+  setText('#confirm-text', text);
+  ok.textContent = okLabel || 'OK';
+  state.confirmTyped = typed || null;
+  $('#confirm-typed').hidden = !typed;
+  input.hidden = !typed;
+  input.value = '';
+  setText('#confirm-prompt', typed ? `Type the backup id ${typed} to confirm:` : '');
+  ok.disabled = !!typed;
+  dlg.showModal();
+  (typed ? input : $('#confirm-cancel')).focus();
+  return new Promise(resolve => { state.confirmDone = resolve; });
+}
+
+function closeConfirm(accepted) {
+  const dlg = $('#confirm');
+  if (dlg.open) dlg.close();
+  const done = state.confirmDone;
+  state.confirmDone = null;
+  if (done) done(accepted ? $('#confirm-input').value.trim() : null);
+}
+
+function initConfirm() {
+  const dlg = $('#confirm');
+  const input = $('#confirm-input');
+  const ok = $('#confirm-ok');
+  ok.addEventListener('click', () => { if (!ok.disabled) closeConfirm(true); });
+  $('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
+  dlg.addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
+  dlg.addEventListener('close', () => closeConfirm(false));
+  input.addEventListener('input', () => { ok.disabled = input.value.trim() !== state.confirmTyped; });
+  input.addEventListener('keydown', ev => {
+    if (ev.key === 'Enter') { ev.preventDefault(); if (!ok.disabled) closeConfirm(true); }
+  });
+}
+
+let toastTimer = 0;
+function toast(outcome, message) {
+  const t = $('#toast');
+  t.setAttribute('data-outcome', outcome);
+  t.textContent = message;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, outcome === 'ok' ? 8000 : 20000);
+}
+
+/* ---------- Start ---------- */
+
+function init() {
+  bindAuthForm($('#setup'), '/setup', ['code', 'user', 'password'], '#setup-error');
+  bindAuthForm($('#signin'), '/login', ['user', 'password'], '#signin-error');
+  $('#signout').addEventListener('click', signOut);
+  $('#verdict').addEventListener('click', () => { location.hash = '#/overview'; });
+  $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
+  window.addEventListener('hashchange', route);
+  initConfirm();
+  boot();
+}
+
+init();
