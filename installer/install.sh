@@ -57,7 +57,10 @@ case "$name" in
   ""|*[!a-z0-9_-]*) die "--name $name: use lowercase letters, digits, '-' and '_'" ;;
 esac
 
-bin_path="$root/usr/local/bin/plantd"
+# The binary lives in a directory of its own that the unit may write (fleet updates swap it
+# there); /usr/local/bin/plantd links to it for the admin's commands.
+bin_path="$root/usr/local/lib/plantd/plantd"
+bin_link="$root/usr/local/bin/plantd"
 etc="$root/etc/plantd"
 units="$root/etc/systemd/system"
 has_systemd() { [ "$staging" -eq 0 ] && [ -d /run/systemd/system ]; }
@@ -93,7 +96,11 @@ install_binary() {
   cp "$binary" "$tmp"
   chmod 0755 "$tmp"
   mv -f "$tmp" "$bin_path"
-  say "installed $("$bin_path" --version) at $bin_path"
+  # A release recorded by a fleet update names the binary it swapped in, not this one.
+  rm -f "$root/var/lib/plantd/releases/current.json"
+  mkdir -p "$(dirname "$bin_link")"
+  ln -sfn ../lib/plantd/plantd "$bin_link"
+  say "installed $("$bin_path" --version) at $bin_path (linked from $bin_link)"
 }
 
 install_unit() {
@@ -235,7 +242,8 @@ uninstall() {
   else
     say "removed the program; kept $etc and the data in $root/var/lib/plantd (--purge deletes them)"
   fi
-  rm -f "$bin_path"
+  rm -f "$bin_link"
+  rm -rf "$(dirname "$bin_path")"
 }
 
 case "$mode" in

@@ -76,6 +76,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawUpdate {
     release_keys: Option<Vec<String>>,
+    gate_deadline: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -116,6 +117,8 @@ pub struct PlantConfig {
     /// The public keys whose signature a release needs (`[update] release_keys`); several, so
     /// that a key can be rotated. Empty: no release is accepted.
     pub release_keys: Vec<crate::update::release::PublicKey>,
+    /// How long a new release may take to pass its health gate (`[update] gate_deadline`).
+    pub gate_deadline: Duration,
     /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
     pub stack: Option<StackConfig>,
     pub backup: BackupConfig,
@@ -373,9 +376,22 @@ impl PlantConfig {
                     .map_err(|e| err("update.release_keys", format!("entry {}: {e}", i + 1)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let gate_deadline = match raw.update.gate_deadline.as_deref() {
+            None => Duration::from_secs(120),
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| (Duration::from_secs(5)..=Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| {
+                    err(
+                        "update.gate_deadline",
+                        format!("{text:?} is not a duration from 5s to 1h, such as \"2m\""),
+                    )
+                })?,
+        };
         Ok(PlantConfig {
             backup,
             release_keys,
+            gate_deadline,
             source: None,
             data_dir,
             hubs,

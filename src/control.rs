@@ -189,7 +189,7 @@ impl Control {
         match request {
             Request::Status => match self.journal_health().await {
                 Ok(journal) => Response::Status(StatusReport {
-                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    version: crate::update::version().to_string(),
                     data_dir: self.data_dir.clone(),
                     uptime_s: self.started.elapsed().as_secs(),
                     journal,

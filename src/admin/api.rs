@@ -404,7 +404,7 @@ impl Admin {
         });
         Overview {
             now: super::store::now(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: crate::update::version(),
             uptime_s: self.control.started.elapsed().as_secs(),
             plant: self.plant.clone(),
             verdict,

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::config::HubConfig;
+use crate::hub::rollouts::Control as RolloutControl;
 use crate::hub::store::Store;
 
 #[derive(Debug, Args)]
@@ -77,6 +78,34 @@ enum HubRolloutCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Roll release VERSION out: each wave starts once the one before is through, and the
+    /// rollout pauses itself when more plants fail than --max-failures. A running or paused
+    /// rollout is superseded.
+    Start {
+        /// A published release, such as 1.4.0.
+        version: String,
+        /// Cumulative waves: counts and percentages of the fleet, ending in 100%.
+        #[arg(long, value_name = "LIST", default_value = "1,10%,100%")]
+        waves: String,
+        /// Failed plants tolerated before the rollout pauses itself.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_failures: u32,
+    },
+    /// The newest rollout (or rollout ID): its state, waves and each plant's outcome.
+    Status {
+        /// A rollout id [default: the newest].
+        #[arg(long, value_name = "ID")]
+        id: Option<i64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop offering the release; plants already at it finish.
+    Pause,
+    /// Go on with a paused rollout; the failure threshold counts from here.
+    Resume,
+    /// End the rollout: nothing more is offered. Plants keep what they run.
+    Abort,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +167,18 @@ enum HubPlantCommand {
         /// The plant's name.
         name: String,
     },
+    /// Keep the plant on one release: it is offered that version and left out of rollouts.
+    Pin {
+        /// The plant's name.
+        name: String,
+        /// A published release, such as 1.4.0.
+        version: String,
+    },
+    /// Let the plant follow rollouts again.
+    Unpin {
+        /// The plant's name.
+        name: String,
+    },
 }
 
 impl HubArgs {
@@ -188,22 +229,69 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         return release_keygen(out);
     }
     let waves = match &command {
-        HubCommand::Rollout(HubRolloutCommand::Plan { waves, .. }) => {
-            Some(crate::update::rollout::Waves::parse(waves)?)
-        }
+        HubCommand::Rollout(
+            HubRolloutCommand::Plan { waves, .. } | HubRolloutCommand::Start { waves, .. },
+        ) => Some(crate::update::rollout::Waves::parse(waves)?),
         _ => None,
     };
-    let store = Store::connect(&config.database).await?;
+    if let HubCommand::Rollout(HubRolloutCommand::Start { version, .. })
+    | HubCommand::Plant(HubPlantCommand::Pin { version, .. }) = &command
+    {
+        crate::update::release::check_version(version)?;
+    }
+    let mut store = Store::connect(&config.database).await?;
     match command {
+        HubCommand::Rollout(HubRolloutCommand::Start {
+            version,
+            max_failures,
+            ..
+        }) => {
+            let waves = waves.expect("parsed above");
+            let plan = waves.plan(&rollout_fleet(&store).await?);
+            let id = store
+                .start_rollout(&version, &waves.to_string(), &plan, max_failures)
+                .await?;
+            println!(
+                "rollout {id}: version {version} in {} wave(s) ({waves}); it pauses itself after more than {max_failures} failure(s)",
+                plan.len()
+            );
+            for (i, wave) in plan.iter().enumerate() {
+                println!("wave {}: {}", i + 1, wave.join(", "));
+            }
+        }
+        HubCommand::Rollout(HubRolloutCommand::Status { id, json }) => {
+            let Some(r) = store.rollout(id).await? else {
+                match id {
+                    Some(id) => bail!("no rollout {id}"),
+                    None => bail!("no rollout yet; `plantd hub rollout start VERSION` starts one"),
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_rollout(&r);
+            }
+        }
+        HubCommand::Rollout(HubRolloutCommand::Pause) => {
+            print_rollout(&store.control_rollout(RolloutControl::Pause).await?)
+        }
+        HubCommand::Rollout(HubRolloutCommand::Resume) => {
+            print_rollout(&store.control_rollout(RolloutControl::Resume).await?)
+        }
+        HubCommand::Rollout(HubRolloutCommand::Abort) => {
+            print_rollout(&store.control_rollout(RolloutControl::Abort).await?)
+        }
+        HubCommand::Plant(HubPlantCommand::Pin { name, version }) => {
+            store.pin(&name, Some(&version)).await?;
+            println!("plant {name:?} is pinned to version {version}: it is offered that version and left out of rollouts");
+        }
+        HubCommand::Plant(HubPlantCommand::Unpin { name }) => {
+            store.pin(&name, None).await?;
+            println!("plant {name:?} follows rollouts again");
+        }
         HubCommand::Rollout(HubRolloutCommand::Plan { json, .. }) => {
             let waves = waves.expect("parsed above");
-            let fleet: Vec<String> = store
-                .plants()
-                .await?
-                .into_iter()
-                .filter(|p| p.enrolled && !p.revoked)
-                .map(|p| p.plant)
-                .collect();
+            let fleet = rollout_fleet(&store).await?;
             let plan = waves.plan(&fleet);
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -307,6 +395,47 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
     Ok(())
+}
+
+/// The plants a rollout reaches: enrolled, not revoked.
+async fn rollout_fleet(store: &Store) -> anyhow::Result<Vec<String>> {
+    Ok(store
+        .plants()
+        .await?
+        .into_iter()
+        .filter(|p| p.enrolled && !p.revoked)
+        .map(|p| p.plant)
+        .collect())
+}
+
+fn print_rollout(r: &crate::hub::rollouts::RolloutView) {
+    println!(
+        "rollout {}: version {}, {}{}",
+        r.id,
+        r.version,
+        r.state,
+        r.reason
+            .as_deref()
+            .map_or(String::new(), |why| format!(" ({why})"))
+    );
+    println!(
+        "waves {} (wave {} of {}), max failures {}, started {}, updated {}",
+        r.waves, r.current_wave, r.wave_count, r.max_failures, r.started_at, r.updated_at
+    );
+    println!(
+        "{:<24} {:>4}  {:<10} {:<22} REASON",
+        "PLANT", "WAVE", "STATE", "UPDATED"
+    );
+    for p in &r.plants {
+        println!(
+            "{:<24} {:>4}  {:<10} {:<22} {}",
+            p.plant,
+            p.wave,
+            p.state,
+            p.updated_at,
+            p.reason.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// Largest binary `release publish` takes.

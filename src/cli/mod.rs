@@ -385,7 +385,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(c)
             };
             let c = load()?;
-            crate::plant::up(c, std::sync::Arc::new(load)).await
+            let (data_dir, deadline) = (c.data_dir.clone(), c.gate_deadline);
+            match crate::plant::up(c, std::sync::Arc::new(load)).await? {
+                None => Ok(()),
+                // Returns only when the binary that won the trial cannot be started.
+                Some(u) => Err(crate::update::install::try_and_swap(
+                    u.candidate,
+                    u.healthy_before,
+                    &data_dir,
+                    deadline,
+                )),
+            }
         }
         Command::Stack(s) => match s {
             StackCommand::Status { place, json } => stack::status(&place.load()?, json).await,

@@ -7,6 +7,7 @@
 
 mod enroll;
 mod replication;
+pub mod rollouts;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -109,6 +110,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         })
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
+    let rollouts = tokio::spawn(replication::drive_rollouts(hub.config.database.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(every) = sd_notify::watchdog_enabled() {
         // The runtime answering is what is checked: a hub wedged in its event loop stops the
@@ -134,6 +136,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = https.await;
     quic.abort();
+    rollouts.abort();
     endpoint.wait_idle().await;
     Ok(())
 }

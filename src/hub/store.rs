@@ -63,6 +63,30 @@ const MIGRATIONS: &[&str] = &[
         binary_data  BYTEA NOT NULL,
         published_at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 6: rollouts of releases in waves, each plant's part in them, and pins.
+    "ALTER TABLE plants ADD COLUMN pinned_version TEXT REFERENCES releases (version);
+     CREATE TABLE rollouts (
+        id            BIGSERIAL PRIMARY KEY,
+        version       TEXT NOT NULL REFERENCES releases (version),
+        waves         TEXT NOT NULL,
+        max_failures  INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        reason        TEXT,
+        current_wave  INTEGER NOT NULL DEFAULT 1,
+        wave_count    INTEGER NOT NULL,
+        failures_base INTEGER NOT NULL DEFAULT 0,
+        started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE TABLE rollout_plants (
+        rollout    BIGINT NOT NULL REFERENCES rollouts (id),
+        plant      TEXT NOT NULL REFERENCES plants (name),
+        wave       INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        reason     TEXT,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (rollout, plant)
+     );",
 ];
 
 /// A release as `plantd hub release list` shows it.
@@ -79,7 +103,7 @@ pub struct ReleaseRow {
 
 /// A connection to the hub database.
 pub struct Store {
-    client: Client,
+    pub(super) client: Client,
 }
 
 /// A plant as the fleet view shows it.

@@ -30,12 +30,21 @@ pub use replication::{island_marker, Replication};
 /// Reads the config again, the way `plantd up` read it (for `plantd stack apply`).
 pub type Reload = Arc<dyn Fn() -> anyhow::Result<PlantConfig> + Send + Sync>;
 
-/// Runs the plant daemon until SIGTERM or SIGINT.
-pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
+/// A verified release the daemon stopped for, with what was healthy before it stopped.
+pub struct Update {
+    pub candidate: crate::update::agent::Candidate,
+    pub healthy_before: Vec<String>,
+}
+
+/// Runs the plant daemon until SIGTERM or SIGINT (`None`), or until a verified release
+/// arrives (`Some`: the daemon has stopped, and the caller tries the release).
+pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Update>> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
     create_private_dir(data_dir)?;
     let _lock = lock_data_dir(data_dir)?;
+    crate::update::init_version(data_dir);
+    let on_trial = std::env::var_os(crate::update::TRIAL_ENV).is_some();
 
     let journal = Journal::open(
         &data_dir.join("journal.db"),
@@ -80,8 +89,24 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         },
         _ => None,
     };
-    let replication =
-        replication::start(data_dir, &config.hubs, &journal, &health, stop_rx.clone());
+    // A binary on trial does not update itself: the process trying it decides.
+    let (candidate_tx, mut candidates) = tokio::sync::mpsc::channel(1);
+    let agent = (!on_trial).then(|| {
+        crate::update::agent::Agent::new(
+            data_dir.clone(),
+            config.release_keys.clone(),
+            config.journal.min_free_bytes,
+            candidate_tx,
+        )
+    });
+    let replication = replication::start(
+        data_dir,
+        &config.hubs,
+        &journal,
+        &health,
+        agent,
+        stop_rx.clone(),
+    );
     let stack_handle = stack.clone();
     // The admin UI's users and the audit log; without them the UI is off and the rest runs on.
     let admin_store = match crate::admin::store::Store::open(data_dir) {
@@ -214,8 +239,16 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     if let Some(every) = sd_notify::watchdog_enabled() {
         tokio::spawn(watchdog(journal.clone(), every / 2));
     }
+    if on_trial {
+        tokio::spawn(crate::update::install::run_gate(
+            data_dir.clone(),
+            health.clone(),
+            socket_path.clone(),
+        ));
+    }
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::update::version(),
+        on_trial,
         data_dir = %data_dir.display(),
         https = %https_addr,
         cert = %tls_files.cert.display(),
@@ -223,8 +256,23 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
         "plantd is up"
     );
 
+    let mut update = None;
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
+        Some(candidate) = candidates.recv() => {
+            tracing::info!(version = %candidate.version, "shutting down to try a new release");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                "trying version {}",
+                candidate.version
+            ))]);
+            let healthy_before = health
+                .snapshot()
+                .into_iter()
+                .filter(|c| c.state == State::Ok)
+                .map(|c| c.name)
+                .collect();
+            update = Some(Update { candidate, healthy_before });
+        }
         Some(ended) = servers.join_next() => {
             let reason = match ended {
                 Ok(Ok(())) => "a listener stopped".to_string(),
@@ -234,7 +282,9 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
             tracing::error!(%reason, "shutting down");
         }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if update.is_none() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     while servers.join_next().await.is_some() {}
     let _ = stop_tx.send(true);
@@ -246,7 +296,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<()> {
     journal.close().await;
     let _ = fs::remove_file(&socket_path);
     tracing::info!("plantd stopped; every accepted transaction is in the journal");
-    Ok(())
+    Ok(update)
 }
 
 /// Starts supervising the stack when `[stack]` asks for it. A stack that cannot be described

@@ -54,7 +54,7 @@ impl PlantJournal for JournalSource {
     async fn telemetry(&self, link: &LinkReport) -> String {
         let stats = self.journal.stats().await.ok();
         serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::update::version(),
             "link": link.state,
             "depth": stats.map(|s| s.depth),
             "last_seq": stats.map(|s| s.last_seq),
@@ -88,6 +88,7 @@ pub fn start(
     configured_hubs: &[String],
     journal: &Journal,
     health: &Arc<Health>,
+    updater: Option<crate::update::agent::Agent>,
     stop: watch::Receiver<bool>,
 ) -> Replication {
     // An admin's island survives restarts: planned WAN work may span a reboot.
@@ -128,6 +129,7 @@ pub fn start(
         session: Default::default(),
         link: Default::default(),
         backups: Some(crate::backup::dir(data_dir)),
+        updater,
     };
     health.set(
         "replication",

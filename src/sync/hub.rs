@@ -46,6 +46,25 @@ pub trait HubStore: Send {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Serves a plant's update streams (checks, downloads, reports; see `update::agent`).
+pub trait UpdateStreams: Clone + Send + Sync + 'static {
+    fn serve(
+        &self,
+        plant: String,
+        first: Frame,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Whether `first` opens an update stream.
+fn is_update(first: &Frame) -> bool {
+    matches!(
+        first,
+        Frame::UpdateCheck { .. } | Frame::UpdateGet { .. } | Frame::UpdateReport { .. }
+    )
+}
+
 /// The next frame on the telemetry stream, once the plant opened it.
 async fn read_telemetry(
     stream: &mut Option<quinn::RecvStream>,
@@ -74,6 +93,7 @@ pub async fn run_session(
     conn: Connection,
     store: &mut impl HubStore,
     backups: &HubBackups,
+    updates: &impl UpdateStreams,
 ) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
     let (mut send, mut recv) = conn
@@ -164,19 +184,20 @@ pub async fn run_session(
                     return Err(e);
                 }
             },
-            // Backups have streams of their own, once the plant is known.
+            // Backups and updates have streams of their own, once the plant is known.
             bi = conn.accept_bi(), if !plant.is_empty() => {
                 let (bsend, mut brecv) = bi?;
-                let (backups, plant) = (backups.clone(), plant.clone());
+                let (backups, updates, plant) = (backups.clone(), updates.clone(), plant.clone());
                 tokio::spawn(async move {
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
+                        Ok(Some(first)) if is_update(&first) => updates.serve(plant.clone(), first, bsend, brecv).await,
                         Ok(Some(first)) => offsite::serve(&backups, &plant, first, bsend, brecv, bbuf).await,
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };
                     if let Err(e) = result {
-                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup stream ended");
+                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup or update stream ended");
                     }
                 });
             }

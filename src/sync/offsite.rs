@@ -59,7 +59,7 @@ async fn next(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option
 }
 
 /// SHA-256 and size of a file, read on a blocking thread.
-async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
+pub(crate) async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
         let mut file = crate::backup::Hashing::new(std::fs::File::open(&path)?);
@@ -91,7 +91,7 @@ async fn send_file(send: &mut SendStream, path: &Path, offset: u64) -> anyhow::R
 
 /// Appends chunks to `file` until the stream ends; returns the bytes written. Refuses to go
 /// past `limit`.
-async fn receive_file(
+pub(crate) async fn receive_file(
     recv: &mut RecvStream,
     buf: &mut Vec<u8>,
     file: &mut tokio::fs::File,

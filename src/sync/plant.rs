@@ -49,6 +49,8 @@ pub struct Target {
     pub link: LinkSettings,
     /// The backup directory whose archives are copied to the hub, if any.
     pub backups: Option<std::path::PathBuf>,
+    /// The update agent, which asks the hub for releases on each connection.
+    pub updater: Option<crate::update::agent::Agent>,
 }
 
 /// How long a connection attempt may take before the next replica is tried.
@@ -157,8 +159,15 @@ async fn connect_and_run(
         .backups
         .clone()
         .map(|dir| tokio::spawn(super::offsite::run_uploader(conn.clone(), dir)));
+    let updater = target
+        .updater
+        .clone()
+        .map(|agent| tokio::spawn(agent.run(conn.clone())));
     let result = session(&conn, target, journal, link, report, hub, reconnects).await;
     if let Some(u) = uploader {
+        u.abort();
+    }
+    if let Some(u) = updater {
         u.abort();
     }
     conn.close(0u32.into(), b"bye");
@@ -217,7 +226,7 @@ async fn session(
     let at = *last_seq.borrow_and_update();
     let identity = PlantIdentity {
         plant: target.plant.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::update::version().to_string(),
         journal: target.journal_id.clone(),
     };
     let mut s = PlantSession::new(&identity, at, target.session, Instant::now());

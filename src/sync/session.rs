@@ -466,6 +466,12 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::BackupChunk { .. } => "backup chunk",
         Frame::BackupStored { .. } => "backup stored",
         Frame::BackupFetch { .. } => "backup fetch",
+        Frame::UpdateCheck { .. } => "update check",
+        Frame::UpdateOffer { .. } => "update offer",
+        Frame::UpdateNone => "update none",
+        Frame::UpdateGet { .. } => "update get",
+        Frame::UpdateReport { .. } => "update report",
+        Frame::UpdateNoted => "update noted",
     }
 }
 

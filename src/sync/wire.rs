@@ -61,6 +61,33 @@ pub enum Frame {
     BackupStored { name: String },
     /// First on a backup stream, plant → hub: send me backup `id` from byte `offset` on.
     BackupFetch { id: String, offset: u64 },
+    /// First on an update stream, plant → hub: I run `version`; is there a release for me?
+    /// The hub holds the stream open until it has one or a while has passed (a long poll, so
+    /// that a rollout reaches a connected plant within about a second).
+    UpdateCheck { version: String },
+    /// Hub → plant: install this signed release (for rollout `rollout`; 0 for a pin). The
+    /// plant checks the signature before it downloads anything.
+    UpdateOffer {
+        version: String,
+        size: u64,
+        sha256: String,
+        signature: String,
+        rollout: u64,
+    },
+    /// Hub → plant: nothing to install now; ask again.
+    UpdateNone,
+    /// First on an update stream, plant → hub: send me release `version`'s binary from byte
+    /// `offset` on (answered with `BackupChunk` frames, then the end of the stream).
+    UpdateGet { version: String, offset: u64 },
+    /// First on an update stream, plant → hub: how installing `version` ended, and why.
+    UpdateReport {
+        version: String,
+        rollout: u64,
+        outcome: String,
+        reason: String,
+    },
+    /// Hub → plant: the report is recorded.
+    UpdateNoted,
 }
 
 /// Why a side ends the session.
@@ -205,6 +232,43 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, id);
             out.extend_from_slice(&offset.to_be_bytes());
         }
+        Frame::UpdateCheck { version } => {
+            out.push(12);
+            put_str(out, version);
+        }
+        Frame::UpdateOffer {
+            version,
+            size,
+            sha256,
+            signature,
+            rollout,
+        } => {
+            out.push(13);
+            put_str(out, version);
+            out.extend_from_slice(&size.to_be_bytes());
+            put_str(out, sha256);
+            put_str(out, signature);
+            out.extend_from_slice(&rollout.to_be_bytes());
+        }
+        Frame::UpdateNone => out.push(14),
+        Frame::UpdateGet { version, offset } => {
+            out.push(15);
+            put_str(out, version);
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        Frame::UpdateReport {
+            version,
+            rollout,
+            outcome,
+            reason,
+        } => {
+            out.push(16);
+            put_str(out, version);
+            out.extend_from_slice(&rollout.to_be_bytes());
+            put_str(out, outcome);
+            put_str(out, reason);
+        }
+        Frame::UpdateNoted => out.push(17),
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -321,6 +385,12 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         9 => "backup chunk",
         10 => "backup stored",
         11 => "backup fetch",
+        12 => "update check",
+        13 => "update offer",
+        14 => "update none",
+        15 => "update get",
+        16 => "update report",
+        17 => "update noted",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -393,6 +463,28 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             id: r.string("id")?,
             offset: r.u64("offset")?,
         },
+        12 => Frame::UpdateCheck {
+            version: r.string("version")?,
+        },
+        13 => Frame::UpdateOffer {
+            version: r.string("version")?,
+            size: r.u64("size")?,
+            sha256: r.string("sha256")?,
+            signature: r.string("signature")?,
+            rollout: r.u64("rollout")?,
+        },
+        14 => Frame::UpdateNone,
+        15 => Frame::UpdateGet {
+            version: r.string("version")?,
+            offset: r.u64("offset")?,
+        },
+        16 => Frame::UpdateReport {
+            version: r.string("version")?,
+            rollout: r.u64("rollout")?,
+            outcome: r.string("outcome")?,
+            reason: r.string("reason")?,
+        },
+        17 => Frame::UpdateNoted,
         _ => {
             let code = r.u8("code")?;
             let code = RefuseCode::from_u8(code).ok_or_else(|| r.bad("code", code as u64))?;
@@ -460,6 +552,28 @@ mod tests {
                 id: "20261128T020000Z-abcdef".into(),
                 offset: 7,
             },
+            Frame::UpdateCheck {
+                version: "0.1.0".into(),
+            },
+            Frame::UpdateOffer {
+                version: "2.0.0".into(),
+                size: 21_000_000,
+                sha256: "ab".repeat(32),
+                signature: "c2ln".into(),
+                rollout: 3,
+            },
+            Frame::UpdateNone,
+            Frame::UpdateGet {
+                version: "2.0.0".into(),
+                offset: 4096,
+            },
+            Frame::UpdateReport {
+                version: "2.0.0".into(),
+                rollout: 3,
+                outcome: "rolled_back".into(),
+                reason: "exited at start twice".into(),
+            },
+            Frame::UpdateNoted,
         ]
     }
 

@@ -109,9 +109,78 @@ impl fmt::Display for Waves {
     }
 }
 
+/// How a running rollout stands, as the hub's driver counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The wave whose plants are being offered the release (1-based).
+    pub current_wave: u32,
+    /// How many waves the rollout has.
+    pub waves: u32,
+    /// Plants that failed (refused, rolled back) since the rollout started or last resumed.
+    pub new_failures: u32,
+    pub max_failures: u32,
+    /// Plants of the current and earlier waves still waiting or installing.
+    pub open: u32,
+}
+
+/// What the driver does next with a running rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Plants of the current wave are still at it.
+    Wait,
+    /// The current wave is through: offer the next one.
+    NextWave,
+    /// Too many failures: stop offering until someone resumes or aborts.
+    Pause(String),
+    /// The last wave is through.
+    Done,
+}
+
+/// The driver's decision. Failures are looked at first: a wave whose plants all finished is not
+/// "healthy" when too many of them failed, and the next wave must not start.
+pub fn decide(p: Progress) -> Step {
+    if p.new_failures > p.max_failures {
+        return Step::Pause(format!(
+            "{} plant(s) failed, over the threshold of {} (--max-failures)",
+            p.new_failures, p.max_failures
+        ));
+    }
+    match (p.open, p.current_wave >= p.waves) {
+        (0, true) => Step::Done,
+        (0, false) => Step::NextWave,
+        _ => Step::Wait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wave_opens_the_next_only_when_through_and_within_the_threshold() {
+        let p = |current_wave, new_failures, max_failures, open| Progress {
+            current_wave,
+            waves: 3,
+            new_failures,
+            max_failures,
+            open,
+        };
+        assert_eq!(decide(p(1, 0, 0, 1)), Step::Wait);
+        assert_eq!(decide(p(1, 0, 0, 0)), Step::NextWave);
+        assert_eq!(decide(p(3, 0, 0, 0)), Step::Done);
+        assert_eq!(decide(p(3, 0, 0, 2)), Step::Wait);
+        // One failure within a threshold of one: the rollout goes on.
+        assert_eq!(decide(p(1, 1, 1, 0)), Step::NextWave);
+        // Over it: paused, even with plants still at it and with the wave through.
+        for open in [0, 2] {
+            match decide(p(2, 2, 1, open)) {
+                Step::Pause(why) => assert!(why.contains("2 plant(s) failed"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The default threshold of 0: the first failure pauses.
+        assert!(matches!(decide(p(1, 1, 0, 0)), Step::Pause(_)));
+    }
 
     fn fleet(n: usize) -> Vec<String> {
         (0..n).rev().map(|i| format!("plant-{i:02}")).collect()

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// A tmpfs of a fixed size, unmounted on drop.
-struct SmallDisk(PathBuf);
+pub struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -45,7 +45,12 @@ fn install_into_a_staging_root_twice_then_uninstall() {
         "lyon",
     ];
     ok(&install(&plant));
-    let bin = root.join("usr/local/bin/plantd");
+    let bin = root.join("usr/local/lib/plantd/plantd");
+    assert_eq!(
+        std::fs::read_link(root.join("usr/local/bin/plantd")).unwrap(),
+        Path::new("../lib/plantd/plantd"),
+        "the admin's plantd is a link to the binary updates swap"
+    );
     let config = root.join("etc/plantd/plant.toml");
     let unit = root.join("etc/systemd/system/plantd.service");
     let data = root.join("var/lib/plantd");
@@ -177,7 +182,7 @@ echo '# kept' >> /etc/plantd/plant.toml
 /opt/plantd/installer/install.sh --plant --binary /opt/plantd/plantd --name turin
 tail -n 1 /etc/plantd/plant.toml
 /opt/plantd/installer/install.sh --uninstall
-test ! -e /usr/local/bin/plantd && test -e /etc/plantd/plant.toml && echo "uninstalled, config kept"
+test ! -e /usr/local/bin/plantd && test ! -e /usr/local/lib/plantd && test -e /etc/plantd/plant.toml && echo "uninstalled, config kept"
 "#;
     let bin = Path::new(harness::BIN);
     let out = Command::new("docker")

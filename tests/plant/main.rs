@@ -17,3 +17,4 @@ mod replication;
 mod smoke;
 mod stack;
 mod units;
+mod update;

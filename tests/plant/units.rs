@@ -25,7 +25,11 @@ fn the_units_pass_systemd_analyze_verify() {
         }
         // verify checks that ExecStart's program exists: point it at the binary under test.
         let path = dir.path().join(unit);
-        std::fs::write(&path, text.replace("/usr/local/bin/plantd", harness::BIN)).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/lib/plantd/plantd", harness::BIN),
+        )
+        .unwrap();
         paths.push(path);
     }
     let out = Command::new("systemd-analyze")

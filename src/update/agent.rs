@@ -1,0 +1,245 @@
+//! The plant's update agent: on every QUIC connection to the hub it asks for a release (a long
+//! poll, so a rollout reaches it within about a second), checks the offer's signature against
+//! the pinned keys before it downloads a byte, checks free disk, downloads on a stream of its
+//! own, checks the bytes against the signed manifest, and hands the verified binary to the
+//! daemon, which stops and tries it (see [`super::install`]). Outcomes wait in
+//! `DATA_DIR/releases/outcome.json` until the hub has noted them, so that a report lost on the
+//! way is sent again and never undoes an install (the Mender trap).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use quinn::Connection;
+use tokio::sync::mpsc;
+
+use super::release::{self, Manifest, PublicKey};
+use super::{releases_dir, Outcome};
+use crate::sync::transport::{read_frame, write_frame};
+use crate::sync::wire::Frame;
+
+/// A downloaded release whose bytes match its signed manifest, ready to be tried.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub version: String,
+    pub rollout: u64,
+    pub path: PathBuf,
+}
+
+/// What the agent needs; one per daemon, cloned onto each connection.
+#[derive(Clone)]
+pub struct Agent {
+    pub data_dir: PathBuf,
+    pub keys: Vec<PublicKey>,
+    /// Bytes the journal keeps free for itself; an update must leave them.
+    pub reserve: u64,
+    pub candidates: mpsc::Sender<Candidate>,
+    /// Offers refused in this run (version and sha256), not fetched again until a restart.
+    refused: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// How long the hub may take to answer a check (it holds one for up to 20 s).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Agent {
+    pub fn new(
+        data_dir: PathBuf,
+        keys: Vec<PublicKey>,
+        reserve: u64,
+        candidates: mpsc::Sender<Candidate>,
+    ) -> Agent {
+        Agent {
+            data_dir,
+            keys,
+            reserve,
+            candidates,
+            refused: Default::default(),
+        }
+    }
+
+    /// Runs on one connection until it fails or a candidate is handed over.
+    pub async fn run(self, conn: Connection) {
+        if let Err(e) = self.serve(&conn).await {
+            tracing::debug!(error = %format!("{e:#}"), "update agent stopped with the connection");
+        }
+    }
+
+    async fn serve(&self, conn: &Connection) -> anyhow::Result<()> {
+        loop {
+            if let Some(outcome) = Outcome::load(&self.data_dir)? {
+                report(conn, &outcome).await?;
+                Outcome::clear(&self.data_dir)?;
+            }
+            let Some(offer) = check(conn).await? else {
+                continue;
+            };
+            let key = (
+                offer.manifest.version.clone(),
+                offer.manifest.sha256.clone(),
+            );
+            if self.refused.lock().expect("not poisoned").contains(&key) {
+                // A pin to a release this plant refused: ask again later, not in a loop.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+            match self.prepare(conn, &offer).await {
+                Ok(candidate) => {
+                    tracing::info!(version = %candidate.version, "release downloaded and verified; stopping to try it");
+                    let _ = self.candidates.send(candidate).await;
+                    return Ok(());
+                }
+                Err(Refusal(reason)) => {
+                    tracing::warn!(version = %offer.manifest.version, %reason, "release refused");
+                    self.refused.lock().expect("not poisoned").insert(key);
+                    Outcome {
+                        version: offer.manifest.version.clone(),
+                        rollout: offer.rollout,
+                        outcome: "refused".into(),
+                        reason,
+                    }
+                    .save(&self.data_dir)?;
+                }
+            }
+        }
+    }
+
+    /// Signature, disk, download, bytes: in that order, so that nothing is fetched that could
+    /// not be used.
+    async fn prepare(&self, conn: &Connection, offer: &Offer) -> Result<Candidate, Refusal> {
+        let m = &offer.manifest;
+        if self.keys.is_empty() {
+            return Err(Refusal(
+                "this plant pins no release key ([update] release_keys in plant.toml), so it accepts no release".into(),
+            ));
+        }
+        release::verify(&self.keys, m, &offer.signature).map_err(|e| Refusal(e.to_string()))?;
+        let dir = releases_dir(&self.data_dir);
+        crate::plant::create_private_dir(&dir).map_err(|e| Refusal(format!("{e:#}")))?;
+        let running = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .map(|m| m.len())
+            .unwrap_or(m.size);
+        let need = m.size + running + self.reserve;
+        let free = rustix::fs::statvfs(&dir)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(|e| Refusal(format!("cannot read free space of {}: {e}", dir.display())))?;
+        if free < need {
+            return Err(Refusal(format!(
+                "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {} the journal's reserve) and {} is free",
+                dir.display(),
+                bytesize::ByteSize(need),
+                bytesize::ByteSize(m.size),
+                bytesize::ByteSize(running),
+                bytesize::ByteSize(self.reserve),
+                bytesize::ByteSize(free)
+            )));
+        }
+        let path = download(conn, &dir, m)
+            .await
+            .map_err(|e| Refusal(format!("download of version {}: {e:#}", m.version)))?;
+        Ok(Candidate {
+            version: m.version.clone(),
+            rollout: offer.rollout,
+            path,
+        })
+    }
+}
+
+/// Why an offer was not taken, for the hub and the log.
+struct Refusal(String);
+
+struct Offer {
+    manifest: Manifest,
+    signature: String,
+    rollout: u64,
+}
+
+/// One long-poll check: the hub's offer, or none.
+async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let version = super::version().to_string();
+    write_frame(&mut send, &Frame::UpdateCheck { version }, &mut out).await?;
+    send.finish()?;
+    let answer = tokio::time::timeout(CHECK_TIMEOUT, read_frame(&mut recv, &mut buf))
+        .await
+        .map_err(|_| anyhow!("the hub did not answer an update check"))??;
+    match answer {
+        Some(Frame::UpdateOffer {
+            version,
+            size,
+            sha256,
+            signature,
+            rollout,
+        }) => Ok(Some(Offer {
+            manifest: Manifest {
+                version,
+                size,
+                sha256,
+            },
+            signature,
+            rollout,
+        })),
+        Some(Frame::UpdateNone) => Ok(None),
+        Some(Frame::Refuse { message, .. }) => bail!("the hub refused an update check: {message}"),
+        Some(other) => bail!(
+            "unexpected {} frame answering an update check",
+            crate::sync::session::frame_name(&other)
+        ),
+        None => bail!("the hub closed an update check without an answer"),
+    }
+}
+
+/// Downloads `m`'s binary into `dir` and checks it against the manifest; returns its path.
+async fn download(conn: &Connection, dir: &Path, m: &Manifest) -> anyhow::Result<PathBuf> {
+    let part = dir.join(format!("incoming-{}.part", m.version));
+    let done = dir.join(format!("incoming-{}", m.version));
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let get = Frame::UpdateGet {
+        version: m.version.clone(),
+        offset: 0,
+    };
+    write_frame(&mut send, &get, &mut out).await?;
+    send.finish()?;
+    let mut file = tokio::fs::File::create(&part)
+        .await
+        .with_context(|| format!("creating {}", part.display()))?;
+    let got = crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, m.size).await?;
+    drop(file);
+    let (size, sha256) = crate::sync::offsite::digest(&part).await?;
+    if got != m.size || size != m.size || sha256 != m.sha256 {
+        let _ = tokio::fs::remove_file(&part).await;
+        bail!(
+            "the bytes received ({size} bytes, sha256 {sha256}) are not the signed release ({} bytes, sha256 {})",
+            m.size,
+            m.sha256
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).await?;
+    tokio::fs::rename(&part, &done).await?;
+    Ok(done)
+}
+
+/// Sends `outcome` to the hub and waits until it is noted.
+async fn report(conn: &Connection, outcome: &Outcome) -> anyhow::Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let frame = Frame::UpdateReport {
+        version: outcome.version.clone(),
+        rollout: outcome.rollout,
+        outcome: outcome.outcome.clone(),
+        reason: outcome.reason.clone(),
+    };
+    write_frame(&mut send, &frame, &mut out).await?;
+    send.finish()?;
+    match tokio::time::timeout(CHECK_TIMEOUT, read_frame(&mut recv, &mut buf)).await {
+        Ok(Ok(Some(Frame::UpdateNoted))) => Ok(()),
+        Ok(Ok(other)) => bail!("the hub did not note the update report: {other:?}"),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("the hub did not note the update report in time"),
+    }
+}

@@ -1,0 +1,248 @@
+//! Trying a downloaded release, then swapping it in, or not.
+//!
+//! The daemon that received a verified release stops (its listeners, its journal, its lock),
+//! and this process starts the new binary, with the same arguments, as a trial child. The child
+//! runs the plant for real and writes its health gate to `releases/trial.json`: its control
+//! socket answers and every component that was healthy before the update (journal, API,
+//! replication unless islanded, the stack's services, ...) is healthy again. When the gate
+//! passes within the deadline, the child is stopped, the binary is swapped (the previous one
+//! kept in `DATA_DIR/releases/`) and this process execs the new binary in its own place, so
+//! systemd (or anything else that watches the process) sees one service that never stopped.
+//! When the child exits before its gate, twice, or the deadline passes, nothing was swapped:
+//! this process execs the binary it runs, and the outcome says why.
+//!
+//! The old binary stays in charge until the new one has proven itself, so that a release that
+//! cannot even start (and so could never roll itself back) is undone as surely as one that
+//! starts and is sick.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::agent::Candidate;
+use super::{read_json, releases_dir, write_json, Current, Outcome, TRIAL_ENV};
+
+/// The gate as the trial child sees it; the parent writes `required`, the child the rest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Gate {
+    pub version: String,
+    /// Components that were healthy before the update and must be again.
+    pub required: Vec<String>,
+    pub passed: bool,
+    /// What the gate still waits for.
+    pub waiting_for: String,
+}
+
+fn gate_path(data_dir: &Path) -> PathBuf {
+    releases_dir(data_dir).join("trial.json")
+}
+
+/// Tries `candidate` and swaps it in, or not; then execs the binary that won. Returns only
+/// if that exec fails.
+pub fn try_and_swap(
+    candidate: Candidate,
+    healthy_before: Vec<String>,
+    data_dir: &Path,
+    deadline: Duration,
+) -> anyhow::Error {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return anyhow::Error::new(e).context("finding the running binary"),
+    };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let running = super::version().to_string();
+    let outcome = match trial(&candidate, healthy_before, data_dir, deadline, &args) {
+        Ok(took) => match swap(&exe, &candidate, data_dir, &running) {
+            Ok(kept) => Outcome {
+                version: candidate.version.clone(),
+                rollout: candidate.rollout,
+                outcome: "installed".into(),
+                reason: format!(
+                    "passed its health gate in {:.1} s; version {running} kept in {}",
+                    took.as_secs_f64(),
+                    kept.display()
+                ),
+            },
+            Err(e) => Outcome {
+                version: candidate.version.clone(),
+                rollout: candidate.rollout,
+                outcome: "rolled_back".into(),
+                reason: format!(
+                    "passed its health gate, but the swap failed: {e:#}; version {running} runs on"
+                ),
+            },
+        },
+        Err(why) => Outcome {
+            version: candidate.version.clone(),
+            rollout: candidate.rollout,
+            outcome: "rolled_back".into(),
+            reason: format!("{why}; version {running} runs on"),
+        },
+    };
+    let _ = std::fs::remove_file(&candidate.path);
+    let _ = std::fs::remove_file(gate_path(data_dir));
+    if outcome.outcome == "installed" {
+        tracing::info!(version = %outcome.version, reason = %outcome.reason, "release installed");
+    } else {
+        tracing::error!(version = %outcome.version, reason = %outcome.reason, "release rolled back");
+    }
+    if let Err(e) = outcome.save(data_dir) {
+        tracing::error!(error = %format!("{e:#}"), "the update outcome could not be saved; the hub will not hear it");
+    }
+    let e = Command::new(&exe).args(&args).exec();
+    anyhow::Error::new(e).context(format!("starting {} again", exe.display()))
+}
+
+/// Runs the candidate until its gate passes (then stops it); how long that took, or why not.
+fn trial(
+    c: &Candidate,
+    required: Vec<String>,
+    data_dir: &Path,
+    deadline: Duration,
+    args: &[OsString],
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut exits = Vec::new();
+    for attempt in 1..=2 {
+        let gate = Gate {
+            version: c.version.clone(),
+            required: required.clone(),
+            passed: false,
+            waiting_for: "the trial to start".into(),
+        };
+        write_json(&gate_path(data_dir), &gate).map_err(|e| format!("{e:#}"))?;
+        tracing::info!(version = %c.version, attempt, "trying the new release");
+        let mut child = Command::new(&c.path)
+            .args(args)
+            .env(TRIAL_ENV, &c.version)
+            // It is not the service's main process: systemd hears from this one only.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .spawn()
+            .map_err(|e| format!("version {} could not be started: {e}", c.version))?;
+        loop {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            let gate: Option<Gate> = read_json(&gate_path(data_dir)).ok().flatten();
+            if gate.as_ref().is_some_and(|g| g.passed) {
+                stop(&mut child);
+                return Ok(started.elapsed());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                exits.push(status.to_string());
+                break;
+            }
+            if started.elapsed() > deadline {
+                stop(&mut child);
+                let waiting = gate.map(|g| g.waiting_for).unwrap_or_default();
+                return Err(format!(
+                    "version {} did not pass its health gate within {} s (waiting for {waiting})",
+                    c.version,
+                    deadline.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Err(format!(
+        "version {} exited at start twice ({})",
+        c.version,
+        exits.join("; ")
+    ))
+}
+
+/// SIGTERM, then SIGKILL after 30 s.
+fn stop(child: &mut Child) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Keeps the running binary as `releases/plantd-RUNNING` (only the newest previous one stays),
+/// puts the candidate in its place, and records its version. Returns where the previous is.
+fn swap(exe: &Path, c: &Candidate, data_dir: &Path, running: &str) -> anyhow::Result<PathBuf> {
+    let dir = releases_dir(data_dir);
+    let kept = dir.join(format!("plantd-{running}"));
+    std::fs::copy(exe, &kept).with_context(|| format!("keeping {}", kept.display()))?;
+    std::fs::File::open(&kept)?.sync_all()?;
+    self_replace::self_replace(&c.path)
+        .with_context(|| format!("replacing {} with version {}", exe.display(), c.version))?;
+    Current::record(data_dir, exe, &c.version)?;
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("plantd-") && entry.path() != kept {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(kept)
+}
+
+/// The trial child's side: re-checks the gate every 250 ms and writes it down, until it passes.
+pub async fn run_gate(
+    data_dir: PathBuf,
+    health: std::sync::Arc<crate::health::Health>,
+    socket: PathBuf,
+) {
+    let path = gate_path(&data_dir);
+    let Ok(Some(mut gate)) = read_json::<Gate>(&path) else {
+        tracing::error!(
+            "on trial, but {} is missing: the gate cannot pass",
+            path.display()
+        );
+        return;
+    };
+    loop {
+        let healthy: Vec<String> = health
+            .snapshot()
+            .into_iter()
+            .filter(|c| c.state == crate::health::State::Ok)
+            .map(|c| c.name)
+            .collect();
+        let missing: Vec<&String> = gate
+            .required
+            .iter()
+            .filter(|r| !healthy.contains(r))
+            .collect();
+        let control = tokio::net::UnixStream::connect(&socket).await.is_ok();
+        let waiting_for = match (control, missing.is_empty()) {
+            (true, true) => String::new(),
+            (false, _) => "the control socket".to_string(),
+            (true, false) => format!(
+                "{} to be healthy again",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        gate.passed = waiting_for.is_empty();
+        if gate.passed || gate.waiting_for != waiting_for {
+            gate.waiting_for = waiting_for;
+            if let Err(e) = write_json(&path, &gate) {
+                tracing::error!(error = %format!("{e:#}"), "cannot write the trial gate");
+            }
+        }
+        if gate.passed {
+            tracing::info!(version = %gate.version, "on trial: the health gate passed");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

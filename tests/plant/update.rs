@@ -1,0 +1,501 @@
+//! Fleet updates end to end: a real hub on a real PostgreSQL, three real plants, each running
+//! its own copy of the plantd binary under a supervisor that restarts it when it exits (as
+//! systemd does), and devices posting transactions throughout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
+use crate::harness::{self, bin, client_for, create_token, free_addr, last_line, tx};
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until `check` holds, for at most `secs`.
+fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A plant daemon running its own copy of the binary (`DIR/bin/plantd`, which updates
+/// replace), restarted by this supervisor whenever it exits, as `Restart=always` would.
+struct Supervised {
+    name: String,
+    data_dir: PathBuf,
+    exe: PathBuf,
+    addr: std::net::SocketAddr,
+    token: String,
+    stopping: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
+    starts: Arc<Mutex<u32>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervised {
+    /// The binary and config go in `root/NAME/`, the data directory in `data_root/NAME`.
+    fn start(root: &Path, data_root: &Path, name: &str, hub: &Hub, config: &str) -> Supervised {
+        let dir = root.join(name);
+        let data_dir = data_root.join(name);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let exe = dir.join("bin/plantd");
+        std::fs::copy(bin(), &exe).unwrap();
+        let token = create_token(&data_dir, "scanner-1");
+        let out = enroll(&data_dir, hub, &hub.token(name, "1h"));
+        assert!(out.status.success(), "{}", text(&out));
+        let config_path = dir.join("plant.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = free_addr();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::default();
+        let starts = Arc::new(Mutex::new(0));
+        let thread = std::thread::spawn({
+            let (stopping, child, starts) = (stopping.clone(), child.clone(), starts.clone());
+            let (exe, data_dir) = (exe.clone(), data_dir.clone());
+            move || {
+                while !stopping.load(Ordering::SeqCst) {
+                    let spawned = Command::new(&exe)
+                        .args(["up", "--config"])
+                        .arg(&config_path)
+                        .arg("--data-dir")
+                        .arg(&data_dir)
+                        .args(["--listen", &addr.to_string()])
+                        .env("RUST_LOG", "info")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(
+                            std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(data_dir.with_extension("log"))
+                                .unwrap(),
+                        )
+                        .spawn()
+                        .expect("the plant's binary starts");
+                    *starts.lock().unwrap() += 1;
+                    *child.lock().unwrap() = Some(spawned);
+                    loop {
+                        std::thread::sleep(Duration::from_millis(50));
+                        let mut guard = child.lock().unwrap();
+                        match guard.as_mut().map(|c| c.try_wait().unwrap()) {
+                            Some(None) => continue,
+                            _ => break,
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        let plant = Supervised {
+            name: name.to_string(),
+            data_dir,
+            exe,
+            addr,
+            token,
+            stopping,
+            child,
+            starts,
+            thread: Some(thread),
+        };
+        plant.wait_serving(30);
+        plant
+    }
+
+    fn wait_serving(&self, secs: u64) {
+        wait_for(secs, "the plant to serve", || {
+            self.data_dir.join("plantd.sock").exists()
+                && std::net::TcpStream::connect(self.addr).is_ok()
+        });
+    }
+
+    /// What `plantd status --json` says, if the daemon answers.
+    fn status(&self) -> Option<Value> {
+        let out = Command::new(&self.exe)
+            .args(["status", "--json", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.status()
+            .and_then(|s| s["version"].as_str().map(str::to_string))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(c) = self.child.lock().unwrap().as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Devices posting to every plant until stopped, retrying while a plant restarts; returns
+/// each plant's acknowledged keys.
+struct Devices {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(String, std::thread::JoinHandle<Vec<String>>)>,
+}
+
+impl Devices {
+    fn start(plants: &[&Supervised], prefix: &str) -> Devices {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = plants
+            .iter()
+            .map(|p| {
+                let (stop, name, token, addr) =
+                    (stop.clone(), p.name.clone(), p.token.clone(), p.addr);
+                let cert = p.data_dir.join("tls/api.crt");
+                let prefix = format!("{prefix}-{}", p.name);
+                let handle = std::thread::spawn(move || {
+                    let client = client_for(&cert, addr);
+                    let url = format!("https://localhost:{}/api/v1/transactions", addr.port());
+                    harness::rt().block_on(async {
+                        let mut acked = Vec::new();
+                        let mut i = 0;
+                        while !stop.load(Ordering::SeqCst) {
+                            let key = format!("{prefix}-{i}");
+                            let sent = client
+                                .post(&url)
+                                .bearer_auth(&token)
+                                .json(&tx(&key))
+                                .timeout(Duration::from_secs(5))
+                                .send()
+                                .await;
+                            match sent {
+                                Ok(r) if r.status().as_u16() == 201 => {
+                                    acked.push(key);
+                                    i += 1;
+                                }
+                                // Down for its swap, or answering 503 while starting: a device
+                                // retries the same key (idempotent), as real ones do.
+                                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        acked
+                    })
+                });
+                (name, handle)
+            })
+            .collect();
+        Devices { stop, threads }
+    }
+
+    fn finish(self) -> BTreeMap<String, Vec<String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads
+            .into_iter()
+            .map(|(name, t)| (name, t.join().unwrap()))
+            .collect()
+    }
+}
+
+fn rollout(hub: &Hub) -> Value {
+    let out = hub.cli(&["rollout", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn plant_states(r: &Value) -> BTreeMap<String, (i64, String, String)> {
+    r["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["plant"].as_str().unwrap().to_string(),
+                (
+                    p["wave"].as_i64().unwrap(),
+                    p["state"].as_str().unwrap().to_string(),
+                    p["reason"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A copy of the plantd binary that is another release: the same program with bytes after
+/// its end (an ELF runs the same with a tail), so that its SHA-256 differs.
+fn release_of(dir: &Path, version: &str) -> PathBuf {
+    let path = dir.join(format!("plantd-{version}"));
+    let mut bytes = std::fs::read(bin()).unwrap();
+    bytes.extend_from_slice(format!("\nplantd test release {version}\n").as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn keygen(hub: &Hub, path: &Path) -> String {
+    let public = last_line(&hub.cli(&["release", "keygen", "--out", path.to_str().unwrap()]));
+    assert!(public.starts_with("plantd-release-ed25519:"), "{public}");
+    public
+}
+
+fn publish(hub: &Hub, file: &Path, version: &str, key: &Path) {
+    let out = hub.cli(&[
+        "release",
+        "publish",
+        file.to_str().unwrap(),
+        "--version",
+        version,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn start_rollout(hub: &Hub, version: &str, waves: &str, max_failures: &str) {
+    let out = hub.cli(&[
+        "rollout",
+        "start",
+        version,
+        "--waves",
+        waves,
+        "--max-failures",
+        max_failures,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn hub_versions(hub: &Hub) -> BTreeMap<String, String> {
+    let out = hub.cli(&["plants", "--json"]);
+    let fleet: Value = serde_json::from_slice(&out.stdout).unwrap();
+    fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["plant"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_release_rolls_out_in_waves_and_a_broken_or_unsigned_one_never_takes_over() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let key = dir.path().join("release.key");
+    let public = keygen(&hub, &key);
+    let config = format!("[update]\nrelease_keys = [\"{public}\"]\ngate_deadline = \"60s\"\n");
+    let plants: Vec<Supervised> = ["plant-a", "plant-b", "plant-c"]
+        .iter()
+        .map(|name| Supervised::start(dir.path(), dir.path(), name, &hub, &config))
+        .collect();
+    let all: Vec<&Supervised> = plants.iter().collect();
+    let built = env!("CARGO_PKG_VERSION");
+    wait_for(30, "every plant to report to the hub", || {
+        hub_versions(&hub).values().all(|v| v == built) && hub_versions(&hub).len() == 3
+    });
+    let devices = Devices::start(&all, "v1");
+
+    // Version 2 goes out one plant per wave; every plant ends up running it.
+    let v2 = release_of(dir.path(), "2.0.0");
+    publish(&hub, &v2, "2.0.0", &key);
+    let started = Instant::now();
+    start_rollout(&hub, "2.0.0", "1,2,100%", "0");
+    wait_for(240, "rollout of 2.0.0 to finish", || {
+        // Versions first, then the rollout: a plant of wave N running 2.0.0 means every
+        // plant of the waves before it had reported its install before that.
+        let running: Vec<bool> = plants
+            .iter()
+            .map(|p| p.version().as_deref() == Some("2.0.0"))
+            .collect();
+        let r = rollout(&hub);
+        let states = plant_states(&r);
+        for (i, p) in plants.iter().enumerate().filter(|(i, _)| running[*i]) {
+            for earlier in &plants[..i] {
+                assert_eq!(
+                    states[&earlier.name].1, "installed",
+                    "{} runs 2.0.0 before {} (an earlier wave) was through: {r}",
+                    p.name, earlier.name
+                );
+            }
+        }
+        r["state"] == "done"
+    });
+    let took = started.elapsed();
+    let r = rollout(&hub);
+    let states = plant_states(&r);
+    for (i, p) in plants.iter().enumerate() {
+        let (wave, state, reason) = &states[&p.name];
+        assert_eq!(*wave, i as i64 + 1, "{r}");
+        assert_eq!(state, "installed", "{r}");
+        assert!(reason.contains("passed its health gate"), "{r}");
+        assert_eq!(p.version().as_deref(), Some("2.0.0"), "{}", p.log());
+        assert_eq!(
+            std::fs::read(&p.exe).unwrap(),
+            std::fs::read(&v2).unwrap(),
+            "the binary at the plant's path is the release"
+        );
+        assert_eq!(
+            std::fs::read(p.data_dir.join(format!("releases/plantd-{built}"))).unwrap(),
+            std::fs::read(bin()).unwrap(),
+            "the previous binary is kept"
+        );
+    }
+    wait_for(30, "the hub to see version 2.0.0 everywhere", || {
+        hub_versions(&hub).values().all(|v| v == "2.0.0")
+    });
+    eprintln!(
+        "three-plant rollout, one wave each, 2.0.0 from publish-ready to done: {:.1} s",
+        took.as_secs_f64()
+    );
+
+    // A release that exits at start: the first wave's plant tries it twice, keeps 2.0.0, and
+    // the rollout pauses itself before the next wave.
+    let v3 = Path::new("/usr/bin/false");
+    publish(&hub, v3, "3.0.0", &key);
+    start_rollout(&hub, "3.0.0", "1,100%", "0");
+    wait_for(120, "the broken rollout to pause itself", || {
+        rollout(&hub)["state"] == "paused"
+    });
+    let r = rollout(&hub);
+    let states = plant_states(&r);
+    let (_, state, reason) = &states["plant-a"];
+    assert_eq!(state, "failed", "{r}");
+    assert!(reason.contains("exited at start twice"), "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("1 plant(s) failed"),
+        "{r}"
+    );
+    for name in ["plant-b", "plant-c"] {
+        assert_eq!(states[name].1, "waiting", "{r}");
+    }
+    for p in &plants {
+        p.wait_serving(60);
+        assert_eq!(p.version().as_deref(), Some("2.0.0"), "{}", p.log());
+        assert_eq!(std::fs::read(&p.exe).unwrap(), std::fs::read(&v2).unwrap());
+    }
+    assert!(plants[0].log().contains("release rolled back"));
+
+    // A release signed by a key no plant pins supersedes the paused rollout and is refused by
+    // every plant before anything is downloaded.
+    let other = dir.path().join("other.key");
+    keygen(&hub, &other);
+    let v4 = release_of(dir.path(), "4.0.0");
+    publish(&hub, &v4, "4.0.0", &other);
+    start_rollout(&hub, "4.0.0", "100%", "5");
+    wait_for(60, "every plant to refuse 4.0.0", || {
+        plant_states(&rollout(&hub))
+            .values()
+            .all(|(_, s, _)| s == "failed")
+    });
+    let out = hub.cli(&["rollout", "status", "--id", "2", "--json"]);
+    let superseded: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(superseded["state"], "superseded", "{superseded}");
+    for (name, (_, _, reason)) in plant_states(&rollout(&hub)) {
+        assert!(
+            reason.contains("no pinned release key signed"),
+            "{name}: {reason}"
+        );
+    }
+    for p in &plants {
+        let names: Vec<String> = std::fs::read_dir(p.data_dir.join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.contains("4.0.0")),
+            "nothing of 4.0.0 was downloaded: {names:?}"
+        );
+        assert_eq!(p.version().as_deref(), Some("2.0.0"));
+    }
+
+    // The journal lost nothing across all of it: every acknowledged transaction is at the hub.
+    let acked = devices.finish();
+    for p in &plants {
+        let keys = &acked[&p.name];
+        assert!(keys.len() > 50, "{}: only {} posted", p.name, keys.len());
+        wait_for(60, "the hub to hold every acknowledged transaction", || {
+            pg.rows(&p.name).len() == keys.len()
+        });
+        let at_hub: Vec<String> = pg.rows(&p.name).into_iter().map(|r| r.1).collect();
+        assert_eq!(&at_hub, keys, "{}", p.name);
+        assert_eq!(
+            *p.starts.lock().unwrap(),
+            1,
+            "the supervisor never had to restart {}: the swap kept the process",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn an_update_that_finds_too_little_free_disk_is_refused_with_that_reason() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let key = dir.path().join("release.key");
+    let public = keygen(&hub, &key);
+    let config = format!("[update]\nrelease_keys = [\"{public}\"]\n");
+    // The plant's data on a disk with room for its journal's 64 MiB reserve, not for that
+    // and two binaries.
+    let small = dir.path().join("small");
+    let _disk = crate::disk_full::SmallDisk::mount(&small, "80m");
+    let plant = Supervised::start(dir.path(), &small, "plant-d", &hub, &config);
+    let v2 = release_of(dir.path(), "2.0.0");
+    publish(&hub, &v2, "2.0.0", &key);
+    start_rollout(&hub, "2.0.0", "100%", "0");
+    wait_for(60, "the rollout to pause on the refusal", || {
+        rollout(&hub)["state"] == "paused"
+    });
+    let r = rollout(&hub);
+    let (_, state, reason) = &plant_states(&r)["plant-d"];
+    assert_eq!(state, "failed", "{r}");
+    assert!(reason.contains("too little free disk"), "{r}");
+    assert!(plant.log().contains("too little free disk"));
+    assert_eq!(plant.version().as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    let names: Vec<String> = std::fs::read_dir(plant.data_dir.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("incoming")),
+        "{names:?}"
+    );
+    // It still takes transactions.
+    let client = client_for(&plant.data_dir.join("tls/api.crt"), plant.addr);
+    let url = format!(
+        "https://localhost:{}/api/v1/transactions",
+        plant.addr.port()
+    );
+    let (status, _) = harness::rt().block_on(harness::post_json(
+        &client,
+        &url,
+        &plant.token,
+        &tx("after-refusal"),
+    ));
+    assert_eq!(status, 201);
+}
