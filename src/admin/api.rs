@@ -18,7 +18,7 @@ use super::auth::{self, Session};
 use super::jobs::Kind;
 use super::monitor::{self, LinkView, Snapshot, Verdict};
 use super::store::{AuditEntry, Role};
-use super::{Admin, AdminError};
+use super::{Admin, AdminError, SignIn};
 use crate::control::{Request, Response as ControlResponse};
 
 type Answer = Result<Response, AdminError>;
@@ -28,7 +28,7 @@ pub struct Caller {
     pub user: String,
 }
 
-impl Admin {
+impl SignIn {
     fn session_of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
         let id = auth::cookie(cookies, auth::COOKIE)?;
@@ -36,11 +36,56 @@ impl Admin {
         Some((id.to_string(), session))
     }
 
-    /// A reader with a session; a device token is not enough (backups, logs, the audit log).
+    /// A reader with a session.
     pub fn reader(&self, headers: &HeaderMap) -> Result<Caller, AdminError> {
         self.session_of(headers)
             .map(|(_, s)| Caller { user: s.user })
             .ok_or(AdminError::Unauthenticated)
+    }
+
+    /// Writes one audit entry; a failure to write is logged (the action has happened).
+    pub async fn audit(
+        &self,
+        user: &str,
+        action: &str,
+        target: Option<&str>,
+        outcome: Result<&str, &AdminError>,
+    ) {
+        let (outcome, detail) = match outcome {
+            Ok(d) => ("ok", d.to_string()),
+            Err(e) => (e.outcome(), e.message()),
+        };
+        self.audit_entry(AuditEntry {
+            at: super::store::now(),
+            user: user.into(),
+            action: action.into(),
+            target: target.map(Into::into),
+            outcome: outcome.into(),
+            detail,
+        })
+        .await;
+    }
+
+    pub async fn audit_entry(&self, entry: AuditEntry) {
+        tracing::info!(user = %entry.user, action = %entry.action, target = ?entry.target, outcome = %entry.outcome, detail = %entry.detail, "audit");
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
+        if let Ok(Err(e)) | Err(e) =
+            written.map_err(|e| super::store::StoreError::Hash(e.to_string()))
+        {
+            tracing::error!(error = %e, "writing the audit log");
+        }
+    }
+}
+
+impl Admin {
+    fn session_of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        self.signin.session_of(headers)
+    }
+
+    /// A reader with a session; a device token is not enough (backups, logs, the audit log).
+    pub fn reader(&self, headers: &HeaderMap) -> Result<Caller, AdminError> {
+        self.signin.reader(headers)
     }
 
     /// A reader of the monitoring figures (overview, journal, `/metrics`): a signed-in user,
@@ -105,7 +150,6 @@ impl Admin {
         }
     }
 
-    /// Writes one audit entry; a failure to write is logged (the action has happened).
     pub async fn audit(
         &self,
         user: &str,
@@ -113,30 +157,11 @@ impl Admin {
         target: Option<&str>,
         outcome: Result<&str, &AdminError>,
     ) {
-        let (outcome, detail) = match outcome {
-            Ok(d) => ("ok", d.to_string()),
-            Err(e) => (e.outcome(), e.message()),
-        };
-        self.audit_entry(AuditEntry {
-            at: super::store::now(),
-            user: user.into(),
-            action: action.into(),
-            target: target.map(Into::into),
-            outcome: outcome.into(),
-            detail,
-        })
-        .await;
+        self.signin.audit(user, action, target, outcome).await
     }
 
     pub async fn audit_entry(&self, entry: AuditEntry) {
-        tracing::info!(user = %entry.user, action = %entry.action, target = ?entry.target, outcome = %entry.outcome, detail = %entry.detail, "audit");
-        let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
-        if let Ok(Err(e)) | Err(e) =
-            written.map_err(|e| super::store::StoreError::Hash(e.to_string()))
-        {
-            tracing::error!(error = %e, "writing the audit log");
-        }
+        self.signin.audit_entry(entry).await
     }
 
     /// Runs a control request and turns its answer into a message.
@@ -195,14 +220,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AdminError::Internal(e.to_string()))
 }
 
-pub async fn session(State(admin): State<Admin>, headers: HeaderMap) -> Json<Value> {
+pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Value> {
     if admin.auth.setup_pending() {
         // `plantd admin add` may have added the first admin while the daemon ran.
         let store = admin.store.clone();
         if let Ok(Ok(n)) = blocking(move || store.user_count()).await {
             if n > 0 {
                 admin.auth.set_setup_code(None);
-                let _ = std::fs::remove_file(super::setup_code_file(&admin.config.data_dir));
+                let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
             }
         }
     }
@@ -222,7 +247,7 @@ struct SetupBody {
     password: String,
 }
 
-pub async fn setup(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+pub async fn setup(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes) -> Answer {
     check_origin(&headers)?;
     let b: SetupBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
@@ -247,7 +272,7 @@ pub async fn setup(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes)
         let (user, password) = (b.user.clone(), b.password.clone());
         blocking(move || store.add(&user, Role::Admin, &password, true)).await??;
         admin.auth.set_setup_code(None);
-        let _ = std::fs::remove_file(super::setup_code_file(&admin.config.data_dir));
+        let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
         admin.auth.succeeded("setup");
         admin
             .auth
@@ -277,7 +302,7 @@ struct LoginBody {
     password: String,
 }
 
-pub async fn login(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+pub async fn login(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes) -> Answer {
     check_origin(&headers)?;
     let b: LoginBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
@@ -315,7 +340,7 @@ pub async fn login(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes)
     Ok(signed_in(&id, &session))
 }
 
-pub async fn logout(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
+pub async fn logout(State(admin): State<SignIn>, headers: HeaderMap) -> Answer {
     let Some((id, session)) = admin.session_of(&headers) else {
         return Err(AdminError::Unauthenticated);
     };

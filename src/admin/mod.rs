@@ -7,7 +7,7 @@
 //! through the daemon's [`Control`] (as the CLI's do) or the backup functions the CLI calls, and
 //! is written to the audit log with who, what, when and the outcome.
 
-mod api;
+pub mod api;
 pub mod auth;
 mod error;
 mod jobs;
@@ -27,25 +27,78 @@ pub use error::AdminError;
 use crate::config::PlantConfig;
 use crate::control::Control;
 
+/// Who may sign in, their sessions and the audit log: shared by the plant's admin UI and the
+/// hub's fleet page, which sign in the same way (`plantd admin add --data-dir DIR`).
+#[derive(Clone)]
+pub struct SignIn {
+    pub store: Arc<store::Store>,
+    pub auth: Arc<auth::Auth>,
+    /// Where the setup code file lives.
+    pub data_dir: std::path::PathBuf,
+    /// Password hashes running at once (each takes 19 MiB and a core for tens of ms).
+    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl SignIn {
+    /// With no user yet, makes the one-time setup code, logs it and writes it to
+    /// `DATA_DIR/admin-setup-code` (mode 0600) for the installer to show.
+    pub fn new(
+        store: Arc<store::Store>,
+        data_dir: &std::path::Path,
+        url: &str,
+    ) -> anyhow::Result<SignIn> {
+        let auth = Arc::new(auth::Auth::default());
+        let code_file = setup_code_file(data_dir);
+        if store.user_count()? == 0 {
+            let code = auth::new_setup_code()?;
+            crate::pki::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
+            tracing::warn!(
+                setup_code = %code,
+                "no admin user yet: open {url} (this server's address) and create the first admin with setup code {code}, or run `plantd admin add NAME --role admin --data-dir {}`",
+                data_dir.display()
+            );
+            auth.set_setup_code(Some(code));
+        } else {
+            let _ = std::fs::remove_file(&code_file);
+        }
+        Ok(SignIn {
+            store,
+            auth,
+            data_dir: data_dir.to_path_buf(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(2)),
+        })
+    }
+
+    /// A turn to hash a password, or 503 when two hashes run already: a flood of sign-ins
+    /// cannot take the server's memory and cores from Odoo.
+    fn hashing(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AdminError> {
+        self.hashing.clone().try_acquire_owned().map_err(|_| {
+            AdminError::Unavailable("too many sign-ins at once; try again in a moment".into())
+        })
+    }
+}
+
 /// What the admin handlers share.
 #[derive(Clone)]
 pub struct Admin {
     pub control: Arc<Control>,
     pub config: Arc<PlantConfig>,
+    pub signin: SignIn,
     pub store: Arc<store::Store>,
-    pub auth: Arc<auth::Auth>,
     pub monitor: monitor::Monitor,
     pub host: Arc<crate::telemetry::HostProbe>,
     pub jobs: Arc<jobs::Jobs>,
     /// The plant's name: its enrollment's, else its stack's.
     pub plant: String,
-    /// Password hashes running at once (each takes 19 MiB and a core for tens of ms).
-    hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl axum::extract::FromRef<Admin> for SignIn {
+    fn from_ref(admin: &Admin) -> SignIn {
+        admin.signin.clone()
+    }
 }
 
 impl Admin {
-    /// With no user yet, makes the one-time setup code, logs it and writes it to
-    /// `DATA_DIR/admin-setup-code` (mode 0600) for the installer to show.
     pub fn new(
         control: Arc<Control>,
         config: Arc<PlantConfig>,
@@ -53,19 +106,11 @@ impl Admin {
         monitor: monitor::Monitor,
         https: std::net::SocketAddr,
     ) -> anyhow::Result<Admin> {
-        let auth = Arc::new(auth::Auth::default());
-        let code_file = setup_code_file(&config.data_dir);
-        if store.user_count()? == 0 {
-            let code = auth::new_setup_code()?;
-            crate::pki::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
-            tracing::warn!(
-                setup_code = %code,
-                "no admin user yet: open https://{https}/ (this server's address) and create the first admin with setup code {code}, or run `plantd admin add NAME --role admin`"
-            );
-            auth.set_setup_code(Some(code));
-        } else {
-            let _ = std::fs::remove_file(&code_file);
-        }
+        let signin = SignIn::new(
+            store.clone(),
+            &config.data_dir,
+            &format!("https://{https}/"),
+        )?;
         let plant = crate::enrollment::load(&config.data_dir)
             .ok()
             .flatten()
@@ -75,23 +120,12 @@ impl Admin {
         Ok(Admin {
             control,
             config,
+            signin,
             store,
-            auth,
             monitor,
             host: Default::default(),
             jobs: Default::default(),
             plant,
-            hashing: Arc::new(tokio::sync::Semaphore::new(2)),
-        })
-    }
-}
-
-impl Admin {
-    /// A turn to hash a password, or 503 when two hashes run already: a flood of sign-ins
-    /// cannot take the server's memory and cores from Odoo.
-    fn hashing(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AdminError> {
-        self.hashing.clone().try_acquire_owned().map_err(|_| {
-            AdminError::Unavailable("too many sign-ins at once; try again in a moment".into())
         })
     }
 }
@@ -103,10 +137,10 @@ pub fn setup_code_file(data_dir: &std::path::Path) -> std::path::PathBuf {
 
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
-const APP_CSS: &str = include_str!("../../web/app.css");
+pub(crate) const APP_CSS: &str = include_str!("../../web/app.css");
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -183,7 +217,7 @@ pub fn router(admin: Admin) -> Router {
 
 /// HTTP/2 carries the host in the URI's authority, not in a `Host` header; the same-origin
 /// check reads the header, so it is filled in from the authority.
-async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+pub(crate) async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
     if !req.headers().contains_key(header::HOST) {
         let authority = req
             .uri()

@@ -6,6 +6,7 @@
 //! required).
 
 mod enroll;
+pub mod fleet;
 mod replication;
 pub mod rollouts;
 pub mod store;
@@ -98,7 +99,17 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         advertise,
     });
     let handle = axum_server::Handle::<SocketAddr>::new();
-    let app = enroll::router(hub.clone());
+    // The fleet page signs in like the plant's admin UI, with users in DATA_DIR/admin.db.
+    let admin_store = std::sync::Arc::new(crate::admin::store::Store::open(&hub.config.data_dir)?);
+    let signin = crate::admin::SignIn::new(
+        admin_store,
+        &hub.config.data_dir,
+        &format!("https://{}/fleet", hub.config.listen),
+    )?;
+    let app = enroll::router(hub.clone()).merge(fleet::router(fleet::Fleet {
+        signin,
+        database: hub.config.database.clone(),
+    }));
     let https = {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);

@@ -217,6 +217,24 @@ impl Store {
         }))
     }
 
+    /// The newest `limit` rollouts, newest first.
+    pub async fn rollouts(&self, limit: i64) -> anyhow::Result<Vec<RolloutView>> {
+        let ids = self
+            .client
+            .query(
+                "SELECT id FROM rollouts ORDER BY id DESC LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        let mut all = Vec::new();
+        for row in ids {
+            if let Some(r) = self.rollout(Some(row.get(0))).await? {
+                all.push(r);
+            }
+        }
+        Ok(all)
+    }
+
     /// Pins `plant` to `version` (`None` unpins it).
     pub async fn pin(&self, plant: &str, version: Option<&str>) -> anyhow::Result<()> {
         if let Some(v) = version {

@@ -122,6 +122,8 @@ pub struct PlantRow {
     pub lag_s: Option<i64>,
     /// The latest telemetry snapshot, as the plant sent it.
     pub telemetry: Option<serde_json::Value>,
+    /// The release the plant is pinned to, if any.
+    pub pinned_version: Option<String>,
 }
 
 /// What an enrollment token turned out to be.
@@ -522,7 +524,8 @@ impl Store {
                         (SELECT count(*) FROM transactions t WHERE t.plant = p.name),
                         to_char(p.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                         p.version, p.telemetry->>'link',
-                        (p.telemetry->>'oldest_unacked_age_s')::bigint, p.telemetry::text
+                        (p.telemetry->>'oldest_unacked_age_s')::bigint, p.telemetry::text,
+                        p.pinned_version
                  FROM plants p ORDER BY p.name",
                 &[],
             )
@@ -542,6 +545,7 @@ impl Store {
                 telemetry: r
                     .get::<_, Option<String>>(9)
                     .and_then(|t| serde_json::from_str(&t).ok()),
+                pinned_version: r.get(10),
             })
             .collect())
     }

@@ -433,6 +433,9 @@ fn a_release_rolls_out_in_waves_and_a_broken_or_unsigned_one_never_takes_over() 
         assert_eq!(p.version().as_deref(), Some("2.0.0"));
     }
 
+    // The fleet page shows it all, to a signed-in user only.
+    fleet_page_shows_plants_and_rollouts(&hub);
+
     // The journal lost nothing across all of it: every acknowledged transaction is at the hub.
     let acked = devices.finish();
     for p in &plants {
@@ -498,4 +501,96 @@ fn an_update_that_finds_too_little_free_disk_is_refused_with_that_reason() {
         &tx("after-refusal"),
     ));
     assert_eq!(status, 201);
+}
+
+/// The hub's fleet page and its API, as a central team member signed in as a viewer sees them.
+fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
+    use std::io::Write;
+    let mut add = Command::new(bin())
+        .args(["admin", "add", "carla", "--role", "viewer", "--data-dir"])
+        .arg(&hub.data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(add.stdin.take().unwrap(), "fleet-viewer-password").unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
+    let url = |path: &str| format!("https://localhost:{}{path}", hub.https.port());
+    harness::rt().block_on(async {
+        let page = client.get(url("/fleet")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("plantd fleet"));
+        let anonymous = client.get(url("/api/v1/fleet")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401, "the fleet is not shown to anyone");
+        let wrong = client
+            .post(url("/api/v1/admin/login"))
+            .json(&serde_json::json!({"user": "carla", "password": "not her password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        let signed = client
+            .post(url("/api/v1/admin/login"))
+            .json(&serde_json::json!({"user": "carla", "password": "fleet-viewer-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), 200);
+        let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("Secure")
+                && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let session = cookie.split(';').next().unwrap().to_string();
+        // Telemetry comes every 10 s: a plant that just restarted reports its link as it
+        // was while connecting, then as it is.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let fleet = loop {
+            let fleet: Value = client
+                .get(url("/api/v1/fleet"))
+                .header("cookie", &session)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let settled = fleet["plants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["health"] == "ok");
+            if settled || Instant::now() > deadline {
+                break fleet;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let plants = fleet["plants"].as_array().unwrap();
+        assert_eq!(plants.len(), 3, "{fleet}");
+        for p in plants {
+            assert_eq!(p["version"], "2.0.0", "{p}");
+            assert_eq!(p["link"], "online", "{p}");
+            assert_eq!(p["health"], "ok", "{p}");
+        }
+        let rollouts = fleet["rollouts"].as_array().unwrap();
+        let states: Vec<(&str, &str)> = rollouts
+            .iter()
+            .map(|r| (r["version"].as_str().unwrap(), r["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("4.0.0", "done"),
+                ("3.0.0", "superseded"),
+                ("2.0.0", "done")
+            ],
+            "{fleet}"
+        );
+        assert_eq!(rollouts[2]["plants"][0]["state"], "installed");
+    });
 }
