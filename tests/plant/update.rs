@@ -369,7 +369,7 @@ fn a_release_rolls_out_in_waves_and_a_broken_or_unsigned_one_never_takes_over() 
         hub_versions(&hub).values().all(|v| v == "2.0.0")
     });
     eprintln!(
-        "three-plant rollout, one wave each, 2.0.0 from publish-ready to done: {:.1} s",
+        "three-plant rollout, one wave each, 2.0.0 from rollout start to done: {:.1} s",
         took.as_secs_f64()
     );
 
