@@ -388,13 +388,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (data_dir, deadline) = (c.data_dir.clone(), c.gate_deadline);
             match crate::plant::up(c, std::sync::Arc::new(load)).await? {
                 None => Ok(()),
-                // Returns only when the binary that won the trial cannot be started.
-                Some(u) => Err(crate::update::install::try_and_swap(
-                    u.candidate,
-                    u.healthy_before,
-                    &data_dir,
-                    deadline,
-                )),
+                // Returns only when stopped during the trial, or when the binary that won
+                // it cannot be started.
+                Some(u) => {
+                    crate::update::install::try_and_swap(
+                        u.candidate,
+                        u.healthy_before,
+                        &data_dir,
+                        deadline,
+                    )
+                    .await
+                }
             }
         }
         Command::Stack(s) => match s {

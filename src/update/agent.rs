@@ -117,6 +117,14 @@ impl Agent {
         release::verify(&self.keys, m, &offer.signature).map_err(|e| Refusal(e.to_string()))?;
         let dir = releases_dir(&self.data_dir);
         crate::plant::create_private_dir(&dir).map_err(|e| Refusal(format!("{e:#}")))?;
+        // What an earlier download left (cut off, or a trial the process did not outlive).
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("incoming-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let running = std::env::current_exe()
             .and_then(std::fs::metadata)
             .map(|m| m.len())

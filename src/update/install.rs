@@ -19,6 +19,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -42,18 +43,37 @@ fn gate_path(data_dir: &Path) -> PathBuf {
     releases_dir(data_dir).join("trial.json")
 }
 
-/// Tries `candidate` and swaps it in, or not; then execs the binary that won. Returns only
-/// if that exec fails.
-pub fn try_and_swap(
+/// Set when SIGTERM or SIGINT arrives during a trial: the service is being stopped.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Tries `candidate` and swaps it in, or not; then execs the binary that won. Returns `Ok`
+/// only when the service was stopped during the trial (nothing is swapped then), and an error
+/// when the exec fails.
+pub async fn try_and_swap(
     candidate: Candidate,
     healthy_before: Vec<String>,
     data_dir: &Path,
     deadline: Duration,
-) -> anyhow::Error {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return anyhow::Error::new(e).context("finding the running binary"),
-    };
+) -> anyhow::Result<()> {
+    tokio::spawn(async {
+        let signal = crate::plant::shutdown_signal().await;
+        tracing::warn!(%signal, "stopping during the trial of a new release");
+        STOPPING.store(true, Ordering::SeqCst);
+    });
+    let (candidate, data_dir2) = (candidate, data_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        try_and_swap_blocking(candidate, healthy_before, &data_dir2, deadline)
+    })
+    .await?
+}
+
+fn try_and_swap_blocking(
+    candidate: Candidate,
+    healthy_before: Vec<String>,
+    data_dir: &Path,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the running binary")?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let running = super::version().to_string();
     let outcome = match trial(&candidate, healthy_before, data_dir, deadline, &args) {
@@ -94,8 +114,12 @@ pub fn try_and_swap(
     if let Err(e) = outcome.save(data_dir) {
         tracing::error!(error = %format!("{e:#}"), "the update outcome could not be saved; the hub will not hear it");
     }
+    if STOPPING.load(Ordering::SeqCst) {
+        tracing::info!("plantd stopped; every accepted transaction is in the journal");
+        return Ok(());
+    }
     let e = Command::new(&exe).args(&args).exec();
-    anyhow::Error::new(e).context(format!("starting {} again", exe.display()))
+    Err(anyhow::Error::new(e).context(format!("starting {} again", exe.display())))
 }
 
 /// Runs the candidate until its gate passes (then stops it); how long that took, or why not.
@@ -128,6 +152,13 @@ fn trial(
             .map_err(|e| format!("version {} could not be started: {e}", c.version))?;
         loop {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            if STOPPING.load(Ordering::SeqCst) {
+                stop(&mut child);
+                return Err(format!(
+                    "plantd was stopped during the trial of version {}",
+                    c.version
+                ));
+            }
             let gate: Option<Gate> = read_json(&gate_path(data_dir)).ok().flatten();
             if gate.as_ref().is_some_and(|g| g.passed) {
                 stop(&mut child);

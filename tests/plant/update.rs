@@ -594,3 +594,83 @@ fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
         assert_eq!(rollouts[2]["plants"][0]["state"], "installed");
     });
 }
+
+#[test]
+fn a_release_that_never_gets_healthy_is_undone_at_the_deadline_and_a_stop_during_a_trial_keeps_the_old_binary(
+) {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let key = dir.path().join("release.key");
+    let public = keygen(&hub, &key);
+    let config = format!("[update]\nrelease_keys = [\"{public}\"]\ngate_deadline = \"5s\"\n");
+    let plant = Supervised::start(dir.path(), dir.path(), "plant-e", &hub, &config);
+    let original = std::fs::read(&plant.exe).unwrap();
+    // A program that runs for ever, whatever its arguments, and never serves: it starts, and
+    // never passes the gate.
+    let source = dir.path().join("never.c");
+    std::fs::write(
+        &source,
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+    )
+    .unwrap();
+    let never = dir.path().join("never-healthy");
+    let built = Command::new("cc")
+        .arg("-o")
+        .arg(&never)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let never_healthy = never.as_path();
+    publish(&hub, never_healthy, "5.0.0", &key);
+    start_rollout(&hub, "5.0.0", "100%", "0");
+    wait_for(60, "the rollout to pause on the rollback", || {
+        rollout(&hub)["state"] == "paused"
+    });
+    let r = rollout(&hub);
+    let (_, state, reason) = &plant_states(&r)["plant-e"];
+    assert_eq!(state, "failed", "{r}");
+    assert!(
+        reason.contains("did not pass its health gate within 5 s"),
+        "{r}"
+    );
+    plant.wait_serving(30);
+    assert_eq!(plant.version().as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(std::fs::read(&plant.exe).unwrap(), original);
+    assert_eq!(*plant.starts.lock().unwrap(), 1);
+
+    // The service is stopped while a release is on trial: the trial ends, nothing is swapped,
+    // the process exits, and the old binary is what starts next.
+    publish(&hub, never_healthy, "6.0.0", &key);
+    start_rollout(&hub, "6.0.0", "100%", "0");
+    let trial = plant.data_dir.join("releases/trial.json");
+    wait_for(30, "the trial to start", || trial.exists());
+    let pid = plant.child.lock().unwrap().as_ref().unwrap().id();
+    let killed = Command::new("kill").arg(pid.to_string()).status().unwrap();
+    assert!(killed.success());
+    wait_for(30, "the supervisor to start the plant again", || {
+        *plant.starts.lock().unwrap() == 2
+    });
+    plant.wait_serving(30);
+    wait_for(30, "the outcome to reach the hub", || {
+        plant_states(&rollout(&hub))["plant-e"].1 == "failed"
+    });
+    let r = rollout(&hub);
+    assert!(
+        plant_states(&r)["plant-e"]
+            .2
+            .contains("stopped during the trial of version 6.0.0"),
+        "{r}"
+    );
+    assert_eq!(std::fs::read(&plant.exe).unwrap(), original);
+    assert_eq!(plant.version().as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    let pids = Command::new("pgrep")
+        .args(["-f", "^/usr/bin/yes up"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&pids.stdout).trim().is_empty(),
+        "no trial process is left behind"
+    );
+}
