@@ -716,6 +716,12 @@ max_group = 64
                 "update.release_keys",
                 "entry 1: \"ssh-ed25519 AAAA\" is not a release public key",
             ),
+            (
+                "[update]\ngate_deadline = \"1s\"\n",
+                2,
+                "update.gate_deadline",
+                "\"1s\" is not a duration from 5s to 1h",
+            ),
         ];
         for (text, line, field, msg) in cases {
             let e = PlantConfig::parse("plant.toml", text).unwrap_err();

@@ -596,7 +596,7 @@ fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
 }
 
 #[test]
-fn a_release_that_never_gets_healthy_is_undone_at_the_deadline_and_a_stop_during_a_trial_keeps_the_old_binary(
+fn a_never_healthy_release_is_undone_at_the_deadline_a_stop_mid_trial_keeps_the_old_binary_and_pins_hold(
 ) {
     let pg = Pg::start();
     let dir = tempfile::tempdir().unwrap();
@@ -672,5 +672,32 @@ fn a_release_that_never_gets_healthy_is_undone_at_the_deadline_and_a_stop_during
     assert!(
         String::from_utf8_lossy(&pids.stdout).trim().is_empty(),
         "no trial process is left behind"
+    );
+
+    // Pinned: the plant is brought to its pinned release, and rollouts leave it out.
+    let v2 = release_of(dir.path(), "2.0.0");
+    publish(&hub, &v2, "2.0.0", &key);
+    let out = hub.cli(&["plant", "pin", "plant-e", "2.0.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(60, "the plant to run its pinned release", || {
+        plant.version().as_deref() == Some("2.0.0")
+    });
+    start_rollout(&hub, "5.0.0", "100%", "0");
+    wait_for(30, "the rollout to finish without the pinned plant", || {
+        rollout(&hub)["state"] == "done"
+    });
+    let r = rollout(&hub);
+    assert_eq!(
+        plant_states(&r)["plant-e"],
+        (1, "pinned".to_string(), "pinned to 2.0.0".to_string()),
+        "{r}"
+    );
+    assert_eq!(plant.version().as_deref(), Some("2.0.0"));
+    let refused = hub.cli(&["plant", "pin", "plant-e", "9.9.9"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("no release \"9.9.9\""),
+        "{}",
+        text(&refused)
     );
 }
