@@ -79,7 +79,7 @@ function drawPlants(plants) {
     return el('tr', { 'data-plant': p.plant },
       el('td', {}, p.plant),
       tone(el('td', {}, link), link === 'online' ? 'good' : link === '—' ? '' : 'warn'),
-      el('td', {}, ago(p.lag_s)),
+      el('td', {}, p.lag_s == null ? (p.link ? 'none' : '—') : ago(p.lag_s)),
       el('td', {}, version),
       tone(el('td', {}, health), p.health === 'ok' ? 'good' : p.health === 'degraded' ? 'bad' : ''),
       tone(el('td', {}, p.backup ? p.backup.detail : '—'), p.backup && p.backup.state !== 'ok' ? 'bad' : ''),

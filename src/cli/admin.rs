@@ -36,10 +36,18 @@ pub fn add(config: &PlantConfig, user: &str, role: &str) -> anyhow::Result<()> {
         outcome: "ok".into(),
         detail: format!("added with role {}", role.as_str()),
     })?;
-    println!(
-        "added {user} ({}); sign in at https://THIS-SERVER:{}/",
-        role.as_str(),
-        config.api.listen.port()
-    );
+    if config.data_dir.join("ca/ca.crt").exists() {
+        // A hub's data directory: its fleet page.
+        println!(
+            "added {user} ({}); sign in at https://THIS-HUB:9443/fleet (the hub's --listen port)",
+            role.as_str()
+        );
+    } else {
+        println!(
+            "added {user} ({}); sign in at https://THIS-SERVER:{}/",
+            role.as_str(),
+            config.api.listen.port()
+        );
+    }
     Ok(())
 }

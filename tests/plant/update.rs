@@ -517,6 +517,7 @@ fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
     writeln!(add.stdin.take().unwrap(), "fleet-viewer-password").unwrap();
     let out = add.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("9443/fleet"), "{}", text(&out));
     let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
     let url = |path: &str| format!("https://localhost:{}{path}", hub.https.port());
     harness::rt().block_on(async {
