@@ -29,6 +29,8 @@ pub struct Hub {
     pub advertise: Vec<String>,
     /// Where plants' offsite backup copies are kept, and for how long.
     pub backups: crate::sync::offsite::HubBackups,
+    /// Plants' update checks, downloads and reports.
+    pub updates: replication::Updates,
 }
 
 /// The hub's offsite backup store of a hub config.
@@ -94,6 +96,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
 
     let hub = Arc::new(Hub {
         backups: backups(&config),
+        updates: replication::Updates::new(config.database.clone()),
         config,
         ca,
         advertise,

@@ -14,13 +14,92 @@ use crate::sync::wire::{Entry, Frame, RefuseCode};
 
 /// How long an update check waits for something to offer before it answers "none".
 const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
-/// Bytes of a release per frame.
-const CHUNK: usize = 256 * 1024;
+/// Bytes of a release per frame (and per database read).
+const CHUNK: usize = 1024 * 1024;
 
-/// Serves update streams from the hub database.
+/// Serves update streams from the hub database, over one connection that every plant's
+/// checks share (each query takes a millisecond; a connection per long poll would take the
+/// database's connections from replication).
 #[derive(Clone)]
 pub struct Updates {
-    pub database: String,
+    database: String,
+    shared: std::sync::Arc<tokio::sync::Mutex<Option<Store>>>,
+}
+
+impl Updates {
+    pub fn new(database: String) -> Updates {
+        Updates {
+            database,
+            shared: Default::default(),
+        }
+    }
+
+    /// The shared connection, opened if need be.
+    async fn store(&self) -> anyhow::Result<tokio::sync::MutexGuard<'_, Option<Store>>> {
+        let mut guard = self.shared.lock().await;
+        if guard.is_none() {
+            *guard = Some(Store::open(&self.database).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Forgets the shared connection after an error, so that the next use opens a new one.
+    async fn failed<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_err() {
+            *self.shared.lock().await = None;
+        }
+        result
+    }
+
+    async fn offer(
+        &self,
+        plant: &str,
+        running: &str,
+    ) -> anyhow::Result<Option<super::rollouts::Offer>> {
+        let result = async {
+            let guard = self.store().await?;
+            guard
+                .as_ref()
+                .expect("opened")
+                .update_for(plant, running)
+                .await
+        }
+        .await;
+        self.failed(result).await
+    }
+
+    async fn slice(&self, version: &str, offset: u64) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
+        let result = async {
+            let guard = self.store().await?;
+            guard
+                .as_ref()
+                .expect("opened")
+                .release_slice(version, offset, CHUNK as u32)
+                .await
+        }
+        .await;
+        self.failed(result).await
+    }
+
+    async fn record(
+        &self,
+        plant: &str,
+        rollout: u64,
+        version: &str,
+        outcome: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let result = async {
+            let guard = self.store().await?;
+            guard
+                .as_ref()
+                .expect("opened")
+                .record_update(plant, rollout, version, outcome, reason)
+                .await
+        }
+        .await;
+        self.failed(result).await
+    }
 }
 
 impl UpdateStreams for Updates {
@@ -31,7 +110,6 @@ impl UpdateStreams for Updates {
         mut send: quinn::SendStream,
         _recv: quinn::RecvStream,
     ) -> anyhow::Result<()> {
-        let store = Store::open(&self.database).await?;
         let mut out = Vec::new();
         match first {
             Frame::UpdateCheck { version } => {
@@ -39,7 +117,7 @@ impl UpdateStreams for Updates {
                 // second; a plant that goes away ends the wait (the stream is reset).
                 let deadline = tokio::time::Instant::now() + LONG_POLL;
                 let answer = loop {
-                    if let Some(o) = store.update_for(&plant, &version).await? {
+                    if let Some(o) = self.offer(&plant, &version).await? {
                         tracing::info!(%plant, running = %version, offered = %o.version, rollout = o.rollout, "release offered");
                         break Frame::UpdateOffer {
                             version: o.version,
@@ -59,24 +137,24 @@ impl UpdateStreams for Updates {
                 };
                 write_frame(&mut send, &answer, &mut out).await?;
             }
-            Frame::UpdateGet { version, offset } => match store.release_binary(&version).await? {
-                None => {
-                    let refuse = Frame::Refuse {
-                        code: RefuseCode::Unavailable,
-                        message: format!("no release {version:?} at the hub"),
-                    };
-                    write_frame(&mut send, &refuse, &mut out).await?;
-                }
-                Some(binary) => {
-                    let from = (offset as usize).min(binary.len());
-                    for data in binary[from..].chunks(CHUNK) {
-                        let chunk = Frame::BackupChunk {
-                            data: data.to_vec(),
+            Frame::UpdateGet { version, offset } => {
+                let mut at = offset;
+                loop {
+                    let Some((data, size)) = self.slice(&version, at).await? else {
+                        let refuse = Frame::Refuse {
+                            code: RefuseCode::Unavailable,
+                            message: format!("no release {version:?} at the hub"),
                         };
-                        write_frame(&mut send, &chunk, &mut out).await?;
+                        write_frame(&mut send, &refuse, &mut out).await?;
+                        break;
+                    };
+                    if data.is_empty() || at >= size {
+                        break;
                     }
+                    at += data.len() as u64;
+                    write_frame(&mut send, &Frame::BackupChunk { data }, &mut out).await?;
                 }
-            },
+            }
             Frame::UpdateReport {
                 version,
                 rollout,
@@ -88,8 +166,7 @@ impl UpdateStreams for Updates {
                 } else {
                     tracing::warn!(%plant, %version, rollout, %outcome, %reason, "plant did not install a release");
                 }
-                store
-                    .record_update(&plant, rollout, &version, &outcome, &reason)
+                self.record(&plant, rollout, &version, &outcome, &reason)
                     .await?;
                 write_frame(&mut send, &Frame::UpdateNoted, &mut out).await?;
             }
@@ -164,10 +241,8 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
             };
             let result = match Store::open(&hub.config.database).await {
                 Ok(mut store) => {
-                    let updates = Updates {
-                        database: hub.config.database.clone(),
-                    };
-                    crate::sync::hub::run_session(conn, &mut store, &hub.backups, &updates).await
+                    crate::sync::hub::run_session(conn, &mut store, &hub.backups, &hub.updates)
+                        .await
                 }
                 Err(e) => Err(e),
             };

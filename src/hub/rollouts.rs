@@ -72,6 +72,9 @@ impl Store {
         max_failures: u32,
     ) -> anyhow::Result<i64> {
         let tx = self.client.transaction().await?;
+        // One start at a time: two at once would both stay running.
+        tx.execute("SELECT pg_advisory_xact_lock(7467511)", &[])
+            .await?;
         let known = tx
             .query_opt("SELECT 1 FROM releases WHERE version = $1", &[&version])
             .await?;
@@ -158,7 +161,11 @@ impl Store {
             (Control::Pause, _) => bail!("rollout {id} is already paused"),
             (Control::Resume, _) => bail!("rollout {id} is running, not paused"),
         };
-        self.client.execute(sql, &[&id]).await?;
+        // Only from the state read: a rollout finished or superseded meanwhile stays so.
+        let sql = format!("{sql} AND state = $2");
+        if self.client.execute(&sql, &[&id, &state]).await? == 0 {
+            bail!("rollout {id} changed meanwhile (it finished, paused itself or was superseded); look again with `plantd hub rollout status`");
+        }
         Ok(self
             .rollout(Some(id))
             .await?
@@ -235,8 +242,9 @@ impl Store {
         Ok(all)
     }
 
-    /// Pins `plant` to `version` (`None` unpins it).
-    pub async fn pin(&self, plant: &str, version: Option<&str>) -> anyhow::Result<()> {
+    /// Pins `plant` to `version` (`None` unpins it). A pinned plant leaves the live rollout,
+    /// so that its wave does not wait for it.
+    pub async fn pin(&mut self, plant: &str, version: Option<&str>) -> anyhow::Result<()> {
         if let Some(v) = version {
             let known = self
                 .client
@@ -246,8 +254,8 @@ impl Store {
                 bail!("no release {v:?} is published; `plantd hub release list` shows them");
             }
         }
-        let n = self
-            .client
+        let tx = self.client.transaction().await?;
+        let n = tx
             .execute(
                 "UPDATE plants SET pinned_version = $2 WHERE name = $1",
                 &[&plant, &version],
@@ -256,6 +264,18 @@ impl Store {
         if n == 0 {
             bail!("no plant named {plant:?}; `plantd hub plants` lists them");
         }
+        if let Some(v) = version {
+            tx.execute(
+                "UPDATE rollout_plants rp SET state = 'pinned', reason = 'pinned to ' || $2,
+                        updated_at = now()
+                 FROM rollouts o
+                 WHERE rp.rollout = o.id AND o.state IN ('running', 'paused')
+                   AND rp.plant = $1 AND rp.state IN ('waiting', 'offered')",
+                &[&plant, &v],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -439,15 +459,22 @@ impl Store {
         Ok(())
     }
 
-    /// Release `version`'s binary.
-    pub async fn release_binary(&self, version: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    /// Up to `len` bytes of release `version`'s binary from byte `offset`, and its size; read
+    /// in slices so that a wave downloading at once does not hold whole binaries in memory.
+    pub async fn release_slice(
+        &self,
+        version: &str,
+        offset: u64,
+        len: u32,
+    ) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
         Ok(self
             .client
             .query_opt(
-                "SELECT binary_data FROM releases WHERE version = $1",
-                &[&version],
+                "SELECT substring(binary_data FROM $2::bigint::int + 1 FOR $3::bigint::int), size
+                 FROM releases WHERE version = $1",
+                &[&version, &(offset as i64), &(len as i64)],
             )
             .await?
-            .map(|r| r.get(0)))
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64)))
     }
 }

@@ -87,6 +87,9 @@ const MIGRATIONS: &[&str] = &[
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (rollout, plant)
      );",
+    // 7: binaries stored uncompressed out of line, so that a slice of one (a download's next
+    // megabyte) reads that slice, not the whole binary decompressed.
+    "ALTER TABLE releases ALTER COLUMN binary_data SET STORAGE EXTERNAL;",
 ];
 
 /// A release as `plantd hub release list` shows it.

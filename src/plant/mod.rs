@@ -261,6 +261,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
         Some(candidate) = candidates.recv() => {
             tracing::info!(version = %candidate.version, "shutting down to try a new release");
+            crate::update::install::listen_for_stop();
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
                 "trying version {}",
                 candidate.version

@@ -6,9 +6,7 @@
 //! `DATA_DIR/releases/outcome.json` until the hub has noted them, so that a report lost on the
 //! way is sent again and never undoes an install (the Mender trap).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -36,8 +34,6 @@ pub struct Agent {
     /// Bytes the journal keeps free for itself; an update must leave them.
     pub reserve: u64,
     pub candidates: mpsc::Sender<Candidate>,
-    /// Offers refused in this run (version and sha256), not fetched again until a restart.
-    refused: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 /// How long the hub may take to answer a check (it holds one for up to 20 s).
@@ -55,14 +51,23 @@ impl Agent {
             keys,
             reserve,
             candidates,
-            refused: Default::default(),
         }
     }
 
-    /// Runs on one connection until it fails or a candidate is handed over.
+    /// Runs on one connection until it closes or a candidate is handed over; a failed check
+    /// (the hub's database down, say) is retried on the same connection after a pause.
     pub async fn run(self, conn: Connection) {
-        if let Err(e) = self.serve(&conn).await {
-            tracing::debug!(error = %format!("{e:#}"), "update agent stopped with the connection");
+        loop {
+            match self.serve(&conn).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if conn.close_reason().is_some() {
+                        return;
+                    }
+                    tracing::warn!(error = %format!("{e:#}"), "update check failed; retrying in 10 s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
         }
     }
 
@@ -75,12 +80,8 @@ impl Agent {
             let Some(offer) = check(conn).await? else {
                 continue;
             };
-            let key = (
-                offer.manifest.version.clone(),
-                offer.manifest.sha256.clone(),
-            );
-            if self.refused.lock().expect("not poisoned").contains(&key) {
-                // A pin to a release this plant refused: ask again later, not in a loop.
+            if super::declined(&self.data_dir).contains(&offer.manifest.version) {
+                // Refused or rolled back here before (a pin to it, say): not again in a loop.
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             }
@@ -90,9 +91,9 @@ impl Agent {
                     let _ = self.candidates.send(candidate).await;
                     return Ok(());
                 }
-                Err(Refusal(reason)) => {
+                Err(Failure::Refused(reason)) => {
                     tracing::warn!(version = %offer.manifest.version, %reason, "release refused");
-                    self.refused.lock().expect("not poisoned").insert(key);
+                    super::decline(&self.data_dir, &offer.manifest.version);
                     Outcome {
                         version: offer.manifest.version.clone(),
                         rollout: offer.rollout,
@@ -101,22 +102,27 @@ impl Agent {
                     }
                     .save(&self.data_dir)?;
                 }
+                // A cut link is not the release's fault: the offer comes again.
+                Err(Failure::Transfer(e)) => {
+                    return Err(e.context(format!("downloading version {}", offer.manifest.version)))
+                }
             }
         }
     }
 
     /// Signature, disk, download, bytes: in that order, so that nothing is fetched that could
     /// not be used.
-    async fn prepare(&self, conn: &Connection, offer: &Offer) -> Result<Candidate, Refusal> {
+    async fn prepare(&self, conn: &Connection, offer: &Offer) -> Result<Candidate, Failure> {
+        let refuse = |why: String| Failure::Refused(why);
         let m = &offer.manifest;
         if self.keys.is_empty() {
-            return Err(Refusal(
+            return Err(refuse(
                 "this plant pins no release key ([update] release_keys in plant.toml), so it accepts no release".into(),
             ));
         }
-        release::verify(&self.keys, m, &offer.signature).map_err(|e| Refusal(e.to_string()))?;
+        release::verify(&self.keys, m, &offer.signature).map_err(|e| refuse(e.to_string()))?;
         let dir = releases_dir(&self.data_dir);
-        crate::plant::create_private_dir(&dir).map_err(|e| Refusal(format!("{e:#}")))?;
+        crate::plant::create_private_dir(&dir).map_err(|e| refuse(format!("{e:#}")))?;
         // What an earlier download left (cut off, or a trial the process did not outlive).
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -125,38 +131,64 @@ impl Agent {
                 }
             }
         }
-        let running = std::env::current_exe()
-            .and_then(std::fs::metadata)
-            .map(|m| m.len())
-            .unwrap_or(m.size);
-        let need = m.size + running + self.reserve;
-        let free = rustix::fs::statvfs(&dir)
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-            .map_err(|e| Refusal(format!("cannot read free space of {}: {e}", dir.display())))?;
-        if free < need {
-            return Err(Refusal(format!(
-                "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {} the journal's reserve) and {} is free",
-                dir.display(),
-                bytesize::ByteSize(need),
-                bytesize::ByteSize(m.size),
-                bytesize::ByteSize(running),
-                bytesize::ByteSize(self.reserve),
-                bytesize::ByteSize(free)
-            )));
-        }
-        let path = download(conn, &dir, m)
-            .await
-            .map_err(|e| Refusal(format!("download of version {}: {e:#}", m.version)))?;
+        self.check_disk(&dir, m.size).map_err(refuse)?;
+        let path = download(conn, &dir, m).await.map_err(|e| match e {
+            Failure::Refused(why) => refuse(format!("download of version {}: {why}", m.version)),
+            other => other,
+        })?;
         Ok(Candidate {
             version: m.version.clone(),
             rollout: offer.rollout,
             path,
         })
     }
+
+    /// Room for the download and the kept copy of the running binary in `dir`, the journal's
+    /// reserve left over, and room for the new binary's copy beside the running one (on the
+    /// same disk or another).
+    fn check_disk(&self, dir: &Path, size: u64) -> Result<(), String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
+        let running = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(size);
+        let exe_dir = exe.parent().unwrap_or(Path::new("/"));
+        let stat = |p: &Path| {
+            rustix::fs::statvfs(p)
+                .map(|s| (s.f_bavail.saturating_mul(s.f_frsize), s.f_fsid))
+                .map_err(|e| format!("cannot read free space of {}: {e}", p.display()))
+        };
+        let (free, fsid) = stat(dir)?;
+        let (exe_free, exe_fsid) = stat(exe_dir)?;
+        let same_disk = fsid == exe_fsid;
+        let need = size + running + self.reserve + if same_disk { size } else { 0 };
+        if free < need {
+            return Err(format!(
+                "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {}the journal's reserve {}) and {} is free",
+                dir.display(),
+                bytesize::ByteSize(need),
+                bytesize::ByteSize(size),
+                bytesize::ByteSize(running),
+                if same_disk { format!("{} for the new binary beside the running one, ", bytesize::ByteSize(size)) } else { String::new() },
+                bytesize::ByteSize(self.reserve),
+                bytesize::ByteSize(free)
+            ));
+        }
+        if !same_disk && exe_free < size {
+            return Err(format!(
+                "too little free disk in {}: the new binary needs {} beside the running one and {} is free",
+                exe_dir.display(),
+                bytesize::ByteSize(size),
+                bytesize::ByteSize(exe_free)
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Why an offer was not taken, for the hub and the log.
-struct Refusal(String);
+/// Why an offer was not taken: refused for good (told to the hub), or cut off (asked again).
+enum Failure {
+    Refused(String),
+    Transfer(anyhow::Error),
+}
 
 struct Offer {
     manifest: Manifest,
@@ -201,34 +233,49 @@ async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
 }
 
 /// Downloads `m`'s binary into `dir` and checks it against the manifest; returns its path.
-async fn download(conn: &Connection, dir: &Path, m: &Manifest) -> anyhow::Result<PathBuf> {
+/// Bytes that are not the signed release are a refusal; a cut transfer is not.
+async fn download(conn: &Connection, dir: &Path, m: &Manifest) -> Result<PathBuf, Failure> {
     let part = dir.join(format!("incoming-{}.part", m.version));
     let done = dir.join(format!("incoming-{}", m.version));
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let get = Frame::UpdateGet {
-        version: m.version.clone(),
-        offset: 0,
+    let transfer = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        let get = Frame::UpdateGet {
+            version: m.version.clone(),
+            offset: 0,
+        };
+        write_frame(&mut send, &get, &mut out).await?;
+        send.finish()?;
+        let mut file = tokio::fs::File::create(&part)
+            .await
+            .with_context(|| format!("creating {}", part.display()))?;
+        crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, m.size).await
     };
-    write_frame(&mut send, &get, &mut out).await?;
-    send.finish()?;
-    let mut file = tokio::fs::File::create(&part)
+    let got = match transfer.await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(Failure::Transfer(e));
+        }
+    };
+    let (size, sha256) = crate::sync::offsite::digest(&part)
         .await
-        .with_context(|| format!("creating {}", part.display()))?;
-    let got = crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, m.size).await?;
-    drop(file);
-    let (size, sha256) = crate::sync::offsite::digest(&part).await?;
+        .map_err(Failure::Transfer)?;
     if got != m.size || size != m.size || sha256 != m.sha256 {
         let _ = tokio::fs::remove_file(&part).await;
-        bail!(
+        return Err(Failure::Refused(format!(
             "the bytes received ({size} bytes, sha256 {sha256}) are not the signed release ({} bytes, sha256 {})",
-            m.size,
-            m.sha256
-        );
+            m.size, m.sha256
+        )));
     }
     use std::os::unix::fs::PermissionsExt;
-    tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).await?;
-    tokio::fs::rename(&part, &done).await?;
+    let finish = async {
+        tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).await?;
+        tokio::fs::rename(&part, &done).await
+    };
+    finish
+        .await
+        .map_err(|e| Failure::Transfer(anyhow::Error::new(e).context("keeping the download")))?;
     Ok(done)
 }
 

@@ -43,8 +43,26 @@ fn gate_path(data_dir: &Path) -> PathBuf {
     releases_dir(data_dir).join("trial.json")
 }
 
-/// Set when SIGTERM or SIGINT arrives during a trial: the service is being stopped.
+/// Set when SIGTERM or SIGINT arrives after the daemon stopped for an update: the service is
+/// being stopped, and the trial ends without a swap.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Listens for SIGTERM and SIGINT from the moment the daemon decides to stop for an update
+/// (its own listener is gone by then), for the trial to hear them.
+pub fn listen_for_stop() {
+    tokio::spawn(async {
+        let signal = crate::plant::shutdown_signal().await;
+        tracing::warn!(%signal, "stopping while a new release is being tried");
+        STOPPING.store(true, Ordering::SeqCst);
+    });
+}
+
+/// How a trial ended without passing its gate.
+enum Ended {
+    Failed(String),
+    /// The service was stopped: nobody's fault, and the offer stands.
+    Stopped,
+}
 
 /// Tries `candidate` and swaps it in, or not; then execs the binary that won. Returns `Ok`
 /// only when the service was stopped during the trial (nothing is swapped then), and an error
@@ -55,11 +73,6 @@ pub async fn try_and_swap(
     data_dir: &Path,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    tokio::spawn(async {
-        let signal = crate::plant::shutdown_signal().await;
-        tracing::warn!(%signal, "stopping during the trial of a new release");
-        STOPPING.store(true, Ordering::SeqCst);
-    });
     let (candidate, data_dir2) = (candidate, data_dir.to_path_buf());
     tokio::task::spawn_blocking(move || {
         try_and_swap_blocking(candidate, healthy_before, &data_dir2, deadline)
@@ -78,7 +91,7 @@ fn try_and_swap_blocking(
     let running = super::version().to_string();
     let outcome = match trial(&candidate, healthy_before, data_dir, deadline, &args) {
         Ok(took) => match swap(&exe, &candidate, data_dir, &running) {
-            Ok(kept) => Outcome {
+            Ok(kept) => Some(Outcome {
                 version: candidate.version.clone(),
                 rollout: candidate.rollout,
                 outcome: "installed".into(),
@@ -87,32 +100,39 @@ fn try_and_swap_blocking(
                     took.as_secs_f64(),
                     kept.display()
                 ),
-            },
-            Err(e) => Outcome {
+            }),
+            Err(e) => Some(Outcome {
                 version: candidate.version.clone(),
                 rollout: candidate.rollout,
                 outcome: "rolled_back".into(),
                 reason: format!(
                     "passed its health gate, but the swap failed: {e:#}; version {running} runs on"
                 ),
-            },
+            }),
         },
-        Err(why) => Outcome {
+        Err(Ended::Failed(why)) => Some(Outcome {
             version: candidate.version.clone(),
             rollout: candidate.rollout,
             outcome: "rolled_back".into(),
             reason: format!("{why}; version {running} runs on"),
-        },
+        }),
+        Err(Ended::Stopped) => {
+            tracing::warn!(version = %candidate.version, "stopped during the trial: nothing was swapped; the release will be offered again");
+            None
+        }
     };
     let _ = std::fs::remove_file(&candidate.path);
     let _ = std::fs::remove_file(gate_path(data_dir));
-    if outcome.outcome == "installed" {
-        tracing::info!(version = %outcome.version, reason = %outcome.reason, "release installed");
-    } else {
-        tracing::error!(version = %outcome.version, reason = %outcome.reason, "release rolled back");
-    }
-    if let Err(e) = outcome.save(data_dir) {
-        tracing::error!(error = %format!("{e:#}"), "the update outcome could not be saved; the hub will not hear it");
+    if let Some(outcome) = outcome {
+        if outcome.outcome == "installed" {
+            tracing::info!(version = %outcome.version, reason = %outcome.reason, "release installed");
+        } else {
+            tracing::error!(version = %outcome.version, reason = %outcome.reason, "release rolled back");
+            super::decline(data_dir, &outcome.version);
+        }
+        if let Err(e) = outcome.save(data_dir) {
+            tracing::error!(error = %format!("{e:#}"), "the update outcome could not be saved; the hub will not hear it");
+        }
     }
     if STOPPING.load(Ordering::SeqCst) {
         tracing::info!("plantd stopped; every accepted transaction is in the journal");
@@ -129,7 +149,7 @@ fn trial(
     data_dir: &Path,
     deadline: Duration,
     args: &[OsString],
-) -> Result<Duration, String> {
+) -> Result<Duration, Ended> {
     let started = Instant::now();
     let mut exits = Vec::new();
     for attempt in 1..=2 {
@@ -139,7 +159,7 @@ fn trial(
             passed: false,
             waiting_for: "the trial to start".into(),
         };
-        write_json(&gate_path(data_dir), &gate).map_err(|e| format!("{e:#}"))?;
+        write_json(&gate_path(data_dir), &gate).map_err(|e| Ended::Failed(format!("{e:#}")))?;
         tracing::info!(version = %c.version, attempt, "trying the new release");
         let mut child = Command::new(&c.path)
             .args(args)
@@ -149,15 +169,14 @@ fn trial(
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .spawn()
-            .map_err(|e| format!("version {} could not be started: {e}", c.version))?;
+            .map_err(|e| {
+                Ended::Failed(format!("version {} could not be started: {e}", c.version))
+            })?;
         loop {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             if STOPPING.load(Ordering::SeqCst) {
                 stop(&mut child);
-                return Err(format!(
-                    "plantd was stopped during the trial of version {}",
-                    c.version
-                ));
+                return Err(Ended::Stopped);
             }
             let gate: Option<Gate> = read_json(&gate_path(data_dir)).ok().flatten();
             if gate.as_ref().is_some_and(|g| g.passed) {
@@ -171,20 +190,20 @@ fn trial(
             if started.elapsed() > deadline {
                 stop(&mut child);
                 let waiting = gate.map(|g| g.waiting_for).unwrap_or_default();
-                return Err(format!(
+                return Err(Ended::Failed(format!(
                     "version {} did not pass its health gate within {} s (waiting for {waiting})",
                     c.version,
                     deadline.as_secs()
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    Err(format!(
+    Err(Ended::Failed(format!(
         "version {} exited at start twice ({})",
         c.version,
         exits.join("; ")
-    ))
+    )))
 }
 
 /// SIGTERM, then SIGKILL after 30 s.
@@ -195,6 +214,7 @@ fn stop(child: &mut Child) {
     );
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
@@ -206,22 +226,43 @@ fn stop(child: &mut Child) {
 
 /// Keeps the running binary as `releases/plantd-RUNNING` (only the newest previous one stays),
 /// puts the candidate in its place, and records its version. Returns where the previous is.
+///
+/// Durable at each step: the kept copy and the new binary's copy are fsync'd before the rename
+/// over the running binary, and the directory after it, so that a power cut leaves either
+/// binary whole at its path. Once the rename is done, what follows is best effort: the new
+/// binary is in place and runs next, whatever else fails.
 fn swap(exe: &Path, c: &Candidate, data_dir: &Path, running: &str) -> anyhow::Result<PathBuf> {
     let dir = releases_dir(data_dir);
     let kept = dir.join(format!("plantd-{running}"));
-    std::fs::copy(exe, &kept).with_context(|| format!("keeping {}", kept.display()))?;
-    std::fs::File::open(&kept)?.sync_all()?;
-    self_replace::self_replace(&c.path)
+    copy_synced(exe, &kept).with_context(|| format!("keeping {}", kept.display()))?;
+    let exe_dir = exe
+        .parent()
+        .context("the running binary has no directory")?;
+    let staged = exe_dir.join(".plantd.new");
+    copy_synced(&c.path, &staged).with_context(|| format!("staging {}", staged.display()))?;
+    std::fs::rename(&staged, exe)
         .with_context(|| format!("replacing {} with version {}", exe.display(), c.version))?;
-    Current::record(data_dir, exe, &c.version)?;
-    for entry in std::fs::read_dir(&dir)?.flatten() {
+    if let Err(e) = std::fs::File::open(exe_dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(error = %e, dir = %exe_dir.display(), "cannot sync the binary's directory");
+    }
+    if let Err(e) = Current::record(data_dir, exe, &c.version) {
+        tracing::warn!(error = %format!("{e:#}"), "cannot record the installed version; it will report its built-in one");
+    }
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("plantd-") && entry.path() != kept {
+        if name.to_string_lossy().starts_with("plantd-") && entry.path() != kept {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(kept)
+}
+
+/// Copies `from` to `to` (mode 0755), fsync'd.
+fn copy_synced(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(from, to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::File::open(to)?.sync_all()
 }
 
 /// The trial child's side: re-checks the gate every 250 ms and writes it down, until it passes.

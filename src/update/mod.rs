@@ -8,7 +8,8 @@
 //! - `current.json`: the release version of the installed binary, with its size and mtime so
 //!   that a binary put there by other means (the installer) is not taken for it;
 //! - `outcome.json`: how the last update ended, until the hub has noted it;
-//! - `trial.json`: the trial's health gate, written by the binary on trial.
+//! - `trial.json`: the trial's health gate, written by the binary on trial;
+//! - `declined.json`: versions refused or rolled back here, not tried again.
 
 pub mod agent;
 pub mod install;
@@ -51,6 +52,30 @@ pub fn init_version(data_dir: &Path) {
 
 pub fn releases_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("releases")
+}
+
+fn declined_path(data_dir: &Path) -> PathBuf {
+    releases_dir(data_dir).join("declined.json")
+}
+
+/// Versions this plant refused or rolled back: not downloaded again when offered again (a pin
+/// to a broken release would otherwise be tried in a loop). A version names one binary.
+pub fn declined(data_dir: &Path) -> Vec<String> {
+    read_json(&declined_path(data_dir))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Adds `version` to [`declined`]; a failure to write is logged.
+pub fn decline(data_dir: &Path, version: &str) {
+    let mut all = declined(data_dir);
+    if !all.iter().any(|v| v == version) {
+        all.push(version.to_string());
+        if let Err(e) = write_json(&declined_path(data_dir), &all) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record a declined release");
+        }
+    }
 }
 
 /// How an update ended at this plant, waiting to be told to the hub.

@@ -642,7 +642,8 @@ fn a_never_healthy_release_is_undone_at_the_deadline_a_stop_mid_trial_keeps_the_
     assert_eq!(*plant.starts.lock().unwrap(), 1);
 
     // The service is stopped while a release is on trial: the trial ends, nothing is swapped,
-    // the process exits, and the old binary is what starts next.
+    // the process exits, and the old binary is what starts next. A stop is nobody's fault: the
+    // release is offered again, and this time fails on its own account.
     publish(&hub, never_healthy, "6.0.0", &key);
     start_rollout(&hub, "6.0.0", "100%", "0");
     let trial = plant.data_dir.join("releases/trial.json");
@@ -653,17 +654,22 @@ fn a_never_healthy_release_is_undone_at_the_deadline_a_stop_mid_trial_keeps_the_
     wait_for(30, "the supervisor to start the plant again", || {
         *plant.starts.lock().unwrap() == 2
     });
-    plant.wait_serving(30);
-    wait_for(30, "the outcome to reach the hub", || {
+    assert!(
+        plant.log().contains("stopped during the trial"),
+        "{}",
+        plant.log()
+    );
+    wait_for(60, "the second trial's outcome to reach the hub", || {
         plant_states(&rollout(&hub))["plant-e"].1 == "failed"
     });
     let r = rollout(&hub);
     assert!(
         plant_states(&r)["plant-e"]
             .2
-            .contains("stopped during the trial of version 6.0.0"),
+            .contains("did not pass its health gate within 5 s"),
         "{r}"
     );
+    plant.wait_serving(30);
     assert_eq!(std::fs::read(&plant.exe).unwrap(), original);
     assert_eq!(plant.version().as_deref(), Some(env!("CARGO_PKG_VERSION")));
     let pids = Command::new("pgrep")
