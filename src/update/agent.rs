@@ -80,8 +80,12 @@ impl Agent {
             let Some(offer) = check(conn).await? else {
                 continue;
             };
-            if super::declined(&self.data_dir).contains(&offer.manifest.version) {
-                // Refused or rolled back here before (a pin to it, say): not again in a loop.
+            // A pin to a version refused or rolled back here is not tried again in a loop. A
+            // rollout offers a plant a version once; a new rollout of it (after the disk was
+            // freed, say) is an operator asking again, and is tried.
+            if offer.rollout == 0
+                && super::declined(&self.data_dir).contains(&offer.manifest.version)
+            {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             }

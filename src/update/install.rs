@@ -73,9 +73,9 @@ pub async fn try_and_swap(
     data_dir: &Path,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    let (candidate, data_dir2) = (candidate, data_dir.to_path_buf());
+    let data_dir = data_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        try_and_swap_blocking(candidate, healthy_before, &data_dir2, deadline)
+        try_and_swap_blocking(candidate, healthy_before, &data_dir, deadline)
     })
     .await?
 }
@@ -239,9 +239,16 @@ fn swap(exe: &Path, c: &Candidate, data_dir: &Path, running: &str) -> anyhow::Re
         .parent()
         .context("the running binary has no directory")?;
     let staged = exe_dir.join(".plantd.new");
-    copy_synced(&c.path, &staged).with_context(|| format!("staging {}", staged.display()))?;
-    std::fs::rename(&staged, exe)
-        .with_context(|| format!("replacing {} with version {}", exe.display(), c.version))?;
+    let placed = copy_synced(&c.path, &staged)
+        .with_context(|| format!("staging {}", staged.display()))
+        .and_then(|()| {
+            std::fs::rename(&staged, exe)
+                .with_context(|| format!("replacing {} with version {}", exe.display(), c.version))
+        });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    placed?;
     if let Err(e) = std::fs::File::open(exe_dir).and_then(|d| d.sync_all()) {
         tracing::warn!(error = %e, dir = %exe_dir.display(), "cannot sync the binary's directory");
     }

@@ -9,7 +9,7 @@
 //!   that a binary put there by other means (the installer) is not taken for it;
 //! - `outcome.json`: how the last update ended, until the hub has noted it;
 //! - `trial.json`: the trial's health gate, written by the binary on trial;
-//! - `declined.json`: versions refused or rolled back here, not tried again.
+//! - `declined.json`: versions refused or rolled back here, not tried again for a pin.
 
 pub mod agent;
 pub mod install;
@@ -58,8 +58,9 @@ fn declined_path(data_dir: &Path) -> PathBuf {
     releases_dir(data_dir).join("declined.json")
 }
 
-/// Versions this plant refused or rolled back: not downloaded again when offered again (a pin
-/// to a broken release would otherwise be tried in a loop). A version names one binary.
+/// Versions this plant refused or rolled back: not downloaded again when a pin offers them
+/// again (a pin to a broken release would otherwise be tried in a loop). A version names one
+/// binary.
 pub fn declined(data_dir: &Path) -> Vec<String> {
     read_json(&declined_path(data_dir))
         .ok()
