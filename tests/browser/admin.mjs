@@ -65,7 +65,17 @@ try {
   const verdict = (v, timeout) => page.locator(`#verdict[data-verdict="${v}"]`).waitFor({ timeout });
 
   step('first run: the setup form, a wrong setup code, then the first admin');
-  await page.goto(URL + '/');
+  // Docker tests beside this one add and remove veth interfaces; Chromium then aborts a
+  // navigation in flight with ERR_NETWORK_CHANGED. A person would press reload: so do we.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(URL + '/');
+      break;
+    } catch (e) {
+      if (attempt >= 5 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e;
+      await page.waitForTimeout(500);
+    }
+  }
   await page.locator('form#setup').waitFor();
   await page.fill('form#setup input[name=code]', 'AAAA-AAAA');
   await page.fill('form#setup input[name=user]', ADMIN.user);
