@@ -128,6 +128,12 @@ enum HubReleaseCommand {
         /// The secret key file from `plantd hub release keygen`.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// A bundle of stack images (`plantd images save` or `docker save`) that plants load
+        /// with this release: each service whose image has the same repository as one of the
+        /// bundle's tags moves to that tag, behind the stack's health gate. Give each build its
+        /// own tag.
+        #[arg(long, value_name = "BUNDLE")]
+        images: Option<PathBuf>,
     },
     /// List the published releases.
     List {
@@ -304,8 +310,13 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        HubCommand::Release(HubReleaseCommand::Publish { file, version, key }) => {
-            release_publish(&store, &file, &version, &key).await?;
+        HubCommand::Release(HubReleaseCommand::Publish {
+            file,
+            version,
+            key,
+            images,
+        }) => {
+            release_publish(&mut store, &file, &version, &key, images.as_deref()).await?;
         }
         HubCommand::Release(HubReleaseCommand::List { json }) => {
             let rows = store.releases().await?;
@@ -469,10 +480,11 @@ fn release_keygen(out: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn release_publish(
-    store: &Store,
+    store: &mut Store,
     file: &std::path::Path,
     version: &str,
     key: &std::path::Path,
+    images: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use crate::update::release::{Manifest, SigningKey};
     let key_bytes =
@@ -497,11 +509,14 @@ async fn release_publish(
             file.display()
         );
     }
-    let manifest = Manifest::of(version, &binary)?;
+    let mut manifest = Manifest::of(version, &binary)?;
+    if let Some(bundle) = images {
+        manifest.images = Some(image_bundle(bundle).await?);
+    }
     let signature = signing.sign(&manifest);
     let public = signing.public().to_string();
     let new = store
-        .publish_release(&manifest, &signature, &public, &binary)
+        .publish_release(&manifest, &signature, &public, &binary, images)
         .await?;
     println!(
         "{} version {} ({}, sha256 {}), signed by {public}",
@@ -514,7 +529,38 @@ async fn release_publish(
         bytesize::ByteSize(manifest.size),
         manifest.sha256
     );
+    if let Some(i) = &manifest.images {
+        println!(
+            "with stack images {} ({}, sha256 {})",
+            i.tags.join(", "),
+            bytesize::ByteSize(i.size),
+            i.sha256
+        );
+    }
     Ok(())
+}
+
+/// Checks an image bundle for a release: a `docker save` tar naming at most one tag per
+/// repository (so that a plant knows which tag a service moves to); its size, SHA-256 and tags.
+async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::update::release::Images> {
+    let path = bundle.to_path_buf();
+    let mut tags =
+        tokio::task::spawn_blocking(move || crate::stack::images::check_bundle(&path)).await??;
+    tags.sort();
+    tags.dedup();
+    for pair in tags.windows(2) {
+        if crate::stack::images::repository(&pair[0]) == crate::stack::images::repository(&pair[1])
+        {
+            bail!(
+                "{}: it carries two tags of one repository ({} and {}); a release moves each service to one tag, so bundle one",
+                bundle.display(),
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    let (size, sha256) = crate::sync::offsite::digest(bundle).await?;
+    Ok(crate::update::release::Images { size, sha256, tags })
 }
 
 fn check_plant_name(name: &str) -> anyhow::Result<()> {

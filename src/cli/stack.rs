@@ -160,21 +160,7 @@ pub async fn save(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
 pub async fn load(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
     let (engine, images, _) = engine_and_images(config).await?;
     crate::stack::images::check_bundle(file)?;
-    let f = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("opening {}", file.display()))?;
-    let body = tokio_util::io::ReaderStream::new(f);
-    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
-    let mut stream = engine.docker().import_image_stream(options, body, None);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| anyhow::anyhow!("Docker refused {}: {e}", file.display()))?;
-        if let Some(e) = info.error_detail.and_then(|d| d.message) {
-            bail!("Docker refused {}: {e}", file.display());
-        }
-        if let Some(s) = info.stream {
-            print!("{s}");
-        }
-    }
+    crate::stack::images::load(&engine, file).await?;
     for image in &images {
         let present = engine.has_image(image).await.map_err(anyhow::Error::msg)?;
         println!(

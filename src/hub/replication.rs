@@ -43,62 +43,56 @@ impl Updates {
         Ok(guard)
     }
 
-    /// Forgets the shared connection after an error, so that the next use opens a new one.
-    async fn failed<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    /// Runs `op` on the shared connection; after an error the connection is forgotten, so that
+    /// the next use opens a new one.
+    async fn with_store<T>(
+        &self,
+        op: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut guard = self.store().await?;
+        let result = op(guard.as_ref().expect("opened")).await;
         if result.is_err() {
-            *self.shared.lock().await = None;
+            *guard = None;
         }
         result
     }
 
-    async fn offer(
+    /// Streams release `version`'s binary, or its image bundle, from `offset` on.
+    async fn send_release(
         &self,
-        plant: &str,
-        running: &str,
-    ) -> anyhow::Result<Option<super::rollouts::Offer>> {
-        let result = async {
-            let guard = self.store().await?;
-            guard
-                .as_ref()
-                .expect("opened")
-                .update_for(plant, running)
-                .await
-        }
-        .await;
-        self.failed(result).await
-    }
-
-    async fn slice(&self, version: &str, offset: u64) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
-        let result = async {
-            let guard = self.store().await?;
-            guard
-                .as_ref()
-                .expect("opened")
-                .release_slice(version, offset, CHUNK as u32)
-                .await
-        }
-        .await;
-        self.failed(result).await
-    }
-
-    async fn record(
-        &self,
-        plant: &str,
-        rollout: u64,
+        send: &mut quinn::SendStream,
         version: &str,
-        outcome: &str,
-        reason: &str,
+        images: bool,
+        offset: u64,
     ) -> anyhow::Result<()> {
-        let result = async {
-            let guard = self.store().await?;
-            guard
-                .as_ref()
-                .expect("opened")
-                .record_update(plant, rollout, version, outcome, reason)
-                .await
+        let mut out = Vec::new();
+        let mut at = offset;
+        loop {
+            let slice = self
+                .with_store(async |s| match images {
+                    false => s.release_slice(version, at, CHUNK as u32).await,
+                    true => s.images_slice(version, at, CHUNK as u32).await,
+                })
+                .await?;
+            let Some((data, size)) = slice else {
+                let what = if images {
+                    "image bundle of release"
+                } else {
+                    "release"
+                };
+                let refuse = Frame::Refuse {
+                    code: RefuseCode::Unavailable,
+                    message: format!("no {what} {version:?} at the hub"),
+                };
+                write_frame(send, &refuse, &mut out).await?;
+                return Ok(());
+            };
+            if data.is_empty() || at >= size {
+                return Ok(());
+            }
+            at += data.len() as u64;
+            write_frame(send, &Frame::BackupChunk { data }, &mut out).await?;
         }
-        .await;
-        self.failed(result).await
     }
 }
 
@@ -117,7 +111,10 @@ impl UpdateStreams for Updates {
                 // second; a plant that goes away ends the wait (the stream is reset).
                 let deadline = tokio::time::Instant::now() + LONG_POLL;
                 let answer = loop {
-                    if let Some(o) = self.offer(&plant, &version).await? {
+                    let offer = self
+                        .with_store(async |s| s.update_for(&plant, &version).await)
+                        .await?;
+                    if let Some(o) = offer {
                         tracing::info!(%plant, running = %version, offered = %o.version, rollout = o.rollout, "release offered");
                         break Frame::UpdateOffer {
                             version: o.version,
@@ -125,6 +122,7 @@ impl UpdateStreams for Updates {
                             sha256: o.sha256,
                             signature: o.signature,
                             rollout: o.rollout,
+                            images: o.images,
                         };
                     }
                     if tokio::time::Instant::now() >= deadline {
@@ -138,22 +136,11 @@ impl UpdateStreams for Updates {
                 write_frame(&mut send, &answer, &mut out).await?;
             }
             Frame::UpdateGet { version, offset } => {
-                let mut at = offset;
-                loop {
-                    let Some((data, size)) = self.slice(&version, at).await? else {
-                        let refuse = Frame::Refuse {
-                            code: RefuseCode::Unavailable,
-                            message: format!("no release {version:?} at the hub"),
-                        };
-                        write_frame(&mut send, &refuse, &mut out).await?;
-                        break;
-                    };
-                    if data.is_empty() || at >= size {
-                        break;
-                    }
-                    at += data.len() as u64;
-                    write_frame(&mut send, &Frame::BackupChunk { data }, &mut out).await?;
-                }
+                self.send_release(&mut send, &version, false, offset)
+                    .await?;
+            }
+            Frame::UpdateImagesGet { version, offset } => {
+                self.send_release(&mut send, &version, true, offset).await?;
             }
             Frame::UpdateReport {
                 version,
@@ -166,8 +153,11 @@ impl UpdateStreams for Updates {
                 } else {
                     tracing::warn!(%plant, %version, rollout, %outcome, %reason, "plant did not install a release");
                 }
-                self.record(&plant, rollout, &version, &outcome, &reason)
-                    .await?;
+                self.with_store(async |s| {
+                    s.record_update(&plant, rollout, &version, &outcome, &reason)
+                        .await
+                })
+                .await?;
                 write_frame(&mut send, &Frame::UpdateNoted, &mut out).await?;
             }
             other => anyhow::bail!("not an update request: {other:?}"),

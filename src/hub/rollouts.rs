@@ -21,6 +21,8 @@ pub struct Offer {
     pub signature: String,
     /// The rollout it belongs to; 0 for a pin.
     pub rollout: u64,
+    /// The stack image bundle that comes with the release, if any.
+    pub images: Option<crate::update::release::Images>,
 }
 
 /// One plant of a rollout, as `rollout status` shows it.
@@ -361,8 +363,9 @@ impl Store {
         let pinned = self
             .client
             .query_opt(
-                "SELECT r.version, r.size, r.sha256, r.signature
+                "SELECT r.version, r.size, r.sha256, r.signature, i.size, i.sha256, i.tags
                  FROM plants p JOIN releases r ON r.version = p.pinned_version
+                 LEFT JOIN release_images i ON i.version = r.version
                  WHERE p.name = $1",
                 &[&plant],
             )
@@ -375,13 +378,15 @@ impl Store {
                 sha256: r.get(2),
                 signature: r.get(3),
                 rollout: 0,
+                images: super::store::images_of(&r, 4),
             }));
         }
         let row = self
             .client
             .query_opt(
-                "SELECT o.id, r.version, r.size, r.sha256, r.signature
+                "SELECT o.id, r.version, r.size, r.sha256, r.signature, i.size, i.sha256, i.tags
                  FROM rollouts o JOIN releases r ON r.version = o.version
+                 LEFT JOIN release_images i ON i.version = r.version
                  JOIN rollout_plants rp ON rp.rollout = o.id AND rp.plant = $1
                  WHERE o.state = 'running' AND rp.wave <= o.current_wave
                    AND rp.state IN ('waiting', 'offered')
@@ -405,6 +410,7 @@ impl Store {
             sha256: r.get(3),
             signature: r.get(4),
             rollout: id as u64,
+            images: super::store::images_of(&r, 5),
         }))
     }
 
@@ -476,5 +482,31 @@ impl Store {
             )
             .await?
             .map(|r| (r.get(0), r.get::<_, i64>(1) as u64)))
+    }
+
+    /// Up to `len` bytes of release `version`'s image bundle from byte `offset` (fewer at the
+    /// end of a stored row), and the bundle's size; empty past the end.
+    pub async fn images_slice(
+        &self,
+        version: &str,
+        offset: u64,
+        len: u32,
+    ) -> anyhow::Result<Option<(Vec<u8>, u64)>> {
+        let chunk = super::store::IMAGE_CHUNK as u64;
+        let (seq, within) = ((offset / chunk) as i64, (offset % chunk) as i64);
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT substring(c.data FROM $3::bigint::int + 1 FOR $4::bigint::int), i.size
+                 FROM release_images i LEFT JOIN release_image_chunks c
+                   ON c.version = i.version AND c.seq = $2::bigint::int
+                 WHERE i.version = $1",
+                &[&version, &seq, &within, &(len as i64)],
+            )
+            .await?
+            .map(|r| {
+                let data: Option<Vec<u8>> = r.get(0);
+                (data.unwrap_or_default(), r.get::<_, i64>(1) as u64)
+            }))
     }
 }

@@ -97,6 +97,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             config.release_keys.clone(),
             config.journal.min_free_bytes,
             candidate_tx,
+            reload.clone(),
         )
     });
     let replication = replication::start(

@@ -5,7 +5,10 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::spec::Service;
 
 #[derive(Deserialize)]
 struct ManifestEntry {
@@ -64,6 +67,103 @@ fn check_reader(reader: impl Read) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// The repository of an image reference: `registry:5000/odoo:17` -> `registry:5000/odoo`.
+pub fn repository(image: &str) -> &str {
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].find(':') {
+        Some(colon) => &image[..name_start + colon],
+        None => image,
+    }
+}
+
+/// Loads a checked bundle into Docker.
+pub async fn load(engine: &super::docker::Engine, file: &Path) -> anyhow::Result<()> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
+    let body = tokio_util::io::ReaderStream::new(f);
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
+    let mut stream = engine.docker().import_image_stream(options, body, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| anyhow::anyhow!("Docker refused {}: {e}", file.display()))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            bail!("Docker refused {}: {e}", file.display());
+        }
+        if let Some(s) = info.stream {
+            tracing::debug!(output = %s.trim_end(), "docker load");
+        }
+    }
+    Ok(())
+}
+
+/// A service moved to an image from a release's bundle, for as long as plant.toml (or the
+/// image source's default) still gives it `configured`: an admin who names another image in
+/// plant.toml gets that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub configured: String,
+    pub image: String,
+}
+
+/// The overrides in `STACK_DIR/images.json`, by service.
+pub type Overrides = std::collections::BTreeMap<Service, Override>;
+
+fn overrides_path(stack_dir: &Path) -> std::path::PathBuf {
+    stack_dir.join("images.json")
+}
+
+/// The overrides in force; none when the file is missing.
+pub fn read_overrides(stack_dir: &Path) -> anyhow::Result<Overrides> {
+    let path = overrides_path(stack_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is damaged; remove it to run the images plant.toml names",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Replaces the overrides (atomically, durably).
+pub fn write_overrides(stack_dir: &Path, overrides: &Overrides) -> anyhow::Result<()> {
+    std::fs::create_dir_all(stack_dir)
+        .with_context(|| format!("creating {}", stack_dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(overrides).expect("serializes");
+    crate::pki::write_atomic(&overrides_path(stack_dir), &bytes, 0o600)
+}
+
+/// Which services a bundle with `tags` moves, and to what: those whose configured image has
+/// the repository of one of the tags, and does not run that tag already. `configured` is each
+/// service's image from plant.toml or the image source; `current` the one it runs now.
+pub fn plan(
+    configured: &[(Service, String)],
+    current: &Overrides,
+    tags: &[String],
+) -> Vec<(Service, Override)> {
+    configured
+        .iter()
+        .filter_map(|(service, image)| {
+            let tag = tags.iter().find(|t| repository(t) == repository(image))?;
+            let running = match current.get(service) {
+                Some(o) if &o.configured == image => &o.image,
+                _ => image,
+            };
+            (running != tag).then(|| {
+                (
+                    *service,
+                    Override {
+                        configured: image.clone(),
+                        image: tag.clone(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +176,44 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, name, content).unwrap();
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn repositories_and_plans() {
+        assert_eq!(repository("odoo:17"), "odoo");
+        assert_eq!(
+            repository("registry:5000/plantd/odoo:17.0-p1"),
+            "registry:5000/plantd/odoo"
+        );
+        assert_eq!(repository("registry:5000/redis"), "registry:5000/redis");
+        assert_eq!(repository("redis"), "redis");
+        let configured = vec![
+            (Service::Postgres, "plantd-local/postgres:15".to_string()),
+            (Service::Redis, "plantd-local/redis:7".to_string()),
+            (Service::Odoo, "plantd-local/odoo:19.0".to_string()),
+        ];
+        let tags = vec![
+            "plantd-local/odoo:19.0-p2".to_string(),
+            "plantd-local/redis:7".to_string(),
+            "other/postgres:16".to_string(),
+        ];
+        let mut current = Overrides::new();
+        let moved = plan(&configured, &current, &tags);
+        // Redis runs that tag already; postgres's repository is not in the bundle.
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].0, Service::Odoo);
+        assert_eq!(moved[0].1.image, "plantd-local/odoo:19.0-p2");
+        current.insert(Service::Odoo, moved[0].1.clone());
+        assert!(
+            plan(&configured, &current, &tags).is_empty(),
+            "applied already"
+        );
+        // An admin who named another image of the repository in plant.toml is moved from it.
+        let edited = vec![(Service::Odoo, "plantd-local/odoo:19.0-p1".to_string())];
+        assert_eq!(
+            plan(&edited, &current, &tags)[0].1.configured,
+            "plantd-local/odoo:19.0-p1"
+        );
     }
 
     #[test]

@@ -250,6 +250,7 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
     // rollback finds the previous one still there.
     let odoo_conf_path = stack_dir(data_dir).join(format!("odoo-{conf_digest}.conf"));
     let name = &config.name;
+    let overrides = super::images::read_overrides(&stack_dir(data_dir))?;
     let services = Service::ALL
         .into_iter()
         .map(|service| {
@@ -280,15 +281,18 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
                 env.push((k.clone(), v.clone()));
             }
             let mounts = mounts(service, name, sc, &odoo_conf_path)?;
-            let image = sc
-                .image
-                .clone()
-                .unwrap_or_else(|| service.default_image(config.images).to_string());
+            let configured = configured_image(config, service);
+            // A release's image bundle moved it, and plant.toml still names what it moved from.
+            let moved = overrides
+                .get(&service)
+                .filter(|o| o.configured == configured)
+                .map(|o| o.image.clone());
             let mut spec = ServiceSpec {
                 service,
                 container: format!("{name}-{service}"),
-                pullable: config.images == ImageSource::Official || sc.image.is_some(),
-                image,
+                pullable: moved.is_none()
+                    && (config.images == ImageSource::Official || sc.image.is_some()),
+                image: moved.unwrap_or(configured),
                 env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 mounts,
                 memory: sc.memory.map(|m| m.min(i64::MAX as u64) as i64),
@@ -311,6 +315,19 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
         odoo_conf: (odoo_conf_path, odoo_conf),
         dir: stack_dir(data_dir),
     })
+}
+
+/// The image plant.toml (or, when it names none, the image source) gives `service`, before a
+/// release's bundle moves it.
+pub fn configured_image(config: &StackConfig, service: Service) -> String {
+    let sc = match service {
+        Service::Postgres => &config.postgres,
+        Service::Redis => &config.redis,
+        Service::Odoo => &config.odoo,
+    };
+    sc.image
+        .clone()
+        .unwrap_or_else(|| service.default_image(config.images).to_string())
 }
 
 impl ServiceSpec {

@@ -61,7 +61,10 @@ pub trait UpdateStreams: Clone + Send + Sync + 'static {
 fn is_update(first: &Frame) -> bool {
     matches!(
         first,
-        Frame::UpdateCheck { .. } | Frame::UpdateGet { .. } | Frame::UpdateReport { .. }
+        Frame::UpdateCheck { .. }
+            | Frame::UpdateGet { .. }
+            | Frame::UpdateImagesGet { .. }
+            | Frame::UpdateReport { .. }
     )
 }
 

@@ -472,6 +472,7 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::UpdateGet { .. } => "update get",
         Frame::UpdateReport { .. } => "update report",
         Frame::UpdateNoted => "update noted",
+        Frame::UpdateImagesGet { .. } => "update images get",
     }
 }
 

@@ -73,12 +73,17 @@ pub enum Frame {
         sha256: String,
         signature: String,
         rollout: u64,
+        /// The stack image bundle that comes with the release, if any (signed with it).
+        images: Option<crate::update::release::Images>,
     },
     /// Hub → plant: nothing to install now; ask again.
     UpdateNone,
     /// First on an update stream, plant → hub: send me release `version`'s binary from byte
     /// `offset` on (answered with `BackupChunk` frames, then the end of the stream).
     UpdateGet { version: String, offset: u64 },
+    /// First on an update stream, plant → hub: send me release `version`'s image bundle from
+    /// byte `offset` on (answered like `UpdateGet`).
+    UpdateImagesGet { version: String, offset: u64 },
     /// First on an update stream, plant → hub: how installing `version` ended, and why.
     UpdateReport {
         version: String,
@@ -242,6 +247,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             sha256,
             signature,
             rollout,
+            images,
         } => {
             out.push(13);
             put_str(out, version);
@@ -249,6 +255,15 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, sha256);
             put_str(out, signature);
             out.extend_from_slice(&rollout.to_be_bytes());
+            match images {
+                None => out.push(0),
+                Some(i) => {
+                    out.push(1);
+                    out.extend_from_slice(&i.size.to_be_bytes());
+                    put_str(out, &i.sha256);
+                    put_str(out, &i.tags.join(" "));
+                }
+            }
         }
         Frame::UpdateNone => out.push(14),
         Frame::UpdateGet { version, offset } => {
@@ -269,6 +284,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, reason);
         }
         Frame::UpdateNoted => out.push(17),
+        Frame::UpdateImagesGet { version, offset } => {
+            out.push(18);
+            put_str(out, version);
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -391,6 +411,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         15 => "update get",
         16 => "update report",
         17 => "update noted",
+        18 => "update images get",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -472,6 +493,19 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             sha256: r.string("sha256")?,
             signature: r.string("signature")?,
             rollout: r.u64("rollout")?,
+            images: match r.u8("images flag")? {
+                0 => None,
+                1 => Some(crate::update::release::Images {
+                    size: r.u64("images size")?,
+                    sha256: r.string("images sha256")?,
+                    tags: r
+                        .string("images tags")?
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect(),
+                }),
+                v => return Err(r.bad("images flag", v as u64)),
+            },
         },
         14 => Frame::UpdateNone,
         15 => Frame::UpdateGet {
@@ -485,6 +519,10 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             reason: r.string("reason")?,
         },
         17 => Frame::UpdateNoted,
+        18 => Frame::UpdateImagesGet {
+            version: r.string("version")?,
+            offset: r.u64("offset")?,
+        },
         _ => {
             let code = r.u8("code")?;
             let code = RefuseCode::from_u8(code).ok_or_else(|| r.bad("code", code as u64))?;
@@ -561,6 +599,19 @@ mod tests {
                 sha256: "ab".repeat(32),
                 signature: "c2ln".into(),
                 rollout: 3,
+                images: None,
+            },
+            Frame::UpdateOffer {
+                version: "2.0.1".into(),
+                size: 21_000_000,
+                sha256: "ab".repeat(32),
+                signature: "c2ln".into(),
+                rollout: 4,
+                images: Some(crate::update::release::Images {
+                    size: 1 << 31,
+                    sha256: "cd".repeat(32),
+                    tags: vec!["odoo:17-p1".into(), "redis:7-p1".into()],
+                }),
             },
             Frame::UpdateNone,
             Frame::UpdateGet {
@@ -574,6 +625,10 @@ mod tests {
                 reason: "exited at start twice".into(),
             },
             Frame::UpdateNoted,
+            Frame::UpdateImagesGet {
+                version: "2.0.1".into(),
+                offset: 1 << 20,
+            },
         ]
     }
 

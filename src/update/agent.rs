@@ -2,7 +2,11 @@
 //! poll, so a rollout reaches it within about a second), checks the offer's signature against
 //! the pinned keys before it downloads a byte, checks free disk, downloads on a stream of its
 //! own, checks the bytes against the signed manifest, and hands the verified binary to the
-//! daemon, which stops and tries it (see [`super::install`]). Outcomes wait in
+//! daemon, which stops and tries it (see [`super::install`]). A release that carries stack
+//! images has them loaded and applied first, while the daemon runs on: the bundle is checked
+//! against the signed manifest, loaded into Docker, and the services it moves are upgraded
+//! through the control socket, as `plantd stack apply` does (pre-upgrade backup, health gate,
+//! rollback); when one of them rolls back, all go back and the binary is not tried. Outcomes wait in
 //! `DATA_DIR/releases/outcome.json` until the hub has noted them, so that a report lost on the
 //! way is sent again and never undoes an install (the Mender trap).
 
@@ -24,6 +28,8 @@ pub struct Candidate {
     pub version: String,
     pub rollout: u64,
     pub path: PathBuf,
+    /// What became of the release's stack images, for the outcome's reason.
+    pub images_note: Option<String>,
 }
 
 /// What the agent needs; one per daemon, cloned onto each connection.
@@ -34,6 +40,8 @@ pub struct Agent {
     /// Bytes the journal keeps free for itself; an update must leave them.
     pub reserve: u64,
     pub candidates: mpsc::Sender<Candidate>,
+    /// plant.toml as it is now (for the stack's configured images).
+    pub reload: crate::plant::Reload,
 }
 
 /// How long the hub may take to answer a check (it holds one for up to 20 s).
@@ -45,12 +53,14 @@ impl Agent {
         keys: Vec<PublicKey>,
         reserve: u64,
         candidates: mpsc::Sender<Candidate>,
+        reload: crate::plant::Reload,
     ) -> Agent {
         Agent {
             data_dir,
             keys,
             reserve,
             candidates,
+            reload,
         }
     }
 
@@ -106,6 +116,17 @@ impl Agent {
                     }
                     .save(&self.data_dir)?;
                 }
+                Err(Failure::RolledBack(reason)) => {
+                    tracing::warn!(version = %offer.manifest.version, %reason, "release rolled back");
+                    super::decline(&self.data_dir, &offer.manifest.version);
+                    Outcome {
+                        version: offer.manifest.version.clone(),
+                        rollout: offer.rollout,
+                        outcome: "rolled_back".into(),
+                        reason,
+                    }
+                    .save(&self.data_dir)?;
+                }
                 // A cut link is not the release's fault: the offer comes again.
                 Err(Failure::Transfer(e)) => {
                     return Err(e.context(format!("downloading version {}", offer.manifest.version)))
@@ -135,22 +156,79 @@ impl Agent {
                 }
             }
         }
-        self.check_disk(&dir, m.size).map_err(refuse)?;
-        let path = download(conn, &dir, m).await.map_err(|e| match e {
-            Failure::Refused(why) => refuse(format!("download of version {}: {why}", m.version)),
-            other => other,
-        })?;
+        // The images go first: a plan says whether this plant needs the bundle at all.
+        let moves = match &m.images {
+            None => None,
+            Some(images) => Some(self.image_plan(images).map_err(refuse)?),
+        };
+        let bundle_size = match &moves {
+            Some(Ok(_)) => m.images.as_ref().map_or(0, |i| i.size),
+            _ => 0,
+        };
+        self.check_disk(&dir, m.size, bundle_size).map_err(refuse)?;
+        let path = download(conn, &dir, m, Part::Binary)
+            .await
+            .map_err(|e| match e {
+                Failure::Refused(why) => {
+                    refuse(format!("download of version {}: {why}", m.version))
+                }
+                other => other,
+            })?;
+        let images_note = match moves {
+            None => None,
+            Some(Err(nothing_to_do)) => Some(nothing_to_do),
+            Some(Ok((stack, moves))) => {
+                let result = async {
+                    let bundle =
+                        download(conn, &dir, m, Part::Images)
+                            .await
+                            .map_err(|e| match e {
+                                Failure::Refused(why) => refuse(format!(
+                                    "download of version {}'s images: {why}",
+                                    m.version
+                                )),
+                                other => other,
+                            })?;
+                    let applied =
+                        super::images::apply(&self.data_dir, &stack, &bundle, m, moves).await;
+                    let _ = tokio::fs::remove_file(&bundle).await;
+                    applied
+                }
+                .await;
+                match result {
+                    Ok(note) => Some(note),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&path).await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         Ok(Candidate {
             version: m.version.clone(),
             rollout: offer.rollout,
             path,
+            images_note,
         })
+    }
+
+    /// The services a release's bundle moves here (`Ok`), or why it moves none (`Err`, not a
+    /// failure: the binary is tried all the same). An outer error refuses the release.
+    fn image_plan(
+        &self,
+        images: &release::Images,
+    ) -> Result<Result<(crate::config::StackConfig, super::images::Moves), String>, String> {
+        let config = (self.reload)().map_err(|e| format!("reading plant.toml: {e:#}"))?;
+        let Some(stack) = config.stack else {
+            return Ok(Err("no [stack] here, so its images were not loaded".into()));
+        };
+        Ok(super::images::plan(&stack, &self.data_dir, &images.tags)?.map(|m| (stack, m)))
     }
 
     /// Room for the download and the kept copy of the running binary in `dir`, the journal's
     /// reserve left over, and room for the new binary's copy beside the running one (on the
     /// same disk or another).
-    fn check_disk(&self, dir: &Path, size: u64) -> Result<(), String> {
+    fn check_disk(&self, dir: &Path, size: u64, bundle: u64) -> Result<(), String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
         let running = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(size);
@@ -163,13 +241,13 @@ impl Agent {
         let (free, fsid) = stat(dir)?;
         let (exe_free, exe_fsid) = stat(exe_dir)?;
         let same_disk = fsid == exe_fsid;
-        let need = size + running + self.reserve + if same_disk { size } else { 0 };
+        let need = size + bundle + running + self.reserve + if same_disk { size } else { 0 };
         if free < need {
             return Err(format!(
                 "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {}the journal's reserve {}) and {} is free",
                 dir.display(),
                 bytesize::ByteSize(need),
-                bytesize::ByteSize(size),
+                bytesize::ByteSize(size + bundle),
                 bytesize::ByteSize(running),
                 if same_disk { format!("{} for the new binary beside the running one, ", bytesize::ByteSize(size)) } else { String::new() },
                 bytesize::ByteSize(self.reserve),
@@ -188,10 +266,19 @@ impl Agent {
     }
 }
 
-/// Why an offer was not taken: refused for good (told to the hub), or cut off (asked again).
-enum Failure {
+/// Why an offer was not taken: refused for good (told to the hub), tried and undone (its
+/// stack images did not become healthy), or cut off (asked again).
+pub(super) enum Failure {
     Refused(String),
+    RolledBack(String),
     Transfer(anyhow::Error),
+}
+
+/// What to download of a release.
+#[derive(Clone, Copy)]
+enum Part {
+    Binary,
+    Images,
 }
 
 struct Offer {
@@ -217,11 +304,13 @@ async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
             sha256,
             signature,
             rollout,
+            images,
         }) => Ok(Some(Offer {
             manifest: Manifest {
                 version,
                 size,
                 sha256,
+                images,
             },
             signature,
             rollout,
@@ -236,24 +325,35 @@ async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
     }
 }
 
-/// Downloads `m`'s binary into `dir` and checks it against the manifest; returns its path.
-/// Bytes that are not the signed release are a refusal; a cut transfer is not.
-async fn download(conn: &Connection, dir: &Path, m: &Manifest) -> Result<PathBuf, Failure> {
-    let part = dir.join(format!("incoming-{}.part", m.version));
-    let done = dir.join(format!("incoming-{}", m.version));
+/// Downloads `m`'s binary (or image bundle) into `dir` and checks it against the manifest;
+/// returns its path. Bytes that are not the signed release are a refusal; a cut transfer is not.
+async fn download(
+    conn: &Connection,
+    dir: &Path,
+    m: &Manifest,
+    what: Part,
+) -> Result<PathBuf, Failure> {
+    let (name, size, sha256) = match (what, &m.images) {
+        (Part::Binary, _) => (format!("incoming-{}", m.version), m.size, &m.sha256),
+        (Part::Images, Some(i)) => (format!("incoming-{}.images", m.version), i.size, &i.sha256),
+        (Part::Images, None) => unreachable!("only a release with images downloads them"),
+    };
+    let part = dir.join(format!("{name}.part"));
+    let done = dir.join(name);
     let transfer = async {
         let (mut send, mut recv) = conn.open_bi().await?;
         let (mut buf, mut out) = (Vec::new(), Vec::new());
-        let get = Frame::UpdateGet {
-            version: m.version.clone(),
-            offset: 0,
+        let (version, offset) = (m.version.clone(), 0);
+        let get = match what {
+            Part::Binary => Frame::UpdateGet { version, offset },
+            Part::Images => Frame::UpdateImagesGet { version, offset },
         };
         write_frame(&mut send, &get, &mut out).await?;
         send.finish()?;
         let mut file = tokio::fs::File::create(&part)
             .await
             .with_context(|| format!("creating {}", part.display()))?;
-        crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, m.size).await
+        crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, size).await
     };
     let got = match transfer.await {
         Ok(n) => n,
@@ -262,19 +362,22 @@ async fn download(conn: &Connection, dir: &Path, m: &Manifest) -> Result<PathBuf
             return Err(Failure::Transfer(e));
         }
     };
-    let (size, sha256) = crate::sync::offsite::digest(&part)
+    let (got_size, got_sha256) = crate::sync::offsite::digest(&part)
         .await
         .map_err(Failure::Transfer)?;
-    if got != m.size || size != m.size || sha256 != m.sha256 {
+    if got != size || got_size != size || &got_sha256 != sha256 {
         let _ = tokio::fs::remove_file(&part).await;
         return Err(Failure::Refused(format!(
-            "the bytes received ({size} bytes, sha256 {sha256}) are not the signed release ({} bytes, sha256 {})",
-            m.size, m.sha256
+            "the bytes received ({got_size} bytes, sha256 {got_sha256}) are not the signed release ({size} bytes, sha256 {sha256})"
         )));
     }
     use std::os::unix::fs::PermissionsExt;
+    let mode = match what {
+        Part::Binary => 0o755,
+        Part::Images => 0o600,
+    };
     let finish = async {
-        tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).await?;
+        tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(mode)).await?;
         tokio::fs::rename(&part, &done).await
     };
     finish

@@ -121,6 +121,13 @@ fn try_and_swap_blocking(
             None
         }
     };
+    // The stack's images stay as they passed their own gate; the reason says what became of them.
+    let outcome = outcome.map(|mut o| {
+        if let Some(note) = &candidate.images_note {
+            o.reason = format!("{}; {note}", o.reason);
+        }
+        o
+    });
     let _ = std::fs::remove_file(&candidate.path);
     let _ = std::fs::remove_file(gate_path(data_dir));
     if let Some(outcome) = outcome {

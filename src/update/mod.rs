@@ -1,9 +1,11 @@
 //! Fleet updates, the plant's side and the parts the hub shares: release signatures
 //! (`release`), the waves of a rollout (`rollout`), the agent that fetches a release over the
-//! QUIC link (`agent`), and the trial, swap and rollback of the binary (`install`).
+//! QUIC link (`agent`), the stack images a release may carry (`images`), and the trial, swap
+//! and rollback of the binary (`install`).
 //!
 //! Files in `DATA_DIR/releases/`:
 //! - `incoming-V`: a downloaded release whose bytes match its signed manifest;
+//! - `incoming-V.images`: its stack image bundle, until Docker has loaded it;
 //! - `plantd-V`: the previous binary, kept after a swap (only the newest one);
 //! - `current.json`: the release version of the installed binary, with its size and mtime so
 //!   that a binary put there by other means (the installer) is not taken for it;
@@ -12,6 +14,7 @@
 //! - `declined.json`: versions refused or rolled back here, not tried again for a pin.
 
 pub mod agent;
+pub mod images;
 pub mod install;
 pub mod release;
 pub mod rollout;

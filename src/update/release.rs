@@ -54,12 +54,24 @@ impl std::fmt::Display for PublicKey {
     }
 }
 
-/// What is signed: a release's version, size and SHA-256 (lowercase hex).
+/// What is signed: a release's version, size and SHA-256 (lowercase hex), and the stack image
+/// bundle it carries, if any.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     pub version: String,
     pub size: u64,
     pub sha256: String,
+    #[serde(default)]
+    pub images: Option<Images>,
+}
+
+/// A bundle of stack images (`docker save` format) that travels with a release: its size, its
+/// SHA-256 and the image tags it carries (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Images {
+    pub size: u64,
+    pub sha256: String,
+    pub tags: Vec<String>,
 }
 
 impl Manifest {
@@ -72,16 +84,26 @@ impl Manifest {
             sha256: crate::backup::hex(
                 ring::digest::digest(&ring::digest::SHA256, binary).as_ref(),
             ),
+            images: None,
         })
     }
 
-    /// The exact bytes signed: a fixed header, then one field per line.
+    /// The exact bytes signed: a fixed header, then one field per line; a release without
+    /// images signs what it signed before images existed.
     fn canonical(&self) -> Vec<u8> {
-        format!(
+        let mut text = format!(
             "plantd release 1\nversion={}\nsize={}\nsha256={}\n",
             self.version, self.size, self.sha256
-        )
-        .into_bytes()
+        );
+        if let Some(i) = &self.images {
+            text.push_str(&format!(
+                "images.size={}\nimages.sha256={}\nimages.tags={}\n",
+                i.size,
+                i.sha256,
+                i.tags.join(" ")
+            ));
+        }
+        text.into_bytes()
     }
 }
 
@@ -209,6 +231,14 @@ mod tests {
                 sha256: "0".repeat(64),
                 ..manifest.clone()
             },
+            Manifest {
+                images: Some(Images {
+                    size: 1,
+                    sha256: "0".repeat(64),
+                    tags: vec!["odoo:17".into()],
+                }),
+                ..manifest.clone()
+            },
         ] {
             assert!(
                 verify(std::slice::from_ref(&public), &changed, &sig).is_err(),
@@ -219,6 +249,30 @@ mod tests {
             verify(std::slice::from_ref(&public), &manifest, "AAAA"),
             Err(ReleaseError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_image_bundle_is_part_of_what_is_signed() {
+        let (secret, public) = keygen().unwrap();
+        let key = SigningKey::parse(&secret).unwrap();
+        let mut manifest = Manifest::of("2.0.0", b"binary").unwrap();
+        manifest.images = Some(Images {
+            size: 10,
+            sha256: "a".repeat(64),
+            tags: vec!["plantd-local/odoo:2".into(), "plantd-local/redis:2".into()],
+        });
+        let sig = key.sign(&manifest);
+        let pinned = std::slice::from_ref(&public);
+        assert_eq!(verify(pinned, &manifest, &sig), Ok(0));
+        let mut other_tags = manifest.clone();
+        other_tags.images.as_mut().unwrap().tags.pop();
+        let mut other_bytes = manifest.clone();
+        other_bytes.images.as_mut().unwrap().sha256 = "b".repeat(64);
+        let mut dropped = manifest.clone();
+        dropped.images = None;
+        for changed in [other_tags, other_bytes, dropped] {
+            assert!(verify(pinned, &changed, &sig).is_err(), "{changed:?}");
+        }
     }
 
     #[test]

@@ -686,8 +686,13 @@ fn a_never_healthy_release_is_undone_at_the_deadline_a_stop_mid_trial_keeps_the_
     publish(&hub, &v2, "2.0.0", &key);
     let out = hub.cli(&["plant", "pin", "plant-e", "2.0.0"]);
     assert!(out.status.success(), "{}", text(&out));
+    // The trial child answers `plantd status` with its version too: wait for the swap (the
+    // binary on disk is the new one) and for the process that execs it to answer.
+    let v2_bytes = std::fs::read(&v2).unwrap();
     wait_for(60, "the plant to run its pinned release", || {
-        plant.version().as_deref() == Some("2.0.0")
+        std::fs::read(&plant.exe).is_ok_and(|b| b == v2_bytes)
+            && !trial.exists()
+            && plant.version().as_deref() == Some("2.0.0")
     });
     start_rollout(&hub, "5.0.0", "100%", "0");
     wait_for(30, "the rollout to finish without the pinned plant", || {
