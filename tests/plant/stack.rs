@@ -13,14 +13,14 @@ use serde_json::Value;
 use crate::harness::{self, free_addr, Plant};
 
 /// Runs the docker CLI.
-fn docker(args: &[&str]) -> Output {
+pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
         .output()
         .expect("the docker CLI runs (tests/run.sh installs docker.io)")
 }
 
-fn docker_ok(args: &[&str]) -> String {
+pub fn docker_ok(args: &[&str]) -> String {
     let out = docker(args);
     assert!(
         out.status.success(),
@@ -37,7 +37,7 @@ fn inspect(container: &str, format: &str) -> String {
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A stack name of this test process's own.
-fn next_name() -> String {
+pub fn next_name() -> String {
     assert!(
         docker(&["info"]).status.success(),
         "no Docker engine answers; run the tests through tests/run.sh, which starts one"
@@ -50,7 +50,7 @@ fn next_name() -> String {
 }
 
 /// Removes a container or volume this test made by hand, however the test ends.
-struct Made(&'static str, String);
+pub struct Made(pub &'static str, pub String);
 
 impl std::fmt::Display for Made {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

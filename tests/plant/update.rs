@@ -713,3 +713,230 @@ fn a_never_healthy_release_is_undone_at_the_deadline_a_stop_mid_trial_keeps_the_
         text(&refused)
     );
 }
+
+/// Builds `tag` from a Dockerfile, saves it as a bundle in `dir`, and removes the tag again, so
+/// that the plant's load has to bring it.
+fn image_bundle(dir: &Path, tag: &str, dockerfile: &str, context: &[(&str, &Path)]) -> PathBuf {
+    use crate::stack::docker_ok;
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("Dockerfile"), dockerfile).unwrap();
+    for (name, file) in context {
+        std::fs::copy(file, build.path().join(name)).unwrap();
+    }
+    let out = Command::new("docker")
+        .args(["build", "-q", "--force-rm", "-t", tag])
+        .arg(build.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building {tag}: {}", text(&out));
+    let bundle = dir.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+    docker_ok(&["save", "-o", bundle.to_str().unwrap(), tag]);
+    docker_ok(&["rmi", tag]);
+    bundle
+}
+
+/// `plantd stack status --json` of a supervised plant, by service: (image, health).
+fn stack_services(plant: &Supervised) -> BTreeMap<String, (String, String)> {
+    let out = Command::new(&plant.exe)
+        .args(["stack", "status", "--json", "--data-dir"])
+        .arg(&plant.data_dir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return BTreeMap::new();
+    }
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap_or("").to_string(),
+                (
+                    s["image"].as_str().unwrap_or("").to_string(),
+                    s["health"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
+    use crate::stack::{next_name, remove_stack, stack_config, Made};
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let key = dir.path().join("release.key");
+    let public = keygen(&hub, &key);
+    // The images this test makes, removed at the end (after the stack that uses them).
+    let next = format!("plantd-local/redis:7-p{}", std::process::id());
+    let bad = format!("plantd-local/odoo-emulator:19.0-bad{}", std::process::id());
+    let _images = (Made("image", next.clone()), Made("image", bad.clone()));
+    let name = next_name();
+    struct Stack(String);
+    impl Drop for Stack {
+        fn drop(&mut self) {
+            remove_stack(&self.0);
+        }
+    }
+    let _stack = Stack(name.clone());
+    let config = format!(
+        "[update]\nrelease_keys = [\"{public}\"]\n\n{}",
+        stack_config(&name, free_addr(), "").replace("\"60s\"", "\"30s\"")
+    );
+    let plant = Supervised::start(dir.path(), dir.path(), "plant-i", &hub, &config);
+    let healthy = |want: &[(&str, &str)]| {
+        let s = stack_services(&plant);
+        s.len() == 3
+            && s.values().all(|(_, h)| h == "healthy")
+            && want.iter().all(|(svc, image)| s[*svc].0 == *image)
+    };
+    wait_for(180, "the stack to be healthy", || healthy(&[]));
+
+    // A new Redis build under a tag of its own, in a bundle with release 2.0.0.
+    let started = Instant::now();
+    let bundle = image_bundle(
+        dir.path(),
+        &next,
+        "FROM plantd-local/redis:7\nLABEL io.plantd.test=next\n",
+        &[],
+    );
+    let bundle_size = std::fs::metadata(&bundle).unwrap().len();
+    let saved = started.elapsed();
+    let v2 = release_of(dir.path(), "2.0.0");
+    let started = Instant::now();
+    let out = hub.cli(&[
+        "release",
+        "publish",
+        v2.to_str().unwrap(),
+        "--version",
+        "2.0.0",
+        "--key",
+        key.to_str().unwrap(),
+        "--images",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("with stack images {next}")),
+        "{}",
+        text(&out)
+    );
+    let published = started.elapsed();
+    let listed = hub.cli(&["release", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["images"]["tags"], serde_json::json!([next]));
+    assert_eq!(listed[0]["images"]["size"], bundle_size);
+
+    let started = Instant::now();
+    start_rollout(&hub, "2.0.0", "100%", "0");
+    wait_for(300, "the rollout with images to finish", || {
+        rollout(&hub)["state"] == "done"
+    });
+    let rolled = started.elapsed();
+    let r = rollout(&hub);
+    let (_, state, reason) = &plant_states(&r)["plant-i"];
+    assert_eq!(state, "installed", "{r}");
+    assert!(
+        reason.contains(&format!("stack images: redis on {next} healthy")),
+        "{r}"
+    );
+    wait_for(60, "the plant to run 2.0.0 on the new Redis", || {
+        plant.version().as_deref() == Some("2.0.0") && healthy(&[("redis", next.as_str())])
+    });
+    println!(
+        "stack images through the hub: a {:.0} MB bundle saved in {:.1} s, published in {:.1} s, rolled out (fetch, load, health gate, binary trial) in {:.1} s",
+        bundle_size as f64 / 1e6,
+        saved.as_secs_f64(),
+        published.as_secs_f64(),
+        rolled.as_secs_f64()
+    );
+
+    // An Odoo build that exits at start, with release 3.0.0: the stack's gate rolls it back,
+    // Odoo runs its old image, and the binary is not tried.
+    let source = dir.path().join("exits.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\nint main(void) { puts(\"crashing on purpose\"); return 3; }\n",
+    )
+    .unwrap();
+    let exits = dir.path().join("exits");
+    let built = Command::new("cc")
+        .args(["-static", "-o"])
+        .arg(&exits)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let bad_bundle = image_bundle(
+        dir.path(),
+        &bad,
+        "FROM scratch\nCOPY exits /exits\nCMD [\"/exits\"]\n",
+        &[("exits", &exits)],
+    );
+    let v3 = release_of(dir.path(), "3.0.0");
+    let out = hub.cli(&[
+        "release",
+        "publish",
+        v3.to_str().unwrap(),
+        "--version",
+        "3.0.0",
+        "--key",
+        key.to_str().unwrap(),
+        "--images",
+        bad_bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    start_rollout(&hub, "3.0.0", "100%", "0");
+    wait_for(300, "the rollout to pause on the stack's rollback", || {
+        rollout(&hub)["state"] == "paused"
+    });
+    let r = rollout(&hub);
+    let (_, state, reason) = &plant_states(&r)["plant-i"];
+    assert_eq!(state, "failed", "{r}");
+    assert!(
+        reason.contains("stack images did not pass the health gate") && reason.contains(&bad),
+        "{r}"
+    );
+    wait_for(120, "Odoo back on its old image", || {
+        healthy(&[
+            ("odoo", "plantd-local/odoo-emulator:19.0"),
+            ("redis", next.as_str()),
+        ])
+    });
+    assert_eq!(plant.version().as_deref(), Some("2.0.0"));
+    assert_eq!(
+        std::fs::read(&plant.exe).unwrap(),
+        std::fs::read(&v2).unwrap(),
+        "the binary of 3.0.0 was never swapped in"
+    );
+
+    // A bundle whose bytes are not the signed ones never reaches Docker: publish refuses a
+    // file that is not a bundle, and two tags of one repository.
+    let not_a_bundle = dir.path().join("junk.tar");
+    std::fs::write(&not_a_bundle, b"not a tar at all").unwrap();
+    let out = hub.cli(&[
+        "release",
+        "publish",
+        v3.to_str().unwrap(),
+        "--version",
+        "3.0.1",
+        "--key",
+        key.to_str().unwrap(),
+        "--images",
+        not_a_bundle.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is not an image bundle"),
+        "{}",
+        text(&out)
+    );
+    let listed = hub.cli(&["release", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "nothing of 3.0.1 is stored"
+    );
+}
