@@ -160,7 +160,9 @@ pub async fn save(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
 pub async fn load(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
     let (engine, images, _) = engine_and_images(config).await?;
     crate::stack::images::check_bundle(file)?;
-    crate::stack::images::load(&engine, file).await?;
+    for line in crate::stack::images::load(&engine, file).await? {
+        println!("{line}");
+    }
     for image in &images {
         let present = engine.has_image(image).await.map_err(anyhow::Error::msg)?;
         println!(

@@ -74,6 +74,13 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     let control_listener = control::bind(&socket_path).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    match crate::update::images::recover(data_dir) {
+        Ok(None) => {}
+        Ok(Some(done)) => tracing::warn!("{done}"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "could not undo an interrupted stack image upgrade")
+        }
+    }
     let stack = start_stack(&config, &health, stop_rx.clone());
     let ingress = match (&stack, &config.stack) {
         (Some(stack), Some(sc)) => match sc.ingress.map(|a| bind(a, "stack.ingress.listen")) {

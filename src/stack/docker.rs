@@ -235,6 +235,15 @@ impl Engine {
         }
     }
 
+    /// The ID (`sha256:…`) of the image `image` names, if Docker has it.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, String> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(short(e)),
+        }
+    }
+
     /// Pulls an image from the engine's registry.
     pub async fn pull(&self, image: &str) -> Result<(), String> {
         let options = CreateImageOptionsBuilder::default()

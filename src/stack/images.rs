@@ -12,17 +12,36 @@ use super::spec::Service;
 
 #[derive(Deserialize)]
 struct ManifestEntry {
+    #[serde(rename = "Config", default)]
+    config: String,
     #[serde(rename = "RepoTags", default)]
     repo_tags: Option<Vec<String>>,
 }
 
 /// Checks that `file` is a `docker save` bundle and returns the image tags it carries.
 pub fn check_bundle(file: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(bundle_images(file)?
+        .into_iter()
+        .map(|(tag, _)| tag)
+        .collect())
+}
+
+/// Checks that `file` is a `docker save` bundle and returns its tags, each with the image ID
+/// it names (`sha256:…`, from the image's config blob) when the manifest shows it.
+pub fn bundle_images(file: &Path) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     check_reader(f).with_context(|| format!("{} is not an image bundle", file.display()))
 }
 
-fn check_reader(reader: impl Read) -> anyhow::Result<Vec<String>> {
+/// The image ID in a manifest's `Config`: `blobs/sha256/HEX` (OCI layout) or `HEX.json`.
+fn image_id(config: &str) -> Option<String> {
+    let hex = config
+        .strip_prefix("blobs/sha256/")
+        .or_else(|| config.strip_suffix(".json"))?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+}
+
+fn check_reader(reader: impl Read) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("not a tar archive")?;
     let mut tags = None;
@@ -51,9 +70,15 @@ fn check_reader(reader: impl Read) -> anyhow::Result<Vec<String>> {
         }
         let manifest: Vec<ManifestEntry> = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("manifest.json, line {}: {e}", e.line()))?;
-        let found: Vec<String> = manifest
+        let found: Vec<(String, Option<String>)> = manifest
             .into_iter()
-            .flat_map(|m| m.repo_tags.unwrap_or_default())
+            .flat_map(|m| {
+                let id = image_id(&m.config);
+                m.repo_tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |t| (t, id.clone()))
+            })
             .collect();
         if found.is_empty() {
             bail!("its manifest.json names no image");
@@ -76,24 +101,29 @@ pub fn repository(image: &str) -> &str {
     }
 }
 
-/// Loads a checked bundle into Docker.
-pub async fn load(engine: &super::docker::Engine, file: &Path) -> anyhow::Result<()> {
+/// Loads a checked bundle into Docker; returns what Docker said ("Loaded image: …").
+pub async fn load(engine: &super::docker::Engine, file: &Path) -> anyhow::Result<Vec<String>> {
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("opening {}", file.display()))?;
     let body = tokio_util::io::ReaderStream::new(f);
     let options = bollard::query_parameters::ImportImageOptionsBuilder::default().build();
     let mut stream = engine.docker().import_image_stream(options, body, None);
+    let mut said = Vec::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| anyhow::anyhow!("Docker refused {}: {e}", file.display()))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
             bail!("Docker refused {}: {e}", file.display());
         }
         if let Some(s) = info.stream {
-            tracing::debug!(output = %s.trim_end(), "docker load");
+            said.extend(
+                s.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
         }
     }
-    Ok(())
+    Ok(said)
 }
 
 /// A service moved to an image from a release's bundle, for as long as plant.toml (or the
@@ -222,7 +252,24 @@ mod tests {
             "manifest.json",
             br#"[{"Config":"x.json","RepoTags":["postgres:15"],"Layers":[]}]"#,
         );
-        assert_eq!(check_reader(&good[..]).unwrap(), vec!["postgres:15"]);
+        assert_eq!(
+            check_reader(&good[..]).unwrap(),
+            vec![("postgres:15".to_string(), None)]
+        );
+        let hex = "ab".repeat(32);
+        let oci = tar_with(
+            "manifest.json",
+            format!(r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":["odoo:19-p1"],"Layers":[]}}]"#)
+                .as_bytes(),
+        );
+        assert_eq!(
+            check_reader(&oci[..]).unwrap(),
+            vec![("odoo:19-p1".to_string(), Some(format!("sha256:{hex}")))]
+        );
+        assert_eq!(
+            image_id(&format!("{hex}.json")),
+            Some(format!("sha256:{hex}"))
+        );
 
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"hello, not a tar".to_vec(), "damaged or truncated"),

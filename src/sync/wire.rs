@@ -255,14 +255,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, sha256);
             put_str(out, signature);
             out.extend_from_slice(&rollout.to_be_bytes());
-            match images {
-                None => out.push(0),
-                Some(i) => {
-                    out.push(1);
-                    out.extend_from_slice(&i.size.to_be_bytes());
-                    put_str(out, &i.sha256);
-                    put_str(out, &i.tags.join(" "));
-                }
+            // A tail only when there are images: an offer without them is the frame plants of
+            // earlier builds decode.
+            if let Some(i) = images {
+                out.extend_from_slice(&i.size.to_be_bytes());
+                put_str(out, &i.sha256);
+                put_str(out, &i.tags.join(" "));
             }
         }
         Frame::UpdateNone => out.push(14),
@@ -383,6 +381,10 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     fn finish(self, frame: Frame) -> Result<Frame, WireError> {
         if self.pos != self.buf.len() {
             return Err(WireError::Trailing(self.buf.len() - self.pos, self.frame));
@@ -493,9 +495,9 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             sha256: r.string("sha256")?,
             signature: r.string("signature")?,
             rollout: r.u64("rollout")?,
-            images: match r.u8("images flag")? {
-                0 => None,
-                1 => Some(crate::update::release::Images {
+            images: match r.at_end() {
+                true => None,
+                false => Some(crate::update::release::Images {
                     size: r.u64("images size")?,
                     sha256: r.string("images sha256")?,
                     tags: r
@@ -504,7 +506,6 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
                         .map(str::to_string)
                         .collect(),
                 }),
-                v => return Err(r.bad("images flag", v as u64)),
             },
         },
         14 => Frame::UpdateNone,

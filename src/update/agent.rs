@@ -42,6 +42,8 @@ pub struct Agent {
     pub candidates: mpsc::Sender<Candidate>,
     /// plant.toml as it is now (for the stack's configured images).
     pub reload: crate::plant::Reload,
+    /// Held while a release is being applied, by a task the connection does not own.
+    busy: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long the hub may take to answer a check (it holds one for up to 20 s).
@@ -55,12 +57,15 @@ impl Agent {
         candidates: mpsc::Sender<Candidate>,
         reload: crate::plant::Reload,
     ) -> Agent {
+        // What an earlier run left: a cut download, or a bundle whose upgrade it did not outlive.
+        remove_incoming(&releases_dir(&data_dir));
         Agent {
             data_dir,
             keys,
             reserve,
             candidates,
             reload,
+            busy: Default::default(),
         }
     }
 
@@ -87,6 +92,8 @@ impl Agent {
                 report(conn, &outcome).await?;
                 Outcome::clear(&self.data_dir)?;
             }
+            // A release still being applied (its connection ended meanwhile) finishes first.
+            drop(self.busy.lock().await);
             let Some(offer) = check(conn).await? else {
                 continue;
             };
@@ -99,45 +106,83 @@ impl Agent {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             }
-            match self.prepare(conn, &offer).await {
-                Ok(candidate) => {
-                    tracing::info!(version = %candidate.version, "release downloaded and verified; stopping to try it");
-                    let _ = self.candidates.send(candidate).await;
-                    return Ok(());
-                }
-                Err(Failure::Refused(reason)) => {
-                    tracing::warn!(version = %offer.manifest.version, %reason, "release refused");
-                    super::decline(&self.data_dir, &offer.manifest.version);
-                    Outcome {
-                        version: offer.manifest.version.clone(),
-                        rollout: offer.rollout,
-                        outcome: "refused".into(),
-                        reason,
-                    }
-                    .save(&self.data_dir)?;
-                }
-                Err(Failure::RolledBack(reason)) => {
-                    tracing::warn!(version = %offer.manifest.version, %reason, "release rolled back");
-                    super::decline(&self.data_dir, &offer.manifest.version);
-                    Outcome {
-                        version: offer.manifest.version.clone(),
-                        rollout: offer.rollout,
-                        outcome: "rolled_back".into(),
-                        reason,
-                    }
-                    .save(&self.data_dir)?;
-                }
-                // A cut link is not the release's fault: the offer comes again.
+            let prepared = match self.prepare(conn, &offer).await {
+                Ok(p) => p,
                 Err(Failure::Transfer(e)) => {
-                    return Err(e.context(format!("downloading version {}", offer.manifest.version)))
+                    // A cut link is not the release's fault: the offer comes again.
+                    return Err(
+                        e.context(format!("downloading version {}", offer.manifest.version))
+                    );
                 }
+                Err(failure) => {
+                    self.settle(&offer, failure)?;
+                    continue;
+                }
+            };
+            // From here on nothing needs the link: the rest runs in a task of its own, which
+            // the end of this connection does not cut short (a stack upgrade left halfway
+            // would break all-or-nothing); the next connection's agent waits for it.
+            let guard = self.busy.clone().lock_owned().await;
+            let agent = self.clone();
+            let finish = tokio::spawn(async move {
+                let _busy = guard;
+                agent.finish(prepared, &offer).await
+            });
+            match finish.await {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(anyhow!("the update task failed: {e}")),
             }
         }
     }
 
+    /// Applies a prepared release's stack images, if it has any, then hands the binary to the
+    /// daemon (`true`), or records why not (`false`).
+    async fn finish(&self, prepared: Prepared, offer: &Offer) -> anyhow::Result<bool> {
+        let Prepared {
+            mut candidate,
+            images,
+        } = prepared;
+        if let Some((stack, bundle, moves)) = images {
+            let applied =
+                super::images::apply(&self.data_dir, &stack, &bundle, &offer.manifest, moves).await;
+            let _ = tokio::fs::remove_file(&bundle).await;
+            match applied {
+                Ok(note) => candidate.images_note = Some(note),
+                Err(failure) => {
+                    let _ = tokio::fs::remove_file(&candidate.path).await;
+                    self.settle(offer, failure)?;
+                    return Ok(false);
+                }
+            }
+        }
+        tracing::info!(version = %candidate.version, "release downloaded and verified; stopping to try it");
+        let _ = self.candidates.send(candidate).await;
+        Ok(true)
+    }
+
+    /// Records a release refused or rolled back here, for the hub and for pins.
+    fn settle(&self, offer: &Offer, failure: Failure) -> anyhow::Result<()> {
+        let version = &offer.manifest.version;
+        let (outcome, reason) = match failure {
+            Failure::Refused(reason) => ("refused", reason),
+            Failure::RolledBack(reason) => ("rolled_back", reason),
+            Failure::Transfer(e) => return Err(e),
+        };
+        tracing::warn!(%version, %outcome, %reason, "release not installed");
+        super::decline(&self.data_dir, version);
+        Outcome {
+            version: version.clone(),
+            rollout: offer.rollout,
+            outcome: outcome.into(),
+            reason,
+        }
+        .save(&self.data_dir)
+    }
     /// Signature, disk, download, bytes: in that order, so that nothing is fetched that could
     /// not be used.
-    async fn prepare(&self, conn: &Connection, offer: &Offer) -> Result<Candidate, Failure> {
+    async fn prepare(&self, conn: &Connection, offer: &Offer) -> Result<Prepared, Failure> {
         let refuse = |why: String| Failure::Refused(why);
         let m = &offer.manifest;
         if self.keys.is_empty() {
@@ -149,13 +194,7 @@ impl Agent {
         let dir = releases_dir(&self.data_dir);
         crate::plant::create_private_dir(&dir).map_err(|e| refuse(format!("{e:#}")))?;
         // What an earlier download left (cut off, or a trial the process did not outlive).
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with("incoming-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        remove_incoming(&dir);
         // The images go first: a plan says whether this plant needs the bundle at all.
         let moves = match &m.images {
             None => None,
@@ -174,41 +213,30 @@ impl Agent {
                 }
                 other => other,
             })?;
-        let images_note = match moves {
-            None => None,
-            Some(Err(nothing_to_do)) => Some(nothing_to_do),
-            Some(Ok((stack, moves))) => {
-                let result = async {
-                    let bundle =
-                        download(conn, &dir, m, Part::Images)
-                            .await
-                            .map_err(|e| match e {
-                                Failure::Refused(why) => refuse(format!(
-                                    "download of version {}'s images: {why}",
-                                    m.version
-                                )),
-                                other => other,
-                            })?;
-                    let applied =
-                        super::images::apply(&self.data_dir, &stack, &bundle, m, moves).await;
-                    let _ = tokio::fs::remove_file(&bundle).await;
-                    applied
+        let (images_note, images) = match moves {
+            None => (None, None),
+            Some(Err(nothing_to_do)) => (Some(nothing_to_do), None),
+            Some(Ok((stack, moves))) => match download(conn, &dir, m, Part::Images).await {
+                Ok(bundle) => (None, Some((stack, bundle, moves))),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(match e {
+                        Failure::Refused(why) => {
+                            refuse(format!("download of version {}'s images: {why}", m.version))
+                        }
+                        other => other,
+                    });
                 }
-                .await;
-                match result {
-                    Ok(note) => Some(note),
-                    Err(e) => {
-                        let _ = tokio::fs::remove_file(&path).await;
-                        return Err(e);
-                    }
-                }
-            }
+            },
         };
-        Ok(Candidate {
-            version: m.version.clone(),
-            rollout: offer.rollout,
-            path,
-            images_note,
+        Ok(Prepared {
+            candidate: Candidate {
+                version: m.version.clone(),
+                rollout: offer.rollout,
+                path,
+                images_note,
+            },
+            images,
         })
     }
 
@@ -266,6 +294,16 @@ impl Agent {
     }
 }
 
+fn remove_incoming(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("incoming-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Why an offer was not taken: refused for good (told to the hub), tried and undone (its
 /// stack images did not become healthy), or cut off (asked again).
 pub(super) enum Failure {
@@ -279,6 +317,13 @@ pub(super) enum Failure {
 enum Part {
     Binary,
     Images,
+}
+
+/// A release downloaded and checked: the binary, and the image bundle with the services it
+/// moves, when the release has one that moves any here.
+struct Prepared {
+    candidate: Candidate,
+    images: Option<(crate::config::StackConfig, PathBuf, super::images::Moves)>,
 }
 
 struct Offer {

@@ -6,21 +6,54 @@
 //!
 //! A service moved by a bundle is recorded in `DATA_DIR/stack/images.json` (see
 //! [`crate::stack::images::Override`]), which the stack's spec reads, so that a restart of
-//! plantd or a later `stack apply` keeps the new image.
+//! plantd or a later `stack apply` keeps the new image. While an upgrade waits for its verdict,
+//! `DATA_DIR/stack/images-pending.json` holds the overrides from before it: a daemon that
+//! starts and finds it was stopped mid-upgrade puts them back ([`recover`]), and the stack's
+//! supervisor takes the services back to their old images through its gate; the release is
+//! offered again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::agent::Failure;
 use super::release::Manifest;
 use crate::config::StackConfig;
 use crate::control::{self, Request, Response};
-use crate::stack::images::{self as bundle, Override};
+use crate::stack::images::{self as bundle, Override, Overrides};
 use crate::stack::spec::{self, Service};
 use crate::stack::StackEvent;
 
 /// The services a bundle moves, and to what.
 pub type Moves = Vec<(Service, Override)>;
+
+/// An image upgrade waiting for its verdict.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    version: String,
+    /// The overrides from before it.
+    before: Overrides,
+}
+
+fn pending_path(data_dir: &Path) -> PathBuf {
+    spec::stack_dir(data_dir).join("images-pending.json")
+}
+
+/// At the daemon's start, before the stack is described: an image upgrade the daemon did not
+/// outlive is undone (its overrides from before are put back). Returns what was done.
+pub fn recover(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = pending_path(data_dir);
+    let Some(pending) = super::read_json::<Pending>(&path)? else {
+        return Ok(None);
+    };
+    bundle::write_overrides(&spec::stack_dir(data_dir), &pending.before)?;
+    std::fs::remove_file(&path)?;
+    Ok(Some(format!(
+        "the stack images of version {} were being upgraded when plantd stopped: their previous images are put back, and the release will be offered again",
+        pending.version
+    )))
+}
 
 /// The services the bundle with `tags` moves on this plant (`Ok`), or why it moves none (`Err`:
 /// not a failure, the binary is tried all the same). An outer error refuses the release.
@@ -61,10 +94,11 @@ pub(super) async fn apply(
         .map(|i| i.tags.clone())
         .unwrap_or_default();
     let path = file.to_path_buf();
-    let mut tags = tokio::task::spawn_blocking(move || bundle::check_bundle(&path))
+    let images = tokio::task::spawn_blocking(move || bundle::bundle_images(&path))
         .await
         .map_err(|e| refuse(format!("checking the image bundle: {e}")))?
         .map_err(|e| refuse(format!("{e:#}")))?;
+    let mut tags: Vec<String> = images.iter().map(|(t, _)| t.clone()).collect();
     tags.sort();
     tags.dedup();
     if tags != signed {
@@ -74,9 +108,53 @@ pub(super) async fn apply(
             signed.join(", ")
         )));
     }
+    let socket = control::socket_path(data_dir);
+    match control::call(&socket, &Request::StackStatus).await {
+        Ok(Response::Stack(report)) => {
+            if report.down {
+                return Err(refuse(
+                    "the stack is down (taken down by an admin): bring it up with `plantd stack apply`, then start the rollout again".into(),
+                ));
+            }
+            for (service, _) in &moves {
+                let held = report
+                    .services
+                    .iter()
+                    .find(|s| s.service == service.as_str())
+                    .and_then(|s| s.held.clone());
+                if let Some(why) = held {
+                    return Err(refuse(format!(
+                        "{service} is held ({why}): release it with `plantd stack release {service}`, then start the rollout again"
+                    )));
+                }
+            }
+        }
+        Ok(Response::Error { message }) => return Err(refuse(format!("the stack: {message}"))),
+        Ok(other) => {
+            return Err(refuse(format!(
+                "unexpected answer to stack status: {other:?}"
+            )))
+        }
+        Err(e) => return Err(refuse(format!("the stack: {e}"))),
+    }
     let engine = crate::stack::docker::Engine::connect(stack.docker_socket.as_deref())
         .await
         .map_err(|e| refuse(format!("the Docker engine is unreachable: {e}")))?;
+    // Loading re-points a tag that exists: a tag naming another image here (perhaps a service's
+    // rollback target) would change under the stack's feet without any gate.
+    for (tag, id) in &images {
+        let have = engine
+            .image_id(tag)
+            .await
+            .map_err(|e| refuse(format!("looking for {tag} in Docker: {e}")))?;
+        if let (Some(have), Some(id)) = (have, id) {
+            if &have != id {
+                return Err(refuse(format!(
+                    "{tag} already names another image here ({have}, the bundle's is {id}); give each build its own tag"
+                )));
+            }
+        }
+    }
     bundle::load(&engine, file)
         .await
         .map_err(|e| refuse(format!("loading the stack images: {e:#}")))?;
@@ -94,17 +172,37 @@ pub(super) async fn apply(
     }
 
     let dir = spec::stack_dir(data_dir);
-    let socket = control::socket_path(data_dir);
     let before = bundle::read_overrides(&dir).map_err(|e| refuse(format!("{e:#}")))?;
     let mut after = before.clone();
     for (service, o) in &moves {
         after.insert(*service, o.clone());
     }
     let seen = events(&socket).await.map_err(refuse)?;
-    bundle::write_overrides(&dir, &after).map_err(|e| refuse(format!("{e:#}")))?;
+    let pending = Pending {
+        version: manifest.version.clone(),
+        before: before.clone(),
+    };
+    super::write_json(&pending_path(data_dir), &pending).map_err(|e| refuse(format!("{e:#}")))?;
+    let restore = async || -> Result<(), String> {
+        bundle::write_overrides(&dir, &before).map_err(|e| format!("{e:#}"))?;
+        stack_apply(&socket).await?;
+        let _ = std::fs::remove_file(pending_path(data_dir));
+        Ok(())
+    };
+    if let Err(e) = bundle::write_overrides(&dir, &after) {
+        let _ = std::fs::remove_file(pending_path(data_dir));
+        return Err(refuse(format!("{e:#}")));
+    }
     if let Err(e) = stack_apply(&socket).await {
-        let _ = bundle::write_overrides(&dir, &before);
-        return Err(refuse(format!("upgrading the stack: {e}")));
+        // A supervisor that was busy still carries the request out later: the old overrides
+        // are applied after it, so the stack ends where it was.
+        let back = restore().await;
+        return Err(refuse(format!(
+            "upgrading the stack: {e}{}",
+            back.err()
+                .map(|b| format!("; putting the previous images back failed too: {b}"))
+                .unwrap_or_default()
+        )));
     }
     let verdicts = match verdicts(&socket, &seen, &moves, stack.upgrade_deadline).await {
         Ok(v) => v,
@@ -119,12 +217,11 @@ pub(super) async fn apply(
         .map(|(s, o)| format!("{s} on {}", o.image))
         .collect();
     if failed.is_empty() {
+        let _ = std::fs::remove_file(pending_path(data_dir));
         return Ok(format!("stack images: {} healthy", moved.join(", ")));
     }
     // All or nothing: the services that passed go back too, through the same gate.
-    let back = bundle::write_overrides(&dir, &before)
-        .map_err(|e| format!("{e:#}"))
-        .and(stack_apply(&socket).await.map(|_| ()));
+    let back = restore().await;
     Err(Failure::RolledBack(format!(
         "stack images did not pass the health gate ({}); {}",
         failed.join("; "),
@@ -164,8 +261,10 @@ async fn verdicts(
     moves: &Moves,
     deadline: Duration,
 ) -> Result<Vec<(Service, Result<(), String>)>, String> {
-    // The gate's own deadline, and time for the old container to stop and the new to start.
-    let give_up = Instant::now() + deadline + Duration::from_secs(120);
+    // As long as the supervisor may take: a new container within its start limit, then the
+    // gate's deadline.
+    let limit = crate::stack::reconcile::UPGRADE_START_LIMIT + deadline + Duration::from_secs(60);
+    let give_up = Instant::now() + limit;
     loop {
         let all = events(socket).await?;
         let fresh = after(&all, seen);
@@ -176,8 +275,10 @@ async fn verdicts(
                     .iter()
                     .filter(|e| e.service.as_deref() == Some(service.as_str()))
                     .find_map(|e| match e.event.as_str() {
-                        "upgrade_done" if e.message.contains(&o.image) => Some(Ok(())),
-                        "rollback" if e.message.starts_with(&o.image) => {
+                        "upgrade_done" if e.message == format!("healthy on {}", o.image) => {
+                            Some(Ok(()))
+                        }
+                        "rollback" if e.message.starts_with(&format!("{}: ", o.image)) => {
                             Some(Err(e.message.clone()))
                         }
                         _ => None,
@@ -194,7 +295,7 @@ async fn verdicts(
         if Instant::now() > give_up {
             return Err(format!(
                 "no verdict from the stack's health gate within {} s",
-                (deadline + Duration::from_secs(120)).as_secs()
+                limit.as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

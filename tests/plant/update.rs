@@ -771,7 +771,12 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
     // The images this test makes, removed at the end (after the stack that uses them).
     let next = format!("plantd-local/redis:7-p{}", std::process::id());
     let bad = format!("plantd-local/odoo-emulator:19.0-bad{}", std::process::id());
-    let _images = (Made("image", next.clone()), Made("image", bad.clone()));
+    let reused = format!("plantd-local/postgres:15-r{}", std::process::id());
+    let _images = (
+        Made("image", next.clone()),
+        Made("image", bad.clone()),
+        Made("image", reused.clone()),
+    );
     let name = next_name();
     struct Stack(String);
     impl Drop for Stack {
@@ -910,9 +915,87 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
         std::fs::read(&v2).unwrap(),
         "the binary of 3.0.0 was never swapped in"
     );
+    // What the stack runs is what it will run after a restart: the move of Odoo is undone on
+    // disk too, Redis's stays.
+    let overrides: Value =
+        serde_json::from_slice(&std::fs::read(plant.data_dir.join("stack/images.json")).unwrap())
+            .unwrap();
+    assert_eq!(overrides["redis"]["image"], next.as_str(), "{overrides}");
+    assert!(overrides.get("odoo").is_none(), "{overrides}");
+    assert!(!plant.data_dir.join("stack/images-pending.json").exists());
+    let pid = plant.child.lock().unwrap().as_ref().unwrap().id();
+    assert!(Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success());
+    wait_for(30, "the supervisor to start the plant again", || {
+        *plant.starts.lock().unwrap() >= 2
+    });
+    plant.wait_serving(30);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for(60, "the restarted plant's stack on the same images", || {
+        healthy(&[
+            ("odoo", "plantd-local/odoo-emulator:19.0"),
+            ("redis", next.as_str()),
+        ])
+    });
 
-    // A bundle whose bytes are not the signed ones never reaches Docker: publish refuses a
-    // file that is not a bundle, and two tags of one repository.
+    // A bundle whose tag names another image on the plant (a build that reused a tag) is
+    // refused before Docker loads it: loading would re-point the tag under the stack's feet.
+    let reused_bundle = image_bundle(
+        dir.path(),
+        &reused,
+        "FROM plantd-local/postgres:15\nLABEL io.plantd.test=bundled\n",
+        &[],
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("Dockerfile"),
+        "FROM plantd-local/postgres:15\nLABEL io.plantd.test=already-here\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "--force-rm", "-t", &reused])
+        .arg(other.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let here = crate::stack::docker_ok(&["image", "inspect", "-f", "{{.Id}}", &reused]);
+    let v4 = release_of(dir.path(), "4.0.0");
+    let out = hub.cli(&[
+        "release",
+        "publish",
+        v4.to_str().unwrap(),
+        "--version",
+        "4.0.0",
+        "--key",
+        key.to_str().unwrap(),
+        "--images",
+        reused_bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    start_rollout(&hub, "4.0.0", "100%", "0");
+    wait_for(120, "the rollout to pause on the refusal", || {
+        rollout(&hub)["state"] == "paused"
+    });
+    let r = rollout(&hub);
+    let (_, state, reason) = &plant_states(&r)["plant-i"];
+    assert_eq!(state, "failed", "{r}");
+    assert!(
+        reason.contains(&format!("{reused} already names another image here")),
+        "{r}"
+    );
+    assert_eq!(
+        crate::stack::docker_ok(&["image", "inspect", "-f", "{{.Id}}", &reused]),
+        here,
+        "the tag still names the plant's own image"
+    );
+    assert!(healthy(&[("postgres", "plantd-local/postgres:15")]));
+
+    // Publishing checks the bundle before anything is stored: a file that is not a bundle is
+    // refused, and the hub lists no such release.
     let not_a_bundle = dir.path().join("junk.tar");
     std::fs::write(&not_a_bundle, b"not a tar at all").unwrap();
     let out = hub.cli(&[
@@ -936,7 +1019,7 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(
         listed.as_array().unwrap().len(),
-        2,
+        3,
         "nothing of 3.0.1 is stored"
     );
 }
