@@ -13,8 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod backup;
+mod odoo;
 mod stack;
 pub use backup::BackupConfig;
+pub use odoo::OdooConfig;
 pub use stack::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -70,6 +72,8 @@ struct RawConfig {
     backup: backup::RawBackup,
     #[serde(default)]
     update: RawUpdate,
+    #[serde(default)]
+    odoo: odoo::RawOdoo,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -122,6 +126,8 @@ pub struct PlantConfig {
     /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
     pub stack: Option<StackConfig>,
     pub backup: BackupConfig,
+    /// The plant's Odoo as plantd calls it.
+    pub odoo: OdooConfig,
     /// The file this came from, if any (backups keep a copy of it).
     pub source: Option<PathBuf>,
 }
@@ -365,6 +371,7 @@ impl PlantConfig {
         }
         let stack = raw.stack.map(StackConfig::from_raw).transpose()?.flatten();
         let backup = BackupConfig::from_raw(raw.backup)?;
+        let odoo = OdooConfig::from_raw(raw.odoo)?;
         let release_keys = raw
             .update
             .release_keys
@@ -390,6 +397,7 @@ impl PlantConfig {
         };
         Ok(PlantConfig {
             backup,
+            odoo,
             release_keys,
             gate_deadline,
             source: None,

@@ -60,6 +60,13 @@ pub enum Request {
         service: String,
         reason: Option<String>,
     },
+    /// One call to the plant's Odoo through plantd's configured client (`plantd odoo call`).
+    OdooCall {
+        model: String,
+        method: String,
+        args: Vec<serde_json::Value>,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +89,11 @@ pub enum Response {
     },
     Lines {
         lines: Vec<String>,
+    },
+    /// What Odoo answered, and how plantd reached it.
+    Odoo {
+        answer: serde_json::Value,
+        via: String,
     },
     Error {
         message: String,
@@ -133,6 +145,7 @@ impl Request {
             Request::StackReset { service } => ("service.reset", Some(service)),
             Request::StackApply => ("stack.apply", None),
             Request::StackDown { .. } => ("stack.down", None),
+            Request::OdooCall { method, .. } => ("odoo.call", Some(method)),
             Request::StackHold {
                 service,
                 reason: Some(_),
@@ -243,6 +256,15 @@ impl Control {
                 Ok(r) => r,
                 Err(message) => Response::Error { message },
             },
+            Request::OdooCall {
+                model,
+                method,
+                args,
+                kwargs,
+            } => match self.odoo_call(&model, &method, args, kwargs).await {
+                Ok(r) => r,
+                Err(message) => Response::Error { message },
+            },
             Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
                 Ok(()) => Response::Done {
                     message: format!("revoked the token of device {device:?}"),
@@ -254,6 +276,46 @@ impl Control {
 }
 
 impl Control {
+    async fn odoo_call(
+        &self,
+        model: &str,
+        method: &str,
+        args: Vec<serde_json::Value>,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Response, String> {
+        // plant.toml as it is now, so that a fixed [odoo] section needs no restart.
+        let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+        let odoo_ip = self.stack.as_ref().and_then(|s| *s.odoo.borrow());
+        let stack = config.stack.as_ref().map(|s| (s, odoo_ip));
+        let target = config.odoo.target(stack)?;
+        let url = target.url.clone();
+        let client = crate::odoo::Client::connect(target)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let via = format!(
+            "Odoo {} at {url}, through {}",
+            client.version(),
+            client.api()
+        );
+        let result = client
+            .call(model, method, args, kwargs)
+            .await
+            .map_err(|e| {
+                let hint = if e.outcome_unknown() {
+                    "; look whether it ran before you call again"
+                } else if e.transient() {
+                    "; it did not run: try again when Odoo is back"
+                } else {
+                    ""
+                };
+                format!("{model}.{method}: {e} ({via}){hint}")
+            })?;
+        Ok(Response::Odoo {
+            answer: result,
+            via,
+        })
+    }
+
     async fn stack(&self, request: Request) -> Result<Response, String> {
         use crate::stack::spec::Service;
         let Some(stack) = &self.stack else {

@@ -20,6 +20,7 @@ mod health;
 mod hub;
 mod ingest;
 mod journal;
+mod odoo;
 mod pki;
 mod plant;
 mod stack;

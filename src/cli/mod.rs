@@ -97,6 +97,9 @@ enum Command {
     /// The plant's Odoo, PostgreSQL and Redis containers, as plantd supervises them.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// The plant's Odoo, through plantd's configured client.
+    #[command(subcommand)]
+    Odoo(OdooCommand),
     /// The stack's images: pull them, or move them to an air-gapped plant as one file.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -169,6 +172,25 @@ enum TokenCommand {
         place: Place,
         /// The device's name.
         device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OdooCommand {
+    /// Call MODEL.METHOD once and print Odoo's JSON answer: the way to check the connection
+    /// ([odoo] in plant.toml). Through the running daemon.
+    Call {
+        #[command(flatten)]
+        place: Place,
+        /// Such as res.partner.
+        model: String,
+        /// Such as search_read.
+        method: String,
+        /// Positional arguments, a JSON array, such as '[[["name", "=", "Acme"]]]'.
+        args: Option<String>,
+        /// Named arguments, a JSON object, such as '{"fields": ["name"], "limit": 5}'.
+        #[arg(long, value_name = "JSON")]
+        kwargs: Option<String>,
     },
 }
 
@@ -470,6 +492,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 backup::restore(&config, &id, &identities, health_deadline, json).await
             }
         },
+        Command::Odoo(OdooCommand::Call {
+            place,
+            model,
+            method,
+            args,
+            kwargs,
+        }) => stack::odoo_call(&place.load()?, model, method, args, kwargs).await,
         Command::Images(i) => match i {
             ImagesCommand::Pull { place } => stack::pull(&place.load()?).await,
             ImagesCommand::Save { place, file } => stack::save(&place.load()?, &file).await,

@@ -21,6 +21,42 @@ fn unexpected(r: Response) -> anyhow::Error {
     anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
 }
 
+/// `plantd odoo call MODEL METHOD [ARGS] [--kwargs JSON]`.
+pub async fn odoo_call(
+    config: &PlantConfig,
+    model: String,
+    method: String,
+    args: Option<String>,
+    kwargs: Option<String>,
+) -> anyhow::Result<()> {
+    let args: Vec<serde_json::Value> = match args.as_deref() {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!("ARGS: {e}; give the positional arguments as a JSON array, such as '[[[\"name\", \"=\", \"Acme\"]]]'")
+        })?,
+    };
+    let kwargs: serde_json::Map<String, serde_json::Value> = match kwargs.as_deref() {
+        None => serde_json::Map::new(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!("--kwargs: {e}; give the named arguments as a JSON object, such as '{{\"limit\": 5}}'")
+        })?,
+    };
+    let request = Request::OdooCall {
+        model,
+        method,
+        args,
+        kwargs,
+    };
+    match ask(config, request).await? {
+        Response::Odoo { answer, via } => {
+            eprintln!("{via}");
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
 pub async fn status(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
     let report = match ask(config, Request::StackStatus).await? {
         Response::Stack(r) => r,

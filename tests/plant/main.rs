@@ -12,6 +12,7 @@ mod disk_full;
 mod fleet;
 mod harness;
 mod installer;
+mod odoo;
 mod releases;
 mod replication;
 mod smoke;
