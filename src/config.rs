@@ -74,6 +74,23 @@ struct RawConfig {
     update: RawUpdate,
     #[serde(default)]
     odoo: odoo::RawOdoo,
+    apply: Option<RawApply>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApply {
+    local: Option<bool>,
+    #[serde(default)]
+    kinds: std::collections::BTreeMap<String, crate::apply::mapping::KindConfig>,
+}
+
+/// `[apply]`: what each transaction kind does in Odoo, and whether the plant applies them to
+/// its own Odoo. With the section, the ingest API refuses kinds it does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyConfig {
+    pub local: bool,
+    pub kinds: std::sync::Arc<crate::apply::mapping::Kinds>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -128,6 +145,8 @@ pub struct PlantConfig {
     pub backup: BackupConfig,
     /// The plant's Odoo as plantd calls it.
     pub odoo: OdooConfig,
+    /// `None` when plant.toml has no `[apply]`: any kind is journaled, none is applied here.
+    pub apply: Option<ApplyConfig>,
     /// The file this came from, if any (backups keep a copy of it).
     pub source: Option<PathBuf>,
 }
@@ -372,6 +391,13 @@ impl PlantConfig {
         let stack = raw.stack.map(StackConfig::from_raw).transpose()?.flatten();
         let backup = BackupConfig::from_raw(raw.backup)?;
         let odoo = OdooConfig::from_raw(raw.odoo)?;
+        let apply = match raw.apply {
+            None => None,
+            Some(a) => Some(ApplyConfig {
+                local: a.local.unwrap_or(false),
+                kinds: std::sync::Arc::new(crate::apply::mapping::Kinds::new(&a.kinds)?),
+            }),
+        };
         let release_keys = raw
             .update
             .release_keys
@@ -398,6 +424,7 @@ impl PlantConfig {
         Ok(PlantConfig {
             backup,
             odoo,
+            apply,
             release_keys,
             gate_deadline,
             source: None,

@@ -60,6 +60,16 @@ pub enum Request {
         service: String,
         reason: Option<String>,
     },
+    ApplyStatus,
+    ApplyRetry {
+        seq: u64,
+    },
+    ApplyPark {
+        seq: u64,
+    },
+    ApplyReplay {
+        seq: u64,
+    },
     /// One call to the plant's Odoo through plantd's configured client (`plantd odoo call`).
     OdooCall {
         model: String,
@@ -90,6 +100,7 @@ pub enum Response {
     Lines {
         lines: Vec<String>,
     },
+    Apply(crate::apply::ApplyReport),
     /// What Odoo answered, and how plantd reached it.
     Odoo {
         answer: serde_json::Value,
@@ -126,6 +137,8 @@ pub struct Control {
     pub reload: crate::plant::Reload,
     /// Where changes asked for over the socket are written down, with the caller's user.
     pub audit: Option<Arc<crate::admin::store::Store>>,
+    /// The local apply, when `[apply] local` is on.
+    pub apply: Option<crate::apply::Applier>,
 }
 
 impl Request {
@@ -146,6 +159,10 @@ impl Request {
             Request::StackApply => ("stack.apply", None),
             Request::StackDown { .. } => ("stack.down", None),
             Request::OdooCall { method, .. } => ("odoo.call", Some(method)),
+            Request::ApplyStatus => return None,
+            Request::ApplyRetry { .. } => ("apply.retry", None),
+            Request::ApplyPark { .. } => ("apply.park", None),
+            Request::ApplyReplay { .. } => ("apply.replay", None),
             Request::StackHold {
                 service,
                 reason: Some(_),
@@ -256,6 +273,26 @@ impl Control {
                 Ok(r) => r,
                 Err(message) => Response::Error { message },
             },
+            Request::ApplyStatus
+            | Request::ApplyRetry { .. }
+            | Request::ApplyPark { .. }
+            | Request::ApplyReplay { .. } => {
+                let Some(apply) = &self.apply else {
+                    return Response::Error {
+                        message: "this plant does not apply transactions to its Odoo: set [apply] local = true in plant.toml (and [odoo]), then restart plantd".into(),
+                    };
+                };
+                let done = |r: Result<String, String>| match r {
+                    Ok(message) => Response::Done { message },
+                    Err(message) => Response::Error { message },
+                };
+                match request {
+                    Request::ApplyRetry { seq } => done(apply.retry(seq).await),
+                    Request::ApplyPark { seq } => done(apply.park(seq).await),
+                    Request::ApplyReplay { seq } => done(apply.replay(seq).await),
+                    _ => Response::Apply(apply.status().await),
+                }
+            }
             Request::OdooCall {
                 model,
                 method,

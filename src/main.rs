@@ -11,6 +11,7 @@
 //! - `health`: component health; `telemetry`: logging setup
 
 mod admin;
+mod apply;
 mod backup;
 mod cli;
 mod config;

@@ -100,6 +100,10 @@ enum Command {
     /// The plant's Odoo, through plantd's configured client.
     #[command(subcommand)]
     Odoo(OdooCommand),
+    /// The local apply of transactions to the plant's Odoo: where it is, and what to do when
+    /// Odoo rejected one.
+    #[command(subcommand)]
+    Apply(ApplyCommand),
     /// The stack's images: pull them, or move them to an air-gapped plant as one file.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -172,6 +176,36 @@ enum TokenCommand {
         place: Place,
         /// The device's name.
         device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplyCommand {
+    /// How far the apply has got, where it stopped and why, and what is parked.
+    Status {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON (applied_seq, last_seq, stopped_at, message, waiting, parked).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try the transaction the queue stopped at again (after fixing the cause in Odoo).
+    Retry {
+        #[command(flatten)]
+        place: Place,
+        seq: u64,
+    },
+    /// Set the transaction the queue stopped at aside (kept, and listed), and let the rest through.
+    Park {
+        #[command(flatten)]
+        place: Place,
+        seq: u64,
+    },
+    /// Apply a parked transaction now.
+    Replay {
+        #[command(flatten)]
+        place: Place,
+        seq: u64,
     },
 }
 
@@ -490,6 +524,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 let config = place.load()?;
                 backup::restore(&config, &id, &identities, health_deadline, json).await
+            }
+        },
+        Command::Apply(a) => match a {
+            ApplyCommand::Status { place, json } => stack::apply_status(&place.load()?, json).await,
+            ApplyCommand::Retry { place, seq } => {
+                stack::apply_do(&place.load()?, Request::ApplyRetry { seq }).await
+            }
+            ApplyCommand::Park { place, seq } => {
+                stack::apply_do(&place.load()?, Request::ApplyPark { seq }).await
+            }
+            ApplyCommand::Replay { place, seq } => {
+                stack::apply_do(&place.load()?, Request::ApplyReplay { seq }).await
             }
         },
         Command::Odoo(OdooCommand::Call {

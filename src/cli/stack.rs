@@ -21,6 +21,45 @@ fn unexpected(r: Response) -> anyhow::Error {
     anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
 }
 
+/// `plantd apply status [--json]`.
+pub async fn apply_status(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
+    let r = match ask(config, Request::ApplyStatus).await? {
+        Response::Apply(r) => r,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("applied through seq {} of {}", r.applied_seq, r.last_seq);
+    match (r.stopped_at, &r.message) {
+        (Some(seq), Some(m)) => println!("STOPPED at seq {seq}: {m}
+  fix the cause and `plantd apply retry {seq}`, or `plantd apply park {seq}` to let the rest through"),
+        _ => println!("running"),
+    }
+    if let Some(w) = &r.waiting {
+        println!("waiting: {w}");
+    }
+    for p in &r.parked {
+        println!(
+            "parked: seq {} ({}, key {:?}, {}): {}",
+            p.seq, p.kind, p.key, p.parked_at, p.message
+        );
+    }
+    Ok(())
+}
+
+/// `plantd apply retry|park|replay SEQ`.
+pub async fn apply_do(config: &PlantConfig, request: Request) -> anyhow::Result<()> {
+    match ask(config, request).await? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
 /// `plantd odoo call MODEL METHOD [ARGS] [--kwargs JSON]`.
 pub async fn odoo_call(
     config: &PlantConfig,

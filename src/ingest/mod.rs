@@ -44,6 +44,9 @@ pub struct Api {
     pub health: Arc<Health>,
     /// The replication link, when the plant is enrolled.
     pub link: tokio::sync::watch::Receiver<Option<crate::sync::plant::LinkReport>>,
+    /// The kinds `[apply]` maps to Odoo; with them, other kinds and payloads that cannot be
+    /// applied are refused (422) when they arrive.
+    pub kinds: Option<Arc<crate::apply::mapping::Kinds>>,
 }
 
 /// The API's routes; unknown routes and methods answer in the same JSON error shape.
@@ -96,6 +99,24 @@ async fn post_transactions(
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::MalformedJson(format!("body is not valid JSON: {e}")))?;
     let (items, is_array) = validate::transactions(value, &device)?;
+    if let Some(kinds) = &api.kinds {
+        for (i, t) in items.iter().enumerate() {
+            let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
+            if let Err((field, message)) = kinds.step(&t.kind, &payload) {
+                let code = if field == "kind" {
+                    "unknown_kind"
+                } else {
+                    "invalid_payload"
+                };
+                let field = if is_array {
+                    format!("[{i}].{field}")
+                } else {
+                    field
+                };
+                return Err(ApiError::invalid(code, field, message));
+            }
+        }
+    }
     let keys: Vec<String> = items.iter().map(|t| t.key.clone()).collect();
     let appended = api
         .journal

@@ -52,7 +52,8 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             commit: config.journal.commit,
             max_group: config.journal.max_group,
             retention: config.journal.retention,
-            wait_for_local_apply: false,
+            // Pruning waits for the local apply when there is one.
+            wait_for_local_apply: config.apply.as_ref().is_some_and(|a| a.local),
             min_free_bytes: config.journal.min_free_bytes,
             dir: data_dir.clone(),
         },
@@ -116,6 +117,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         stop_rx.clone(),
     );
     let stack_handle = stack.clone();
+    let applier = start_apply(&config, &journal, &health, stack.as_ref(), stop_rx.clone());
     // The admin UI's users and the audit log; without them the UI is off and the rest runs on.
     let admin_store = match crate::admin::store::Store::open(data_dir) {
         Ok(s) => Some(Arc::new(s)),
@@ -139,12 +141,14 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         stack_config: config.stack.clone(),
         reload,
         audit: admin_store.clone(),
+        apply: applier,
     });
     let api = Api {
         journal: journal.clone(),
         tokens: control.tokens.clone(),
         health: health.clone(),
         link: replication.link.clone(),
+        kinds: config.apply.as_ref().map(|a| a.kinds.clone()),
     };
     let app = ingest::router(api);
     let https_addr = https.local_addr()?;
@@ -329,6 +333,45 @@ fn start_stack(
         Ok(stack) => Some(stack),
         Err(e) => {
             health.set("stack", State::Unhealthy, format!("{e:#}"));
+            None
+        }
+    }
+}
+
+/// Starts the local apply when `[apply] local` asks for it; a queue whose state cannot be read
+/// is reported unhealthy, and the journal keeps accepting.
+fn start_apply(
+    config: &PlantConfig,
+    journal: &Journal,
+    health: &Arc<Health>,
+    stack: Option<&crate::stack::Stack>,
+    stop: watch::Receiver<bool>,
+) -> Option<crate::apply::Applier> {
+    let apply = config.apply.as_ref().filter(|a| a.local)?;
+    // External ids name the plant as enrolled; before enrollment, its journal.
+    let plant = crate::enrollment::load(&config.data_dir)
+        .ok()
+        .flatten()
+        .map(|e| e.plant)
+        .unwrap_or_else(|| journal.id().to_string());
+    let (odoo, stack_config) = (config.odoo.clone(), config.stack.clone());
+    let odoo_ip = stack.map(|s| s.odoo.clone());
+    let locate: crate::apply::Locate = Arc::new(move || {
+        let ip = odoo_ip.as_ref().and_then(|w| *w.borrow());
+        odoo.target(stack_config.as_ref().map(|s| (s, ip)))
+    });
+    match crate::apply::Applier::start(
+        &config.data_dir,
+        journal.clone(),
+        apply.kinds.clone(),
+        plant,
+        locate,
+        health.clone(),
+        stop,
+    ) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            health.set("apply", State::Unhealthy, format!("{e:#}"));
             None
         }
     }

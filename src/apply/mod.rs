@@ -1,0 +1,545 @@
+//! Applying shop-floor transactions to the plant's Odoo, in seq order, exactly once.
+//!
+//! The journal's `applied` cursor says how far the local apply has got. Each transaction
+//! becomes one [`mapping::Step`]:
+//! - a record created through `load` under the external id `plantd.<plant>_<seq>`, after a
+//!   look for that id: a retry after a timeout in which Odoo did commit finds the record and
+//!   creates nothing;
+//! - or an action on an existing record, run only while the record's `state` shows it has not
+//!   run; after the call the state is read again, and an action that did not finish (Odoo
+//!   asked for a wizard, say) is a rejection.
+//!
+//! Odoo away (or its database): wait and retry with backoff, nothing skipped. Odoo rejects a
+//! transaction: the queue stops there, the `apply` component turns unhealthy with Odoo's
+//! message, and an admin retries it after fixing the cause (`plantd apply retry SEQ`), or parks
+//! it (`park SEQ`: it is kept, with its content, in `DATA_DIR/apply.json` and shown by
+//! `apply status`) to let the rest through, and replays it later (`replay SEQ`).
+
+pub mod mapping;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::health::{Health, State as Health_};
+use crate::journal::{Cursor, Journal, Stored};
+use crate::odoo::{Client, OdooError, Target};
+use mapping::{Kinds, Record, Step};
+
+/// Where Odoo is, asked afresh at each connection (the stack's Odoo may move).
+pub type Locate = Arc<dyn Fn() -> Result<Target, String> + Send + Sync>;
+
+/// Where the queue stopped, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub seq: u64,
+    pub kind: String,
+    pub message: String,
+    pub at: String,
+}
+
+/// A transaction set aside by an admin, with what it carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub seq: u64,
+    pub key: String,
+    pub device: String,
+    pub kind: String,
+    pub payload: String,
+    /// Odoo's message when it was parked.
+    pub message: String,
+    pub parked_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Saved {
+    stopped: Option<Stopped>,
+    #[serde(default)]
+    parked: Vec<Parked>,
+}
+
+/// What `plantd apply status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub applied_seq: u64,
+    pub last_seq: u64,
+    pub stopped_at: Option<u64>,
+    /// Odoo's message for the transaction the queue stopped at.
+    pub message: Option<String>,
+    /// Why the queue waits, when Odoo is away.
+    pub waiting: Option<String>,
+    pub parked: Vec<Parked>,
+}
+
+/// The local apply: one per daemon; the control socket's handle to it.
+#[derive(Clone)]
+pub struct Applier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    journal: Journal,
+    kinds: Arc<Kinds>,
+    /// The `<plant>` of external ids.
+    plant: String,
+    locate: Locate,
+    health: Arc<Health>,
+    path: PathBuf,
+    saved: Mutex<Saved>,
+    waiting: std::sync::Mutex<Option<String>>,
+    wake: Notify,
+}
+
+const COMPONENT: &str = "apply";
+
+impl Applier {
+    /// Starts applying; the queue's state comes back from `DATA_DIR/apply.json`.
+    pub fn start(
+        data_dir: &Path,
+        journal: Journal,
+        kinds: Arc<Kinds>,
+        plant: String,
+        locate: Locate,
+        health: Arc<Health>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Applier> {
+        let path = data_dir.join("apply.json");
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is damaged ({e}); it holds the parked transactions: repair it or restore it from a backup", path.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        };
+        let applier = Applier {
+            inner: Arc::new(Inner {
+                journal,
+                kinds,
+                plant,
+                locate,
+                health,
+                path,
+                saved: Mutex::new(saved),
+                waiting: Default::default(),
+                wake: Notify::new(),
+            }),
+        };
+        tokio::spawn(applier.clone().run(stop));
+        Ok(applier)
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let inner = &self.inner;
+        let mut last_seq = inner.journal.watch_last_seq();
+        let mut client: Option<Client> = None;
+        let mut backoff = Duration::from_secs(1);
+        if let Some(s) = &inner.saved.lock().await.stopped {
+            inner.set_stopped_health(s);
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let stopped = inner.saved.lock().await.stopped.is_some();
+            let batch = if stopped {
+                Vec::new()
+            } else {
+                let applied = inner.journal.cursor(Cursor::Applied);
+                match inner.journal.read_after(applied, 64, 1 << 20).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        inner.health.set(
+                            COMPONENT,
+                            Health_::Unhealthy,
+                            format!("reading the journal: {e}"),
+                        );
+                        Vec::new()
+                    }
+                }
+            };
+            if batch.is_empty() {
+                if !stopped {
+                    inner
+                        .health
+                        .set(COMPONENT, Health_::Ok, "caught up".to_string());
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = last_seq.changed() => {}
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+            for entry in batch {
+                let parked = inner
+                    .saved
+                    .lock()
+                    .await
+                    .parked
+                    .iter()
+                    .any(|p| p.seq == entry.seq);
+                if parked {
+                    let _ = inner.journal.advance(Cursor::Applied, entry.seq).await;
+                    continue;
+                }
+                match inner.apply(&mut client, &entry).await {
+                    Ok(_) => {
+                        backoff = Duration::from_secs(1);
+                        *inner.waiting.lock().expect("not poisoned") = None;
+                        if let Err(e) = inner.journal.advance(Cursor::Applied, entry.seq).await {
+                            inner.health.set(
+                                COMPONENT,
+                                Health_::Unhealthy,
+                                format!("recording the apply of seq {}: {e}", entry.seq),
+                            );
+                            break;
+                        }
+                    }
+                    Err(Failed::Wait(why)) => {
+                        client = None;
+                        let message = format!(
+                            "{why}; seq {} is tried again in {} s, nothing is skipped",
+                            entry.seq,
+                            backoff.as_secs()
+                        );
+                        tracing::warn!(seq = entry.seq, "{message}");
+                        if backoff >= Duration::from_secs(8) {
+                            inner
+                                .health
+                                .set(COMPONENT, Health_::Unhealthy, message.clone());
+                        }
+                        *inner.waiting.lock().expect("not poisoned") = Some(message);
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        break;
+                    }
+                    Err(Failed::Stop(message)) => {
+                        let s = Stopped {
+                            seq: entry.seq,
+                            kind: entry.kind.clone(),
+                            message,
+                            at: now(),
+                        };
+                        tracing::error!(seq = s.seq, kind = %s.kind, message = %s.message, "Odoo rejected a transaction: the apply queue stops here");
+                        inner.set_stopped_health(&s);
+                        let mut saved = inner.saved.lock().await;
+                        saved.stopped = Some(s);
+                        if let Err(e) = inner.save(&saved) {
+                            tracing::error!(error = %format!("{e:#}"), "could not record where the apply queue stopped");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn status(&self) -> ApplyReport {
+        let inner = &self.inner;
+        let saved = inner.saved.lock().await.clone();
+        ApplyReport {
+            applied_seq: inner.journal.cursor(Cursor::Applied),
+            last_seq: *inner.journal.watch_last_seq().borrow(),
+            stopped_at: saved.stopped.as_ref().map(|s| s.seq),
+            message: saved.stopped.map(|s| s.message),
+            waiting: inner.waiting.lock().expect("not poisoned").clone(),
+            parked: saved.parked,
+        }
+    }
+
+    /// Tries the transaction the queue stopped at again.
+    pub async fn retry(&self, seq: u64) -> Result<String, String> {
+        let inner = &self.inner;
+        let mut saved = inner.saved.lock().await;
+        match &saved.stopped {
+            Some(s) if s.seq == seq => {}
+            Some(s) => return Err(format!("the queue stopped at seq {}, not {seq}", s.seq)),
+            None => return Err("the queue is not stopped; nothing to retry".into()),
+        }
+        saved.stopped = None;
+        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        inner
+            .health
+            .set(COMPONENT, Health_::Starting, format!("retrying seq {seq}"));
+        inner.wake.notify_one();
+        Ok(format!(
+            "seq {seq} is tried again; `plantd apply status` shows how it went"
+        ))
+    }
+
+    /// Sets the transaction the queue stopped at aside, with its content, and lets the rest
+    /// through.
+    pub async fn park(&self, seq: u64) -> Result<String, String> {
+        let inner = &self.inner;
+        let mut saved = inner.saved.lock().await;
+        let stopped = match &saved.stopped {
+            Some(s) if s.seq == seq => s.clone(),
+            Some(s) => {
+                return Err(format!(
+                    "the queue stopped at seq {}, not {seq}; only that one can be parked",
+                    s.seq
+                ))
+            }
+            None => return Err("the queue is not stopped; nothing to park".into()),
+        };
+        let entry = inner
+            .journal
+            .read_after(seq.saturating_sub(1), 1, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .ok_or_else(|| format!("seq {seq} is no longer in the journal"))?;
+        saved.parked.push(Parked {
+            seq,
+            key: entry.key,
+            device: entry.device,
+            kind: entry.kind,
+            payload: entry.payload,
+            message: stopped.message,
+            parked_at: now(),
+        });
+        saved.stopped = None;
+        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        inner
+            .journal
+            .advance(Cursor::Applied, seq)
+            .await
+            .map_err(|e| e.to_string())?;
+        inner.health.set(
+            COMPONENT,
+            Health_::Starting,
+            format!("seq {seq} parked; applying the rest"),
+        );
+        inner.wake.notify_one();
+        Ok(format!("seq {seq} is parked (`plantd apply status` lists it; `plantd apply replay {seq}` applies it); the rest goes through"))
+    }
+
+    /// Applies a parked transaction now; it leaves the parked list when Odoo took it.
+    pub async fn replay(&self, seq: u64) -> Result<String, String> {
+        let inner = &self.inner;
+        let parked = inner
+            .saved
+            .lock()
+            .await
+            .parked
+            .iter()
+            .find(|p| p.seq == seq)
+            .cloned()
+            .ok_or_else(|| format!("seq {seq} is not parked"))?;
+        let entry = Stored {
+            seq,
+            key: parked.key,
+            device: parked.device,
+            kind: parked.kind,
+            payload: parked.payload,
+            occurred_at: None,
+            received_at_ms: 0,
+        };
+        let mut client = None;
+        let done = inner
+            .apply(&mut client, &entry)
+            .await
+            .map_err(|f| match f {
+                Failed::Wait(why) | Failed::Stop(why) => format!("seq {seq} stays parked: {why}"),
+            })?;
+        let mut saved = inner.saved.lock().await;
+        saved.parked.retain(|p| p.seq != seq);
+        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        Ok(format!(
+            "seq {seq} is applied ({done}) and no longer parked"
+        ))
+    }
+}
+
+/// Why a transaction was not applied: wait and retry, or stop the queue.
+enum Failed {
+    Wait(String),
+    Stop(String),
+}
+
+impl Inner {
+    fn save(&self, saved: &Saved) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(saved).expect("serializes");
+        crate::pki::write_atomic(&self.path, &bytes, 0o600)
+    }
+
+    fn set_stopped_health(&self, s: &Stopped) {
+        self.health.set(
+            COMPONENT,
+            Health_::Unhealthy,
+            format!(
+                "stopped at seq {} ({}): {}; fix the cause and `plantd apply retry {}`, or `plantd apply park {}` to let the rest through",
+                s.seq, s.kind, s.message, s.seq, s.seq
+            ),
+        );
+    }
+
+    async fn apply(&self, client: &mut Option<Client>, entry: &Stored) -> Result<String, Failed> {
+        let payload: Value = serde_json::from_str(&entry.payload)
+            .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
+        let step = self
+            .kinds
+            .step(&entry.kind, &payload)
+            .map_err(|(field, m)| {
+                Failed::Stop(format!(
+                    "{field}: {m} (the mappings changed since it was accepted?)"
+                ))
+            })?;
+        if client.is_none() {
+            let target = (self.locate)().map_err(Failed::Wait)?;
+            let url = target.url.clone();
+            *client = Some(
+                Client::connect(target)
+                    .await
+                    .map_err(|e| match e.transient() {
+                        true => Failed::Wait(format!("{url}: {e}")),
+                        false => Failed::Stop(format!("{url}: {e}")),
+                    })?,
+            );
+        }
+        let c = client.as_ref().expect("connected");
+        run_step(c, &self.plant, entry.seq, &step)
+            .await
+            .map_err(|e| {
+                if e.transient() {
+                    Failed::Wait(e.to_string())
+                } else {
+                    Failed::Stop(e.to_string())
+                }
+            })
+    }
+}
+
+/// Carries out one step, idempotently; says what it did.
+pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<String, OdooError> {
+    match step {
+        Step::Create { model, columns } => {
+            let name = format!("{plant}_{seq}");
+            let found = c
+                .call(
+                    "ir.model.data",
+                    "search_read",
+                    vec![json!([["module", "=", "plantd"], ["name", "=", name]])],
+                    Map::from_iter([("fields".to_string(), json!(["res_id", "model"]))]),
+                )
+                .await?;
+            if let Some(row) = found.as_array().and_then(|a| a.first()) {
+                return Ok(format!(
+                    "{} {} existed already as plantd.{name}",
+                    row["model"].as_str().unwrap_or(model),
+                    row["res_id"]
+                ));
+            }
+            let mut fields = vec![json!("id")];
+            let mut row = vec![json!(format!("plantd.{name}"))];
+            for (column, value) in columns {
+                fields.push(json!(column));
+                row.push(json!(value));
+            }
+            let answer = c
+                .call(
+                    model,
+                    "load",
+                    vec![Value::Array(fields), json!([row])],
+                    Map::new(),
+                )
+                .await?;
+            match answer["ids"].as_array().and_then(|ids| ids.first()) {
+                Some(id) => Ok(format!("{model} {id} created as plantd.{name}")),
+                None => {
+                    let messages: Vec<&str> = answer["messages"]
+                        .as_array()
+                        .map(|m| m.iter().filter_map(|m| m["message"].as_str()).collect())
+                        .unwrap_or_default();
+                    if messages.is_empty() {
+                        Err(OdooError::Protocol(format!(
+                            "{model}.load answered {answer}"
+                        )))
+                    } else {
+                        Err(OdooError::Rejected(messages.join("; ")))
+                    }
+                }
+            }
+        }
+        Step::Action {
+            model,
+            record,
+            write,
+            method,
+            done_state,
+        } => {
+            let (id, state) = find(c, model, record).await?;
+            if state == *done_state {
+                return Ok(format!("{model} {id} was {done_state} already"));
+            }
+            if !write.is_empty() {
+                c.call(
+                    model,
+                    "write",
+                    vec![json!([id]), Value::Object(write.clone())],
+                    Map::new(),
+                )
+                .await?;
+            }
+            c.call(model, method, vec![json!([id])], Map::new()).await?;
+            let (_, after) = find(c, model, &Record::Id(id)).await?;
+            if after != *done_state {
+                return Err(OdooError::Rejected(format!(
+                    "{model}.{method} on {id} left it {after:?}, not {done_state:?} (Odoo may want a wizard answered in its UI)"
+                )));
+            }
+            Ok(format!("{model} {id} {method}: {done_state}"))
+        }
+    }
+}
+
+/// A record's id and `state`.
+async fn find(c: &Client, model: &str, record: &Record) -> Result<(i64, String), OdooError> {
+    let fields = Map::from_iter([("fields".to_string(), json!(["state"]))]);
+    let rows = match record {
+        Record::Id(id) => c.call(model, "read", vec![json!([id])], fields).await?,
+        Record::Name(name) => {
+            c.call(
+                model,
+                "search_read",
+                vec![json!([["name", "=", name]])],
+                fields,
+            )
+            .await?
+        }
+    };
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let what = match record {
+        Record::Id(id) => format!("{model} {id}"),
+        Record::Name(n) => format!("{model} named {n:?}"),
+    };
+    match rows.as_slice() {
+        [] => Err(OdooError::Missing(format!("no {what}"))),
+        [row] => Ok((
+            row["id"]
+                .as_i64()
+                .ok_or_else(|| OdooError::Protocol(format!("{what} without an id: {row}")))?,
+            row["state"].as_str().unwrap_or_default().to_string(),
+        )),
+        _ => Err(OdooError::Rejected(format!(
+            "{} records match {what}; name one by id",
+            rows.len()
+        ))),
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(jiff::Timestamp::now())
+        .to_string()
+}
