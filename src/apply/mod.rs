@@ -65,6 +65,8 @@ struct Saved {
 /// What `plantd apply status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
+    /// The external ids of created records: `plantd.<plant>_<seq>`.
+    pub external_ids: String,
     pub applied_seq: u64,
     pub last_seq: u64,
     pub stopped_at: Option<u64>,
@@ -246,6 +248,7 @@ impl Applier {
         let inner = &self.inner;
         let saved = inner.saved.lock().await.clone();
         ApplyReport {
+            external_ids: format!("plantd.{}_<seq>", inner.plant),
             applied_seq: inner.journal.cursor(Cursor::Applied),
             last_seq: *inner.journal.watch_last_seq().borrow(),
             stopped_at: saved.stopped.as_ref().map(|s| s.seq),

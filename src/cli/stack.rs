@@ -31,7 +31,10 @@ pub async fn apply_status(config: &PlantConfig, json: bool) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    println!("applied through seq {} of {}", r.applied_seq, r.last_seq);
+    println!(
+        "applied through seq {} of {} (records created as {})",
+        r.applied_seq, r.last_seq, r.external_ids
+    );
     match (r.stopped_at, &r.message) {
         (Some(seq), Some(m)) => println!("STOPPED at seq {seq}: {m}
   fix the cause and `plantd apply retry {seq}`, or `plantd apply park {seq}` to let the rest through"),

@@ -156,3 +156,224 @@ fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     assert!(seen.contains("POST /jsonrpc"), "{seen}");
     assert!(!seen.contains("POST /json/2/"), "{seen}");
 }
+
+fn apply_status(stack: &TestStack) -> Value {
+    serde_json::from_str(&stack.cli_ok(&["apply", "status", "--json"])).unwrap()
+}
+
+fn wait_apply(stack: &TestStack, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = apply_status(stack);
+        if check(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
+    let (n, _) = ok(&odoo(
+        stack,
+        &[model, "search_count", &format!("[{domain}]")],
+    ));
+    n.as_i64().unwrap()
+}
+
+#[test]
+fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_queue() {
+    use crate::harness::{create_token, post_json, rt};
+    use serde_json::json;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("odoo.key");
+    let stack = TestStack::start(&format!(
+        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n",
+        key_file.display()
+    ));
+    stack.wait_all_healthy(Duration::from_secs(120));
+    let secrets: Value = serde_json::from_slice(
+        &std::fs::read(stack.plant.data_dir.join("stack/secrets.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&key_file, secrets["odoo_admin_password"].as_str().unwrap()).unwrap();
+    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let client = stack.plant.client();
+    let url = stack.plant.url("/api/v1/transactions");
+    let post = |body: Value| rt().block_on(post_json(&client, &url, &token, &body));
+
+    // What cannot be applied is refused when it arrives, and nothing is journaled.
+    let (code, body) = post(json!({"key": "x1", "kind": "scan", "payload": {}}));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("unknown_kind")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stock.move"),
+        "{body}"
+    );
+    let (code, body) = post(json!([
+        {"key": "x2", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "ok"}}},
+        {"key": "x3", "kind": "stock.move", "payload": {"quantity": 1}},
+    ]));
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("[1].payload.product_id")),
+        "{body}"
+    );
+    assert_eq!(apply_status(&stack)["last_seq"], 0);
+
+    // 60 of mixed kinds: each lands once, in order.
+    let batch: Vec<Value> = (1..=60)
+        .map(|i| match i % 3 {
+            0 => json!({"key": format!("t{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("P-{i:03}"), "ref": i}}}),
+            1 => json!({"key": format!("t{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": i, "location_id": 1, "location_dest_id": 2, "reference": format!("M-{i:03}")}}),
+            _ => json!({"key": format!("t{i}"), "kind": "quality.check", "payload": {"product_id": 7, "result": "pass", "note": format!("Q-{i:03}")}}),
+        })
+        .collect();
+    let (code, body) = post(Value::Array(batch));
+    assert_eq!(code, 201, "{body}");
+    let s = wait_apply(&stack, "all 60 applied", |s| s["applied_seq"] == 60);
+    assert!(s["stopped_at"].is_null(), "{s}");
+    assert_eq!(
+        count(&stack, "ir.model.data", r#"[["module", "=", "plantd"]]"#),
+        60
+    );
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "like", "P-"]]"#),
+        20
+    );
+    assert_eq!(
+        count(&stack, "stock.move", r#"[["reference", "like", "M-"]]"#),
+        20
+    );
+    assert_eq!(
+        count(&stack, "quality.check", r#"[["note", "like", "Q-"]]"#),
+        20
+    );
+    // In order: ids grow with seq.
+    let (moves, _) = ok(&odoo(
+        &stack,
+        &[
+            "stock.move",
+            "search_read",
+            r#"[[["reference", "like", "M-"]]]"#,
+            "--kwargs",
+            r#"{"fields": ["reference"], "order": "id"}"#,
+        ],
+    ));
+    let refs: Vec<&str> = moves
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["reference"].as_str().unwrap())
+        .collect();
+    let mut sorted = refs.clone();
+    sorted.sort();
+    assert_eq!(refs, sorted);
+
+    // Odoo rejects seq 61 (a negative quantity): the queue stops there with Odoo's message,
+    // and 62 waits behind it.
+    let (code, _) = post(json!([
+        {"key": "bad", "kind": "stock.move", "payload": {"product_id": 7, "quantity": -1, "location_id": 1, "location_dest_id": 2, "reference": "BAD"}},
+        {"key": "after", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "after-bad"}}},
+    ]));
+    assert_eq!(code, 201);
+    let s = wait_apply(&stack, "the queue to stop at 61", |s| s["stopped_at"] == 61);
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("The quantity must be positive"),
+        "{s}"
+    );
+    assert_eq!(s["applied_seq"], 60);
+    let status = stack.cli_ok(&["status"]);
+    assert!(status.contains("stopped at seq 61"), "{status}");
+    // Odoo did commit it after all (an operator keyed it in under plantd's external id, as a
+    // call that timed out after committing would have): the retry finds it, creates nothing.
+    let xmlid = s["external_ids"].as_str().unwrap().replace("<seq>", "61");
+    ok(&odoo(
+        &stack,
+        &[
+            "stock.move",
+            "load",
+            &format!(
+                r#"[["id", "product_id/.id", "quantity", "reference"], [["{xmlid}", "7", "1", "BAD"]]]"#
+            ),
+        ],
+    ));
+    stack.cli_ok(&["apply", "retry", "61"]);
+    wait_apply(&stack, "61 and 62 applied", |s| s["applied_seq"] == 62);
+    assert_eq!(
+        count(&stack, "stock.move", r#"[["reference", "=", "BAD"]]"#),
+        1
+    );
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "=", "after-bad"]]"#),
+        1
+    );
+
+    // A picking that does not exist yet: stopped; parked, the rest goes through; the picking
+    // created in Odoo, the replay validates it once.
+    let (code, _) = post(json!([
+        {"key": "pick", "kind": "stock.picking.validate", "payload": {"picking": "WH/IN/T1"}},
+        {"key": "after-pick", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "after-pick"}}},
+    ]));
+    assert_eq!(code, 201);
+    let s = wait_apply(&stack, "the queue to stop at 63", |s| s["stopped_at"] == 63);
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("no stock.picking named \"WH/IN/T1\""),
+        "{s}"
+    );
+    let e = stack.cli(&["apply", "park", "62"]);
+    assert!(!e.status.success());
+    stack.cli_ok(&["apply", "park", "63"]);
+    let s = wait_apply(&stack, "64 applied past the parked 63", |s| {
+        s["applied_seq"] == 64
+    });
+    assert_eq!(s["parked"][0]["seq"], 63, "{s}");
+    assert_eq!(s["parked"][0]["kind"], "stock.picking.validate", "{s}");
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "=", "after-pick"]]"#),
+        1
+    );
+    let replay = stack.cli(&["apply", "replay", "63"]);
+    assert!(
+        !replay.status.success(),
+        "still no picking: it stays parked"
+    );
+    ok(&odoo(
+        &stack,
+        &[
+            "stock.picking",
+            "create",
+            r#"[{"name": "WH/IN/T1", "state": "assigned"}]"#,
+        ],
+    ));
+    let out = stack.cli_ok(&["apply", "replay", "63"]);
+    assert!(out.contains("no longer parked"), "{out}");
+    let (picking, _) = ok(&odoo(
+        &stack,
+        &[
+            "stock.picking",
+            "search_read",
+            r#"[[["name", "=", "WH/IN/T1"]]]"#,
+            "--kwargs",
+            r#"{"fields": ["state"]}"#,
+        ],
+    ));
+    assert_eq!(picking[0]["state"], "done", "{picking}");
+    assert!(apply_status(&stack)["parked"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(!stack.cli(&["apply", "replay", "63"]).status.success());
+}
