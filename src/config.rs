@@ -219,8 +219,34 @@ pub struct HubConfig {
     /// keep_weekly, keep_monthly; by default 7, 4 and 3, as at the plant).
     #[serde(default)]
     pub backups: crate::backup::retention::Policy,
+    /// `[odoo]`, read into [`HubConfig::central`].
+    #[serde(default, rename = "odoo")]
+    odoo_section: Option<toml::Table>,
+    /// `[apply]`, read into [`HubConfig::central`].
+    #[serde(default, rename = "apply")]
+    apply_section: Option<toml::Table>,
+    /// The apply to the central Odoo, when `[apply] central = true`.
+    #[serde(skip)]
+    pub central: Option<CentralApply>,
 }
 
+/// The hub's apply of every plant's transactions to the central Odoo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CentralApply {
+    pub odoo: OdooConfig,
+    pub kinds: std::sync::Arc<crate::apply::mapping::Kinds>,
+    /// Plants applied at once by this hub (each by one replica at a time).
+    pub workers: usize,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHubApply {
+    central: Option<bool>,
+    workers: Option<usize>,
+    #[serde(default)]
+    kinds: std::collections::BTreeMap<String, crate::apply::mapping::KindConfig>,
+}
 fn default_hub_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/plantd-hub")
 }
@@ -236,12 +262,66 @@ fn default_hub_quic() -> SocketAddr {
 
 impl HubConfig {
     pub fn parse(file: &str, text: &str) -> Result<HubConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError {
+        let mut config: HubConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_string(),
             line: e.span().map(|s| line_of_offset(text, s.start)),
             field: e.span().and_then(|s| field_at(text, s.start)),
             message: e.message().trim().to_string(),
-        })
+        })?;
+        let located = |(field, message): (String, String)| ConfigError {
+            file: file.to_string(),
+            line: line_of_field(text, &field),
+            field: Some(field),
+            message,
+        };
+        let table = |t: &Option<toml::Table>| toml::Value::Table(t.clone().unwrap_or_default());
+        let raw_apply: RawHubApply =
+            table(&config.apply_section)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    located(("apply".into(), e.message().trim().to_string()))
+                })?;
+        let raw_odoo: odoo::RawOdoo =
+            table(&config.odoo_section)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    located(("odoo".into(), e.message().trim().to_string()))
+                })?;
+        let odoo = OdooConfig::from_raw(raw_odoo).map_err(located)?;
+        if raw_apply.central.unwrap_or(false) {
+            if odoo.url.is_none() {
+                return Err(located(("odoo.url".into(), "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"".into())));
+            }
+            if odoo.database.is_none() {
+                return Err(located((
+                    "odoo.database".into(),
+                    "missing; name the central Odoo's database".into(),
+                )));
+            }
+            if odoo.key_file.is_none() {
+                return Err(located((
+                    "odoo.key_file".into(),
+                    "missing; a file holding the API key of the Odoo user the hub acts as".into(),
+                )));
+            }
+            let workers = match raw_apply.workers {
+                None => 4,
+                Some(n @ 1..=64) => n,
+                Some(n) => {
+                    return Err(located((
+                        "apply.workers".into(),
+                        format!("{n} is out of range; use 1 to 64 (default 4)"),
+                    )))
+                }
+            };
+            let kinds = crate::apply::mapping::Kinds::new(&raw_apply.kinds).map_err(located)?;
+            config.central = Some(CentralApply {
+                odoo,
+                kinds: std::sync::Arc::new(kinds),
+                workers,
+            });
+        }
+        Ok(config)
     }
 
     /// The named file, or the defaults.

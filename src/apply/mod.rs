@@ -364,7 +364,7 @@ impl Applier {
 }
 
 /// Why a transaction was not applied: wait and retry, or stop the queue.
-enum Failed {
+pub enum Failed {
     Wait(String),
     Stop(String),
 }
@@ -387,39 +387,57 @@ impl Inner {
     }
 
     async fn apply(&self, client: &mut Option<Client>, entry: &Stored) -> Result<String, Failed> {
-        let payload: Value = serde_json::from_str(&entry.payload)
-            .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
-        let step = self
-            .kinds
-            .step(&entry.kind, &payload)
-            .map_err(|(field, m)| {
-                Failed::Stop(format!(
-                    "{field}: {m} (the mappings changed since it was accepted?)"
-                ))
-            })?;
-        if client.is_none() {
-            let target = (self.locate)().map_err(Failed::Wait)?;
-            let url = target.url.clone();
-            *client = Some(
-                Client::connect(target)
-                    .await
-                    .map_err(|e| match e.transient() {
-                        true => Failed::Wait(format!("{url}: {e}")),
-                        false => Failed::Stop(format!("{url}: {e}")),
-                    })?,
-            );
-        }
-        let c = client.as_ref().expect("connected");
-        run_step(c, &self.plant, entry.seq, &step)
-            .await
-            .map_err(|e| {
-                if e.transient() {
-                    Failed::Wait(e.to_string())
-                } else {
-                    Failed::Stop(e.to_string())
-                }
-            })
+        apply_one(
+            &self.kinds,
+            &self.locate,
+            client,
+            &self.plant,
+            entry.seq,
+            &entry.kind,
+            &entry.payload,
+        )
+        .await
     }
+}
+
+/// Applies transaction `seq` of `plant` (its `kind` and `payload`), connecting `client` first
+/// when it is not connected.
+pub async fn apply_one(
+    kinds: &Kinds,
+    locate: &Locate,
+    client: &mut Option<Client>,
+    plant: &str,
+    seq: u64,
+    kind: &str,
+    payload: &str,
+) -> Result<String, Failed> {
+    let payload: Value = serde_json::from_str(payload)
+        .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
+    let step = kinds.step(kind, &payload).map_err(|(field, m)| {
+        Failed::Stop(format!(
+            "{field}: {m} (the mappings changed since it was accepted?)"
+        ))
+    })?;
+    if client.is_none() {
+        let target = locate().map_err(Failed::Wait)?;
+        let url = target.url.clone();
+        *client = Some(
+            Client::connect(target)
+                .await
+                .map_err(|e| match e.transient() {
+                    true => Failed::Wait(format!("{url}: {e}")),
+                    false => Failed::Stop(format!("{url}: {e}")),
+                })?,
+        );
+    }
+    let c = client.as_ref().expect("connected");
+    run_step(c, plant, seq, &step).await.map_err(|e| {
+        if e.transient() {
+            Failed::Wait(e.to_string())
+        } else {
+            Failed::Stop(e.to_string())
+        }
+    })
 }
 
 /// Carries out one step, idempotently; says what it did.

@@ -48,6 +48,9 @@ enum HubCommand {
     /// Manage one plant.
     #[command(subcommand)]
     Plant(HubPlantCommand),
+    /// The apply of the plants' transactions to the central Odoo ([apply] central in hub.toml).
+    #[command(subcommand)]
+    Apply(HubApplyCommand),
     /// Tokens for the central team's tools to read the fleet API (GET /api/v1/plants).
     #[command(name = "api-token", subcommand)]
     ApiToken(HubApiTokenCommand),
@@ -65,6 +68,22 @@ enum HubCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubApplyCommand {
+    /// Each plant's applied seq, where its queue stopped and why, and what is parked.
+    Status {
+        /// Print JSON (plant, applied_seq, last_seq, stopped_at, message, parked).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try the transaction a plant's queue stopped at again (after fixing the cause).
+    Retry { plant: String, seq: i64 },
+    /// Set it aside (kept and listed) and let the plant's other transactions through.
+    Park { plant: String, seq: i64 },
+    /// Apply a parked transaction now.
+    Replay { plant: String, seq: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +309,43 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         HubCommand::Plant(HubPlantCommand::Pin { name, version }) => {
             store.pin(&name, Some(&version)).await?;
             println!("plant {name:?} is pinned to version {version}: it is offered that version and left out of rollouts");
+        }
+        HubCommand::Apply(HubApplyCommand::Status { json }) => {
+            let status = store.apply_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{:<24} {:>10} {:>10}  STATE", "PLANT", "APPLIED", "STORED");
+                for p in status {
+                    let state = match (p.stopped_at, &p.message) {
+                        (Some(seq), Some(m)) => format!("STOPPED at seq {seq}: {m}"),
+                        _ if p.applied_seq < p.last_seq => "applying".to_string(),
+                        _ => "caught up".to_string(),
+                    };
+                    println!(
+                        "{:<24} {:>10} {:>10}  {state}",
+                        p.plant, p.applied_seq, p.last_seq
+                    );
+                    for k in p.parked {
+                        println!(
+                            "{:<24} parked seq {} ({}, {}): {}",
+                            "", k.seq, k.kind, k.parked_at, k.message
+                        );
+                    }
+                }
+            }
+        }
+        HubCommand::Apply(HubApplyCommand::Retry { plant, seq }) => {
+            println!("{}", store.apply_retry(&plant, seq).await?);
+        }
+        HubCommand::Apply(HubApplyCommand::Park { plant, seq }) => {
+            println!("{}", store.apply_park(&plant, seq).await?);
+        }
+        HubCommand::Apply(HubApplyCommand::Replay { plant, seq }) => {
+            let Some(central) = &config.central else {
+                anyhow::bail!("hub.toml has no [apply] central = true (with [odoo]): there is no central Odoo to replay into");
+            };
+            println!("{}", store.apply_replay(central, &plant, seq).await?);
         }
         HubCommand::Plant(HubPlantCommand::Unpin { name }) => {
             store.pin(&name, None).await?;

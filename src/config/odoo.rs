@@ -12,7 +12,7 @@ use crate::odoo::{ApiChoice, Target};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawOdoo {
+pub(crate) struct RawOdoo {
     url: Option<String>,
     database: Option<String>,
     login: Option<String>,

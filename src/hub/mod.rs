@@ -5,6 +5,7 @@
 //! the fleet API over HTTPS and replication over QUIC (ALPN `plantd/1`, plant certificates
 //! required).
 
+pub mod apply;
 mod enroll;
 pub mod fleet;
 mod replication;
@@ -125,6 +126,20 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let rollouts = tokio::spawn(replication::drive_rollouts(hub.config.database.clone()));
+    if let Some(central) = hub.config.central.clone() {
+        tracing::info!(
+            workers = central.workers,
+            "applying the plants' transactions to the central Odoo"
+        );
+        tokio::spawn(apply::run(hub.config.database.clone(), central));
+    }
+    if let Some(central) = hub.config.central.clone() {
+        tracing::info!(
+            workers = central.workers,
+            "applying the plants' transactions to the central Odoo"
+        );
+        tokio::spawn(apply::run(hub.config.database.clone(), central));
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(every) = sd_notify::watchdog_enabled() {
         // The runtime answering is what is checked: a hub wedged in its event loop stops the

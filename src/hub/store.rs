@@ -105,6 +105,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (version, seq)
      );
      ALTER TABLE release_image_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+    // 9: the apply to the central Odoo: how far each plant has got, where its queue stopped,
+    // and what an admin parked.
+    "ALTER TABLE plants ADD COLUMN applied_seq BIGINT NOT NULL DEFAULT 0;
+     CREATE TABLE apply_stops (
+        plant   TEXT PRIMARY KEY REFERENCES plants (name),
+        seq     BIGINT NOT NULL,
+        kind    TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at      TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE TABLE apply_parked (
+        plant     TEXT NOT NULL REFERENCES plants (name),
+        seq       BIGINT NOT NULL,
+        message   TEXT NOT NULL,
+        parked_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (plant, seq)
+     );",
 ];
 
 /// Bytes of an image bundle per database row.
