@@ -128,12 +128,17 @@ impl Hub {
     /// Starts a hub with QUIC on `quic`; `advertise` is the QUIC address plants are told (the
     /// relay, in tests).
     pub fn start(data_dir: &Path, pg: &Pg, quic: SocketAddr, advertise: Option<SocketAddr>) -> Hub {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let config = data_dir.with_extension("toml");
         let mut text = String::new();
         if let Some(a) = advertise {
             text.push_str(&format!("advertise = [\"{a}\"]\n"));
         }
+        Hub::start_with(data_dir, pg, quic, &text)
+    }
+
+    /// A hub whose hub.toml is `text`.
+    pub fn start_with(data_dir: &Path, pg: &Pg, quic: SocketAddr, text: &str) -> Hub {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config = data_dir.with_extension("toml");
         std::fs::write(&config, text).unwrap();
         let mut hub = Hub {
             data_dir: data_dir.to_path_buf(),

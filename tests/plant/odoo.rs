@@ -377,3 +377,204 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         .is_empty());
     assert!(!stack.cli(&["apply", "replay", "63"]).status.success());
 }
+
+/// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
+fn hub_apply(
+    hub: &crate::fleet::Hub,
+) -> std::collections::BTreeMap<String, (i64, Option<i64>, String)> {
+    let out = hub.cli(&["apply", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|p| {
+            (
+                p["plant"].as_str().unwrap().to_string(),
+                (
+                    p["applied_seq"].as_i64().unwrap(),
+                    p["stopped_at"].as_i64(),
+                    p["message"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() {
+    use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
+    use crate::harness::{create_token, post_json, rt, Plant};
+    use serde_json::json;
+    // The central Odoo: an emulator in a stack of its own.
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("central.key");
+    let central = TestStack::start(&format!("[odoo]\nkey_file = \"{}\"\n", key_file.display()));
+    central.wait_all_healthy(Duration::from_secs(120));
+    let secrets: Value = serde_json::from_slice(
+        &std::fs::read(central.plant.data_dir.join("stack/secrets.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&key_file, secrets["odoo_admin_password"].as_str().unwrap()).unwrap();
+    let ip = crate::stack::docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &central.container("odoo"),
+    ]);
+    let hub_toml = format!(
+        "[odoo]\nurl = \"http://{ip}:8069\"\ndatabase = \"odoo\"\nkey_file = \"{}\"\n[apply]\ncentral = true\nworkers = 2\n",
+        key_file.display()
+    );
+
+    // Two hub replicas on one PostgreSQL: both apply, each plant by one at a time.
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start_with(&dir.path().join("hub-a"), &pg, free_udp_addr(), &hub_toml);
+    let _replica = Hub::start_with(&dir.path().join("hub-b"), &pg, free_udp_addr(), &hub_toml);
+    let mut plants = Vec::new();
+    for name in ["lyon", "turin"] {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let token = create_token(&data, "scanner-1");
+        let out = enroll(&data, &hub, &hub.token(name, "1h"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plant = Plant::start(&data, "[apply]\nlocal = false\n");
+        plants.push((name, plant, token));
+    }
+    let n = 300;
+    let runtime = rt();
+    for (name, plant, token) in &plants {
+        let (client, url) = (plant.client(), plant.url("/api/v1/transactions"));
+        for chunk in 0..n / 50 {
+            let batch: Vec<Value> = (chunk * 50 + 1..=chunk * 50 + 50)
+                .map(|i| match i % 2 {
+                    0 => json!({"key": format!("{name}-{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("{name}-{i:04}")}}}),
+                    _ => json!({"key": format!("{name}-{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": 1, "location_id": 1, "location_dest_id": 2, "reference": format!("{name}-{i:04}")}}),
+                })
+                .collect();
+            let (code, body) =
+                runtime.block_on(post_json(&client, &url, token, &Value::Array(batch)));
+            assert_eq!(code, 201, "{body}");
+        }
+    }
+    // A hub replica killed in the middle of it: the other goes on, and nothing is applied twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while hub_apply(&hub).values().all(|(a, _, _)| *a < 50) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply did not start: {:?}",
+            hub_apply(&hub)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hub.kill9();
+    hub.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let s = hub_apply(&hub);
+        if s.values().all(|(a, _, _)| *a == n as i64) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the central apply did not finish: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (name, _, _) in &plants {
+        let (ids, _) = ok(&odoo(
+            &central,
+            &[
+                "ir.model.data",
+                "search_count",
+                &format!(r#"[[["module", "=", "plantd"], ["name", "like", "{name}_"]]]"#),
+            ],
+        ));
+        assert_eq!(ids, n, "{name}: one external id per transaction");
+        let (partners, _) = ok(&odoo(
+            &central,
+            &[
+                "res.partner",
+                "search_read",
+                &format!(r#"[[["name", "like", "{name}-"]]]"#),
+                "--kwargs",
+                r#"{"fields": ["name"], "order": "id"}"#,
+            ],
+        ));
+        let names: Vec<&str> = partners
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names.len(), n / 2, "{name}: each created once");
+        assert_eq!(names, sorted, "{name}: in seq order");
+    }
+
+    // The central Odoo rejects one of lyon's: lyon's queue stops there, turin's goes on.
+    let (_, lyon, token) = &plants[0];
+    let (code, _) = runtime.block_on(post_json(
+        &lyon.client(),
+        &lyon.url("/api/v1/transactions"),
+        token,
+        &json!([
+            {"key": "lyon-bad", "kind": "stock.move", "payload": {"product_id": 7, "quantity": -5, "location_id": 1, "location_dest_id": 2}},
+            {"key": "lyon-after", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "lyon-after"}}},
+        ]),
+    ));
+    assert_eq!(code, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (applied, stopped, message) = loop {
+        let s = hub_apply(&hub);
+        if s["lyon"].1.is_some() {
+            break s["lyon"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lyon's queue did not stop: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!((applied, stopped), (n as i64, Some(n as i64 + 1)));
+    assert!(
+        message.contains("The quantity must be positive"),
+        "{message}"
+    );
+    let out = hub.cli(&["apply", "park", "lyon", &(n + 1).to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while hub_apply(&hub)["lyon"].0 != n as i64 + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            hub_apply(&hub)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (after, _) = ok(&odoo(
+        &central,
+        &[
+            "res.partner",
+            "search_count",
+            r#"[[["name", "=", "lyon-after"]]]"#,
+        ],
+    ));
+    assert_eq!(after, 1);
+    let status = hub.cli(&["apply", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("parked seq {}", n + 1)), "{text}");
+}
