@@ -120,7 +120,8 @@ pub struct Hub {
     pub database: String,
     pub https: SocketAddr,
     pub quic: SocketAddr,
-    config: PathBuf,
+    /// Its hub.toml.
+    pub config: PathBuf,
     child: Option<Child>,
 }
 
