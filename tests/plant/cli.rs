@@ -41,6 +41,11 @@ fn config_check_accepts_the_example_and_names_line_and_field_of_errors() {
         ),
         ("[jornal]\nretention = \"7d\"\n", "bad.toml:1:"),
         ("[api]\nlisten = 8443\n", "bad.toml:2: api.listen:"),
+        (
+            "[apply.kinds.k]\nmodel = \"m\"\noperation = \"delete\"\n",
+            "bad.toml:3: apply.kinds.k.operation:",
+        ),
+        ("[odoo]\nurl = \"ftp://x\"\n", "bad.toml:2: odoo.url:"),
     ];
     for (text, expected) in cases {
         let path = dir.path().join("bad.toml");
