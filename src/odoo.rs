@@ -142,9 +142,17 @@ impl Client {
             .ok_or_else(|| {
                 OdooError::Protocol(format!("version_info without server_version: {info}"))
             })?;
+        // Odoo Online and other SaaS builds say "saas~18.2".
         let major = info["server_version_info"][0]
             .as_i64()
-            .or_else(|| version.split('.').next()?.parse().ok())
+            .or_else(|| {
+                let v = info["server_version_info"][0].as_str().unwrap_or(&version);
+                v.trim_start_matches("saas~")
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .ok_or_else(|| {
                 OdooError::Protocol(format!("version {version:?} has no major number"))
             })?;
@@ -218,6 +226,25 @@ impl Client {
         }
     }
 
+    /// Calls `model.method` on the records `ids`, with named `kwargs`: any method on records,
+    /// whatever its name, over either API.
+    pub async fn call_on(
+        &self,
+        model: &str,
+        method: &str,
+        ids: &[i64],
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, OdooError> {
+        match self.api {
+            Api::Jsonrpc => self.call(model, method, vec![json!(ids)], kwargs).await,
+            Api::Json2 => {
+                let mut body = kwargs;
+                body.insert("ids".into(), json!(ids));
+                self.json2(model, method, Value::Object(body)).await
+            }
+        }
+    }
+
     async fn rpc(&self, service: &str, method: &str, args: Value) -> Result<Value, OdooError> {
         let params = json!({"service": service, "method": method, "args": args});
         jsonrpc(&self.http, &format!("{}/jsonrpc", self.target.url), params).await
@@ -259,7 +286,7 @@ async fn jsonrpc(http: &reqwest::Client, url: &str, params: Value) -> Result<Val
     let text = response.text().await.map_err(transport)?;
     let body: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(_) if matches!(status, 502..=504) => {
+        Err(_) if matches!(status, 429 | 502..=504) => {
             return Err(OdooError::Down(format!("{url}: HTTP {status}")))
         }
         Err(e) => {
@@ -320,7 +347,7 @@ fn json2_error(status: u16, body: &Value, text: &str) -> OdooError {
         }
         (401 | 403, _) => OdooError::Access(message),
         (404, _) => OdooError::NoMethod(message),
-        (502..=504, _) => OdooError::Down(message),
+        (429 | 502..=504, _) => OdooError::Down(message),
         _ => OdooError::Server {
             name: if name.is_empty() {
                 format!("HTTP {status}")
@@ -341,7 +368,22 @@ fn by_name(name: &str, message: String) -> OdooError {
             OdooError::Rejected(message)
         }
         "odoo.exceptions.MissingError" => OdooError::Missing(message),
-        n if n.starts_with("psycopg2.OperationalError") => OdooError::Down(message),
+        // A wrong database name is the config's fault, not a passing one.
+        n if n.starts_with("psycopg2.OperationalError") && message.contains("does not exist") => {
+            OdooError::Server {
+                name: name.to_string(),
+                message,
+            }
+        }
+        // Rolled back, to be tried again: the database away, or a write that met another one.
+        n if n.starts_with("psycopg2.OperationalError")
+            || n.starts_with("psycopg2.errors.SerializationFailure")
+            || n.starts_with("psycopg2.errors.DeadlockDetected")
+            || n.starts_with("psycopg2.errors.LockNotAvailable")
+            || n == "odoo.exceptions.ConcurrencyError" =>
+        {
+            OdooError::Down(message)
+        }
         "builtins.AttributeError" if message.contains("does not exist") => {
             OdooError::NoMethod(message)
         }
@@ -426,6 +468,13 @@ mod tests {
             OdooError::Missing("Record does not exist".into())
         );
         assert!(rpc("psycopg2.OperationalError", "connection refused").transient());
+        assert!(!rpc("psycopg2.OperationalError", "database \"x\" does not exist").transient());
+        assert!(rpc(
+            "psycopg2.errors.SerializationFailure",
+            "could not serialize"
+        )
+        .transient());
+        assert!(rpc("odoo.exceptions.ConcurrencyError", "retries exhausted").transient());
         assert_eq!(
             rpc("builtins.ValueError", "bad domain"),
             OdooError::Server {

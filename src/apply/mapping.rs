@@ -110,6 +110,23 @@ pub struct Kinds {
     map: BTreeMap<String, Mapping>,
 }
 
+/// An Odoo model name: dotted lowercase words, such as "stock.move" (it goes into a URL path).
+fn model_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// A public method name, such as "button_validate".
+fn method_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn src(s: &str) -> Source {
     Source::parse(s)
 }
@@ -203,7 +220,7 @@ impl Kinds {
         );
         for (name, k) in custom {
             let field = |f: &str| format!("apply.kinds.{name}.{f}");
-            if k.model.trim().is_empty() || k.model.contains(char::is_whitespace) {
+            if !model_name(&k.model) {
                 return Err((
                     field("model"),
                     format!(
@@ -214,6 +231,10 @@ impl Kinds {
             }
             let op = match k.operation.as_str() {
                 "create" => {
+                    if let Some(bad) = k.values.keys().find(|c| matches!(c.as_str(), "id" | ".id"))
+                    {
+                        return Err((field("values"), format!("{bad:?}: plantd gives the record its external id; map only its fields")));
+                    }
                     if k.values.is_empty() {
                         return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { product_uom_qty = \"qty\" }".into()));
                     }
@@ -228,13 +249,8 @@ impl Kinds {
                             "missing; name the method to run, such as \"button_validate\"".into(),
                         ));
                     };
-                    if method.starts_with('_') {
-                        return Err((
-                            field("method"),
-                            format!(
-                                "{method:?} is private; Odoo does not let it be called remotely"
-                            ),
-                        ));
+                    if !method_name(&method) {
+                        return Err((field("method"), format!("{method:?} is not a public method name such as \"button_validate\" (Odoo does not let private ones, starting with '_', be called remotely)")));
                     }
                     if k.record_id.is_none() && k.record_name.is_none() {
                         return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
@@ -288,7 +304,7 @@ impl Kinds {
                 let model = obj
                     .get("model")
                     .and_then(Value::as_str)
-                    .filter(|s| !s.trim().is_empty() && !s.contains(char::is_whitespace))
+                    .filter(|s| model_name(s))
                     .ok_or_else(|| {
                         (
                             "payload.model".to_string(),
@@ -540,6 +556,12 @@ mod tests {
                 "payload.values",
                 "object of field values",
             ),
+            (
+                "odoo.create",
+                json!({"model": "../../web/x?", "values": {"a": 1}}),
+                "payload.model",
+                "model name",
+            ),
         ] {
             let (f, m) = kinds.step(kind, &payload).unwrap_err();
             assert_eq!(f, field, "{kind} {payload}: {m}");
@@ -570,6 +592,8 @@ mod tests {
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"_private\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"go\"\n", "apply.kinds.k.record_id"),
+            ("[k]\nmodel = \"m\"\noperation = \"create\"\nvalues = { \".id\" = \"x\" }\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"a/b\"\noperation = \"create\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.model"),
         ] {
             assert_eq!(parse(text).unwrap_err().0, field, "{text}");
         }

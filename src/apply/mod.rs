@@ -60,7 +60,19 @@ struct Saved {
     stopped: Option<Stopped>,
     #[serde(default)]
     parked: Vec<Parked>,
+    /// The `<plant>` of external ids, fixed at first use.
+    #[serde(default)]
+    prefix: Option<String>,
+    /// The journal it applies from; a new journal restarts its seqs, and gets a new prefix.
+    #[serde(default)]
+    journal: Option<String>,
+    /// Where an admin let the queue go on past a gap (`retry` of a gap stop).
+    #[serde(default)]
+    resume_after: Option<u64>,
 }
+
+/// The `kind` of a stop that is a gap in the journal, not a transaction.
+const GAP: &str = "(gap)";
 
 /// What `plantd apply status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,13 +122,32 @@ impl Applier {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Applier> {
         let path = data_dir.join("apply.json");
-        let saved = match std::fs::read(&path) {
+        let mut saved: Saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 anyhow::anyhow!("{} is damaged ({e}); it holds the parked transactions: repair it or restore it from a backup", path.display())
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
             Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
         };
+        // External ids must never name two transactions: the prefix is fixed at first use, and
+        // a new journal (its seqs start again) gets one of its own.
+        let journal_id = journal.id().to_string();
+        match (&saved.prefix, &saved.journal) {
+            (Some(_), Some(j)) if *j == journal_id => {}
+            (Some(_), _) => {
+                let fresh = format!("{plant}-{}", &journal_id[..journal_id.len().min(8)]);
+                tracing::warn!(prefix = %fresh, "a new journal: the records it creates get external ids plantd.{fresh}_<seq>");
+                saved.prefix = Some(fresh);
+                saved.journal = Some(journal_id);
+            }
+            (None, _) => {
+                saved.prefix = Some(plant);
+                saved.journal = Some(journal_id);
+            }
+        }
+        let plant = saved.prefix.clone().expect("set above");
+        let bytes = serde_json::to_vec_pretty(&saved).expect("serializes");
+        crate::pki::write_atomic(&path, &bytes, 0o600)?;
         let applier = Applier {
             inner: Arc::new(Inner {
                 journal,
@@ -146,7 +177,21 @@ impl Applier {
             if *stop.borrow() {
                 return;
             }
-            let stopped = inner.saved.lock().await.stopped.is_some();
+            let (stopped, resume_after) = {
+                let mut saved = inner.saved.lock().await;
+                (saved.stopped.is_some(), saved.resume_after.take())
+            };
+            if let Some(after) = resume_after {
+                if let Err(e) = inner.journal.advance(Cursor::Applied, after).await {
+                    inner.health.set(
+                        COMPONENT,
+                        Health_::Unhealthy,
+                        format!("moving past the gap: {e}"),
+                    );
+                }
+                let saved = inner.saved.lock().await;
+                let _ = inner.save(&saved);
+            }
             let batch = if stopped {
                 Vec::new()
             } else {
@@ -175,6 +220,28 @@ impl Applier {
                     _ = inner.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
+                continue;
+            }
+            let applied = inner.journal.cursor(Cursor::Applied);
+            if let Some(first) = batch.first().filter(|e| e.seq > applied + 1) {
+                // Pruned before they were applied here ([apply] local was off for a while?):
+                // said, never skipped quietly.
+                let s = Stopped {
+                    seq: first.seq,
+                    kind: GAP.into(),
+                    message: format!(
+                        "seqs {} to {} are no longer in the journal, so they cannot be applied here; `plantd apply retry {}` goes on from seq {}",
+                        applied + 1,
+                        first.seq - 1,
+                        first.seq,
+                        first.seq
+                    ),
+                    at: now(),
+                };
+                inner.set_stopped_health(&s);
+                let mut saved = inner.saved.lock().await;
+                saved.stopped = Some(s);
+                let _ = inner.save(&saved);
                 continue;
             }
             for entry in batch {
@@ -224,6 +291,8 @@ impl Applier {
                         break;
                     }
                     Err(Failed::Stop(message)) => {
+                        // A fixed [odoo] section is read again at the retry.
+                        client = None;
                         let s = Stopped {
                             seq: entry.seq,
                             kind: entry.kind.clone(),
@@ -267,6 +336,9 @@ impl Applier {
             Some(s) => return Err(format!("the queue stopped at seq {}, not {seq}", s.seq)),
             None => return Err("the queue is not stopped; nothing to retry".into()),
         }
+        if saved.stopped.as_ref().is_some_and(|s| s.kind == GAP) {
+            saved.resume_after = Some(seq - 1);
+        }
         saved.stopped = None;
         inner.save(&saved).map_err(|e| format!("{e:#}"))?;
         inner
@@ -284,6 +356,12 @@ impl Applier {
         let inner = &self.inner;
         let mut saved = inner.saved.lock().await;
         let stopped = match &saved.stopped {
+            Some(s) if s.kind == GAP => {
+                return Err(format!(
+                    "the queue stopped at a gap before seq {}: `plantd apply retry {}` goes on",
+                    s.seq, s.seq
+                ))
+            }
             Some(s) if s.seq == seq => s.clone(),
             Some(s) => {
                 return Err(format!(
@@ -445,20 +523,8 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
     match step {
         Step::Create { model, columns } => {
             let name = format!("{plant}_{seq}");
-            let found = c
-                .call(
-                    "ir.model.data",
-                    "search_read",
-                    vec![json!([["module", "=", "plantd"], ["name", "=", name]])],
-                    Map::from_iter([("fields".to_string(), json!(["res_id", "model"]))]),
-                )
-                .await?;
-            if let Some(row) = found.as_array().and_then(|a| a.first()) {
-                return Ok(format!(
-                    "{} {} existed already as plantd.{name}",
-                    row["model"].as_str().unwrap_or(model),
-                    row["res_id"]
-                ));
+            if let Some(done) = created(c, model, &name).await? {
+                return Ok(done);
             }
             let mut fields = vec![json!("id")];
             let mut row = vec![json!(format!("plantd.{name}"))];
@@ -474,22 +540,24 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
                     Map::new(),
                 )
                 .await?;
-            match answer["ids"].as_array().and_then(|ids| ids.first()) {
-                Some(id) => Ok(format!("{model} {id} created as plantd.{name}")),
-                None => {
-                    let messages: Vec<&str> = answer["messages"]
-                        .as_array()
-                        .map(|m| m.iter().filter_map(|m| m["message"].as_str()).collect())
-                        .unwrap_or_default();
-                    if messages.is_empty() {
-                        Err(OdooError::Protocol(format!(
-                            "{model}.load answered {answer}"
-                        )))
-                    } else {
-                        Err(OdooError::Rejected(messages.join("; ")))
-                    }
-                }
+            if let Some(id) = answer["ids"].as_array().and_then(|ids| ids.first()) {
+                return Ok(format!("{model} {id} created as plantd.{name}"));
             }
+            let messages: Vec<&str> = answer["messages"]
+                .as_array()
+                .map(|m| m.iter().filter_map(|m| m["message"].as_str()).collect())
+                .unwrap_or_default();
+            if messages.is_empty() {
+                return Err(OdooError::Protocol(format!(
+                    "{model}.load answered {answer}"
+                )));
+            }
+            // A call an earlier try abandoned may have committed meanwhile (the external id
+            // then collides): that is this transaction, applied.
+            if let Some(done) = created(c, model, &name).await? {
+                return Ok(done);
+            }
+            Err(OdooError::Rejected(messages.join("; ")))
         }
         Step::Action {
             model,
@@ -503,15 +571,10 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
                 return Ok(format!("{model} {id} was {done_state} already"));
             }
             if !write.is_empty() {
-                c.call(
-                    model,
-                    "write",
-                    vec![json!([id]), Value::Object(write.clone())],
-                    Map::new(),
-                )
-                .await?;
+                let vals = Map::from_iter([("vals".to_string(), Value::Object(write.clone()))]);
+                c.call_on(model, "write", &[id], vals).await?;
             }
-            c.call(model, method, vec![json!([id])], Map::new()).await?;
+            c.call_on(model, method, &[id], Map::new()).await?;
             let (_, after) = find(c, model, &Record::Id(id)).await?;
             if after != *done_state {
                 return Err(OdooError::Rejected(format!(
@@ -523,11 +586,30 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
     }
 }
 
+/// The record created under external id `plantd.NAME`, if there is one.
+async fn created(c: &Client, model: &str, name: &str) -> Result<Option<String>, OdooError> {
+    let found = c
+        .call(
+            "ir.model.data",
+            "search_read",
+            vec![json!([["module", "=", "plantd"], ["name", "=", name]])],
+            Map::from_iter([("fields".to_string(), json!(["res_id", "model"]))]),
+        )
+        .await?;
+    Ok(found.as_array().and_then(|a| a.first()).map(|row| {
+        format!(
+            "{} {} existed already as plantd.{name}",
+            row["model"].as_str().unwrap_or(model),
+            row["res_id"]
+        )
+    }))
+}
+
 /// A record's id and `state`.
 async fn find(c: &Client, model: &str, record: &Record) -> Result<(i64, String), OdooError> {
     let fields = Map::from_iter([("fields".to_string(), json!(["state"]))]);
     let rows = match record {
-        Record::Id(id) => c.call(model, "read", vec![json!([id])], fields).await?,
+        Record::Id(id) => c.call_on(model, "read", &[*id], fields).await?,
         Record::Name(name) => {
             c.call(
                 model,

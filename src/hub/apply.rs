@@ -59,7 +59,13 @@ pub async fn run(database: String, central: CentralApply) {
     loop {
         tick.tick().await;
         if store.is_none() {
-            store = Store::open(&database).await.ok();
+            match Store::open(&database).await {
+                Ok(s) => store = Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "central apply: the hub database is unreachable; retrying");
+                    continue;
+                }
+            }
         }
         let Some(s) = store.as_ref() else { continue };
         let due = match s.plants_to_apply().await {
@@ -139,7 +145,9 @@ async fn work(
         return Ok(None); // another replica applies this plant now
     }
     let mut client: Option<Client> = None;
-    loop {
+    // A few batches per turn, then the lock goes back: with more plants than workers, each
+    // gets its turn (the list of due plants is shuffled).
+    for _ in 0..5 {
         // Under the lock: the cursor as the last holder left it.
         let row = c
             .query_one(
@@ -200,6 +208,7 @@ async fn work(
             .await?;
         }
     }
+    Ok(None)
 }
 
 impl Store {
@@ -211,7 +220,7 @@ impl Store {
                 "SELECT p.name FROM plants p
                  WHERE p.acked_seq > p.applied_seq
                    AND NOT EXISTS (SELECT 1 FROM apply_stops s WHERE s.plant = p.name)
-                 ORDER BY p.name",
+                 ORDER BY random()",
                 &[],
             )
             .await?;
@@ -301,13 +310,21 @@ impl Store {
         let stopped = Self::stop_of(&status, plant, seq)?;
         let message = stopped.message.clone().unwrap_or_default();
         let tx = self.client.transaction().await?;
+        let removed = tx
+            .execute(
+                "DELETE FROM apply_stops WHERE plant = $1 AND seq = $2",
+                &[&plant, &seq],
+            )
+            .await?;
+        anyhow::ensure!(
+            removed == 1,
+            "{plant}'s apply is no longer stopped at seq {seq}"
+        );
         tx.execute(
             "INSERT INTO apply_parked (plant, seq, message) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&plant, &seq, &message],
         )
         .await?;
-        tx.execute("DELETE FROM apply_stops WHERE plant = $1", &[&plant])
-            .await?;
         tx.execute(
             "UPDATE plants SET applied_seq = $2 WHERE name = $1 AND applied_seq < $2",
             &[&plant, &seq],

@@ -133,13 +133,6 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         );
         tokio::spawn(apply::run(hub.config.database.clone(), central));
     }
-    if let Some(central) = hub.config.central.clone() {
-        tracing::info!(
-            workers = central.workers,
-            "applying the plants' transactions to the central Odoo"
-        );
-        tokio::spawn(apply::run(hub.config.database.clone(), central));
-    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(every) = sd_notify::watchdog_enabled() {
         // The runtime answering is what is checked: a hub wedged in its event loop stops the

@@ -188,7 +188,18 @@ impl Store {
 
     /// Connects to a database whose schema is already current (one connection per session).
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .with_context(|| format!("the hub database URL {} is not valid", redact(url)))?;
+        // A hub host that vanishes must not hold its sessions (and the apply's advisory locks)
+        // until the kernel's default keepalive gives up, hours later.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
+        let (client, connection) = config
+            .connect(NoTls)
             .await
             .with_context(|| format!("connecting to the hub database {}", redact(url)))?;
         tokio::spawn(async move {
@@ -200,7 +211,9 @@ impl Store {
         client
             .batch_execute(
                 "SET lock_timeout = '10s'; SET statement_timeout = '60s';
-                 SET idle_in_transaction_session_timeout = '60s'",
+                 SET idle_in_transaction_session_timeout = '60s';
+                 SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10;
+                 SET tcp_keepalives_count = 3",
             )
             .await
             .context("setting the hub database session timeouts")?;

@@ -497,7 +497,28 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
                 &format!(r#"[[["module", "=", "plantd"], ["name", "like", "{name}_"]]]"#),
             ],
         ));
-        assert_eq!(ids, n, "{name}: one external id per transaction");
+        assert_eq!(ids, n, "{name}: every transaction has its external id");
+        let (moves, _) = ok(&odoo(
+            &central,
+            &[
+                "stock.move",
+                "search_read",
+                &format!(r#"[[["reference", "like", "{name}-"]]]"#),
+                "--kwargs",
+                r#"{"fields": ["reference"], "order": "id"}"#,
+            ],
+        ));
+        let refs: Vec<&str> = moves
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["reference"].as_str().unwrap())
+            .collect();
+        let mut sorted = refs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(refs.len(), n / 2, "{name}: each move created once");
+        assert_eq!(refs, sorted, "{name}: moves in seq order");
         let (partners, _) = ok(&odoo(
             &central,
             &[
@@ -574,6 +595,25 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
         ],
     ));
     assert_eq!(after, 1);
+    // Turin's queue was never stopped: what it takes now is applied.
+    let (_, turin, turin_token) = &plants[1];
+    let (code, _) = runtime.block_on(post_json(
+        &turin.client(),
+        &turin.url("/api/v1/transactions"),
+        turin_token,
+        &json!({"key": "turin-late", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "turin-late"}}}),
+    ));
+    assert_eq!(code, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while hub_apply(&hub)["turin"].0 != n as i64 + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            hub_apply(&hub)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(hub_apply(&hub)["lyon"].0, n as i64 + 2);
     let status = hub.cli(&["apply", "status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains(&format!("parked seq {}", n + 1)), "{text}");
