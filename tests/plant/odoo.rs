@@ -376,6 +376,27 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         .unwrap()
         .is_empty());
     assert!(!stack.cli(&["apply", "replay", "63"]).status.success());
+
+    // Odoo away for a while: the apply waits and says why, skips nothing, and catches up.
+    stack.cli_ok(&["stack", "hold", "odoo", "--reason", "test: Odoo away"]);
+    let batch: Vec<Value> = (1..=5)
+        .map(|i| json!({"key": format!("away-{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("away-{i}")}}}))
+        .collect();
+    assert_eq!(post(Value::Array(batch)).0, 201);
+    let s = wait_apply(&stack, "the apply to wait for Odoo", |s| {
+        !s["waiting"].is_null()
+    });
+    assert_eq!(s["applied_seq"], 64, "{s}");
+    assert!(s["stopped_at"].is_null(), "{s}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(apply_status(&stack)["applied_seq"], 64);
+    stack.cli_ok(&["stack", "release", "odoo"]);
+    let s = wait_apply(&stack, "the apply to catch up", |s| s["applied_seq"] == 69);
+    assert!(s["waiting"].is_null(), "{s}");
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "like", "away-"]]"#),
+        5
+    );
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
