@@ -173,6 +173,26 @@ fn wait_apply(stack: &TestStack, what: &str, check: impl Fn(&Value) -> bool) -> 
     }
 }
 
+/// `field` of the `model` records whose `field` starts with `prefix`, in the order Odoo created
+/// them.
+fn in_id_order(stack: &TestStack, model: &str, field: &str, prefix: &str) -> Vec<String> {
+    let (rows, _) = ok(&odoo(
+        stack,
+        &[
+            model,
+            "search_read",
+            &format!(r#"[[["{field}", "=like", "{prefix}%"]]]"#),
+            "--kwargs",
+            &format!(r#"{{"fields": ["{field}"], "order": "id"}}"#),
+        ],
+    ));
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[field].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
     let (n, _) = ok(&odoo(
         stack,
@@ -256,25 +276,10 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         20
     );
     // In order: ids grow with seq.
-    let (moves, _) = ok(&odoo(
-        &stack,
-        &[
-            "stock.move",
-            "search_read",
-            r#"[[["reference", "like", "M-"]]]"#,
-            "--kwargs",
-            r#"{"fields": ["reference"], "order": "id"}"#,
-        ],
-    ));
-    let refs: Vec<&str> = moves
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["reference"].as_str().unwrap())
-        .collect();
+    let refs = in_id_order(&stack, "stock.move", "reference", "M-");
     let mut sorted = refs.clone();
     sorted.sort();
-    assert_eq!(refs, sorted);
+    assert_eq!((refs.len(), &refs), (20, &sorted));
 
     // Odoo rejects seq 61 (a negative quantity): the queue stops there with Odoo's message,
     // and 62 waits behind it.
@@ -519,48 +524,14 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
             ],
         ));
         assert_eq!(ids, n, "{name}: every transaction has its external id");
-        let (moves, _) = ok(&odoo(
-            &central,
-            &[
-                "stock.move",
-                "search_read",
-                &format!(r#"[[["reference", "like", "{name}-"]]]"#),
-                "--kwargs",
-                r#"{"fields": ["reference"], "order": "id"}"#,
-            ],
-        ));
-        let refs: Vec<&str> = moves
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["reference"].as_str().unwrap())
-            .collect();
-        let mut sorted = refs.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(refs.len(), n / 2, "{name}: each move created once");
-        assert_eq!(refs, sorted, "{name}: moves in seq order");
-        let (partners, _) = ok(&odoo(
-            &central,
-            &[
-                "res.partner",
-                "search_read",
-                &format!(r#"[[["name", "like", "{name}-"]]]"#),
-                "--kwargs",
-                r#"{"fields": ["name"], "order": "id"}"#,
-            ],
-        ));
-        let names: Vec<&str> = partners
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(names.len(), n / 2, "{name}: each created once");
-        assert_eq!(names, sorted, "{name}: in seq order");
+        for (model, field) in [("stock.move", "reference"), ("res.partner", "name")] {
+            let values = in_id_order(&central, model, field, &format!("{name}-"));
+            let mut sorted = values.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(values.len(), n / 2, "{name}: each {model} created once");
+            assert_eq!(values, sorted, "{name}: {model} in seq order");
+        }
     }
 
     // The central Odoo rejects one of lyon's: lyon's queue stops there, turin's goes on.
