@@ -244,69 +244,79 @@ impl Applier {
                 let _ = inner.save(&saved);
                 continue;
             }
-            for entry in batch {
-                let parked = inner
-                    .saved
-                    .lock()
-                    .await
-                    .parked
-                    .iter()
-                    .any(|p| p.seq == entry.seq);
-                if parked {
-                    let _ = inner.journal.advance(Cursor::Applied, entry.seq).await;
+            let parked: Vec<u64> = inner
+                .saved
+                .lock()
+                .await
+                .parked
+                .iter()
+                .map(|p| p.seq)
+                .collect();
+            let pending: Vec<Pending> = batch
+                .iter()
+                .map(|e| Pending {
+                    seq: e.seq,
+                    kind: &e.kind,
+                    payload: &e.payload,
+                    parked: parked.contains(&e.seq),
+                })
+                .collect();
+            let (through, failed) = apply_many(
+                &inner.kinds,
+                &inner.locate,
+                &mut client,
+                &inner.plant,
+                &pending,
+            )
+            .await;
+            if let Some(seq) = through {
+                backoff = Duration::from_secs(1);
+                *inner.waiting.lock().expect("not poisoned") = None;
+                if let Err(e) = inner.journal.advance(Cursor::Applied, seq).await {
+                    inner.health.set(
+                        COMPONENT,
+                        Health_::Unhealthy,
+                        format!("recording the apply through seq {seq}: {e}"),
+                    );
                     continue;
                 }
-                match inner.apply(&mut client, &entry).await {
-                    Ok(_) => {
-                        backoff = Duration::from_secs(1);
-                        *inner.waiting.lock().expect("not poisoned") = None;
-                        if let Err(e) = inner.journal.advance(Cursor::Applied, entry.seq).await {
-                            inner.health.set(
-                                COMPONENT,
-                                Health_::Unhealthy,
-                                format!("recording the apply of seq {}: {e}", entry.seq),
-                            );
-                            break;
-                        }
+            }
+            match failed {
+                None => {}
+                Some((seq, _, Failed::Wait(why))) => {
+                    client = None;
+                    let message = format!(
+                        "{why}; seq {seq} is tried again in {} s, nothing is skipped",
+                        backoff.as_secs()
+                    );
+                    tracing::warn!(seq, "{message}");
+                    if backoff >= Duration::from_secs(8) {
+                        inner
+                            .health
+                            .set(COMPONENT, Health_::Unhealthy, message.clone());
                     }
-                    Err(Failed::Wait(why)) => {
-                        client = None;
-                        let message = format!(
-                            "{why}; seq {} is tried again in {} s, nothing is skipped",
-                            entry.seq,
-                            backoff.as_secs()
-                        );
-                        tracing::warn!(seq = entry.seq, "{message}");
-                        if backoff >= Duration::from_secs(8) {
-                            inner
-                                .health
-                                .set(COMPONENT, Health_::Unhealthy, message.clone());
-                        }
-                        *inner.waiting.lock().expect("not poisoned") = Some(message);
-                        tokio::select! {
-                            _ = stop.changed() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                        break;
+                    *inner.waiting.lock().expect("not poisoned") = Some(message);
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
                     }
-                    Err(Failed::Stop(message)) => {
-                        // A fixed [odoo] section is read again at the retry.
-                        client = None;
-                        let s = Stopped {
-                            seq: entry.seq,
-                            kind: entry.kind.clone(),
-                            message,
-                            at: now(),
-                        };
-                        tracing::error!(seq = s.seq, kind = %s.kind, message = %s.message, "Odoo rejected a transaction: the apply queue stops here");
-                        inner.set_stopped_health(&s);
-                        let mut saved = inner.saved.lock().await;
-                        saved.stopped = Some(s);
-                        if let Err(e) = inner.save(&saved) {
-                            tracing::error!(error = %format!("{e:#}"), "could not record where the apply queue stopped");
-                        }
-                        break;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                Some((seq, kind, Failed::Stop(message))) => {
+                    // A fixed [odoo] section is read again at the retry.
+                    client = None;
+                    let s = Stopped {
+                        seq,
+                        kind,
+                        message,
+                        at: now(),
+                    };
+                    tracing::error!(seq = s.seq, kind = %s.kind, message = %s.message, "Odoo rejected a transaction: the apply queue stops here");
+                    inner.set_stopped_health(&s);
+                    let mut saved = inner.saved.lock().await;
+                    saved.stopped = Some(s);
+                    if let Err(e) = inner.save(&saved) {
+                        tracing::error!(error = %format!("{e:#}"), "could not record where the apply queue stopped");
                     }
                 }
             }
@@ -478,6 +488,196 @@ impl Inner {
     }
 }
 
+/// A transaction waiting to be applied.
+pub struct Pending<'a> {
+    pub seq: u64,
+    pub kind: &'a str,
+    pub payload: &'a str,
+    /// Set aside by an admin: passed over.
+    pub parked: bool,
+}
+
+/// Most rows in one `load`.
+const LOAD_ROWS: usize = 100;
+
+/// Applies `pending` (in seq order) as far as it goes. Consecutive creates of one model with
+/// the same columns go to Odoo as one `load` (all or nothing there), after one look for their
+/// external ids; when Odoo rejects such a batch, its transactions are tried one by one, so that
+/// the queue stops exactly at the one Odoo refuses. Returns the last seq applied (or passed
+/// over), and where and why it stopped short.
+pub async fn apply_many(
+    kinds: &Kinds,
+    locate: &Locate,
+    client: &mut Option<Client>,
+    plant: &str,
+    pending: &[Pending<'_>],
+) -> (Option<u64>, Option<(u64, String, Failed)>) {
+    let mut through = None;
+    let mut i = 0;
+    while i < pending.len() {
+        let p = &pending[i];
+        if p.parked {
+            through = Some(p.seq);
+            i += 1;
+            continue;
+        }
+        // The run of creates that can share a load.
+        let mut run: Vec<(u64, Step)> = Vec::new();
+        while let Some(q) = pending
+            .get(i + run.len())
+            .filter(|q| !q.parked && run.len() < LOAD_ROWS)
+        {
+            let Ok(step @ Step::Create { .. }) = step_of(kinds, q.kind, q.payload) else {
+                break;
+            };
+            if let (
+                Some((
+                    _,
+                    Step::Create {
+                        model: m0,
+                        columns: c0,
+                    },
+                )),
+                Step::Create { model, columns },
+            ) = (run.first(), &step)
+            {
+                let same = m0 == model
+                    && c0.len() == columns.len()
+                    && c0.iter().zip(columns).all(|(a, b)| a.0 == b.0);
+                if !same {
+                    break;
+                }
+            }
+            run.push((q.seq, step));
+        }
+        if run.len() >= 2 {
+            match connect(locate, client).await {
+                Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
+                Ok(c) => match load_many(c, plant, &run).await {
+                    Ok(true) => {
+                        through = run.last().map(|(s, _)| *s);
+                        i += run.len();
+                        continue;
+                    }
+                    // Rejected as a whole: one by one below finds the one.
+                    Ok(false) => {}
+                    Err(e) => return (through, Some((p.seq, p.kind.to_string(), classify(e)))),
+                },
+            }
+            for q in &pending[i..i + run.len()] {
+                match apply_one(kinds, locate, client, plant, q.seq, q.kind, q.payload).await {
+                    Ok(_) => through = Some(q.seq),
+                    Err(f) => return (through, Some((q.seq, q.kind.to_string(), f))),
+                }
+            }
+            i += run.len();
+            continue;
+        }
+        match apply_one(kinds, locate, client, plant, p.seq, p.kind, p.payload).await {
+            Ok(_) => through = Some(p.seq),
+            Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
+        }
+        i += 1;
+    }
+    (through, None)
+}
+
+fn step_of(kinds: &Kinds, kind: &str, payload: &str) -> Result<Step, Failed> {
+    let payload: Value = serde_json::from_str(payload)
+        .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
+    kinds.step(kind, &payload).map_err(|(field, m)| {
+        Failed::Stop(format!(
+            "{field}: {m} (the mappings changed since it was accepted?)"
+        ))
+    })
+}
+
+async fn connect<'c>(
+    locate: &Locate,
+    client: &'c mut Option<Client>,
+) -> Result<&'c Client, Failed> {
+    if client.is_none() {
+        let target = locate().map_err(Failed::Wait)?;
+        let url = target.url.clone();
+        // Not this transaction's fault (a wrong key, Odoo away): wait, and take up a fixed
+        // [odoo] section at the next try.
+        *client = Some(
+            Client::connect(target)
+                .await
+                .map_err(|e| Failed::Wait(format!("{url}: {e}")))?,
+        );
+    }
+    Ok(client.as_ref().expect("connected"))
+}
+
+fn classify(e: OdooError) -> Failed {
+    if e.transient() {
+        Failed::Wait(e.to_string())
+    } else {
+        Failed::Stop(e.to_string())
+    }
+}
+
+/// One `load` for a run of creates of one model with the same columns, after one look for
+/// their external ids (those found were applied before). `Ok(false)`: Odoo rejected the batch,
+/// and nothing of it stayed.
+async fn load_many(c: &Client, plant: &str, run: &[(u64, Step)]) -> Result<bool, OdooError> {
+    let names: Vec<String> = run
+        .iter()
+        .map(|(seq, _)| format!("{plant}_{seq}"))
+        .collect();
+    let found = c
+        .call(
+            "ir.model.data",
+            "search_read",
+            vec![json!([["module", "=", "plantd"], ["name", "in", names]])],
+            Map::from_iter([("fields".to_string(), json!(["name"]))]),
+        )
+        .await?;
+    let done: Vec<&str> = found
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    let mut model = "";
+    let mut fields = vec![json!("id")];
+    let mut rows = Vec::new();
+    for ((_, step), name) in run.iter().zip(&names) {
+        let Step::Create { model: m, columns } = step else {
+            continue;
+        };
+        if model.is_empty() {
+            model = m;
+            fields.extend(columns.iter().map(|(c, _)| json!(c)));
+        }
+        if done.contains(&name.as_str()) {
+            continue;
+        }
+        let mut row = vec![json!(format!("plantd.{name}"))];
+        row.extend(columns.iter().map(|(_, v)| json!(v)));
+        rows.push(Value::Array(row));
+    }
+    if rows.is_empty() {
+        return Ok(true);
+    }
+    let expected = rows.len();
+    let answer = c
+        .call(
+            model,
+            "load",
+            vec![Value::Array(fields), Value::Array(rows)],
+            Map::new(),
+        )
+        .await?;
+    match answer["ids"].as_array() {
+        Some(ids) if ids.len() == expected => Ok(true),
+        Some(ids) => Err(OdooError::Protocol(format!(
+            "{model}.load created {} records of {expected}",
+            ids.len()
+        ))),
+        None => Ok(false),
+    }
+}
+
 /// Applies transaction `seq` of `plant` (its `kind` and `payload`), connecting `client` first
 /// when it is not connected.
 pub async fn apply_one(
@@ -489,33 +689,9 @@ pub async fn apply_one(
     kind: &str,
     payload: &str,
 ) -> Result<String, Failed> {
-    let payload: Value = serde_json::from_str(payload)
-        .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
-    let step = kinds.step(kind, &payload).map_err(|(field, m)| {
-        Failed::Stop(format!(
-            "{field}: {m} (the mappings changed since it was accepted?)"
-        ))
-    })?;
-    if client.is_none() {
-        let target = locate().map_err(Failed::Wait)?;
-        let url = target.url.clone();
-        *client = Some(
-            Client::connect(target)
-                .await
-                .map_err(|e| match e.transient() {
-                    true => Failed::Wait(format!("{url}: {e}")),
-                    false => Failed::Stop(format!("{url}: {e}")),
-                })?,
-        );
-    }
-    let c = client.as_ref().expect("connected");
-    run_step(c, plant, seq, &step).await.map_err(|e| {
-        if e.transient() {
-            Failed::Wait(e.to_string())
-        } else {
-            Failed::Stop(e.to_string())
-        }
-    })
+    let step = step_of(kinds, kind, payload)?;
+    let c = connect(locate, client).await?;
+    run_step(c, plant, seq, &step).await.map_err(classify)
 }
 
 /// Carries out one step, idempotently; says what it did.

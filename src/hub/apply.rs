@@ -18,7 +18,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::store::Store;
-use crate::apply::{apply_one, Failed, Locate};
+use crate::apply::{apply_many, apply_one, Failed, Locate, Pending};
 use crate::config::CentralApply;
 use crate::odoo::Client;
 
@@ -171,41 +171,42 @@ async fn work(
         if rows.is_empty() {
             return Ok(None);
         }
-        for r in rows {
-            let (seq, kind, payload, parked): (i64, String, String, bool) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            if !parked {
-                match apply_one(
-                    kinds,
-                    locate,
-                    &mut client,
-                    plant,
-                    seq as u64,
-                    &kind,
-                    &payload,
-                )
-                .await
-                {
-                    Ok(_) => {}
-                    Err(Failed::Wait(why)) => return Ok(Some(why)),
-                    Err(Failed::Stop(message)) => {
-                        tracing::error!(%plant, seq, %kind, %message, "the central Odoo rejected a transaction: this plant's apply stops here");
-                        c.execute(
-                            "INSERT INTO apply_stops (plant, seq, kind, message) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (plant) DO UPDATE SET seq = excluded.seq, kind = excluded.kind,
-                               message = excluded.message, at = now()",
-                            &[&plant, &seq, &kind, &message],
-                        )
-                        .await?;
-                        return Ok(None);
-                    }
-                }
-            }
+        let rows: Vec<(i64, String, String, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let pending: Vec<Pending> = rows
+            .iter()
+            .map(|(seq, kind, payload, parked)| Pending {
+                seq: *seq as u64,
+                kind,
+                payload,
+                parked: *parked,
+            })
+            .collect();
+        let (through, failed) = apply_many(kinds, locate, &mut client, plant, &pending).await;
+        if let Some(seq) = through {
             c.execute(
                 "UPDATE plants SET applied_seq = $2 WHERE name = $1 AND applied_seq < $2",
-                &[&plant, &seq],
+                &[&plant, &(seq as i64)],
             )
             .await?;
+        }
+        match failed {
+            None => {}
+            Some((_, _, Failed::Wait(why))) => return Ok(Some(why)),
+            Some((seq, kind, Failed::Stop(message))) => {
+                let seq = seq as i64;
+                tracing::error!(%plant, seq, %kind, %message, "the central Odoo rejected a transaction: this plant's apply stops here");
+                c.execute(
+                    "INSERT INTO apply_stops (plant, seq, kind, message) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (plant) DO UPDATE SET seq = excluded.seq, kind = excluded.kind,
+                       message = excluded.message, at = now()",
+                    &[&plant, &seq, &kind, &message],
+                )
+                .await?;
+                return Ok(None);
+            }
         }
     }
     Ok(None)

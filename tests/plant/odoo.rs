@@ -402,6 +402,25 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         count(&stack, "res.partner", r#"[["name", "like", "away-"]]"#),
         5
     );
+
+    // Creates of one model go to Odoo as one load; when Odoo rejects the batch (the fifth of
+    // ten, seq 74), the queue still stops exactly there, with the four before it applied once.
+    let batch: Vec<Value> = (1..=10)
+        .map(|i| json!({"key": format!("b-{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": if i == 5 { -1 } else { i }, "location_id": 1, "location_dest_id": 2, "reference": format!("B-{i:02}")}}))
+        .collect();
+    assert_eq!(post(Value::Array(batch)).0, 201);
+    let s = wait_apply(&stack, "the queue to stop at 74", |s| s["stopped_at"] == 74);
+    assert_eq!(s["applied_seq"], 73, "{s}");
+    assert_eq!(
+        in_id_order(&stack, "stock.move", "reference", "B-"),
+        ["B-01", "B-02", "B-03", "B-04"]
+    );
+    stack.cli_ok(&["apply", "park", "74"]);
+    wait_apply(&stack, "the rest of the batch", |s| s["applied_seq"] == 79);
+    assert_eq!(
+        in_id_order(&stack, "stock.move", "reference", "B-"),
+        ["B-01", "B-02", "B-03", "B-04", "B-06", "B-07", "B-08", "B-09", "B-10"]
+    );
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
