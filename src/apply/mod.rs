@@ -280,6 +280,12 @@ impl Applier {
                     );
                     continue;
                 }
+                // Working through a backlog is healthy (an update's health gate waits for it).
+                if failed.is_none() {
+                    inner
+                        .health
+                        .set(COMPONENT, Health_::Ok, format!("applied through seq {seq}"));
+                }
             }
             match failed {
                 None => {}
