@@ -15,6 +15,19 @@ fn odoo(stack: &TestStack, args: &[&str]) -> Output {
     stack.cli(&all)
 }
 
+/// Writes the emulator's API key to `key_file` and returns it. The emulator takes its admin
+/// password as an API key of user admin (real Odoo issues keys in Preferences, Account
+/// Security).
+fn write_emulator_key(stack: &TestStack, key_file: &std::path::Path) -> String {
+    let secrets: Value = serde_json::from_slice(
+        &std::fs::read(stack.plant.data_dir.join("stack/secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let key = secrets["odoo_admin_password"].as_str().unwrap().to_string();
+    std::fs::write(key_file, format!("{key}\n")).unwrap();
+    key
+}
+
 fn ok(out: &Output) -> (Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
@@ -52,14 +65,7 @@ fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     let e = failed(&odoo(&stack, &["res.partner", "search", "[[]]"]));
     assert!(e.contains("reading [odoo] key_file"), "{e}");
 
-    // The emulator takes its admin password as an API key of user admin (real Odoo issues
-    // keys in Preferences, Account Security).
-    let secrets: Value = serde_json::from_slice(
-        &std::fs::read(stack.plant.data_dir.join("stack/secrets.json")).unwrap(),
-    )
-    .unwrap();
-    let key = secrets["odoo_admin_password"].as_str().unwrap();
-    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let key = write_emulator_key(&stack, &key_file);
 
     let (created, via) = ok(&odoo(
         &stack,
@@ -212,11 +218,7 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         key_file.display()
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
-    let secrets: Value = serde_json::from_slice(
-        &std::fs::read(stack.plant.data_dir.join("stack/secrets.json")).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(&key_file, secrets["odoo_admin_password"].as_str().unwrap()).unwrap();
+    write_emulator_key(&stack, &key_file);
     let token = create_token(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
@@ -458,11 +460,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
     let key_file = keys.path().join("central.key");
     let central = TestStack::start(&format!("[odoo]\nkey_file = \"{}\"\n", key_file.display()));
     central.wait_all_healthy(Duration::from_secs(120));
-    let secrets: Value = serde_json::from_slice(
-        &std::fs::read(central.plant.data_dir.join("stack/secrets.json")).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(&key_file, secrets["odoo_admin_password"].as_str().unwrap()).unwrap();
+    write_emulator_key(&central, &key_file);
     let ip = crate::stack::docker_ok(&[
         "inspect",
         "-f",

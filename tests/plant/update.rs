@@ -260,7 +260,19 @@ fn keygen(hub: &Hub, path: &Path) -> String {
 }
 
 fn publish(hub: &Hub, file: &Path, version: &str, key: &Path) {
-    let out = hub.cli(&[
+    let out = publish_with_images(hub, file, version, key, None);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `plantd hub release publish`, with a stack image bundle when `images` names one.
+fn publish_with_images(
+    hub: &Hub,
+    file: &Path,
+    version: &str,
+    key: &Path,
+    images: Option<&Path>,
+) -> std::process::Output {
+    let mut args = vec![
         "release",
         "publish",
         file.to_str().unwrap(),
@@ -268,8 +280,11 @@ fn publish(hub: &Hub, file: &Path, version: &str, key: &Path) {
         version,
         "--key",
         key.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    ];
+    if let Some(bundle) = images {
+        args.extend(["--images", bundle.to_str().unwrap()]);
+    }
+    hub.cli(&args)
 }
 
 fn start_rollout(hub: &Hub, version: &str, waves: &str, max_failures: &str) {
@@ -810,17 +825,7 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
     let saved = started.elapsed();
     let v2 = release_of(dir.path(), "2.0.0");
     let started = Instant::now();
-    let out = hub.cli(&[
-        "release",
-        "publish",
-        v2.to_str().unwrap(),
-        "--version",
-        "2.0.0",
-        "--key",
-        key.to_str().unwrap(),
-        "--images",
-        bundle.to_str().unwrap(),
-    ]);
+    let out = publish_with_images(&hub, &v2, "2.0.0", &key, Some(&bundle));
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("with stack images {next}")),
@@ -880,17 +885,7 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
         &[("exits", &exits)],
     );
     let v3 = release_of(dir.path(), "3.0.0");
-    let out = hub.cli(&[
-        "release",
-        "publish",
-        v3.to_str().unwrap(),
-        "--version",
-        "3.0.0",
-        "--key",
-        key.to_str().unwrap(),
-        "--images",
-        bad_bundle.to_str().unwrap(),
-    ]);
+    let out = publish_with_images(&hub, &v3, "3.0.0", &key, Some(&bad_bundle));
     assert!(out.status.success(), "{}", text(&out));
     start_rollout(&hub, "3.0.0", "100%", "0");
     wait_for(300, "the rollout to pause on the stack's rollback", || {
@@ -964,17 +959,7 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
     assert!(out.status.success(), "{}", text(&out));
     let here = crate::stack::docker_ok(&["image", "inspect", "-f", "{{.Id}}", &reused]);
     let v4 = release_of(dir.path(), "4.0.0");
-    let out = hub.cli(&[
-        "release",
-        "publish",
-        v4.to_str().unwrap(),
-        "--version",
-        "4.0.0",
-        "--key",
-        key.to_str().unwrap(),
-        "--images",
-        reused_bundle.to_str().unwrap(),
-    ]);
+    let out = publish_with_images(&hub, &v4, "4.0.0", &key, Some(&reused_bundle));
     assert!(out.status.success(), "{}", text(&out));
     start_rollout(&hub, "4.0.0", "100%", "0");
     wait_for(120, "the rollout to pause on the refusal", || {
@@ -998,17 +983,7 @@ fn a_release_brings_stack_images_through_the_hub_behind_the_health_gate() {
     // refused, and the hub lists no such release.
     let not_a_bundle = dir.path().join("junk.tar");
     std::fs::write(&not_a_bundle, b"not a tar at all").unwrap();
-    let out = hub.cli(&[
-        "release",
-        "publish",
-        v3.to_str().unwrap(),
-        "--version",
-        "3.0.1",
-        "--key",
-        key.to_str().unwrap(),
-        "--images",
-        not_a_bundle.to_str().unwrap(),
-    ]);
+    let out = publish_with_images(&hub, &v3, "3.0.1", &key, Some(&not_a_bundle));
     assert!(!out.status.success());
     assert!(
         text(&out).contains("is not an image bundle"),
