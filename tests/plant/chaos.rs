@@ -14,16 +14,31 @@ use crate::fleet::*;
 use crate::harness::*;
 
 /// xorshift64*: a reproducible schedule without another dependency.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
+    /// Seeded from `PLANTD_CHAOS_SEED`, else from the clock; the seed is printed for a rerun.
+    pub fn from_env() -> Rng {
+        let seed: u64 = std::env::var("PLANTD_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("chaos seed {seed} (PLANTD_CHAOS_SEED={seed} replays it)");
+        Rng(seed)
+    }
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -34,18 +49,8 @@ fn a_minute_of_crashes_cuts_and_failovers_loses_and_duplicates_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let seed: u64 = std::env::var("PLANTD_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("chaos seed {seed}, {secs} s");
-    let mut rng = Rng(seed);
+    println!("chaos for {secs} s");
+    let mut rng = Rng::from_env();
 
     let pg = Pg::start();
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::stack::TestStack;
 
-fn odoo(stack: &TestStack, args: &[&str]) -> Output {
+pub fn odoo(stack: &TestStack, args: &[&str]) -> Output {
     let mut all = vec!["odoo", "call"];
     all.extend_from_slice(args);
     stack.cli(&all)
@@ -18,7 +18,7 @@ fn odoo(stack: &TestStack, args: &[&str]) -> Output {
 /// Writes the emulator's API key to `key_file` and returns it. The emulator takes its admin
 /// password as an API key of user admin (real Odoo issues keys in Preferences, Account
 /// Security).
-fn write_emulator_key(stack: &TestStack, key_file: &std::path::Path) -> String {
+pub fn write_emulator_key(stack: &TestStack, key_file: &std::path::Path) -> String {
     let secrets: Value = serde_json::from_slice(
         &std::fs::read(stack.plant.data_dir.join("stack/secrets.json")).unwrap(),
     )
@@ -28,7 +28,7 @@ fn write_emulator_key(stack: &TestStack, key_file: &std::path::Path) -> String {
     key
 }
 
-fn ok(out: &Output) -> (Value, String) {
+pub fn ok(out: &Output) -> (Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
@@ -163,7 +163,7 @@ fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     assert!(!seen.contains("POST /json/2/"), "{seen}");
 }
 
-fn apply_status(stack: &TestStack) -> Value {
+pub fn apply_status(stack: &TestStack) -> Value {
     serde_json::from_str(&stack.cli_ok(&["apply", "status", "--json"])).unwrap()
 }
 
@@ -181,7 +181,7 @@ fn wait_apply(stack: &TestStack, what: &str, check: impl Fn(&Value) -> bool) -> 
 
 /// `field` of the `model` records whose `field` starts with `prefix`, in the order Odoo created
 /// them.
-fn in_id_order(stack: &TestStack, model: &str, field: &str, prefix: &str) -> Vec<String> {
+pub fn in_id_order(stack: &TestStack, model: &str, field: &str, prefix: &str) -> Vec<String> {
     let (rows, _) = ok(&odoo(
         stack,
         &[
@@ -199,7 +199,7 @@ fn in_id_order(stack: &TestStack, model: &str, field: &str, prefix: &str) -> Vec
         .collect()
 }
 
-fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
+pub fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
     let (n, _) = ok(&odoo(
         stack,
         &[model, "search_count", &format!("[{domain}]")],
@@ -426,7 +426,7 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
-fn hub_apply(
+pub fn hub_apply(
     hub: &crate::fleet::Hub,
 ) -> std::collections::BTreeMap<String, (i64, Option<i64>, String)> {
     let out = hub.cli(&["apply", "status", "--json"]);

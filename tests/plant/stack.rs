@@ -185,6 +185,14 @@ impl TestStack {
         self.plant = Plant::start_on(&self.plant.data_dir.clone(), &config, self.plant.addr);
     }
 
+    /// `kill -9` of plantd (the containers keep running), then plantd again on the same
+    /// config, data directory and port.
+    pub fn kill9_and_restart(&mut self) {
+        self.plant.kill9();
+        let config = std::fs::read_to_string(&self.config_path).unwrap();
+        self.plant = Plant::start_on(&self.plant.data_dir.clone(), &config, self.plant.addr);
+    }
+
     /// Runs SQL in the stack's PostgreSQL, as an admin would with psql.
     pub fn psql(&self, sql: &str) -> String {
         docker_ok(&[
