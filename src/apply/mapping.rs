@@ -19,6 +19,14 @@ pub enum Step {
         /// id) and their cells.
         columns: Vec<(String, String)>,
     },
+    /// Write `values` on one existing record. Idempotent as it is: the apply runs in seq
+    /// order, so a write done again after a crash sets what it set before, and nothing later
+    /// has been written yet.
+    Write {
+        model: String,
+        record: Record,
+        values: Map<String, Value>,
+    },
     /// Run `method` on one existing record, unless its `state` shows it has run (`done_state`);
     /// `write` first, when there is something to write.
     Action {
@@ -43,14 +51,15 @@ pub enum Record {
 #[serde(deny_unknown_fields)]
 pub struct KindConfig {
     pub model: String,
-    /// "create", or "action" (run `method` on a record).
+    /// "create", "write" (fields of a record), or "action" (run `method` on a record).
     pub operation: String,
-    /// create: `load` column = payload field ("qty", or "qty?" when it may be missing).
+    /// create: `load` column = payload field ("qty", or "qty?" when it may be missing);
+    /// write: Odoo field = payload field.
     #[serde(default)]
     pub values: BTreeMap<String, String>,
     /// action: the method, such as "button_validate".
     pub method: Option<String>,
-    /// action: the payload field holding the record's database id...
+    /// write, action: the payload field holding the record's database id...
     pub record_id: Option<String>,
     /// ...or its name.
     pub record_name: Option<String>,
@@ -65,6 +74,11 @@ pub struct KindConfig {
 enum Op {
     Create {
         columns: Vec<(String, Source)>,
+    },
+    Write {
+        record_id: Option<Source>,
+        record_name: Option<Source>,
+        values: Vec<(String, Source)>,
     },
     Action {
         record_id: Option<Source>,
@@ -242,6 +256,32 @@ impl Kinds {
                         columns: k.values.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
                     }
                 }
+                "write" => {
+                    if k.method.is_some() {
+                        return Err((
+                            field("method"),
+                            "a write runs no method; use operation = \"action\" to run one".into(),
+                        ));
+                    }
+                    if k.values.is_empty() {
+                        return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { lot_name = \"lot\" }".into()));
+                    }
+                    if let Some(bad) = k
+                        .values
+                        .keys()
+                        .find(|c| matches!(c.as_str(), "id" | ".id") || c.contains('/'))
+                    {
+                        return Err((field("values"), format!("{bad:?}: name a field of the record, such as \"origin\" (a many2one takes the database id as it is)")));
+                    }
+                    if k.record_id.is_none() && k.record_name.is_none() {
+                        return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
+                    }
+                    Op::Write {
+                        record_id: k.record_id.as_deref().map(src),
+                        record_name: k.record_name.as_deref().map(src),
+                        values: k.values.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
+                    }
+                }
                 "action" => {
                     let Some(method) = k.method.clone() else {
                         return Err((
@@ -266,7 +306,9 @@ impl Kinds {
                 other => {
                     return Err((
                         field("operation"),
-                        format!("{other:?} is not an operation; use \"create\" or \"action\""),
+                        format!(
+                        "{other:?} is not an operation; use \"create\", \"write\" or \"action\""
+                    ),
                     ))
                 }
             };
@@ -354,6 +396,15 @@ impl Kinds {
                     columns: out,
                 })
             }
+            Op::Write {
+                record_id,
+                record_name,
+                values,
+            } => Ok(Step::Write {
+                model: m.model.clone(),
+                record: record_of(&m.model, obj, record_id, record_name)?,
+                values: field_values(obj, values)?,
+            }),
             Op::Action {
                 record_id,
                 record_name,
@@ -361,62 +412,8 @@ impl Kinds {
                 method,
                 done_state,
             } => {
-                let by_id = match record_id {
-                    Some(s) => take(obj, s)?
-                        .map(|v| {
-                            v.as_i64().filter(|i| *i > 0).ok_or_else(|| {
-                                (
-                                    format!("payload.{}", s.field),
-                                    "must be a record id (a positive integer)".to_string(),
-                                )
-                            })
-                        })
-                        .transpose()?,
-                    None => None,
-                };
-                let by_name = match record_name {
-                    Some(s) => take(obj, s)?
-                        .map(|v| {
-                            v.as_str()
-                                .filter(|n| !n.trim().is_empty())
-                                .map(str::to_string)
-                                .ok_or_else(|| {
-                                    (
-                                        format!("payload.{}", s.field),
-                                        "must be the record's name (text)".to_string(),
-                                    )
-                                })
-                        })
-                        .transpose()?,
-                    None => None,
-                };
-                let record = match (by_id, by_name) {
-                    (Some(id), _) => Record::Id(id),
-                    (None, Some(name)) => Record::Name(name),
-                    (None, None) => {
-                        let said: Vec<String> = [record_id, record_name]
-                            .into_iter()
-                            .flatten()
-                            .map(|s| s.field.clone())
-                            .collect();
-                        return Err((
-                            "payload".into(),
-                            format!("name the {} record: give {}", m.model, said.join(" or ")),
-                        ));
-                    }
-                };
-                let mut values = Map::new();
-                for (field, source) in write {
-                    if let Some(v) = take(obj, source)? {
-                        if !(v.is_number() || v.is_string() || v.is_boolean()) {
-                            return Err((
-                                format!("payload.{}", source.field),
-                                "must be a number, text or true/false".into(),
-                            ));
-                        }
-                        values.insert(field.clone(), v.clone());
-                    }
-                }
+                let record = record_of(&m.model, obj, record_id, record_name)?;
+                let values = field_values(obj, write)?;
                 Ok(Step::Action {
                     model: m.model.clone(),
                     record,
@@ -427,6 +424,79 @@ impl Kinds {
             }
         }
     }
+}
+
+/// The record a write or an action is for: by database id, else by name.
+fn record_of(
+    model: &str,
+    obj: &Map<String, Value>,
+    record_id: &Option<Source>,
+    record_name: &Option<Source>,
+) -> Result<Record, (String, String)> {
+    let by_id = match record_id {
+        Some(s) => take(obj, s)?
+            .map(|v| {
+                v.as_i64().filter(|i| *i > 0).ok_or_else(|| {
+                    (
+                        format!("payload.{}", s.field),
+                        "must be a record id (a positive integer)".to_string(),
+                    )
+                })
+            })
+            .transpose()?,
+        None => None,
+    };
+    let by_name = match record_name {
+        Some(s) => take(obj, s)?
+            .map(|v| {
+                v.as_str()
+                    .filter(|n| !n.trim().is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        (
+                            format!("payload.{}", s.field),
+                            "must be the record's name (text)".to_string(),
+                        )
+                    })
+            })
+            .transpose()?,
+        None => None,
+    };
+    match (by_id, by_name) {
+        (Some(id), _) => Ok(Record::Id(id)),
+        (None, Some(name)) => Ok(Record::Name(name)),
+        (None, None) => {
+            let said: Vec<String> = [record_id, record_name]
+                .into_iter()
+                .flatten()
+                .map(|s| s.field.clone())
+                .collect();
+            Err((
+                "payload".into(),
+                format!("name the {model} record: give {}", said.join(" or ")),
+            ))
+        }
+    }
+}
+
+/// Odoo field values for `write`, from the payload: numbers, text or true/false.
+fn field_values(
+    obj: &Map<String, Value>,
+    fields: &[(String, Source)],
+) -> Result<Map<String, Value>, (String, String)> {
+    let mut values = Map::new();
+    for (field, source) in fields {
+        if let Some(v) = take(obj, source)? {
+            if !(v.is_number() || v.is_string() || v.is_boolean()) {
+                return Err((
+                    format!("payload.{}", source.field),
+                    "must be a number, text or true/false".into(),
+                ));
+            }
+            values.insert(field.clone(), v.clone());
+        }
+    }
+    Ok(values)
 }
 
 /// The payload's value for `source`; an error when it is required and missing or null.
@@ -586,8 +656,36 @@ mod tests {
                 columns: vec![("product_uom_qty".into(), "3".into())]
             }
         );
+        let kinds = parse("[\"lot.rename\"]\nmodel = \"stock.lot\"\noperation = \"write\"\nrecord_name = \"lot\"\nvalues = { ref = \"code\", note = \"note?\" }\n").unwrap();
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"lot": "L-7", "code": "X7"}))
+                .unwrap(),
+            Step::Write {
+                model: "stock.lot".into(),
+                record: Record::Name("L-7".into()),
+                values: Map::from_iter([("ref".to_string(), json!("X7"))]),
+            }
+        );
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"code": "X7"}))
+                .unwrap_err(),
+            ("payload.lot".to_string(), "is required".to_string())
+        );
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"lot": "L-7", "code": [1]}))
+                .unwrap_err()
+                .0,
+            "payload.code"
+        );
         for (text, field) in [
             ("[k]\nmodel = \"m\"\noperation = \"delete\"\n", "apply.kinds.k.operation"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.record_id"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nmethod = \"go\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.method"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nvalues = { \"x/id\" = \"x\" }\n", "apply.kinds.k.values"),
             ("[k]\nmodel = \"m\"\noperation = \"create\"\n", "apply.kinds.k.values"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"_private\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),

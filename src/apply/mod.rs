@@ -741,6 +741,16 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
             }
             Err(OdooError::Rejected(messages.join("; ")))
         }
+        Step::Write {
+            model,
+            record,
+            values,
+        } => {
+            let (id, _) = find(c, model, record).await?;
+            let vals = Map::from_iter([("vals".to_string(), Value::Object(values.clone()))]);
+            c.call_on(model, "write", &[id], vals).await?;
+            Ok(format!("{model} {id} written"))
+        }
         Step::Action {
             model,
             record,

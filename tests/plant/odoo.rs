@@ -213,8 +213,9 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
     use serde_json::json;
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
+    // A kind of the plant's own: a write on a partner found by name.
     let stack = TestStack::start(&format!(
-        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n",
+        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[apply.kinds.\"partner.code\"]\nmodel = \"res.partner\"\noperation = \"write\"\nrecord_name = \"partner\"\nvalues = {{ ref = \"code\" }}\n",
         key_file.display()
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
@@ -423,6 +424,25 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         in_id_order(&stack, "stock.move", "reference", "B-"),
         ["B-01", "B-02", "B-03", "B-04", "B-06", "B-07", "B-08", "B-09", "B-10"]
     );
+
+    // A write: the partner P-003 gets its new code, and nothing else changes.
+    let (code, body) = post(
+        json!({"key": "w1", "kind": "partner.code", "payload": {"partner": "P-003", "code": "X-3"}}),
+    );
+    assert_eq!(code, 201, "{body}");
+    wait_apply(&stack, "the write applied", |s| s["applied_seq"] == 80);
+    let (partner, _) = ok(&odoo(
+        &stack,
+        &[
+            "res.partner",
+            "search_read",
+            r#"[[["name", "=", "P-003"]]]"#,
+            "--kwargs",
+            r#"{"fields": ["ref"]}"#,
+        ],
+    ));
+    assert_eq!(partner.as_array().map(Vec::len), Some(1), "{partner}");
+    assert_eq!(partner[0]["ref"], "X-3", "{partner}");
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
