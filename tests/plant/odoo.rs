@@ -470,27 +470,37 @@ pub fn hub_apply(
         .collect()
 }
 
-#[test]
-fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() {
-    use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
-    use crate::harness::{create_token, post_json, rt, Plant};
-    use serde_json::json;
-    // The central Odoo: an emulator in a stack of its own.
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("central.key");
+/// The central Odoo: an emulator in a stack of its own, its key in `keys`. Returns the stack and
+/// hub.toml's `[odoo]` section for it.
+pub fn central_odoo(keys: &std::path::Path) -> (TestStack, String) {
+    let key_file = keys.join("central.key");
     let central = TestStack::start(&format!("[odoo]\nkey_file = \"{}\"\n", key_file.display()));
     central.wait_all_healthy(Duration::from_secs(120));
     write_emulator_key(&central, &key_file);
+    // The hub runs on the host, off the stack's network: it reaches the emulator at its address
+    // there, which a stop and start of the container keeps (no other container joins that
+    // network to take it meanwhile).
     let ip = crate::stack::docker_ok(&[
         "inspect",
         "-f",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         &central.container("odoo"),
     ]);
-    let hub_toml = format!(
-        "[odoo]\nurl = \"http://{ip}:8069\"\ndatabase = \"odoo\"\nkey_file = \"{}\"\n[apply]\ncentral = true\nworkers = 2\n",
+    let section = format!(
+        "[odoo]\nurl = \"http://{ip}:8069\"\ndatabase = \"odoo\"\nkey_file = \"{}\"\n",
         key_file.display()
     );
+    (central, section)
+}
+
+#[test]
+fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() {
+    use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
+    use crate::harness::{create_token, post_json, rt, Plant};
+    use serde_json::json;
+    let keys = tempfile::tempdir().unwrap();
+    let (central, odoo_section) = central_odoo(keys.path());
+    let hub_toml = format!("{odoo_section}[apply]\ncentral = true\nworkers = 2\n");
 
     // Two hub replicas on one PostgreSQL: both apply, each plant by one at a time.
     let pg = Pg::start();
