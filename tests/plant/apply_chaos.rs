@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::chaos::Rng;
 use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
 use crate::harness::{client_for, create_token, rt};
-use crate::odoo::{apply_status, central_odoo, hub_apply, odoo, ok, write_emulator_key};
+use crate::odoo::{apply_status, central_odoo, hub_apply, logs, odoo, ok, write_emulator_key};
 use crate::stack::TestStack;
 
 const N: u64 = 10_000;
@@ -260,8 +260,9 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
     let mut rng = Rng::from_env();
     let keys = tempfile::tempdir().unwrap();
 
-    // The central Odoo, and the hub applying to it.
-    let (central, odoo_section) = central_odoo(keys.path());
+    // The central Odoo, an Odoo 17 (the hub's apply speaks /jsonrpc to it, the plant's
+    // /json/2 to its Odoo 19), and the hub applying to it.
+    let (central, odoo_section) = central_odoo(keys.path(), "17.0");
     let pg = Pg::start();
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start_with(
@@ -412,4 +413,13 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
 
     check_odoo("the plant's Odoo", &stack, &prefix);
     check_odoo("the central Odoo", &central, PLANT);
+    // One client, both APIs.
+    let (local_log, central_log) = (
+        logs(&stack.container("odoo")),
+        logs(&central.container("odoo")),
+    );
+    assert!(
+        local_log.contains("POST /json/2/stock.move/load") && !local_log.contains("POST /jsonrpc")
+    );
+    assert!(central_log.contains("POST /jsonrpc") && !central_log.contains("POST /json/2/"));
 }

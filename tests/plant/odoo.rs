@@ -35,7 +35,7 @@ pub fn ok(out: &Output) -> (Value, String) {
 }
 
 /// What the container logged (the emulator logs to stderr, as Odoo does).
-fn logs(container: &str) -> String {
+pub fn logs(container: &str) -> String {
     let out = crate::stack::docker(&["logs", container]);
     format!(
         "{}{}",
@@ -470,11 +470,14 @@ pub fn hub_apply(
         .collect()
 }
 
-/// The central Odoo: an emulator in a stack of its own, its key in `keys`. Returns the stack and
-/// hub.toml's `[odoo]` section for it.
-pub fn central_odoo(keys: &std::path::Path) -> (TestStack, String) {
+/// The central Odoo: an emulator of Odoo `version` in a stack of its own, its key in `keys`.
+/// Returns the stack and hub.toml's `[odoo]` section for it.
+pub fn central_odoo(keys: &std::path::Path, version: &str) -> (TestStack, String) {
     let key_file = keys.join("central.key");
-    let central = TestStack::start(&format!("[odoo]\nkey_file = \"{}\"\n", key_file.display()));
+    let central = TestStack::start(&format!(
+        "[odoo]\nkey_file = \"{}\"\n[stack.odoo]\nenv = {{ EMULATED_ODOO_VERSION = \"{version}\" }}\n",
+        key_file.display()
+    ));
     central.wait_all_healthy(Duration::from_secs(120));
     write_emulator_key(&central, &key_file);
     // The hub runs on the host, off the stack's network: it reaches the emulator at its address
@@ -499,7 +502,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
     use crate::harness::{create_token, post_json, rt, Plant};
     use serde_json::json;
     let keys = tempfile::tempdir().unwrap();
-    let (central, odoo_section) = central_odoo(keys.path());
+    let (central, odoo_section) = central_odoo(keys.path(), "19.0");
     let hub_toml = format!("{odoo_section}[apply]\ncentral = true\nworkers = 2\n");
 
     // Two hub replicas on one PostgreSQL: both apply, each plant by one at a time.
