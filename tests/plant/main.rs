@@ -2,6 +2,7 @@
 //! crash would. One test binary, one module per concern.
 
 mod admin;
+mod apply_ui;
 mod backup;
 mod bad_input;
 mod bounded;
