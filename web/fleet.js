@@ -158,7 +158,7 @@ function drawApply(f) {
     payload.title = k.payload;
     return el('tr', { 'data-parked': `${k.plant}/${k.seq}` },
       el('td', {}, k.plant), el('td', { class: 'num seq' }, String(k.seq)), el('td', { class: 'mono' }, k.kind),
-      el('td', {}, k.device), el('td', { class: 'key mono' }, k.key), el('td', { class: 'message' }, k.message),
+      el('td', { class: 'device' }, k.device), el('td', { class: 'key mono' }, k.key), el('td', { class: 'message' }, k.message),
       el('td', { class: 'time' }, k.parked_at), payload, actions);
   });
   $('#fleet-parked tbody').replaceChildren(...(prows.length ? prows : [emptyRow('#fleet-parked', 'Nothing is parked.')]));

@@ -1,6 +1,7 @@
 //! Apply status and its remedies where admins see them: the plant's Apply page (in Chromium,
 //! driven by `tests/browser/apply.mjs`, and its API with reqwest) against the stack's Odoo
-//! emulator, and the hub's fleet page API against a central emulator. Each queue is stopped by
+//! emulator, and the hub's fleet page (in Chromium through `tests/browser/fleet_apply.mjs`,
+//! and its API) against a central emulator. Each queue is stopped by
 //! what Odoo really rejects (a picking it does not know), parked, and replayed once the picking
 //! exists; refusals (a viewer, no CSRF token, the wrong seq, a bad body) change nothing and are
 //! in the audit log.
@@ -575,6 +576,45 @@ fn hub_web(hub: &Hub) -> Web {
     }
 }
 
+/// `tests/browser/fleet_apply.mjs`: carla parks `plant`'s `seq` on the fleet page, and vic
+/// sees it parked with no buttons. Screenshots go to `target/tmp/fleet-apply/`.
+fn fleet_page_parks(hub: &Hub, plant: &str, seq: u64) {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-apply");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_apply.mjs"))
+        .env("HUB_URL", format!("https://localhost:{}", hub.https.port()))
+        .env("SHOTS", &shots)
+        .env("PLANT", plant)
+        .env("STOP_SEQ", seq.to_string())
+        .env("MESSAGE", "no stock.picking named")
+        .env("ADMIN_USER", "carla")
+        .env("ADMIN_PASSWORD", "central admin 1")
+        .env("VIEWER_USER", "vic")
+        .env("VIEWER_PASSWORD", "central viewer 1")
+        .output()
+        .expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the fleet page in the browser failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    for shot in [
+        "fleet-stopped",
+        "fleet-confirm-park",
+        "fleet-parked",
+        "fleet-viewer",
+    ] {
+        let size = std::fs::metadata(shots.join(format!("{shot}.png")))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 10_000, "{shot}.png: {size} bytes");
+    }
+}
+
 #[test]
 fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
     // The central Odoo: an emulator in a stack of its own.
@@ -740,16 +780,9 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
         );
         assert_eq!(a["parked"], json!([]), "{a}");
 
-        // Parked: the rest goes through; a replay while the picking is missing is refused.
-        let (status, answer) = web
-            .post(
-                &carla,
-                Some(&carla.csrf),
-                "/api/v1/fleet/apply/park",
-                json!({"plant": "lyon", "seq": 2}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
+        // Parked by carla on the fleet page, in Chromium: the rest goes through; a viewer
+        // sees it with no buttons. Then a replay while the picking is missing is refused.
+        fleet_page_parks(&hub, "lyon", 2);
         let f = until("lyon applied past the parked 2", fleet, |f| {
             lyon_apply(f)["applied_seq"] == 3
         })
@@ -850,6 +883,7 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
         ),
         ("carla", "apply.park", "refused", "seq:"),
         ("carla", "apply.park", "ok", "lyon seq 2 is parked"),
+        ("vic", "sign_in", "ok", "signed in"),
         ("carla", "apply.replay", "refused", "stays parked"),
         ("carla", "apply.replay", "ok", "no longer parked"),
         ("carla", "apply.replay", "refused", "is not parked"),
