@@ -2,8 +2,8 @@
 //! one JSON response per line.
 //!
 //! Every CLI command that talks to the running daemon goes through [`call`], and every action
-//! the daemon offers is one [`Request`] handled by [`Control::handle`]; the admin UI will call
-//! the same `handle` in-process, so each action exists once.
+//! the daemon offers is one [`Request`] handled by [`Control::handle`]; the admin UI calls the
+//! same `handle` in-process, so each action exists once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +109,11 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// The request was not carried out, and nothing was changed: it does not fit the state it
+    /// met (an apply retry of another seq than the queue stopped at, say).
+    Refused {
+        message: String,
+    },
 }
 
 /// What `plantd status` shows.
@@ -184,6 +189,7 @@ impl Control {
         if let (Some((action, target)), Some(store)) = (action, &self.audit) {
             let (outcome, detail) = match &response {
                 Response::Error { message } => ("failed", message.clone()),
+                Response::Refused { message } => ("refused", message.clone()),
                 Response::Token { .. } => ("ok", "token created".to_string()),
                 Response::Done { message } => ("ok", message.clone()),
                 Response::Lines { lines } => ("ok", lines.join("; ")),
@@ -282,9 +288,12 @@ impl Control {
                         message: "this plant does not apply transactions to its Odoo: set [apply] local = true in plant.toml (and [odoo]), then restart plantd".into(),
                     };
                 };
-                let done = |r: Result<String, String>| match r {
+                let done = |r: Result<String, crate::apply::RemedyError>| match r {
                     Ok(message) => Response::Done { message },
-                    Err(message) => Response::Error { message },
+                    Err(crate::apply::RemedyError::Refused(message)) => {
+                        Response::Refused { message }
+                    }
+                    Err(crate::apply::RemedyError::Failed(message)) => Response::Error { message },
                 };
                 match request {
                     Request::ApplyRetry { seq } => done(apply.retry(seq).await),

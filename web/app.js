@@ -30,6 +30,8 @@ const state = {
   skewMs: 0, // server clock minus ours
   overview: null,
   backups: new Map(), // id -> backup, for the restore dialog
+  parked: new Map(), // seq -> parked transaction, for the replay dialog
+  stop: null, // the apply page's last answer while stopped, for the retry and park dialogs
   confirmTyped: null,
   confirmDone: null,
 };
@@ -294,6 +296,7 @@ function resetPages() {
   setText('#logs-title', 'Logs');
   buildBackupControls();
   buildFailoverControls();
+  $('#apply-controls').replaceChildren();
 }
 
 function sessionEnded() {
@@ -319,6 +322,7 @@ const PAGES = {
   overview: { url: null, title: 'Overview' },   // drawn from /overview, fetched on every tick
   services: { url: '/services', title: 'Services', render: renderServices },
   journal: { url: '/journal', title: 'Journal & sync', render: renderJournal },
+  apply: { url: '/apply', title: 'Apply', render: renderApply },
   backups: { url: '/backups', title: 'Backups', render: renderBackups },
   failover: { url: '/failover', title: 'Failover', render: renderFailover },
   audit: { url: '/audit?limit=200', title: 'Audit', render: renderAudit },
@@ -417,6 +421,7 @@ function renderOverview(o) {
   renderLinkTile(o.link);
   renderJournalTile(o.journal || {}, o.replication_lag_s);
   renderBackupTile(o.backup || {});
+  renderApplyTile(o.apply);
   renderHost(o.host);
   setText('#version', o.version);
   setText('#uptime', `plantd up for ${fmtDuration(o.uptime_s)}`);
@@ -488,6 +493,21 @@ function renderBackupTile(b) {
   if (b.last_id) parts.push(b.last_id);
   if (b.detail) parts.push(b.detail);
   setText('#backup-detail', parts.join(' · '));
+}
+
+/* The overview's apply tile, and a pointer to the Apply page while the queue is stopped. */
+function renderApplyTile(a) {
+  $('#apply-tile').hidden = !a;
+  const stopped = !!a && a.stopped_at != null;
+  $('#apply-note').hidden = !stopped;
+  if (!a) return;
+  const behind = Math.max(0, a.last_seq - a.applied_seq);
+  setText('#apply-summary', `${a.applied_seq} / ${a.last_seq}`);
+  setTone('#apply-summary', 'big', stopped ? 'bad' : a.waiting ? 'warn' : null);
+  const parts = [stopped ? `stopped at seq ${a.stopped_at}` : a.waiting ? 'waiting for Odoo' : behind ? `${behind} behind` : 'caught up'];
+  if (a.parked) parts.push(`${a.parked} parked`);
+  setText('#apply-summary-detail', parts.join(' · '));
+  if (stopped) setText('#apply-link', `The apply to Odoo is stopped at seq ${a.stopped_at}: open the Apply page to retry or park it →`);
 }
 
 function renderHost(h) {
@@ -650,6 +670,71 @@ function drawChart(chart, history) {
     svgEl('text', { x: W - R, y: H - 12, 'text-anchor': 'end', class: 'label' }, hhmm(t1)),
     svgEl('text', { x: (L + W - R) / 2, y: H - 12, 'text-anchor': 'middle', class: 'label muted' }, `${fmtDuration(span / 1000)} shown`),
   );
+}
+
+/* Apply: the queue, where it stopped (with Retry and Park), and the parked list (Replay). */
+const GAP = '(gap)';
+
+function renderApply(d) {
+  $('#apply-off').hidden = d.enabled !== false;
+  $('#apply-on').hidden = d.enabled === false;
+  if (d.enabled === false) { setText('#apply-off', d.note); return; }
+  const stopped = d.stopped_at != null;
+  setText('#apply-applied', `${d.applied_seq} / ${d.last_seq}`);
+  setText('#apply-behind', d.behind);
+  setTone('#apply-behind', 'big', stopped ? 'bad' : d.behind > 0 ? 'warn' : null);
+  setText('#apply-behind-detail', d.behind ? `transaction${d.behind === 1 ? '' : 's'} not applied yet` : 'every transaction is in Odoo');
+  setText('#apply-state', stopped ? `stopped at seq ${d.stopped_at}` : d.waiting ? 'waiting for Odoo' : d.behind ? 'applying' : 'caught up');
+  setTone('#apply-state', 'big', stopped ? 'bad' : d.waiting ? 'warn' : 'good');
+  setText('#apply-waiting', d.waiting || (stopped ? 'nothing behind it is applied until it is retried or parked' : 'in seq order, each once'));
+  setText('#apply-xmlids', d.external_ids);
+  renderApplyStop(d);
+  const parked = d.parked || [];
+  state.parked = new Map(parked.map(p => [String(p.seq), p]));
+  syncRows($('#apply-parked'), parked, {
+    key: 'data-seq',
+    id: p => p.seq,
+    cols: [
+      col('num seq', p => String(p.seq)),
+      col('kind mono', p => p.kind),
+      col('device'),
+      col('key mono', p => p.key),
+      col('message'),
+      col('time', p => timeCell(p.parked_at)),
+      col('payload', p => ({ text: p.payload.length > 240 ? `${p.payload.slice(0, 240)}…` : p.payload, title: p.payload })),
+    ],
+    actions: seq => (isAdmin() ? [button('Replay', 'replay', () => actApply('replay', seq))] : []),
+    empty: 'Nothing is parked.',
+  });
+}
+
+function renderApplyStop(d) {
+  const stopped = d.stopped_at != null;
+  $('#apply-stop').hidden = !stopped;
+  if (!stopped) return;
+  const gap = d.stopped_kind === GAP;
+  const behind = Math.max(0, d.last_seq - d.stopped_at);
+  setText('#apply-stop-title', gap ? `Stopped before seq ${d.stopped_at}: seqs missing from the journal` : `Stopped at seq ${d.stopped_at}: Odoo rejected it`);
+  setText('#apply-stop-seq', d.stopped_at);
+  setText('#apply-stop-kind', d.stopped_kind);
+  setText('#apply-stop-since', d.stopped_since ? `${fmtTime(d.stopped_since)} (${fmtDuration(ageOf(d.stopped_since))} ago)` : null);
+  setText('#apply-stop-behind', `${behind} transaction${behind === 1 ? '' : 's'}`);
+  setText('#apply-stop-message', d.message);
+  const who = isAdmin() ? '' : 'For an admin: ';
+  setText('#apply-stop-help', who + (gap
+    ? 'Retry goes on from this seq; the missing ones cannot be applied here.'
+    : 'Fix the cause in Odoo (create the missing record, correct the data), then Retry; or Park it to let the rest through and Replay it later.'));
+  state.stop = d;
+  const box = $('#apply-controls');
+  const sig = `${d.stopped_at}\u0000${d.stopped_kind}\u0000${isAdmin()}`;
+  if (blockSigs.get(box) === sig) return;
+  blockSigs.set(box, sig);
+  const buttons = [];
+  if (isAdmin()) {
+    buttons.push(el('button', { type: 'button', id: 'apply-retry', class: 'primary', 'data-action': 'retry', onclick: () => actApply('retry', d.stopped_at) }, `Retry seq ${d.stopped_at}`));
+    if (!gap) buttons.push(el('button', { type: 'button', id: 'apply-park', class: 'danger', 'data-action': 'park', onclick: () => actApply('park', d.stopped_at) }, `Park seq ${d.stopped_at}…`));
+  }
+  box.replaceChildren(...buttons);
 }
 
 function buildBackupControls() {
@@ -848,6 +933,23 @@ function actLink(kind) {
     body: () => ({ reason }),
     after: () => { input.value = ''; },
   });
+}
+
+function actApply(remedy, seq) {
+  const stop = state.stop || {};
+  const p = (state.parked && state.parked.get(String(seq))) || {};
+  const said = remedy === 'replay' ? p.message : stop.message;
+  const odoo = said ? ` Odoo said: “${said}”.` : '';
+  const kind = remedy === 'replay' ? p.kind : stop.stopped_kind;
+  const what = `seq ${seq}${kind ? ` (${kind})` : ''}`;
+  const behind = stop.last_seq != null ? Math.max(0, stop.last_seq - seq) : null;
+  const texts = {
+    retry: `Retry ${what}: plantd sends it to Odoo again, then applies what waits behind it. Do this once the cause is fixed in Odoo; if Odoo rejects it again, the queue stays stopped there.${odoo}`,
+    park: `Park ${what}: plantd sets it aside with its content (nothing is deleted) and applies the ${behind != null ? `${behind} ` : ''}transactions waiting behind it. It stays on the parked list, not in Odoo, until someone replays it.${odoo}`,
+    replay: `Replay ${what}: plantd applies this parked transaction to Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes.${odoo}`,
+  };
+  const labels = { retry: `Retry seq ${seq}`, park: `Park seq ${seq}`, replay: `Replay seq ${seq}` };
+  act({ text: texts[remedy], okLabel: labels[remedy], path: `/apply/${remedy}`, body: () => ({ seq: Number(seq) }) });
 }
 
 const JOB_LABELS = { run: 'Backup', verify: 'Verify', restore: 'Restore' };

@@ -1,9 +1,13 @@
-// plantd fleet page: plants and rollouts, read from /api/v1/fleet every 5 s. Signs in with the
-// same API as the plant's admin UI. No framework, nothing fetched from elsewhere.
+// plantd fleet page: plants, their apply to the central Odoo, and rollouts, read from
+// /api/v1/fleet every 5 s. Signs in with the same API as the plant's admin UI. Its only actions
+// are the central apply's retry, park and replay (admins only: viewers get no buttons), each
+// confirmed in dialog#confirm, POSTed with the CSRF token, and toasted. No framework, nothing
+// fetched from elsewhere; server text reaches the DOM only as text nodes.
 'use strict';
 
 const POLL_MS = 5000;
-const state = { session: null, timer: null };
+const state = { session: null, timer: null, confirmDone: null };
+const isAdmin = () => !!state.session && state.session.role === 'admin';
 const $ = sel => document.querySelector(sel);
 
 function el(tag, attrs = {}, ...children) {
@@ -110,10 +114,119 @@ function drawRollouts(rollouts) {
   }));
 }
 
+function applyState(a) {
+  if (a.stopped_at != null) return { text: `stopped at seq ${a.stopped_at}${a.stopped_kind ? ` (${a.stopped_kind})` : ''}`, tone: 'bad' };
+  if (a.behind > 0) return { text: 'applying', tone: 'warn' };
+  return { text: 'caught up', tone: 'good' };
+}
+
+function button(label, action, onclick, cls) {
+  const b = el('button', { type: 'button', 'data-action': action, class: cls || '' }, label);
+  b.addEventListener('click', onclick);
+  return b;
+}
+
+function drawApply(f) {
+  const central = f.central_apply || { enabled: false };
+  $('#apply-off').hidden = central.enabled;
+  $('#apply-on').hidden = !central.enabled;
+  if (!central.enabled) { $('#apply-off').textContent = central.note || 'off'; return; }
+  const plants = f.plants.filter(p => p.apply);
+  const rows = plants.map(p => {
+    const a = p.apply;
+    const st = applyState(a);
+    const actions = el('td', { class: 'actions' });
+    if (isAdmin() && a.stopped_at != null) {
+      actions.append(
+        button('Retry', 'retry', () => remedy('retry', p.plant, a.stopped_at, a), 'primary'),
+        button('Park…', 'park', () => remedy('park', p.plant, a.stopped_at, a), 'danger'));
+    }
+    return el('tr', { 'data-plant': p.plant },
+      el('td', {}, p.plant),
+      el('td', { class: 'num applied' }, `${a.applied_seq} / ${a.last_seq}`),
+      el('td', { class: `num behind${a.behind > 0 ? ' tone-warn' : ''}` }, String(a.behind)),
+      el('td', { class: 'state' }, el('span', { class: `pill ${st.tone}` }, st.text)),
+      el('td', { class: 'message' }, a.message || ''),
+      actions);
+  });
+  $('#fleet-apply tbody').replaceChildren(...(rows.length ? rows : [emptyRow('#fleet-apply', 'No enrolled plant yet.')]));
+  const parked = plants.flatMap(p => p.apply.parked.map(k => ({ plant: p.plant, ...k })));
+  const prows = parked.map(k => {
+    const actions = el('td', { class: 'actions' });
+    if (isAdmin()) actions.append(button('Replay', 'replay', () => remedy('replay', k.plant, k.seq, k)));
+    const payload = el('td', { class: 'payload' }, k.payload);
+    payload.title = k.payload;
+    return el('tr', { 'data-parked': `${k.plant}/${k.seq}` },
+      el('td', {}, k.plant), el('td', { class: 'num seq' }, String(k.seq)), el('td', { class: 'mono' }, k.kind),
+      el('td', { class: 'device' }, k.device), el('td', { class: 'key mono' }, k.key), el('td', { class: 'message' }, k.message),
+      el('td', { class: 'time' }, k.parked_at), payload, actions);
+  });
+  $('#fleet-parked tbody').replaceChildren(...(prows.length ? prows : [emptyRow('#fleet-parked', 'Nothing is parked.')]));
+}
+
+function emptyRow(table, text) {
+  const cols = $(table).tHead.rows[0].cells.length;
+  const td = el('td', { colspan: String(cols) }, text);
+  return el('tr', { class: 'empty' }, td);
+}
+
+function remedy(kind, plant, seq, a) {
+  const odoo = a.message ? ` The central Odoo said: “${a.message}”.` : '';
+  const what = `${plant} seq ${seq}`;
+  const texts = {
+    retry: `Retry ${what}: the hub sends it to the central Odoo again, then applies what waits behind it. Do this once the cause is fixed in Odoo; if Odoo rejects it again, ${plant}'s queue stays stopped there.${odoo}`,
+    park: `Park ${what}: the hub sets it aside (it stays stored, nothing is deleted) and applies the ${Math.max(0, a.last_seq - seq)} transactions of ${plant} waiting behind it. It stays on the parked list, not in Odoo, until someone replays it.${odoo}`,
+    replay: `Replay ${what}: the hub applies this parked transaction to the central Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes.${odoo}`,
+  };
+  act(texts[kind], `${kind[0].toUpperCase()}${kind.slice(1)} ${what}`, `/api/v1/fleet/apply/${kind}`, { plant, seq });
+}
+
+async function act(text, okLabel, path, body) {
+  if ($('#confirm').open) return;
+  if (!(await askConfirm(text, okLabel))) return;
+  $('#toast').hidden = true;
+  try {
+    const r = await api(path, { method: 'POST', body });
+    toast('ok', (r && r.message) || 'Done.');
+  } catch (e) {
+    if (e.status === 401) { signedOut(); return; }
+    toast('error', e.status === 0 ? `${e.message}; the action may have run all the same: look again before trying again` : e.message);
+  }
+  clearTimeout(state.timer);
+  poll();
+}
+
+function askConfirm(text, okLabel) {
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  $('#confirm').showModal();
+  $('#confirm-cancel').focus();
+  return new Promise(resolve => { state.confirmDone = resolve; });
+}
+
+function closeConfirm(ok) {
+  const dlg = $('#confirm');
+  if (dlg.open) dlg.close();
+  const done = state.confirmDone;
+  state.confirmDone = null;
+  if (done) done(ok);
+}
+
+let toastTimer = 0;
+function toast(outcome, message) {
+  const t = $('#toast');
+  t.setAttribute('data-outcome', outcome);
+  t.textContent = message;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, outcome === 'ok' ? 8000 : 20000);
+}
+
 async function poll() {
   try {
     const f = await api('/api/v1/fleet');
     drawPlants(f.plants);
+    drawApply(f);
     drawRollouts(f.rollouts);
     state.updated = new Date().toLocaleTimeString();
     $('#updated').textContent = `updated ${state.updated}`;
@@ -135,6 +248,7 @@ function enter(s) {
 
 function signedOut() {
   clearTimeout(state.timer);
+  closeConfirm(false);
   state.session = null;
   boot();
 }
@@ -168,6 +282,11 @@ async function boot() {
   }
 }
 
+$('#confirm-ok').addEventListener('click', () => closeConfirm(true));
+$('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
+$('#confirm').addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
+$('#confirm').addEventListener('close', () => closeConfirm(false));
+$('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
 bindForm($('#setup'), '/api/v1/admin/setup', ['code', 'user', 'password'], '#setup-error');
 bindForm($('#signin'), '/api/v1/admin/login', ['user', 'password'], '#signin-error');
 $('#signout').addEventListener('click', async () => {

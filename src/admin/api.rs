@@ -21,7 +21,7 @@ use super::store::{AuditEntry, Role};
 use super::{Admin, AdminError, SignIn};
 use crate::control::{Request, Response as ControlResponse};
 
-type Answer = Result<Response, AdminError>;
+pub(crate) type Answer = Result<Response, AdminError>;
 
 /// Who is asking.
 pub struct Caller {
@@ -41,6 +41,46 @@ impl SignIn {
         self.session_of(headers)
             .map(|(_, s)| Caller { user: s.user })
             .ok_or(AdminError::Unauthenticated)
+    }
+
+    /// An admin allowed to change something; a refusal of a known user is audited.
+    pub async fn actor(
+        &self,
+        headers: &HeaderMap,
+        action: &str,
+        target: Option<&str>,
+    ) -> Result<Caller, AdminError> {
+        let Some((_, session)) = self.session_of(headers) else {
+            return Err(AdminError::Unauthenticated);
+        };
+        let refused = match check_origin(headers).and_then(|()| {
+            let sent = headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let ok = !sent.is_empty() && auth::same(sent.as_bytes(), session.csrf.as_bytes());
+            if ok {
+                Ok(())
+            } else {
+                Err(AdminError::Csrf(
+                    "missing or wrong X-CSRF-Token header; reload the page".into(),
+                ))
+            }
+        }) {
+            Err(e) => Some(e),
+            Ok(()) if session.role != Role::Admin => Some(AdminError::Forbidden(format!(
+                "{} is a viewer: viewers see everything and change nothing",
+                session.user
+            ))),
+            Ok(()) => None,
+        };
+        match refused {
+            Some(e) => {
+                self.audit(&session.user, action, target, Err(&e)).await;
+                Err(e)
+            }
+            None => Ok(Caller { user: session.user }),
+        }
     }
 
     /// Writes one audit entry; a failure to write is logged (the action has happened).
@@ -111,43 +151,13 @@ impl Admin {
     }
 
     /// An admin allowed to change something; a refusal of a known user is audited.
-    async fn actor(
+    pub(super) async fn actor(
         &self,
         headers: &HeaderMap,
         action: &str,
         target: Option<&str>,
     ) -> Result<Caller, AdminError> {
-        let Some((_, session)) = self.session_of(headers) else {
-            return Err(AdminError::Unauthenticated);
-        };
-        let refused = match check_origin(headers).and_then(|()| {
-            let sent = headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let ok = !sent.is_empty() && auth::same(sent.as_bytes(), session.csrf.as_bytes());
-            if ok {
-                Ok(())
-            } else {
-                Err(AdminError::Csrf(
-                    "missing or wrong X-CSRF-Token header; reload the page".into(),
-                ))
-            }
-        }) {
-            Err(e) => Some(e),
-            Ok(()) if session.role != Role::Admin => Some(AdminError::Forbidden(format!(
-                "{} is a viewer: viewers see everything and change nothing",
-                session.user
-            ))),
-            Ok(()) => None,
-        };
-        match refused {
-            Some(e) => {
-                self.audit(&session.user, action, target, Err(&e)).await;
-                Err(e)
-            }
-            None => Ok(Caller { user: session.user }),
-        }
+        self.signin.actor(headers, action, target).await
     }
 
     pub async fn audit(
@@ -165,10 +175,11 @@ impl Admin {
     }
 
     /// Runs a control request and turns its answer into a message.
-    async fn control(&self, request: Request) -> Result<String, AdminError> {
+    pub(super) async fn control(&self, request: Request) -> Result<String, AdminError> {
         match self.control.handle(request).await {
             ControlResponse::Done { message } => Ok(message),
             ControlResponse::Error { message } => Err(AdminError::Failed(message)),
+            ControlResponse::Refused { message } => Err(AdminError::Conflict(message)),
             other => Err(AdminError::Internal(format!(
                 "unexpected answer: {other:?}"
             ))),
@@ -177,7 +188,7 @@ impl Admin {
 }
 
 /// A browser says where a request comes from; a change from another origin is refused.
-fn check_origin(headers: &HeaderMap) -> Result<(), AdminError> {
+pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -196,7 +207,10 @@ fn check_origin(headers: &HeaderMap) -> Result<(), AdminError> {
 }
 
 /// The JSON body of a change; an empty body counts as `{}`.
-fn body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, AdminError> {
+pub(crate) fn body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, AdminError> {
     if !crate::ingest::is_json(headers) {
         return Err(AdminError::UnsupportedMediaType);
     }
@@ -382,6 +396,18 @@ pub struct Overview {
     pub backup: BackupSummary,
     pub host: crate::telemetry::Host,
     pub components: Vec<crate::health::Component>,
+    /// The local apply's queue, when `[apply] local` is on.
+    pub apply: Option<ApplySummary>,
+}
+
+/// The local apply as the overview shows it; the Apply page has the rest.
+#[derive(Serialize)]
+pub struct ApplySummary {
+    pub applied_seq: u64,
+    pub last_seq: u64,
+    pub stopped_at: Option<u64>,
+    pub waiting: bool,
+    pub parked: usize,
 }
 
 #[derive(Serialize)]
@@ -427,7 +453,21 @@ impl Admin {
             disk_total_bytes: host.disk_total_bytes,
             backup_age_s: scheduled.then_some(age_s),
         });
+        let apply = match &self.control.apply {
+            Some(a) => {
+                let r = a.status().await;
+                Some(ApplySummary {
+                    applied_seq: r.applied_seq,
+                    last_seq: r.last_seq,
+                    stopped_at: r.stopped_at,
+                    waiting: r.waiting.is_some(),
+                    parked: r.parked.len(),
+                })
+            }
+            None => None,
+        };
         Overview {
+            apply,
             now: super::store::now(),
             version: crate::update::version(),
             uptime_s: self.control.started.elapsed().as_secs(),

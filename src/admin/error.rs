@@ -1,5 +1,5 @@
 //! The admin API's refusals: one enum, one exhaustive mapping to status and JSON body, in the
-//! same shape as the ingest API's (`{"error": {"code", "message"}}`).
+//! same shape as the ingest API's (`{"error": {"code", "message", "field"?}}`).
 
 use std::time::Duration;
 
@@ -21,6 +21,11 @@ pub enum AdminError {
     BadSetupCode,
     UnsupportedMediaType,
     Invalid(String),
+    /// One field of the body is wrong: which, and why.
+    InvalidField {
+        field: String,
+        message: String,
+    },
     /// The first admin exists already, or the name is taken.
     Conflict(String),
     /// Another backup job runs.
@@ -68,6 +73,11 @@ impl AdminError {
                 "send the body as JSON with \"Content-Type: application/json\"".into(),
             ),
             Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone()),
+            InvalidField { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("{field}: {message}"),
+            ),
             Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Busy(m) => (StatusCode::CONFLICT, "busy", m.clone()),
             NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
@@ -99,11 +109,11 @@ impl std::fmt::Display for AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        let mut error = json!({"code": code, "message": message});
+        if let AdminError::InvalidField { field, .. } = &self {
+            error["field"] = json!(field);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
     }
 }
 

@@ -8,6 +8,7 @@
 //! is written to the audit log with who, what, when and the outcome.
 
 pub mod api;
+pub mod apply;
 pub mod auth;
 mod error;
 mod jobs;
@@ -211,6 +212,10 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/island", post(island))
         .route("/api/v1/admin/rejoin", post(rejoin))
         .route("/api/v1/admin/audit", get(audit))
+        .route("/api/v1/admin/apply", get(apply::status))
+        .route("/api/v1/admin/apply/retry", post(apply::retry))
+        .route("/api/v1/admin/apply/park", post(apply::park))
+        .route("/api/v1/admin/apply/replay", post(apply::replay))
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(admin)
 }

@@ -13,7 +13,10 @@
 //! transaction: the queue stops there, the `apply` component turns unhealthy with Odoo's
 //! message, and an admin retries it after fixing the cause (`plantd apply retry SEQ`), or parks
 //! it (`park SEQ`: it is kept, with its content, in `DATA_DIR/apply.json` and shown by
-//! `apply status`) to let the rest through, and replays it later (`replay SEQ`).
+//! `apply status`) to let the rest through, and replays it later (`replay SEQ`); the admin UI's
+//! Apply page sends the same requests. A remedy that does not fit the queue is a
+//! [`RemedyError::Refused`] and changes nothing, not even in memory: `apply.json` is written
+//! before the in-memory state follows it.
 
 pub mod mapping;
 
@@ -74,6 +77,18 @@ struct Saved {
 /// The `kind` of a stop that is a gap in the journal, not a transaction.
 const GAP: &str = "(gap)";
 
+/// Why an admin's retry, park or replay did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemedyError {
+    /// Not where the remedy applies (the queue stopped elsewhere, or is not stopped; the seq
+    /// is not parked), or Odoo still rejects the transaction: nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Recording it failed (the disk, the journal, the hub's database).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// What `plantd apply status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -84,6 +99,13 @@ pub struct ApplyReport {
     pub stopped_at: Option<u64>,
     /// Odoo's message for the transaction the queue stopped at.
     pub message: Option<String>,
+    /// The kind of the transaction the queue stopped at (`(gap)` for seqs no longer in the
+    /// journal).
+    #[serde(default)]
+    pub stopped_kind: Option<String>,
+    /// When the queue stopped there.
+    #[serde(default)]
+    pub stopped_since: Option<String>,
     /// Why the queue waits, when Odoo is away.
     pub waiting: Option<String>,
     pub parked: Vec<Parked>,
@@ -337,6 +359,8 @@ impl Applier {
             applied_seq: inner.journal.cursor(Cursor::Applied),
             last_seq: *inner.journal.watch_last_seq().borrow(),
             stopped_at: saved.stopped.as_ref().map(|s| s.seq),
+            stopped_kind: saved.stopped.as_ref().map(|s| s.kind.clone()),
+            stopped_since: saved.stopped.as_ref().map(|s| s.at.clone()),
             message: saved.stopped.map(|s| s.message),
             waiting: inner.waiting.lock().expect("not poisoned").clone(),
             parked: saved.parked,
@@ -344,19 +368,28 @@ impl Applier {
     }
 
     /// Tries the transaction the queue stopped at again.
-    pub async fn retry(&self, seq: u64) -> Result<String, String> {
+    pub async fn retry(&self, seq: u64) -> Result<String, RemedyError> {
         let inner = &self.inner;
         let mut saved = inner.saved.lock().await;
-        match &saved.stopped {
-            Some(s) if s.seq == seq => {}
-            Some(s) => return Err(format!("the queue stopped at seq {}, not {seq}", s.seq)),
-            None => return Err("the queue is not stopped; nothing to retry".into()),
+        let refused = |m: String| Err(RemedyError::Refused(m));
+        let gap = match &saved.stopped {
+            Some(s) if s.seq == seq => s.kind == GAP,
+            Some(s) => {
+                return refused(format!(
+                    "the queue stopped at seq {}, not {seq}; nothing was changed",
+                    s.seq
+                ))
+            }
+            None => return refused("the queue is not stopped; nothing to retry".into()),
+        };
+        // Written first, so that a failure to write changes nothing, not even in memory.
+        let mut next = saved.clone();
+        if gap {
+            next.resume_after = Some(seq - 1);
         }
-        if saved.stopped.as_ref().is_some_and(|s| s.kind == GAP) {
-            saved.resume_after = Some(seq - 1);
-        }
-        saved.stopped = None;
-        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        next.stopped = None;
+        inner.save(&next).map_err(failed)?;
+        *saved = next;
         inner
             .health
             .set(COMPONENT, Health_::Starting, format!("retrying seq {seq}"));
@@ -368,34 +401,36 @@ impl Applier {
 
     /// Sets the transaction the queue stopped at aside, with its content, and lets the rest
     /// through.
-    pub async fn park(&self, seq: u64) -> Result<String, String> {
+    pub async fn park(&self, seq: u64) -> Result<String, RemedyError> {
         let inner = &self.inner;
         let mut saved = inner.saved.lock().await;
+        let refused = |m: String| Err(RemedyError::Refused(m));
         let stopped = match &saved.stopped {
             Some(s) if s.kind == GAP => {
-                return Err(format!(
-                    "the queue stopped at a gap before seq {}: `plantd apply retry {}` goes on",
+                return refused(format!(
+                    "the queue stopped at a gap before seq {}: `plantd apply retry {}` goes on; nothing was changed",
                     s.seq, s.seq
                 ))
             }
             Some(s) if s.seq == seq => s.clone(),
             Some(s) => {
-                return Err(format!(
-                    "the queue stopped at seq {}, not {seq}; only that one can be parked",
+                return refused(format!(
+                    "the queue stopped at seq {}, not {seq}; only that one can be parked, and nothing was changed",
                     s.seq
                 ))
             }
-            None => return Err("the queue is not stopped; nothing to park".into()),
+            None => return refused("the queue is not stopped; nothing to park".into()),
         };
         let entry = inner
             .journal
             .read_after(seq.saturating_sub(1), 1, 1 << 20)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(failed)?
             .into_iter()
             .find(|e| e.seq == seq)
-            .ok_or_else(|| format!("seq {seq} is no longer in the journal"))?;
-        saved.parked.push(Parked {
+            .ok_or_else(|| RemedyError::Failed(format!("seq {seq} is no longer in the journal")))?;
+        let mut next = saved.clone();
+        next.parked.push(Parked {
             seq,
             key: entry.key,
             device: entry.device,
@@ -404,13 +439,15 @@ impl Applier {
             message: stopped.message,
             parked_at: now(),
         });
-        saved.stopped = None;
-        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        next.stopped = None;
+        inner.save(&next).map_err(failed)?;
+        *saved = next;
+        // Should this fail, the seq is parked all the same: the queue passes over it.
         inner
             .journal
             .advance(Cursor::Applied, seq)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         inner.health.set(
             COMPONENT,
             Health_::Starting,
@@ -421,7 +458,7 @@ impl Applier {
     }
 
     /// Applies a parked transaction now; it leaves the parked list when Odoo took it.
-    pub async fn replay(&self, seq: u64) -> Result<String, String> {
+    pub async fn replay(&self, seq: u64) -> Result<String, RemedyError> {
         let inner = &self.inner;
         let parked = inner
             .saved
@@ -431,7 +468,9 @@ impl Applier {
             .iter()
             .find(|p| p.seq == seq)
             .cloned()
-            .ok_or_else(|| format!("seq {seq} is not parked"))?;
+            .ok_or_else(|| {
+                RemedyError::Refused(format!("seq {seq} is not parked; nothing was changed"))
+            })?;
         let entry = Stored {
             seq,
             key: parked.key,
@@ -446,15 +485,27 @@ impl Applier {
             .apply(&mut client, &entry)
             .await
             .map_err(|f| match f {
-                Failed::Wait(why) | Failed::Stop(why) => format!("seq {seq} stays parked: {why}"),
+                Failed::Wait(why) | Failed::Stop(why) => {
+                    RemedyError::Refused(format!("seq {seq} stays parked: {why}"))
+                }
             })?;
         let mut saved = inner.saved.lock().await;
-        saved.parked.retain(|p| p.seq != seq);
-        inner.save(&saved).map_err(|e| format!("{e:#}"))?;
+        let mut next = saved.clone();
+        next.parked.retain(|p| p.seq != seq);
+        inner.save(&next).map_err(|e| {
+            RemedyError::Failed(format!(
+                "seq {seq} is applied ({done}), but taking it off the parked list failed: {e:#}; a replay again finds it applied"
+            ))
+        })?;
+        *saved = next;
         Ok(format!(
             "seq {seq} is applied ({done}) and no longer parked"
         ))
     }
+}
+
+fn failed(e: impl std::fmt::Display) -> RemedyError {
+    RemedyError::Failed(format!("{e:#}"))
 }
 
 /// Why a transaction was not applied: wait and retry, or stop the queue.

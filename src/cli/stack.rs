@@ -12,7 +12,7 @@ use crate::control::{self, Request, Response};
 
 async fn ask(config: &PlantConfig, request: Request) -> anyhow::Result<Response> {
     match control::call(&control::socket_path(&config.data_dir), &request).await? {
-        Response::Error { message } => bail!("{message}"),
+        Response::Error { message } | Response::Refused { message } => bail!("{message}"),
         r => Ok(r),
     }
 }

@@ -9,16 +9,18 @@
 //! plant's local apply (external ids `plantd.<plant>_<seq>`, state-guarded actions), moving the
 //! cursor after each. Odoo away: the worker lets go and the plant is tried again with backoff.
 //! A rejection stops that plant's queue (`apply_stops`) with Odoo's message; the others go on.
+//! An admin retries, parks or replays it with `plantd hub apply` or on the fleet page, through
+//! the same [`Store`] methods; one that does not fit the queue is [`RemedyError::Refused`] and
+//! changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::store::Store;
-use crate::apply::{apply_many, apply_one, Failed, Locate, Pending};
+use crate::apply::{apply_many, apply_one, Failed, Locate, Pending, RemedyError};
 use crate::config::CentralApply;
 use crate::odoo::Client;
 
@@ -34,13 +36,27 @@ pub struct PlantApply {
     pub last_seq: i64,
     pub stopped_at: Option<i64>,
     pub message: Option<String>,
+    /// The kind of the transaction the queue stopped at.
+    #[serde(default)]
+    pub stopped_kind: Option<String>,
+    /// When the queue stopped there.
+    #[serde(default)]
+    pub stopped_since: Option<String>,
     pub parked: Vec<ParkedRow>,
 }
 
+/// A transaction an admin set aside, with what it carried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParkedRow {
     pub seq: i64,
     pub kind: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub device: String,
+    #[serde(default)]
+    pub payload: String,
+    /// The central Odoo's message when it was parked.
     pub message: String,
     pub parked_at: String,
 }
@@ -233,7 +249,8 @@ impl Store {
         let rows = self
             .client
             .query(
-                "SELECT p.name, p.applied_seq, p.acked_seq, s.seq, s.message
+                "SELECT p.name, p.applied_seq, p.acked_seq, s.seq, s.message, s.kind,
+                        to_char(s.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
                  FROM plants p LEFT JOIN apply_stops s ON s.plant = p.name
                  WHERE p.enrolled_at IS NOT NULL ORDER BY p.name",
                 &[],
@@ -243,7 +260,8 @@ impl Store {
             .client
             .query(
                 "SELECT k.plant, k.seq, t.kind, k.message,
-                        to_char(k.parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                        to_char(k.parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        t.key, t.device, t.payload
                  FROM apply_parked k JOIN transactions t ON t.plant = k.plant AND t.seq = k.seq
                  ORDER BY k.plant, k.seq",
                 &[],
@@ -262,6 +280,9 @@ impl Store {
                             kind: k.get(2),
                             message: k.get(3),
                             parked_at: k.get(4),
+                            key: k.get(5),
+                            device: k.get(6),
+                            payload: k.get(7),
                         })
                         .collect(),
                     plant,
@@ -269,6 +290,8 @@ impl Store {
                     last_seq: r.get(2),
                     stopped_at: r.get(3),
                     message: r.get(4),
+                    stopped_kind: r.get(5),
+                    stopped_since: r.get(6),
                 }
             })
             .collect())
@@ -278,60 +301,75 @@ impl Store {
         status: &'a [PlantApply],
         plant: &str,
         seq: i64,
-    ) -> anyhow::Result<&'a PlantApply> {
-        let p = status
-            .iter()
-            .find(|p| p.plant == plant)
-            .with_context(|| format!("no enrolled plant {plant:?}"))?;
+    ) -> Result<&'a PlantApply, RemedyError> {
+        let refused = |m: String| Err(RemedyError::Refused(m));
+        let Some(p) = status.iter().find(|p| p.plant == plant) else {
+            return refused(format!("no enrolled plant {plant:?}; nothing was changed"));
+        };
         match p.stopped_at {
             Some(s) if s == seq => Ok(p),
-            Some(s) => anyhow::bail!("{plant}'s apply stopped at seq {s}, not {seq}"),
-            None => anyhow::bail!("{plant}'s apply is not stopped"),
+            Some(s) => refused(format!(
+                "{plant}'s apply stopped at seq {s}, not {seq}; nothing was changed"
+            )),
+            None => refused(format!(
+                "{plant}'s apply is not stopped; nothing to do at seq {seq}"
+            )),
         }
     }
 
     /// Tries the transaction a plant's queue stopped at again.
-    pub async fn apply_retry(&self, plant: &str, seq: i64) -> anyhow::Result<String> {
-        let status = self.apply_status().await?;
+    pub async fn apply_retry(&self, plant: &str, seq: i64) -> Result<String, RemedyError> {
+        let status = self.apply_status().await.map_err(failed)?;
         Self::stop_of(&status, plant, seq)?;
-        self.client
+        let removed = self
+            .client
             .execute(
                 "DELETE FROM apply_stops WHERE plant = $1 AND seq = $2",
                 &[&plant, &seq],
             )
-            .await?;
+            .await
+            .map_err(failed)?;
+        if removed == 0 {
+            return Err(RemedyError::Refused(format!(
+                "{plant}'s apply is no longer stopped at seq {seq}"
+            )));
+        }
         Ok(format!(
             "{plant} seq {seq} is tried again; `plantd hub apply status` shows how it went"
         ))
     }
 
     /// Sets the transaction a plant's queue stopped at aside and lets the rest through.
-    pub async fn apply_park(&mut self, plant: &str, seq: i64) -> anyhow::Result<String> {
-        let status = self.apply_status().await?;
+    pub async fn apply_park(&mut self, plant: &str, seq: i64) -> Result<String, RemedyError> {
+        let status = self.apply_status().await.map_err(failed)?;
         let stopped = Self::stop_of(&status, plant, seq)?;
         let message = stopped.message.clone().unwrap_or_default();
-        let tx = self.client.transaction().await?;
+        let tx = self.client.transaction().await.map_err(failed)?;
         let removed = tx
             .execute(
                 "DELETE FROM apply_stops WHERE plant = $1 AND seq = $2",
                 &[&plant, &seq],
             )
-            .await?;
-        anyhow::ensure!(
-            removed == 1,
-            "{plant}'s apply is no longer stopped at seq {seq}"
-        );
+            .await
+            .map_err(failed)?;
+        if removed != 1 {
+            return Err(RemedyError::Refused(format!(
+                "{plant}'s apply is no longer stopped at seq {seq}"
+            )));
+        }
         tx.execute(
             "INSERT INTO apply_parked (plant, seq, message) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&plant, &seq, &message],
         )
-        .await?;
+        .await
+        .map_err(failed)?;
         tx.execute(
             "UPDATE plants SET applied_seq = $2 WHERE name = $1 AND applied_seq < $2",
             &[&plant, &seq],
         )
-        .await?;
-        tx.commit().await?;
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
         Ok(format!("{plant} seq {seq} is parked (`plantd hub apply replay {plant} {seq}` applies it); the rest goes through"))
     }
 
@@ -341,7 +379,7 @@ impl Store {
         central: &CentralApply,
         plant: &str,
         seq: i64,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String, RemedyError> {
         let row = self
             .client
             .query_opt(
@@ -350,8 +388,13 @@ impl Store {
                  WHERE k.plant = $1 AND k.seq = $2",
                 &[&plant, &seq],
             )
-            .await?
-            .with_context(|| format!("{plant} seq {seq} is not parked"))?;
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                RemedyError::Refused(format!(
+                    "{plant} seq {seq} is not parked; nothing was changed"
+                ))
+            })?;
         let (kind, payload): (String, String) = (row.get(0), row.get(1));
         let odoo = central.odoo.clone();
         let locate: Locate = Arc::new(move || odoo.target(None));
@@ -368,7 +411,7 @@ impl Store {
         .await
         .map_err(|f| match f {
             Failed::Wait(why) | Failed::Stop(why) => {
-                anyhow::anyhow!("{plant} seq {seq} stays parked: {why}")
+                RemedyError::Refused(format!("{plant} seq {seq} stays parked: {why}"))
             }
         })?;
         self.client
@@ -376,9 +419,18 @@ impl Store {
                 "DELETE FROM apply_parked WHERE plant = $1 AND seq = $2",
                 &[&plant, &seq],
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                RemedyError::Failed(format!(
+                    "{plant} seq {seq} is applied ({done}), but taking it off the parked list failed: {e}; a replay again finds it applied"
+                ))
+            })?;
         Ok(format!(
             "{plant} seq {seq} is applied ({done}) and no longer parked"
         ))
     }
+}
+
+fn failed(e: impl std::fmt::Display) -> RemedyError {
+    RemedyError::Failed(format!("{e:#}"))
 }

@@ -1,9 +1,16 @@
-//! The fleet page on the hub's HTTPS listener: plants with link, lag, version, health and last
-//! backup; rollouts with their waves and each plant's outcome. Same sign-in model as the
-//! plant's admin UI (local users with argon2id hashes in `DATA_DIR/admin.db`, a one-time setup
-//! code, HttpOnly + Secure + SameSite=Strict session cookies, lockout, audit), and the same
-//! handlers. Read-only: rollouts are started and steered with `plantd hub rollout`.
+//! The fleet page on the hub's HTTPS listener: plants with link, lag, version, health, last
+//! backup and, with `[apply] central`, their apply to the central Odoo; rollouts with their
+//! waves and each plant's outcome. Same sign-in model as the plant's admin UI (local users with
+//! argon2id hashes in `DATA_DIR/admin.db`, a one-time setup code, HttpOnly + Secure +
+//! SameSite=Strict session cookies, lockout, audit), and the same handlers.
+//!
+//! Its only actions are the central apply's remedies, `POST /api/v1/fleet/apply/retry|park|replay`
+//! with `{"plant", "seq"}`: an admin's session, the CSRF token and this origin, as on the plant;
+//! each goes through the same [`Store`] methods as `plantd hub apply`, and is audited, done or
+//! refused (viewers get 403). Everything else is read-only: rollouts are started and steered
+//! with `plantd hub rollout`.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -11,9 +18,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::apply::PlantApply;
 use super::store::{PlantRow, Store};
 use crate::admin::api::{login, logout, session, setup};
+use crate::admin::apply::{fields, seq_of, Remedy};
 use crate::admin::{AdminError, SignIn};
+use crate::apply::RemedyError;
+use crate::config::CentralApply;
 
 const FLEET_HTML: &str = include_str!("../../web/fleet.html");
 const FLEET_JS: &str = include_str!("../../web/fleet.js");
@@ -22,6 +33,8 @@ const FLEET_JS: &str = include_str!("../../web/fleet.js");
 pub struct Fleet {
     pub signin: SignIn,
     pub database: String,
+    /// `[apply] central` of hub.toml: the central Odoo that a replay applies to.
+    pub central: Option<CentralApply>,
 }
 
 impl axum::extract::FromRef<Fleet> for SignIn {
@@ -54,14 +67,17 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/admin/login", post(login))
         .route("/api/v1/admin/logout", post(logout))
         .route("/api/v1/fleet", get(overview))
+        .route("/api/v1/fleet/apply/retry", post(retry))
+        .route("/api/v1/fleet/apply/park", post(park))
+        .route("/api/v1/fleet/apply/replay", post(replay))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,
         ))
         .with_state(fleet)
 }
 
-/// One plant as the fleet page shows it.
-fn plant_view(p: &PlantRow) -> Value {
+/// One plant as the fleet page shows it, with its central apply when the hub applies.
+fn plant_view(p: &PlantRow, apply: Option<&[PlantApply]>) -> Value {
     let t = p.telemetry.as_ref();
     let components = t
         .and_then(|t| t["components"].as_array())
@@ -90,8 +106,18 @@ fn plant_view(p: &PlantRow) -> Value {
         "health": if t.is_none() { "unknown" } else if unhealthy.is_empty() { "ok" } else { "degraded" },
         "unhealthy": unhealthy,
         "backup": backup,
+        "apply": apply.and_then(|list| list.iter().find(|a| a.plant == p.plant)).map(apply_view),
     })
 }
+
+fn apply_view(a: &PlantApply) -> Value {
+    let mut v = serde_json::to_value(a).expect("an apply status serializes");
+    v["behind"] = json!((a.last_seq - a.applied_seq).max(0));
+    v
+}
+
+/// Why the fleet page shows no apply on a hub without `[apply] central`.
+const OFF: &str = "this hub does not apply the plants' transactions to a central Odoo: set [apply] central = true (with [odoo]) in hub.toml, then restart the hub";
 
 async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
     if let Err(e) = fleet.signin.reader(&headers) {
@@ -101,12 +127,20 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
         let store = Store::open(&fleet.database).await?;
         let plants = store.plants().await?;
         let rollouts = store.rollouts(5).await?;
-        anyhow::Ok((plants, rollouts))
+        let apply = match fleet.central {
+            Some(_) => Some(store.apply_status().await?),
+            None => None,
+        };
+        anyhow::Ok((plants, rollouts, apply))
     };
     match read.await {
-        Ok((plants, rollouts)) => Json(json!({
-            "plants": plants.iter().map(plant_view).collect::<Vec<_>>(),
+        Ok((plants, rollouts, apply)) => Json(json!({
+            "plants": plants.iter().map(|p| plant_view(p, apply.as_deref())).collect::<Vec<_>>(),
             "rollouts": rollouts,
+            "central_apply": match apply {
+                Some(_) => json!({"enabled": true}),
+                None => json!({"enabled": false, "note": OFF}),
+            },
         }))
         .into_response(),
         Err(e) => {
@@ -115,4 +149,75 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
                 .into_response()
         }
     }
+}
+
+/// One remedy for one plant's central apply: checked, carried out through the [`Store`] as
+/// `plantd hub apply` does, and audited.
+async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) -> Response {
+    let action = remedy.action();
+    let asked = fields(&headers, &bytes, &["plant", "seq"]).and_then(|m| {
+        let plant = match m.get("plant").and_then(Value::as_str) {
+            Some(p) if !p.trim().is_empty() => p.trim().to_string(),
+            _ => {
+                return Err(AdminError::InvalidField {
+                    field: "plant".into(),
+                    message: "is required: the plant's name, as the fleet page shows it".into(),
+                })
+            }
+        };
+        Ok((plant, seq_of(&m)?))
+    });
+    let target = asked.as_ref().ok().map(|(p, s)| format!("{p} seq {s}"));
+    let caller = match fleet
+        .signin
+        .actor(&headers, action, target.as_deref())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let outcome = async {
+        let (plant, seq) = asked?;
+        let Some(central) = &fleet.central else {
+            return Err(AdminError::Conflict(format!("{OFF}; nothing was changed")));
+        };
+        let seq = i64::try_from(seq).map_err(|_| AdminError::InvalidField {
+            field: "seq".into(),
+            message: format!("{seq} is past any seq"),
+        })?;
+        let mut store = Store::open(&fleet.database).await.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "fleet page: hub database");
+            AdminError::Unavailable("the hub cannot reach its database; nothing was changed".into())
+        })?;
+        let done = match remedy {
+            Remedy::Retry => store.apply_retry(&plant, seq).await,
+            Remedy::Park => store.apply_park(&plant, seq).await,
+            Remedy::Replay => store.apply_replay(central, &plant, seq).await,
+        };
+        done.map_err(|e| match e {
+            RemedyError::Refused(m) => AdminError::Conflict(m),
+            RemedyError::Failed(m) => AdminError::Failed(m),
+        })
+    }
+    .await;
+    fleet
+        .signin
+        .audit(&caller.user, action, target.as_deref(), outcome.as_deref())
+        .await;
+    match outcome {
+        Ok(message) => Json(json!({ "message": message })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn retry(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes) -> Response {
+    remedy(fleet, headers, bytes, Remedy::Retry).await
+}
+
+async fn park(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes) -> Response {
+    remedy(fleet, headers, bytes, Remedy::Park).await
+}
+
+async fn replay(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes) -> Response {
+    remedy(fleet, headers, bytes, Remedy::Replay).await
 }

@@ -113,6 +113,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let app = enroll::router(hub.clone()).merge(fleet::router(fleet::Fleet {
         signin,
         database: hub.config.database.clone(),
+        central: hub.config.central.clone(),
     }));
     let https = {
         let handle = handle.clone();

@@ -369,6 +369,10 @@ fn healthz_and_openapi_need_no_token_and_describe_every_route() {
             "island",
             "rejoin",
             "audit",
+            "apply",
+            "apply/retry",
+            "apply/park",
+            "apply/replay",
         ];
         let mut expected: Vec<String> = [
             "/api/v1/journal",

@@ -3,6 +3,7 @@
 
 mod admin;
 mod apply_chaos;
+mod apply_ui;
 mod backup;
 mod bad_input;
 mod bounded;

@@ -1,0 +1,202 @@
+// The Apply page in Debian's Chromium, headless, driven by playwright-core. Run by
+// `cargo test --test plant apply_ui::the_apply_page_in_chromium`, which starts a plant applying
+// to its stack's Odoo emulator, whose queue has stopped at a picking Odoo does not know, and
+// passes through the environment: PLANTD_URL, SETUP_CODE, SHOTS (screenshot folder),
+// PLANTD_BIN, PLANTD_DATA_DIR, PLANTD_CONFIG, PICKING (the missing picking's name), STOP_SEQ
+// (where the queue stopped) and LAST_SEQ.
+// The admin signs in with the setup code and sees the stop; a viewer sees it with no buttons;
+// the admin parks it (the rest is applied), a replay is refused while the picking is missing,
+// the picking is created in Odoo, and the replay validates it.
+
+import { execFileSync } from 'node:child_process';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const URL = env('PLANTD_URL');
+const SHOTS = env('SHOTS');
+const PICKING = env('PICKING');
+const STOP = env('STOP_SEQ');
+const LAST = env('LAST_SEQ');
+const ADMIN = { user: 'ana', password: 'correct horse battery' };
+const VIEWER = { user: 'vic', password: 'viewer pass 12' };
+
+const started = Date.now();
+const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
+const plantd = (...args) => execFileSync(env('PLANTD_BIN'), [...args, '--config', env('PLANTD_CONFIG'), '--data-dir', env('PLANTD_DATA_DIR')], { encoding: 'utf8' });
+const odoo = (model, method, args, kwargs) => {
+  const extra = kwargs ? ['--kwargs', JSON.stringify(kwargs)] : [];
+  return JSON.parse(plantd('odoo', 'call', model, method, JSON.stringify(args), ...extra));
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // HTTP/1.1: see admin.mjs (Docker's interfaces coming and going abort HTTP/2 streams).
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-http2'],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 900 } });
+  const page = await context.newPage();
+  const external = [];
+  page.on('request', (r) => {
+    if (!r.url().startsWith(URL)) external.push(r.url());
+  });
+  page.on('response', (r) => {
+    if (r.request().method() === 'POST') console.log(`  POST ${new globalThis.URL(r.url()).pathname} -> ${r.status()}`);
+  });
+  const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+  const text = (sel) => page.locator(sel).textContent();
+  const has = async (sel, want, timeout = 30_000) => {
+    try {
+      await page.waitForFunction(([s, w]) => (document.querySelector(s)?.textContent || '').includes(w), [sel, want], { timeout });
+    } catch (e) {
+      throw new Error(`${sel} does not say ${JSON.stringify(want)}: it says ${JSON.stringify(await page.locator(sel).textContent().catch(() => null))}`);
+    }
+  };
+  const go = async (name) => {
+    await page.click(`a[href="#/${name}"]`);
+    await page.locator(`#page-${name}`).waitFor({ state: 'visible' });
+  };
+  const signIn = async (who) => {
+    await page.locator('form#signin').waitFor();
+    await page.fill('form#signin input[name=user]', who.user);
+    await page.fill('form#signin input[name=password]', who.password);
+    await page.click('form#signin [type=submit]');
+    await page.waitForFunction(([u]) => document.querySelector('#whoami')?.textContent.startsWith(u), [`${who.user} (`]);
+  };
+  const signOut = async () => {
+    await page.click('button#signout');
+    await page.locator('form#signin').waitFor();
+  };
+  const confirm = async (want) => {
+    await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+    for (const w of want) await has('#confirm-text', w, 5_000);
+  };
+  const toast = async (outcome, want) => {
+    await page.locator(`#toast[data-outcome="${outcome}"]`).waitFor({ state: 'visible', timeout: 60_000 });
+    await has('#toast', want, 10_000);
+    const t = await text('#toast');
+    await page.click('#toast');
+    return t;
+  };
+
+  step('the admin signs in with the setup code');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(URL + '/');
+      break;
+    } catch (e) {
+      if (attempt >= 5 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e;
+      await page.waitForTimeout(500);
+    }
+  }
+  await page.locator('form#setup').waitFor();
+  await page.fill('form#setup input[name=code]', env('SETUP_CODE'));
+  await page.fill('form#setup input[name=user]', ADMIN.user);
+  await page.fill('form#setup input[name=password]', ADMIN.password);
+  await page.click('form#setup [type=submit]');
+  await page.waitForFunction(() => document.querySelector('#whoami')?.textContent.includes('ana (admin)'));
+
+  step(`overview: action needed, the apply stopped at seq ${STOP}, with a link to the Apply page`);
+  await page.locator('#verdict[data-verdict="action_needed"]').waitFor({ timeout: 60_000 });
+  await has('#reasons', `apply: stopped at seq ${STOP}`);
+  await page.locator('#apply-note').waitFor({ state: 'visible' });
+  await has('#apply-summary', `${STOP - 1} / ${LAST}`);
+  await shot('apply-overview');
+  await page.click('#apply-link');
+  await page.locator('#page-apply').waitFor({ state: 'visible' });
+  if (!(await page.locator('a[href="#/apply"][aria-current="page"]').count())) throw new Error('the nav does not mark Apply as the page shown');
+
+  step('apply page: where it stopped and Odoo\'s message');
+  await page.locator('#apply-stop').waitFor({ state: 'visible' });
+  await has('#apply-stop-title', `Stopped at seq ${STOP}`);
+  await has('#apply-stop-kind', 'stock.picking.validate');
+  await has('#apply-stop-message', `no stock.picking named "${PICKING}"`);
+  await has('#apply-applied', `${STOP - 1} / ${LAST}`);
+  await has('#apply-behind', String(LAST - STOP + 1));
+  await has('#apply-state', `stopped at seq ${STOP}`);
+  await page.locator('tr.empty', { hasText: 'Nothing is parked.' }).waitFor();
+  await page.locator('#apply-retry').waitFor();
+  await page.locator('#apply-park').waitFor();
+  await shot('apply-stopped');
+
+  step('a viewer sees the same stop, and no buttons');
+  await signOut();
+  // `admin add` reads the password from stdin.
+  execFileSync(env('PLANTD_BIN'), ['admin', 'add', VIEWER.user, '--role', 'viewer', '--config', env('PLANTD_CONFIG'), '--data-dir', env('PLANTD_DATA_DIR')], { input: VIEWER.password + '\n' });
+  await signIn(VIEWER);
+  await go('apply');
+  await has('#apply-stop-message', `no stock.picking named "${PICKING}"`);
+  for (const sel of ['#apply-retry', '#apply-park', 'button[data-action="replay"]']) {
+    if (await page.locator(sel).count()) throw new Error(`a viewer sees ${sel}`);
+  }
+  await shot('apply-viewer');
+  await signOut();
+  await signIn(ADMIN);
+  await go('apply');
+
+  step(`park seq ${STOP}: the confirmation says what happens, then the rest is applied`);
+  await page.click('#apply-park');
+  await confirm([`Park seq ${STOP} (stock.picking.validate)`, `applies the ${LAST - STOP} transactions waiting behind it`, 'nothing is deleted', `no stock.picking named "${PICKING}"`]);
+  await shot('apply-confirm-park');
+  await page.click('#confirm-ok');
+  await toast('ok', `seq ${STOP} is parked`);
+  await page.locator(`#apply-parked tr[data-seq="${STOP}"]`).waitFor();
+  await page.locator('#apply-stop').waitFor({ state: 'hidden' });
+  await has('#apply-applied', `${LAST} / ${LAST}`);
+  await has('#apply-state', 'caught up');
+  const row = `#apply-parked tr[data-seq="${STOP}"]`;
+  await has(`${row} td.kind`, 'stock.picking.validate');
+  await has(`${row} td.device`, 'scanner-1');
+  await has(`${row} td.message`, `no stock.picking named "${PICKING}"`);
+  await has(`${row} td.payload`, PICKING);
+  await shot('apply-parked');
+
+  step('replay while the picking is still missing: refused with Odoo\'s message, still parked');
+  await page.click(`${row} button[data-action="replay"]`);
+  await confirm([`Replay seq ${STOP}`, 'once']);
+  await page.click('#confirm-ok');
+  await toast('error', 'stays parked');
+  await page.locator(row).waitFor();
+
+  step(`the picking ${PICKING} is created in Odoo; the replay validates it`);
+  odoo('stock.picking', 'create', [[{ name: PICKING, state: 'assigned' }]]);
+  await page.click(`${row} button[data-action="replay"]`);
+  await confirm([`Replay seq ${STOP}`]);
+  await page.click('#confirm-ok');
+  const said = await toast('ok', 'no longer parked');
+  console.log(`  ${said}`);
+  await page.locator(row).waitFor({ state: 'detached' });
+  await page.locator('#apply-parked tr.empty', { hasText: 'Nothing is parked.' }).waitFor();
+  const picking = odoo('stock.picking', 'search_read', [[['name', '=', PICKING]]], { fields: ['state'] });
+  if (picking.length !== 1 || picking[0].state !== 'done') throw new Error(`the picking in Odoo: ${JSON.stringify(picking)}`);
+  await page.locator('#verdict[data-verdict="action_needed"]').waitFor({ state: 'detached', timeout: 30_000 });
+  await shot('apply-replayed');
+
+  step('audit: the park and the replays, by ana');
+  await go('audit');
+  for (const [action, outcome] of [['apply.park', 'ok'], ['apply.replay', 'refused'], ['apply.replay', 'ok']]) {
+    await page.locator('table#audit tr', { has: page.locator('td.action', { hasText: action }) })
+      .filter({ has: page.locator('td.outcome', { hasText: outcome }) })
+      .filter({ has: page.locator('td.target', { hasText: `seq ${STOP}` }) })
+      .first()
+      .waitFor({ timeout: 10_000 });
+  }
+
+  if (external.length) throw new Error(`the UI fetched from elsewhere: ${external.join(', ')}`);
+  step('all checks passed');
+} catch (e) {
+  failed = true;
+  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
+  try {
+    const pages = browser.contexts().flatMap((c) => c.pages());
+    if (pages[0]) await pages[0].screenshot({ path: `${SHOTS}/failure.png`, fullPage: true });
+  } catch {}
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

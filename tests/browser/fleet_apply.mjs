@@ -1,0 +1,97 @@
+// The hub's fleet page in Debian's Chromium, headless (playwright-core): a plant's central apply
+// stopped at a transaction the central Odoo rejects, parked by an admin, then seen by a viewer.
+// Run by `cargo test --test plant apply_ui::the_fleet_page_shows_each_plants_central_apply`,
+// which passes HUB_URL, SHOTS, PLANT, STOP_SEQ, MESSAGE (a part of Odoo's message), ADMIN_USER,
+// ADMIN_PASSWORD, VIEWER_USER and VIEWER_PASSWORD through the environment.
+
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const URL = env('HUB_URL');
+const SHOTS = env('SHOTS');
+const PLANT = env('PLANT');
+const STOP = env('STOP_SEQ');
+
+const started = Date.now();
+const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-http2'],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 900 } });
+  const page = await context.newPage();
+  const external = [];
+  page.on('request', (r) => {
+    if (!r.url().startsWith(URL)) external.push(r.url());
+  });
+  page.on('response', (r) => {
+    if (r.request().method() === 'POST') console.log(`  POST ${new globalThis.URL(r.url()).pathname} -> ${r.status()}`);
+  });
+  const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+  const has = async (sel, want, timeout = 30_000) => {
+    try {
+      await page.waitForFunction(([s, w]) => (document.querySelector(s)?.textContent || '').includes(w), [sel, want], { timeout });
+    } catch (e) {
+      throw new Error(`${sel} does not say ${JSON.stringify(want)}: it says ${JSON.stringify(await page.locator(sel).textContent().catch(() => null))}`);
+    }
+  };
+  const signIn = async (user, password) => {
+    await page.locator('form#signin').waitFor();
+    await page.fill('form#signin input[name=user]', user);
+    await page.fill('form#signin input[name=password]', password);
+    await page.click('form#signin [type=submit]');
+    await page.waitForFunction(([u]) => document.querySelector('#whoami')?.textContent.startsWith(u), [`${user} (`]);
+  };
+  const row = `#fleet-apply tr[data-plant="${PLANT}"]`;
+  const parked = `#fleet-parked tr[data-parked="${PLANT}/${STOP}"]`;
+
+  step(`an admin sees ${PLANT}'s queue stopped at seq ${STOP} with the central Odoo's message`);
+  await page.goto(URL + '/fleet');
+  await signIn(env('ADMIN_USER'), env('ADMIN_PASSWORD'));
+  await has(`${row} td.state`, `stopped at seq ${STOP}`);
+  await has(`${row} td.message`, env('MESSAGE'));
+  await page.locator(`${row} button[data-action="retry"]`).waitFor();
+  await shot('fleet-stopped');
+
+  step('park it: the confirmation says what happens; the rest is applied');
+  await page.click(`${row} button[data-action="park"]`);
+  await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+  await has('#confirm-text', `Park ${PLANT} seq ${STOP}`, 5_000);
+  await has('#confirm-text', 'nothing is deleted', 5_000);
+  await shot('fleet-confirm-park');
+  await page.click('#confirm-ok');
+  await page.locator('#toast[data-outcome="ok"]').waitFor({ state: 'visible', timeout: 30_000 });
+  await has('#toast', `${PLANT} seq ${STOP} is parked`, 5_000);
+  await page.locator(parked).waitFor();
+  await has(`${row} td.state`, 'caught up');
+  await page.click('#toast');
+  await shot('fleet-parked');
+
+  step('a viewer sees the parked transaction, and no buttons');
+  await page.click('button#signout');
+  await signIn(env('VIEWER_USER'), env('VIEWER_PASSWORD'));
+  await page.locator(parked).waitFor();
+  const buttons = await page.locator('#central-apply button').count();
+  if (buttons) throw new Error(`a viewer sees ${buttons} buttons on the apply`);
+  await shot('fleet-viewer');
+
+  if (external.length) throw new Error(`the page fetched from elsewhere: ${external.join(', ')}`);
+  step('all checks passed');
+} catch (e) {
+  failed = true;
+  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
+  try {
+    const pages = browser.contexts().flatMap((c) => c.pages());
+    if (pages[0]) await pages[0].screenshot({ path: `${SHOTS}/fleet-failure.png`, fullPage: true });
+  } catch {}
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
