@@ -250,6 +250,11 @@ function signedOut() {
   clearTimeout(state.timer);
   closeConfirm(false);
   state.session = null;
+  // What was drawn for this user goes with them (the apply's rows carry an admin's buttons):
+  // the next one sees only what the hub answers them.
+  for (const tb of document.querySelectorAll('#view-app tbody')) tb.replaceChildren();
+  $('#rollouts').replaceChildren();
+  $('#updated').textContent = '';
   boot();
 }
 

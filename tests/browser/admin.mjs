@@ -6,43 +6,17 @@
 // Every step says what it checks; the first failure ends the run with a non-zero exit.
 
 import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
+import { drive, env, step } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const URL = env('PLANTD_URL');
 const SHOTS = env('SHOTS');
 const ADMIN = { user: 'ana', password: 'correct horse battery' };
 const VIEWER = { user: 'vic', password: 'viewer pass 12' };
 
-const started = Date.now();
-const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
 const docker = (...args) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
 const startedAt = (container) => docker('inspect', '-f', '{{.State.StartedAt}}', container);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  // HTTP/1.1: Chromium drops HTTP/2 streams in flight when a network interface appears or
-  // goes (ERR_NETWORK_CHANGED), and Docker adds and removes one whenever a container restarts
-  // on this host. An admin's browser sits on another machine and never sees those.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-http2'],
-});
-let failed = false;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 768 } });
-  const page = await context.newPage();
-  const external = [];
-  page.on('request', (r) => {
-    if (!r.url().startsWith(URL)) external.push(r.url());
-  });
-  // Every change the UI makes, with its answer, in the test's output.
-  page.on('response', (r) => {
-    if (r.request().method() === 'POST') console.log(`  POST ${new globalThis.URL(r.url()).pathname} -> ${r.status()}`);
-  });
-  page.on('requestfailed', (r) => console.log(`  ${r.method()} ${r.url()} failed: ${r.failure()?.errorText}`));
+await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (page) => {
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png` });
   const go = async (name) => {
     await page.click(`a[href="#/${name}"]`);
@@ -145,7 +119,7 @@ try {
     const items = Array.from({ length: 20 }, (_, i) => ({
       key: `ui-test-${batch}-${i}`, kind: 'scan', payload: { item: 'BOLT-M8', qty: 1 + i },
     }));
-    const r = await context.request.post(`${URL}/api/v1/transactions`, {
+    const r = await page.context().request.post(`${URL}/api/v1/transactions`, {
       headers: { Authorization: `Bearer ${env('DEVICE_TOKEN')}` }, data: items,
     });
     if (r.status() !== 201) throw new Error(`posting transactions: ${r.status()} ${await r.text()}`);
@@ -285,17 +259,4 @@ try {
   await page.fill('form#signin input[name=password]', ADMIN.password);
   await page.click('form#signin [type=submit]');
   await page.waitForFunction(() => (document.querySelector('#signin-error')?.textContent || '').includes('locked'));
-
-  if (external.length) throw new Error(`the UI fetched from elsewhere: ${external.join(', ')}`);
-  step('all checks passed');
-} catch (e) {
-  failed = true;
-  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
-  try {
-    const pages = browser.contexts().flatMap((c) => c.pages());
-    if (pages[0]) await pages[0].screenshot({ path: `${SHOTS}/failure.png` });
-  } catch {}
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

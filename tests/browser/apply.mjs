@@ -9,13 +9,8 @@
 // the picking is created in Odoo, and the replay validates it.
 
 import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
+import { drive, env, step } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const URL = env('PLANTD_URL');
 const SHOTS = env('SHOTS');
 const PICKING = env('PICKING');
@@ -24,30 +19,13 @@ const LAST = env('LAST_SEQ');
 const ADMIN = { user: 'ana', password: 'correct horse battery' };
 const VIEWER = { user: 'vic', password: 'viewer pass 12' };
 
-const started = Date.now();
-const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
 const plantd = (...args) => execFileSync(env('PLANTD_BIN'), [...args, '--config', env('PLANTD_CONFIG'), '--data-dir', env('PLANTD_DATA_DIR')], { encoding: 'utf8' });
 const odoo = (model, method, args, kwargs) => {
   const extra = kwargs ? ['--kwargs', JSON.stringify(kwargs)] : [];
   return JSON.parse(plantd('odoo', 'call', model, method, JSON.stringify(args), ...extra));
 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  // HTTP/1.1: see admin.mjs (Docker's interfaces coming and going abort HTTP/2 streams).
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-http2'],
-});
-let failed = false;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 900 } });
-  const page = await context.newPage();
-  const external = [];
-  page.on('request', (r) => {
-    if (!r.url().startsWith(URL)) external.push(r.url());
-  });
-  page.on('response', (r) => {
-    if (r.request().method() === 'POST') console.log(`  POST ${new globalThis.URL(r.url()).pathname} -> ${r.status()}`);
-  });
+await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (page) => {
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
   const text = (sel) => page.locator(sel).textContent();
   const has = async (sel, want, timeout = 30_000) => {
@@ -186,17 +164,4 @@ try {
       .first()
       .waitFor({ timeout: 10_000 });
   }
-
-  if (external.length) throw new Error(`the UI fetched from elsewhere: ${external.join(', ')}`);
-  step('all checks passed');
-} catch (e) {
-  failed = true;
-  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
-  try {
-    const pages = browser.contexts().flatMap((c) => c.pages());
-    if (pages[0]) await pages[0].screenshot({ path: `${SHOTS}/failure.png`, fullPage: true });
-  } catch {}
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -4,36 +4,15 @@
 // which passes HUB_URL, SHOTS, PLANT, STOP_SEQ, MESSAGE (a part of Odoo's message), ADMIN_USER,
 // ADMIN_PASSWORD, VIEWER_USER and VIEWER_PASSWORD through the environment.
 
-import { chromium } from 'playwright-core';
+import { drive, env, step } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const URL = env('HUB_URL');
 const SHOTS = env('SHOTS');
 const PLANT = env('PLANT');
 const STOP = env('STOP_SEQ');
 
-const started = Date.now();
-const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-http2'],
-});
-let failed = false;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 900 } });
-  const page = await context.newPage();
-  const external = [];
-  page.on('request', (r) => {
-    if (!r.url().startsWith(URL)) external.push(r.url());
-  });
-  page.on('response', (r) => {
-    if (r.request().method() === 'POST') console.log(`  POST ${new globalThis.URL(r.url()).pathname} -> ${r.status()}`);
-  });
+await drive({ url: URL, shots: SHOTS, height: 900, failure: 'fleet-failure' }, async (page) => {
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
   const has = async (sel, want, timeout = 30_000) => {
     try {
@@ -81,17 +60,4 @@ try {
   const buttons = await page.locator('#central-apply button').count();
   if (buttons) throw new Error(`a viewer sees ${buttons} buttons on the apply`);
   await shot('fleet-viewer');
-
-  if (external.length) throw new Error(`the page fetched from elsewhere: ${external.join(', ')}`);
-  step('all checks passed');
-} catch (e) {
-  failed = true;
-  console.error(`FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${e.stack || e}`);
-  try {
-    const pages = browser.contexts().flatMap((c) => c.pages());
-    if (pages[0]) await pages[0].screenshot({ path: `${SHOTS}/fleet-failure.png`, fullPage: true });
-  } catch {}
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});
