@@ -184,7 +184,16 @@ impl Control {
     /// Handles a request from the control socket, writing a change to the audit log as done by
     /// `who` (the local user that ran the CLI).
     async fn handle_audited(&self, request: Request, who: &str) -> Response {
-        let action = request.action().map(|(a, t)| (a, t.map(str::to_string)));
+        // An apply remedy's target is its seq, as the admin UI records it.
+        let seq = match &request {
+            Request::ApplyRetry { seq }
+            | Request::ApplyPark { seq }
+            | Request::ApplyReplay { seq } => Some(format!("seq {seq}")),
+            _ => None,
+        };
+        let action = request
+            .action()
+            .map(|(a, t)| (a, t.map(str::to_string).or(seq)));
         let response = self.handle(request).await;
         if let (Some((action, target)), Some(store)) = (action, &self.audit) {
             let (outcome, detail) = match &response {

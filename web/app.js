@@ -946,7 +946,7 @@ function actApply(remedy, seq) {
   const texts = {
     retry: `Retry ${what}: plantd sends it to Odoo again, then applies what waits behind it. Do this once the cause is fixed in Odoo; if Odoo rejects it again, the queue stays stopped there.${odoo}`,
     park: `Park ${what}: plantd sets it aside with its content (nothing is deleted) and applies the ${behind != null ? `${behind} ` : ''}transactions waiting behind it. It stays on the parked list, not in Odoo, until someone replays it.${odoo}`,
-    replay: `Replay ${what}: plantd applies this parked transaction to Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes.${odoo}`,
+    replay: `Replay ${what}: plantd applies this parked transaction to Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes. It goes in as it was sent: a write sets its values over any written since.${odoo}`,
   };
   const labels = { retry: `Retry seq ${seq}`, park: `Park seq ${seq}`, replay: `Replay seq ${seq}` };
   act({ text: texts[remedy], okLabel: labels[remedy], path: `/apply/${remedy}`, body: () => ({ seq: Number(seq) }) });

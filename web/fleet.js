@@ -176,7 +176,7 @@ function remedy(kind, plant, seq, a) {
   const texts = {
     retry: `Retry ${what}: the hub sends it to the central Odoo again, then applies what waits behind it. Do this once the cause is fixed in Odoo; if Odoo rejects it again, ${plant}'s queue stays stopped there.${odoo}`,
     park: `Park ${what}: the hub sets it aside (it stays stored, nothing is deleted) and applies the ${Math.max(0, a.last_seq - seq)} transactions of ${plant} waiting behind it. It stays on the parked list, not in Odoo, until someone replays it.${odoo}`,
-    replay: `Replay ${what}: the hub applies this parked transaction to the central Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes.${odoo}`,
+    replay: `Replay ${what}: the hub applies this parked transaction to the central Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes. It goes in as it was sent: a write sets its values over any written since.${odoo}`,
   };
   act(texts[kind], `${kind[0].toUpperCase()}${kind.slice(1)} ${what}`, `/api/v1/fleet/apply/${kind}`, { plant, seq });
 }

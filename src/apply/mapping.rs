@@ -263,6 +263,18 @@ impl Kinds {
                             "a write runs no method; use operation = \"action\" to run one".into(),
                         ));
                     }
+                    if k.done_state.is_some() {
+                        return Err((
+                            field("done_state"),
+                            "a write has no done state; that is an action's".into(),
+                        ));
+                    }
+                    if !k.write.is_empty() {
+                        return Err((
+                            field("write"),
+                            "a write takes its fields in values = { … }".into(),
+                        ));
+                    }
                     if k.values.is_empty() {
                         return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { lot_name = \"lot\" }".into()));
                     }
@@ -686,6 +698,8 @@ mod tests {
             ("[k]\nmodel = \"m\"\noperation = \"write\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.record_id"),
             ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nmethod = \"go\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.method"),
             ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nvalues = { \"x/id\" = \"x\" }\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\ndone_state = \"done\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.done_state"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nwrite = { x = \"x\" }\nvalues = { x = \"x\" }\n", "apply.kinds.k.write"),
             ("[k]\nmodel = \"m\"\noperation = \"create\"\n", "apply.kinds.k.values"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
             ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"_private\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),

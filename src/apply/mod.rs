@@ -447,7 +447,11 @@ impl Applier {
             .journal
             .advance(Cursor::Applied, seq)
             .await
-            .map_err(failed)?;
+            .map_err(|e| {
+                RemedyError::Failed(format!(
+                    "seq {seq} is parked, but moving the applied cursor past it failed: {e}; the queue passes over it all the same"
+                ))
+            })?;
         inner.health.set(
             COMPONENT,
             Health_::Starting,
@@ -797,7 +801,9 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
             record,
             values,
         } => {
-            let (id, _) = find(c, model, record).await?;
+            // Only the id: most records a write is for (partners, lots) have no `state`, and
+            // Odoo refuses to read a field a model does not have.
+            let (id, _) = find(c, model, record, None).await?;
             let vals = Map::from_iter([("vals".to_string(), Value::Object(values.clone()))]);
             c.call_on(model, "write", &[id], vals).await?;
             Ok(format!("{model} {id} written"))
@@ -809,7 +815,7 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
             method,
             done_state,
         } => {
-            let (id, state) = find(c, model, record).await?;
+            let (id, state) = find(c, model, record, Some("state")).await?;
             if state == *done_state {
                 return Ok(format!("{model} {id} was {done_state} already"));
             }
@@ -818,7 +824,7 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
                 c.call_on(model, "write", &[id], vals).await?;
             }
             c.call_on(model, method, &[id], Map::new()).await?;
-            let (_, after) = find(c, model, &Record::Id(id)).await?;
+            let (_, after) = find(c, model, &Record::Id(id), Some("state")).await?;
             if after != *done_state {
                 return Err(OdooError::Rejected(format!(
                     "{model}.{method} on {id} left it {after:?}, not {done_state:?} (Odoo may want a wizard answered in its UI)"
@@ -848,9 +854,14 @@ async fn created(c: &Client, model: &str, name: &str) -> Result<Option<String>, 
     }))
 }
 
-/// A record's id and `state`.
-async fn find(c: &Client, model: &str, record: &Record) -> Result<(i64, String), OdooError> {
-    let fields = Map::from_iter([("fields".to_string(), json!(["state"]))]);
+/// A record's id, and its `state` field when asked for (else "").
+async fn find(
+    c: &Client,
+    model: &str,
+    record: &Record,
+    state: Option<&str>,
+) -> Result<(i64, String), OdooError> {
+    let fields = Map::from_iter([("fields".to_string(), json!([state.unwrap_or("id")]))]);
     let rows = match record {
         Record::Id(id) => c.call_on(model, "read", &[*id], fields).await?,
         Record::Name(name) => {
@@ -874,7 +885,10 @@ async fn find(c: &Client, model: &str, record: &Record) -> Result<(i64, String),
             row["id"]
                 .as_i64()
                 .ok_or_else(|| OdooError::Protocol(format!("{what} without an id: {row}")))?,
-            row["state"].as_str().unwrap_or_default().to_string(),
+            state
+                .and_then(|f| row[f].as_str())
+                .unwrap_or_default()
+                .to_string(),
         )),
         _ => Err(OdooError::Rejected(format!(
             "{} records match {what}; name one by id",

@@ -178,9 +178,6 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
     };
     let outcome = async {
         let (plant, seq) = asked?;
-        let Some(central) = &fleet.central else {
-            return Err(AdminError::Conflict(format!("{OFF}; nothing was changed")));
-        };
         let seq = i64::try_from(seq).map_err(|_| AdminError::InvalidField {
             field: "seq".into(),
             message: format!("{seq} is past any seq"),
@@ -192,7 +189,12 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
         let done = match remedy {
             Remedy::Retry => store.apply_retry(&plant, seq).await,
             Remedy::Park => store.apply_park(&plant, seq).await,
-            Remedy::Replay => store.apply_replay(central, &plant, seq).await,
+            // Retry and park touch only the hub's database (as `plantd hub apply` does); a
+            // replay needs the central Odoo.
+            Remedy::Replay => match &fleet.central {
+                Some(central) => store.apply_replay(central, &plant, seq).await,
+                None => Err(RemedyError::Refused(format!("{OFF}; nothing was changed"))),
+            },
         };
         done.map_err(|e| match e {
             RemedyError::Refused(m) => AdminError::Conflict(m),

@@ -108,8 +108,10 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   execFileSync(env('PLANTD_BIN'), ['admin', 'add', VIEWER.user, '--role', 'viewer', '--config', env('PLANTD_CONFIG'), '--data-dir', env('PLANTD_DATA_DIR')], { input: VIEWER.password + '\n' });
   await signIn(VIEWER);
   await go('apply');
+  // Drawn for the viewer (only a viewer's page says who the remedies are for).
+  await has('#apply-stop-help', 'For an admin:');
   await has('#apply-stop-message', `no stock.picking named "${PICKING}"`);
-  for (const sel of ['#apply-retry', '#apply-park', 'button[data-action="replay"]']) {
+  for (const sel of ['#apply-retry', '#apply-park']) {
     if (await page.locator(sel).count()) throw new Error(`a viewer sees ${sel}`);
   }
   await shot('apply-viewer');
@@ -134,12 +136,28 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   await has(`${row} td.payload`, PICKING);
   await shot('apply-parked');
 
+  step('a viewer sees it parked, with no Replay button');
+  await signOut();
+  await signIn(VIEWER);
+  await go('apply');
+  // Signing out cleared the rows: this one is drawn for the viewer.
+  await has(`${row} td.payload`, PICKING);
+  const replays = await page.locator(`${row} button`).count();
+  if (replays) throw new Error(`a viewer sees ${replays} buttons on the parked seq ${STOP}`);
+  await signOut();
+  await signIn(ADMIN);
+  await go('apply');
+  await page.locator(`${row} button[data-action="replay"]`).waitFor();
+
   step('replay while the picking is still missing: refused with Odoo\'s message, still parked');
   await page.click(`${row} button[data-action="replay"]`);
   await confirm([`Replay seq ${STOP}`, 'once']);
   await page.click('#confirm-ok');
   await toast('error', 'stays parked');
-  await page.locator(row).waitFor();
+  const status = JSON.parse(plantd('apply', 'status', '--json'));
+  if (!status.parked.some((p) => String(p.seq) === STOP) || String(status.applied_seq) !== LAST) {
+    throw new Error(`the refused replay changed the queue: ${JSON.stringify(status)}`);
+  }
 
   step(`the picking ${PICKING} is created in Odoo; the replay validates it`);
   odoo('stock.picking', 'create', [[{ name: PICKING, state: 'assigned' }]]);

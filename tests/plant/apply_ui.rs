@@ -212,17 +212,23 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
         port: plant.addr.port(),
     };
     let runtime = rt();
+    // The queue as `plantd apply status` shows it.
     let apply = || async {
-        let r = web
-            .client
+        serde_json::from_str::<Value>(&stack.cli_ok(&["apply", "status", "--json"])).unwrap()
+    };
+    // A device token reads the overview's figures, not the parked transactions' content.
+    let r = runtime.block_on(async {
+        web.client
             .get(web.url("/api/v1/admin/apply"))
             .bearer_auth(&token)
             .send()
             .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "a device token reads the apply");
-        r.json::<Value>().await.unwrap()
-    };
+    });
+    assert_eq!(
+        r.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a device token reads the apply's content"
+    );
 
     // Seq 2 validates a picking Odoo does not have: the queue stops there, 3 and 4 wait.
     let (status, body) = runtime.block_on(post_json(
@@ -285,7 +291,9 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
 
     // The API: seq 5 waits for another missing picking.
     runtime.block_on(async {
-        let s = apply().await;
+        let ana = web.login("ana", "correct horse battery").await;
+        let vic = web.login("vic", "viewer pass 12").await;
+        let s = web.get(&ana, "/api/v1/admin/apply").await;
         assert_eq!(
             (s["applied_seq"].as_u64(), s["behind"].as_u64()),
             (Some(4), Some(0)),
@@ -301,8 +309,6 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
         .await;
         assert_eq!(status, 201);
         until("the queue to stop at 5", apply, |s| s["stopped_at"] == 5).await;
-        let ana = web.login("ana", "correct horse battery").await;
-        let vic = web.login("vic", "viewer pass 12").await;
         let refusals = [
             (
                 &vic,
@@ -819,7 +825,9 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "a replay happens once");
 
-        // The hub without [apply] central says so, and refuses remedies.
+        // The hub without [apply] central says so, and refuses a replay (it has no central Odoo
+        // to apply to); retry and park, which only touch the hub's database, work there as
+        // `plantd hub apply` does.
         let plain_web = hub_web(&plain);
         let carla_plain = plain_web.login("carla", "central admin 1").await;
         let f = plain_web.get(&carla_plain, "/api/v1/fleet").await;
@@ -835,13 +843,17 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
             .post(
                 &carla_plain,
                 Some(&carla_plain.csrf),
-                "/api/v1/fleet/apply/retry",
+                "/api/v1/fleet/apply/replay",
                 json!({"plant": "lyon", "seq": 2}),
             )
             .await;
         assert_eq!(
             (status, code(&answer)),
             (StatusCode::CONFLICT, "conflict"),
+            "{answer}"
+        );
+        assert!(
+            message(&answer).contains("[apply] central = true"),
             "{answer}"
         );
     });
