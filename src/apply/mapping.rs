@@ -76,19 +76,38 @@ enum Op {
         columns: Vec<(String, Source)>,
     },
     Write {
-        record_id: Option<Source>,
-        record_name: Option<Source>,
+        record: RecordSource,
         values: Vec<(String, Source)>,
     },
     Action {
-        record_id: Option<Source>,
-        record_name: Option<Source>,
+        record: RecordSource,
         write: Vec<(String, Source)>,
         method: String,
         done_state: String,
     },
     /// `odoo.create`: payload `{"model", "values"}`.
     Generic,
+}
+
+/// Where a write or an action finds its record in the payload: the field with its database id,
+/// or the one with its name (at least one of them).
+#[derive(Debug, Clone, PartialEq)]
+struct RecordSource {
+    id: Option<Source>,
+    name: Option<Source>,
+}
+
+impl RecordSource {
+    /// `record_id` / `record_name` of a `[apply.kinds.NAME]`; `field` names a config key.
+    fn of(k: &KindConfig, field: impl Fn(&str) -> String) -> Result<Self, (String, String)> {
+        if k.record_id.is_none() && k.record_name.is_none() {
+            return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
+        }
+        Ok(RecordSource {
+            id: k.record_id.as_deref().map(src),
+            name: k.record_name.as_deref().map(src),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,8 +202,10 @@ impl Kinds {
             Mapping {
                 model: "stock.picking".into(),
                 op: Op::Action {
-                    record_id: Some(src("picking_id?")),
-                    record_name: Some(src("picking?")),
+                    record: RecordSource {
+                        id: Some(src("picking_id?")),
+                        name: Some(src("picking?")),
+                    },
                     write: vec![],
                     method: "button_validate".into(),
                     done_state: "done".into(),
@@ -196,8 +217,10 @@ impl Kinds {
             Mapping {
                 model: "mrp.production".into(),
                 op: Op::Action {
-                    record_id: Some(src("production_id?")),
-                    record_name: Some(src("production?")),
+                    record: RecordSource {
+                        id: Some(src("production_id?")),
+                        name: Some(src("production?")),
+                    },
                     write: cols(&[("qty_producing", "quantity")]),
                     method: "button_mark_done".into(),
                     done_state: "done".into(),
@@ -285,12 +308,8 @@ impl Kinds {
                     {
                         return Err((field("values"), format!("{bad:?}: name a field of the record, such as \"origin\" (a many2one takes the database id as it is)")));
                     }
-                    if k.record_id.is_none() && k.record_name.is_none() {
-                        return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
-                    }
                     Op::Write {
-                        record_id: k.record_id.as_deref().map(src),
-                        record_name: k.record_name.as_deref().map(src),
+                        record: RecordSource::of(k, field)?,
                         values: k.values.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
                     }
                 }
@@ -304,12 +323,8 @@ impl Kinds {
                     if !method_name(&method) {
                         return Err((field("method"), format!("{method:?} is not a public method name such as \"button_validate\" (Odoo does not let private ones, starting with '_', be called remotely)")));
                     }
-                    if k.record_id.is_none() && k.record_name.is_none() {
-                        return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
-                    }
                     Op::Action {
-                        record_id: k.record_id.as_deref().map(src),
-                        record_name: k.record_name.as_deref().map(src),
+                        record: RecordSource::of(k, field)?,
                         write: k.write.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
                         method,
                         done_state: k.done_state.clone().unwrap_or_else(|| "done".into()),
@@ -408,23 +423,18 @@ impl Kinds {
                     columns: out,
                 })
             }
-            Op::Write {
-                record_id,
-                record_name,
-                values,
-            } => Ok(Step::Write {
+            Op::Write { record, values } => Ok(Step::Write {
                 model: m.model.clone(),
-                record: record_of(&m.model, obj, record_id, record_name)?,
+                record: record_of(&m.model, obj, record)?,
                 values: field_values(obj, values)?,
             }),
             Op::Action {
-                record_id,
-                record_name,
+                record,
                 write,
                 method,
                 done_state,
             } => {
-                let record = record_of(&m.model, obj, record_id, record_name)?;
+                let record = record_of(&m.model, obj, record)?;
                 let values = field_values(obj, write)?;
                 Ok(Step::Action {
                     model: m.model.clone(),
@@ -442,10 +452,9 @@ impl Kinds {
 fn record_of(
     model: &str,
     obj: &Map<String, Value>,
-    record_id: &Option<Source>,
-    record_name: &Option<Source>,
+    source: &RecordSource,
 ) -> Result<Record, (String, String)> {
-    let by_id = match record_id {
+    let by_id = match &source.id {
         Some(s) => take(obj, s)?
             .map(|v| {
                 v.as_i64().filter(|i| *i > 0).ok_or_else(|| {
@@ -458,7 +467,7 @@ fn record_of(
             .transpose()?,
         None => None,
     };
-    let by_name = match record_name {
+    let by_name = match &source.name {
         Some(s) => take(obj, s)?
             .map(|v| {
                 v.as_str()
@@ -478,7 +487,7 @@ fn record_of(
         (Some(id), _) => Ok(Record::Id(id)),
         (None, Some(name)) => Ok(Record::Name(name)),
         (None, None) => {
-            let said: Vec<String> = [record_id, record_name]
+            let said: Vec<String> = [&source.id, &source.name]
                 .into_iter()
                 .flatten()
                 .map(|s| s.field.clone())

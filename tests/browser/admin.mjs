@@ -6,7 +6,7 @@
 // Every step says what it checks; the first failure ends the run with a non-zero exit.
 
 import { execFileSync } from 'node:child_process';
-import { drive, env, step } from './lib.mjs';
+import { drive, env, open, step } from './lib.mjs';
 
 const URL = env('PLANTD_URL');
 const SHOTS = env('SHOTS');
@@ -39,17 +39,7 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   const verdict = (v, timeout) => page.locator(`#verdict[data-verdict="${v}"]`).waitFor({ timeout });
 
   step('first run: the setup form, a wrong setup code, then the first admin');
-  // Docker tests beside this one add and remove veth interfaces; Chromium then aborts a
-  // navigation in flight with ERR_NETWORK_CHANGED. A person would press reload: so do we.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.goto(URL + '/');
-      break;
-    } catch (e) {
-      if (attempt >= 5 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e;
-      await page.waitForTimeout(500);
-    }
-  }
+  await open(page, URL + '/');
   await page.locator('form#setup').waitFor();
   await page.fill('form#setup input[name=code]', 'AAAA-AAAA');
   await page.fill('form#setup input[name=user]', ADMIN.user);

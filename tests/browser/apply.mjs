@@ -9,7 +9,7 @@
 // the picking is created in Odoo, and the replay validates it.
 
 import { execFileSync } from 'node:child_process';
-import { drive, env, step } from './lib.mjs';
+import { drive, env, hasText, open, signIn as signInAs, step } from './lib.mjs';
 
 const URL = env('PLANTD_URL');
 const SHOTS = env('SHOTS');
@@ -28,24 +28,12 @@ const odoo = (model, method, args, kwargs) => {
 await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (page) => {
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
   const text = (sel) => page.locator(sel).textContent();
-  const has = async (sel, want, timeout = 30_000) => {
-    try {
-      await page.waitForFunction(([s, w]) => (document.querySelector(s)?.textContent || '').includes(w), [sel, want], { timeout });
-    } catch (e) {
-      throw new Error(`${sel} does not say ${JSON.stringify(want)}: it says ${JSON.stringify(await page.locator(sel).textContent().catch(() => null))}`);
-    }
-  };
+  const has = (sel, want, timeout) => hasText(page, sel, want, timeout);
   const go = async (name) => {
     await page.click(`a[href="#/${name}"]`);
     await page.locator(`#page-${name}`).waitFor({ state: 'visible' });
   };
-  const signIn = async (who) => {
-    await page.locator('form#signin').waitFor();
-    await page.fill('form#signin input[name=user]', who.user);
-    await page.fill('form#signin input[name=password]', who.password);
-    await page.click('form#signin [type=submit]');
-    await page.waitForFunction(([u]) => document.querySelector('#whoami')?.textContent.startsWith(u), [`${who.user} (`]);
-  };
+  const signIn = (who) => signInAs(page, who.user, who.password);
   const signOut = async () => {
     await page.click('button#signout');
     await page.locator('form#signin').waitFor();
@@ -63,15 +51,7 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   };
 
   step('the admin signs in with the setup code');
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.goto(URL + '/');
-      break;
-    } catch (e) {
-      if (attempt >= 5 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e;
-      await page.waitForTimeout(500);
-    }
-  }
+  await open(page, URL + '/');
   await page.locator('form#setup').waitFor();
   await page.fill('form#setup input[name=code]', env('SETUP_CODE'));
   await page.fill('form#setup input[name=user]', ADMIN.user);

@@ -4,7 +4,7 @@
 // which passes HUB_URL, SHOTS, PLANT, STOP_SEQ, MESSAGE (a part of Odoo's message), ADMIN_USER,
 // ADMIN_PASSWORD, VIEWER_USER and VIEWER_PASSWORD through the environment.
 
-import { drive, env, step } from './lib.mjs';
+import { drive, env, hasText, open, signIn as signInAs, step } from './lib.mjs';
 
 const URL = env('HUB_URL');
 const SHOTS = env('SHOTS');
@@ -14,25 +14,13 @@ const STOP = env('STOP_SEQ');
 
 await drive({ url: URL, shots: SHOTS, height: 900, failure: 'fleet-failure' }, async (page) => {
   const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-  const has = async (sel, want, timeout = 30_000) => {
-    try {
-      await page.waitForFunction(([s, w]) => (document.querySelector(s)?.textContent || '').includes(w), [sel, want], { timeout });
-    } catch (e) {
-      throw new Error(`${sel} does not say ${JSON.stringify(want)}: it says ${JSON.stringify(await page.locator(sel).textContent().catch(() => null))}`);
-    }
-  };
-  const signIn = async (user, password) => {
-    await page.locator('form#signin').waitFor();
-    await page.fill('form#signin input[name=user]', user);
-    await page.fill('form#signin input[name=password]', password);
-    await page.click('form#signin [type=submit]');
-    await page.waitForFunction(([u]) => document.querySelector('#whoami')?.textContent.startsWith(u), [`${user} (`]);
-  };
+  const has = (sel, want, timeout) => hasText(page, sel, want, timeout);
+  const signIn = (user, password) => signInAs(page, user, password);
   const row = `#fleet-apply tr[data-plant="${PLANT}"]`;
   const parked = `#fleet-parked tr[data-parked="${PLANT}/${STOP}"]`;
 
   step(`an admin sees ${PLANT}'s queue stopped at seq ${STOP} with the central Odoo's message`);
-  await page.goto(URL + '/fleet');
+  await open(page, URL + '/fleet');
   await signIn(env('ADMIN_USER'), env('ADMIN_PASSWORD'));
   await has(`${row} td.state`, `stopped at seq ${STOP}`);
   await has(`${row} td.message`, env('MESSAGE'));

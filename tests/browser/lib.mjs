@@ -58,3 +58,38 @@ export async function drive({ url, shots, height = 900, failure = 'failure' }, b
   }
   process.exit(failed ? 1 : 0);
 }
+
+/**
+ * Opens `url` in `page`. Docker tests beside this one add and remove veth interfaces, and
+ * Chromium then aborts a navigation in flight with ERR_NETWORK_CHANGED: a person would press
+ * reload, so this does, up to five times.
+ */
+export async function open(page, url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(url);
+      return;
+    } catch (e) {
+      if (attempt >= 5 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e;
+      await page.waitForTimeout(500);
+    }
+  }
+}
+
+/** Waits until the element `sel` says `want`; else fails saying what it says. */
+export async function hasText(page, sel, want, timeout = 30_000) {
+  try {
+    await page.waitForFunction(([s, w]) => (document.querySelector(s)?.textContent || '').includes(w), [sel, want], { timeout });
+  } catch (e) {
+    throw new Error(`${sel} does not say ${JSON.stringify(want)}: it says ${JSON.stringify(await page.locator(sel).textContent().catch(() => null))}`);
+  }
+}
+
+/** Signs in through the sign-in form and waits until the page says who is signed in. */
+export async function signIn(page, user, password) {
+  await page.locator('form#signin').waitFor();
+  await page.fill('form#signin input[name=user]', user);
+  await page.fill('form#signin input[name=password]', password);
+  await page.click('form#signin [type=submit]');
+  await page.waitForFunction(([u]) => document.querySelector('#whoami')?.textContent.startsWith(u), [`${user} (`]);
+}

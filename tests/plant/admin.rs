@@ -2,8 +2,7 @@
 //! daemon; and the whole UI in Debian's Chromium, driven headless by `tests/browser/admin.mjs`
 //! (playwright-core), against a plant supervising its stack and enrolled with a hub.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -86,16 +85,7 @@ async fn read(plant: &Plant, session: Option<&Session>, path: &str) -> (StatusCo
 }
 
 fn admin_add(plant: &Plant, user: &str, role: &str, password: &str) -> std::process::Output {
-    let mut child = Command::new(harness::BIN)
-        .args(["admin", "add", user, "--role", role, "--data-dir"])
-        .arg(&plant.data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    child.wait_with_output().unwrap()
+    harness::admin_add(&plant.data_dir, user, role, password)
 }
 
 fn code(err: &Value) -> &str {

@@ -6,9 +6,8 @@
 //! exists; refusals (a viewer, no CSRF token, the wrong seq, a bad body) change nothing and are
 //! in the audit log.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -105,18 +104,9 @@ fn message(body: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// `plantd admin add USER --role ROLE --data-dir DIR`, the password on stdin.
+/// `plantd admin add`, which must succeed.
 fn admin_add(data_dir: &Path, user: &str, role: &str, password: &str) {
-    let mut child = Command::new(harness::BIN)
-        .args(["admin", "add", user, "--role", role, "--data-dir"])
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = harness::admin_add(data_dir, user, role, password);
     assert!(
         out.status.success(),
         "{}",

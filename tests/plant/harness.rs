@@ -59,6 +59,22 @@ pub fn create_token(data_dir: &Path, device: &str) -> String {
     last_line(&out)
 }
 
+/// `plantd admin add USER --role ROLE --data-dir DIR`, the password on stdin, as an admin types
+/// it (a plant's or a hub's data directory).
+pub fn admin_add(data_dir: &Path, user: &str, role: &str, password: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["admin", "add", user, "--role", role, "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A fresh data directory (inside the returned temporary directory) with one device token.
 pub fn data_dir_with_token(device: &str) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();

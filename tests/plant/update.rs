@@ -520,17 +520,7 @@ fn an_update_that_finds_too_little_free_disk_is_refused_with_that_reason() {
 
 /// The hub's fleet page and its API, as a central team member signed in as a viewer sees them.
 fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
-    use std::io::Write;
-    let mut add = Command::new(bin())
-        .args(["admin", "add", "carla", "--role", "viewer", "--data-dir"])
-        .arg(&hub.data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(add.stdin.take().unwrap(), "fleet-viewer-password").unwrap();
-    let out = add.wait_with_output().unwrap();
+    let out = crate::harness::admin_add(&hub.data_dir, "carla", "viewer", "fleet-viewer-password");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("9443/fleet"), "{}", text(&out));
     let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
