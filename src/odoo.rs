@@ -119,6 +119,9 @@ pub struct Client {
     version: String,
     /// The user's id, for `/jsonrpc`.
     uid: i64,
+    /// Records looked up by code or external id in this Odoo ("model code" → id), for as long
+    /// as the connection lasts: each Odoo resolves on its own, and a reconnect starts afresh.
+    refs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Client {
@@ -171,6 +174,7 @@ impl Client {
             api,
             version,
             uid: 0,
+            refs: Default::default(),
         };
         if api == Api::Jsonrpc {
             let t = &client.target;
@@ -193,6 +197,39 @@ impl Client {
 
     pub fn api(&self) -> Api {
         self.api
+    }
+
+    /// A record id this connection looked up before under `key`.
+    pub fn cached(&self, key: &str) -> Option<i64> {
+        self.refs.lock().expect("not poisoned").get(key).copied()
+    }
+
+    /// Remembers a looked-up record id for the rest of the connection.
+    pub fn remember(&self, key: String, id: i64) {
+        let mut refs = self.refs.lock().expect("not poisoned");
+        // Bounded: a plant names a few thousand products and locations at most.
+        if refs.len() >= 100_000 {
+            refs.clear();
+        }
+        refs.insert(key, id);
+    }
+
+    /// Whether the server answers at all, within `limit` (a cheap unauthenticated request).
+    pub async fn ping(&self, limit: Duration) -> Result<(), OdooError> {
+        let url = format!("{}/web/webclient/version_info", self.target.url);
+        let request = json!({"jsonrpc": "2.0", "method": "call", "params": {}, "id": 1});
+        let response = self
+            .http
+            .post(&url)
+            .timeout(limit)
+            .json(&request)
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            s => Err(OdooError::Down(format!("{url}: HTTP {s}"))),
+        }
     }
 
     /// The server's version, as it reports it (such as "19.0").
@@ -301,6 +338,8 @@ async fn jsonrpc(http: &reqwest::Client, url: &str, params: Value) -> Result<Val
     }
     match body.get("result") {
         Some(result) => Ok(result.clone()),
+        // Odoo leaves `result` out when the method returned None.
+        None if body.get("jsonrpc").is_some() && body.get("id").is_some() => Ok(Value::Null),
         None => Err(OdooError::Protocol(format!(
             "{url}: neither result nor error: {}",
             clip(&text)

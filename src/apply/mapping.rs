@@ -1,12 +1,19 @@
-//! What each transaction `kind` does in Odoo: the mappings plantd ships, and those a plant adds
-//! in `[apply.kinds.NAME]`. Pure: a kind and a payload become a [`Step`], or a refusal that says
-//! which field is wrong (the ingest API answers 422 with it, so an unknown kind or a payload
-//! that cannot be applied is refused when it arrives, not discovered later).
+//! What each transaction `kind` does in Odoo: the mappings plantd ships (`shipped.rs`), and
+//! those a plant adds in `[apply.kinds.NAME]`. Pure: a kind and a payload become a [`Step`], or a
+//! refusal that says which field is wrong (the ingest API answers 422 with it, so an unknown
+//! kind or a payload that cannot be applied is refused when it arrives, not discovered later).
+//!
+//! Records are named by external id, code or barcode ([`Ref`]), resolved in each Odoo on its
+//! own, so that one transaction means the same record at the plant and in the centre; a
+//! database id still works, for a plant that applies only to its own Odoo.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::shipped;
 
 /// One transaction's effect in Odoo.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,35 +22,109 @@ pub enum Step {
     /// call: a retry finds the record by that id and does not create it again.
     Create {
         model: String,
-        /// `load` columns (`field`, `field/.id` for a database id, `field/id` for an external
-        /// id) and their cells.
-        columns: Vec<(String, String)>,
+        /// `load` columns (`field`, `field/.id` for a database id) and their cells.
+        columns: Vec<(String, Cell)>,
+        context: Map<String, Value>,
+    },
+    /// `stock.move`: a move created under the external id (as a create), put in a transfer of
+    /// its own and validated, so that the quantity moves; done once, guarded by the move's state.
+    Move {
+        /// `load` columns of the move (the description `name` is added at apply: the
+        /// reference, else the external id).
+        columns: Vec<(String, Cell)>,
+        /// The transfer's source document and the move's description.
+        reference: Option<String>,
     },
     /// Write `values` on one existing record. Idempotent as it is: the apply runs in seq
     /// order, so a write done again after a crash sets what it set before, and nothing later
     /// has been written yet.
     Write {
         model: String,
-        record: Record,
+        record: Ref,
         values: Map<String, Value>,
+        context: Map<String, Value>,
     },
     /// Run `method` on one existing record, unless its `state` shows it has run (`done_state`);
-    /// `write` first, when there is something to write.
+    /// `write` first, when there is something to write. A wizard in the answer is a refusal.
     Action {
         model: String,
-        record: Record,
+        record: Ref,
         write: Map<String, Value>,
         method: String,
         done_state: String,
+        context: Map<String, Value>,
+    },
+    /// `stock.picking.validate`: the picked quantities set (the payload's lines, else each
+    /// move's demand), then validated with no wizard: the rest goes to a backorder or not.
+    Validate {
+        picking: Ref,
+        /// (product, quantity); empty: every move in full.
+        lines: Vec<(Ref, f64)>,
+        backorder: bool,
+    },
+    /// `mrp.production.done`: the quantity produced (default: the order's), components
+    /// consumed as the bill of materials says (`set_qty_producing`), then marked done with no
+    /// wizard: the rest goes to a backorder or not.
+    Produce {
+        production: Ref,
+        quantity: Option<f64>,
+        backorder: bool,
     },
 }
 
-/// How an action finds its record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
+/// A record a payload names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ref {
+    /// A database id: one Odoo's own number (the plant's and the central Odoo differ).
     Id(i64),
-    /// By its `name` (such as a picking's "WH/IN/00012").
+    /// An external id, `module.name`: the same in every Odoo that loaded the same data.
+    Xmlid(String),
+    /// The model's code ([`code_fields`]): a product's internal reference or barcode, a
+    /// location's full name ("WH/Stock") or barcode, else the record's name.
+    Code(String),
+    /// The record's `name`, exactly (a custom kind's `record_name`).
     Name(String),
+}
+
+impl std::fmt::Display for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ref::Id(id) => write!(f, "id {id}"),
+            Ref::Xmlid(x) => write!(f, "external id {x}"),
+            Ref::Code(c) => write!(f, "{c:?}"),
+            Ref::Name(n) => write!(f, "named {n:?}"),
+        }
+    }
+}
+
+/// The fields a code is looked up in, in order: the first that finds one record wins.
+pub fn code_fields(model: &str) -> &'static [&'static str] {
+    match model {
+        "product.product" | "product.template" => &["default_code", "barcode"],
+        "stock.location" => &["complete_name", "barcode"],
+        _ => &["name"],
+    }
+}
+
+/// A `load` cell, resolved in the Odoo it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Odoo's import takes text and converts it by the field's type.
+    Text(String),
+    /// A record's database id in this Odoo.
+    Id { model: String, by: Ref },
+    /// A many2one of a record, such as a workorder's work center.
+    FieldOf {
+        model: String,
+        record: Ref,
+        field: String,
+    },
+    /// The first record of `model` matching `domain` in `order`, such as the productive loss.
+    First {
+        model: String,
+        domain: Value,
+        order: String,
+    },
 }
 
 /// A mapping from `[apply.kinds.NAME]`.
@@ -61,63 +142,76 @@ pub struct KindConfig {
     pub method: Option<String>,
     /// write, action: the payload field holding the record's database id...
     pub record_id: Option<String>,
-    /// ...or its name.
+    /// ...or its name...
     pub record_name: Option<String>,
+    /// ...or its external id (`module.name`).
+    pub record_xmlid: Option<String>,
     /// action: the state in which the action has run (default "done").
     pub done_state: Option<String>,
     /// action: fields to write first: Odoo field = payload field.
     #[serde(default)]
     pub write: BTreeMap<String, String>,
+    /// The context of every call the kind makes, such as `{ skip_backorder = true }`.
+    #[serde(default)]
+    pub context: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Op {
+pub(super) enum Op {
     Create {
         columns: Vec<(String, Source)>,
+        context: Map<String, Value>,
     },
     Write {
         record: RecordSource,
         values: Vec<(String, Source)>,
+        context: Map<String, Value>,
     },
     Action {
         record: RecordSource,
         write: Vec<(String, Source)>,
         method: String,
         done_state: String,
+        context: Map<String, Value>,
     },
     /// `odoo.create`: payload `{"model", "values"}`.
     Generic,
+    /// A shipped kind with its own payload.
+    Shipped(shipped::Kind),
 }
 
-/// Where a write or an action finds its record in the payload: the field with its database id,
-/// or the one with its name (at least one of them).
+/// Where a write or an action finds its record in the payload (at least one of them).
 #[derive(Debug, Clone, PartialEq)]
-struct RecordSource {
+pub(super) struct RecordSource {
     id: Option<Source>,
     name: Option<Source>,
+    xmlid: Option<Source>,
 }
 
 impl RecordSource {
-    /// `record_id` / `record_name` of a `[apply.kinds.NAME]`; `field` names a config key.
+    /// `record_id` / `record_name` / `record_xmlid` of a `[apply.kinds.NAME]`.
     fn of(k: &KindConfig, field: impl Fn(&str) -> String) -> Result<Self, (String, String)> {
-        if k.record_id.is_none() && k.record_name.is_none() {
-            return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id) or name (record_name)".into()));
+        if k.record_id.is_none() && k.record_name.is_none() && k.record_xmlid.is_none() {
+            return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id), name (record_name) or external id (record_xmlid)".into()));
         }
         Ok(RecordSource {
-            id: k.record_id.as_deref().map(src),
-            name: k.record_name.as_deref().map(src),
+            id: k.record_id.as_deref().map(Source::parse),
+            name: k.record_name.as_deref().map(Source::parse),
+            xmlid: k.record_xmlid.as_deref().map(Source::parse),
         })
     }
 }
 
+/// A payload field, and whether it must be there.
 #[derive(Debug, Clone, PartialEq)]
-struct Source {
-    field: String,
-    required: bool,
+pub(super) struct Source {
+    pub field: String,
+    pub required: bool,
 }
 
 impl Source {
-    fn parse(text: &str) -> Source {
+    /// "qty" (required) or "qty?" (may be missing).
+    pub fn parse(text: &str) -> Source {
         match text.strip_suffix('?') {
             Some(f) => Source {
                 field: f.to_string(),
@@ -133,18 +227,27 @@ impl Source {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Mapping {
-    model: String,
+    /// The models it needs in Odoo (none for `odoo.create`: its payload names one).
+    models: Vec<String>,
     op: Op,
 }
 
-/// The kinds a plant knows: the shipped ones and its own.
-#[derive(Debug, Clone, PartialEq)]
+/// The kinds a plant knows: the shipped ones and its own; and those whose models the Odoo
+/// applied to lacks ([`Kinds::mark_missing`]), refused from then on.
+#[derive(Debug, Clone)]
 pub struct Kinds {
     map: BTreeMap<String, Mapping>,
+    missing: Arc<RwLock<BTreeMap<String, String>>>,
+}
+
+impl PartialEq for Kinds {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
 }
 
 /// An Odoo model name: dotted lowercase words, such as "stock.move" (it goes into a URL path).
-fn model_name(s: &str) -> bool {
+pub fn model_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|w| {
             !w.is_empty()
@@ -160,14 +263,6 @@ fn method_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn src(s: &str) -> Source {
-    Source::parse(s)
-}
-
-fn cols(pairs: &[(&str, &str)]) -> Vec<(String, Source)> {
-    pairs.iter().map(|(c, s)| (c.to_string(), src(s))).collect()
-}
-
 impl Kinds {
     /// The shipped kinds (README, "Shop-floor transactions in Odoo"), and `custom` on top (a
     /// custom kind may replace a shipped one).
@@ -176,85 +271,19 @@ impl Kinds {
         map.insert(
             "odoo.create".to_string(),
             Mapping {
-                model: String::new(),
+                models: vec![],
                 op: Op::Generic,
             },
         );
-        map.insert(
-            "stock.move".to_string(),
-            Mapping {
-                model: "stock.move".into(),
-                op: Op::Create {
-                    columns: cols(&[
-                        ("product_id/.id", "product_id"),
-                        ("product_uom_qty", "quantity"),
-                        ("quantity", "quantity"),
-                        ("location_id/.id", "location_id"),
-                        ("location_dest_id/.id", "location_dest_id"),
-                        ("picking_id/.id", "picking_id?"),
-                        ("reference", "reference?"),
-                    ]),
+        for kind in shipped::Kind::ALL {
+            map.insert(
+                kind.name().to_string(),
+                Mapping {
+                    models: kind.models().iter().map(|m| m.to_string()).collect(),
+                    op: Op::Shipped(kind),
                 },
-            },
-        );
-        map.insert(
-            "stock.picking.validate".to_string(),
-            Mapping {
-                model: "stock.picking".into(),
-                op: Op::Action {
-                    record: RecordSource {
-                        id: Some(src("picking_id?")),
-                        name: Some(src("picking?")),
-                    },
-                    write: vec![],
-                    method: "button_validate".into(),
-                    done_state: "done".into(),
-                },
-            },
-        );
-        map.insert(
-            "mrp.production.done".to_string(),
-            Mapping {
-                model: "mrp.production".into(),
-                op: Op::Action {
-                    record: RecordSource {
-                        id: Some(src("production_id?")),
-                        name: Some(src("production?")),
-                    },
-                    write: cols(&[("qty_producing", "quantity")]),
-                    method: "button_mark_done".into(),
-                    done_state: "done".into(),
-                },
-            },
-        );
-        map.insert(
-            "quality.check".to_string(),
-            Mapping {
-                model: "quality.check".into(),
-                op: Op::Create {
-                    columns: cols(&[
-                        ("product_id/.id", "product_id"),
-                        ("point_id/.id", "point_id?"),
-                        ("quality_state", "result"),
-                        ("note", "note?"),
-                    ]),
-                },
-            },
-        );
-        map.insert(
-            "workorder.time".to_string(),
-            Mapping {
-                model: "mrp.workcenter.productivity".into(),
-                op: Op::Create {
-                    columns: cols(&[
-                        ("workorder_id/.id", "workorder_id"),
-                        ("duration", "minutes"),
-                        ("date_start", "started_at?"),
-                        ("date_end", "ended_at?"),
-                    ]),
-                },
-            },
-        );
+            );
+        }
         for (name, k) in custom {
             let field = |f: &str| format!("apply.kinds.{name}.{f}");
             if !model_name(&k.model) {
@@ -266,6 +295,7 @@ impl Kinds {
                     ),
                 ));
             }
+            let context = k.context.clone();
             let op = match k.operation.as_str() {
                 "create" => {
                     if let Some(bad) = k.values.keys().find(|c| matches!(c.as_str(), "id" | ".id"))
@@ -276,7 +306,12 @@ impl Kinds {
                         return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { product_uom_qty = \"qty\" }".into()));
                     }
                     Op::Create {
-                        columns: k.values.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
+                        columns: k
+                            .values
+                            .iter()
+                            .map(|(c, s)| (c.clone(), Source::parse(s)))
+                            .collect(),
+                        context,
                     }
                 }
                 "write" => {
@@ -310,7 +345,12 @@ impl Kinds {
                     }
                     Op::Write {
                         record: RecordSource::of(k, field)?,
-                        values: k.values.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
+                        values: k
+                            .values
+                            .iter()
+                            .map(|(c, s)| (c.clone(), Source::parse(s)))
+                            .collect(),
+                        context,
                     }
                 }
                 "action" => {
@@ -325,9 +365,14 @@ impl Kinds {
                     }
                     Op::Action {
                         record: RecordSource::of(k, field)?,
-                        write: k.write.iter().map(|(c, s)| (c.clone(), src(s))).collect(),
+                        write: k
+                            .write
+                            .iter()
+                            .map(|(c, s)| (c.clone(), Source::parse(s)))
+                            .collect(),
                         method,
                         done_state: k.done_state.clone().unwrap_or_else(|| "done".into()),
+                        context,
                     }
                 }
                 other => {
@@ -342,16 +387,65 @@ impl Kinds {
             map.insert(
                 name.clone(),
                 Mapping {
-                    model: k.model.clone(),
+                    models: vec![k.model.clone()],
                     op,
                 },
             );
         }
-        Ok(Kinds { map })
+        Ok(Kinds {
+            map,
+            missing: Default::default(),
+        })
     }
 
     pub fn names(&self) -> Vec<&str> {
         self.map.keys().map(String::as_str).collect()
+    }
+
+    /// Every model the kinds need in Odoo.
+    pub fn models(&self) -> BTreeSet<String> {
+        self.map
+            .values()
+            .flat_map(|m| m.models.iter().cloned())
+            .collect()
+    }
+
+    /// Marks the kinds that need a model in `absent` (models the Odoo applied to lacks): they
+    /// are refused from now on, at ingest too, naming the kind and the model. Says which kinds
+    /// were newly marked, with the message.
+    pub fn mark_missing(&self, absent: &BTreeSet<String>) -> Vec<(String, String)> {
+        let mut missing = self.missing.write().expect("not poisoned");
+        let mut newly = Vec::new();
+        for (kind, m) in &self.map {
+            let lacking: Vec<&str> = m
+                .models
+                .iter()
+                .filter(|model| absent.contains(*model))
+                .map(String::as_str)
+                .collect();
+            if lacking.is_empty() {
+                missing.remove(kind);
+                continue;
+            }
+            let message = format!(
+                "kind {kind:?} cannot be applied: this Odoo has no model {} (its app is not installed; Odoo Community has no quality.check); install it, or stop sending {kind:?}",
+                lacking.join(", ")
+            );
+            if missing.get(kind) != Some(&message) {
+                newly.push((kind.clone(), message.clone()));
+            }
+            missing.insert(kind.clone(), message);
+        }
+        newly
+    }
+
+    /// Why `kind` cannot be applied in this Odoo, when its model is missing there.
+    pub fn unavailable(&self, kind: &str) -> Option<String> {
+        self.missing
+            .read()
+            .expect("not poisoned")
+            .get(kind)
+            .cloned()
     }
 
     /// What `kind` with `payload` does, or why it cannot be applied: (payload field, message).
@@ -365,138 +459,178 @@ impl Kinds {
                 ),
             ));
         };
+        if let Some(why) = self.unavailable(kind) {
+            return Err(("kind".into(), why));
+        }
         let obj = payload
             .as_object()
             .ok_or_else(|| ("payload".to_string(), "must be a JSON object".to_string()))?;
+        let model = m.models.first().cloned().unwrap_or_default();
         match &m.op {
-            Op::Generic => {
-                let model = obj
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .filter(|s| model_name(s))
-                    .ok_or_else(|| {
-                        (
-                            "payload.model".to_string(),
-                            "an Odoo model name, such as \"res.partner\", is required".to_string(),
-                        )
-                    })?;
-                let values = obj
-                    .get("values")
-                    .and_then(Value::as_object)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        (
-                            "payload.values".to_string(),
-                            "an object of field values is required".to_string(),
-                        )
-                    })?;
-                let mut columns = Vec::new();
-                for (k, v) in values {
-                    if k == "id" || k == ".id" {
-                        return Err((
-                            format!("payload.values.{k}"),
-                            "plantd gives the record its external id; leave id out".into(),
-                        ));
-                    }
-                    columns.push((
-                        k.clone(),
-                        cell(v).map_err(|m| (format!("payload.values.{k}"), m))?,
-                    ));
-                }
-                Ok(Step::Create {
-                    model: model.to_string(),
-                    columns,
-                })
-            }
-            Op::Create { columns } => {
-                let mut out = Vec::new();
-                for (column, source) in columns {
-                    if let Some(v) = take(obj, source)? {
-                        out.push((
-                            column.clone(),
-                            cell(v).map_err(|m| (format!("payload.{}", source.field), m))?,
-                        ));
-                    }
-                }
-                Ok(Step::Create {
-                    model: m.model.clone(),
-                    columns: out,
-                })
-            }
-            Op::Write { record, values } => Ok(Step::Write {
-                model: m.model.clone(),
-                record: record_of(&m.model, obj, record)?,
+            Op::Generic => generic(obj),
+            Op::Shipped(kind) => kind.step(obj),
+            Op::Create { columns, context } => Ok(Step::Create {
+                model,
+                columns: create_columns(obj, columns)?,
+                context: context.clone(),
+            }),
+            Op::Write {
+                record,
+                values,
+                context,
+            } => Ok(Step::Write {
+                record: record_of(&model, obj, record)?,
                 values: field_values(obj, values)?,
+                model,
+                context: context.clone(),
             }),
             Op::Action {
                 record,
                 write,
                 method,
                 done_state,
-            } => {
-                let record = record_of(&m.model, obj, record)?;
-                let values = field_values(obj, write)?;
-                Ok(Step::Action {
-                    model: m.model.clone(),
-                    record,
-                    write: values,
-                    method: method.clone(),
-                    done_state: done_state.clone(),
-                })
-            }
+                context,
+            } => Ok(Step::Action {
+                record: record_of(&model, obj, record)?,
+                write: field_values(obj, write)?,
+                model,
+                method: method.clone(),
+                done_state: done_state.clone(),
+                context: context.clone(),
+            }),
         }
     }
 }
 
-/// The record a write or an action is for: by database id, else by name.
+/// `odoo.create`: `{"model": "res.partner", "values": {...}}`.
+fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|s| model_name(s))
+        .ok_or_else(|| {
+            (
+                "payload.model".to_string(),
+                "an Odoo model name, such as \"res.partner\", is required".to_string(),
+            )
+        })?;
+    let values = obj
+        .get("values")
+        .and_then(Value::as_object)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            (
+                "payload.values".to_string(),
+                "an object of field values is required".to_string(),
+            )
+        })?;
+    let mut columns = Vec::new();
+    for (k, v) in values {
+        if k == "id" || k == ".id" {
+            return Err((
+                format!("payload.values.{k}"),
+                "plantd gives the record its external id; leave id out".into(),
+            ));
+        }
+        columns.push((
+            k.clone(),
+            Cell::Text(cell(v).map_err(|m| (format!("payload.values.{k}"), m))?),
+        ));
+    }
+    Ok(Step::Create {
+        model: model.to_string(),
+        columns,
+        context: Map::new(),
+    })
+}
+
+/// A custom create's columns from the payload.
+fn create_columns(
+    obj: &Map<String, Value>,
+    columns: &[(String, Source)],
+) -> Result<Vec<(String, Cell)>, (String, String)> {
+    let mut out = Vec::new();
+    for (column, source) in columns {
+        if let Some(v) = take(obj, source)? {
+            out.push((
+                column.clone(),
+                Cell::Text(cell(v).map_err(|m| (format!("payload.{}", source.field), m))?),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The record a custom write or action is for: by database id, else external id, else name.
 fn record_of(
     model: &str,
     obj: &Map<String, Value>,
     source: &RecordSource,
-) -> Result<Record, (String, String)> {
-    let by_id = match &source.id {
-        Some(s) => take(obj, s)?
-            .map(|v| {
-                v.as_i64().filter(|i| *i > 0).ok_or_else(|| {
-                    (
-                        format!("payload.{}", s.field),
-                        "must be a record id (a positive integer)".to_string(),
-                    )
-                })
-            })
-            .transpose()?,
-        None => None,
-    };
-    let by_name = match &source.name {
-        Some(s) => take(obj, s)?
-            .map(|v| {
-                v.as_str()
-                    .filter(|n| !n.trim().is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        (
-                            format!("payload.{}", s.field),
-                            "must be the record's name (text)".to_string(),
-                        )
-                    })
-            })
-            .transpose()?,
-        None => None,
-    };
-    match (by_id, by_name) {
-        (Some(id), _) => Ok(Record::Id(id)),
-        (None, Some(name)) => Ok(Record::Name(name)),
-        (None, None) => {
-            let said: Vec<String> = [&source.id, &source.name]
-                .into_iter()
-                .flatten()
-                .map(|s| s.field.clone())
-                .collect();
-            Err((
-                "payload".into(),
-                format!("name the {model} record: give {}", said.join(" or ")),
-            ))
+) -> Result<Ref, (String, String)> {
+    if let Some(s) = &source.id {
+        if let Some(v) = take(obj, s)? {
+            return positive_id(v).map(Ref::Id).ok_or_else(|| {
+                (
+                    format!("payload.{}", s.field),
+                    "must be a record id (a positive integer)".to_string(),
+                )
+            });
         }
+    }
+    if let Some(s) = &source.xmlid {
+        if let Some(v) = take(obj, s)? {
+            return xmlid(v)
+                .map(Ref::Xmlid)
+                .map_err(|m| (format!("payload.{}", s.field), m));
+        }
+    }
+    if let Some(s) = &source.name {
+        if let Some(v) = take(obj, s)? {
+            return text(v).map(Ref::Name).ok_or_else(|| {
+                (
+                    format!("payload.{}", s.field),
+                    "must be the record's name (text)".to_string(),
+                )
+            });
+        }
+    }
+    let said: Vec<String> = [&source.id, &source.xmlid, &source.name]
+        .into_iter()
+        .flatten()
+        .map(|s| s.field.clone())
+        .collect();
+    Err((
+        "payload".into(),
+        format!("name the {model} record: give {}", said.join(" or ")),
+    ))
+}
+
+/// A positive integer (a database id).
+pub(super) fn positive_id(v: &Value) -> Option<i64> {
+    v.as_i64().filter(|i| *i > 0)
+}
+
+/// Non-blank text of at most 256 characters.
+pub(super) fn text(v: &Value) -> Option<String> {
+    v.as_str()
+        .filter(|s| !s.trim().is_empty() && s.chars().count() <= 256)
+        .map(str::to_string)
+}
+
+/// An external id: `module.name`, with no spaces.
+pub(super) fn xmlid(v: &Value) -> Result<String, String> {
+    let s = v.as_str().unwrap_or_default();
+    let ok = s.len() <= 256
+        && s.split_once('.').is_some_and(|(m, n)| {
+            !m.is_empty()
+                && !n.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be an external id such as \"stock.stock_location_stock\" (module.name)".into())
     }
 }
 
@@ -521,7 +655,7 @@ fn field_values(
 }
 
 /// The payload's value for `source`; an error when it is required and missing or null.
-fn take<'a>(
+pub(super) fn take<'a>(
     obj: &'a Map<String, Value>,
     source: &Source,
 ) -> Result<Option<&'a Value>, (String, String)> {
@@ -533,7 +667,7 @@ fn take<'a>(
 }
 
 /// A `load` cell: Odoo's import takes text, and converts it by the field's type.
-fn cell(v: &Value) -> Result<String, String> {
+pub(super) fn cell(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -541,182 +675,5 @@ fn cell(v: &Value) -> Result<String, String> {
         _ => Err(
             "must be text, a number or true/false (Odoo's import takes one value per field)".into(),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn shipped_kinds_become_steps_and_bad_payloads_name_the_field() {
-        let kinds = Kinds::new(&BTreeMap::new()).unwrap();
-        let step = kinds
-            .step(
-                "stock.move",
-                &json!({"product_id": 7, "quantity": 2.5, "location_id": 1, "location_dest_id": 2}),
-            )
-            .unwrap();
-        assert_eq!(
-            step,
-            Step::Create {
-                model: "stock.move".into(),
-                columns: vec![
-                    ("product_id/.id".into(), "7".into()),
-                    ("product_uom_qty".into(), "2.5".into()),
-                    ("quantity".into(), "2.5".into()),
-                    ("location_id/.id".into(), "1".into()),
-                    ("location_dest_id/.id".into(), "2".into()),
-                ]
-            }
-        );
-        let step = kinds
-            .step("stock.picking.validate", &json!({"picking": "WH/IN/00012"}))
-            .unwrap();
-        assert!(
-            matches!(step, Step::Action { ref record, ref method, .. } if *record == Record::Name("WH/IN/00012".into()) && method == "button_validate")
-        );
-        let step = kinds
-            .step(
-                "mrp.production.done",
-                &json!({"production_id": 4, "quantity": 10}),
-            )
-            .unwrap();
-        assert!(
-            matches!(step, Step::Action { ref write, .. } if write["qty_producing"] == json!(10))
-        );
-        let step = kinds
-            .step(
-                "odoo.create",
-                &json!({"model": "res.partner", "values": {"name": "Acme", "active": true}}),
-            )
-            .unwrap();
-        assert_eq!(
-            step,
-            Step::Create {
-                model: "res.partner".into(),
-                columns: vec![
-                    ("active".into(), "1".into()),
-                    ("name".into(), "Acme".into())
-                ]
-            }
-        );
-
-        for (kind, payload, field, says) in [
-            ("scan", json!({}), "kind", "unknown kind \"scan\""),
-            (
-                "stock.move",
-                json!({"quantity": 1, "location_id": 1, "location_dest_id": 2}),
-                "payload.product_id",
-                "required",
-            ),
-            (
-                "stock.move",
-                json!({"product_id": {"id": 1}, "quantity": 1, "location_id": 1, "location_dest_id": 2}),
-                "payload.product_id",
-                "must be text",
-            ),
-            (
-                "stock.picking.validate",
-                json!({}),
-                "payload",
-                "picking_id or picking",
-            ),
-            (
-                "stock.picking.validate",
-                json!({"picking_id": -3}),
-                "payload.picking_id",
-                "positive integer",
-            ),
-            (
-                "odoo.create",
-                json!({"values": {"a": 1}}),
-                "payload.model",
-                "model name",
-            ),
-            (
-                "odoo.create",
-                json!({"model": "x", "values": {"id": "7"}}),
-                "payload.values.id",
-                "external id",
-            ),
-            (
-                "odoo.create",
-                json!({"model": "x", "values": {}}),
-                "payload.values",
-                "object of field values",
-            ),
-            (
-                "odoo.create",
-                json!({"model": "../../web/x?", "values": {"a": 1}}),
-                "payload.model",
-                "model name",
-            ),
-        ] {
-            let (f, m) = kinds.step(kind, &payload).unwrap_err();
-            assert_eq!(f, field, "{kind} {payload}: {m}");
-            assert!(
-                m.contains(says),
-                "{kind} {payload}: {m:?} should say {says:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn custom_kinds_are_checked_when_the_config_is_read() {
-        let parse = |toml_text: &str| {
-            let k: BTreeMap<String, KindConfig> = toml::from_str(toml_text).unwrap();
-            Kinds::new(&k)
-        };
-        let kinds = parse("[\"pallet.in\"]\nmodel = \"stock.move\"\noperation = \"create\"\nvalues = { product_uom_qty = \"qty\", origin = \"lot?\" }\n").unwrap();
-        assert_eq!(
-            kinds.step("pallet.in", &json!({"qty": 3})).unwrap(),
-            Step::Create {
-                model: "stock.move".into(),
-                columns: vec![("product_uom_qty".into(), "3".into())]
-            }
-        );
-        let kinds = parse("[\"lot.rename\"]\nmodel = \"stock.lot\"\noperation = \"write\"\nrecord_name = \"lot\"\nvalues = { ref = \"code\", note = \"note?\" }\n").unwrap();
-        assert_eq!(
-            kinds
-                .step("lot.rename", &json!({"lot": "L-7", "code": "X7"}))
-                .unwrap(),
-            Step::Write {
-                model: "stock.lot".into(),
-                record: Record::Name("L-7".into()),
-                values: Map::from_iter([("ref".to_string(), json!("X7"))]),
-            }
-        );
-        assert_eq!(
-            kinds
-                .step("lot.rename", &json!({"code": "X7"}))
-                .unwrap_err(),
-            ("payload.lot".to_string(), "is required".to_string())
-        );
-        assert_eq!(
-            kinds
-                .step("lot.rename", &json!({"lot": "L-7", "code": [1]}))
-                .unwrap_err()
-                .0,
-            "payload.code"
-        );
-        for (text, field) in [
-            ("[k]\nmodel = \"m\"\noperation = \"delete\"\n", "apply.kinds.k.operation"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\n", "apply.kinds.k.values"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.record_id"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nmethod = \"go\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.method"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nvalues = { \"x/id\" = \"x\" }\n", "apply.kinds.k.values"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\ndone_state = \"done\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.done_state"),
-            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nwrite = { x = \"x\" }\nvalues = { x = \"x\" }\n", "apply.kinds.k.write"),
-            ("[k]\nmodel = \"m\"\noperation = \"create\"\n", "apply.kinds.k.values"),
-            ("[k]\nmodel = \"m\"\noperation = \"action\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
-            ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"_private\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
-            ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"go\"\n", "apply.kinds.k.record_id"),
-            ("[k]\nmodel = \"m\"\noperation = \"create\"\nvalues = { \".id\" = \"x\" }\n", "apply.kinds.k.values"),
-            ("[k]\nmodel = \"a/b\"\noperation = \"create\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.model"),
-        ] {
-            assert_eq!(parse(text).unwrap_err().0, field, "{text}");
-        }
     }
 }

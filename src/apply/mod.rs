@@ -19,19 +19,22 @@
 //! before the in-memory state follows it.
 
 pub mod mapping;
+mod shipped;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::health::{Health, State as Health_};
 use crate::journal::{Cursor, Journal, Stored};
 use crate::odoo::{Client, OdooError, Target};
-use mapping::{Kinds, Record, Step};
+use mapping::{Kinds, Step};
+pub use steps::run_step;
 
 /// Where Odoo is, asked afresh at each connection (the stack's Odoo may move).
 pub type Locate = Arc<dyn Fn() -> Result<Target, String> + Send + Sync>;
@@ -232,15 +235,30 @@ impl Applier {
             };
             if batch.is_empty() {
                 if !stopped {
-                    inner
-                        .health
-                        .set(COMPONENT, Health_::Ok, "caught up".to_string());
+                    // Caught up, but only while Odoo answers: an Odoo gone away is said within
+                    // seconds, not at the next transaction.
+                    match idle_check(&inner.kinds, &inner.locate, &mut client).await {
+                        Ok(()) => {
+                            *inner.waiting.lock().expect("not poisoned") = None;
+                            inner
+                                .health
+                                .set(COMPONENT, Health_::Ok, "caught up".to_string());
+                        }
+                        Err(why) => {
+                            client = None;
+                            let message = format!("caught up, but Odoo does not answer: {why}; the next transaction waits for it");
+                            inner
+                                .health
+                                .set(COMPONENT, Health_::Unhealthy, message.clone());
+                            *inner.waiting.lock().expect("not poisoned") = Some(message);
+                        }
+                    }
                 }
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = last_seq.changed() => {}
                     _ = inner.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(IDLE_CHECK) => {}
                 }
                 continue;
             }
@@ -575,6 +593,12 @@ pub async fn apply_many(
 ) -> (Option<u64>, Option<(u64, String, Failed)>) {
     let mut through = None;
     let mut i = 0;
+    // Connected first: a new connection learns which kinds this Odoo cannot take.
+    if let Some(p) = pending.iter().find(|p| !p.parked) {
+        if let Err(f) = connect(kinds, locate, client).await {
+            return (None, Some((p.seq, p.kind.to_string(), f)));
+        }
+    }
     while i < pending.len() {
         let p = &pending[i];
         if p.parked {
@@ -582,39 +606,30 @@ pub async fn apply_many(
             i += 1;
             continue;
         }
-        // The run of creates that can share a load.
+        // The run of creates (or moves) that can share a load.
         let mut run: Vec<(u64, Step)> = Vec::new();
         while let Some(q) = pending
             .get(i + run.len())
             .filter(|q| !q.parked && run.len() < LOAD_ROWS)
         {
-            let Ok(step @ Step::Create { .. }) = step_of(kinds, q.kind, q.payload) else {
+            let Ok(step) = step_of(kinds, q.kind, q.payload) else {
                 break;
             };
-            if let (
-                Some((
-                    _,
-                    Step::Create {
-                        model: m0,
-                        columns: c0,
-                    },
-                )),
-                Step::Create { model, columns },
-            ) = (run.first(), &step)
+            let Some(shape) = load_shape(&step) else {
+                break;
+            };
+            if run
+                .first()
+                .is_some_and(|(_, first)| load_shape(first) != Some(shape))
             {
-                let same = m0 == model
-                    && c0.len() == columns.len()
-                    && c0.iter().zip(columns).all(|(a, b)| a.0 == b.0);
-                if !same {
-                    break;
-                }
+                break;
             }
             run.push((q.seq, step));
         }
         if run.len() >= 2 {
-            match connect(locate, client).await {
+            match connect(kinds, locate, client).await {
                 Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
-                Ok(c) => match load_many(c, plant, &run).await {
+                Ok(c) => match steps::run_many(c, plant, &run).await {
                     Ok(true) => {
                         through = run.last().map(|(s, _)| *s);
                         i += run.len();
@@ -643,7 +658,43 @@ pub async fn apply_many(
     (through, None)
 }
 
+/// How often an idle apply asks whether Odoo still answers (and how long it waits for it).
+const IDLE_CHECK: Duration = Duration::from_secs(4);
+
+/// Whether Odoo answers: a ping on the open connection, else a new connection.
+async fn idle_check(
+    kinds: &Kinds,
+    locate: &Locate,
+    client: &mut Option<Client>,
+) -> Result<(), String> {
+    match client {
+        Some(c) => c.ping(IDLE_CHECK).await.map_err(|e| e.to_string()),
+        None => match connect(kinds, locate, client).await {
+            Ok(_) => Ok(()),
+            Err(Failed::Wait(why) | Failed::Stop(why)) => Err(why),
+        },
+    }
+}
+
+/// What lets steps share one `load`: creates of one model with the same columns, or moves.
+fn load_shape(step: &Step) -> Option<(&str, Vec<&str>)> {
+    match step {
+        Step::Create { model, columns, .. } => Some((
+            model.as_str(),
+            columns.iter().map(|(c, _)| c.as_str()).collect(),
+        )),
+        Step::Move { columns, .. } => Some((
+            "stock.move",
+            columns.iter().map(|(c, _)| c.as_str()).collect(),
+        )),
+        _ => None,
+    }
+}
+
 fn step_of(kinds: &Kinds, kind: &str, payload: &str) -> Result<Step, Failed> {
+    if let Some(why) = kinds.unavailable(kind) {
+        return Err(Failed::Stop(why));
+    }
     let payload: Value = serde_json::from_str(payload)
         .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
     kinds.step(kind, &payload).map_err(|(field, m)| {
@@ -653,7 +704,10 @@ fn step_of(kinds: &Kinds, kind: &str, payload: &str) -> Result<Step, Failed> {
     })
 }
 
+/// Connects `client` when it is not connected, and learns which of the kinds' models this
+/// Odoo lacks (those kinds are refused from then on, at ingest too).
 async fn connect<'c>(
+    kinds: &Kinds,
     locate: &Locate,
     client: &'c mut Option<Client>,
 ) -> Result<&'c Client, Failed> {
@@ -662,13 +716,41 @@ async fn connect<'c>(
         let url = target.url.clone();
         // Not this transaction's fault (a wrong key, Odoo away): wait, and take up a fixed
         // [odoo] section at the next try.
-        *client = Some(
-            Client::connect(target)
-                .await
-                .map_err(|e| Failed::Wait(format!("{url}: {e}")))?,
-        );
+        let c = Client::connect(target)
+            .await
+            .map_err(|e| Failed::Wait(format!("{url}: {e}")))?;
+        check_models(kinds, &c).await.map_err(classify)?;
+        *client = Some(c);
     }
     Ok(client.as_ref().expect("connected"))
+}
+
+/// Asks Odoo which of the models the kinds need it has, and marks the kinds whose models it
+/// lacks (such as `quality.check` on Odoo Community).
+async fn check_models(kinds: &Kinds, c: &Client) -> Result<(), OdooError> {
+    let wanted: Vec<String> = kinds.models().into_iter().collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let rows = c
+        .call(
+            "ir.model",
+            "search_read",
+            vec![serde_json::json!([["model", "in", wanted]])],
+            serde_json::Map::from_iter([("fields".to_string(), serde_json::json!(["model"]))]),
+        )
+        .await?;
+    let have: std::collections::BTreeSet<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["model"].as_str().map(str::to_string))
+        .collect();
+    let absent = wanted.into_iter().filter(|m| !have.contains(m)).collect();
+    for (kind, why) in kinds.mark_missing(&absent) {
+        tracing::warn!(kind = %kind, "{why}");
+    }
+    Ok(())
 }
 
 fn classify(e: OdooError) -> Failed {
@@ -676,66 +758,6 @@ fn classify(e: OdooError) -> Failed {
         Failed::Wait(e.to_string())
     } else {
         Failed::Stop(e.to_string())
-    }
-}
-
-/// One `load` for a run of creates of one model with the same columns, after one look for
-/// their external ids (those found were applied before). `Ok(false)`: Odoo rejected the batch,
-/// and nothing of it stayed.
-async fn load_many(c: &Client, plant: &str, run: &[(u64, Step)]) -> Result<bool, OdooError> {
-    let names: Vec<String> = run
-        .iter()
-        .map(|(seq, _)| format!("{plant}_{seq}"))
-        .collect();
-    let found = c
-        .call(
-            "ir.model.data",
-            "search_read",
-            vec![json!([["module", "=", "plantd"], ["name", "in", names]])],
-            Map::from_iter([("fields".to_string(), json!(["name"]))]),
-        )
-        .await?;
-    let done: Vec<&str> = found
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
-        .unwrap_or_default();
-    let mut model = "";
-    let mut fields = vec![json!("id")];
-    let mut rows = Vec::new();
-    for ((_, step), name) in run.iter().zip(&names) {
-        let Step::Create { model: m, columns } = step else {
-            continue;
-        };
-        if model.is_empty() {
-            model = m;
-            fields.extend(columns.iter().map(|(c, _)| json!(c)));
-        }
-        if done.contains(&name.as_str()) {
-            continue;
-        }
-        let mut row = vec![json!(format!("plantd.{name}"))];
-        row.extend(columns.iter().map(|(_, v)| json!(v)));
-        rows.push(Value::Array(row));
-    }
-    if rows.is_empty() {
-        return Ok(true);
-    }
-    let expected = rows.len();
-    let answer = c
-        .call(
-            model,
-            "load",
-            vec![Value::Array(fields), Value::Array(rows)],
-            Map::new(),
-        )
-        .await?;
-    match answer["ids"].as_array() {
-        Some(ids) if ids.len() == expected => Ok(true),
-        Some(ids) => Err(OdooError::Protocol(format!(
-            "{model}.load created {} records of {expected}",
-            ids.len()
-        ))),
-        None => Ok(false),
     }
 }
 
@@ -750,151 +772,9 @@ pub async fn apply_one(
     kind: &str,
     payload: &str,
 ) -> Result<String, Failed> {
+    let c = connect(kinds, locate, client).await?;
     let step = step_of(kinds, kind, payload)?;
-    let c = connect(locate, client).await?;
     run_step(c, plant, seq, &step).await.map_err(classify)
-}
-
-/// Carries out one step, idempotently; says what it did.
-pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<String, OdooError> {
-    match step {
-        Step::Create { model, columns } => {
-            let name = format!("{plant}_{seq}");
-            if let Some(done) = created(c, model, &name).await? {
-                return Ok(done);
-            }
-            let mut fields = vec![json!("id")];
-            let mut row = vec![json!(format!("plantd.{name}"))];
-            for (column, value) in columns {
-                fields.push(json!(column));
-                row.push(json!(value));
-            }
-            let answer = c
-                .call(
-                    model,
-                    "load",
-                    vec![Value::Array(fields), json!([row])],
-                    Map::new(),
-                )
-                .await?;
-            if let Some(id) = answer["ids"].as_array().and_then(|ids| ids.first()) {
-                return Ok(format!("{model} {id} created as plantd.{name}"));
-            }
-            let messages: Vec<&str> = answer["messages"]
-                .as_array()
-                .map(|m| m.iter().filter_map(|m| m["message"].as_str()).collect())
-                .unwrap_or_default();
-            if messages.is_empty() {
-                return Err(OdooError::Protocol(format!(
-                    "{model}.load answered {answer}"
-                )));
-            }
-            // A call an earlier try abandoned may have committed meanwhile (the external id
-            // then collides): that is this transaction, applied.
-            if let Some(done) = created(c, model, &name).await? {
-                return Ok(done);
-            }
-            Err(OdooError::Rejected(messages.join("; ")))
-        }
-        Step::Write {
-            model,
-            record,
-            values,
-        } => {
-            // Only the id: most records a write is for (partners, lots) have no `state`, and
-            // Odoo refuses to read a field a model does not have.
-            let (id, _) = find(c, model, record, None).await?;
-            let vals = Map::from_iter([("vals".to_string(), Value::Object(values.clone()))]);
-            c.call_on(model, "write", &[id], vals).await?;
-            Ok(format!("{model} {id} written"))
-        }
-        Step::Action {
-            model,
-            record,
-            write,
-            method,
-            done_state,
-        } => {
-            let (id, state) = find(c, model, record, Some("state")).await?;
-            if state == *done_state {
-                return Ok(format!("{model} {id} was {done_state} already"));
-            }
-            if !write.is_empty() {
-                let vals = Map::from_iter([("vals".to_string(), Value::Object(write.clone()))]);
-                c.call_on(model, "write", &[id], vals).await?;
-            }
-            c.call_on(model, method, &[id], Map::new()).await?;
-            let (_, after) = find(c, model, &Record::Id(id), Some("state")).await?;
-            if after != *done_state {
-                return Err(OdooError::Rejected(format!(
-                    "{model}.{method} on {id} left it {after:?}, not {done_state:?} (Odoo may want a wizard answered in its UI)"
-                )));
-            }
-            Ok(format!("{model} {id} {method}: {done_state}"))
-        }
-    }
-}
-
-/// The record created under external id `plantd.NAME`, if there is one.
-async fn created(c: &Client, model: &str, name: &str) -> Result<Option<String>, OdooError> {
-    let found = c
-        .call(
-            "ir.model.data",
-            "search_read",
-            vec![json!([["module", "=", "plantd"], ["name", "=", name]])],
-            Map::from_iter([("fields".to_string(), json!(["res_id", "model"]))]),
-        )
-        .await?;
-    Ok(found.as_array().and_then(|a| a.first()).map(|row| {
-        format!(
-            "{} {} existed already as plantd.{name}",
-            row["model"].as_str().unwrap_or(model),
-            row["res_id"]
-        )
-    }))
-}
-
-/// A record's id, and its `state` field when asked for (else "").
-async fn find(
-    c: &Client,
-    model: &str,
-    record: &Record,
-    state: Option<&str>,
-) -> Result<(i64, String), OdooError> {
-    let fields = Map::from_iter([("fields".to_string(), json!([state.unwrap_or("id")]))]);
-    let rows = match record {
-        Record::Id(id) => c.call_on(model, "read", &[*id], fields).await?,
-        Record::Name(name) => {
-            c.call(
-                model,
-                "search_read",
-                vec![json!([["name", "=", name]])],
-                fields,
-            )
-            .await?
-        }
-    };
-    let rows = rows.as_array().cloned().unwrap_or_default();
-    let what = match record {
-        Record::Id(id) => format!("{model} {id}"),
-        Record::Name(n) => format!("{model} named {n:?}"),
-    };
-    match rows.as_slice() {
-        [] => Err(OdooError::Missing(format!("no {what}"))),
-        [row] => Ok((
-            row["id"]
-                .as_i64()
-                .ok_or_else(|| OdooError::Protocol(format!("{what} without an id: {row}")))?,
-            state
-                .and_then(|f| row[f].as_str())
-                .unwrap_or_default()
-                .to_string(),
-        )),
-        _ => Err(OdooError::Rejected(format!(
-            "{} records match {what}; name one by id",
-            rows.len()
-        ))),
-    }
 }
 
 fn now() -> String {

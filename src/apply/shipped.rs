@@ -1,0 +1,373 @@
+//! The kinds plantd ships, each with its own payload (README, "Shop-floor transactions in
+//! Odoo"). Pure: a payload becomes a [`Step`], or a refusal naming the field.
+//!
+//! Records are named as the device knows them: `product` (internal reference or barcode),
+//! `location` / `location_dest` (full name such as "WH/Stock", or barcode), `picking` and
+//! `production` (their names), or `<base>_xmlid` (an external id) or `<base>_id` (a database
+//! id, one Odoo's own: the plant's and the central Odoo's differ). Times are ISO 8601 with a UTC
+//! offset, or Odoo's own `YYYY-MM-DD HH:MM:SS` (UTC), and reach Odoo in UTC.
+
+use serde_json::{json, Map, Value};
+
+use super::mapping::{cell, positive_id, text, xmlid, Cell, Ref, Step};
+
+type Refusal = (String, String);
+
+/// A shipped kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    StockMove,
+    PickingValidate,
+    ProductionDone,
+    WorkorderTime,
+    QualityCheck,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::StockMove,
+        Kind::PickingValidate,
+        Kind::ProductionDone,
+        Kind::WorkorderTime,
+        Kind::QualityCheck,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::StockMove => "stock.move",
+            Kind::PickingValidate => "stock.picking.validate",
+            Kind::ProductionDone => "mrp.production.done",
+            Kind::WorkorderTime => "workorder.time",
+            Kind::QualityCheck => "quality.check",
+        }
+    }
+
+    /// The models it needs in Odoo; the first is the one its records are made in.
+    pub fn models(self) -> &'static [&'static str] {
+        match self {
+            Kind::StockMove => &["stock.move", "stock.picking"],
+            Kind::PickingValidate => &["stock.picking"],
+            Kind::ProductionDone => &["mrp.production"],
+            Kind::WorkorderTime => &["mrp.workcenter.productivity", "mrp.workorder"],
+            Kind::QualityCheck => &["quality.check"],
+        }
+    }
+
+    pub fn step(self, obj: &Map<String, Value>) -> Result<Step, Refusal> {
+        match self {
+            Kind::StockMove => {
+                let quantity = quantity(obj, "quantity")?
+                    .ok_or_else(|| ("payload.quantity".to_string(), "is required".to_string()))?;
+                let reference = optional_text(obj, "reference")?;
+                Ok(Step::Move {
+                    columns: vec![
+                        id_cell(
+                            "product_id",
+                            "product.product",
+                            need(obj, "product", "product.product")?,
+                        ),
+                        ("product_uom_qty".into(), Cell::Text(number(quantity))),
+                        id_cell(
+                            "location_id",
+                            "stock.location",
+                            need(obj, "location", "stock.location")?,
+                        ),
+                        id_cell(
+                            "location_dest_id",
+                            "stock.location",
+                            need(obj, "location_dest", "stock.location")?,
+                        ),
+                    ],
+                    reference,
+                })
+            }
+            Kind::PickingValidate => {
+                let picking = need(obj, "picking", "stock.picking")?;
+                let mut lines = Vec::new();
+                if let Some(list) = obj.get("lines").filter(|v| !v.is_null()) {
+                    let list = list.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
+                        ("payload.lines".to_string(), "must be a non-empty list of {\"product\", \"quantity\"}; leave it out to validate every move in full".to_string())
+                    })?;
+                    if list.len() > 1000 {
+                        return Err(("payload.lines".into(), "more than 1000 lines".into()));
+                    }
+                    for (i, line) in list.iter().enumerate() {
+                        let at = |f: &str| format!("payload.lines[{i}].{f}");
+                        let line = line.as_object().ok_or_else(|| {
+                            (
+                                format!("payload.lines[{i}]"),
+                                "must be an object {\"product\", \"quantity\"}".to_string(),
+                            )
+                        })?;
+                        let product = reference(line, "product", "product.product", true)
+                            .map_err(|(f, m)| {
+                                (f.replacen("payload", &format!("payload.lines[{i}]"), 1), m)
+                            })?
+                            .expect("required");
+                        let q = quantity_or_zero(line, "quantity")
+                            .map_err(|(_, m)| (at("quantity"), m))?
+                            .ok_or_else(|| (at("quantity"), "is required".to_string()))?;
+                        lines.push((product, q));
+                    }
+                }
+                Ok(Step::Validate {
+                    picking,
+                    lines,
+                    backorder: flag(obj, "backorder")?.unwrap_or(true),
+                })
+            }
+            Kind::ProductionDone => Ok(Step::Produce {
+                production: need(obj, "production", "mrp.production")?,
+                quantity: quantity(obj, "quantity")?,
+                backorder: flag(obj, "backorder")?.unwrap_or(true),
+            }),
+            Kind::WorkorderTime => workorder_time(obj),
+            Kind::QualityCheck => {
+                let mut columns = vec![id_cell(
+                    "product_id",
+                    "product.product",
+                    need(obj, "product", "product.product")?,
+                )];
+                if let Some(point) = reference(obj, "point", "quality.point", false)? {
+                    columns.push(id_cell("point_id", "quality.point", point));
+                }
+                let result = optional_text(obj, "result")?.ok_or_else(|| {
+                    (
+                        "payload.result".to_string(),
+                        "is required (pass or fail)".to_string(),
+                    )
+                })?;
+                columns.push(("quality_state".into(), Cell::Text(result)));
+                if let Some(note) = optional_text(obj, "note")? {
+                    columns.push(("note".into(), Cell::Text(note)));
+                }
+                Ok(Step::Create {
+                    model: "quality.check".into(),
+                    columns,
+                    context: Map::new(),
+                })
+            }
+        }
+    }
+}
+
+/// `workorder.time`: a time log on the workorder's work center, productive unless `loss`
+/// names another loss reason. Odoo derives the duration from the two times, so the payload
+/// gives both, or one of them with `minutes`.
+fn workorder_time(obj: &Map<String, Value>) -> Result<Step, Refusal> {
+    let workorder = reference(obj, "workorder", "mrp.workorder", false)?.ok_or_else(|| {
+        (
+            "payload".to_string(),
+            "name the workorder: give workorder_id or workorder_xmlid".to_string(),
+        )
+    })?;
+    if matches!(workorder, Ref::Code(_)) {
+        return Err((
+            "payload.workorder".into(),
+            "a workorder has no code; give workorder_id or workorder_xmlid".into(),
+        ));
+    }
+    let minutes = quantity(obj, "minutes")?;
+    let start = time(obj, "started_at")?;
+    let end = time(obj, "ended_at")?;
+    let (start, end) = match (start, end, minutes) {
+        (Some(s), Some(e), None) => (s, e),
+        (Some(s), None, Some(m)) => (s, s + span(m)?),
+        (None, Some(e), Some(m)) => (e - span(m)?, e),
+        (Some(_), Some(_), Some(_)) => {
+            return Err(("payload.minutes".into(), "give started_at and ended_at, or one of them with minutes, not all three (Odoo derives the duration from the times)".into()))
+        }
+        _ => {
+            return Err(("payload".into(), "give started_at and ended_at, or one of them with minutes (ISO 8601 with a UTC offset, such as 2026-12-06T08:00:00+01:00)".into()))
+        }
+    };
+    if end < start {
+        return Err(("payload.ended_at".into(), "is before started_at".into()));
+    }
+    let loss = match reference(obj, "loss", "mrp.workcenter.productivity.loss", false)? {
+        Some(r) => Cell::Id {
+            model: "mrp.workcenter.productivity.loss".into(),
+            by: r,
+        },
+        None => Cell::First {
+            model: "mrp.workcenter.productivity.loss".into(),
+            domain: json!([["loss_type", "=", "productive"]]),
+            order: "sequence, id".into(),
+        },
+    };
+    Ok(Step::Create {
+        model: "mrp.workcenter.productivity".into(),
+        columns: vec![
+            id_cell("workorder_id", "mrp.workorder", workorder.clone()),
+            (
+                "workcenter_id/.id".into(),
+                Cell::FieldOf {
+                    model: "mrp.workorder".into(),
+                    record: workorder,
+                    field: "workcenter_id".into(),
+                },
+            ),
+            ("loss_id/.id".into(), loss),
+            ("date_start".into(), Cell::Text(odoo_time(start))),
+            ("date_end".into(), Cell::Text(odoo_time(end))),
+        ],
+        context: Map::new(),
+    })
+}
+
+fn id_cell(field: &str, model: &str, by: Ref) -> (String, Cell) {
+    (
+        format!("{field}/.id"),
+        Cell::Id {
+            model: model.into(),
+            by,
+        },
+    )
+}
+
+/// A required record reference.
+fn need(obj: &Map<String, Value>, base: &str, model: &str) -> Result<Ref, Refusal> {
+    reference(obj, base, model, true).map(|r| r.expect("required"))
+}
+
+/// The record `base` names: `<base>_id`, `<base>_xmlid` or `<base>` (its code); one of them.
+pub fn reference(
+    obj: &Map<String, Value>,
+    base: &str,
+    model: &str,
+    required: bool,
+) -> Result<Option<Ref>, Refusal> {
+    let (id_key, xmlid_key) = (format!("{base}_id"), format!("{base}_xmlid"));
+    let given: Vec<&str> = [id_key.as_str(), xmlid_key.as_str(), base]
+        .into_iter()
+        .filter(|k| obj.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    match given.as_slice() {
+        [] if required => Err((
+            "payload".into(),
+            format!(
+                "name the {model}: give {base} (its {}), {xmlid_key} or {id_key}",
+                super::mapping::code_fields(model).join(" or ")
+            ),
+        )),
+        [] => Ok(None),
+        [key] => {
+            let v = &obj[*key];
+            let at = format!("payload.{key}");
+            if *key == id_key {
+                positive_id(v)
+                    .map(|i| Some(Ref::Id(i)))
+                    .ok_or((at, "must be a record id (a positive integer)".into()))
+            } else if *key == xmlid_key {
+                xmlid(v).map(|x| Some(Ref::Xmlid(x))).map_err(|m| (at, m))
+            } else {
+                text(v).map(|c| Some(Ref::Code(c))).ok_or((
+                    at,
+                    format!(
+                        "must be the {model}'s {} (text)",
+                        super::mapping::code_fields(model).join(" or ")
+                    ),
+                ))
+            }
+        }
+        many => Err((
+            format!("payload.{}", many[1]),
+            format!("name the {model} once: {} are all given", many.join(", ")),
+        )),
+    }
+}
+
+/// A positive number, when given.
+fn quantity(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, Refusal> {
+    match quantity_or_zero(obj, key)? {
+        Some(q) if q <= 0.0 => Err((format!("payload.{key}"), "must be more than 0".into())),
+        q => Ok(q),
+    }
+}
+
+/// A number of 0 or more, when given.
+fn quantity_or_zero(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, Refusal> {
+    match obj.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|q| q.is_finite() && *q >= 0.0 && *q < 1e12)
+            .map(Some)
+            .ok_or((
+                format!("payload.{key}"),
+                "must be a number of 0 or more".into(),
+            )),
+    }
+}
+
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Refusal> {
+    match obj.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or((format!("payload.{key}"), "must be true or false".into())),
+    }
+}
+
+fn optional_text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
+    match obj.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => cell(v)
+            .ok()
+            .filter(|s| !s.trim().is_empty() && s.chars().count() <= 256)
+            .map(Some)
+            .ok_or((
+                format!("payload.{key}"),
+                "must be text of 1 to 256 characters".into(),
+            )),
+    }
+}
+
+fn number(q: f64) -> String {
+    serde_json::Number::from_f64(q)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| q.to_string())
+}
+
+fn span(minutes: f64) -> Result<jiff::SignedDuration, Refusal> {
+    if minutes > 60.0 * 24.0 * 366.0 {
+        return Err(("payload.minutes".into(), "is more than a year".into()));
+    }
+    Ok(jiff::SignedDuration::from_secs_f64(minutes * 60.0))
+}
+
+/// A time from the payload: ISO 8601 with a UTC offset ("2026-12-06T08:00:00+01:00", "…Z"),
+/// or Odoo's own "2026-12-06 07:00:00", which Odoo means as UTC.
+fn time(obj: &Map<String, Value>, key: &str) -> Result<Option<jiff::Timestamp>, Refusal> {
+    let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let s = v.as_str().unwrap_or_default();
+    parse_time(s)
+        .map(Some)
+        .map_err(|m| (format!("payload.{key}"), m))
+}
+
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    // Odoo's format, UTC by Odoo's definition.
+    if s.len() == 19 && s.as_bytes()[10] == b' ' {
+        if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+            if let Ok(t) = jiff::tz::TimeZone::UTC.to_timestamp(dt) {
+                return Ok(t);
+            }
+        }
+    }
+    if s.parse::<jiff::civil::DateTime>().is_ok() {
+        return Err(format!("{s:?} has no UTC offset, so the time is ambiguous; give one such as \"2026-12-06T08:00:00+01:00\" or \"2026-12-06T07:00:00Z\""));
+    }
+    Err(format!("{s:?} is not a time; give ISO 8601 with a UTC offset, such as \"2026-12-06T08:00:00+01:00\""))
+}
+
+/// Odoo's datetime format, in UTC.
+pub fn odoo_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
