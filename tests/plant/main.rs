@@ -17,6 +17,7 @@ mod installer;
 mod odoo;
 mod releases;
 mod replication;
+mod restore_apply;
 mod smoke;
 mod stack;
 mod units;
