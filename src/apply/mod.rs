@@ -123,8 +123,13 @@ impl Rewound {
         }
         if !self.unparked.is_empty() {
             let seqs: Vec<String> = self.unparked.iter().map(u64::to_string).collect();
+            let (what, are) = if seqs.len() == 1 {
+                ("seq", "is")
+            } else {
+                ("seqs", "are")
+            };
             m.push_str(&format!(
-                "; parked seqs {} are no longer parked and are applied again in order",
+                "; parked {what} {} {are} no longer parked and applied again in order",
                 seqs.join(", ")
             ));
         }
@@ -1108,4 +1113,82 @@ fn now() -> String {
         .round(jiff::Unit::Second)
         .unwrap_or(jiff::Timestamp::now())
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{NewTransaction, Options};
+
+    #[test]
+    fn a_rewind_without_the_daemon_moves_the_cursor_and_unparks_what_comes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let options = Options {
+                dir: dir.path().to_path_buf(),
+                ..Options::default()
+            };
+            let journal = Journal::open(&dir.path().join("journal.db"), options).unwrap();
+            let items = (1..=4)
+                .map(|i| NewTransaction {
+                    key: format!("k{i}"),
+                    device: "scanner-1".into(),
+                    kind: "odoo.create".into(),
+                    payload: "{}".into(),
+                    occurred_at: None,
+                })
+                .collect();
+            journal.append(items).await.unwrap();
+            journal.advance(Cursor::Applied, 4).await.unwrap();
+            let parked = |seq| Parked {
+                seq,
+                key: format!("k{seq}"),
+                device: "scanner-1".into(),
+                kind: "odoo.create".into(),
+                payload: "{}".into(),
+                message: "rejected".into(),
+                parked_at: now(),
+            };
+            let saved = Saved {
+                parked: vec![parked(1), parked(3)],
+                prefix: Some("lyon".into()),
+                journal: Some(journal.id().to_string()),
+                ..Saved::default()
+            };
+            std::fs::write(
+                dir.path().join("apply.json"),
+                serde_json::to_vec(&saved).unwrap(),
+            )
+            .unwrap();
+
+            let r = rewind_stopped(dir.path(), &journal, 2, Some("b1".into()), "test".into())
+                .await
+                .unwrap()
+                .expect("the cursor was past 2");
+            assert_eq!((r.from, r.to, r.again, r.pruned_through), (4, 2, 2, None));
+            assert_eq!(r.unparked, vec![3]);
+            assert_eq!(
+                r.message(),
+                "apply cursor rewound from 4 to 2; 2 transactions are applied again; parked seq 3 is no longer parked and applied again in order"
+            );
+            assert_eq!(journal.cursor(Cursor::Applied), 2);
+            let saved: Saved =
+                serde_json::from_slice(&std::fs::read(dir.path().join("apply.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                saved.parked.iter().map(|p| p.seq).collect::<Vec<_>>(),
+                vec![1]
+            );
+            assert_eq!(saved.rewound, Some(r));
+            assert_eq!(prefix_of(dir.path(), journal.id()), Some("lyon".into()));
+            // Not past it: nothing to do, nothing changed.
+            let again = rewind_stopped(dir.path(), &journal, 3, None, "test".into()).await;
+            assert_eq!(again, Ok(None));
+            journal.close().await;
+        });
+    }
 }
