@@ -70,6 +70,13 @@ pub enum Request {
     ApplyReplay {
         seq: u64,
     },
+    /// Move the applied cursor back to `seq`: Odoo's data went back to an earlier point (the
+    /// restore of `backup`, or what an admin knows); what came after is applied again.
+    ApplyRewind {
+        seq: u64,
+        backup: Option<String>,
+        why: String,
+    },
     /// One call to the plant's Odoo through plantd's configured client (`plantd odoo call`).
     OdooCall {
         model: String,
@@ -101,6 +108,11 @@ pub enum Response {
         lines: Vec<String>,
     },
     Apply(crate::apply::ApplyReport),
+    /// What a rewind did: `None` when the cursor was not past the seq (nothing to apply again).
+    Rewound {
+        rewound: Option<crate::apply::Rewound>,
+        applied_seq: u64,
+    },
     /// What Odoo answered, and how plantd reached it.
     Odoo {
         answer: serde_json::Value,
@@ -168,6 +180,7 @@ impl Request {
             Request::ApplyRetry { .. } => ("apply.retry", None),
             Request::ApplyPark { .. } => ("apply.park", None),
             Request::ApplyReplay { .. } => ("apply.replay", None),
+            Request::ApplyRewind { .. } => ("apply.rewind", None),
             Request::StackHold {
                 service,
                 reason: Some(_),
@@ -188,7 +201,8 @@ impl Control {
         let seq = match &request {
             Request::ApplyRetry { seq }
             | Request::ApplyPark { seq }
-            | Request::ApplyReplay { seq } => Some(format!("seq {seq}")),
+            | Request::ApplyReplay { seq }
+            | Request::ApplyRewind { seq, .. } => Some(format!("seq {seq}")),
             _ => None,
         };
         let action = request
@@ -202,6 +216,9 @@ impl Control {
                 Response::Token { .. } => ("ok", "token created".to_string()),
                 Response::Done { message } => ("ok", message.clone()),
                 Response::Lines { lines } => ("ok", lines.join("; ")),
+                Response::Rewound {
+                    rewound: Some(r), ..
+                } => ("ok", r.message()),
                 _ => ("ok", String::new()),
             };
             let entry = crate::admin::store::AuditEntry {
@@ -291,7 +308,8 @@ impl Control {
             Request::ApplyStatus
             | Request::ApplyRetry { .. }
             | Request::ApplyPark { .. }
-            | Request::ApplyReplay { .. } => {
+            | Request::ApplyReplay { .. }
+            | Request::ApplyRewind { .. } => {
                 let Some(apply) = &self.apply else {
                     return Response::Error {
                         message: "this plant does not apply transactions to its Odoo: set [apply] local = true in plant.toml (and [odoo]), then restart plantd".into(),
@@ -308,6 +326,15 @@ impl Control {
                     Request::ApplyRetry { seq } => done(apply.retry(seq).await),
                     Request::ApplyPark { seq } => done(apply.park(seq).await),
                     Request::ApplyReplay { seq } => done(apply.replay(seq).await),
+                    Request::ApplyRewind { seq, backup, why } => {
+                        match apply.rewind(seq, backup, why).await {
+                            Ok(rewound) => Response::Rewound {
+                                rewound,
+                                applied_seq: self.journal.cursor(crate::journal::Cursor::Applied),
+                            },
+                            Err(e) => done(Err(e)),
+                        }
+                    }
                     _ => Response::Apply(apply.status().await),
                 }
             }

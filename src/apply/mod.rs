@@ -17,12 +17,19 @@
 //! Apply page sends the same requests. A remedy that does not fit the queue is a
 //! [`RemedyError::Refused`] and changes nothing, not even in memory: `apply.json` is written
 //! before the in-memory state follows it.
+//!
+//! A restore of Odoo's data to an earlier point moves the cursor back ([`Applier::rewind`]):
+//! what was applied after that point is applied again, in seq order, and creates find nothing
+//! under their external ids (the restored data lacks them) and make them once more. The apply's
+//! own task never moves the cursor past a rewind it did not see: a batch that was under way
+//! when the cursor moved back leaves the cursor alone.
 
 pub mod mapping;
 mod shipped;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +82,62 @@ struct Saved {
     /// Where an admin let the queue go on past a gap (`retry` of a gap stop).
     #[serde(default)]
     resume_after: Option<u64>,
+    /// The last move of the cursor back (a restore).
+    #[serde(default)]
+    rewound: Option<Rewound>,
+}
+
+/// A move of the applied cursor back, because Odoo's data went back to an earlier point (a
+/// backup was restored): what was applied after `to` is applied again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rewound {
+    pub from: u64,
+    pub to: u64,
+    /// The backup whose restore moved it, when a restore did (else an admin's `apply rewind`).
+    pub backup: Option<String>,
+    /// Why: the restore and what its backup said about the apply.
+    pub why: String,
+    pub at: String,
+    /// Transactions above `to` still in the journal: the apply goes through them again.
+    pub again: u64,
+    /// Seqs `to + 1` to this one were pruned from the journal already (past retention), so they
+    /// cannot be applied again: the queue stops at that gap and says so.
+    #[serde(default)]
+    pub pruned_through: Option<u64>,
+    /// Parked seqs above `to`, taken off the parked list to be applied again in order (a
+    /// rejection stops the queue at them again, to be parked again).
+    #[serde(default)]
+    pub unparked: Vec<u64>,
+}
+
+impl Rewound {
+    /// What it did, in a sentence or three.
+    pub fn message(&self) -> String {
+        let mut m = format!(
+            "apply cursor rewound from {} to {}; {} transactions are applied again",
+            self.from, self.to, self.again
+        );
+        if let Some(through) = self.pruned_through {
+            m.push_str(&format!(
+                "; seqs {} to {through} were pruned from the journal already (past retention), so they cannot be applied again: the apply stops at that gap, and `plantd apply retry {}` goes on without them",
+                self.to + 1,
+                through + 1
+            ));
+        }
+        if !self.unparked.is_empty() {
+            let seqs: Vec<String> = self.unparked.iter().map(u64::to_string).collect();
+            let (what, are) = if seqs.len() == 1 {
+                ("seq", "is")
+            } else {
+                ("seqs", "are")
+            };
+            m.push_str(&format!(
+                "; parked {what} {} {are} no longer parked and applied again in order",
+                seqs.join(", ")
+            ));
+        }
+        m
+    }
 }
 
 /// The `kind` of a stop that is a gap in the journal, not a transaction.
@@ -112,6 +175,9 @@ pub struct ApplyReport {
     /// Why the queue waits, when Odoo is away.
     pub waiting: Option<String>,
     pub parked: Vec<Parked>,
+    /// The last time a restore (or an admin) moved the cursor back.
+    #[serde(default)]
+    pub rewound: Option<Rewound>,
 }
 
 /// The local apply: one per daemon; the control socket's handle to it.
@@ -131,6 +197,9 @@ struct Inner {
     saved: Mutex<Saved>,
     waiting: std::sync::Mutex<Option<String>>,
     wake: Notify,
+    /// Counts rewinds; the apply's task moves the cursor only under `saved`'s lock and only
+    /// when no rewind came between its read of the cursor and its move.
+    rewinds: AtomicU64,
 }
 
 const COMPONENT: &str = "apply";
@@ -184,6 +253,7 @@ impl Applier {
                 saved: Mutex::new(saved),
                 waiting: Default::default(),
                 wake: Notify::new(),
+                rewinds: AtomicU64::new(0),
             }),
         };
         tokio::spawn(applier.clone().run(stop));
@@ -202,21 +272,23 @@ impl Applier {
             if *stop.borrow() {
                 return;
             }
-            let (stopped, resume_after) = {
+            let (stopped, epoch) = {
                 let mut saved = inner.saved.lock().await;
-                (saved.stopped.is_some(), saved.resume_after.take())
-            };
-            if let Some(after) = resume_after {
-                if let Err(e) = inner.journal.advance(Cursor::Applied, after).await {
-                    inner.health.set(
-                        COMPONENT,
-                        Health_::Unhealthy,
-                        format!("moving past the gap: {e}"),
-                    );
+                if let Some(after) = saved.resume_after.take() {
+                    if let Err(e) = inner.journal.advance(Cursor::Applied, after).await {
+                        inner.health.set(
+                            COMPONENT,
+                            Health_::Unhealthy,
+                            format!("moving past the gap: {e}"),
+                        );
+                    }
+                    let _ = inner.save(&saved);
                 }
-                let saved = inner.saved.lock().await;
-                let _ = inner.save(&saved);
-            }
+                (
+                    saved.stopped.is_some(),
+                    inner.rewinds.load(Ordering::Acquire),
+                )
+            };
             let batch = if stopped {
                 Vec::new()
             } else {
@@ -278,8 +350,11 @@ impl Applier {
                     ),
                     at: now(),
                 };
-                inner.set_stopped_health(&s);
                 let mut saved = inner.saved.lock().await;
+                if inner.rewinds.load(Ordering::Acquire) != epoch {
+                    continue;
+                }
+                inner.set_stopped_health(&s);
                 saved.stopped = Some(s);
                 let _ = inner.save(&saved);
                 continue;
@@ -309,6 +384,12 @@ impl Applier {
                 &pending,
             )
             .await;
+            let mut saved = inner.saved.lock().await;
+            if inner.rewinds.load(Ordering::Acquire) != epoch {
+                // The cursor went back meanwhile (a restore): what this batch did is judged
+                // again from there, in order.
+                continue;
+            }
             if let Some(seq) = through {
                 backoff = Duration::from_secs(1);
                 *inner.waiting.lock().expect("not poisoned") = None;
@@ -342,6 +423,7 @@ impl Applier {
                             .set(COMPONENT, Health_::Unhealthy, message.clone());
                     }
                     *inner.waiting.lock().expect("not poisoned") = Some(message);
+                    drop(saved);
                     tokio::select! {
                         _ = stop.changed() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -359,7 +441,6 @@ impl Applier {
                     };
                     tracing::error!(seq = s.seq, kind = %s.kind, message = %s.message, "Odoo rejected a transaction: the apply queue stops here");
                     inner.set_stopped_health(&s);
-                    let mut saved = inner.saved.lock().await;
                     saved.stopped = Some(s);
                     if let Err(e) = inner.save(&saved) {
                         tracing::error!(error = %format!("{e:#}"), "could not record where the apply queue stopped");
@@ -382,7 +463,49 @@ impl Applier {
             message: saved.stopped.map(|s| s.message),
             waiting: inner.waiting.lock().expect("not poisoned").clone(),
             parked: saved.parked,
+            rewound: saved.rewound,
         }
+    }
+
+    /// Moves the applied cursor back to `seq`, because Odoo's data went back to an earlier
+    /// point (`backup`'s restore; `why` says more). `None` when the cursor is not past `seq`
+    /// (nothing to apply again). The queue's stop and a pending move past a gap are cleared
+    /// (the apply meets what stopped it again, in order), and parked seqs above `seq` that the
+    /// journal still holds leave the parked list, to be applied again in order; those it no
+    /// longer holds stay parked, as their only copy. The cursor moves first: should recording
+    /// the rest fail, parked seqs stay parked (passed over, still replayable), nothing is lost.
+    pub async fn rewind(
+        &self,
+        seq: u64,
+        backup: Option<String>,
+        why: String,
+    ) -> Result<Option<Rewound>, RemedyError> {
+        let inner = &self.inner;
+        let mut saved = inner.saved.lock().await;
+        // Under the lock the apply's task moves the cursor only with: it cannot pass `seq` now.
+        if seq >= inner.journal.cursor(Cursor::Applied) {
+            return Ok(None);
+        }
+        inner.rewinds.fetch_add(1, Ordering::AcqRel);
+        let Some((next, rewound)) = rewind_saved(&inner.journal, &saved, seq, backup, why).await?
+        else {
+            return Ok(None);
+        };
+        inner.save(&next).map_err(|e| {
+            RemedyError::Failed(format!(
+                "{}; but recording it in {} failed ({e:#}): parked seqs stay parked",
+                rewound.message(),
+                inner.path.display()
+            ))
+        })?;
+        *saved = next;
+        *inner.waiting.lock().expect("not poisoned") = None;
+        tracing::warn!(from = rewound.from, to = rewound.to, backup = ?rewound.backup, "{}", rewound.message());
+        inner
+            .health
+            .set(COMPONENT, Health_::Starting, rewound.message());
+        inner.wake.notify_one();
+        Ok(Some(rewound))
     }
 
     /// Tries the transaction the queue stopped at again.
@@ -524,6 +647,94 @@ impl Applier {
             "seq {seq} is applied ({done}) and no longer parked"
         ))
     }
+}
+
+/// The rewind without a running apply (the daemon is stopped): the journal opened by the
+/// caller, `DATA_DIR/apply.json` read and written here, with the same rules as
+/// [`Applier::rewind`].
+pub async fn rewind_stopped(
+    data_dir: &Path,
+    journal: &Journal,
+    seq: u64,
+    backup: Option<String>,
+    why: String,
+) -> Result<Option<Rewound>, RemedyError> {
+    let path = data_dir.join("apply.json");
+    let saved: Saved = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| RemedyError::Failed(format!("{} is damaged: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+        Err(e) => return Err(failed(format!("reading {}: {e}", path.display()))),
+    };
+    let Some((next, rewound)) = rewind_saved(journal, &saved, seq, backup, why).await? else {
+        return Ok(None);
+    };
+    let bytes = serde_json::to_vec_pretty(&next).expect("serializes");
+    crate::pki::write_atomic(&path, &bytes, 0o600).map_err(|e| {
+        RemedyError::Failed(format!(
+            "{}; but recording it in {} failed ({e:#}): parked seqs stay parked",
+            rewound.message(),
+            path.display()
+        ))
+    })?;
+    Ok(Some(rewound))
+}
+
+/// The `<plant>` of external ids in `DATA_DIR/apply.json`, when it was fixed for the journal
+/// `journal_id` (a backup's manifest records it).
+pub fn prefix_of(data_dir: &Path, journal_id: &str) -> Option<String> {
+    let bytes = std::fs::read(data_dir.join("apply.json")).ok()?;
+    let saved: Saved = serde_json::from_slice(&bytes).ok()?;
+    match saved.journal {
+        Some(j) if j == journal_id => saved.prefix,
+        _ => None,
+    }
+}
+
+/// Moves the cursor back to `seq` when it is past it, and returns the queue's state to record
+/// with it. `None`: nothing to do.
+async fn rewind_saved(
+    journal: &Journal,
+    saved: &Saved,
+    seq: u64,
+    backup: Option<String>,
+    why: String,
+) -> Result<Option<(Saved, Rewound)>, RemedyError> {
+    let from = journal.cursor(Cursor::Applied);
+    if seq >= from {
+        return Ok(None);
+    }
+    let to = journal.rewind(Cursor::Applied, seq).await.map_err(failed)?;
+    // From here on pruning waits for `to`: what the journal holds now above it stays.
+    let (again, first) = journal.present(to, from).await.map_err(failed)?;
+    let pruned_through = match first {
+        Some(first) if first > to + 1 => Some(first - 1),
+        None => Some(from),
+        _ => None,
+    };
+    let mut next = saved.clone();
+    let held = |p: &Parked| first.is_some_and(|f| p.seq >= f);
+    let unparked: Vec<u64> = next
+        .parked
+        .iter()
+        .filter(|p| p.seq > to && held(p))
+        .map(|p| p.seq)
+        .collect();
+    next.parked.retain(|p| !unparked.contains(&p.seq));
+    next.stopped = None;
+    next.resume_after = None;
+    let rewound = Rewound {
+        from,
+        to,
+        backup,
+        why,
+        at: now(),
+        again,
+        pruned_through,
+        unparked,
+    };
+    next.rewound = Some(rewound.clone());
+    Ok(Some((next, rewound)))
 }
 
 fn failed(e: impl std::fmt::Display) -> RemedyError {
@@ -782,4 +993,82 @@ fn now() -> String {
         .round(jiff::Unit::Second)
         .unwrap_or(jiff::Timestamp::now())
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{NewTransaction, Options};
+
+    #[test]
+    fn a_rewind_without_the_daemon_moves_the_cursor_and_unparks_what_comes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let options = Options {
+                dir: dir.path().to_path_buf(),
+                ..Options::default()
+            };
+            let journal = Journal::open(&dir.path().join("journal.db"), options).unwrap();
+            let items = (1..=4)
+                .map(|i| NewTransaction {
+                    key: format!("k{i}"),
+                    device: "scanner-1".into(),
+                    kind: "odoo.create".into(),
+                    payload: "{}".into(),
+                    occurred_at: None,
+                })
+                .collect();
+            journal.append(items).await.unwrap();
+            journal.advance(Cursor::Applied, 4).await.unwrap();
+            let parked = |seq| Parked {
+                seq,
+                key: format!("k{seq}"),
+                device: "scanner-1".into(),
+                kind: "odoo.create".into(),
+                payload: "{}".into(),
+                message: "rejected".into(),
+                parked_at: now(),
+            };
+            let saved = Saved {
+                parked: vec![parked(1), parked(3)],
+                prefix: Some("lyon".into()),
+                journal: Some(journal.id().to_string()),
+                ..Saved::default()
+            };
+            std::fs::write(
+                dir.path().join("apply.json"),
+                serde_json::to_vec(&saved).unwrap(),
+            )
+            .unwrap();
+
+            let r = rewind_stopped(dir.path(), &journal, 2, Some("b1".into()), "test".into())
+                .await
+                .unwrap()
+                .expect("the cursor was past 2");
+            assert_eq!((r.from, r.to, r.again, r.pruned_through), (4, 2, 2, None));
+            assert_eq!(r.unparked, vec![3]);
+            assert_eq!(
+                r.message(),
+                "apply cursor rewound from 4 to 2; 2 transactions are applied again; parked seq 3 is no longer parked and applied again in order"
+            );
+            assert_eq!(journal.cursor(Cursor::Applied), 2);
+            let saved: Saved =
+                serde_json::from_slice(&std::fs::read(dir.path().join("apply.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                saved.parked.iter().map(|p| p.seq).collect::<Vec<_>>(),
+                vec![1]
+            );
+            assert_eq!(saved.rewound, Some(r));
+            assert_eq!(prefix_of(dir.path(), journal.id()), Some("lyon".into()));
+            // Not past it: nothing to do, nothing changed.
+            let again = rewind_stopped(dir.path(), &journal, 3, None, "test".into()).await;
+            assert_eq!(again, Ok(None));
+            journal.close().await;
+        });
+    }
 }

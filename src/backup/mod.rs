@@ -60,9 +60,39 @@ pub struct Manifest {
     /// The file a backup was imported from (`plantd backup import`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
+    /// How far the plant's local apply had got when the dump was taken. Missing in backups
+    /// taken before plantd recorded it, and in imported ones (their Odoo never saw this
+    /// journal): a restore then says what it does about the apply cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<AppliedAt>,
     /// Rows per table when the dump was taken (the same snapshot).
     pub tables: BTreeMap<String, i64>,
     pub parts: Vec<Part>,
+}
+
+/// The journal's apply cursor as a backup recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedAt {
+    /// The journal the seqs belong to (a new journal starts its seqs again).
+    pub journal_id: String,
+    /// The journal's `applied` cursor, read before the dump's snapshot was taken: the dump
+    /// holds everything applied up to here (and perhaps a little more, which a restore applies
+    /// again without making it twice).
+    pub applied_seq: u64,
+    /// The `<plant>` of the external ids `plantd.<plant>_<seq>`, once the apply has fixed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_prefix: Option<String>,
+}
+
+/// Where the journal in `data_dir` stands, for a backup's manifest.
+fn applied_at(data_dir: &Path) -> anyhow::Result<Option<AppliedAt>> {
+    let found = crate::journal::peek_applied(&data_dir.join("journal.db"))
+        .context("reading the journal's apply cursor")?;
+    Ok(found.map(|(journal_id, applied_seq)| AppliedAt {
+        apply_prefix: crate::apply::prefix_of(data_dir, &journal_id),
+        journal_id,
+        applied_seq,
+    }))
 }
 
 /// One backup, as `plantd backup list` shows it.
@@ -486,6 +516,13 @@ async fn take_into(
     config: &PlantConfig,
 ) -> anyhow::Result<Listed> {
     let spec = &live.spec;
+    // Before the snapshot: whatever the apply committed in Odoo up to this cursor is in it.
+    // A journal that cannot be read does not cost the plant its backup: the manifest then
+    // records no cursor, and a restore of it says so.
+    let apply = applied_at(&config.data_dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "the backup records no apply cursor");
+        None
+    });
     // One snapshot for the counts and the dump, so that verify can compare them exactly.
     let pg = connect(live, db).await?;
     pg.client
@@ -567,6 +604,7 @@ async fn take_into(
         modules,
         odoo_server: odoo_server(live).await,
         imported_from: None,
+        apply,
         tables,
         parts,
     };
@@ -1146,6 +1184,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_manifest_from_before_the_apply_cursor_still_reads() {
+        // As plantd wrote it before manifests recorded the apply cursor.
+        let old = r#"{
+            "format": 1, "id": "20261128T020000Z-abcdef", "plant": "lyon",
+            "created_at": "2026-11-28T02:00:00Z", "database": "odoo", "postgres_version": "15.8",
+            "odoo_version": "19.0", "modules": {"base": "19.0.1.3"},
+            "tables": {"res_partner": 3}, "parts": []
+        }"#;
+        let m: Manifest = serde_json::from_str(old).expect("an old manifest parses");
+        assert_eq!(m.apply, None);
+        assert_eq!(m.tables.get("res_partner"), Some(&3));
+
+        let mut now = m.clone();
+        now.apply = Some(AppliedAt {
+            journal_id: "0123abcd".into(),
+            applied_seq: 42,
+            apply_prefix: Some("lyon".into()),
+        });
+        let text = serde_json::to_string(&now).unwrap();
+        assert!(text.contains(
+            r#""apply":{"journal_id":"0123abcd","applied_seq":42,"apply_prefix":"lyon"}"#
+        ));
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), now);
+        // And an old manifest written again stays without it.
+        assert!(!serde_json::to_string(&m).unwrap().contains("apply"));
+    }
+
+    #[test]
     fn passwords_and_environments_stay_out() {
         let conf = "[options]\ndb_password = s3cret\nadmin_passwd = m4ster\nworkers = 2\n";
         let out = without_passwords(conf);
@@ -1197,6 +1263,7 @@ mod tests {
             modules: None,
             odoo_server: None,
             imported_from: None,
+            apply: None,
             tables: BTreeMap::new(),
             parts: vec![part("db.dump", b"dump")],
         };

@@ -401,6 +401,8 @@ async fn make(
         imported_from: zip_path
             .file_name()
             .map(|n| n.to_string_lossy().to_string()),
+        // This Odoo never saw the plant's journal: a restore of it applies it all again.
+        apply: None,
         tables,
         parts,
     };

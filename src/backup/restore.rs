@@ -18,6 +18,20 @@
 //!
 //! Renaming instead of restoring the safety backup on failure is faster, and cannot itself
 //! fail halfway through a `pg_restore`.
+//!
+//! The local apply's cursor goes back with the data (design, invariant 9): right after the
+//! swap, while Odoo is still held (so the apply cannot put a later transaction into the
+//! restored data first), the cursor moves back to the applied seq the backup's manifest
+//! recorded, through the daemon's apply ([`crate::apply::Applier::rewind`]) or, with no daemon
+//! running, in the journal and `apply.json` directly. What was applied after the backup is then
+//! applied again, in order; creates look for their external ids first, so a record the
+//! restored data already holds is not made twice. A backup with no applied seq:
+//! - an imported Odoo database (`backup import`) never saw this journal: the cursor goes back
+//!   to 0 and everything the journal still holds is applied again, which external ids make
+//!   safe (writes set their fields again, in order; actions run only on records not done yet);
+//! - one taken with another journal (a replaced `journal.db`): the same, its seqs are not ours;
+//! - one taken before plantd recorded it: the cursor stays, and the answer says so and what
+//!   to run (`plantd apply rewind SEQ`) when the backup is older than what was applied.
 
 use std::time::{Duration, Instant};
 
@@ -72,6 +86,142 @@ pub struct Restored {
     pub tables: usize,
     /// Seconds Odoo was down.
     pub odoo_down_s: f64,
+    /// What became of the local apply's cursor.
+    pub apply: ApplyCursor,
+}
+
+/// What a restore did about the local apply's cursor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyCursor {
+    /// The applied seq the backup recorded (`None`: it recorded none).
+    pub backup_applied_seq: Option<u64>,
+    /// The move back, when there was one.
+    pub rewound: Option<crate::apply::Rewound>,
+    /// What happened, or why nothing did, for the admin.
+    pub message: String,
+}
+
+/// Where the cursor should go back to for `manifest` (with why), or why that is unknown
+/// (with what the admin can do). `journal_id` is this plant's journal.
+fn rewind_target(manifest: &Manifest, id: &str, journal_id: &str) -> Result<(u64, String), String> {
+    match (&manifest.apply, &manifest.imported_from) {
+        (Some(a), _) if a.journal_id == journal_id => Ok((
+            a.applied_seq,
+            format!(
+                "backup {id} holds what was applied through seq {}",
+                a.applied_seq
+            ),
+        )),
+        (Some(a), _) => Ok((
+            0,
+            format!(
+                "backup {id} was taken with another journal ({}), whose seqs are not this journal's ({journal_id}): everything this journal still holds is applied again, and creates find what the data already holds by external id",
+                a.journal_id
+            ),
+        )),
+        (None, Some(file)) => Ok((
+            0,
+            format!(
+                "backup {id} is an Odoo database imported from {file}, which records no applied seq: everything the journal still holds is applied again, and creates find what the data already holds by external id"
+            ),
+        )),
+        (None, None) => Err(format!(
+            "backup {id} was taken by a plantd that did not record how far the apply had got, so the applied seq is unknown and the apply cursor was left where it was; if transactions were applied after the backup was taken, they are missing from Odoo now: `plantd apply rewind SEQ` applies everything after SEQ again (`plantd apply rewind 0`: all the journal still holds; creates find what Odoo holds by external id and make nothing twice)"
+        )),
+    }
+}
+
+/// Moves the apply cursor back for `manifest`'s data, through the daemon when it runs. `Err`
+/// says what failed and what to run.
+async fn rewind_apply(
+    config: &PlantConfig,
+    manifest: &Manifest,
+    id: &str,
+) -> Result<ApplyCursor, String> {
+    let backup_applied_seq = manifest.apply.as_ref().map(|a| a.applied_seq);
+    let nothing = |message: String| ApplyCursor {
+        backup_applied_seq,
+        rewound: None,
+        message,
+    };
+    if !config.apply.as_ref().is_some_and(|a| a.local) {
+        return Ok(nothing(
+            "this plant does not apply transactions to its Odoo ([apply] local is off): no apply cursor to move".into(),
+        ));
+    }
+    let journal_path = config.data_dir.join("journal.db");
+    let journal_id = match crate::journal::peek_applied(&journal_path) {
+        Ok(Some((journal_id, _))) => journal_id,
+        Ok(None) => return Ok(nothing("there is no journal yet: nothing was applied".into())),
+        Err(e) => {
+            return Err(format!(
+                "reading the journal: {e}. If transactions were applied after the backup was taken, they are missing from Odoo until `plantd apply rewind SEQ` runs with the backup's applied seq (0 applies all the journal holds, safely)"
+            ))
+        }
+    };
+    let (seq, why) = match rewind_target(manifest, id, &journal_id) {
+        Ok(target) => target,
+        Err(message) => return Ok(nothing(message)),
+    };
+    let backup = Some(id.to_string());
+    let socket = control::socket_path(&config.data_dir);
+    let request = Request::ApplyRewind {
+        seq,
+        backup: backup.clone(),
+        why: why.clone(),
+    };
+    let answer = match control::call(&socket, &request).await {
+        Ok(Response::Rewound {
+            rewound,
+            applied_seq,
+        }) => Ok((rewound, applied_seq)),
+        Ok(Response::Error { message } | Response::Refused { message }) => Err(message),
+        Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
+        Err(control::CallError::NotRunning(_)) => {
+            rewind_stopped(config, &journal_path, seq, backup, why.clone()).await
+        }
+        Err(e) => Err(format!("asking the daemon: {e}")),
+    };
+    let (rewound, applied_seq) = answer.map_err(|e| {
+        format!("{e}. What was applied after the backup is missing from Odoo until `plantd apply rewind {seq}` runs ({why})")
+    })?;
+    let message = match &rewound {
+        Some(r) => format!("{} ({why})", r.message()),
+        None => format!(
+            "the apply cursor is at seq {applied_seq}, not past the backup's {seq}: nothing is applied again ({why})"
+        ),
+    };
+    Ok(ApplyCursor {
+        backup_applied_seq,
+        rewound,
+        message,
+    })
+}
+
+/// The rewind with no daemon running: this process holds the data directory's lock (so that
+/// none starts meanwhile) and opens the journal itself.
+async fn rewind_stopped(
+    config: &PlantConfig,
+    journal_path: &std::path::Path,
+    seq: u64,
+    backup: Option<String>,
+    why: String,
+) -> Result<(Option<crate::apply::Rewound>, u64), String> {
+    let data_dir = &config.data_dir;
+    let _lock = crate::plant::lock_file(&data_dir.join("plantd.lock"), || {
+        "plantd is starting on this data directory".to_string()
+    })
+    .map_err(|e| format!("{e:#}"))?;
+    let options = crate::journal::Options {
+        dir: data_dir.clone(),
+        ..Default::default()
+    };
+    let journal = crate::journal::Journal::open(journal_path, options)
+        .map_err(|e| format!("opening the journal: {e}"))?;
+    let result = crate::apply::rewind_stopped(data_dir, &journal, seq, backup, why).await;
+    let applied = journal.cursor(crate::journal::Cursor::Applied);
+    journal.close().await;
+    result.map(|r| (r, applied)).map_err(|e| e.to_string())
 }
 
 /// Stops and starts Odoo so that nothing starts it meanwhile.
@@ -213,6 +363,12 @@ pub async fn restore(
     }
     let mut swapped = Swapped::default();
     let result = swap_in(&live, &db, &names, &manifest.database, &mut swapped).await;
+    // Still held: the apply cannot put a later transaction into the restored data before its
+    // cursor has gone back.
+    let rewound = match &result {
+        Ok(()) => Some(rewind_apply(config, &manifest, id).await),
+        Err(_) => None,
+    };
     let judged = match result {
         Ok(()) => match gate.set(&live, false).await {
             Ok(()) => healthy(&live, &db, health_deadline).await,
@@ -222,6 +378,17 @@ pub async fn restore(
     };
     let odoo_down_s = down.elapsed().as_secs_f64();
     if let Err(e) = judged {
+        // A cursor moved back over the data that is now back in place is harmless: what is
+        // applied again is found there by external id.
+        let e = match &rewound {
+            Some(Ok(ApplyCursor {
+                rewound: Some(r), ..
+            })) => e.context(format!(
+                "the apply cursor had gone back to seq {}: those transactions are applied again, and creates find their records",
+                r.to
+            )),
+            _ => e,
+        };
         return match swap_back(&live, &gate, &db, &names, &swapped, health_deadline).await {
             Ok(()) => Err(e.context("the restore failed, and Odoo is back on the data it had before")),
             Err(back) => Err(anyhow!(
@@ -255,12 +422,20 @@ pub async fn restore(
     if let Err(e) = sh_in_odoo(&live, &script).await {
         tracing::warn!(error = %e, "could not remove the previous filestore");
     }
+    let apply = match rewound.expect("the swap succeeded") {
+        Ok(apply) => apply,
+        Err(e) => bail!(
+            "backup {id} is restored (Odoo is healthy on it; the safety backup {} holds the data it replaced), but moving the apply cursor back failed: {e}",
+            safety.id
+        ),
+    };
     Ok(Restored {
         id: id.to_string(),
         safety_backup: safety.id,
         database: db,
         tables: manifest.tables.len(),
         odoo_down_s,
+        apply,
     })
 }
 
@@ -493,4 +668,57 @@ async fn healthy(live: &Live, db: &str, deadline: Duration) -> anyhow::Result<()
         "Odoo was not healthy within {} s after the restore: {last}",
         deadline.as_secs()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::AppliedAt;
+
+    fn manifest(apply: Option<AppliedAt>, imported_from: Option<&str>) -> Manifest {
+        Manifest {
+            format: 1,
+            id: "b1".into(),
+            plant: "lyon".into(),
+            created_at: "2026-11-28T02:00:00Z".into(),
+            database: "odoo".into(),
+            postgres_version: "15".into(),
+            odoo_version: None,
+            modules: None,
+            odoo_server: None,
+            imported_from: imported_from.map(str::to_string),
+            apply,
+            tables: Default::default(),
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_cursor_goes_back_to_what_the_backup_holds_or_to_0_when_that_is_not_this_journals() {
+        let at = |journal: &str, seq| {
+            Some(AppliedAt {
+                journal_id: journal.into(),
+                applied_seq: seq,
+                apply_prefix: Some("lyon".into()),
+            })
+        };
+        assert_eq!(
+            rewind_target(&manifest(at("j1", 5), None), "b1", "j1").map(|t| t.0),
+            Ok(5)
+        );
+        // Another journal's seqs, or an imported database: everything again.
+        let (seq, why) = rewind_target(&manifest(at("j0", 5), None), "b1", "j1").unwrap();
+        assert_eq!(seq, 0);
+        assert!(why.contains("another journal (j0)"), "{why}");
+        let (seq, why) = rewind_target(&manifest(None, Some("x.zip")), "b1", "j1").unwrap();
+        assert_eq!(seq, 0);
+        assert!(why.contains("imported from x.zip"), "{why}");
+        // A backup from before the cursor was recorded: unknown, and the way out is said.
+        let unknown = rewind_target(&manifest(None, None), "b1", "j1").unwrap_err();
+        assert!(
+            unknown.contains("the applied seq is unknown")
+                && unknown.contains("plantd apply rewind SEQ"),
+            "{unknown}"
+        );
+    }
 }

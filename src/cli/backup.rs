@@ -84,6 +84,7 @@ pub async fn restore(
             "the data it replaced is in the safety backup {}",
             done.safety_backup
         );
+        println!("{}", done.apply.message);
     }
     Ok(())
 }

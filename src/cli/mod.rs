@@ -207,6 +207,15 @@ enum ApplyCommand {
         place: Place,
         seq: u64,
     },
+    /// Move the applied cursor back to SEQ, so that everything after it is applied again, in
+    /// order: for when Odoo's data went back to an earlier point that plantd does not know
+    /// (`backup restore` moves it itself). Creates find their records by external id and make
+    /// nothing twice; 0 applies everything the journal still holds.
+    Rewind {
+        #[command(flatten)]
+        place: Place,
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,6 +545,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ApplyCommand::Replay { place, seq } => {
                 stack::apply_do(&place.load()?, Request::ApplyReplay { seq }).await
+            }
+            ApplyCommand::Rewind { place, seq } => {
+                let request = Request::ApplyRewind {
+                    seq,
+                    backup: None,
+                    why: "an admin's `plantd apply rewind`".into(),
+                };
+                stack::apply_do(&place.load()?, request).await
             }
         },
         Command::Odoo(OdooCommand::Call {

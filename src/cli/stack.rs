@@ -43,6 +43,13 @@ pub async fn apply_status(config: &PlantConfig, json: bool) -> anyhow::Result<()
     if let Some(w) = &r.waiting {
         println!("waiting: {w}");
     }
+    if let Some(w) = &r.rewound {
+        let by = match &w.backup {
+            Some(id) => format!("the restore of backup {id}"),
+            None => "an admin".to_string(),
+        };
+        println!("rewound by {by} at {}: {} ({})", w.at, w.message(), w.why);
+    }
     for p in &r.parked {
         println!(
             "parked: seq {} ({}, key {:?}, {}): {}",
@@ -57,6 +64,19 @@ pub async fn apply_do(config: &PlantConfig, request: Request) -> anyhow::Result<
     match ask(config, request).await? {
         Response::Done { message } => {
             println!("{message}");
+            Ok(())
+        }
+        Response::Rewound {
+            rewound: Some(r), ..
+        } => {
+            println!("{}", r.message());
+            Ok(())
+        }
+        Response::Rewound {
+            rewound: None,
+            applied_seq,
+        } => {
+            println!("the apply cursor is at seq {applied_seq}, not past that: nothing changed");
             Ok(())
         }
         other => Err(unexpected(other)),

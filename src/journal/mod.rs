@@ -293,6 +293,16 @@ impl Journal {
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// Moves a cursor back to `seq` (never forwards), durably: after a restore put Odoo's data
+    /// back to an earlier point, the apply must pass those seqs again. Pruning waits for the
+    /// cursor where it is now, so nothing above it is deleted from then on. Returns the cursor.
+    pub async fn rewind(&self, cursor: Cursor, seq: u64) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Rewind { cursor, seq, reply })
+            .await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
     /// Prunes what may go, then gives freed space back and truncates the WAL.
     pub async fn maintain(&self) -> Result<PruneReport, JournalError> {
         let (reply, answer) = oneshot::channel();
@@ -362,6 +372,27 @@ impl Journal {
         .await
     }
 
+    /// How many transactions with seqs in `after + 1 ..= through` the journal still holds,
+    /// and the first of them.
+    pub async fn present(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<(u64, Option<u64>), JournalError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT count(*), min(seq) FROM transactions WHERE seq > ?1 AND seq <= ?2",
+            )?
+            .query_row([after as i64, through as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                ))
+            })
+        })
+        .await
+    }
+
     /// The last seq, updated after every commit.
     pub fn watch_last_seq(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.positions.last_seq_tx.subscribe()
@@ -426,6 +457,38 @@ impl Journal {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// A journal's id and its `applied` cursor, read from the file without opening it for
+/// writing (a backup reads them beside a running daemon). `None` when there is no journal yet.
+pub fn peek_applied(path: &Path) -> Result<Option<(String, u64)>, JournalError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let open_err = |source| JournalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    let id: String = conn
+        .query_row("SELECT journal_id FROM identity WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(open_err)?;
+    let applied: i64 = conn
+        .query_row(
+            "SELECT seq FROM cursors WHERE name = ?1",
+            [Cursor::Applied.column()],
+            |r| r.get(0),
+        )
+        .map_err(open_err)?;
+    Ok(Some((id, applied as u64)))
 }
 
 fn now_ms() -> i64 {

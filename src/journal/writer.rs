@@ -36,6 +36,12 @@ pub(super) enum Command {
         seq: u64,
         reply: oneshot::Sender<Result<u64, JournalError>>,
     },
+    /// Moves a cursor back (a restore put the data it had passed out of Odoo again).
+    Rewind {
+        cursor: Cursor,
+        seq: u64,
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
     Maintain {
         reply: oneshot::Sender<Result<PruneReport, JournalError>>,
     },
@@ -176,6 +182,9 @@ impl Writer {
             Command::Advance { cursor, seq, reply } => {
                 let _ = reply.send(self.advance(cursor, seq));
             }
+            Command::Rewind { cursor, seq, reply } => {
+                let _ = reply.send(self.rewind(cursor, seq));
+            }
             Command::Maintain { reply } => self.start_pruning(reply, now_ms()),
             Command::Probe { reply } => {
                 let _ = reply.send(self.probe());
@@ -303,6 +312,27 @@ impl Writer {
         Ok(slot.fetch_max(seq, Ordering::AcqRel).max(seq))
     }
 
+    /// Moves a cursor back to `seq` (never forwards), durably, and narrows a pruning run in
+    /// progress to it: what lies above the cursor now waits for it again. Returns the cursor.
+    pub(super) fn rewind(&mut self, cursor: Cursor, seq: u64) -> Result<u64, JournalError> {
+        self.conn
+            .execute(
+                "UPDATE cursors SET seq = ?2 WHERE name = ?1 AND seq > ?2",
+                params![cursor.column(), seq as i64],
+            )
+            .map_err(JournalError::from_sqlite)?;
+        let slot = match cursor {
+            Cursor::HubAcked => &self.positions.hub_acked,
+            Cursor::Applied => &self.positions.applied,
+        };
+        let now = slot.fetch_min(seq, Ordering::AcqRel).min(seq);
+        // Same thread as the pruning steps: no step runs between the move and this.
+        if let Some(p) = &mut self.pruning {
+            p.bound = p.bound.min(now as i64);
+        }
+        Ok(now)
+    }
+
     fn start_pruning(
         &mut self,
         reply: oneshot::Sender<Result<PruneReport, JournalError>>,
@@ -315,8 +345,9 @@ impl Writer {
         let cutoff_ms = now - self.options.retention.as_millis() as i64;
         match &mut self.pruning {
             Some(p) => {
-                // Already running: widen it to what may go now, and answer at its end.
-                p.bound = p.bound.max(bound as i64);
+                // Already running: make it what may go now (the cursors as they are, moved
+                // back by a rewind as much as forward), and answer at its end.
+                p.bound = bound as i64;
                 p.cutoff_ms = p.cutoff_ms.max(cutoff_ms);
                 p.waiting.push(reply);
             }

@@ -18,6 +18,7 @@ mod odoo;
 mod real_odoo;
 mod releases;
 mod replication;
+mod restore_apply;
 mod smoke;
 mod stack;
 mod units;

@@ -167,7 +167,7 @@ pub fn apply_status(stack: &TestStack) -> Value {
     serde_json::from_str(&stack.cli_ok(&["apply", "status", "--json"])).unwrap()
 }
 
-fn wait_apply(stack: &TestStack, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_apply(stack: &TestStack, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let s = apply_status(stack);

@@ -261,3 +261,59 @@ fn per_request_mode_and_group_mode_store_the_same() {
         });
     }
 }
+
+#[test]
+fn a_rewound_cursor_moves_back_only_and_holds_pruning_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        retention: Duration::ZERO,
+        wait_for_local_apply: true,
+        ..Options::default()
+    };
+    let mut w = open(dir.path(), options);
+    group(
+        &mut w,
+        vec![vec![
+            tx("a", "{}"),
+            tx("b", "{}"),
+            tx("c", "{}"),
+            tx("d", "{}"),
+        ]],
+        1_000,
+    );
+    w.advance(Cursor::HubAcked, 4).unwrap();
+    w.advance(Cursor::Applied, 4).unwrap();
+    assert_eq!(w.rewind(Cursor::Applied, 1).unwrap(), 1);
+    // Never forwards.
+    assert_eq!(w.rewind(Cursor::Applied, 3).unwrap(), 1);
+    assert_eq!(prune(&mut w, 5_000).deleted, 1);
+    assert_eq!(stored_seqs(&w), vec![2, 3, 4]);
+    drop(w);
+    let w = open(dir.path(), Options::default());
+    assert_eq!(w.positions.applied.load(Ordering::Acquire), 1);
+}
+
+#[test]
+fn a_rewind_narrows_a_pruning_run_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        retention: Duration::ZERO,
+        wait_for_local_apply: true,
+        ..Options::default()
+    };
+    let mut w = open(dir.path(), options);
+    let items: Vec<_> = (0..12_000).map(|i| tx(&format!("k{i}"), "{}")).collect();
+    group(&mut w, vec![items], 1_000);
+    w.advance(Cursor::HubAcked, 12_000).unwrap();
+    w.advance(Cursor::Applied, 12_000).unwrap();
+    let (reply, mut answer) = oneshot::channel();
+    w.start_pruning(reply, 5_000);
+    // One chunk is gone; the run goes on in later steps.
+    assert!(w.pruning.is_some());
+    w.rewind(Cursor::Applied, 7_000).unwrap();
+    while w.pruning.is_some() {
+        w.prune_step();
+    }
+    assert_eq!(answer.try_recv().unwrap().unwrap().deleted, 7_000);
+    assert_eq!(stored_seqs(&w).first(), Some(&7_001));
+}
