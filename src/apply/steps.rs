@@ -119,10 +119,13 @@ pub async fn resolve(c: &Client, model: &str, r: &Ref) -> Result<i64, OdooError>
                 found = ids.get(0).and_then(Value::as_i64);
             }
             found.ok_or_else(|| {
-                OdooError::Missing(format!(
-                    "no {model} {code:?} (looked up by {})",
-                    code_fields(model).join(", then ")
-                ))
+                OdooError::Missing(match code_fields(model) {
+                    ["name"] => format!("no {model} named {code:?}"),
+                    fields => format!(
+                        "no {model} {code:?} (looked up by {})",
+                        fields.join(", then ")
+                    ),
+                })
             })?
         }
         Ref::Name(name) => one(
