@@ -677,3 +677,328 @@ pub(super) fn cell(v: &Value) -> Result<String, String> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(model: &str, c: &str) -> Cell {
+        Cell::Id {
+            model: model.into(),
+            by: Ref::Code(c.into()),
+        }
+    }
+
+    #[test]
+    fn shipped_kinds_become_steps_and_bad_payloads_name_the_field() {
+        let kinds = Kinds::new(&BTreeMap::new()).unwrap();
+        // Records by code, barcode, external id or database id.
+        let step = kinds
+            .step(
+                "stock.move",
+                &json!({"product": "PLT-BOLT", "quantity": 2.5, "location": "WH/Stock", "location_dest_xmlid": "stock.stock_location_customers", "reference": "scan 7"}),
+            )
+            .unwrap();
+        assert_eq!(
+            step,
+            Step::Move {
+                columns: vec![
+                    ("product_id/.id".into(), code("product.product", "PLT-BOLT")),
+                    ("product_uom_qty".into(), Cell::Text("2.5".into())),
+                    ("location_id/.id".into(), code("stock.location", "WH/Stock")),
+                    (
+                        "location_dest_id/.id".into(),
+                        Cell::Id {
+                            model: "stock.location".into(),
+                            by: Ref::Xmlid("stock.stock_location_customers".into())
+                        }
+                    ),
+                ],
+                reference: Some("scan 7".into()),
+            }
+        );
+        let step = kinds
+            .step("stock.picking.validate", &json!({"picking": "WH/IN/00012", "lines": [{"product_id": 4, "quantity": 30}], "backorder": false}))
+            .unwrap();
+        assert_eq!(
+            step,
+            Step::Validate {
+                picking: Ref::Code("WH/IN/00012".into()),
+                lines: vec![(Ref::Id(4), 30.0)],
+                backorder: false
+            }
+        );
+        assert_eq!(
+            kinds
+                .step("mrp.production.done", &json!({"production_id": 4}))
+                .unwrap(),
+            Step::Produce {
+                production: Ref::Id(4),
+                quantity: None,
+                backorder: true
+            }
+        );
+        // Times reach Odoo in UTC, in its format; Odoo derives the duration from them.
+        let Step::Create { model, columns, .. } = kinds
+            .step(
+                "workorder.time",
+                &json!({"workorder_xmlid": "plant.wo_1", "started_at": "2026-12-06T08:00:00+01:00", "minutes": 45}),
+            )
+            .unwrap()
+        else {
+            panic!("a create")
+        };
+        assert_eq!(model, "mrp.workcenter.productivity");
+        let text = |c: &str| columns.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
+        assert_eq!(
+            text("date_start"),
+            Some(Cell::Text("2026-12-06 07:00:00".into()))
+        );
+        assert_eq!(
+            text("date_end"),
+            Some(Cell::Text("2026-12-06 07:45:00".into()))
+        );
+        assert!(matches!(
+            text("workcenter_id/.id"),
+            Some(Cell::FieldOf { .. })
+        ));
+        assert!(matches!(text("loss_id/.id"), Some(Cell::First { .. })));
+        let Step::Create { columns, .. } = kinds
+            .step(
+                "workorder.time",
+                &json!({"workorder_id": 3, "started_at": "2026-12-06 06:00:00", "ended_at": "2026-12-06T07:30:00Z"}),
+            )
+            .unwrap()
+        else {
+            panic!("a create")
+        };
+        assert!(columns.contains(&(
+            "date_start".into(),
+            Cell::Text("2026-12-06 06:00:00".into())
+        )));
+        let step = kinds
+            .step(
+                "odoo.create",
+                &json!({"model": "res.partner", "values": {"name": "Acme", "active": true}}),
+            )
+            .unwrap();
+        assert_eq!(
+            step,
+            Step::Create {
+                model: "res.partner".into(),
+                columns: vec![
+                    ("active".into(), Cell::Text("1".into())),
+                    ("name".into(), Cell::Text("Acme".into()))
+                ],
+                context: Map::new(),
+            }
+        );
+
+        for (kind, payload, field, says) in [
+            ("scan", json!({}), "kind", "unknown kind \"scan\""),
+            (
+                "stock.move",
+                json!({"quantity": 1, "location_id": 1, "location_dest_id": 2}),
+                "payload",
+                "give product",
+            ),
+            (
+                "stock.move",
+                json!({"product": "A", "product_id": 3, "quantity": 1, "location_id": 1, "location_dest_id": 2}),
+                "payload.product",
+                "once",
+            ),
+            (
+                "stock.move",
+                json!({"product_id": {"id": 1}, "quantity": 1, "location_id": 1, "location_dest_id": 2}),
+                "payload.product_id",
+                "positive integer",
+            ),
+            (
+                "stock.move",
+                json!({"product": "A", "quantity": 0, "location_id": 1, "location_dest_id": 2}),
+                "payload.quantity",
+                "more than 0",
+            ),
+            (
+                "stock.move",
+                json!({"product": "A", "quantity": 1, "location_xmlid": "no dot", "location_dest_id": 2}),
+                "payload.location_xmlid",
+                "module.name",
+            ),
+            (
+                "stock.picking.validate",
+                json!({}),
+                "payload",
+                "give picking",
+            ),
+            (
+                "stock.picking.validate",
+                json!({"picking_id": -3}),
+                "payload.picking_id",
+                "positive integer",
+            ),
+            (
+                "stock.picking.validate",
+                json!({"picking": "P", "lines": []}),
+                "payload.lines",
+                "non-empty",
+            ),
+            (
+                "stock.picking.validate",
+                json!({"picking": "P", "lines": [{"product": "A"}]}),
+                "payload.lines[0].quantity",
+                "required",
+            ),
+            (
+                "stock.picking.validate",
+                json!({"picking": "P", "backorder": "no"}),
+                "payload.backorder",
+                "true or false",
+            ),
+            (
+                "workorder.time",
+                json!({"workorder_id": 1, "minutes": 5}),
+                "payload",
+                "started_at",
+            ),
+            (
+                "workorder.time",
+                json!({"workorder_id": 1, "started_at": "2026-12-06T08:00:00", "minutes": 5}),
+                "payload.started_at",
+                "no UTC offset",
+            ),
+            (
+                "workorder.time",
+                json!({"workorder_id": 1, "started_at": "yesterday", "minutes": 5}),
+                "payload.started_at",
+                "not a time",
+            ),
+            (
+                "workorder.time",
+                json!({"workorder": "WO-1", "started_at": "2026-12-06T08:00:00Z", "minutes": 5}),
+                "payload.workorder",
+                "no code",
+            ),
+            (
+                "workorder.time",
+                json!({"workorder_id": 1, "started_at": "2026-12-06T08:00:00Z", "ended_at": "2026-12-06T07:00:00Z"}),
+                "payload.ended_at",
+                "before",
+            ),
+            (
+                "odoo.create",
+                json!({"values": {"a": 1}}),
+                "payload.model",
+                "model name",
+            ),
+            (
+                "odoo.create",
+                json!({"model": "x", "values": {"id": "7"}}),
+                "payload.values.id",
+                "external id",
+            ),
+            (
+                "odoo.create",
+                json!({"model": "x", "values": {}}),
+                "payload.values",
+                "object of field values",
+            ),
+            (
+                "odoo.create",
+                json!({"model": "../../web/x?", "values": {"a": 1}}),
+                "payload.model",
+                "model name",
+            ),
+        ] {
+            let (f, m) = kinds.step(kind, &payload).unwrap_err();
+            assert_eq!(f, field, "{kind} {payload}: {m}");
+            assert!(
+                m.contains(says),
+                "{kind} {payload}: {m:?} should say {says:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kind_whose_model_odoo_lacks_is_refused_naming_both() {
+        let kinds = Kinds::new(&BTreeMap::new()).unwrap();
+        let shared = kinds.clone();
+        let payload = json!({"product": "A", "result": "pass"});
+        assert!(kinds.step("quality.check", &payload).is_ok());
+        let absent = BTreeSet::from(["quality.check".to_string()]);
+        let newly = shared.mark_missing(&absent);
+        assert_eq!(newly.len(), 1, "{newly:?}");
+        // A clone (the ingest API's) sees it too; the other kinds are untouched.
+        let (field, message) = kinds.step("quality.check", &payload).unwrap_err();
+        assert_eq!(field, "kind");
+        assert!(message.contains("no model quality.check"), "{message}");
+        assert!(kinds
+            .step("mrp.production.done", &json!({"production": "MO/1"}))
+            .is_ok());
+        // Said once; and taken back when the Odoo has it after all.
+        assert!(shared.mark_missing(&absent).is_empty());
+        shared.mark_missing(&BTreeSet::new());
+        assert!(kinds.step("quality.check", &payload).is_ok());
+    }
+
+    #[test]
+    fn custom_kinds_are_checked_when_the_config_is_read() {
+        let parse = |toml_text: &str| {
+            let k: BTreeMap<String, KindConfig> = toml::from_str(toml_text).unwrap();
+            Kinds::new(&k)
+        };
+        let kinds = parse("[\"pallet.in\"]\nmodel = \"stock.move\"\noperation = \"create\"\nvalues = { product_uom_qty = \"qty\", origin = \"lot?\" }\n").unwrap();
+        assert_eq!(
+            kinds.step("pallet.in", &json!({"qty": 3})).unwrap(),
+            Step::Create {
+                model: "stock.move".into(),
+                columns: vec![("product_uom_qty".into(), Cell::Text("3".into()))],
+                context: Map::new(),
+            }
+        );
+        let kinds = parse("[\"lot.rename\"]\nmodel = \"stock.lot\"\noperation = \"write\"\nrecord_name = \"lot\"\nvalues = { ref = \"code\", note = \"note?\" }\n").unwrap();
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"lot": "L-7", "code": "X7"}))
+                .unwrap(),
+            Step::Write {
+                model: "stock.lot".into(),
+                record: Ref::Name("L-7".into()),
+                values: Map::from_iter([("ref".to_string(), json!("X7"))]),
+                context: Map::new(),
+            }
+        );
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"code": "X7"}))
+                .unwrap_err(),
+            ("payload.lot".to_string(), "is required".to_string())
+        );
+        assert_eq!(
+            kinds
+                .step("lot.rename", &json!({"lot": "L-7", "code": [1]}))
+                .unwrap_err()
+                .0,
+            "payload.code"
+        );
+        for (text, field) in [
+            ("[k]\nmodel = \"m\"\noperation = \"delete\"\n", "apply.kinds.k.operation"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.record_id"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nmethod = \"go\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.method"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nvalues = { \"x/id\" = \"x\" }\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\ndone_state = \"done\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.done_state"),
+            ("[k]\nmodel = \"m\"\noperation = \"write\"\nrecord_id = \"id\"\nwrite = { x = \"x\" }\nvalues = { x = \"x\" }\n", "apply.kinds.k.write"),
+            ("[k]\nmodel = \"m\"\noperation = \"create\"\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"m\"\noperation = \"action\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
+            ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"_private\"\nrecord_id = \"id\"\n", "apply.kinds.k.method"),
+            ("[k]\nmodel = \"m\"\noperation = \"action\"\nmethod = \"go\"\n", "apply.kinds.k.record_id"),
+            ("[k]\nmodel = \"m\"\noperation = \"create\"\nvalues = { \".id\" = \"x\" }\n", "apply.kinds.k.values"),
+            ("[k]\nmodel = \"a/b\"\noperation = \"create\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.model"),
+        ] {
+            assert_eq!(parse(text).unwrap_err().0, field, "{text}");
+        }
+    }
+}
