@@ -68,6 +68,9 @@ pub async fn run(database: String, central: CentralApply) {
         Arc::new(move || odoo.target(None))
     };
     let busy: Arc<Mutex<HashSet<String>>> = Default::default();
+    // Connections to the central Odoo, kept between turns: a `/jsonrpc` sign-in costs Odoo a
+    // password hash (about half a second), so each worker signs in once, not once a turn.
+    let clients: Arc<Mutex<Vec<Client>>> = Default::default();
     // Plants whose Odoo calls failed for a passing reason, and when to try them again.
     let not_before: Arc<Mutex<BTreeMap<String, (Instant, Duration)>>> = Default::default();
     let mut store: Option<Store> = None;
@@ -109,9 +112,14 @@ pub async fn run(database: String, central: CentralApply) {
             }
             let (database, kinds, locate) =
                 (database.clone(), central.kinds.clone(), locate.clone());
-            let (busy, not_before) = (busy.clone(), not_before.clone());
+            let (busy, not_before, clients) = (busy.clone(), not_before.clone(), clients.clone());
             tokio::spawn(async move {
-                let result = work(&database, &kinds, &locate, &plant).await;
+                let mut client = clients.lock().expect("not poisoned").pop();
+                let result = work(&database, &kinds, &locate, &plant, &mut client).await;
+                // A connection that met no trouble serves the next turn.
+                if let (Ok(None), Some(c)) = (&result, client) {
+                    clients.lock().expect("not poisoned").push(c);
+                }
                 let mut nb = not_before.lock().expect("not poisoned");
                 match result {
                     Ok(None) => {
@@ -141,12 +149,14 @@ pub async fn run(database: String, central: CentralApply) {
     }
 }
 
-/// Applies what `plant` has stored, under its lock. `Ok(Some(why))`: Odoo is away, try later.
+/// Applies what `plant` has stored, under its lock, on `client` (connected when it is not).
+/// `Ok(Some(why))`: Odoo is away, try later.
 async fn work(
     database: &str,
     kinds: &crate::apply::mapping::Kinds,
     locate: &Locate,
     plant: &str,
+    client: &mut Option<Client>,
 ) -> anyhow::Result<Option<String>> {
     let store = Store::open(database).await?;
     let c = &store.client;
@@ -160,7 +170,6 @@ async fn work(
     if !locked {
         return Ok(None); // another replica applies this plant now
     }
-    let mut client: Option<Client> = None;
     // A few batches per turn, then the lock goes back: with more plants than workers, each
     // gets its turn (the list of due plants is shuffled).
     for _ in 0..5 {
@@ -200,7 +209,7 @@ async fn work(
                 parked: *parked,
             })
             .collect();
-        let (through, failed) = apply_many(kinds, locate, &mut client, plant, &pending).await;
+        let (through, failed) = apply_many(kinds, locate, client, plant, &pending).await;
         if let Some(seq) = through {
             c.execute(
                 "UPDATE plants SET applied_seq = $2 WHERE name = $1 AND applied_seq < $2",
@@ -212,6 +221,8 @@ async fn work(
             None => {}
             Some((_, _, Failed::Wait(why))) => return Ok(Some(why)),
             Some((seq, kind, Failed::Stop(message))) => {
+                // A fixed [odoo] section is read again at the retry.
+                *client = None;
                 let seq = seq as i64;
                 tracing::error!(%plant, seq, %kind, %message, "the central Odoo rejected a transaction: this plant's apply stops here");
                 c.execute(
