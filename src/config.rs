@@ -651,7 +651,9 @@ max_group = 64
         assert_eq!(c.network, "plantd-net");
         assert_eq!(c.images, ImageSource::Official);
         assert_eq!(c.ingress, Some("0.0.0.0:443".parse().unwrap()));
-        assert_eq!(c.odoo_workers, 2);
+        assert_eq!(c.odoo_workers, 4);
+        assert_eq!(c.odoo.probe.timeout, Duration::from_secs(5));
+        assert_eq!(c.odoo.probe.busy_limit, Duration::from_secs(600));
         assert_eq!(c.odoo.probe.retries, 3);
         let off = PlantConfig::parse("p", "[stack]\nenabled = false\n").unwrap();
         assert_eq!(off.stack, None);

@@ -72,6 +72,7 @@ struct RawProbe {
     timeout: Option<String>,
     start_period: Option<String>,
     retries: Option<u32>,
+    busy_limit: Option<String>,
 }
 
 /// The validated `[stack]` section.
@@ -120,7 +121,16 @@ pub struct ProbeConfig {
     pub start_period: Duration,
     /// Consecutive failures that make the service unhealthy.
     pub retries: u32,
+    /// How long a service that does not answer but is working (Odoo with requests in progress
+    /// in PostgreSQL) is left alone before that counts as failing.
+    pub busy_limit: Duration,
 }
+
+/// Odoo's HTTP workers on a 2-core plant server. A worker waiting on PostgreSQL (a lock, a
+/// disk) holds memory, not a CPU: with 2, two slow requests took every worker and the terminals
+/// waited behind them. Odoo's rule of thumb (2 x CPUs + 1 = 5) assumes PostgreSQL elsewhere;
+/// here it shares the 2 cores, so one less.
+pub const DEFAULT_ODOO_WORKERS: u32 = 4;
 
 type FieldError = (String, String);
 
@@ -156,11 +166,11 @@ impl StackConfig {
             Some("off") => None,
             Some(a) => Some(parse_addr(a).map_err(|m| err("stack.ingress.listen", m))?),
         };
-        let odoo_workers = raw.odoo.workers.unwrap_or(2);
+        let odoo_workers = raw.odoo.workers.unwrap_or(DEFAULT_ODOO_WORKERS);
         if odoo_workers > 64 {
             return Err(err(
                 "stack.odoo.workers",
-                format!("{odoo_workers} is too many; use 0 to 64 (2 fits a small plant server)"),
+                format!("{odoo_workers} is too many; use 0 to 64 ({DEFAULT_ODOO_WORKERS} fits a 2-core plant server)"),
             ));
         }
         let odoo_database = raw.odoo.database.clone().unwrap_or_else(|| "odoo".into());
@@ -185,11 +195,17 @@ impl StackConfig {
             }
         }
         let secs = Duration::from_secs;
+        let probe = |timeout, start_period| ProbeDefaults {
+            timeout: secs(timeout),
+            start_period: secs(start_period),
+        };
         Ok(Some(StackConfig {
-            postgres: service("postgres", raw.postgres, secs(60))?,
-            redis: service("redis", raw.redis, secs(20))?,
-            // Odoo's first start on a new database takes a while (it installs `base`).
-            odoo: service("odoo", raw.odoo, secs(120))?,
+            postgres: service("postgres", raw.postgres, probe(3, 60))?,
+            redis: service("redis", raw.redis, probe(3, 20))?,
+            // Odoo's first start on a new database takes a while (it installs `base`). Its
+            // /web/health is answered by a worker, which on a 2-core server may wait its turn
+            // for a CPU behind PostgreSQL and the other workers: 5 s, not 3.
+            odoo: service("odoo", raw.odoo, probe(5, 120))?,
             name,
             images: raw.images.unwrap_or(ImageSource::Official),
             network,
@@ -202,10 +218,16 @@ impl StackConfig {
     }
 }
 
+/// Defaults of one service's probe that differ between services.
+struct ProbeDefaults {
+    timeout: Duration,
+    start_period: Duration,
+}
+
 fn service(
     svc: &str,
     raw: RawService,
-    start_period: Duration,
+    defaults: ProbeDefaults,
 ) -> Result<ServiceConfig, FieldError> {
     let field = |f: &str| format!("stack.{svc}.{f}");
     if let Some(image) = &raw.image {
@@ -271,13 +293,9 @@ fn service(
             raw.probe.interval.as_deref(),
             Duration::from_secs(5),
         )?,
-        timeout: probe_duration(
-            "timeout",
-            raw.probe.timeout.as_deref(),
-            Duration::from_secs(3),
-        )?,
+        timeout: probe_duration("timeout", raw.probe.timeout.as_deref(), defaults.timeout)?,
         start_period: match raw.probe.start_period.as_deref() {
-            None => start_period,
+            None => defaults.start_period,
             Some(s) => parse_duration(s).map_err(|m| err(&field("probe.start_period"), m))?,
         },
         retries: match raw.probe.retries {
@@ -290,6 +308,11 @@ fn service(
                 ))
             }
         },
+        busy_limit: probe_duration(
+            "busy_limit",
+            raw.probe.busy_limit.as_deref(),
+            Duration::from_secs(600),
+        )?,
     };
     Ok(ServiceConfig {
         image: raw.image,

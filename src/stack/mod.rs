@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::config::ProbeConfig;
 use crate::health::{Health as Components, State};
 use docker::{Engine, Seen};
-use reconcile::{Action, Book, Health, RunState, Tracker, UpgradeVerdict};
+use reconcile::{Action, Book, Health, Outcome, RunState, Tracker, UpgradeVerdict};
 use spec::{Secrets, Service, ServiceSpec, StackSpec};
 
 /// Events kept for `plantd stack events`.
@@ -38,7 +38,8 @@ pub struct ServiceStatus {
     pub service: String,
     /// Docker's state of the container, or "missing".
     pub state: String,
-    /// plantd's probe verdict: healthy, starting, unhealthy or unknown.
+    /// plantd's probe verdict: healthy, busy (not answering, but working), starting, unhealthy,
+    /// held or unknown.
     pub health: String,
     pub image: String,
     /// Restarts by plantd since the daemon started.
@@ -166,12 +167,14 @@ struct Target {
     ip: IpAddr,
     probe: ProbeConfig,
     eager: bool,
+    /// For Odoo: what tells busy from hung.
+    odoo: probe::OdooContext,
 }
 
 struct ProbeResult {
     service: Service,
     generation: u64,
-    result: Result<(), String>,
+    result: Outcome,
 }
 
 struct Upgrade {
@@ -262,7 +265,9 @@ async fn probe_loop(
             _ => Duration::from_secs(1),
         };
         if let Some(t) = target {
-            let result = probe::probe(service, t.ip, &secrets, &http, t.probe.timeout).await;
+            let result =
+                probe::probe_outcome(service, t.ip, &secrets, &http, t.probe.timeout, &t.odoo)
+                    .await;
             let sent = results.send(ProbeResult {
                 service,
                 generation: t.generation,
@@ -360,12 +365,13 @@ impl Supervisor {
             return false;
         }
         let before = (tracker.health.clone(), tracker.eager());
-        tracker.record(now, p.result, probe.start_period, probe.retries);
+        tracker.record(now, p.result, &probe);
         let after = (tracker.health.clone(), tracker.eager());
         if after.0 != before.0 {
             match &after.0 {
                 Health::Unhealthy(why) => self.event(Some(p.service), "unhealthy", why.clone()),
                 Health::Healthy => self.event(Some(p.service), "healthy", "probe passed".into()),
+                Health::Busy(why) => self.event(Some(p.service), "busy", why.clone()),
                 Health::Starting => {}
             }
         }
@@ -985,6 +991,7 @@ impl Supervisor {
                 (_, Some(t)) => match &t.health {
                     Health::Healthy => ("healthy", String::new()),
                     Health::Starting => ("starting", String::new()),
+                    Health::Busy(why) => ("busy", why.clone()),
                     Health::Unhealthy(why) => ("unhealthy", why.clone()),
                 },
                 (_, None) => ("unhealthy", "not running".to_string()),
@@ -1006,7 +1013,8 @@ impl Supervisor {
             };
             let state = match health {
                 _ if book.breaker => State::Unhealthy,
-                "healthy" => State::Ok,
+                // Working, slowly: nothing for an admin or an update's gate to act on.
+                "healthy" | "busy" => State::Ok,
                 "starting" => State::Starting,
                 _ => State::Unhealthy,
             };
@@ -1022,6 +1030,18 @@ impl Supervisor {
                             ip,
                             probe: spec.probe,
                             eager: t.eager(),
+                            odoo: match service {
+                                Service::Odoo => probe::OdooContext {
+                                    postgres: self
+                                        .seen
+                                        .get(&Service::Postgres)
+                                        .filter(|p| p.observed.state == RunState::Running)
+                                        .and_then(|p| p.ip),
+                                    database: self.desired.odoo_database.clone(),
+                                    paused: seen.observed.state == RunState::Paused,
+                                },
+                                _ => probe::OdooContext::default(),
+                            },
                         },
                     );
                 }
