@@ -9,6 +9,7 @@
 pub mod docker;
 pub mod images;
 pub mod ingress;
+pub mod odoo_password;
 pub mod probe;
 pub mod reconcile;
 pub mod spec;
@@ -617,6 +618,11 @@ impl Supervisor {
         engine.ensure_image(spec).await?;
         if spec.service == Service::Odoo {
             self.ensure_odoo_database(engine, spec).await?;
+            // Not a reason to keep Odoo down; said loudly instead.
+            if let Err(e) = self.secure_odoo_admin().await {
+                tracing::warn!(error = %e, "could not check the password of Odoo's admin login");
+                self.event(Some(Service::Odoo), "admin_password_failed", e);
+            }
         }
         let id = engine.create(&self.desired, spec).await?;
         engine.start(&id).await
@@ -665,6 +671,69 @@ impl Supervisor {
             "init_done",
             format!("database {db} is ready"),
         );
+        Ok(())
+    }
+
+    /// Odoo creates its database with the login `admin`, password `admin`, reachable through
+    /// the ingress. While that is still its password, plantd replaces it with the generated one
+    /// in secrets.json (`plantd stack secret odoo-admin` prints it), writing the hash Odoo
+    /// would write over its own connection to PostgreSQL. A password someone chose is left
+    /// alone.
+    async fn secure_odoo_admin(&mut self) -> Result<(), String> {
+        let db = self.desired.odoo_database.clone();
+        let ip = self
+            .seen
+            .get(&Service::Postgres)
+            .and_then(|s| s.ip)
+            .ok_or("PostgreSQL has no address on the stack network yet")?;
+        let secrets = self.desired.secrets.clone();
+        let timeout = Duration::from_secs(10);
+        let pg = probe::Pg::connect(ip, &secrets, &db, timeout).await?;
+        let result: Result<Option<()>, String> = async {
+            let row = pg
+                .client
+                .query_opt(
+                    "SELECT id, COALESCE(password, '') FROM res_users WHERE login = 'admin'",
+                    &[],
+                )
+                .await
+                .map_err(|e| format!("reading the admin login of {db}: {e}"))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let (id, stored): (i32, String) = (row.get(0), row.get(1));
+            let login = secrets.odoo_admin_login_password.clone();
+            let new_hash = tokio::task::spawn_blocking(move || {
+                if odoo_password::verify("admin", &stored) {
+                    odoo_password::hash(&login).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
+            .map_err(|e| format!("hashing: {e}"))?
+            .map_err(|e| format!("hashing: {e:#}"))?;
+            let Some(new_hash) = new_hash else {
+                return Ok(None);
+            };
+            pg.client
+                .execute(
+                    "UPDATE res_users SET password = $1 WHERE id = $2",
+                    &[&new_hash, &id],
+                )
+                .await
+                .map_err(|e| format!("setting the admin login's password in {db}: {e}"))?;
+            Ok(Some(()))
+        }
+        .await;
+        pg.close().await;
+        if result?.is_some() {
+            self.event(
+                Some(Service::Odoo),
+                "admin_password",
+                format!("the login admin of {db} had Odoo's default password; it now has the generated one (`plantd stack secret odoo-admin` prints it)"),
+            );
+        }
         Ok(())
     }
 

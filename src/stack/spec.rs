@@ -167,7 +167,12 @@ impl StackSpec {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Secrets {
     pub postgres_password: String,
+    /// Odoo's master password (`admin_passwd`): the database manager's, not a user's.
     pub odoo_admin_password: String,
+    /// The password plantd gives the login `admin` of the database it creates, in place of
+    /// Odoo's `admin`. Empty in files written before it existed, until the next start adds it.
+    #[serde(default)]
+    pub odoo_admin_login_password: String,
 }
 
 /// Debug output never shows passwords: environment values and Odoo's config are left out.
@@ -216,19 +221,28 @@ impl Secrets {
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
         let path = stack_dir(data_dir).join("secrets.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(|s| (s, false))
-                .with_context(|| {
+            Ok(bytes) => {
+                let mut secrets: Secrets = serde_json::from_slice(&bytes).with_context(|| {
                     format!(
                         "{} is damaged; restore it from a backup (the database password is in it)",
                         path.display()
                     )
-                }),
+                })?;
+                if secrets.odoo_admin_login_password.is_empty() {
+                    // A file from before this password existed: add it, keeping the others.
+                    secrets.odoo_admin_login_password = crate::pki::random_secret()?;
+                    let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
+                    crate::pki::write_atomic(&path, &json, 0o600)?;
+                    tracing::info!(path = %path.display(), "generated the password of Odoo's admin login");
+                }
+                Ok((secrets, false))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 crate::plant::create_private_dir(&stack_dir(data_dir))?;
                 let secrets = Secrets {
                     postgres_password: crate::pki::random_secret()?,
                     odoo_admin_password: crate::pki::random_secret()?,
+                    odoo_admin_login_password: crate::pki::random_secret()?,
                 };
                 let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
                 crate::pki::write_atomic(&path, &json, 0o600)?;

@@ -15,6 +15,7 @@ mod fleet;
 mod harness;
 mod installer;
 mod odoo;
+mod real_odoo_stack;
 mod releases;
 mod replication;
 mod smoke;

@@ -17,6 +17,7 @@ fn spec() -> StackSpec {
         secrets: Secrets {
             postgres_password: "p".into(),
             odoo_admin_password: "a".into(),
+            odoo_admin_login_password: "l".into(),
         },
         fresh_secrets: false,
         odoo_conf: (
