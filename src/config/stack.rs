@@ -63,6 +63,7 @@ struct RawService {
     // Odoo only.
     workers: Option<u32>,
     database: Option<String>,
+    options: Option<BTreeMap<String, toml::Value>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -96,6 +97,168 @@ pub struct StackConfig {
     pub odoo_workers: u32,
     /// The Odoo database's name.
     pub odoo_database: String,
+    /// `[stack.odoo.options]`: more keys for Odoo's config file, by name.
+    pub odoo_options: BTreeMap<String, OdooOption>,
+}
+
+/// One value of `[stack.odoo.options]`.
+#[derive(Clone, PartialEq)]
+pub enum OdooOption {
+    /// Written as given (a bool as Odoo writes one: `True`, `False`).
+    Text(String),
+    /// `{ file = "/etc/plantd/smtp.pass" }`: the file's content, a secret. Read by
+    /// [`crate::config::load`] (`secret` is `None` until then); never logged or printed.
+    File {
+        path: PathBuf,
+        secret: Option<String>,
+    },
+}
+
+/// Values of options are left out: some are passwords.
+impl std::fmt::Debug for OdooOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OdooOption::Text(_) => f.write_str("Text(***)"),
+            OdooOption::File { path, .. } => write!(f, "File({}, ***)", path.display()),
+        }
+    }
+}
+
+/// The keys of Odoo's config that plantd writes itself, and why no option may change them.
+const OWNED_OPTIONS: &[(&str, &str)] = &[
+    ("db_host", "plantd connects Odoo to the stack's PostgreSQL"),
+    ("db_port", "plantd connects Odoo to the stack's PostgreSQL"),
+    (
+        "db_user",
+        "plantd connects Odoo to the stack's PostgreSQL as its own user",
+    ),
+    (
+        "db_password",
+        "plantd generates the database password (DATA_DIR/stack/secrets.json)",
+    ),
+    ("db_name", "set it with stack.odoo.database"),
+    (
+        "dbfilter",
+        "plantd serves the one database of stack.odoo.database",
+    ),
+    (
+        "admin_passwd",
+        "plantd generates Odoo's master password (DATA_DIR/stack/secrets.json)",
+    ),
+    (
+        "proxy_mode",
+        "Odoo runs behind plantd's ingress, which needs it on",
+    ),
+    (
+        "list_db",
+        "the database manager stays off, so that nobody can drop or download a database through it",
+    ),
+    (
+        "data_dir",
+        "the filestore is the Odoo volume, which backups and restores read",
+    ),
+    ("http_port", "plantd's probe and ingress reach Odoo on 8069"),
+    ("gevent_port", "plantd's ingress sends /websocket to 8072"),
+    ("workers", "set it with stack.odoo.workers"),
+];
+
+/// Checks `[stack.odoo.options]`; errors name the key.
+fn odoo_options(
+    raw: Option<BTreeMap<String, toml::Value>>,
+) -> Result<BTreeMap<String, OdooOption>, FieldError> {
+    let mut options = BTreeMap::new();
+    for (key, value) in raw.unwrap_or_default() {
+        let field = format!("stack.odoo.options.{key}");
+        let valid_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_key {
+            return Err(err(
+                &field,
+                format!("{key:?} is not a key of Odoo's config; use lowercase letters, digits and '_', such as \"limit_time_real\""),
+            ));
+        }
+        if let Some((_, why)) = OWNED_OPTIONS.iter().find(|(k, _)| *k == key) {
+            return Err(err(
+                &field,
+                format!("plantd sets {key} itself and it cannot be overridden: {why}"),
+            ));
+        }
+        let option = match value {
+            toml::Value::String(s) if s.contains(['\n', '\r']) => {
+                return Err(err(
+                    &field,
+                    "has a line break; Odoo's config takes one line per key".into(),
+                ))
+            }
+            toml::Value::String(s) => OdooOption::Text(s),
+            toml::Value::Integer(n) => OdooOption::Text(n.to_string()),
+            toml::Value::Float(x) => OdooOption::Text(x.to_string()),
+            toml::Value::Boolean(b) => OdooOption::Text(if b { "True" } else { "False" }.into()),
+            toml::Value::Table(t) => match (t.get("file"), t.len()) {
+                (Some(toml::Value::String(path)), 1) if path.starts_with('/') => {
+                    OdooOption::File {
+                        path: PathBuf::from(path),
+                        secret: None,
+                    }
+                }
+                (Some(toml::Value::String(path)), 1) => {
+                    return Err(err(
+                        &field,
+                        format!("file {path:?} is relative; use an absolute path such as \"/etc/plantd/smtp.pass\""),
+                    ))
+                }
+                _ => {
+                    return Err(err(
+                        &field,
+                        "a table must be { file = \"/path\" }: a file holding the value (a secret)".into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(err(
+                    &field,
+                    format!("a {} is not an option value; use a string, a number, true or false, or {{ file = \"/path\" }}", other.type_str()),
+                ))
+            }
+        };
+        options.insert(key, option);
+    }
+    Ok(options)
+}
+
+impl StackConfig {
+    /// Reads the files of `{ file = ... }` options. The value is the file's content without
+    /// its final line break; it must be one line. The error names the option and the file,
+    /// never the content.
+    pub fn read_option_files(&mut self) -> Result<(), FieldError> {
+        for (key, option) in self.odoo_options.iter_mut() {
+            let OdooOption::File { path, secret } = option else {
+                continue;
+            };
+            let field = format!("stack.odoo.options.{key}");
+            let text = std::fs::read_to_string(&*path).map_err(|e| {
+                err(
+                    &field,
+                    format!("reading {}: {e}; put the value in that file (mode 0600, readable by plantd)", path.display()),
+                )
+            })?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            if value.is_empty() || value.contains(['\n', '\r']) {
+                return Err(err(
+                    &field,
+                    format!(
+                        "{} must hold the value on one line, not empty",
+                        path.display()
+                    ),
+                ));
+            }
+            *secret = Some(value.to_string());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +356,14 @@ impl StackConfig {
                     "only Odoo has a database name; move it to [stack.odoo]".into(),
                 ));
             }
+            if raw.options.is_some() {
+                return Err(err(
+                    &format!("stack.{svc}.options"),
+                    "only Odoo has options; move them to [stack.odoo.options]".into(),
+                ));
+            }
         }
+        let odoo_options = odoo_options(raw.odoo.options.clone())?;
         let secs = Duration::from_secs;
         let probe = |timeout, start_period| ProbeDefaults {
             timeout: secs(timeout),
@@ -214,6 +384,7 @@ impl StackConfig {
             ingress,
             odoo_workers,
             odoo_database,
+            odoo_options,
         }))
     }
 }

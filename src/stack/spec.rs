@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
+use crate::config::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Labels on everything plantd owns. Nothing without `LABEL_STACK` is ever touched.
 pub const LABEL_STACK: &str = "io.plantd.stack";
@@ -258,7 +258,7 @@ impl Secrets {
 /// file is written by [`StackSpec::write_files`] when a container needs it.
 pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec> {
     let (secrets, fresh_secrets) = Secrets::load_or_create(data_dir)?;
-    let odoo_conf = odoo_conf(config, &secrets);
+    let odoo_conf = odoo_conf(config, &secrets)?;
     let conf_digest = crate::pki::sha256_hex(odoo_conf.as_bytes())[..16].to_string();
     // One file per content: a running container keeps the file it was made with, and a
     // rollback finds the previous one still there.
@@ -407,9 +407,10 @@ fn mounts(
 }
 
 /// Odoo's config: behind plantd's ingress (`proxy_mode`), with workers and the websocket on the
-/// gevent port, and the database manager off.
-fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> String {
-    format!(
+/// gevent port, and the database manager off; then `[stack.odoo.options]` (validated: none of
+/// them is one of the keys above, none has a line break).
+fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> anyhow::Result<String> {
+    let mut text = format!(
         "[options]\n\
          db_host = postgres\n\
          db_port = 5432\n\
@@ -427,5 +428,19 @@ fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> String {
         db_name = config.odoo_database,
         admin = secrets.odoo_admin_password,
         workers = config.odoo_workers,
-    )
+    );
+    for (key, option) in &config.odoo_options {
+        let value = match option {
+            OdooOption::Text(v) => v.as_str(),
+            OdooOption::File {
+                secret: Some(v), ..
+            } => v.as_str(),
+            OdooOption::File { path, secret: None } => anyhow::bail!(
+                "stack.odoo.options.{key}: {} was not read (the config was not loaded with config::load)",
+                path.display()
+            ),
+        };
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    Ok(text)
 }
