@@ -95,8 +95,17 @@ fn real_odoo_busy_is_not_restarted_hung_is_and_admin_admin_is_refused() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let stack =
-        TestStack::start_named(next_name(), &format!("[stack.odoo]\nimage = \"{IMAGE}\"\n"));
+    // Item 7 on real Odoo: options, one of them a secret from a file, reach its config.
+    let secret_dir = tempfile::tempdir().unwrap();
+    let smtp_pass = secret_dir.path().join("smtp.pass");
+    std::fs::write(&smtp_pass, "smtp-s3cret\n").unwrap();
+    let stack = TestStack::start_named(
+        next_name(),
+        &format!(
+            "[stack.odoo]\nimage = \"{IMAGE}\"\n[stack.odoo.options]\ndb_maxconn = 32\nlimit_time_real = 300\nsmtp_password = {{ file = \"{}\" }}\n",
+            smtp_pass.display()
+        ),
+    );
     let started = Instant::now();
     // The first start runs `odoo -i base` once: a minute or two on a small machine.
     stack.wait_all_healthy(Duration::from_secs(600));
@@ -107,6 +116,15 @@ fn real_odoo_busy_is_not_restarted_hung_is_and_admin_admin_is_refused() {
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
     );
     let direct = format!("http://{odoo_ip}:8069");
+    let conf = docker_ok(&["exec", &odoo, "cat", "/etc/odoo/odoo.conf"]);
+    for line in [
+        "db_maxconn = 32",
+        "limit_time_real = 300",
+        "smtp_password = smtp-s3cret",
+        "list_db = False",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "odoo.conf lacks {line:?}");
+    }
     let rt = harness::rt();
 
     // Item 6: admin/admin is refused through the ingress; the generated password works.
@@ -207,6 +225,7 @@ fn real_odoo_busy_is_not_restarted_hung_is_and_admin_admin_is_refused() {
     }
     let busy = saw_busy.expect("the probe never found Odoo busy: the test did not starve it");
     let detail = busy["detail"].as_str().unwrap();
+    eprintln!("busy: {detail}");
     assert!(detail.contains("waiting on a lock"), "{detail}");
     stack.wait_for(
         "Odoo healthy after the lock",
@@ -254,6 +273,7 @@ fn real_odoo_busy_is_not_restarted_hung_is_and_admin_admin_is_refused() {
     let restarts = odoo_restarts(&events);
     assert_eq!(restarts.len(), 1, "{events:#?}");
     let why = restarts[0]["message"].as_str().unwrap();
+    eprintln!("restart of the hung Odoo: {why}");
     assert!(why.contains("hung"), "{why}");
     assert_ne!(inspect(&odoo, "{{.State.StartedAt}}"), started_at);
 }
