@@ -17,7 +17,7 @@ mod odoo;
 mod stack;
 pub use backup::BackupConfig;
 pub use odoo::OdooConfig;
-pub use stack::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
+pub use stack::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plantd/plant.toml";
@@ -544,8 +544,27 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<PlantConfig> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     let mut config = PlantConfig::parse(&path.display().to_string(), &text)?;
+    config.read_files(&path.display().to_string(), &text)?;
     config.source = Some(path);
     Ok(config)
+}
+
+impl PlantConfig {
+    /// Reads the files the config names for secrets (`[stack.odoo.options]` `{ file = ... }`);
+    /// `file` and `text` locate errors. [`PlantConfig::parse`] never touches the disk.
+    pub fn read_files(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        if let Some(stack) = self.stack.as_mut() {
+            stack
+                .read_option_files()
+                .map_err(|(field, message)| ConfigError {
+                    file: file.to_string(),
+                    line: line_of_field(text, &field),
+                    field: Some(field),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -651,7 +670,9 @@ max_group = 64
         assert_eq!(c.network, "plantd-net");
         assert_eq!(c.images, ImageSource::Official);
         assert_eq!(c.ingress, Some("0.0.0.0:443".parse().unwrap()));
-        assert_eq!(c.odoo_workers, 2);
+        assert_eq!(c.odoo_workers, 4);
+        assert_eq!(c.odoo.probe.timeout, Duration::from_secs(5));
+        assert_eq!(c.odoo.probe.busy_limit, Duration::from_secs(600));
         assert_eq!(c.odoo.probe.retries, 3);
         let off = PlantConfig::parse("p", "[stack]\nenabled = false\n").unwrap();
         assert_eq!(off.stack, None);
@@ -790,6 +811,60 @@ max_group = 64
                 "not an environment variable",
             ),
             (
+                "[stack.odoo.options]\nlimit_time_real = 600\n\"Limit-Time\" = 1\n",
+                3,
+                "stack.odoo.options.Limit-Time",
+                "not a key of Odoo's config",
+            ),
+            (
+                "[stack.odoo.options]\nsmtp_server = \"mail\"\nadmin_passwd = \"x\"\n",
+                3,
+                "stack.odoo.options.admin_passwd",
+                "plantd sets admin_passwd itself and it cannot be overridden: plantd generates",
+            ),
+            (
+                "[stack.odoo.options]\nworkers = 8\n",
+                2,
+                "stack.odoo.options.workers",
+                "set it with stack.odoo.workers",
+            ),
+            (
+                "[stack.odoo.options]\nlist_db = true\n",
+                2,
+                "stack.odoo.options.list_db",
+                "the database manager stays off",
+            ),
+            (
+                "[stack.odoo.options]\nsmtp_user = \"a\\nb\"\n",
+                2,
+                "stack.odoo.options.smtp_user",
+                "line break",
+            ),
+            (
+                "[stack.odoo.options]\naddons_path = [\"/mnt/extra-addons\"]\n",
+                2,
+                "stack.odoo.options.addons_path",
+                "a array is not an option value",
+            ),
+            (
+                "[stack.odoo.options]\nsmtp_password = { file = \"smtp.pass\" }\n",
+                2,
+                "stack.odoo.options.smtp_password",
+                "relative",
+            ),
+            (
+                "[stack.odoo.options]\nsmtp_password = { path = \"/x\" }\n",
+                2,
+                "stack.odoo.options.smtp_password",
+                "must be { file = \"/path\" }",
+            ),
+            (
+                "[stack.redis.options]\nmaxmemory = 1\n",
+                1,
+                "stack.redis.options",
+                "only Odoo has options",
+            ),
+            (
                 "[stack]\nsurprise = 1\n",
                 2,
                 "stack.surprise",
@@ -847,6 +922,90 @@ max_group = 64
             }
             assert!(e.to_string().starts_with("plant.toml:"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod odoo_options {
+    use super::*;
+
+    const TEXT: &str = "[stack]\n[stack.odoo.options]\naddons_path = \"/usr/lib/python3/dist-packages/odoo/addons,/mnt/extra-addons\"\nlimit_time_real = 600\nproxy_ssl = true\nsmtp_server = \"mail.plant.example\"\n";
+
+    #[test]
+    fn options_are_kept_with_odoos_spelling() {
+        let c = PlantConfig::parse("plant.toml", TEXT).unwrap();
+        let o = c.stack.unwrap().odoo_options;
+        assert_eq!(o["limit_time_real"], OdooOption::Text("600".into()));
+        assert_eq!(o["proxy_ssl"], OdooOption::Text("True".into()));
+        assert_eq!(
+            o["addons_path"],
+            OdooOption::Text("/usr/lib/python3/dist-packages/odoo/addons,/mnt/extra-addons".into())
+        );
+    }
+
+    #[test]
+    fn a_file_secret_is_read_at_load_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("smtp.pass");
+        std::fs::write(&secret, "s3cret-smtp\n").unwrap();
+        let text = format!(
+            "{TEXT}smtp_password = {{ file = \"{}\" }}\n",
+            secret.display()
+        );
+        let file = dir.path().join("plant.toml");
+        std::fs::write(&file, &text).unwrap();
+        // Parsing alone reads nothing.
+        let parsed = PlantConfig::parse("plant.toml", &text).unwrap();
+        assert_eq!(
+            parsed.stack.unwrap().odoo_options["smtp_password"],
+            OdooOption::File {
+                path: secret.clone(),
+                secret: None
+            }
+        );
+        let c = load(Some(&file)).unwrap();
+        let stack = c.stack.clone().unwrap();
+        assert_eq!(
+            stack.odoo_options["smtp_password"],
+            OdooOption::File {
+                path: secret.clone(),
+                secret: Some("s3cret-smtp".into())
+            }
+        );
+        // Debug output (what a log would show) has neither the secret nor other values.
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-smtp"), "{shown}");
+        assert!(!shown.contains("mail.plant.example"), "{shown}");
+        // Odoo's config file has it, after plantd's own keys.
+        let data = tempfile::tempdir().unwrap();
+        let spec = crate::stack::spec::build(&stack, data.path()).unwrap();
+        let conf = &spec.odoo_conf.1;
+        assert!(conf.contains("\nsmtp_password = s3cret-smtp\n"), "{conf}");
+        assert!(conf.contains("\nlimit_time_real = 600\n"), "{conf}");
+        assert!(conf.contains("\nlist_db = False\n"), "{conf}");
+        assert!(conf.find("list_db").unwrap() < conf.find("smtp_password").unwrap());
+    }
+
+    #[test]
+    fn a_missing_or_multiline_secret_file_is_a_located_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pass");
+        let text = format!(
+            "[stack]\n\n[stack.odoo.options]\nsmtp_password = {{ file = \"{}\" }}\n",
+            missing.display()
+        );
+        let file = dir.path().join("plant.toml");
+        std::fs::write(&file, &text).unwrap();
+        let e = load(Some(&file)).unwrap_err();
+        let e = e.downcast_ref::<ConfigError>().expect("a config error");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.field.as_deref(), Some("stack.odoo.options.smtp_password"));
+        assert!(e.message.contains("nope.pass"), "{e}");
+        std::fs::write(&missing, "two\nlines\n").unwrap();
+        let e = load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains(":4: stack.odoo.options.smtp_password: "), "{e}");
+        assert!(e.contains("one line"), "{e}");
+        assert!(!e.contains("two"), "the content is never shown: {e}");
     }
 }
 

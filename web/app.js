@@ -175,7 +175,7 @@ const yesNo = (b, noTone = 'muted') => ({ text: b ? 'yes' : 'no', tone: b ? 'goo
 const TONES = {};
 for (const [tone, words] of Object.entries({
   good: 'running healthy ok online succeeded',
-  warn: 'starting degraded draining restarting created paused refused islanded',
+  warn: 'busy starting degraded draining restarting created paused refused islanded',
   bad: 'exited missing dead unhealthy failed removing',
 })) for (const w of words.split(' ')) TONES[w] = tone;
 const toned = text => (text == null ? null : { text: String(text), tone: TONES[text] || 'muted' });

@@ -366,6 +366,9 @@ pub fn verdict(s: &Snapshot) -> (Verdict, Vec<String>) {
                     action.push(format!("{name} is {}", svc.state));
                 } else if svc.health == "unhealthy" {
                     action.push(format!("{name} is unhealthy: {}", svc.detail));
+                } else if svc.health == "busy" {
+                    // Working slowly (a lock held, say); plantd leaves it alone.
+                    degraded.push(format!("{name} is busy: {}", svc.detail));
                 } else if svc.health != "healthy" && svc.restarts > 0 {
                     // Down after a crash or a restart: not serving until its probe passes.
                     action.push(format!(

@@ -9,7 +9,8 @@ use crate::config::PlantConfig;
 pub fn run(file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading config file {}", file.display()))?;
-    let c = PlantConfig::parse(&file.display().to_string(), &text)?;
+    let mut c = PlantConfig::parse(&file.display().to_string(), &text)?;
+    c.read_files(&file.display().to_string(), &text)?;
     println!("{}: ok", file.display());
     println!("  data_dir      {}", c.data_dir.display());
     println!("  api.listen    {}", c.api.listen);

@@ -297,6 +297,15 @@ enum StackCommand {
         #[command(flatten)]
         place: Place,
     },
+    /// Print one of the stack's generated secrets. `odoo-admin`: the password of the login
+    /// admin of the Odoo database plantd created. Read from DATA_DIR/stack/secrets.json, so
+    /// only its owner (plantd's user, or root) can.
+    Secret {
+        #[command(flatten)]
+        place: Place,
+        /// Which secret: odoo-admin.
+        name: String,
+    },
     /// Stop and remove the stack's containers. Volumes (the data) stay unless
     /// --delete-volumes --yes is given. `plantd stack apply` brings the stack back.
     Down {
@@ -495,6 +504,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             StackCommand::Apply { place } => {
                 stack::simple(&place.load()?, Request::StackApply).await
             }
+            StackCommand::Secret { place, name } => stack::secret(&place.load()?, &name),
             StackCommand::Down {
                 place,
                 delete_volumes,

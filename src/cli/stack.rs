@@ -160,6 +160,44 @@ pub async fn status(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `plantd stack secret NAME`: read from secrets.json itself, so that it works with the daemon
+/// stopped, and only for whoever may read that file. Printed to stdout, never logged.
+pub fn secret(config: &PlantConfig, name: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let field = match name {
+        "odoo-admin" => "odoo_admin_login_password",
+        other => bail!("no secret {other:?}; the one there is: odoo-admin (the password of Odoo's login admin)"),
+    };
+    let path = crate::stack::spec::stack_dir(&config.data_dir).join("secrets.json");
+    let meta = std::fs::metadata(&path).with_context(|| {
+        format!(
+            "reading {}: plantd makes it at the stack's first start",
+            path.display()
+        )
+    })?;
+    let me = rustix::process::geteuid();
+    if !me.is_root() && meta.uid() != me.as_raw() {
+        bail!(
+            "{} belongs to uid {}; run this as that user or as root",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let secrets: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    match secrets.get(field).and_then(|v| v.as_str()) {
+        Some(value) if !value.is_empty() => {
+            println!("{value}");
+            Ok(())
+        }
+        _ => bail!(
+            "{} has no {name} password yet (it was written by an older plantd); the daemon adds it at its next start",
+            path.display()
+        ),
+    }
+}
+
 pub async fn simple(config: &PlantConfig, request: Request) -> anyhow::Result<()> {
     match ask(config, request).await? {
         Response::Done { message } => println!("{message}"),

@@ -63,6 +63,7 @@ struct RawService {
     // Odoo only.
     workers: Option<u32>,
     database: Option<String>,
+    options: Option<BTreeMap<String, toml::Value>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +73,7 @@ struct RawProbe {
     timeout: Option<String>,
     start_period: Option<String>,
     retries: Option<u32>,
+    busy_limit: Option<String>,
 }
 
 /// The validated `[stack]` section.
@@ -95,6 +97,168 @@ pub struct StackConfig {
     pub odoo_workers: u32,
     /// The Odoo database's name.
     pub odoo_database: String,
+    /// `[stack.odoo.options]`: more keys for Odoo's config file, by name.
+    pub odoo_options: BTreeMap<String, OdooOption>,
+}
+
+/// One value of `[stack.odoo.options]`.
+#[derive(Clone, PartialEq)]
+pub enum OdooOption {
+    /// Written as given (a bool as Odoo writes one: `True`, `False`).
+    Text(String),
+    /// `{ file = "/etc/plantd/smtp.pass" }`: the file's content, a secret. Read by
+    /// [`crate::config::load`] (`secret` is `None` until then); never logged or printed.
+    File {
+        path: PathBuf,
+        secret: Option<String>,
+    },
+}
+
+/// Values of options are left out: some are passwords.
+impl std::fmt::Debug for OdooOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OdooOption::Text(_) => f.write_str("Text(***)"),
+            OdooOption::File { path, .. } => write!(f, "File({}, ***)", path.display()),
+        }
+    }
+}
+
+/// The keys of Odoo's config that plantd writes itself, and why no option may change them.
+const OWNED_OPTIONS: &[(&str, &str)] = &[
+    ("db_host", "plantd connects Odoo to the stack's PostgreSQL"),
+    ("db_port", "plantd connects Odoo to the stack's PostgreSQL"),
+    (
+        "db_user",
+        "plantd connects Odoo to the stack's PostgreSQL as its own user",
+    ),
+    (
+        "db_password",
+        "plantd generates the database password (DATA_DIR/stack/secrets.json)",
+    ),
+    ("db_name", "set it with stack.odoo.database"),
+    (
+        "dbfilter",
+        "plantd serves the one database of stack.odoo.database",
+    ),
+    (
+        "admin_passwd",
+        "plantd generates Odoo's master password (DATA_DIR/stack/secrets.json)",
+    ),
+    (
+        "proxy_mode",
+        "Odoo runs behind plantd's ingress, which needs it on",
+    ),
+    (
+        "list_db",
+        "the database manager stays off, so that nobody can drop or download a database through it",
+    ),
+    (
+        "data_dir",
+        "the filestore is the Odoo volume, which backups and restores read",
+    ),
+    ("http_port", "plantd's probe and ingress reach Odoo on 8069"),
+    ("gevent_port", "plantd's ingress sends /websocket to 8072"),
+    ("workers", "set it with stack.odoo.workers"),
+];
+
+/// Checks `[stack.odoo.options]`; errors name the key.
+fn odoo_options(
+    raw: Option<BTreeMap<String, toml::Value>>,
+) -> Result<BTreeMap<String, OdooOption>, FieldError> {
+    let mut options = BTreeMap::new();
+    for (key, value) in raw.unwrap_or_default() {
+        let field = format!("stack.odoo.options.{key}");
+        let valid_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_key {
+            return Err(err(
+                &field,
+                format!("{key:?} is not a key of Odoo's config; use lowercase letters, digits and '_', such as \"limit_time_real\""),
+            ));
+        }
+        if let Some((_, why)) = OWNED_OPTIONS.iter().find(|(k, _)| *k == key) {
+            return Err(err(
+                &field,
+                format!("plantd sets {key} itself and it cannot be overridden: {why}"),
+            ));
+        }
+        let option = match value {
+            toml::Value::String(s) if s.contains(['\n', '\r']) => {
+                return Err(err(
+                    &field,
+                    "has a line break; Odoo's config takes one line per key".into(),
+                ))
+            }
+            toml::Value::String(s) => OdooOption::Text(s),
+            toml::Value::Integer(n) => OdooOption::Text(n.to_string()),
+            toml::Value::Float(x) => OdooOption::Text(x.to_string()),
+            toml::Value::Boolean(b) => OdooOption::Text(if b { "True" } else { "False" }.into()),
+            toml::Value::Table(t) => match (t.get("file"), t.len()) {
+                (Some(toml::Value::String(path)), 1) if path.starts_with('/') => {
+                    OdooOption::File {
+                        path: PathBuf::from(path),
+                        secret: None,
+                    }
+                }
+                (Some(toml::Value::String(path)), 1) => {
+                    return Err(err(
+                        &field,
+                        format!("file {path:?} is relative; use an absolute path such as \"/etc/plantd/smtp.pass\""),
+                    ))
+                }
+                _ => {
+                    return Err(err(
+                        &field,
+                        "a table must be { file = \"/path\" }: a file holding the value (a secret)".into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(err(
+                    &field,
+                    format!("a {} is not an option value; use a string, a number, true or false, or {{ file = \"/path\" }}", other.type_str()),
+                ))
+            }
+        };
+        options.insert(key, option);
+    }
+    Ok(options)
+}
+
+impl StackConfig {
+    /// Reads the files of `{ file = ... }` options. The value is the file's content without
+    /// its final line break; it must be one line. The error names the option and the file,
+    /// never the content.
+    pub fn read_option_files(&mut self) -> Result<(), FieldError> {
+        for (key, option) in self.odoo_options.iter_mut() {
+            let OdooOption::File { path, secret } = option else {
+                continue;
+            };
+            let field = format!("stack.odoo.options.{key}");
+            let text = std::fs::read_to_string(&*path).map_err(|e| {
+                err(
+                    &field,
+                    format!("reading {}: {e}; put the value in that file (mode 0600, readable by plantd)", path.display()),
+                )
+            })?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            if value.is_empty() || value.contains(['\n', '\r']) {
+                return Err(err(
+                    &field,
+                    format!(
+                        "{} must hold the value on one line, not empty",
+                        path.display()
+                    ),
+                ));
+            }
+            *secret = Some(value.to_string());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +284,16 @@ pub struct ProbeConfig {
     pub start_period: Duration,
     /// Consecutive failures that make the service unhealthy.
     pub retries: u32,
+    /// How long a service that does not answer but is working (Odoo with requests in progress
+    /// in PostgreSQL) is left alone before that counts as failing.
+    pub busy_limit: Duration,
 }
+
+/// Odoo's HTTP workers on a 2-core plant server. A worker waiting on PostgreSQL (a lock, a
+/// disk) holds memory, not a CPU: with 2, two slow requests took every worker and the terminals
+/// waited behind them. Odoo's rule of thumb (2 x CPUs + 1 = 5) assumes PostgreSQL elsewhere;
+/// here it shares the 2 cores, so one less.
+pub const DEFAULT_ODOO_WORKERS: u32 = 4;
 
 type FieldError = (String, String);
 
@@ -156,11 +329,11 @@ impl StackConfig {
             Some("off") => None,
             Some(a) => Some(parse_addr(a).map_err(|m| err("stack.ingress.listen", m))?),
         };
-        let odoo_workers = raw.odoo.workers.unwrap_or(2);
+        let odoo_workers = raw.odoo.workers.unwrap_or(DEFAULT_ODOO_WORKERS);
         if odoo_workers > 64 {
             return Err(err(
                 "stack.odoo.workers",
-                format!("{odoo_workers} is too many; use 0 to 64 (2 fits a small plant server)"),
+                format!("{odoo_workers} is too many; use 0 to 64 ({DEFAULT_ODOO_WORKERS} fits a 2-core plant server)"),
             ));
         }
         let odoo_database = raw.odoo.database.clone().unwrap_or_else(|| "odoo".into());
@@ -183,13 +356,26 @@ impl StackConfig {
                     "only Odoo has a database name; move it to [stack.odoo]".into(),
                 ));
             }
+            if raw.options.is_some() {
+                return Err(err(
+                    &format!("stack.{svc}.options"),
+                    "only Odoo has options; move them to [stack.odoo.options]".into(),
+                ));
+            }
         }
+        let odoo_options = odoo_options(raw.odoo.options.clone())?;
         let secs = Duration::from_secs;
+        let probe = |timeout, start_period| ProbeDefaults {
+            timeout: secs(timeout),
+            start_period: secs(start_period),
+        };
         Ok(Some(StackConfig {
-            postgres: service("postgres", raw.postgres, secs(60))?,
-            redis: service("redis", raw.redis, secs(20))?,
-            // Odoo's first start on a new database takes a while (it installs `base`).
-            odoo: service("odoo", raw.odoo, secs(120))?,
+            postgres: service("postgres", raw.postgres, probe(3, 60))?,
+            redis: service("redis", raw.redis, probe(3, 20))?,
+            // Odoo's first start on a new database takes a while (it installs `base`). Its
+            // /web/health is answered by a worker, which on a 2-core server may wait its turn
+            // for a CPU behind PostgreSQL and the other workers: 5 s, not 3.
+            odoo: service("odoo", raw.odoo, probe(5, 120))?,
             name,
             images: raw.images.unwrap_or(ImageSource::Official),
             network,
@@ -198,14 +384,21 @@ impl StackConfig {
             ingress,
             odoo_workers,
             odoo_database,
+            odoo_options,
         }))
     }
+}
+
+/// Defaults of one service's probe that differ between services.
+struct ProbeDefaults {
+    timeout: Duration,
+    start_period: Duration,
 }
 
 fn service(
     svc: &str,
     raw: RawService,
-    start_period: Duration,
+    defaults: ProbeDefaults,
 ) -> Result<ServiceConfig, FieldError> {
     let field = |f: &str| format!("stack.{svc}.{f}");
     if let Some(image) = &raw.image {
@@ -271,13 +464,9 @@ fn service(
             raw.probe.interval.as_deref(),
             Duration::from_secs(5),
         )?,
-        timeout: probe_duration(
-            "timeout",
-            raw.probe.timeout.as_deref(),
-            Duration::from_secs(3),
-        )?,
+        timeout: probe_duration("timeout", raw.probe.timeout.as_deref(), defaults.timeout)?,
         start_period: match raw.probe.start_period.as_deref() {
-            None => start_period,
+            None => defaults.start_period,
             Some(s) => parse_duration(s).map_err(|m| err(&field("probe.start_period"), m))?,
         },
         retries: match raw.probe.retries {
@@ -290,6 +479,11 @@ fn service(
                 ))
             }
         },
+        busy_limit: probe_duration(
+            "busy_limit",
+            raw.probe.busy_limit.as_deref(),
+            Duration::from_secs(600),
+        )?,
     };
     Ok(ServiceConfig {
         image: raw.image,

@@ -9,6 +9,7 @@
 pub mod docker;
 pub mod images;
 pub mod ingress;
+pub mod odoo_password;
 pub mod probe;
 pub mod reconcile;
 pub mod spec;
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::config::ProbeConfig;
 use crate::health::{Health as Components, State};
 use docker::{Engine, Seen};
-use reconcile::{Action, Book, Health, RunState, Tracker, UpgradeVerdict};
+use reconcile::{Action, Book, Health, Outcome, RunState, Tracker, UpgradeVerdict};
 use spec::{Secrets, Service, ServiceSpec, StackSpec};
 
 /// Events kept for `plantd stack events`.
@@ -38,7 +39,8 @@ pub struct ServiceStatus {
     pub service: String,
     /// Docker's state of the container, or "missing".
     pub state: String,
-    /// plantd's probe verdict: healthy, starting, unhealthy or unknown.
+    /// plantd's probe verdict: healthy, busy (not answering, but working), starting, unhealthy,
+    /// held or unknown.
     pub health: String,
     pub image: String,
     /// Restarts by plantd since the daemon started.
@@ -166,12 +168,14 @@ struct Target {
     ip: IpAddr,
     probe: ProbeConfig,
     eager: bool,
+    /// For Odoo: what tells busy from hung.
+    odoo: probe::OdooContext,
 }
 
 struct ProbeResult {
     service: Service,
     generation: u64,
-    result: Result<(), String>,
+    result: Outcome,
 }
 
 struct Upgrade {
@@ -262,7 +266,9 @@ async fn probe_loop(
             _ => Duration::from_secs(1),
         };
         if let Some(t) = target {
-            let result = probe::probe(service, t.ip, &secrets, &http, t.probe.timeout).await;
+            let result =
+                probe::probe_outcome(service, t.ip, &secrets, &http, t.probe.timeout, &t.odoo)
+                    .await;
             let sent = results.send(ProbeResult {
                 service,
                 generation: t.generation,
@@ -360,12 +366,13 @@ impl Supervisor {
             return false;
         }
         let before = (tracker.health.clone(), tracker.eager());
-        tracker.record(now, p.result, probe.start_period, probe.retries);
+        tracker.record(now, p.result, &probe);
         let after = (tracker.health.clone(), tracker.eager());
         if after.0 != before.0 {
             match &after.0 {
                 Health::Unhealthy(why) => self.event(Some(p.service), "unhealthy", why.clone()),
                 Health::Healthy => self.event(Some(p.service), "healthy", "probe passed".into()),
+                Health::Busy(why) => self.event(Some(p.service), "busy", why.clone()),
                 Health::Starting => {}
             }
         }
@@ -611,6 +618,11 @@ impl Supervisor {
         engine.ensure_image(spec).await?;
         if spec.service == Service::Odoo {
             self.ensure_odoo_database(engine, spec).await?;
+            // Not a reason to keep Odoo down; said loudly instead.
+            if let Err(e) = self.secure_odoo_admin().await {
+                tracing::warn!(error = %e, "could not check the password of Odoo's admin login");
+                self.event(Some(Service::Odoo), "admin_password_failed", e);
+            }
         }
         let id = engine.create(&self.desired, spec).await?;
         engine.start(&id).await
@@ -659,6 +671,69 @@ impl Supervisor {
             "init_done",
             format!("database {db} is ready"),
         );
+        Ok(())
+    }
+
+    /// Odoo creates its database with the login `admin`, password `admin`, reachable through
+    /// the ingress. While that is still its password, plantd replaces it with the generated one
+    /// in secrets.json (`plantd stack secret odoo-admin` prints it), writing the hash Odoo
+    /// would write over its own connection to PostgreSQL. A password someone chose is left
+    /// alone.
+    async fn secure_odoo_admin(&mut self) -> Result<(), String> {
+        let db = self.desired.odoo_database.clone();
+        let ip = self
+            .seen
+            .get(&Service::Postgres)
+            .and_then(|s| s.ip)
+            .ok_or("PostgreSQL has no address on the stack network yet")?;
+        let secrets = self.desired.secrets.clone();
+        let timeout = Duration::from_secs(10);
+        let pg = probe::Pg::connect(ip, &secrets, &db, timeout).await?;
+        let result: Result<Option<()>, String> = async {
+            let row = pg
+                .client
+                .query_opt(
+                    "SELECT id, COALESCE(password, '') FROM res_users WHERE login = 'admin'",
+                    &[],
+                )
+                .await
+                .map_err(|e| format!("reading the admin login of {db}: {e}"))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let (id, stored): (i32, String) = (row.get(0), row.get(1));
+            let login = secrets.odoo_admin_login_password.clone();
+            let new_hash = tokio::task::spawn_blocking(move || {
+                if odoo_password::verify("admin", &stored) {
+                    odoo_password::hash(&login).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
+            .map_err(|e| format!("hashing: {e}"))?
+            .map_err(|e| format!("hashing: {e:#}"))?;
+            let Some(new_hash) = new_hash else {
+                return Ok(None);
+            };
+            pg.client
+                .execute(
+                    "UPDATE res_users SET password = $1 WHERE id = $2",
+                    &[&new_hash, &id],
+                )
+                .await
+                .map_err(|e| format!("setting the admin login's password in {db}: {e}"))?;
+            Ok(Some(()))
+        }
+        .await;
+        pg.close().await;
+        if result?.is_some() {
+            self.event(
+                Some(Service::Odoo),
+                "admin_password",
+                format!("the login admin of {db} had Odoo's default password; it now has the generated one (`plantd stack secret odoo-admin` prints it)"),
+            );
+        }
         Ok(())
     }
 
@@ -985,6 +1060,7 @@ impl Supervisor {
                 (_, Some(t)) => match &t.health {
                     Health::Healthy => ("healthy", String::new()),
                     Health::Starting => ("starting", String::new()),
+                    Health::Busy(why) => ("busy", why.clone()),
                     Health::Unhealthy(why) => ("unhealthy", why.clone()),
                 },
                 (_, None) => ("unhealthy", "not running".to_string()),
@@ -1006,7 +1082,8 @@ impl Supervisor {
             };
             let state = match health {
                 _ if book.breaker => State::Unhealthy,
-                "healthy" => State::Ok,
+                // Working, slowly: nothing for an admin or an update's gate to act on.
+                "healthy" | "busy" => State::Ok,
                 "starting" => State::Starting,
                 _ => State::Unhealthy,
             };
@@ -1022,6 +1099,18 @@ impl Supervisor {
                             ip,
                             probe: spec.probe,
                             eager: t.eager(),
+                            odoo: match service {
+                                Service::Odoo => probe::OdooContext {
+                                    postgres: self
+                                        .seen
+                                        .get(&Service::Postgres)
+                                        .filter(|p| p.observed.state == RunState::Running)
+                                        .and_then(|p| p.ip),
+                                    database: self.desired.odoo_database.clone(),
+                                    paused: seen.observed.state == RunState::Paused,
+                                },
+                                _ => probe::OdooContext::default(),
+                            },
                         },
                     );
                 }

@@ -1,15 +1,41 @@
 //! plantd's own probes of the services, made from the host to each container's address on the
 //! stack's network: PostgreSQL with a real login and `SELECT 1`, Redis with `PING`, Odoo with
 //! `/web/health` (Odoo 15 and later), falling back to `version_info`.
+//!
+//! An Odoo that does not answer in time is not yet a dead one: its workers may all be waiting
+//! on PostgreSQL (a lock held by a long transaction, a slow disk). Then the probe asks
+//! PostgreSQL what Odoo's own connections are doing, and an Odoo whose process is running,
+//! whose port accepts connections and which has work in progress in PostgreSQL is busy, not
+//! failing (invariant 8). A paused container, a closed port, or an open port with nothing in
+//! progress (hung) still fail.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::reconcile::Outcome;
 use super::spec::{Secrets, Service, DB_USER};
 
-/// Probes one service at `ip`; the error says what failed.
+/// What the Odoo probe needs, beyond Odoo's address, to tell busy from hung.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OdooContext {
+    /// PostgreSQL's address on the stack network, while it runs.
+    pub postgres: Option<IpAddr>,
+    /// The Odoo database.
+    pub database: String,
+    /// Whether Docker shows the container paused (its processes frozen).
+    pub paused: bool,
+}
+
+/// How long the follow-up checks of an Odoo that did not answer may take, each.
+const BUSY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A transaction of Odoo's whose last statement is this recent counts as work in progress:
+/// Python computing between two queries of one request.
+const RECENT_TRANSACTION_SECS: u32 = 5;
+
+/// Probes one service at `ip`; the error says what failed. No answer in time is a failure
+/// here, busy or not (see [`probe_outcome`]).
 pub async fn probe(
     service: Service,
     ip: IpAddr,
@@ -17,6 +43,43 @@ pub async fn probe(
     http: &reqwest::Client,
     timeout: Duration,
 ) -> Result<(), String> {
+    check(service, ip, secrets, http, timeout)
+        .await
+        .unwrap_or_else(|| Err(no_answer(timeout)))
+}
+
+/// The supervisor's probe: as [`probe`], and an Odoo that does not answer in time is looked at
+/// again, to tell busy from hung.
+pub async fn probe_outcome(
+    service: Service,
+    ip: IpAddr,
+    secrets: &Secrets,
+    http: &reqwest::Client,
+    timeout: Duration,
+    odoo_context: &OdooContext,
+) -> Outcome {
+    match check(service, ip, secrets, http, timeout).await {
+        Some(Ok(())) => Outcome::Pass,
+        Some(Err(why)) => Outcome::Fail(why),
+        None if service == Service::Odoo => {
+            odoo_busy_or_hung(ip, secrets, odoo_context, no_answer(timeout)).await
+        }
+        None => Outcome::Fail(no_answer(timeout)),
+    }
+}
+
+fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {} ms", timeout.as_millis())
+}
+
+/// One probe; `None` when the service gave no answer within `timeout`.
+async fn check(
+    service: Service,
+    ip: IpAddr,
+    secrets: &Secrets,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Option<Result<(), String>> {
     let work = async {
         match service {
             Service::Postgres => postgres(ip, secrets, timeout).await,
@@ -24,10 +87,93 @@ pub async fn probe(
             Service::Odoo => odoo(ip, http).await,
         }
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    tokio::time::timeout(timeout, work).await.ok()
+}
+
+/// What Odoo's connections to its database are doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InProgress {
+    /// Statements running (or waiting) now.
+    pub active: i64,
+    /// Of those, the ones waiting on a lock.
+    pub waiting_on_lock: i64,
+    /// Transactions between two statements, the last one a few seconds ago.
+    pub recent_transactions: i64,
+}
+
+/// After Odoo gave no answer in time: busy (running, port open, work in progress in
+/// PostgreSQL) or failing, and why.
+async fn odoo_busy_or_hung(
+    ip: IpAddr,
+    secrets: &Secrets,
+    context: &OdooContext,
+    why: String,
+) -> Outcome {
+    if context.paused {
+        return Outcome::Fail(format!("{why}; the container is paused"));
     }
+    let port = tokio::time::timeout(
+        BUSY_CHECK_TIMEOUT,
+        tokio::net::TcpStream::connect((ip, 8069)),
+    )
+    .await;
+    if !matches!(port, Ok(Ok(_))) {
+        return Outcome::Fail(format!("{why}, and port 8069 accepts no connection"));
+    }
+    let Some(pg) = context.postgres else {
+        return Outcome::Fail(format!(
+            "{why}; PostgreSQL is not running, so Odoo cannot be busy in it"
+        ));
+    };
+    let asked = tokio::time::timeout(
+        BUSY_CHECK_TIMEOUT,
+        in_progress(pg, secrets, &context.database, ip),
+    )
+    .await;
+    match asked {
+        Ok(Ok(w)) if w.active > 0 || w.recent_transactions > 0 => Outcome::Busy(format!(
+            "{why}: busy, {} statement(s) of Odoo's in progress in PostgreSQL ({} waiting on a lock), {} transaction(s) at work",
+            w.active, w.waiting_on_lock, w.recent_transactions
+        )),
+        Ok(Ok(_)) => Outcome::Fail(format!(
+            "{why}, with its port open and nothing in progress in PostgreSQL: hung"
+        )),
+        Ok(Err(e)) => Outcome::Fail(format!("{why}; could not ask PostgreSQL whether it is busy: {e}")),
+        Err(_) => Outcome::Fail(format!(
+            "{why}; PostgreSQL did not say within {} s whether it is busy",
+            BUSY_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Asks PostgreSQL (at `pg`) what the connections from Odoo's container (`odoo`) to `database`
+/// are doing. plantd's own connection comes from the host, so it is not counted.
+pub async fn in_progress(
+    pg: IpAddr,
+    secrets: &Secrets,
+    database: &str,
+    odoo: IpAddr,
+) -> Result<InProgress, String> {
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE state = 'active'), \
+                count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'), \
+                count(*) FILTER (WHERE state = 'idle in transaction' \
+                                 AND state_change > now() - interval '{RECENT_TRANSACTION_SECS} seconds') \
+         FROM pg_stat_activity \
+         WHERE datname = $1 AND host(client_addr) = $2"
+    );
+    with_postgres(pg, secrets, BUSY_CHECK_TIMEOUT, async |client| {
+        let row = client
+            .query_one(&sql, &[&database, &odoo.to_string()])
+            .await
+            .map_err(|e| format!("reading pg_stat_activity: {e}"))?;
+        Ok(InProgress {
+            active: row.get(0),
+            waiting_on_lock: row.get(1),
+            recent_transactions: row.get(2),
+        })
+    })
+    .await
 }
 
 /// A connection to the stack's PostgreSQL; its driver task ends when this is dropped.

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::spec::{Service, StackSpec};
+use crate::config::ProbeConfig;
 
 /// Restarts within this window count towards the crash-loop breaker.
 pub const BREAKER_WINDOW: Duration = Duration::from_secs(600);
@@ -55,7 +56,19 @@ pub enum Health {
     /// Not probed yet, or failing within the start period.
     Starting,
     Healthy,
+    /// Not answering its probe, but working: requests in progress in PostgreSQL (waiting on a
+    /// lock, say). Never restarted for it, within the probe's `busy_limit`.
+    Busy(String),
     Unhealthy(String),
+}
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// No answer, but the service is working (see [`Health::Busy`]); says on what.
+    Busy(String),
+    Fail(String),
 }
 
 /// What the supervisor remembers of one service. Times are milliseconds on the supervisor's
@@ -236,6 +249,8 @@ pub struct Tracker {
     pub health: Health,
     /// Consecutive failed probes.
     pub failures: u32,
+    /// Since when the probes have found it busy, without a pass or a failure between.
+    pub busy_since: Option<u64>,
 }
 
 impl Tracker {
@@ -247,40 +262,59 @@ impl Tracker {
             since,
             health: Health::Starting,
             failures: 0,
+            busy_since: None,
         }
     }
 
     /// Takes one probe result at `now`. Failures within the start period, before the first
-    /// pass, do not count; `retries` consecutive failures make the container unhealthy.
-    pub fn record(
-        &mut self,
-        now: u64,
-        result: Result<(), String>,
-        start_period: Duration,
-        retries: u32,
-    ) {
+    /// pass, do not count; `retries` consecutive failures make the container unhealthy. A busy
+    /// service is not failing: it stays busy (or starting) until it answers, fails for another
+    /// reason, or has been busy for longer than `busy_limit`, after which being busy counts as
+    /// failing (an Odoo's own `limit_time_real` ends any request long before that).
+    pub fn record(&mut self, now: u64, outcome: Outcome, probe: &ProbeConfig) {
         self.probed = true;
-        match result {
-            Ok(()) => {
+        let why = match outcome {
+            Outcome::Pass => {
                 self.failures = 0;
+                self.busy_since = None;
                 self.health = Health::Healthy;
+                return;
             }
-            Err(why) => {
-                let starting = self.health == Health::Starting;
-                if starting && now < self.since + start_period.as_millis() as u64 {
+            Outcome::Busy(why) => {
+                let since = *self.busy_since.get_or_insert(now);
+                let limit = probe.busy_limit.as_millis() as u64;
+                if now < since + limit {
+                    // Being busy explains the failed probes before it.
+                    self.failures = 0;
+                    if self.health != Health::Starting {
+                        self.health = Health::Busy(why);
+                    }
                     return;
                 }
-                self.failures += 1;
-                if self.failures >= retries {
-                    self.health = Health::Unhealthy(why);
-                }
+                format!(
+                    "busy for more than {} s without answering: {why}",
+                    probe.busy_limit.as_secs()
+                )
             }
+            Outcome::Fail(why) => {
+                self.busy_since = None;
+                why
+            }
+        };
+        let starting = self.health == Health::Starting;
+        if starting && now < self.since + probe.start_period.as_millis() as u64 {
+            return;
+        }
+        self.failures += 1;
+        if self.failures >= probe.retries {
+            self.health = Health::Unhealthy(why);
         }
     }
 
-    /// Whether the probe should come again soon: not yet healthy, or failing.
+    /// Whether the probe should come again soon: starting, failing or unhealthy. A busy service
+    /// is probed at the usual interval, so that the probes do not add to its queue.
     pub fn eager(&self) -> bool {
-        self.health != Health::Healthy || self.failures > 0
+        matches!(self.health, Health::Starting | Health::Unhealthy(_)) || self.failures > 0
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ImageSource, ProbeConfig, ServiceConfig, StackConfig};
+use crate::config::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Labels on everything plantd owns. Nothing without `LABEL_STACK` is ever touched.
 pub const LABEL_STACK: &str = "io.plantd.stack";
@@ -167,7 +167,12 @@ impl StackSpec {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Secrets {
     pub postgres_password: String,
+    /// Odoo's master password (`admin_passwd`): the database manager's, not a user's.
     pub odoo_admin_password: String,
+    /// The password plantd gives the login `admin` of the database it creates, in place of
+    /// Odoo's `admin`. Empty in files written before it existed, until the next start adds it.
+    #[serde(default)]
+    pub odoo_admin_login_password: String,
 }
 
 /// Debug output never shows passwords: environment values and Odoo's config are left out.
@@ -216,19 +221,28 @@ impl Secrets {
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
         let path = stack_dir(data_dir).join("secrets.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(|s| (s, false))
-                .with_context(|| {
+            Ok(bytes) => {
+                let mut secrets: Secrets = serde_json::from_slice(&bytes).with_context(|| {
                     format!(
                         "{} is damaged; restore it from a backup (the database password is in it)",
                         path.display()
                     )
-                }),
+                })?;
+                if secrets.odoo_admin_login_password.is_empty() {
+                    // A file from before this password existed: add it, keeping the others.
+                    secrets.odoo_admin_login_password = crate::pki::random_secret()?;
+                    let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
+                    crate::pki::write_atomic(&path, &json, 0o600)?;
+                    tracing::info!(path = %path.display(), "generated the password of Odoo's admin login");
+                }
+                Ok((secrets, false))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 crate::plant::create_private_dir(&stack_dir(data_dir))?;
                 let secrets = Secrets {
                     postgres_password: crate::pki::random_secret()?,
                     odoo_admin_password: crate::pki::random_secret()?,
+                    odoo_admin_login_password: crate::pki::random_secret()?,
                 };
                 let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
                 crate::pki::write_atomic(&path, &json, 0o600)?;
@@ -244,7 +258,7 @@ impl Secrets {
 /// file is written by [`StackSpec::write_files`] when a container needs it.
 pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec> {
     let (secrets, fresh_secrets) = Secrets::load_or_create(data_dir)?;
-    let odoo_conf = odoo_conf(config, &secrets);
+    let odoo_conf = odoo_conf(config, &secrets)?;
     let conf_digest = crate::pki::sha256_hex(odoo_conf.as_bytes())[..16].to_string();
     // One file per content: a running container keeps the file it was made with, and a
     // rollback finds the previous one still there.
@@ -393,9 +407,10 @@ fn mounts(
 }
 
 /// Odoo's config: behind plantd's ingress (`proxy_mode`), with workers and the websocket on the
-/// gevent port, and the database manager off.
-fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> String {
-    format!(
+/// gevent port, and the database manager off; then `[stack.odoo.options]` (validated: none of
+/// them is one of the keys above, none has a line break).
+fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> anyhow::Result<String> {
+    let mut text = format!(
         "[options]\n\
          db_host = postgres\n\
          db_port = 5432\n\
@@ -413,5 +428,19 @@ fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> String {
         db_name = config.odoo_database,
         admin = secrets.odoo_admin_password,
         workers = config.odoo_workers,
-    )
+    );
+    for (key, option) in &config.odoo_options {
+        let value = match option {
+            OdooOption::Text(v) => v.as_str(),
+            OdooOption::File {
+                secret: Some(v), ..
+            } => v.as_str(),
+            OdooOption::File { path, secret: None } => anyhow::bail!(
+                "stack.odoo.options.{key}: {} was not read (the config was not loaded with config::load)",
+                path.display()
+            ),
+        };
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    Ok(text)
 }

@@ -16,6 +16,7 @@ mod harness;
 mod installer;
 mod odoo;
 mod real_odoo;
+mod real_odoo_stack;
 mod releases;
 mod replication;
 mod restore_apply;

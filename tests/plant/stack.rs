@@ -340,7 +340,7 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     );
     for line in [
         "proxy_mode = True",
-        "workers = 2",
+        "workers = 4",
         "gevent_port = 8072",
         "list_db = False",
     ] {

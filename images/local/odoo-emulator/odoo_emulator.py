@@ -12,6 +12,7 @@ import base64
 import configparser
 import functools
 import hashlib
+import hmac
 import html
 import inspect
 import json
@@ -78,14 +79,32 @@ CREATE TABLE IF NOT EXISTS res_users_apikeys (
     user_id integer NOT NULL REFERENCES res_users (id),
     key text NOT NULL UNIQUE);
 """
-# Emulator-only shortcut: the admin user's password and its API key are admin_passwd.
+# As Odoo's base module does, the admin user is created with the password 'admin' (once: a
+# password set later, by plantd or anyone, stays). Emulator-only shortcut: admin_passwd is also
+# an API key of the admin user.
 SEED = """
-INSERT INTO res_users (id, login, password) VALUES (%(uid)s, 'admin', %(password)s)
-    ON CONFLICT (id) DO UPDATE SET password = EXCLUDED.password;
+INSERT INTO res_users (id, login, password) VALUES (%(uid)s, 'admin', 'admin')
+    ON CONFLICT (id) DO NOTHING;
 DELETE FROM res_users_apikeys WHERE name = 'admin_passwd';
 INSERT INTO res_users_apikeys (name, user_id, key) VALUES ('admin_passwd', %(uid)s, %(password)s)
     ON CONFLICT (key) DO NOTHING;
 """
+
+
+def verify_password(password, stored):
+    """passlib's pbkdf2_sha512 verify ($pbkdf2-sha512$ROUNDS$SALT$CHECKSUM, "ab64": base64 with
+    '.' for '+', no padding), or a plaintext comparison, as Odoo's CryptContext does."""
+    if not stored.startswith('$pbkdf2-sha512$'):
+        return not stored.startswith('$') and stored == password
+    try:
+        rounds, salt, checksum = stored.split('$')[2:]
+        def ab64(text):
+            text = text.replace('.', '+')
+            return base64.b64decode(text + '=' * (-len(text) % 4))
+        derived = hashlib.pbkdf2_hmac('sha512', password.encode(), ab64(salt), int(rounds))
+        return hmac.compare_digest(derived, ab64(checksum))
+    except (ValueError, TypeError):
+        return False
 
 
 # --- Errors, named after Odoo's and werkzeug's so that they serialize like theirs ---------------
@@ -547,12 +566,18 @@ class Env:
         return MODELS.get(model, Model)(self, model)
 
     def authenticate(self, login, password):
-        """The uid of login, if password is its password or one of its API keys (as Odoo allows over RPC)."""
-        self.cr.execute('SELECT u.id FROM res_users u WHERE u.login = %s AND (u.password = %s OR EXISTS'
-                        ' (SELECT 1 FROM res_users_apikeys k WHERE k.user_id = u.id AND k.key = %s))',
-                        (login, password, password))
+        """The uid of login, if password is one of its API keys (as Odoo allows over RPC) or its
+        password, stored as Odoo stores it (a passlib pbkdf2_sha512 hash) or in plaintext."""
+        if not password:
+            return False
+        self.cr.execute('SELECT u.id, u.password, EXISTS (SELECT 1 FROM res_users_apikeys k'
+                        ' WHERE k.user_id = u.id AND k.key = %s) FROM res_users u WHERE u.login = %s',
+                        (password, login))
         row = self.cr.fetchone()
-        return row[0] if row else False
+        if not row:
+            return False
+        uid, stored, is_key = row
+        return uid if is_key or verify_password(password, stored) else False
 
     def check_credentials(self, uid, password):
         self.cr.execute('SELECT login FROM res_users WHERE id = %s', (uid,))

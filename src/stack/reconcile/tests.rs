@@ -8,6 +8,7 @@ fn spec() -> StackSpec {
         timeout: Duration::from_secs(3),
         start_period: Duration::from_secs(30),
         retries: 3,
+        busy_limit: Duration::from_secs(600),
     };
     StackSpec {
         name: "t".into(),
@@ -16,6 +17,7 @@ fn spec() -> StackSpec {
         secrets: Secrets {
             postgres_password: "p".into(),
             odoo_admin_password: "a".into(),
+            odoo_admin_login_password: "l".into(),
         },
         fresh_secrets: false,
         odoo_conf: (
@@ -277,7 +279,7 @@ fn decisions() {
                 Redis,
                 Book {
                     breaker: true,
-                    ..five_recent
+                    ..five_recent.clone()
                 },
             )],
             now: 200_000,
@@ -340,6 +342,58 @@ fn decisions() {
             )],
             now: 200_000,
             want: vec![("breaker", Redis)],
+        },
+        Case {
+            name: "a busy Odoo (requests waiting on a lock) is left alone",
+            observed: vec![running(Postgres), running(Redis), running(Odoo)],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Busy("2 statements waiting on a lock".into())),
+            ],
+            books: vec![(Odoo, seen())],
+            now: 100_000,
+            want: vec![],
+        },
+        Case {
+            name: "a busy Odoo is left alone in a backoff and near the breaker too",
+            observed: vec![running(Postgres), running(Redis), running(Odoo)],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Busy("waiting on a lock".into())),
+            ],
+            books: vec![(Odoo, five_recent.clone())],
+            now: 200_000,
+            want: vec![],
+        },
+        Case {
+            name: "a hung Odoo (no answer, nothing in progress) is restarted",
+            observed: vec![running(Postgres), running(Redis), running(Odoo)],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Unhealthy("hung".into())),
+            ],
+            books: vec![(Odoo, seen())],
+            now: 100_000,
+            want: vec![("restart", Odoo)],
+        },
+        Case {
+            name: "a paused Odoo found unhealthy is restarted",
+            observed: vec![
+                running(Postgres),
+                running(Redis),
+                with_state(Odoo, RunState::Paused),
+            ],
+            health: vec![
+                (Postgres, Health::Healthy),
+                (Redis, Health::Healthy),
+                (Odoo, Health::Unhealthy("the container is paused".into())),
+            ],
+            books: vec![(Odoo, seen())],
+            now: 100_000,
+            want: vec![("restart", Odoo)],
         },
         Case {
             name: "a container being removed is waited for",
@@ -478,31 +532,166 @@ fn upgrade_verdicts() {
     }
 }
 
+fn probe(start_period_s: u64, retries: u32) -> ProbeConfig {
+    ProbeConfig {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(5),
+        start_period: Duration::from_secs(start_period_s),
+        retries,
+        busy_limit: Duration::from_secs(600),
+    }
+}
+
+fn fail(why: &str) -> Outcome {
+    Outcome::Fail(why.into())
+}
+
+fn busy(why: &str) -> Outcome {
+    Outcome::Busy(why.into())
+}
+
 #[test]
 fn tracker_respects_the_start_period_and_retries() {
-    let period = Duration::from_secs(30);
+    let p = probe(30, 3);
     let mut t = Tracker::new("c1", 1, 1_000);
     // Failing while starting, within the period: still starting, nothing counted.
-    t.record(5_000, Err("refused".into()), period, 3);
+    t.record(5_000, fail("refused"), &p);
     assert_eq!((t.health.clone(), t.failures), (Health::Starting, 0));
     assert!(t.eager());
     // Past the period without ever passing: failures count.
     for now in [31_000, 32_000] {
-        t.record(now, Err("refused".into()), period, 3);
+        t.record(now, fail("refused"), &p);
     }
     assert_eq!((t.health.clone(), t.failures), (Health::Starting, 2));
-    t.record(33_000, Err("refused".into()), period, 3);
+    t.record(33_000, fail("refused"), &p);
     assert_eq!(t.health, Health::Unhealthy("refused".into()));
     // A pass heals at once.
-    t.record(34_000, Ok(()), period, 3);
+    t.record(34_000, Outcome::Pass, &p);
     assert_eq!((t.health.clone(), t.failures), (Health::Healthy, 0));
     assert!(!t.eager());
     // Once healthy, the start period no longer shelters failures.
+    let p = probe(30, 2);
     let mut t = Tracker::new("c2", 2, 0);
-    t.record(1_000, Ok(()), period, 2);
-    t.record(2_000, Err("timed out".into()), period, 2);
+    t.record(1_000, Outcome::Pass, &p);
+    t.record(2_000, fail("timed out"), &p);
     assert_eq!(t.health, Health::Healthy);
     assert!(t.eager());
-    t.record(3_000, Err("timed out".into()), period, 2);
+    t.record(3_000, fail("timed out"), &p);
     assert_eq!(t.health, Health::Unhealthy("timed out".into()));
+}
+
+/// Invariant 8: busy is not failing, however long the probes go unanswered (within the
+/// limit); hung after busy fails as usual; busy past the limit counts as failing.
+#[test]
+fn tracker_tells_busy_from_hung() {
+    let p = probe(30, 3);
+    let table: &[(&str, &[Outcome], Health, u32)] = &[
+        (
+            "one timeout, then busy: busy, the failure forgiven",
+            &[Outcome::Pass, fail("no answer"), busy("lock")],
+            Health::Busy("lock".into()),
+            0,
+        ),
+        (
+            "busy for many probes in a row: still busy, never unhealthy",
+            &[
+                Outcome::Pass,
+                busy("lock"),
+                busy("lock"),
+                busy("lock"),
+                busy("lock"),
+                busy("lock"),
+                busy("lock"),
+            ],
+            Health::Busy("lock".into()),
+            0,
+        ),
+        (
+            "busy, then answering: healthy",
+            &[Outcome::Pass, busy("lock"), busy("lock"), Outcome::Pass],
+            Health::Healthy,
+            0,
+        ),
+        (
+            "busy, then hung (nothing in progress): failures count from there",
+            &[Outcome::Pass, busy("lock"), fail("hung"), fail("hung")],
+            Health::Busy("lock".into()),
+            2,
+        ),
+        (
+            "busy, then hung three times: unhealthy",
+            &[
+                Outcome::Pass,
+                busy("lock"),
+                fail("hung"),
+                fail("hung"),
+                fail("hung"),
+            ],
+            Health::Unhealthy("hung".into()),
+            3,
+        ),
+        (
+            "hung twice, then busy, then hung: the count starts again",
+            &[
+                Outcome::Pass,
+                fail("hung"),
+                fail("hung"),
+                busy("lock"),
+                fail("hung"),
+            ],
+            Health::Busy("lock".into()),
+            1,
+        ),
+        (
+            "busy while starting: still starting, never unhealthy",
+            &[busy("lock"), busy("lock"), busy("lock"), busy("lock")],
+            Health::Starting,
+            0,
+        ),
+    ];
+    for (name, outcomes, want, failures) in table {
+        // Probes every 5 s, well past the start period: only busyness shelters them.
+        let mut t = Tracker::new("c", 1, 0);
+        for (i, o) in outcomes.iter().enumerate() {
+            t.record(60_000 + i as u64 * 5_000, o.clone(), &p);
+        }
+        assert_eq!((&t.health, t.failures), (want, *failures), "case: {name}");
+    }
+    // A busy service is probed at the usual interval, not every second.
+    let mut t = Tracker::new("c", 1, 0);
+    t.record(60_000, Outcome::Pass, &p);
+    t.record(65_000, busy("lock"), &p);
+    assert!(!t.eager());
+}
+
+#[test]
+fn busy_past_the_limit_counts_as_failing() {
+    let p = ProbeConfig {
+        busy_limit: Duration::from_secs(60),
+        ..probe(30, 3)
+    };
+    let mut t = Tracker::new("c", 1, 0);
+    t.record(100_000, Outcome::Pass, &p);
+    // Busy from 105 s; up to 165 s it is left alone.
+    for now in (105_000..165_000).step_by(5_000) {
+        t.record(now, busy("lock"), &p);
+        assert_eq!(t.health, Health::Busy("lock".into()), "at {now}");
+    }
+    t.record(165_000, busy("lock"), &p);
+    t.record(166_000, busy("lock"), &p);
+    assert_eq!(t.failures, 2);
+    t.record(167_000, busy("lock"), &p);
+    match &t.health {
+        Health::Unhealthy(why) => assert!(
+            why.starts_with("busy for more than 60 s without answering: lock"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // An answer resets it all.
+    t.record(168_000, Outcome::Pass, &p);
+    assert_eq!(
+        (&t.health, t.failures, t.busy_since),
+        (&Health::Healthy, 0, None)
+    );
 }
