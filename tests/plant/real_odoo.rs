@@ -448,3 +448,131 @@ fn every_shipped_kind_does_what_it_says_at_the_plant_and_in_the_centre_on_real_o
         "{body}"
     );
 }
+
+/// Transaction `i` of the 3 000: mostly partners and moves, some time logs and picking
+/// validations, all named by code or external id.
+fn mixed(i: u64) -> Value {
+    let key = format!("mix-{i}");
+    match i % 10 {
+        0..=5 => {
+            json!({"key": key, "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("MIX-{i:05}")}}})
+        }
+        6..=8 => {
+            json!({"key": key, "kind": "stock.move", "payload": {"product": "PLT-C2", "quantity": 1 + i % 4, "location": "WH/Stock", "location_dest": "Partners/Customers", "reference": format!("MIX-{i:05}")}})
+        }
+        _ if i % 100 == 9 => {
+            json!({"key": key, "kind": "stock.picking.validate", "payload": {"picking": format!("MIX/IN/{}", i / 100)}})
+        }
+        _ => {
+            json!({"key": key, "kind": "workorder.time", "payload": {"workorder_xmlid": "plant.wo_mo3", "started_at": "2026-12-06T06:00:00Z", "minutes": i as f64 / 100.0}})
+        }
+    }
+}
+
+#[test]
+fn three_thousand_mixed_transactions_land_once_in_order_through_two_kills_on_real_odoo_18() {
+    if !real_odoo(
+        "three_thousand_mixed_transactions_land_once_in_order_through_two_kills_on_real_odoo_18",
+    ) {
+        return;
+    }
+    const N: u64 = 3_000;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("odoo.key");
+    let mut stack = real_stack(&key_file, "[apply]\nlocal = true\n");
+    master_data(&stack, 0);
+    odoo_shell(&stack, "import json\nwh = env.ref('stock.warehouse0')\nsupplier = env.ref('stock.stock_location_suppliers')\nstock = env.ref('stock.stock_location_stock')\nbolt = env['product.product'].search([('default_code', '=', 'PLT-BOLT')])\nfor n in range(30):\n    p = env['stock.picking'].create({'name': 'MIX/IN/%d' % n, 'picking_type_id': wh.in_type_id.id, 'location_id': supplier.id, 'location_dest_id': stock.id, 'move_ids': [(0, 0, {'name': 'bolt', 'product_id': bolt.id, 'product_uom_qty': 3, 'location_id': supplier.id, 'location_dest_id': stock.id})]})\n    p.action_confirm()\nenv.cr.commit()\nprint('PLANTD_JSON=1')\n");
+    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let post_all = |stack: &TestStack, from: u64| {
+        let client = stack.plant.client();
+        let url = stack.plant.url("/api/v1/transactions");
+        for chunk in (from..=N).collect::<Vec<_>>().chunks(100) {
+            let batch: Vec<Value> = chunk.iter().map(|i| mixed(*i)).collect();
+            let (code, body) =
+                rt().block_on(post_json(&client, &url, &token, &Value::Array(batch)));
+            assert_eq!(code, 201, "{body}");
+        }
+    };
+    let started = Instant::now();
+    post_all(&stack, 1);
+    // Two kill -9s of plantd while it applies; each time plantd comes back on the same data.
+    for at in [700, 1900] {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while apply_status(&stack)["applied_seq"].as_u64().unwrap() < at {
+            assert!(Instant::now() < deadline, "the apply did not reach {at}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stack.kill9_and_restart();
+        eprintln!("kill -9 of plantd at applied seq {at}+");
+    }
+    let s = wait_applied(&stack, N, Duration::from_secs(1200));
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "real Odoo: {N} mixed transactions applied in {took:.0} s ({:.0} tx/s, two kills included)",
+        N as f64 / took
+    );
+    let prefix = prefix_of(&s);
+    let o = odoo_shell(
+        &stack,
+        &format!(
+            r#"
+import json
+data = env['ir.model.data'].search([('module', '=', 'plantd'), ('name', '=like', '{prefix}_%')], order='id')
+seqs = [(int(d.name.rsplit('_', 1)[1]), d.model) for d in data]
+partners = env['res.partner'].search([('name', '=like', 'MIX-%')], order='id').mapped('name')
+moves = env['stock.move'].search([('name', '=like', 'MIX-%')], order='id')
+logs = env['mrp.workcenter.productivity'].search([('workorder_id', '=', env.ref('plant.wo_mo3').id)], order='id').mapped('duration')
+pickings = env['stock.picking'].search([('name', '=like', 'MIX/IN/%')]).mapped('state')
+print('PLANTD_JSON=' + json.dumps({{'seqs': seqs, 'partners': partners, 'moves': moves.mapped('name'), 'move_states': sorted(set(moves.mapped('state'))), 'logs': logs, 'pickings': pickings}}))
+"#
+        ),
+    );
+    let want: Vec<(u64, &str)> = (1..=N)
+        .filter_map(|i| match i % 10 {
+            0..=5 => Some((i, "res.partner")),
+            6..=8 => Some((i, "stock.move")),
+            _ if i % 100 == 9 => None,
+            _ => Some((i, "mrp.workcenter.productivity")),
+        })
+        .collect();
+    let got: Vec<(u64, String)> = serde_json::from_value(o["seqs"].clone()).unwrap();
+    assert_eq!(got.len(), want.len(), "one external id per create, no more");
+    assert!(
+        got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && g.1 == w.1),
+        "external ids in seq order, each on its kind's model"
+    );
+    let names = |v: &Value| -> Vec<String> { serde_json::from_value(v.clone()).unwrap() };
+    let expect = |r: std::ops::RangeInclusive<u64>| -> Vec<String> {
+        (1..=N)
+            .filter(|i| r.contains(&(i % 10)))
+            .map(|i| format!("MIX-{i:05}"))
+            .collect()
+    };
+    assert_eq!(
+        names(&o["partners"]),
+        expect(0..=5),
+        "each partner once, in order"
+    );
+    assert_eq!(
+        names(&o["moves"]),
+        expect(6..=8),
+        "each move once, in order"
+    );
+    assert_eq!(o["move_states"], json!(["done"]));
+    let logs: Vec<f64> = serde_json::from_value(o["logs"].clone()).unwrap();
+    let want_logs: Vec<f64> = (1..=N)
+        .filter(|i| i % 10 == 9 && i % 100 != 9)
+        .map(|i| (i as f64 / 100.0 * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(logs.len(), want_logs.len(), "each time log once");
+    assert_eq!(o["pickings"].as_array().unwrap().len(), 30);
+    assert!(
+        o["pickings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p == "done"),
+        "{}",
+        o["pickings"]
+    );
+}
