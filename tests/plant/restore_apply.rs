@@ -133,4 +133,32 @@ fn a_restore_rewinds_the_apply_and_what_came_after_the_backup_is_applied_again_o
         count(&stack, "ir.model.data", r#"[["module", "=", "plantd"]]"#),
         9
     );
+
+    // Odoo going away while nothing is to be applied is said within seconds (the stack holds
+    // it stopped), not only when the next transaction comes.
+    let held = std::time::Instant::now();
+    stack.cli_ok(&["stack", "hold", "odoo", "--reason", "test"]);
+    let s = wait_apply(&stack, "the apply to say it waits", |s| {
+        !s["waiting"].is_null()
+    });
+    eprintln!(
+        "the apply said it waits {:.1} s after Odoo was held",
+        held.elapsed().as_secs_f64()
+    );
+    assert!(
+        held.elapsed() < Duration::from_secs(15),
+        "the apply said it waits only after {:?}: {s:#}",
+        held.elapsed()
+    );
+    assert!(
+        s["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("Odoo does not answer"),
+        "{s:#}"
+    );
+    stack.cli_ok(&["stack", "release", "odoo"]);
+    wait_apply(&stack, "the apply to stop waiting", |s| {
+        s["waiting"].is_null()
+    });
 }
