@@ -22,7 +22,7 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../tests/plant/odoo.rs"]
 mod odoo;
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/plant/real_odoo.rs"]
 mod real_odoo;
 #[allow(dead_code)]

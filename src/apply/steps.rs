@@ -725,7 +725,7 @@ async fn validate(
                 .entry(resolve(c, "product.product", product).await?)
                 .or_default() += q;
         }
-        for (product, _) in &wanted {
+        for product in wanted.keys() {
             if !moves.iter().any(|(_, p, _)| p == product) {
                 return Err(OdooError::Rejected(format!(
                     "stock.picking {id} has no move of product {product}"
