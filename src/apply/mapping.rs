@@ -740,7 +740,11 @@ mod tests {
             }
         );
         // Times reach Odoo in UTC, in its format; Odoo derives the duration from them.
-        let Step::Create { model, columns, .. } = kinds
+        let Step::Create {
+            model,
+            columns,
+            context,
+        } = kinds
             .step(
                 "workorder.time",
                 &json!({"workorder_xmlid": "plant.wo_1", "started_at": "2026-12-06T08:00:00+01:00", "minutes": 45}),
@@ -750,6 +754,7 @@ mod tests {
             panic!("a create")
         };
         assert_eq!(model, "mrp.workcenter.productivity");
+        assert_eq!(context, Map::from_iter([("tz".to_string(), json!("UTC"))]));
         let text = |c: &str| columns.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
         assert_eq!(
             text("date_start"),

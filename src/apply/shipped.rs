@@ -211,7 +211,9 @@ fn workorder_time(obj: &Map<String, Value>) -> Result<Step, Refusal> {
             ("date_start".into(), Cell::Text(odoo_time(start))),
             ("date_end".into(), Cell::Text(odoo_time(end))),
         ],
-        context: Map::new(),
+        // Odoo's import reads a datetime in the context's time zone, else the API user's: the
+        // times are UTC whatever time zone that user has.
+        context: Map::from_iter([("tz".to_string(), json!("UTC"))]),
     })
 }
 

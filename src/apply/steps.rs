@@ -180,6 +180,10 @@ async fn resolve_cell(c: &Client, cell: &Cell) -> Result<String, OdooError> {
             field,
         } => {
             let id = resolve(c, model, record).await?;
+            let key = format!("{model} {id} {field}");
+            if let Some(v) = c.cached(&key) {
+                return Ok(v.to_string());
+            }
             let rows = c
                 .call_on(
                     model,
@@ -188,10 +192,13 @@ async fn resolve_cell(c: &Client, cell: &Cell) -> Result<String, OdooError> {
                     Map::from_iter([("fields".to_string(), json!([field]))]),
                 )
                 .await?;
-            rows.get(0)
+            let v = rows
+                .get(0)
                 .and_then(|row| many2one(&row[field.as_str()]))
-                .map(|v| v.to_string())
-                .ok_or_else(|| OdooError::Rejected(format!("{model} {id} has no {field}")))
+                .ok_or_else(|| OdooError::Rejected(format!("{model} {id} has no {field}")))?;
+            // Such as a workorder's work center, which does not change under it.
+            c.remember(key, v);
+            Ok(v.to_string())
         }
         Cell::First {
             model,
@@ -305,6 +312,37 @@ async fn load(
     }
 }
 
+/// What a create or a move loads: its model, columns, the move's description (the reference,
+/// else the external id) and the context.
+fn load_parts<'s>(
+    step: &'s Step,
+    name: &str,
+) -> Option<(
+    &'s str,
+    &'s [(String, Cell)],
+    Option<String>,
+    Map<String, Value>,
+)> {
+    match step {
+        Step::Create {
+            model,
+            columns,
+            context,
+        } => Some((model.as_str(), columns, None, context.clone())),
+        Step::Move { columns, reference } => Some((
+            "stock.move",
+            columns,
+            Some(
+                reference
+                    .clone()
+                    .unwrap_or_else(|| format!("plantd.{name}")),
+            ),
+            Map::new(),
+        )),
+        _ => None,
+    }
+}
+
 /// Creates (through one `load`) what a run of creates or moves of one model with the same
 /// columns needs, after one look for their external ids; then, for moves, puts each in a
 /// transfer of its own and validates them all at once. `Ok(false)`: Odoo rejected the run
@@ -322,26 +360,10 @@ pub async fn run_many(c: &Client, plant: &str, run: &[(u64, Step)]) -> Result<bo
     let mut rows = Vec::new();
     let mut moves = Vec::new();
     for ((_, step), name) in run.iter().zip(&names) {
-        let (m, cells, extra) = match step {
-            Step::Create {
-                model,
-                columns,
-                context: ctx,
-            } => {
-                context = ctx.clone();
-                (model.as_str(), columns, None)
-            }
-            Step::Move { columns, reference } => (
-                "stock.move",
-                columns,
-                Some(
-                    reference
-                        .clone()
-                        .unwrap_or_else(|| format!("plantd.{name}")),
-                ),
-            ),
-            _ => continue,
+        let Some((m, cells, extra, ctx)) = load_parts(step, name) else {
+            continue;
         };
+        context = ctx;
         if model.is_empty() {
             model = m;
             columns = cells.iter().map(|(col, _)| col.clone()).collect();
@@ -537,24 +559,8 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
             let (model, id) = match found.get(&name) {
                 Some((model, id)) => (model.clone(), *id),
                 None => {
-                    let (model, cells, description, context) = match step {
-                        Step::Create {
-                            model,
-                            columns,
-                            context,
-                        } => (model.as_str(), columns, None, context.clone()),
-                        Step::Move { columns, reference } => (
-                            "stock.move",
-                            columns,
-                            Some(
-                                reference
-                                    .clone()
-                                    .unwrap_or_else(|| format!("plantd.{name}")),
-                            ),
-                            Map::new(),
-                        ),
-                        _ => unreachable!("matched above"),
-                    };
+                    let (model, cells, description, context) =
+                        load_parts(step, &name).expect("a create or a move");
                     let resolved = resolve_columns(c, cells).await?;
                     let mut columns: Vec<String> =
                         resolved.iter().map(|(k, _)| k.clone()).collect();
