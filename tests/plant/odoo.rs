@@ -681,6 +681,79 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
     ));
     assert_eq!(partner.as_array().map(Vec::len), Some(1), "{partner}");
     assert_eq!(partner[0]["ref"], "X-3", "{partner}");
+
+    // A receipt validated in part (the rest in a backorder) and 4 of a production of 10 (the
+    // rest in a backorder), as real Odoo does them (real_odoo.rs).
+    emulator_receipts(&stack, data, &["WH/IN/P1".to_string()], 50.0);
+    let (code, body) = post(json!([
+        {"key": "p1", "kind": "stock.picking.validate", "payload": {"picking": "WH/IN/P1", "lines": [{"product": "PLT-BOLT", "quantity": 30}]}},
+        {"key": "mo1", "kind": "mrp.production.done", "payload": {"production": "PLT/MO/1", "quantity": 4}},
+    ]));
+    assert_eq!(code, 201, "{body}");
+    let s = wait_apply(&stack, "the receipt and the production", |s| {
+        s["applied_seq"] == 82 || !s["stopped_at"].is_null()
+    });
+    assert!(s["stopped_at"].is_null(), "{s}");
+    let receipt = call(
+        &stack,
+        "stock.picking",
+        "search_read",
+        json!([[["name", "=", "WH/IN/P1"]], ["state", "move_ids"]]),
+    );
+    assert_eq!(receipt[0]["state"], "done", "{receipt}");
+    let done = call(
+        &stack,
+        "stock.move",
+        "read",
+        json!([receipt[0]["move_ids"], ["quantity", "state"]]),
+    );
+    assert_eq!(
+        (done[0]["quantity"].as_f64(), &done[0]["state"]),
+        (Some(30.0), &json!("done")),
+        "{done}"
+    );
+    let backorder = call(
+        &stack,
+        "stock.picking",
+        "search_read",
+        json!([
+            [["backorder_id", "=", receipt[0]["id"]]],
+            ["state", "move_ids"]
+        ]),
+    );
+    assert_eq!(backorder.as_array().map(Vec::len), Some(1), "{backorder}");
+    assert_eq!(backorder[0]["state"], "assigned", "{backorder}");
+    let rest = call(
+        &stack,
+        "stock.move",
+        "read",
+        json!([backorder[0]["move_ids"], ["product_uom_qty"]]),
+    );
+    assert_eq!(rest[0]["product_uom_qty"].as_f64(), Some(20.0), "{rest}");
+    let orders = call(
+        &stack,
+        "mrp.production",
+        "search_read",
+        json!([
+            [["name", "=like", "PLT/MO/1%"]],
+            ["name", "state", "product_qty", "qty_produced"],
+            0,
+            0,
+            "id"
+        ]),
+    );
+    assert_eq!(
+        orders,
+        json!([
+            {"id": orders[0]["id"], "name": "PLT/MO/1-001", "state": "done", "product_qty": 4.0, "qty_produced": 4.0},
+            {"id": orders[1]["id"], "name": "PLT/MO/1-002", "state": "confirmed", "product_qty": 6.0, "qty_produced": 0.0},
+        ]),
+        "{orders}"
+    );
+    assert_eq!(
+        count(&stack, "mrp.workorder", r#"[["state", "=", "done"]]"#),
+        1
+    );
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
