@@ -6,7 +6,8 @@
 // (where the queue stopped) and LAST_SEQ.
 // The admin signs in with the setup code and sees the stop; a viewer sees it with no buttons;
 // the admin parks it (the rest is applied), a replay is refused while the picking is missing,
-// the picking is created in Odoo, and the replay validates it.
+// the picking is created in Odoo (with a move, confirmed), and the replay validates it. The
+// test made the master data it needs (product PLT-BOLT, locations, a receipt type).
 
 import { execFileSync } from 'node:child_process';
 import { drive, env, hasText, open, signIn as signInAs, step } from './lib.mjs';
@@ -140,7 +141,16 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   }
 
   step(`the picking ${PICKING} is created in Odoo; the replay validates it`);
-  odoo('stock.picking', 'create', [[{ name: PICKING, state: 'assigned' }]]);
+  // As an admin makes a receipt: from the vendors into WH/Stock, 5 of PLT-BOLT, confirmed.
+  const one = (model, domain) => odoo(model, 'search', [domain], { limit: 1 })[0];
+  const vendors = one('stock.location', [['complete_name', '=', 'Partners/Vendors']]);
+  const stock = one('stock.location', [['complete_name', '=', 'WH/Stock']]);
+  const [created] = odoo('stock.picking', 'create', [[{
+    name: PICKING, picking_type_id: one('stock.picking.type', [['code', '=', 'incoming']]),
+    location_id: vendors, location_dest_id: stock,
+    move_ids: [[0, 0, { name: 'Bolt', product_id: one('product.product', [['default_code', '=', 'PLT-BOLT']]), product_uom_qty: 5 }]],
+  }]]);
+  odoo('stock.picking', 'action_confirm', [[created]]);
   await page.click(`${row} button[data-action="replay"]`);
   await confirm([`Replay seq ${STOP}`]);
   await page.click('#confirm-ok');

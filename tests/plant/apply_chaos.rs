@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 use crate::chaos::Rng;
 use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
 use crate::harness::{client_for, create_token, rt};
-use crate::odoo::{apply_status, central_odoo, hub_apply, logs, odoo, ok, write_emulator_key};
+use crate::odoo::{
+    apply_status, central_odoo, count, emulator_master_data, emulator_receipts, hub_apply, logs,
+    odoo, ok, write_emulator_key,
+};
 use crate::stack::TestStack;
 
 const N: u64 = 10_000;
@@ -24,8 +27,10 @@ const BATCH: u64 = 50;
 const PLANT: &str = "lyon";
 
 /// What transaction `i` (1-based; its seq once journaled) is, and the Odoo model it lands in.
-/// Each batch of 50 is one device's kind; one batch in twenty starts with five picking
-/// validations (actions: no external id, guarded by the picking's state).
+/// Each batch of 50 is one device's kind: partners, stock moves (by product code and location
+/// names, each done in a transfer of its own), lots of a product named by external id, and
+/// time logs on a work order named by external id. One batch in twenty starts with five
+/// picking validations (actions: no external id, guarded by the picking's state).
 fn transaction(i: u64) -> (Value, &'static str) {
     let (b, j) = ((i - 1) / BATCH, (i - 1) % BATCH);
     let key = format!("{PLANT}-{i}");
@@ -43,15 +48,15 @@ fn transaction(i: u64) -> (Value, &'static str) {
             "res.partner",
         ),
         1 => (
-            json!({"key": key, "kind": "stock.move", "payload": {"product_id": 7, "quantity": 1 + i % 9, "location_id": 1, "location_dest_id": 2, "reference": name}}),
+            json!({"key": key, "kind": "stock.move", "payload": {"product": "PLT-BOLT", "quantity": 1 + i % 9, "location": "WH/Stock", "location_dest": "Partners/Customers", "reference": name}}),
             "stock.move",
         ),
         2 => (
-            json!({"key": key, "kind": "quality.check", "payload": {"product_id": 7, "result": if i.is_multiple_of(7) { "fail" } else { "pass" }, "note": name}}),
-            "quality.check",
+            json!({"key": key, "kind": "odoo.create", "payload": {"model": "stock.lot", "values": {"name": name, "product_id/id": "plant.bolt"}}}),
+            "stock.lot",
         ),
         _ => (
-            json!({"key": key, "kind": "workorder.time", "payload": {"workorder_id": 1, "minutes": i}}),
+            json!({"key": key, "kind": "workorder.time", "payload": {"workorder_xmlid": "plant.wo_1", "started_at": "2026-12-06T08:00:00+01:00", "minutes": i}}),
             "mrp.workcenter.productivity",
         ),
     }
@@ -202,8 +207,8 @@ fn check_odoo(side: &str, stack: &TestStack, prefix: &str) {
     // in seq order.
     for (model, field) in [
         ("res.partner", "name"),
-        ("stock.move", "reference"),
-        ("quality.check", "note"),
+        ("stock.move", "name"),
+        ("stock.lot", "name"),
     ] {
         let values = values_in_id_order(
             stack,
@@ -221,10 +226,24 @@ fn check_odoo(side: &str, stack: &TestStack, prefix: &str) {
             "{side}: {model} records once each, in seq order"
         );
     }
+    // Each move done (validated in its transfer), once.
+    let moves = (1..=N)
+        .filter(|i| transaction(*i).1 == "stock.move")
+        .count();
+    assert_eq!(
+        count(
+            stack,
+            "stock.move",
+            &format!(r#"[["name", "=like", "{PLANT}-%"], ["state", "=", "done"]]"#)
+        ),
+        moves as i64,
+        "{side}: every stock move done"
+    );
+    // Odoo computes a time log's duration (minutes) from its start and end.
     let minutes = values_in_id_order(stack, "mrp.workcenter.productivity", "[]", "duration");
     let want: Vec<String> = (1..=N)
         .filter(|i| transaction(*i).1 == "mrp.workcenter.productivity")
-        .map(|i| i.to_string())
+        .map(|i| json!(i as f64).to_string())
         .collect();
     assert_eq!(
         (minutes.len(), minutes == want),
@@ -295,16 +314,11 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
         .to_string();
     assert_eq!(prefix, PLANT, "the local apply names records by the plant");
 
-    // The pickings the validations act on, in both Odoos.
-    let pickings: Vec<Value> = pickings()
-        .iter()
-        .map(|name| json!({"name": name, "state": "assigned"}))
-        .collect();
+    // The master data the kinds name, and the receipts the validations act on, in both Odoos
+    // (as an admin sets them up).
     for side in [&stack, &central] {
-        ok(&odoo(
-            side,
-            &["stock.picking", "create", &json!([pickings]).to_string()],
-        ));
+        let data = emulator_master_data(side);
+        emulator_receipts(side, data, &pickings(), 5.0);
     }
 
     let token = create_token(&stack.plant.data_dir, "line-3");
@@ -433,6 +447,29 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
 
     check_odoo("the plant's Odoo", &stack, &prefix);
     check_odoo("the central Odoo", &central, PLANT);
+    // Odoo Community has no quality.check: having met its Odoo, the plant refuses the kind at
+    // ingest, naming the model.
+    let (code, body) = rt().block_on(async {
+        let r = client_for(&stack.plant.data_dir.join("tls/api.crt"), stack.plant.addr)
+            .post(stack.plant.url("/api/v1/transactions"))
+            .bearer_auth(create_token(&stack.plant.data_dir, "line-4"))
+            .json(&json!({"key": "qc-1", "kind": "quality.check", "payload": {"product": "PLT-BOLT", "result": "pass"}}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("kind")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no model quality.check")),
+        "{body}"
+    );
     // One client, both APIs.
     let (local_log, central_log) = (
         logs(&stack.container("odoo")),

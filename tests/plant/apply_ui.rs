@@ -194,6 +194,7 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
     crate::odoo::write_emulator_key(&stack, &key_file);
+    let master = crate::odoo::emulator_master_data(&stack);
     let data = &stack.plant.data_dir;
     let token = create_token(data, "scanner-1");
     let plant = &stack.plant;
@@ -423,13 +424,7 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
         assert_eq!(s["parked"], json!([]), "{s}");
 
         // The cause fixed in Odoo, a retry of the right seq applies it.
-        odoo(
-            &stack,
-            "stock.picking",
-            "create",
-            r#"[{"name": "WH/IN/UI2", "state": "assigned"}]"#,
-            None,
-        );
+        crate::odoo::emulator_receipts(&stack, master, &["WH/IN/UI2".to_string()], 5.0);
         let (status, answer) = web
             .post(
                 &ana,
@@ -604,6 +599,7 @@ fn fleet_page_parks(hub: &Hub, plant: &str, seq: u64) {
 fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
     let keys = tempfile::tempdir().unwrap();
     let (central, odoo_section) = crate::odoo::central_odoo(keys.path(), "19.0");
+    let master = crate::odoo::emulator_master_data(&central);
     let hub_toml = format!("{odoo_section}[apply]\ncentral = true\nworkers = 1\n");
     let pg = Pg::start();
     let dir = tempfile::tempdir().unwrap();
@@ -786,13 +782,7 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
         assert!(message(&answer).contains("stays parked"), "{answer}");
 
         // The picking created in the central Odoo: the replay validates it, once.
-        odoo(
-            &central,
-            "stock.picking",
-            "create",
-            r#"[{"name": "WH/IN/HUB1", "state": "assigned"}]"#,
-            None,
-        );
+        crate::odoo::emulator_receipts(&central, master, &["WH/IN/HUB1".to_string()], 5.0);
         let (status, answer) = web
             .post(
                 &carla,

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::stack::TestStack;
 
@@ -53,6 +53,9 @@ fn failed(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// A complete stock move with a negative quantity: the emulator's stand-in constraint refuses it.
+const NEGATIVE_MOVE: &str = r#"[{"name": "neg", "product_id": 1, "location_id": 1, "location_dest_id": 2, "quantity": -1}]"#;
+
 #[test]
 fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     let keys = tempfile::tempdir().unwrap();
@@ -92,16 +95,28 @@ fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     assert_eq!(found, serde_json::json!([{"id": id, "name": "Acme"}]));
 
     // Odoo's rejection, with its own message; a refused key; bad arguments, said where.
-    let e = failed(&odoo(
-        &stack,
-        &["stock.move", "create", r#"[{"quantity": -1}]"#],
-    ));
+    let e = failed(&odoo(&stack, &["stock.move", "create", NEGATIVE_MOVE]));
     assert!(
         e.contains("Odoo rejected it: The quantity must be positive (stock.move.quantity = -1)"),
         "{e}"
     );
+    let e = failed(&odoo(
+        &stack,
+        &["stock.move", "create", r#"[{"product_uom_qty": 1}]"#],
+    ));
+    assert!(
+        e.contains("Odoo rejected it: The operation cannot be completed:")
+            && e.contains("Field: Description (name)"),
+        "{e}"
+    );
     let e = failed(&odoo(&stack, &["res.partner", "unknown_method", "[]"]));
     assert!(e.contains("Odoo has no such method"), "{e}");
+    // A model Odoo lacks (Community has no quality.check), as Odoo 19's /json/2 says it.
+    let e = failed(&odoo(&stack, &["quality.check", "search", "[[]]"]));
+    assert!(
+        e.contains("Odoo has no such method: the model 'quality.check' does not exist"),
+        "{e}"
+    );
     let e = failed(&odoo(&stack, &["res.partner", "search", "not json"]));
     assert!(e.contains("ARGS:") && e.contains("JSON array"), "{e}");
     let e = failed(&odoo(
@@ -149,18 +164,139 @@ fn odoo_call_speaks_json2_to_odoo_19_and_jsonrpc_to_odoo_17() {
     };
     assert!(via.contains("through /jsonrpc"), "{via}");
     assert_eq!(found, serde_json::json!([{"id": id, "name": "Acme"}]));
-    let e = failed(&odoo(
-        &stack,
-        &["stock.move", "create", r#"[{"quantity": -1}]"#],
-    ));
+    let e = failed(&odoo(&stack, &["stock.move", "create", NEGATIVE_MOVE]));
     assert!(
         e.contains("Odoo rejected it: The quantity must be positive"),
+        "{e}"
+    );
+    // /jsonrpc's word for a model Odoo lacks.
+    let e = failed(&odoo(&stack, &["quality.check", "search", "[[]]"]));
+    assert!(
+        e.contains("Odoo rejected it: Object quality.check doesn't exist"),
         "{e}"
     );
 
     let seen = logs(&stack.container("odoo"));
     assert!(seen.contains("POST /jsonrpc"), "{seen}");
     assert!(!seen.contains("POST /json/2/"), "{seen}");
+}
+
+/// `plantd odoo call MODEL METHOD ARGS` that must succeed: its answer.
+pub fn call(stack: &TestStack, model: &str, method: &str, args: Value) -> Value {
+    ok(&odoo(stack, &[model, method, &args.to_string()])).0
+}
+
+/// Creates records (one call) and returns their ids; a list of values gives a list of ids
+/// through both APIs.
+pub fn create(stack: &TestStack, model: &str, vals: Vec<Value>) -> Vec<i64> {
+    let ids = call(
+        stack,
+        model,
+        "create",
+        Value::Array(vec![Value::Array(vals)]),
+    );
+    ids.as_array()
+        .unwrap_or_else(|| panic!("{model}.create answered {ids}"))
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect()
+}
+
+/// The database ids of the master data [`emulator_master_data`] made.
+#[derive(Debug, Clone, Copy)]
+pub struct MasterData {
+    pub bolt: i64,
+    pub stock: i64,
+    pub vendors: i64,
+    pub customers: i64,
+    pub receipts: i64,
+}
+
+/// Master data in an Odoo emulator, made as an admin would (through `plantd odoo call`), for
+/// the shipped kinds to name by code: the product PLT-BOLT (barcode 4006381333931, external id
+/// plant.bolt); the locations WH/Stock, Partners/Vendors and Partners/Customers; receipt,
+/// delivery and internal operation types; a productive loss reason; the work center Welding
+/// with the manufacturing order PLT/MO/1 and its work order (external id plant.wo_1).
+pub fn emulator_master_data(stack: &TestStack) -> MasterData {
+    let bolt = create(
+        stack,
+        "product.product",
+        vec![
+            json!({"name": "Bolt", "default_code": "PLT-BOLT", "barcode": "4006381333931", "is_storable": true}),
+        ],
+    )[0];
+    let locations = create(
+        stack,
+        "stock.location",
+        vec![
+            json!({"name": "Stock", "complete_name": "WH/Stock", "usage": "internal"}),
+            json!({"name": "Vendors", "complete_name": "Partners/Vendors", "usage": "supplier"}),
+            json!({"name": "Customers", "complete_name": "Partners/Customers", "usage": "customer"}),
+        ],
+    );
+    let (stock, vendors, customers) = (locations[0], locations[1], locations[2]);
+    let types = create(
+        stack,
+        "stock.picking.type",
+        vec![
+            json!({"name": "Receipts", "code": "incoming", "sequence": 1, "sequence_code": "IN", "default_location_src_id": vendors, "default_location_dest_id": stock}),
+            json!({"name": "Delivery Orders", "code": "outgoing", "sequence": 5, "sequence_code": "OUT", "default_location_src_id": stock, "default_location_dest_id": customers}),
+            json!({"name": "Internal Transfers", "code": "internal", "sequence": 2, "sequence_code": "INT", "default_location_src_id": stock, "default_location_dest_id": stock}),
+        ],
+    );
+    create(
+        stack,
+        "mrp.workcenter.productivity.loss",
+        vec![json!({"name": "Productive", "loss_type": "productive", "sequence": 1})],
+    );
+    let welding = create(
+        stack,
+        "mrp.workcenter",
+        vec![json!({"name": "Welding", "code": "PLT-WC"})],
+    )[0];
+    let mo = create(
+        stack,
+        "mrp.production",
+        vec![json!({"name": "PLT/MO/1", "product_id": bolt, "product_qty": 10})],
+    );
+    call(stack, "mrp.production", "action_confirm", json!([mo]));
+    let workorder = create(
+        stack,
+        "mrp.workorder",
+        vec![
+            json!({"name": "Weld", "workcenter_id": welding, "production_id": mo[0], "state": "ready"}),
+        ],
+    )[0];
+    create(
+        stack,
+        "ir.model.data",
+        vec![
+            json!({"module": "plant", "name": "bolt", "model": "product.product", "res_id": bolt}),
+            json!({"module": "plant", "name": "stock", "model": "stock.location", "res_id": stock}),
+            json!({"module": "plant", "name": "wo_1", "model": "mrp.workorder", "res_id": workorder}),
+        ],
+    );
+    MasterData {
+        bolt,
+        stock,
+        vendors,
+        customers,
+        receipts: types[0],
+    }
+}
+
+/// Receipts of `qty` bolts each from the vendors into WH/Stock, named `names`, confirmed (ready
+/// to validate), as an admin makes them in Odoo.
+pub fn emulator_receipts(stack: &TestStack, data: MasterData, names: &[String], qty: f64) {
+    let vals = names
+        .iter()
+        .map(|name| {
+            json!({"name": name, "picking_type_id": data.receipts, "location_id": data.vendors, "location_dest_id": data.stock,
+                   "move_ids": [[0, 0, {"name": "Bolt", "product_id": data.bolt, "product_uom_qty": qty}]]})
+        })
+        .collect();
+    let ids = create(stack, "stock.picking", vals);
+    call(stack, "stock.picking", "action_confirm", json!([ids]));
 }
 
 pub fn apply_status(stack: &TestStack) -> Value {
@@ -210,7 +346,6 @@ pub fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
 #[test]
 fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_queue() {
     use crate::harness::{create_token, post_json, rt};
-    use serde_json::json;
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
     // A kind of the plant's own: a write on a partner found by name.
@@ -220,10 +355,13 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
     write_emulator_key(&stack, &key_file);
+    let data = emulator_master_data(&stack);
     let token = create_token(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
     let post = |body: Value| rt().block_on(post_json(&client, &url, &token, &body));
+    // A stock move of `quantity` bolts from WH/Stock to the customers, described `name`.
+    let bolts = |key: &str, product: &str, quantity: i64, name: &str| json!({"key": key, "kind": "stock.move", "payload": {"product": product, "quantity": quantity, "location": "WH/Stock", "location_dest": "Partners/Customers", "reference": name}});
 
     // What cannot be applied is refused when it arrives, and nothing is journaled.
     let (code, body) = post(json!({"key": "x1", "kind": "scan", "payload": {}}));
@@ -245,17 +383,26 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
     ]));
     assert_eq!(
         (code, body["error"]["field"].as_str()),
-        (422, Some("[1].payload.product_id")),
+        (422, Some("[1].payload")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name the product.product"),
         "{body}"
     );
     assert_eq!(apply_status(&stack)["last_seq"], 0);
 
-    // 60 of mixed kinds: each lands once, in order.
+    // 60 of mixed kinds: each lands once, in order; the moves by product code and location
+    // names (or barcode and external ids), the time logs on a work order by external id.
     let batch: Vec<Value> = (1..=60)
         .map(|i| match i % 3 {
             0 => json!({"key": format!("t{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("P-{i:03}"), "ref": i}}}),
-            1 => json!({"key": format!("t{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": i, "location_id": 1, "location_dest_id": 2, "reference": format!("M-{i:03}")}}),
-            _ => json!({"key": format!("t{i}"), "kind": "quality.check", "payload": {"product_id": 7, "result": "pass", "note": format!("Q-{i:03}")}}),
+            1 if i % 2 == 0 => json!({"key": format!("t{i}"), "kind": "stock.move", "payload": {"product": "4006381333931", "quantity": i, "location_xmlid": "plant.stock", "location_dest_id": data.customers, "reference": format!("M-{i:03}")}}),
+            1 => bolts(&format!("t{i}"), "PLT-BOLT", i, &format!("M-{i:03}")),
+            _ => json!({"key": format!("t{i}"), "kind": "workorder.time", "payload": {"workorder_xmlid": "plant.wo_1", "started_at": format!("2026-12-06T{:02}:00:00+01:00", i / 3), "minutes": i}}),
         })
         .collect();
     let (code, body) = post(Value::Array(batch));
@@ -270,24 +417,95 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         count(&stack, "res.partner", r#"[["name", "like", "P-"]]"#),
         20
     );
+    // Each move done, in a transfer of its own that is done, out of WH/Stock to the customers.
+    let (moves, _) = ok(&odoo(
+        &stack,
+        &[
+            "stock.move",
+            "search_read",
+            r#"[[["name", "like", "M-"]]]"#,
+            "--kwargs",
+            r#"{"fields": ["state", "quantity", "product_id", "location_id", "location_dest_id", "picking_id"], "order": "id"}"#,
+        ],
+    ));
+    let moves = moves.as_array().unwrap();
+    assert_eq!(moves.len(), 20, "{moves:?}");
+    for (n, m) in moves.iter().enumerate() {
+        let i = 1 + 3 * n as i64;
+        assert_eq!(
+            (&m["state"], m["quantity"].as_f64(), &m["product_id"]),
+            (&json!("done"), Some(i as f64), &json!(data.bolt)),
+            "{m}"
+        );
+        assert_eq!(
+            (&m["location_id"], &m["location_dest_id"]),
+            (&json!(data.stock), &json!(data.customers)),
+            "{m}"
+        );
+        let picking = call(
+            &stack,
+            "stock.picking",
+            "read",
+            json!([[m["picking_id"]], ["state", "origin", "picking_type_id"]]),
+        );
+        assert_eq!(picking[0]["state"], "done", "{picking}");
+        assert_eq!(picking[0]["origin"], format!("M-{i:03}"), "{picking}");
+    }
+    // The time logs: on the work order's work center, productive, as long as the payload said.
+    let (logs_read, _) = ok(&odoo(
+        &stack,
+        &[
+            "mrp.workcenter.productivity",
+            "search_read",
+            "[[]]",
+            "--kwargs",
+            r#"{"fields": ["duration", "loss_type", "date_start"], "order": "id"}"#,
+        ],
+    ));
+    let durations: Vec<f64> = logs_read
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["duration"].as_f64().unwrap())
+        .collect();
     assert_eq!(
-        count(&stack, "stock.move", r#"[["reference", "like", "M-"]]"#),
-        20
+        durations,
+        (1..=20).map(|n| (3 * n - 1) as f64).collect::<Vec<_>>(),
+        "{logs_read}"
     );
+    assert_eq!(logs_read[0]["loss_type"], "productive", "{logs_read}");
     assert_eq!(
-        count(&stack, "quality.check", r#"[["note", "like", "Q-"]]"#),
-        20
+        logs_read[0]["date_start"], "2026-12-05 23:00:00",
+        "{logs_read}"
     );
     // In order: ids grow with seq.
-    let refs = in_id_order(&stack, "stock.move", "reference", "M-");
+    let refs = in_id_order(&stack, "stock.move", "name", "M-");
     let mut sorted = refs.clone();
     sorted.sort();
     assert_eq!((refs.len(), &refs), (20, &sorted));
 
-    // Odoo rejects seq 61 (a negative quantity): the queue stops there with Odoo's message,
-    // and 62 waits behind it.
+    // Odoo Community has no quality.check: now that the apply has met this Odoo, the kind is
+    // refused at ingest, naming the model.
+    let (code, body) = post(
+        json!({"key": "qc", "kind": "quality.check", "payload": {"product": "PLT-BOLT", "result": "pass"}}),
+    );
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("kind")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this Odoo has no model quality.check"),
+        "{body}"
+    );
+
+    // Seq 61 names a product this Odoo does not have: the queue stops there with the
+    // message, and 62 waits behind it.
     let (code, _) = post(json!([
-        {"key": "bad", "kind": "stock.move", "payload": {"product_id": 7, "quantity": -1, "location_id": 1, "location_dest_id": 2, "reference": "BAD"}},
+        bolts("bad", "PLT-NOPE", 1, "BAD"),
         {"key": "after", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "after-bad"}}},
     ]));
     assert_eq!(code, 201);
@@ -296,7 +514,7 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         s["message"]
             .as_str()
             .unwrap()
-            .contains("The quantity must be positive"),
+            .contains("no product.product \"PLT-NOPE\""),
         "{s}"
     );
     assert_eq!(s["applied_seq"], 60);
@@ -311,14 +529,19 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
             "stock.move",
             "load",
             &format!(
-                r#"[["id", "product_id/.id", "quantity", "reference"], [["{xmlid}", "7", "1", "BAD"]]]"#
+                r#"[["id", "product_id/.id", "product_uom_qty", "location_id/.id", "location_dest_id/.id", "name"], [["{xmlid}", "{}", "1", "{}", "{}", "BAD"]]]"#,
+                data.bolt, data.stock, data.customers
             ),
         ],
     ));
     stack.cli_ok(&["apply", "retry", "61"]);
     wait_apply(&stack, "61 and 62 applied", |s| s["applied_seq"] == 62);
     assert_eq!(
-        count(&stack, "stock.move", r#"[["reference", "=", "BAD"]]"#),
+        count(
+            &stack,
+            "stock.move",
+            r#"[["name", "=", "BAD"], ["state", "=", "done"]]"#
+        ),
         1
     );
     assert_eq!(
@@ -358,14 +581,7 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         !replay.status.success(),
         "still no picking: it stays parked"
     );
-    ok(&odoo(
-        &stack,
-        &[
-            "stock.picking",
-            "create",
-            r#"[{"name": "WH/IN/T1", "state": "assigned"}]"#,
-        ],
-    ));
+    emulator_receipts(&stack, data, &["WH/IN/T1".to_string()], 5.0);
     let out = stack.cli_ok(&["apply", "replay", "63"]);
     assert!(out.contains("no longer parked"), "{out}");
     let (picking, _) = ok(&odoo(
@@ -375,10 +591,21 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
             "search_read",
             r#"[[["name", "=", "WH/IN/T1"]]]"#,
             "--kwargs",
-            r#"{"fields": ["state"]}"#,
+            r#"{"fields": ["state", "move_ids"]}"#,
         ],
     ));
     assert_eq!(picking[0]["state"], "done", "{picking}");
+    let moves = call(
+        &stack,
+        "stock.move",
+        "read",
+        json!([picking[0]["move_ids"], ["state", "quantity"]]),
+    );
+    assert_eq!(
+        (&moves[0]["state"], moves[0]["quantity"].as_f64()),
+        (&json!("done"), Some(5.0)),
+        "{moves}"
+    );
     assert!(apply_status(&stack)["parked"]
         .as_array()
         .unwrap()
@@ -406,23 +633,34 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         5
     );
 
-    // Creates of one model go to Odoo as one load; when Odoo rejects the batch (the fifth of
-    // ten, seq 74), the queue still stops exactly there, with the four before it applied once.
+    // Moves go to Odoo as one load; when one cannot be applied (the fifth of ten, seq 74, a
+    // product Odoo lacks), the queue still stops exactly there, the four before it applied once.
     let batch: Vec<Value> = (1..=10)
-        .map(|i| json!({"key": format!("b-{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": if i == 5 { -1 } else { i }, "location_id": 1, "location_dest_id": 2, "reference": format!("B-{i:02}")}}))
+        .map(|i| {
+            let product = if i == 5 { "PLT-NOPE" } else { "PLT-BOLT" };
+            bolts(&format!("b-{i}"), product, i, &format!("B-{i:02}"))
+        })
         .collect();
     assert_eq!(post(Value::Array(batch)).0, 201);
     let s = wait_apply(&stack, "the queue to stop at 74", |s| s["stopped_at"] == 74);
     assert_eq!(s["applied_seq"], 73, "{s}");
     assert_eq!(
-        in_id_order(&stack, "stock.move", "reference", "B-"),
+        in_id_order(&stack, "stock.move", "name", "B-"),
         ["B-01", "B-02", "B-03", "B-04"]
     );
     stack.cli_ok(&["apply", "park", "74"]);
     wait_apply(&stack, "the rest of the batch", |s| s["applied_seq"] == 79);
     assert_eq!(
-        in_id_order(&stack, "stock.move", "reference", "B-"),
+        in_id_order(&stack, "stock.move", "name", "B-"),
         ["B-01", "B-02", "B-03", "B-04", "B-06", "B-07", "B-08", "B-09", "B-10"]
+    );
+    assert_eq!(
+        count(
+            &stack,
+            "stock.move",
+            r#"[["name", "=like", "B-%"], ["state", "=", "done"]]"#
+        ),
+        9
     );
 
     // A write: the partner P-003 gets its new code, and nothing else changes.
@@ -443,6 +681,79 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
     ));
     assert_eq!(partner.as_array().map(Vec::len), Some(1), "{partner}");
     assert_eq!(partner[0]["ref"], "X-3", "{partner}");
+
+    // A receipt validated in part (the rest in a backorder) and 4 of a production of 10 (the
+    // rest in a backorder), as real Odoo does them (real_odoo.rs).
+    emulator_receipts(&stack, data, &["WH/IN/P1".to_string()], 50.0);
+    let (code, body) = post(json!([
+        {"key": "p1", "kind": "stock.picking.validate", "payload": {"picking": "WH/IN/P1", "lines": [{"product": "PLT-BOLT", "quantity": 30}]}},
+        {"key": "mo1", "kind": "mrp.production.done", "payload": {"production": "PLT/MO/1", "quantity": 4}},
+    ]));
+    assert_eq!(code, 201, "{body}");
+    let s = wait_apply(&stack, "the receipt and the production", |s| {
+        s["applied_seq"] == 82 || !s["stopped_at"].is_null()
+    });
+    assert!(s["stopped_at"].is_null(), "{s}");
+    let receipt = call(
+        &stack,
+        "stock.picking",
+        "search_read",
+        json!([[["name", "=", "WH/IN/P1"]], ["state", "move_ids"]]),
+    );
+    assert_eq!(receipt[0]["state"], "done", "{receipt}");
+    let done = call(
+        &stack,
+        "stock.move",
+        "read",
+        json!([receipt[0]["move_ids"], ["quantity", "state"]]),
+    );
+    assert_eq!(
+        (done[0]["quantity"].as_f64(), &done[0]["state"]),
+        (Some(30.0), &json!("done")),
+        "{done}"
+    );
+    let backorder = call(
+        &stack,
+        "stock.picking",
+        "search_read",
+        json!([
+            [["backorder_id", "=", receipt[0]["id"]]],
+            ["state", "move_ids"]
+        ]),
+    );
+    assert_eq!(backorder.as_array().map(Vec::len), Some(1), "{backorder}");
+    assert_eq!(backorder[0]["state"], "assigned", "{backorder}");
+    let rest = call(
+        &stack,
+        "stock.move",
+        "read",
+        json!([backorder[0]["move_ids"], ["product_uom_qty"]]),
+    );
+    assert_eq!(rest[0]["product_uom_qty"].as_f64(), Some(20.0), "{rest}");
+    let orders = call(
+        &stack,
+        "mrp.production",
+        "search_read",
+        json!([
+            [["name", "=like", "PLT/MO/1%"]],
+            ["name", "state", "product_qty", "qty_produced"],
+            0,
+            0,
+            "id"
+        ]),
+    );
+    assert_eq!(
+        orders,
+        json!([
+            {"id": orders[0]["id"], "name": "PLT/MO/1-001", "state": "done", "product_qty": 4.0, "qty_produced": 4.0},
+            {"id": orders[1]["id"], "name": "PLT/MO/1-002", "state": "confirmed", "product_qty": 6.0, "qty_produced": 0.0},
+        ]),
+        "{orders}"
+    );
+    assert_eq!(
+        count(&stack, "mrp.workorder", r#"[["state", "=", "done"]]"#),
+        1
+    );
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).
@@ -500,9 +811,9 @@ pub fn central_odoo(keys: &std::path::Path, version: &str) -> (TestStack, String
 fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() {
     use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
     use crate::harness::{create_token, post_json, rt, Plant};
-    use serde_json::json;
     let keys = tempfile::tempdir().unwrap();
     let (central, odoo_section) = central_odoo(keys.path(), "19.0");
+    emulator_master_data(&central);
     let hub_toml = format!("{odoo_section}[apply]\ncentral = true\nworkers = 2\n");
 
     // Two hub replicas on one PostgreSQL: both apply, each plant by one at a time.
@@ -532,7 +843,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
             let batch: Vec<Value> = (chunk * 50 + 1..=chunk * 50 + 50)
                 .map(|i| match i % 2 {
                     0 => json!({"key": format!("{name}-{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("{name}-{i:04}")}}}),
-                    _ => json!({"key": format!("{name}-{i}"), "kind": "stock.move", "payload": {"product_id": 7, "quantity": 1, "location_id": 1, "location_dest_id": 2, "reference": format!("{name}-{i:04}")}}),
+                    _ => json!({"key": format!("{name}-{i}"), "kind": "stock.move", "payload": {"product": "PLT-BOLT", "quantity": 1, "location": "WH/Stock", "location_dest": "Partners/Customers", "reference": format!("{name}-{i:04}")}}),
                 })
                 .collect();
             let (code, body) =
@@ -574,7 +885,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
             ],
         ));
         assert_eq!(ids, n, "{name}: every transaction has its external id");
-        for (model, field) in [("stock.move", "reference"), ("res.partner", "name")] {
+        for (model, field) in [("stock.move", "name"), ("res.partner", "name")] {
             let values = in_id_order(&central, model, field, &format!("{name}-"));
             let mut sorted = values.clone();
             sorted.sort();
@@ -582,6 +893,15 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
             assert_eq!(values.len(), n / 2, "{name}: each {model} created once");
             assert_eq!(values, sorted, "{name}: {model} in seq order");
         }
+        assert_eq!(
+            count(
+                &central,
+                "stock.move",
+                &format!(r#"[["name", "=like", "{name}-%"], ["state", "=", "done"]]"#)
+            ),
+            n as i64 / 2,
+            "{name}: every move done"
+        );
     }
 
     // The central Odoo rejects one of lyon's: lyon's queue stops there, turin's goes on.
@@ -591,7 +911,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
         &lyon.url("/api/v1/transactions"),
         token,
         &json!([
-            {"key": "lyon-bad", "kind": "stock.move", "payload": {"product_id": 7, "quantity": -5, "location_id": 1, "location_dest_id": 2}},
+            {"key": "lyon-bad", "kind": "stock.move", "payload": {"product": "PLT-NOPE", "quantity": 5, "location": "WH/Stock", "location_dest": "Partners/Customers"}},
             {"key": "lyon-after", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "lyon-after"}}},
         ]),
     ));
@@ -610,7 +930,7 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
     };
     assert_eq!((applied, stopped), (n as i64, Some(n as i64 + 1)));
     assert!(
-        message.contains("The quantity must be positive"),
+        message.contains("no product.product \"PLT-NOPE\""),
         "{message}"
     );
     let out = hub.cli(&["apply", "park", "lyon", &(n + 1).to_string()]);

@@ -3,9 +3,11 @@
 
 It answers the requests plantd makes of Odoo -- /web/health, JSON-RPC (/jsonrpc and
 /web/webclient/version_info), Odoo 19's JSON-2 API (/json/2/<model>/<method>) and the bus
-websocket -- with Odoo's shapes, status codes and error formats. Records are schemaless and kept in
-PostgreSQL, attachments in an Odoo-style filestore. It knows no business logic beyond three named
-actions and one constraint. Only the standard library and psycopg2 are used.
+websocket -- with Odoo's shapes, status codes and error formats. It has the models of a Community
+Odoo with stock and mrp and no others; their records are mostly schemaless, kept in PostgreSQL,
+attachments in an Odoo-style filestore. It knows a few required fields, datetimes, and just enough
+stock and mrp logic for plantd's shipped kinds (transfers, manufacturing orders, time logs), plus
+one constraint. Only the standard library and psycopg2 are used.
 """
 import argparse
 import base64
@@ -28,6 +30,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +52,50 @@ _werkzeug_logger = logging.getLogger('werkzeug')
 ADMIN_UID = 2  # Odoo's admin user; uid 1 is OdooBot
 SCHEMA_LOCK = 0x6F646F6F  # the advisory lock that serialises schema creation ("odoo")
 QUANTITY_FIELDS = ('quantity', 'product_qty', 'product_uom_qty', 'qty_producing')
+# Numbers that load() converts from text, as Odoo's import does for float fields.
+FLOAT_FIELDS = (*QUANTITY_FIELDS, 'qty_produced', 'duration')
+DATETIME_FORMAT = '%Y-%m-%d %H:%M:%S'  # odoo.tools.DEFAULT_SERVER_DATETIME_FORMAT
+
+# The models of a Community Odoo with stock and mrp installed, with their descriptions (what
+# ir.model holds). Any other model does not exist, as in Odoo.
+MODEL_DESCRIPTIONS = {
+    'res.partner': 'Contact', 'res.users': 'User', 'res.company': 'Companies', 'res.currency': 'Currency',
+    'res.country': 'Country', 'product.product': 'Product Variant', 'product.template': 'Product',
+    'product.category': 'Product Category', 'uom.uom': 'Product Unit of Measure',
+    'uom.category': 'Product UoM Categories', 'stock.move': 'Stock Move',
+    'stock.move.line': 'Product Moves (Stock Move Line)', 'stock.picking': 'Transfer',
+    'stock.picking.type': 'Picking Type', 'stock.location': 'Inventory Locations', 'stock.warehouse': 'Warehouse',
+    'stock.quant': 'Quants', 'stock.quant.package': 'Packages', 'stock.lot': 'Lot/Serial',
+    'stock.route': 'Inventory Routes', 'stock.rule': 'Stock Rule', 'stock.scrap': 'Scrap',
+    'stock.package_level': 'Stock Package Level', 'stock.backorder.confirmation': 'Backorder Confirmation',
+    'mrp.production': 'Manufacturing Order', 'mrp.workorder': 'Work Order', 'mrp.workcenter': 'Work Center',
+    'mrp.workcenter.productivity': 'Workcenter Productivity Log',
+    'mrp.workcenter.productivity.loss': 'Workcenter Productivity Losses',
+    'mrp.workcenter.productivity.loss.type': 'MRP Workorder productivity losses',
+    'mrp.bom': 'Bill of Material', 'mrp.bom.line': 'Bill of Material Line',
+    'mrp.routing.workcenter': 'Work Center Usage',
+    'mrp.production.backorder': 'Wizard to mark as done or create back order', 'mrp.unbuild': 'Unbuild Order',
+    'ir.model': 'Models', 'ir.model.fields': 'Fields', 'ir.model.data': 'Model Data', 'ir.attachment': 'Attachment',
+    'ir.config_parameter': 'System Parameter', 'ir.sequence': 'Sequence', 'mail.message': 'Message',
+    'resource.calendar': 'Resource Working Time',
+}
+# Required fields, in the order of their table's columns (PostgreSQL reports the first NOT NULL
+# violation), and the labels Odoo's messages use (the field's string).
+REQUIRED_FIELDS = {
+    'stock.move': ('name', 'product_id', 'location_id', 'location_dest_id'),
+    'stock.picking': ('picking_type_id',),
+    'mrp.workcenter.productivity': ('workcenter_id', 'loss_id', 'date_start'),
+}
+FIELD_LABELS = {
+    ('stock.move', 'name'): 'Description', ('stock.move', 'product_id'): 'Product',
+    ('stock.move', 'location_id'): 'Source Location', ('stock.move', 'location_dest_id'): 'Intermediate Location',
+    ('stock.move', 'product_uom_qty'): 'Demand', ('stock.move', 'quantity'): 'Quantity',
+    ('stock.move', 'date'): 'Date Scheduled', ('stock.picking', 'picking_type_id'): 'Operation Type',
+    ('mrp.workcenter.productivity', 'workcenter_id'): 'Work Center',
+    ('mrp.workcenter.productivity', 'loss_id'): 'Loss Reason',
+    ('mrp.workcenter.productivity', 'date_start'): 'Start Date',
+    ('mrp.workcenter.productivity', 'date_end'): 'End Date',
+}
 MAGIC_FIELDS = ('id', 'create_date', 'write_date')
 JSON_MIMETYPES = ('application/json', 'application/json-rpc')
 WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -188,6 +235,39 @@ for _cls in (HTTPException, BadRequest, Unauthorized, NotFound, MethodNotAllowed
              InternalServerError):
     _cls.__module__ = 'werkzeug.exceptions'
 UpgradeRequired.__module__ = 'odoo.addons.bus.websocket'
+
+
+class NotNullViolation(Exception):
+    """A required field left empty: PostgreSQL's NOT NULL violation, which Odoo turns into a
+    ValidationError over RPC (odoo/service/model.py _as_validation_error) and into a message of its
+    own in load() (odoo/models.py convert_pgerror_not_null)."""
+
+    def __init__(self, model, field, label):
+        super().__init__(model, field, label)
+        self.model, self.field, self.label = model, field, label
+
+    def as_validation_error(self):
+        return ValidationError(
+            'The operation cannot be completed:\n'
+            '- Create/update: a mandatory field is not set.\n'
+            '- Delete: another model requires the record being deleted. If possible, archive it instead.\n\n'
+            f'Model: {MODEL_DESCRIPTIONS[self.model]} ({self.model})\n'
+            f'Field: {self.label} ({self.field})\n')
+
+    def load_message(self):
+        return f"Missing required value for the field '{self.label}' ({self.field})"
+
+
+def is_datetime_field(field):
+    """The fields the emulator treats as datetimes, by name: date, date_*, *_date (not create_date
+    and write_date, which it sets itself)."""
+    return field not in MAGIC_FIELDS and (field == 'date' or field.startswith('date_') or field.endswith('_date'))
+
+
+def to_datetime(value):
+    """fields.Datetime.to_datetime: 'YYYY-MM-DD HH:MM:SS', or a prefix of it ('YYYY-MM-DD');
+    anything else raises ValueError (a TypeError for what is not text), as in Odoo."""
+    return datetime.strptime(value, DATETIME_FORMAT[:len(value) - 2])
 
 
 def serialize_exception(exc, message=None, arguments=None):
@@ -486,6 +566,10 @@ class RecordStore(_Store):
         return [{**vals, 'id': rid, 'create_date': created, 'write_date': written}
                 for rid, vals, created, written in self.cr.fetchall()]
 
+    def where_in(self, field, values):
+        """The records whose field holds one of values (compared as text, as jsonb's ->> gives)."""
+        return self._rows(' AND vals->>%s = ANY(%s::text[])', (field, [str(v) for v in values]))
+
     def insert(self, vals):
         self.cr.execute('INSERT INTO emulator_sequence AS s (model, last_id) VALUES (%s, 1)'
                         ' ON CONFLICT (model) DO UPDATE SET last_id = s.last_id + 1 RETURNING last_id',
@@ -540,6 +624,22 @@ class XmlidStore(_Store):
         self.cr.execute('DELETE FROM ir_model_data WHERE id = ANY(%s::bigint[])', (ids,))
 
 
+class ModelStore(_Store):
+    """ir.model: the emulator's fixed list of models (MODEL_DESCRIPTIONS), read-only."""
+
+    def _rows(self, where='', params=()):
+        rows = [{'id': i, 'model': model, 'name': name, 'state': 'base', 'transient': False}
+                for i, (model, name) in enumerate(sorted(MODEL_DESCRIPTIONS.items()), 1)]
+        if where:  # browse(): ' AND id = ANY(...)' with the ids
+            rows = [row for row in rows if row['id'] in params[0]]
+        return rows
+
+    def insert(self, vals):
+        raise AccessError("Emulator: ir.model is read-only; its models are fixed (MODEL_DESCRIPTIONS)")
+
+    update = delete = insert
+
+
 # --- Models and their public (RPC-callable) methods ---------------------------------------------
 
 def api_model(method):
@@ -563,6 +663,9 @@ class Env:
         self.after_commit = []
 
     def __getitem__(self, model):
+        """The model, or KeyError when this Odoo has no such model (as Odoo's registry)."""
+        if model not in MODEL_DESCRIPTIONS:
+            raise KeyError(model)
         return MODELS.get(model, Model)(self, model)
 
     def authenticate(self, login, password):
@@ -620,10 +723,31 @@ class Model:
                                f'(Record: {self._name}{missing!r}, User: {self.env.uid})')
         return records
 
-    def _prepare(self, vals):
-        """Checks values to create or write; stands in for Odoo's constraints."""
+    _defaults = {}
+
+    def _label(self, field):
+        """A field's string, as Odoo's messages show it (Odoo's default: the name, capitalized)."""
+        if (self._name, field) == ('stock.move', 'location_dest_id') and self.env.app.major < 18:
+            return 'Destination Location'
+        return FIELD_LABELS.get((self._name, field)) or field.removesuffix('_id').replace('_', ' ').title()
+
+    def _check_required(self, vals, creating):
+        """The NOT NULL constraints of the model's table: the first violated, in column order."""
+        for field in REQUIRED_FIELDS.get(self._name, ()):
+            if (creating or field in vals) and vals.get(field) in (None, False, ''):
+                raise NotNullViolation(self._name, field, self._label(field))
+
+    def _prepare(self, vals, creating=False):
+        """Checks values to create or write; stands in for Odoo's columns and constraints."""
         if not isinstance(vals, dict):
             raise ValueError(f'Invalid values {vals!r}: expected a dictionary')
+        if creating:
+            vals = {**self._defaults_now(), **vals}
+        vals = {k: v for k, v in vals.items() if k not in MAGIC_FIELDS}
+        for field, value in vals.items():
+            if is_datetime_field(field) and value:
+                vals[field] = to_datetime(value).strftime(DATETIME_FORMAT)
+        self._check_required(vals, creating)
         for field in QUANTITY_FIELDS:
             value = vals.get(field)
             try:
@@ -632,10 +756,13 @@ class Model:
                 continue
             if negative:
                 raise ValidationError(f'The quantity must be positive ({self._name}.{field} = {value})')
-        return {k: v for k, v in vals.items() if k not in MAGIC_FIELDS}
+        return vals
+
+    def _defaults_now(self):
+        return dict(self._defaults)
 
     def _create(self, vals):
-        return self._store.insert(self._prepare(vals))
+        return self._store.insert(self._prepare(vals, creating=True))
 
     def _read_record(self, record, fields):
         names = fields or [name for name in record if name != 'id']
@@ -648,20 +775,19 @@ class Model:
         records = records[offset or 0:]
         return records[:limit] if limit else records
 
-    def _mark_done(self, ids):
-        """The named actions: state 'done'. Like Odoo's button_validate, done records are left as they are."""
-        for rid, record in self._browse(ids).items():
-            if record.get('state') != 'done':
-                self._store.update(rid, {'state': 'done'})
-        return True
-
     @api_model
     def create(self, vals_list):
         """Always a list of ids; call_kw gives a single id for a single dict, as Odoo does."""
-        return [self._create(vals) for vals in ([vals_list] if isinstance(vals_list, dict) else vals_list)]
+        try:
+            return [self._create(vals) for vals in ([vals_list] if isinstance(vals_list, dict) else vals_list)]
+        except NotNullViolation as exc:
+            raise exc.as_validation_error() from None
 
     def write(self, ids, vals):
-        vals = self._prepare(vals)
+        try:
+            vals = self._prepare(vals)
+        except NotNullViolation as exc:
+            raise exc.as_validation_error() from None
         for rid in self._browse(ids):
             self._store.update(rid, vals)
         return True
@@ -699,6 +825,8 @@ class Model:
             info = {'rows': {'from': index, 'to': index}, 'record': index}
             try:
                 ids.append(self._load_row(dict(zip(fields, row))))
+            except NotNullViolation as exc:
+                messages.append({**info, 'type': 'error', 'message': exc.load_message(), 'field': exc.field})
             except (UserError, ValueError) as exc:
                 messages.append({**info, 'type': 'error', 'message': str(exc)})
             except psycopg2.Error as exc:  # the transaction is aborted: report and stop
@@ -723,7 +851,7 @@ class Model:
             elif '/' in field:
                 raise ValueError(f'Cannot import {field!r}: the emulator imports one record per row')
             else:
-                vals[field] = False if value == '' else value
+                vals[field] = self._load_cell(field, value)
         if xmlid and '.' not in xmlid:
             xmlid = f'__import__.{xmlid}'
         if rid is None and xmlid and (found := self.env.lookup_xmlid(xmlid)):
@@ -739,10 +867,28 @@ class Model:
             self.env.set_xmlid(xmlid, self._name, rid)
         return rid
 
+    def _load_cell(self, field, value):
+        """ir.fields.converter for the fields whose type the emulator knows; other cells stay text."""
+        if value in ('', None, False):
+            return False
+        if field in FLOAT_FIELDS and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"'{value}' does not seem to be a number for field '{self._label(field)}'") from None
+        if is_datetime_field(field):
+            try:
+                to_datetime(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"'{value}' does not seem to be a valid datetime for field"
+                                 f" '{self._label(field)}'") from None
+        return value
+
     def _xmlid_res_id(self, value, field):
         found = self.env.lookup_xmlid(value if '.' in value else f'__import__.{value}')
         if not found:
-            raise ValueError(f"No matching record found for external id '{value}' in field '{field}'")
+            raise ValueError(f"No matching record found for external id '{value}' in field"
+                             f" '{self._label(field.removesuffix('/id'))}'")
         return found[1]
 
 
@@ -829,23 +975,359 @@ class IrAttachment(Model):
         return True
 
 
-class StockPicking(Model):
-    def button_validate(self, ids):
-        return self._mark_done(ids)
+class IrModel(Model):
+    _store_class = ModelStore
 
 
-class MrpProduction(Model):
-    def button_mark_done(self, ids):
-        return self._mark_done(ids)
+# --- Business logic: just enough of stock and mrp for what plantd asks --------------------------
+
+BYPASS_USAGES = ('supplier', 'customer', 'inventory', 'production')  # stock.location.should_bypass_reservation
+BACKORDER_VIEW_ID = 1001  # stands in for the id of stock.view_backorder_confirmation
+EMPTY_TRANSFER = 'You can\u2019t validate an empty transfer. Please add some products to move before proceeding.'
+NO_QUANTITIES = ('You cannot validate a transfer if no quantities are reserved. '
+                 'To force the transfer, encode quantities.')
+ROUNDING = 1e-6  # Odoo compares quantities at the unit of measure's rounding (0.01 and finer)
+
+
+def _number(value):
+    """A stored number (some come as text); 0 for none."""
+    try:
+        return 0.0 if value in (None, False, '') else float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _id(value):
+    """A many2one as stored: an id, a numeric text, or [id, name]; None for none."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if value is None or isinstance(value, bool) or value == '':
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _now():
+    return datetime.now(timezone.utc).strftime(DATETIME_FORMAT)
 
 
 class StockMove(Model):
-    def action_done(self, ids):
-        return self._mark_done(ids)
+    """stock.move: demand (product_uom_qty), quantity, picked, state. Moves are done through their
+    transfer: Odoo (17 on) has no public action_done."""
+    _defaults = {'state': 'draft', 'product_uom_qty': 0.0, 'quantity': 0.0, 'picked': False}
 
 
-MODELS = {'ir.model.data': IrModelData, 'ir.attachment': IrAttachment, 'stock.picking': StockPicking,
-          'mrp.production': MrpProduction, 'stock.move': StockMove}
+class StockPicking(Model):
+    """stock.picking: moves linked through move_ids commands, action_confirm and button_validate as
+    addons/stock/models/stock_picking.py does them, without reservations of stock (quants)."""
+    _defaults = {'state': 'draft'}
+
+    def _moves(self, picking_ids):
+        return self.env['stock.move']._store.where_in('picking_id', picking_ids)
+
+    def _location_bypasses(self, location):
+        """stock.location.should_bypass_reservation: partners, inventory and production."""
+        lid = _id(location)
+        found = self.env['stock.location']._store.browse([lid]) if lid else {}
+        return lid in found and found[lid].get('usage') in BYPASS_USAGES
+
+    def _picking_type(self, picking):
+        tid = _id(picking.get('picking_type_id'))
+        return self.env['stock.picking.type']._store.browse([tid]).get(tid, {}) if tid else {}
+
+    def _name_new(self, rid, vals):
+        """A new transfer's name from its operation type, as Odoo's sequence gives it."""
+        if vals.get('name') not in (None, False, '', '/'):
+            return
+        ptype = self._picking_type(vals)
+        prefix = ptype.get('sequence_prefix') or f"{ptype.get('sequence_code') or 'TR'}/"
+        self._store.update(rid, {'name': f'{prefix}{rid:05d}'})
+
+    def _create(self, vals):
+        if not isinstance(vals, dict):
+            raise ValueError(f'Invalid values {vals!r}: expected a dictionary')
+        vals = dict(vals)
+        commands = vals.pop('move_ids', None)
+        rid = super()._create(vals)
+        self._name_new(rid, vals)
+        if commands:
+            self._link_moves(rid, commands)
+        return rid
+
+    def write(self, ids, vals):
+        if not isinstance(vals, dict):
+            raise ValueError(f'Invalid values {vals!r}: expected a dictionary')
+        vals = dict(vals)
+        commands = vals.pop('move_ids', None)
+        super().write(ids, vals)
+        if commands:
+            for rid in _ids(ids):
+                try:
+                    self._link_moves(rid, commands)
+                except NotNullViolation as exc:
+                    raise exc.as_validation_error() from None
+        return True
+
+    def _read_record(self, record, fields):
+        result = super()._read_record(record, fields)
+        if not fields or 'move_ids' in fields:
+            result['move_ids'] = [m['id'] for m in self._moves([record['id']])]
+        return result
+
+    def _link_moves(self, rid, commands):
+        """move_ids commands: (0, 0, vals) creates a move in the transfer, (4, id) links one,
+        (3, id) unlinks one, (6, 0, ids) sets them all."""
+        moves = self.env['stock.move']
+        picking = self._store.browse([rid])[rid]
+        if not isinstance(commands, (list, tuple)):
+            raise ValueError(f'Invalid move_ids {commands!r}: expected a list of commands')
+        for command in commands:
+            code = command[0] if isinstance(command, (list, tuple)) and command else None
+            if code == 0 and len(command) == 3 and isinstance(command[2], dict):
+                moves._create({'location_id': picking.get('location_id'),
+                               'location_dest_id': picking.get('location_dest_id'),
+                               **command[2], 'picking_id': rid})
+            elif code in (3, 4) and len(command) >= 2:
+                moves._browse([command[1]])
+                moves._store.update(command[1], {'picking_id': rid if code == 4 else False})
+            elif code == 6 and len(command) == 3:
+                wanted = _ids(command[2])
+                moves._browse(wanted)
+                for move in self._moves([rid]):
+                    if move['id'] not in wanted:
+                        moves._store.update(move['id'], {'picking_id': False})
+                for mid in wanted:
+                    moves._store.update(mid, {'picking_id': rid})
+            else:
+                raise ValueError(f'The emulator does not take the command {command!r} on move_ids')
+        self._compute_state(rid)
+
+    def _compute_state(self, rid):
+        """StockPicking._compute_state, from the moves (without reservations)."""
+        picking = self._store.browse([rid])[rid]
+        moves = self._moves([rid])
+        states = [m.get('state') or 'draft' for m in moves]
+        if not moves or 'draft' in states:
+            state = 'draft'
+        elif all(s == 'cancel' for s in states):
+            state = 'cancel'
+        elif all(s in ('done', 'cancel') for s in states):
+            state = 'done'
+        elif self._location_bypasses(picking.get('location_id') or moves[0].get('location_id')) or 'assigned' in states:
+            state = 'assigned'
+        else:
+            state = 'confirmed'
+        if picking.get('state') != state:
+            self._store.update(rid, {'state': state})
+
+    def _assign(self, moves):
+        """Confirmed moves reserved: in full from a location that bypasses reservations; never
+        otherwise (the emulator keeps no stock)."""
+        store = self.env['stock.move']._store
+        for move in moves:
+            if self._location_bypasses(move.get('location_id')):
+                store.update(move['id'], {'state': 'assigned', 'quantity': _number(move.get('product_uom_qty'))})
+            else:
+                store.update(move['id'], {'state': 'confirmed'})
+
+    def action_confirm(self, ids, context=None):
+        ids = _ids(ids)
+        self._browse(ids)
+        self._assign([m for m in self._moves(ids) if (m.get('state') or 'draft') == 'draft'])
+        for rid in ids:
+            self._compute_state(rid)
+        return True
+
+    def button_validate(self, ids, context=None):
+        """StockPicking.button_validate: confirm drafts (their moves' quantity is their demand),
+        the sanity checks, the backorder question unless skip_backorder, then done."""
+        ctx = context or {}
+        ids = _ids(ids)
+        pickings = self._browse(ids)
+        drafts = [rid for rid in ids if pickings[rid].get('state') == 'draft']
+        if drafts:
+            self.action_confirm(drafts)
+            for move in self._moves(drafts):
+                if abs(_number(move.get('quantity'))) < ROUNDING and abs(_number(move.get('product_uom_qty'))) >= ROUNDING:
+                    self.env['stock.move']._store.update(move['id'], {'quantity': _number(move.get('product_uom_qty'))})
+        moves = {rid: self._moves([rid]) for rid in ids}
+        if not ctx.get('skip_sanity_check'):
+            empty = [rid for rid in ids if not moves[rid]]
+            if len(ids) == 1:  # _should_show_transfers: one transfer, its own messages
+                if empty:
+                    raise UserError(EMPTY_TRANSFER)
+                if all(abs(_number(m.get('quantity'))) < ROUNDING for m in moves[ids[0]]
+                       if m.get('state') not in ('done', 'cancel')):
+                    raise UserError(NO_QUANTITIES)
+            elif empty:
+                names = ', '.join(str(pickings[rid].get('name')) for rid in empty)
+                raise UserError(f'Transfers {names}: Please add some items to move.')
+        store = self.env['stock.move']._store
+        for rid in ids:  # _pre_action_done_hook: quantities set and nothing picked: all picked
+            if any(_number(m.get('quantity')) for m in moves[rid]) and not any(m.get('picked') for m in moves[rid]):
+                for move in moves[rid]:
+                    store.update(move['id'], {'picked': True})
+                    move['picked'] = True
+        policy = {rid: self._picking_type(pickings[rid]).get('create_backorder') or 'ask' for rid in ids}
+        if not ctx.get('skip_backorder'):
+            asking = [rid for rid in ids if policy[rid] == 'ask' and any(
+                m.get('state') != 'cancel' and (
+                    (_number(m.get('product_uom_qty')) and not m.get('picked'))
+                    or (_number(m.get('quantity')) if m.get('picked') else 0.0)
+                    < _number(m.get('product_uom_qty')) - ROUNDING)
+                for m in moves[rid])]
+            if asking:
+                return {'name': 'Create Backorder?', 'type': 'ir.actions.act_window', 'view_mode': 'form',
+                        'res_model': 'stock.backorder.confirmation', 'views': [[BACKORDER_VIEW_ID, 'form']],
+                        'view_id': BACKORDER_VIEW_ID, 'target': 'new',
+                        'context': {**ctx, 'button_validate_picking_ids': ids, 'default_show_transfers': len(ids) > 1,
+                                    'default_pick_ids': [[4, rid] for rid in asking]}}
+        not_to_backorder = {rid for rid in ids if policy[rid] == 'never'}
+        not_to_backorder |= {rid for rid in ctx.get('picking_ids_not_to_backorder') or ()
+                             if rid in pickings and policy[rid] != 'always'}
+        for rid in ids:
+            self._action_done(pickings[rid], moves[rid], cancel_backorder=rid in not_to_backorder)
+        return True
+
+    def _action_done(self, picking, moves, cancel_backorder):
+        """StockMove._action_done for a transfer's moves: what is picked is done; the rest of a
+        move goes to a backorder (a new transfer), or is cancelled with cancel_backorder."""
+        store, now, rest = self.env['stock.move']._store, _now(), []
+        for move in moves:
+            if move.get('state') in ('done', 'cancel'):
+                continue
+            quantity, demand = _number(move.get('quantity')), _number(move.get('product_uom_qty'))
+            if quantity <= 0 or not move.get('picked'):
+                if abs(demand) < ROUNDING or cancel_backorder:
+                    store.update(move['id'], {'state': 'cancel'})
+                else:
+                    rest.append(move['id'])
+                continue
+            if quantity < demand - ROUNDING and not cancel_backorder:  # StockMove._split
+                split = {k: v for k, v in move.items() if k not in MAGIC_FIELDS}
+                split.update(product_uom_qty=demand - quantity, quantity=0.0, picked=False)
+                rest.append(store.insert(split))
+                store.update(move['id'], {'product_uom_qty': quantity})
+            store.update(move['id'], {'state': 'done', 'date': now})
+        self._store.update(picking['id'], {'date_done': now, 'priority': '0'})
+        if rest and not cancel_backorder:  # StockPicking._create_backorder
+            vals = {k: v for k, v in picking.items()
+                    if k not in (*MAGIC_FIELDS, 'name', 'state', 'date_done', 'move_ids')}
+            backorder = self._store.insert({**vals, 'backorder_id': picking['id'], 'state': 'draft'})
+            self._name_new(backorder, {'picking_type_id': picking.get('picking_type_id')})
+            for mid in rest:
+                store.update(mid, {'picking_id': backorder, 'picked': False})
+            self._assign(self._moves([backorder]))
+            self._compute_state(backorder)
+        self._compute_state(picking['id'])
+
+
+class MrpProduction(Model):
+    """mrp.production: action_confirm, set_qty_producing and button_mark_done as
+    addons/mrp/models/mrp_production.py does them, without components or stock."""
+    _defaults = {'state': 'draft', 'qty_producing': 0.0, 'qty_produced': 0.0}
+
+    def action_confirm(self, ids, context=None):
+        for rid, record in self._browse(ids).items():
+            if record.get('state') == 'draft':
+                self._store.update(rid, {'state': 'confirmed'})
+        return True
+
+    def set_qty_producing(self, ids, context=None):
+        """Odoo consumes the components for qty_producing here; it returns None."""
+        ids = _ids(ids)
+        if len(ids) != 1:
+            raise ValueError(f'Expected singleton: {self._name}{tuple(ids)!r}')
+        self._browse(ids)
+        return None
+
+    def button_mark_done(self, ids, context=None):
+        ctx = context or {}
+        ids = _ids(ids)
+        productions = self._browse(ids)
+        for rid in ids:  # pre_button_mark_done: nothing being produced means all of it
+            record = productions[rid]
+            if abs(_number(record.get('qty_producing'))) < ROUNDING:
+                record['qty_producing'] = _number(record.get('product_qty'))
+                self._store.update(rid, {'qty_producing': record['qty_producing']})
+        if not ctx.get('skip_backorder'):
+            short = [rid for rid in ids if _number(productions[rid].get('qty_producing'))
+                     < _number(productions[rid].get('product_qty')) - ROUNDING]
+            if short:  # _action_generate_backorder_wizard
+                return {'name': 'You produced less than initial demand', 'type': 'ir.actions.act_window',
+                        'res_model': 'mrp.production.backorder', 'view_mode': 'form', 'target': 'new',
+                        'context': {**ctx, 'default_mrp_production_ids': ids,
+                                    'default_mrp_production_backorder_line_ids': [
+                                        [0, 0, {'mrp_production_id': rid, 'to_backorder': True}] for rid in short]}}
+        to_backorder = set(ctx.get('mo_ids_to_backorder') or ()) & set(ids)
+        backorders = [bo for rid in ids if rid in to_backorder
+                      and (bo := self._split(productions[rid])) is not None]
+        workorders = self.env['mrp.workorder']
+        for rid in ids:
+            for workorder in workorders._store.where_in('production_id', [rid]):
+                workorders._store.update(workorder['id'], {'state': 'done'})
+            self._store.update(rid, {'state': 'done', 'qty_produced': _number(productions[rid].get('qty_producing')),
+                                     'date_finished': _now(), 'is_locked': True, 'priority': '0'})
+        if not backorders:
+            return True
+        action = {'res_model': 'mrp.production', 'type': 'ir.actions.act_window',
+                  'context': {**ctx, 'mo_ids_to_backorder': None}}
+        if len(backorders) == 1:
+            return {**action, 'views': [[False, 'form']], 'view_mode': 'form', 'res_id': backorders[0]}
+        return {**action, 'name': 'Backorder MO', 'domain': [['id', 'in', backorders]],
+                'views': [[False, 'list'], [False, 'form']], 'view_mode': 'list,form'}
+
+    def _split(self, record):
+        """_split_productions: the order keeps what was produced and is renamed NAME-001; a
+        backorder NAME-002 (or the next number) gets the rest."""
+        produced, planned = _number(record.get('qty_producing')), _number(record.get('product_qty'))
+        if produced >= planned - ROUNDING:
+            return None
+        sequence = int(_number(record.get('backorder_sequence')))
+        name = str(record.get('name') or '')
+        base = re.sub(r'-\d+$', '', name) if sequence else name
+        if not sequence:
+            sequence, name = 1, f'{base}-001'
+        taken = [int(r['name'][-3:]) for r in self._search([['name', '=like', f'{base}-___']])
+                 if r['name'][-3:].isdigit()]
+        following = max([sequence, *taken]) + 1
+        self._store.update(record['id'], {'name': name, 'product_qty': produced, 'backorder_sequence': sequence})
+        vals = {k: v for k, v in record.items() if k not in (*MAGIC_FIELDS, 'date_finished')}
+        vals.update(name=f'{base}-{following:03d}', product_qty=planned - produced, qty_producing=0.0,
+                    qty_produced=0.0, state='confirmed', backorder_sequence=following)
+        return self._store.insert(vals)
+
+
+class MrpWorkcenterProductivity(Model):
+    """A work center's time log: its duration in minutes from date_start and date_end, and the
+    loss reason's type (loss_type), as Odoo computes them (work center calendars aside)."""
+
+    def _defaults_now(self):
+        return {'date_start': _now()}
+
+    def _computed(self, vals):
+        start, end = vals.get('date_start'), vals.get('date_end')
+        duration = (to_datetime(end) - to_datetime(start)).total_seconds() / 60 if start and end else 0.0
+        loss = _id(vals.get('loss_id'))
+        losses = self.env['mrp.workcenter.productivity.loss']._store.browse([loss]) if loss else {}
+        return {'duration': round(duration, 2), 'loss_type': losses.get(loss, {}).get('loss_type') or False}
+
+    def _create(self, vals):
+        vals = self._prepare(vals, creating=True)
+        return self._store.insert({**vals, **self._computed(vals)})
+
+    def write(self, ids, vals):
+        super().write(ids, vals)
+        for rid, record in self._browse(ids).items():
+            self._store.update(rid, self._computed(record))
+        return True
+
+
+MODELS = {'ir.model': IrModel, 'ir.model.data': IrModelData, 'ir.attachment': IrAttachment,
+          'stock.move': StockMove, 'stock.picking': StockPicking, 'mrp.production': MrpProduction,
+          'mrp.workcenter.productivity': MrpWorkcenterProductivity}
 
 
 def get_public_method(model, name):
@@ -854,20 +1336,31 @@ def get_public_method(model, name):
         raise AccessError(f"Private methods (such as '{model._name}.{name}') cannot be called remotely.")
     method = getattr(model, name, None)
     if not callable(method):
+        if model.env.app.major < 19:  # odoo.api.call_kw of Odoo 18
+            raise AttributeError(f"The method '{name}' does not exist on the model '{model._name}'")
         raise AttributeError(f"The method '{model._name}.{name}' does not exist")
     return method
+
+
+def with_context(method, kwargs, context):
+    """The call's context goes to the methods that act on it (Odoo puts it in the environment)."""
+    if 'context' in inspect.signature(method).parameters:
+        return {**kwargs, 'context': dict(context or {})}
+    return kwargs
 
 
 def call_kw(model, name, args, kwargs):
     """odoo.api.call_kw, as execute_kw uses it: record methods take their ids as the first argument."""
     method = get_public_method(model, name)
-    result = method(*args, **{k: v for k, v in kwargs.items() if k != 'context'})
+    kwargs = dict(kwargs)
+    context = kwargs.pop('context', None)
+    result = method(*args, **with_context(method, kwargs, context))
     if name == 'create' and args and isinstance(args[0], dict):
         return result[0]  # a single dict creates one record and gives its id
     return result
 
 
-def call_json2(model, name, ids, kwargs):
+def call_json2(model, name, ids, kwargs, context=None):
     """The body of Odoo 19's web_json_2_rpc controller, once authenticated."""
     try:
         method = get_public_method(model, name)
@@ -881,7 +1374,7 @@ def call_json2(model, name, ids, kwargs):
         inspect.signature(method).bind(*args, **kwargs)
     except TypeError as exc:
         raise UnprocessableEntity(exc.args[0]) from exc
-    return method(*args, **kwargs)
+    return method(*args, **with_context(method, kwargs, context))
 
 
 def filter_kwargs(func, kwargs):
@@ -959,7 +1452,13 @@ class App:
             if not env.check_credentials(int(uid), password):
                 raise AccessDenied()
             env.uid = int(uid)
-            return call_kw(env[model], method, args, kw or {})
+            if isinstance(method, str) and method.startswith('_'):  # odoo.models.check_method_name
+                raise AccessError(f"Private methods (such as '{model}.{method}') cannot be called remotely.")
+            try:
+                records = env[model]
+            except KeyError:
+                raise UserError(f"Object {model} doesn't exist") from None
+            return call_kw(records, method, args, kw or {})
 
     def list_dbs(self):
         """odoo.service.db.list_dbs, for /web/database/list and db.list."""
@@ -1262,7 +1761,9 @@ class Handler(BaseHTTPRequestHandler):
         response = {'jsonrpc': '2.0', 'id': request.get('id')}
         try:
             params = dict(request.get('params') or {})
-            response['result'] = endpoint(**filter_kwargs(endpoint, params))
+            result = endpoint(**filter_kwargs(endpoint, params))
+            if result is not None:  # Odoo leaves 'result' out when a method returned None
+                response['result'] = result
         except Exception as exc:
             log_exception(exc)
             response['error'] = self.server.app.jsonrpc_error(exc)
@@ -1280,8 +1781,12 @@ class Handler(BaseHTTPRequestHandler):
                 if self.command != 'POST':
                     raise MethodNotAllowed()
                 ids = kwargs.pop('ids', ())
-                kwargs.pop('context', None)
-                result = call_json2(env[model], method, ids, kwargs)
+                context = kwargs.pop('context', None)
+                try:
+                    records = env[model]
+                except KeyError:
+                    raise NotFound(f'the model {model!r} does not exist') from None
+                result = call_json2(records, method, ids, kwargs, context)
             return self._send_json(200, result)
         except Exception as exc:
             log_exception(exc)
