@@ -471,6 +471,11 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
     }
     pickings.sort_unstable();
     pickings.dedup();
+    let Some(&first) = pickings.first() else {
+        return Err(OdooError::Protocol(
+            "stock.picking.create gave no ids for the moves' transfers".into(),
+        ));
+    };
     let answer = c
         .call_on(
             "stock.picking",
@@ -482,7 +487,7 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
             )]),
         )
         .await?;
-    wizard("stock.picking", "button_validate", pickings[0], &answer)?;
+    wizard("stock.picking", "button_validate", first, &answer)?;
     let after = read(moves.to_vec()).await?;
     if let Some(row) = after.iter().find(|r| r["state"] != "done") {
         return Err(OdooError::Rejected(format!(
