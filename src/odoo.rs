@@ -214,24 +214,6 @@ impl Client {
         refs.insert(key, id);
     }
 
-    /// Whether the server answers at all, within `limit` (a cheap unauthenticated request).
-    pub async fn ping(&self, limit: Duration) -> Result<(), OdooError> {
-        let url = format!("{}/web/webclient/version_info", self.target.url);
-        let request = json!({"jsonrpc": "2.0", "method": "call", "params": {}, "id": 1});
-        let response = self
-            .http
-            .post(&url)
-            .timeout(limit)
-            .json(&request)
-            .send()
-            .await
-            .map_err(transport)?;
-        match response.status().as_u16() {
-            200 => Ok(()),
-            s => Err(OdooError::Down(format!("{url}: HTTP {s}"))),
-        }
-    }
-
     /// The server's version, as it reports it (such as "19.0").
     pub fn version(&self) -> &str {
         &self.version

@@ -439,6 +439,11 @@ impl Kinds {
         newly
     }
 
+    /// Whether any kind is refused for a model the Odoo lacked.
+    pub fn any_missing(&self) -> bool {
+        !self.missing.read().expect("not poisoned").is_empty()
+    }
+
     /// Why `kind` cannot be applied in this Odoo, when its model is missing there.
     pub fn unavailable(&self, kind: &str) -> Option<String> {
         self.missing

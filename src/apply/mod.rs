@@ -806,8 +806,15 @@ pub async fn apply_many(
     let mut i = 0;
     // Connected first: a new connection learns which kinds this Odoo cannot take.
     if let Some(p) = pending.iter().find(|p| !p.parked) {
-        if let Err(f) = connect(kinds, locate, client).await {
-            return (None, Some((p.seq, p.kind.to_string(), f)));
+        match connect(kinds, locate, client).await {
+            Err(f) => return (None, Some((p.seq, p.kind.to_string(), f))),
+            // A kind refused for a missing model is let in again once Odoo has the model.
+            Ok(c) if kinds.any_missing() => {
+                if let Err(e) = check_models(kinds, c).await {
+                    return (None, Some((p.seq, p.kind.to_string(), classify(e))));
+                }
+            }
+            Ok(_) => {}
         }
     }
     while i < pending.len() {
@@ -872,31 +879,61 @@ pub async fn apply_many(
 /// How often an idle apply asks whether Odoo still answers (and how long it waits for it).
 const IDLE_CHECK: Duration = Duration::from_secs(4);
 
-/// Whether Odoo answers: a ping on the open connection, else a new connection.
+/// Whether Odoo can take transactions: a cheap signed-in call on the open connection (which
+/// needs the database and the key, not only the web server), else a new connection. While a
+/// kind is refused for a model Odoo lacked, the models are asked again, so that installing the
+/// app lets the kind in within seconds.
 async fn idle_check(
     kinds: &Kinds,
     locate: &Locate,
     client: &mut Option<Client>,
 ) -> Result<(), String> {
-    match client {
-        Some(c) => c.ping(IDLE_CHECK).await.map_err(|e| e.to_string()),
-        None => match connect(kinds, locate, client).await {
-            Ok(_) => Ok(()),
-            Err(Failed::Wait(why) | Failed::Stop(why)) => Err(why),
-        },
+    let c = match client {
+        Some(c) => c,
+        None => connect(kinds, locate, client).await.map_err(|f| match f {
+            Failed::Wait(why) | Failed::Stop(why) => why,
+        })?,
+    };
+    let probe = c.call(
+        "res.users",
+        "search_count",
+        vec![serde_json::json!([["id", "=", 0]])],
+        serde_json::Map::new(),
+    );
+    match tokio::time::timeout(IDLE_CHECK, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no answer within {} s", IDLE_CHECK.as_secs())),
     }
+    if kinds.any_missing() {
+        check_models(kinds, c).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// What lets steps share one `load`: creates of one model with the same columns, or moves.
-fn load_shape(step: &Step) -> Option<(&str, Vec<&str>)> {
+/// The context counts: one `load` has one.
+type LoadShape<'s> = (
+    &'s str,
+    Vec<&'s str>,
+    Option<&'s serde_json::Map<String, Value>>,
+);
+
+fn load_shape(step: &Step) -> Option<LoadShape<'_>> {
     match step {
-        Step::Create { model, columns, .. } => Some((
+        Step::Create {
+            model,
+            columns,
+            context,
+        } => Some((
             model.as_str(),
             columns.iter().map(|(c, _)| c.as_str()).collect(),
+            Some(context),
         )),
         Step::Move { columns, .. } => Some((
             "stock.move",
             columns.iter().map(|(c, _)| c.as_str()).collect(),
+            None,
         )),
         _ => None,
     }

@@ -172,8 +172,8 @@ fn workorder_time(obj: &Map<String, Value>) -> Result<Step, Refusal> {
     let end = time(obj, "ended_at")?;
     let (start, end) = match (start, end, minutes) {
         (Some(s), Some(e), None) => (s, e),
-        (Some(s), None, Some(m)) => (s, s + span(m)?),
-        (None, Some(e), Some(m)) => (e - span(m)?, e),
+        (Some(s), None, Some(m)) => (s, shifted(s, span(m)?)?),
+        (None, Some(e), Some(m)) => (shifted(e, -span(m)?)?, e),
         (Some(_), Some(_), Some(_)) => {
             return Err(("payload.minutes".into(), "give started_at and ended_at, or one of them with minutes, not all three (Odoo derives the duration from the times)".into()))
         }
@@ -337,6 +337,17 @@ fn span(minutes: f64) -> Result<jiff::SignedDuration, Refusal> {
         return Err(("payload.minutes".into(), "is more than a year".into()));
     }
     Ok(jiff::SignedDuration::from_secs_f64(minutes * 60.0))
+}
+
+/// `t` moved by `by`, or a refusal when that leaves the times Odoo takes.
+fn shifted(t: jiff::Timestamp, by: jiff::SignedDuration) -> Result<jiff::Timestamp, Refusal> {
+    t.checked_add(by)
+        .ok()
+        .filter(|t| (0..253_370_764_800).contains(&t.as_second()))
+        .ok_or((
+            "payload.minutes".into(),
+            "takes the time out of the years 1970 to 9998 (Odoo's range)".into(),
+        ))
 }
 
 /// A time from the payload: ISO 8601 with a UTC offset ("2026-12-06T08:00:00+01:00", "…Z"),

@@ -109,7 +109,7 @@ pub async fn resolve(c: &Client, model: &str, r: &Ref) -> Result<i64, OdooError>
                     .call(
                         model,
                         "search",
-                        vec![json!([["name", "=like", format!("{code}-___")]])],
+                        vec![json!([["name", "=", format!("{code}-001")]])],
                         Map::from_iter([
                             ("limit".to_string(), json!(1)),
                             ("order".to_string(), json!("id")),
@@ -314,31 +314,35 @@ async fn load(
 
 /// What a create or a move loads: its model, columns, the move's description (the reference,
 /// else the external id) and the context.
-fn load_parts<'s>(
-    step: &'s Step,
-    name: &str,
-) -> Option<(
-    &'s str,
-    &'s [(String, Cell)],
-    Option<String>,
-    Map<String, Value>,
-)> {
+struct LoadParts<'s> {
+    model: &'s str,
+    columns: &'s [(String, Cell)],
+    description: Option<String>,
+    context: Map<String, Value>,
+}
+
+fn load_parts<'s>(step: &'s Step, name: &str) -> Option<LoadParts<'s>> {
     match step {
         Step::Create {
             model,
             columns,
             context,
-        } => Some((model.as_str(), columns, None, context.clone())),
-        Step::Move { columns, reference } => Some((
-            "stock.move",
+        } => Some(LoadParts {
+            model,
             columns,
-            Some(
+            description: None,
+            context: context.clone(),
+        }),
+        Step::Move { columns, reference } => Some(LoadParts {
+            model: "stock.move",
+            columns,
+            description: Some(
                 reference
                     .clone()
                     .unwrap_or_else(|| format!("plantd.{name}")),
             ),
-            Map::new(),
-        )),
+            context: Map::new(),
+        }),
         _ => None,
     }
 }
@@ -360,7 +364,13 @@ pub async fn run_many(c: &Client, plant: &str, run: &[(u64, Step)]) -> Result<bo
     let mut rows = Vec::new();
     let mut moves = Vec::new();
     for ((_, step), name) in run.iter().zip(&names) {
-        let Some((m, cells, extra, ctx)) = load_parts(step, name) else {
+        let Some(LoadParts {
+            model: m,
+            columns: cells,
+            description: extra,
+            context: ctx,
+        }) = load_parts(step, name)
+        else {
             continue;
         };
         context = ctx;
@@ -412,7 +422,8 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
         "picking_id",
         "location_id",
         "location_dest_id",
-        "name"
+        "name",
+        "product_uom_qty"
     ]);
     let read = |ids: Vec<i64>| {
         let fields = fields.clone();
@@ -476,6 +487,16 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
             "stock.picking.create gave no ids for the moves' transfers".into(),
         ));
     };
+    // Confirmed first (which reserves what is on hand), then each move picked in full: Odoo
+    // fills in the demand only for a move with nothing reserved, so a move of 10 with 4 on hand
+    // would otherwise move 4 and drop the rest.
+    c.call_on("stock.picking", "action_confirm", &pickings, Map::new())
+        .await?;
+    let demands: Vec<(i64, f64)> = open
+        .iter()
+        .filter_map(|r| Some((r["id"].as_i64()?, r["product_uom_qty"].as_f64()?)))
+        .collect();
+    pick_in_full(c, &demands).await?;
     let answer = c
         .call_on(
             "stock.picking",
@@ -494,6 +515,31 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
             "stock.move {} is {} after its transfer was validated, not done",
             row["id"], row["state"]
         )));
+    }
+    Ok(())
+}
+
+/// Sets each move's picked quantity (move, quantity): one write per distinct quantity.
+async fn pick_in_full(c: &Client, quantities: &[(i64, f64)]) -> Result<(), OdooError> {
+    let mut by_quantity: BTreeMap<String, (f64, Vec<i64>)> = BTreeMap::new();
+    for (m, q) in quantities {
+        by_quantity
+            .entry(format!("{q}"))
+            .or_insert((*q, vec![]))
+            .1
+            .push(*m);
+    }
+    for (q, ids) in by_quantity.into_values() {
+        c.call_on(
+            "stock.move",
+            "write",
+            &ids,
+            Map::from_iter([(
+                "vals".to_string(),
+                json!({"quantity": q, "picked": q > 0.0}),
+            )]),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -564,8 +610,12 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
             let (model, id) = match found.get(&name) {
                 Some((model, id)) => (model.clone(), *id),
                 None => {
-                    let (model, cells, description, context) =
-                        load_parts(step, &name).expect("a create or a move");
+                    let LoadParts {
+                        model,
+                        columns: cells,
+                        description,
+                        context,
+                    } = load_parts(step, &name).expect("a create or a move");
                     let resolved = resolve_columns(c, cells).await?;
                     let mut columns: Vec<String> =
                         resolved.iter().map(|(k, _)| k.clone()).collect();
@@ -753,27 +803,7 @@ async fn validate(
             quantities[i] = (*m, q);
         }
     }
-    // One write per distinct quantity.
-    let mut by_quantity: BTreeMap<String, (f64, Vec<i64>)> = BTreeMap::new();
-    for (m, q) in &quantities {
-        by_quantity
-            .entry(format!("{q}"))
-            .or_insert((*q, vec![]))
-            .1
-            .push(*m);
-    }
-    for (q, ids) in by_quantity.into_values() {
-        c.call_on(
-            "stock.move",
-            "write",
-            &ids,
-            Map::from_iter([(
-                "vals".to_string(),
-                json!({"quantity": q, "picked": q > 0.0}),
-            )]),
-        )
-        .await?;
-    }
+    pick_in_full(c, &quantities).await?;
     let no_backorder = if backorder { vec![] } else { vec![id] };
     let answer = c
         .call_on(
