@@ -904,8 +904,8 @@ class IrAttachment(Model):
         config = self.env.app.config
         return os.path.join(config.data_dir, 'filestore', config.db_name, fname)
 
-    def _prepare(self, vals):
-        vals = super()._prepare(vals)
+    def _prepare(self, vals, creating=False):
+        vals = super()._prepare(vals, creating=creating)
         if 'datas' in vals:
             datas = vals.pop('datas')
             vals.update(self._write_file(base64.b64decode(datas)) if datas else
