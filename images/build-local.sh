@@ -20,20 +20,8 @@ die() { echo "build-local.sh: $*" >&2; exit 1; }
 command -v docker >/dev/null || die "the docker client is missing (apt-get install docker.io)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers; start dockerd first"
 
-mirror() {
-  if [ -n "${PLANTD_DEBIAN_MIRROR:-}" ]; then echo "$PLANTD_DEBIAN_MIRROR"; return; fi
-  local uri
-  # deb822 sources (Debian 12 and later), then the one-line format.
-  uri="$(grep -hs -A3 '^Types:.*deb' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '/^URIs:/ {print $2}' | grep -v security | head -n1 || true)"
-  if [ -z "$uri" ]; then
-    uri="$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-          | awk '{ for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; exit } }' \
-          | grep -v security | head -n1 || true)"
-  fi
-  [ -n "$uri" ] || die "cannot find a Debian mirror in apt's sources; set PLANTD_DEBIAN_MIRROR"
-  echo "$uri"
-}
+# shellcheck source=images/debian-mirror.sh
+. "$here/debian-mirror.sh"
 
 # The base image carries a hash of what went into it, so a changed package list rebuilds it.
 recipe="$(printf '%s %s\n' "$suite" "$packages" | sha256sum | cut -c1-16)"

@@ -45,19 +45,8 @@ serie_minor="$(sed -n 's/^version_info = ([0-9][0-9]*, *\([0-9][0-9]*\),.*/\1/p'
 [ -n "$major" ] || die "$src/odoo/release.py: no version_info; is this an Odoo tree?"
 tag="plantd-local/odoo:${major}.${serie_minor:-0}"
 
-mirror() {
-  if [ -n "${PLANTD_DEBIAN_MIRROR:-}" ]; then echo "$PLANTD_DEBIAN_MIRROR"; return; fi
-  local uri
-  uri="$(grep -hs -A3 '^Types:.*deb' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '/^URIs:/ {print $2}' | grep -v security | head -n1 || true)"
-  if [ -z "$uri" ]; then
-    uri="$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-          | awk '{ for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; exit } }' \
-          | grep -v security | head -n1 || true)"
-  fi
-  [ -n "$uri" ] || die "cannot find a Debian mirror in apt's sources; set PLANTD_DEBIAN_MIRROR"
-  echo "$uri"
-}
+# shellcheck source=images/debian-mirror.sh
+. "$here/debian-mirror.sh"
 
 # debian/control's Depends of the package odoo: one name per line, the first of alternatives,
 # without substitution variables and comments. lxml-html-clean is inside python3-lxml before
