@@ -119,25 +119,44 @@ fn main() {
         rt: rt(),
     };
     println!(
-        "apply into a real Odoo 18 at the plant (2 cores shared by plantd, PostgreSQL and Odoo):"
+        "apply into a real Odoo 18 at the plant (2 cores shared by plantd, PostgreSQL and Odoo), with plantd_apply (a batch in one call):"
     );
     let r = bench.throughput(1, n, mix);
     println!("  9:1 partners:moves, {n} transactions: {r:.0} tx/s");
     let m = n / 3;
     let r = bench.throughput(n + 1, m, stock_move);
     println!("  stock moves, each validated in a transfer, {m} transactions: {r:.0} tx/s");
-
-    // Latency at 100 tx/s: 10 every 100 ms for 30 s.
     let mut first = n + m + 1;
+    latency(&bench, &mut first);
+
+    // The same without the module: plantd's own calls.
+    real_odoo::uninstall_plantd_apply(&stack);
+    println!("without plantd_apply (plantd's own calls, several per run):");
+    let w = n / 3;
+    let r = bench.throughput(first, w, mix);
+    println!("  9:1 partners:moves, {w} transactions: {r:.0} tx/s");
+    first += w;
+    let r = bench.throughput(first, w / 2, stock_move);
+    println!(
+        "  stock moves, each validated in a transfer, {} transactions: {r:.0} tx/s",
+        w / 2
+    );
+    first += w / 2;
+    latency(&bench, &mut first);
+}
+
+/// Ack-to-applied latency while a device posts the 9:1 mix at 100 tx/s (10 every 100 ms) for
+/// 30 s, from seq `first` on.
+fn latency(bench: &Bench, first: &mut u64) {
     let mut acked: Vec<(u64, Instant)> = Vec::new();
     let started = Instant::now();
     let mut applied_at: Vec<(u64, Instant)> = Vec::new();
     let mut tick = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        let seqs = bench.post((first..first + 10).map(mix).collect());
+        let seqs = bench.post((*first..*first + 10).map(mix).collect());
         let now = Instant::now();
         acked.extend(seqs.iter().map(|s| (*s, now)));
-        first += 10;
+        *first += 10;
         tick += Duration::from_millis(100);
         while Instant::now() < tick {
             let a = bench.applied();

@@ -984,6 +984,39 @@ mod odoo_options {
         assert!(conf.contains("\nlimit_time_real = 600\n"), "{conf}");
         assert!(conf.contains("\nlist_db = False\n"), "{conf}");
         assert!(conf.find("list_db").unwrap() < conf.find("smtp_password").unwrap());
+        // plantd's own module stays on the addons path after the plant's.
+        assert!(
+            conf.contains("\naddons_path = /usr/lib/python3/dist-packages/odoo/addons,/mnt/extra-addons,/mnt/plantd-addons\n"),
+            "{conf}"
+        );
+        assert_eq!(conf.matches("addons_path").count(), 1, "{conf}");
+        // ... and is written where the stack mounts it, readable by Odoo's own user.
+        spec.write_files().unwrap();
+        let module = data
+            .path()
+            .join("stack/addons/plantd_apply/models/plantd_apply.py");
+        let text = std::fs::read_to_string(&module).unwrap();
+        assert!(text.contains("_name = \"plantd.apply\""), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&module).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let odoo = spec.get(crate::stack::spec::Service::Odoo);
+        assert!(odoo.mounts.iter().any(|m| m.target == "/mnt/plantd-addons"
+            && m.read_only
+            && m.source.ends_with("stack/addons")));
+        // Without one of the plant's, it is the addons path.
+        let bare = PlantConfig::parse("plant.toml", "[stack]\n")
+            .unwrap()
+            .stack
+            .unwrap();
+        let bare = crate::stack::spec::build(&bare, data.path()).unwrap();
+        assert!(
+            bare.odoo_conf
+                .1
+                .contains("\naddons_path = /mnt/plantd-addons\n"),
+            "{}",
+            bare.odoo_conf.1
+        );
     }
 
     #[test]

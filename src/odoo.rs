@@ -122,6 +122,9 @@ pub struct Client {
     /// Records looked up by code or external id in this Odoo ("model code" → id), for as long
     /// as the connection lasts: each Odoo resolves on its own, and a reconnect starts afresh.
     refs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Set when a call was refused access: a key rotated since this connection signed in
+    /// looks like that, and a fresh connection reads the key again.
+    refused_access: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -175,6 +178,7 @@ impl Client {
             version,
             uid: 0,
             refs: Default::default(),
+            refused_access: Default::default(),
         };
         if api == Api::Jsonrpc {
             let t = &client.target;
@@ -264,12 +268,31 @@ impl Client {
         }
     }
 
+    /// Whether a call on this connection was refused access.
+    pub fn refused_access(&self) -> bool {
+        self.refused_access
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note<T>(&self, result: Result<T, OdooError>) -> Result<T, OdooError> {
+        if let Err(OdooError::Access(_)) = &result {
+            self.refused_access
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
     async fn rpc(&self, service: &str, method: &str, args: Value) -> Result<Value, OdooError> {
         let params = json!({"service": service, "method": method, "args": args});
-        jsonrpc(&self.http, &format!("{}/jsonrpc", self.target.url), params).await
+        self.note(jsonrpc(&self.http, &format!("{}/jsonrpc", self.target.url), params).await)
     }
 
     async fn json2(&self, model: &str, method: &str, body: Value) -> Result<Value, OdooError> {
+        let answer = self.json2_once(model, method, body).await;
+        self.note(answer)
+    }
+
+    async fn json2_once(&self, model: &str, method: &str, body: Value) -> Result<Value, OdooError> {
         let url = format!("{}/json/2/{model}/{method}", self.target.url);
         let response = self
             .http

@@ -25,6 +25,7 @@
 //! when the cursor moved back leaves the cursor alone.
 
 pub mod mapping;
+pub mod odoo_module;
 mod shipped;
 pub mod steps;
 
@@ -178,6 +179,10 @@ pub struct ApplyReport {
     /// The last time a restore (or an admin) moved the cursor back.
     #[serde(default)]
     pub rewound: Option<Rewound>,
+    /// Whether the Odoo applied to has plantd's module (plantd_apply), which takes a batch in
+    /// one call; unknown until the apply has connected.
+    #[serde(default)]
+    pub odoo_module: Option<bool>,
 }
 
 /// The local apply: one per daemon; the control socket's handle to it.
@@ -196,6 +201,8 @@ struct Inner {
     path: PathBuf,
     saved: Mutex<Saved>,
     waiting: std::sync::Mutex<Option<String>>,
+    /// Whether the Odoo last connected to has plantd_apply.
+    odoo_module: std::sync::Mutex<Option<bool>>,
     wake: Notify,
     /// Counts rewinds; the apply's task moves the cursor only under `saved`'s lock and only
     /// when no rewind came between its read of the cursor and its move.
@@ -252,6 +259,7 @@ impl Applier {
                 path,
                 saved: Mutex::new(saved),
                 waiting: Default::default(),
+                odoo_module: Default::default(),
                 wake: Notify::new(),
                 rewinds: AtomicU64::new(0),
             }),
@@ -311,6 +319,10 @@ impl Applier {
                     // seconds, not at the next transaction.
                     match idle_check(&inner.kinds, &inner.locate, &mut client).await {
                         Ok(()) => {
+                            if let Some(c) = &client {
+                                *inner.odoo_module.lock().expect("not poisoned") =
+                                    Some(odoo_module::installed(c));
+                            }
                             *inner.waiting.lock().expect("not poisoned") = None;
                             inner
                                 .health
@@ -384,6 +396,9 @@ impl Applier {
                 &pending,
             )
             .await;
+            if let Some(c) = &client {
+                *inner.odoo_module.lock().expect("not poisoned") = Some(odoo_module::installed(c));
+            }
             let mut saved = inner.saved.lock().await;
             if inner.rewinds.load(Ordering::Acquire) != epoch {
                 // The cursor went back meanwhile (a restore): what this batch did is judged
@@ -464,6 +479,7 @@ impl Applier {
             waiting: inner.waiting.lock().expect("not poisoned").clone(),
             parked: saved.parked,
             rewound: saved.rewound,
+            odoo_module: *inner.odoo_module.lock().expect("not poisoned"),
         }
     }
 
@@ -802,6 +818,35 @@ pub async fn apply_many(
     plant: &str,
     pending: &[Pending<'_>],
 ) -> (Option<u64>, Option<(u64, String, Failed)>) {
+    let kept = client.is_some();
+    let (through, failed) = apply_many_once(kinds, locate, client, plant, pending).await;
+    // A connection kept from earlier batches (the hub keeps its workers') is refused access
+    // once the API key it signed in with is rotated: once, a fresh connection, which reads
+    // the key again, goes on from where it stopped. A real refusal is met again there.
+    if let (true, Some((seq, _, Failed::Stop(_)))) = (kept, &failed) {
+        if client.as_ref().is_some_and(Client::refused_access) {
+            *client = None;
+            if let Some(at) = pending.iter().position(|p| p.seq == *seq) {
+                tracing::info!(
+                    seq,
+                    "Odoo refused access on a kept connection; trying once more on a fresh one"
+                );
+                let (again, failed) =
+                    apply_many_once(kinds, locate, client, plant, &pending[at..]).await;
+                return (again.or(through), failed);
+            }
+        }
+    }
+    (through, failed)
+}
+
+async fn apply_many_once(
+    kinds: &Kinds,
+    locate: &Locate,
+    client: &mut Option<Client>,
+    plant: &str,
+    pending: &[Pending<'_>],
+) -> (Option<u64>, Option<(u64, String, Failed)>) {
     let mut through = None;
     let mut i = 0;
     // Connected first: a new connection learns which kinds this Odoo cannot take.
@@ -824,26 +869,21 @@ pub async fn apply_many(
             i += 1;
             continue;
         }
-        // The run of creates (or moves) that can share a load.
-        let mut run: Vec<(u64, Step)> = Vec::new();
-        while let Some(q) = pending
-            .get(i + run.len())
-            .filter(|q| !q.parked && run.len() < LOAD_ROWS)
-        {
-            let Ok(step) = step_of(kinds, q.kind, q.payload) else {
-                break;
-            };
-            let Some(shape) = load_shape(&step) else {
-                break;
-            };
-            if run
-                .first()
-                .is_some_and(|(_, first)| load_shape(first) != Some(shape))
-            {
-                break;
+        if client.as_ref().is_some_and(odoo_module::installed) {
+            match apply_through_module(kinds, client, plant, &pending[i..]).await {
+                Ok(Some(Module { next, done })) => {
+                    through = done.or(through);
+                    i += next;
+                    if next > 0 {
+                        continue;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return (through, Some((p.seq, p.kind.to_string(), classify(e)))),
             }
-            run.push((q.seq, step));
         }
+        // The run of creates (or moves) that can share a load.
+        let run = load_run(kinds, &pending[i..]);
         if run.len() >= 2 {
             match connect(kinds, locate, client).await {
                 Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
@@ -874,6 +914,102 @@ pub async fn apply_many(
         i += 1;
     }
     (through, None)
+}
+
+/// The run of creates (or moves) at the start of `pending` that can share a load: none when
+/// the first is parked or neither a create nor a move.
+fn load_run(kinds: &Kinds, pending: &[Pending<'_>]) -> Vec<(u64, Step)> {
+    let mut run: Vec<(u64, Step)> = Vec::new();
+    while let Some(q) = pending
+        .get(run.len())
+        .filter(|q| !q.parked && run.len() < LOAD_ROWS)
+    {
+        let Ok(step) = step_of(kinds, q.kind, q.payload) else {
+            break;
+        };
+        let Some(shape) = load_shape(&step) else {
+            break;
+        };
+        if run
+            .first()
+            .is_some_and(|(_, first)| load_shape(first) != Some(shape))
+        {
+            break;
+        }
+        run.push((q.seq, step));
+    }
+    run
+}
+
+/// Most transactions in one call of the plantd_apply module.
+const MODULE_ROWS: usize = 500;
+
+/// How far one call of the plantd_apply module got: `next` transactions of `pending` are
+/// done (applied, or parked and passed over), the last of them `done`.
+struct Module {
+    next: usize,
+    done: Option<u64>,
+}
+
+/// Applies the runs of creates and moves (and the parked transactions among them) at the start
+/// of `pending` in one call of the plantd_apply module. `Ok(None)`: nothing there for it (the
+/// first is neither), or the module failed in a way that is not Odoo refusing a transaction
+/// (said in the log): the caller's own calls take over. A run the module refused, or could not
+/// be sent (a reference an earlier run makes), is left to the caller, which finds the one
+/// transaction one by one.
+async fn apply_through_module(
+    kinds: &Kinds,
+    client: &Option<Client>,
+    plant: &str,
+    pending: &[Pending<'_>],
+) -> Result<Option<Module>, OdooError> {
+    let c = client.as_ref().expect("connected");
+    // (index of the run's first transaction in `pending`, the run); parked ones between runs
+    // are passed over with them.
+    let mut runs: Vec<(usize, Vec<(u64, Step)>)> = Vec::new();
+    let mut j = 0;
+    let mut rows = 0;
+    while j < pending.len() && rows < MODULE_ROWS {
+        if pending[j].parked {
+            j += 1;
+            continue;
+        }
+        let run = load_run(kinds, &pending[j..]);
+        if run.is_empty() {
+            break;
+        }
+        rows += run.len();
+        let len = run.len();
+        runs.push((j, run));
+        j += len;
+    }
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let sent: Vec<&[(u64, Step)]> = runs.iter().map(|(_, r)| r.as_slice()).collect();
+    let outcome = match steps::run_batch(c, plant, &sent).await {
+        Ok(o) => o,
+        Err(e) if e.transient() => return Err(e),
+        Err(e) => {
+            // Such as the module uninstalled meanwhile: the apply's own calls do the same.
+            tracing::warn!(error = %e, "the plantd_apply module failed; applying with plantd's own calls");
+            odoo_module::set_installed(c, false);
+            return Ok(None);
+        }
+    };
+    if let Some(why) = &outcome.refused {
+        tracing::debug!(
+            why,
+            "the plantd_apply module refused a run; finding the transaction one by one"
+        );
+    }
+    // Done through the last run carried out, with the parked ones before the next run.
+    let next = match runs.get(outcome.done) {
+        Some((start, _)) => *start,
+        None => j,
+    };
+    let done = pending[..next].last().map(|p| p.seq);
+    Ok(Some(Module { next, done }))
 }
 
 /// How often an idle apply asks whether Odoo still answers (and how long it waits for it).
@@ -976,10 +1112,8 @@ async fn connect<'c>(
 /// Asks Odoo which of the models the kinds need it has, and marks the kinds whose models it
 /// lacks (such as `quality.check` on Odoo Community).
 async fn check_models(kinds: &Kinds, c: &Client) -> Result<(), OdooError> {
-    let wanted: Vec<String> = kinds.models().into_iter().collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
+    let mut wanted: Vec<String> = kinds.models().into_iter().collect();
+    wanted.push(odoo_module::MODEL.to_string());
     let rows = c
         .call(
             "ir.model",
@@ -994,6 +1128,7 @@ async fn check_models(kinds: &Kinds, c: &Client) -> Result<(), OdooError> {
         .flatten()
         .filter_map(|r| r["model"].as_str().map(str::to_string))
         .collect();
+    odoo_module::set_installed(c, have.contains(odoo_module::MODEL));
     let absent = wanted.into_iter().filter(|m| !have.contains(m)).collect();
     for (kind, why) in kinds.mark_missing(&absent) {
         tracing::warn!(kind = %kind, "{why}");

@@ -413,6 +413,93 @@ pub async fn run_many(c: &Client, plant: &str, run: &[(u64, Step)]) -> Result<bo
     }
 }
 
+/// What one call of `plantd.apply.run` (the plantd_apply module) did with the runs it was
+/// given: how many it carried out, in order, and Odoo's message for the one after them when
+/// Odoo refused it (`None`: the rest were not sent, or all went through).
+#[derive(Debug, PartialEq)]
+pub struct BatchOutcome {
+    pub done: usize,
+    pub refused: Option<String>,
+}
+
+/// Sends `runs` (each a run [`run_many`] would take, or a single create or move) to Odoo as
+/// one `plantd.apply.run`: one round trip and one database transaction, the runs carried out
+/// there in order with the same public methods. The runs are sent as far as their references
+/// resolve here; a run with a reference this Odoo lacks (a record an earlier run of the same
+/// batch makes, say) ends what is sent, and the caller goes on from it.
+pub async fn run_batch(
+    c: &Client,
+    plant: &str,
+    runs: &[&[(u64, Step)]],
+) -> Result<BatchOutcome, OdooError> {
+    let mut body = Vec::new();
+    'runs: for run in runs {
+        let mut fields: Vec<String> = Vec::new();
+        let mut rows = Vec::new();
+        let mut spec = None;
+        for (seq, step) in run.iter() {
+            let name = format!("{plant}_{seq}");
+            let Some(parts) = load_parts(step, &name) else {
+                break 'runs;
+            };
+            let values = match resolve_columns(c, parts.columns).await {
+                Ok(v) => v,
+                Err(e) if e.transient() => return Err(e),
+                Err(_) => break 'runs,
+            };
+            if spec.is_none() {
+                fields = values.iter().map(|(k, _)| k.clone()).collect();
+                if parts.description.is_some() {
+                    fields.push("name".into());
+                }
+                spec = Some((parts.model, parts.context.clone(), step_is_move(step)));
+            }
+            let mut row = vec![json!(format!("plantd.{name}"))];
+            row.extend(values.into_iter().map(|(_, v)| json!(v)));
+            if let Some(d) = parts.description {
+                row.push(json!(d));
+            }
+            rows.push(Value::Array(row));
+        }
+        let Some((model, context, moves)) = spec else {
+            break;
+        };
+        body.push(json!({
+            "model": model,
+            "fields": fields,
+            "rows": rows,
+            "context": context,
+            "moves": moves,
+        }));
+    }
+    if body.is_empty() {
+        return Ok(BatchOutcome {
+            done: 0,
+            refused: None,
+        });
+    }
+    let answers = c
+        .call(
+            super::odoo_module::MODEL,
+            "run",
+            vec![Value::Array(body)],
+            Map::new(),
+        )
+        .await?;
+    let answers = answers.as_array().ok_or_else(|| {
+        OdooError::Protocol(format!("plantd.apply.run answered {answers}, not a list"))
+    })?;
+    let done = answers.iter().take_while(|a| a["ids"].is_array()).count();
+    let refused = answers
+        .get(done)
+        .map(|a| a["error"].as_str().unwrap_or("refused").to_string());
+    Ok(BatchOutcome { done, refused })
+}
+
+fn step_is_move(step: &Step) -> bool {
+    matches!(step, Step::Move { .. })
+}
+
 /// Validates moves: each one not yet in a transfer gets one of its own (an internal transfer,
 /// a receipt from a supplier, a delivery to a customer, by their locations), then all their
 /// transfers are validated in one call, in full and without a backorder.

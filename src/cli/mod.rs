@@ -216,6 +216,14 @@ enum ApplyCommand {
         place: Place,
         seq: u64,
     },
+    /// Write plantd's Odoo module (plantd_apply) into DIR/plantd_apply, for an Odoo plantd does
+    /// not run (the hub's central Odoo): put DIR on its addons path and install "plantd apply"
+    /// from its Apps menu; the apply then sends a batch in one call. The plant's own Odoo has
+    /// it already.
+    OdooModule {
+        /// The directory to write into (created when missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -563,6 +571,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     why: "an admin's `plantd apply rewind`".into(),
                 };
                 stack::apply_do(&place.load()?, request).await
+            }
+            ApplyCommand::OdooModule { dir } => {
+                crate::apply::odoo_module::write(&dir).map_err(|e| {
+                    anyhow::anyhow!("writing the module into {}: {e}", dir.display())
+                })?;
+                println!(
+                    "wrote {}; add {} to the Odoo's addons_path, restart it, and install \"plantd apply\" from Apps",
+                    dir.join(crate::apply::odoo_module::NAME).display(),
+                    dir.display()
+                );
+                Ok(())
             }
         },
         Command::Odoo(OdooCommand::Call {

@@ -43,6 +43,13 @@ pub async fn apply_status(config: &PlantConfig, json: bool) -> anyhow::Result<()
     if let Some(w) = &r.waiting {
         println!("waiting: {w}");
     }
+    match r.odoo_module {
+        Some(true) => println!("Odoo has plantd_apply: a batch goes in one call"),
+        Some(false) => println!(
+            "Odoo lacks plantd_apply: each run of a batch takes several calls (`plantd apply odoo-module --help`)"
+        ),
+        None => {}
+    }
     if let Some(w) = &r.rewound {
         let by = match &w.backup {
             Some(id) => format!("the restore of backup {id}"),

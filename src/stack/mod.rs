@@ -629,8 +629,9 @@ impl Supervisor {
     }
 
     /// Before Odoo's first start, its database must exist: with the database manager off
-    /// (`list_db = False`) nobody could create it later. `odoo -i base --stop-after-init` runs
-    /// once, in a container made like Odoo's (the same image, config and filestore).
+    /// (`list_db = False`) nobody could create it later. `odoo -i base,plantd_apply
+    /// --stop-after-init` runs once, in a container made like Odoo's (the same image, config
+    /// and filestore).
     async fn ensure_odoo_database(
         &mut self,
         engine: &Engine,
@@ -648,14 +649,16 @@ impl Supervisor {
         self.event(
             Some(Service::Odoo),
             "init",
-            format!("creating the Odoo database {db} (odoo -i base, once)"),
+            format!("creating the Odoo database {db} (odoo -i base,plantd_apply, once)"),
         );
         let cmd = [
             "odoo",
             "-d",
             &db,
             "-i",
-            "base",
+            // plantd_apply (on the addons path from DATA_DIR/stack/addons) lets the apply send
+            // a batch in one call.
+            "base,plantd_apply",
             "--without-demo",
             "all",
             "--stop-after-init",

@@ -128,6 +128,10 @@ impl StackSpec {
         if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
             crate::pki::write_atomic(path, text.as_bytes(), 0o644)?;
         }
+        let addons = addons_dir(&self.dir);
+        crate::apply::odoo_module::write(&addons).with_context(|| {
+            format!("writing the plantd_apply module into {}", addons.display())
+        })?;
         Ok(())
     }
 }
@@ -216,6 +220,12 @@ pub fn stack_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("stack")
 }
 
+/// `DATA_DIR/stack/addons/`: the Odoo modules plantd ships (plantd_apply), mounted read-only
+/// on Odoo's addons path.
+pub fn addons_dir(stack_dir: &Path) -> PathBuf {
+    stack_dir.join("addons")
+}
+
 impl Secrets {
     /// Reads the secrets, creating them on first start; true when they were just created.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
@@ -294,7 +304,7 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
                 env.retain(|(key, _)| key != k);
                 env.push((k.clone(), v.clone()));
             }
-            let mounts = mounts(service, name, sc, &odoo_conf_path)?;
+            let mounts = mounts(service, name, sc, &odoo_conf_path, data_dir)?;
             let configured = configured_image(config, service);
             // A release's image bundle moved it, and plant.toml still names what it moved from.
             let moved = overrides
@@ -365,6 +375,7 @@ fn mounts(
     name: &str,
     sc: &ServiceConfig,
     odoo_conf: &Path,
+    data_dir: &Path,
 ) -> anyhow::Result<Vec<Mount>> {
     let mut mounts = match &sc.volumes {
         Some(list) => list
@@ -402,6 +413,15 @@ fn mounts(
             target: "/etc/odoo/odoo.conf".into(),
             read_only: true,
         });
+        let addons = addons_dir(&stack_dir(data_dir));
+        mounts.push(Mount {
+            source: addons
+                .to_str()
+                .context("the data directory's path is not UTF-8; Docker cannot mount it")?
+                .into(),
+            target: crate::apply::odoo_module::MOUNT.into(),
+            read_only: true,
+        });
     }
     Ok(mounts)
 }
@@ -429,6 +449,14 @@ fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> anyhow::Result<String> 
         admin = secrets.odoo_admin_password,
         workers = config.odoo_workers,
     );
+    // plantd's own modules are on the addons path, after any the plant names (Odoo adds its
+    // own addons directory by itself).
+    if !config.odoo_options.contains_key("addons_path") {
+        text.push_str(&format!(
+            "addons_path = {}\n",
+            crate::apply::odoo_module::MOUNT
+        ));
+    }
     for (key, option) in &config.odoo_options {
         let value = match option {
             OdooOption::Text(v) => v.as_str(),
@@ -440,7 +468,14 @@ fn odoo_conf(config: &StackConfig, secrets: &Secrets) -> anyhow::Result<String> 
                 path.display()
             ),
         };
-        text.push_str(&format!("{key} = {value}\n"));
+        if key == "addons_path" {
+            text.push_str(&format!(
+                "{key} = {value},{}\n",
+                crate::apply::odoo_module::MOUNT
+            ));
+        } else {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
     }
     Ok(text)
 }

@@ -1,0 +1,1 @@
+from . import plantd_apply

@@ -1,0 +1,154 @@
+"""One call for a batch of plantd's runs.
+
+A run is what plantd would otherwise send as one `load` (creates of one model with the same
+columns, or stock moves), each row under its external id `plantd.<plant>_<seq>`, followed for
+stock moves by a transfer of their own that is confirmed, picked in full and validated.
+Runs are carried out in the order given, each in a savepoint: the first one Odoo refuses is
+rolled back and ends the batch, and plantd finds the refused transaction one by one with its
+own calls. Rows whose external id exists are not created again (a retry after a lost answer).
+"""
+
+import psycopg2
+
+from odoo import api, models
+from odoo.exceptions import UserError
+
+# A transfer's validation: no backorder question (plantd says whether there is one), no SMS or
+# expiry wizard.
+VALIDATE_CONTEXT = {"skip_backorder": True, "skip_sms": True, "skip_expired": True}
+
+
+class PlantdApply(models.AbstractModel):
+    _name = "plantd.apply"
+    _description = "plantd: a batch of shop-floor transactions in one call"
+
+    @api.model
+    def run(self, runs):
+        """Carries out `runs` in order; returns one answer per run tried: {"ids": [...]}, or
+        {"error": "..."} for the first run refused, which ends the batch."""
+        if not isinstance(runs, list):
+            raise UserError("plantd.apply.run takes a list of runs")
+        answers = []
+        for number, run in enumerate(runs):
+            try:
+                with self.env.cr.savepoint():
+                    ids = self._run(run)
+                answers.append({"ids": ids})
+            except psycopg2.OperationalError:
+                # A serialization failure or a lost connection: the whole call is retried
+                # (by Odoo's own retry, else by plantd), never reported as a refusal.
+                raise
+            except Exception as e:  # noqa: BLE001 - any refusal ends the batch, said to plantd
+                answers.append({"error": "run %d: %s" % (number, e)})
+                break
+        return answers
+
+    def _run(self, run):
+        model = run.get("model")
+        fields = run.get("fields")
+        rows = run.get("rows")
+        if (
+            not isinstance(model, str)
+            or not isinstance(fields, list)
+            or not isinstance(rows, list)
+            or not all(isinstance(r, list) and len(r) == len(fields) + 1 for r in rows)
+        ):
+            raise UserError("a run has a model, fields, and rows of an external id and one cell per field")
+        Model = self.env[model].with_context(**(run.get("context") or {}))
+        xmlids = [row[0] for row in rows]
+        names = [x.split(".", 1)[1] for x in xmlids if x.startswith("plantd.")]
+        if len(names) != len(xmlids):
+            raise UserError("every row's external id is plantd.<name>")
+        found = {
+            d["name"]: (d["model"], d["res_id"])
+            for d in self.env["ir.model.data"].search_read(
+                [("module", "=", "plantd"), ("name", "in", names)], ["name", "model", "res_id"]
+            )
+        }
+        todo = [row for row, name in zip(rows, names) if name not in found]
+        made = iter(())
+        if todo:
+            result = Model.load(["id"] + fields, todo)
+            if not result.get("ids"):
+                messages = [m.get("message", "") for m in result.get("messages", [])]
+                raise UserError("; ".join(messages) or "%s.load created nothing" % model)
+            made = iter(result["ids"])
+        ids = []
+        for name in names:
+            if name in found:
+                if found[name][0] != model:
+                    raise UserError("plantd.%s names a %s, not a %s" % (name, found[name][0], model))
+                ids.append(found[name][1])
+            else:
+                ids.append(next(made))
+        if run.get("moves"):
+            self._finish_moves(self.env["stock.move"].browse(ids))
+        return ids
+
+    def _finish_moves(self, moves):
+        """Each move not yet in a transfer gets one of its own; then the transfers are
+        confirmed, each move picked in full, and all validated without a backorder."""
+        open_moves = moves.filtered(lambda m: m.state != "done")
+        if not open_moves:
+            return
+        pickings = open_moves.picking_id
+        loose = open_moves.filtered(lambda m: not m.picking_id)
+        types = {}
+        for m in loose:
+            key = (m.location_id.id, m.location_dest_id.id)
+            if key not in types:
+                types[key] = self._picking_type(m.location_id, m.location_dest_id).id
+        if loose:
+            pickings |= self.env["stock.picking"].create(
+                [
+                    {
+                        "picking_type_id": types[(m.location_id.id, m.location_dest_id.id)],
+                        "location_id": m.location_id.id,
+                        "location_dest_id": m.location_dest_id.id,
+                        "origin": m.name,
+                        "move_ids": [(4, m.id)],
+                    }
+                    for m in loose
+                ]
+            )
+        # Confirmed first (which reserves what is on hand), then each move picked in full:
+        # Odoo fills in the demand only for a move with nothing reserved.
+        pickings.action_confirm()
+        by_quantity = {}
+        for m in open_moves:
+            by_quantity.setdefault(m.product_uom_qty, self.env["stock.move"])
+            by_quantity[m.product_uom_qty] |= m
+        for quantity, group in by_quantity.items():
+            group.write({"quantity": quantity, "picked": quantity > 0})
+        answer = pickings.with_context(
+            picking_ids_not_to_backorder=pickings.ids, **VALIDATE_CONTEXT
+        ).button_validate()
+        if isinstance(answer, dict) and answer.get("type") == "ir.actions.act_window" and answer.get("target") == "new":
+            raise UserError(
+                "stock.picking.button_validate asks a question in a wizard (%s)" % answer.get("res_model")
+            )
+        left = moves.filtered(lambda m: m.state != "done")
+        if left:
+            raise UserError(
+                "stock.move %d is %s after its transfer was validated, not done" % (left[0].id, left[0].state)
+            )
+
+    def _picking_type(self, source, destination):
+        """A receipt from a supplier, a delivery to a customer, else internal; of the source's
+        (or destination's) warehouse."""
+        if source.usage == "supplier":
+            code, warehouse = "incoming", destination.warehouse_id
+        elif destination.usage == "customer":
+            code, warehouse = "outgoing", source.warehouse_id
+        else:
+            code, warehouse = "internal", source.warehouse_id or destination.warehouse_id
+        domain = [("code", "=", code)]
+        if warehouse:
+            domain.append(("warehouse_id", "=", warehouse.id))
+        found = self.env["stock.picking.type"].search(domain, limit=1, order="sequence, id")
+        if not found:
+            raise UserError(
+                "no %s operation type for a transfer from %s to %s"
+                % (code, source.display_name, destination.display_name)
+            )
+        return found
