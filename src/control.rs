@@ -28,6 +28,9 @@ pub enum Request {
     Status,
     TokenCreate {
         device: String,
+        /// The kinds the device may send; absent: the default scope (see `tokens::Scope`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kinds: Option<Vec<String>>,
     },
     TokenList,
     TokenRevoke {
@@ -167,7 +170,7 @@ impl Request {
             | Request::StackStatus
             | Request::StackLogs { .. }
             | Request::StackEvents => return None,
-            Request::TokenCreate { device } => ("token.create", Some(device)),
+            Request::TokenCreate { device, .. } => ("token.create", Some(device)),
             Request::TokenRevoke { device } => ("token.revoke", Some(device)),
             Request::Island => ("island", None),
             Request::Rejoin => ("rejoin", None),
@@ -260,10 +263,14 @@ impl Control {
                 }),
                 Err(e) => fail(&e),
             },
-            Request::TokenCreate { device } => match self.tokens.create(&device) {
-                Ok(token) => Response::Token { device, token },
-                Err(e) => fail(&e),
-            },
+            Request::TokenCreate { device, kinds } => {
+                match crate::tokens::Scope::parse(kinds.as_deref())
+                    .and_then(|scope| self.tokens.create(&device, &scope))
+                {
+                    Ok(token) => Response::Token { device, token },
+                    Err(e) => fail(&e),
+                }
+            }
             Request::TokenList => match self.tokens.list() {
                 Ok(devices) => Response::Devices { devices },
                 Err(e) => fail(&e),

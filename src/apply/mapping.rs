@@ -128,11 +128,19 @@ pub enum Cell {
 }
 
 /// A mapping from `[apply.kinds.NAME]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KindConfig {
+    /// The one model a custom kind touches (its exact name, so it may be a security model).
+    #[serde(default)]
     pub model: String,
+    /// Only in `[apply.kinds."odoo.create"]`: the models a device granted `odoo.create` may
+    /// create records of: names, or patterns ending in `*` ("stock.*", "*"); a security model
+    /// ([`security_model`]) only by its exact name.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// "create", "write" (fields of a record), or "action" (run `method` on a record).
+    #[serde(default)]
     pub operation: String,
     /// create: `load` column = payload field ("qty", or "qty?" when it may be missing);
     /// write: Odoo field = payload field.
@@ -238,11 +246,57 @@ struct Mapping {
 pub struct Kinds {
     map: BTreeMap<String, Mapping>,
     missing: Arc<RwLock<BTreeMap<String, String>>>,
+    /// `[apply.kinds."odoo.create"] models`: what `odoo.create` may create (none by default).
+    create_models: Vec<String>,
 }
 
 impl PartialEq for Kinds {
     fn eq(&self, other: &Self) -> bool {
-        self.map == other.map
+        self.map == other.map && self.create_models == other.create_models
+    }
+}
+
+/// Models that grant rights, run code or change how Odoo works: users and their keys, groups,
+/// access rules, server actions, crons, modules, mail servers, settings. `odoo.create` touches
+/// one only when `[apply.kinds."odoo.create"] models` names it exactly; a pattern never
+/// matches one. Each entry covers the model and its dotted sub-models (`res.users` covers
+/// `res.users.apikeys`); `ir` covers every `ir.*`.
+pub const SECURITY_MODELS: &[&str] = &[
+    "ir",
+    "base",
+    "base_import",
+    "res.users",
+    "res.groups",
+    "res.company",
+    "res.config",
+    "res.device",
+    "change.password",
+    "auth_totp",
+    "auth.totp",
+    "fetchmail",
+    "mail.mail",
+    "bus",
+];
+
+/// Whether `model` is one of the [`SECURITY_MODELS`].
+pub fn security_model(model: &str) -> bool {
+    SECURITY_MODELS.iter().any(|p| {
+        model == *p
+            || model
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// A `models` entry: a model name, or a prefix of one ending in `*` ("stock.*", "*").
+fn model_pattern(s: &str) -> bool {
+    match s.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => {
+            let word = prefix.strip_suffix('.').unwrap_or(prefix);
+            model_name(word)
+        }
+        None => model_name(s),
     }
 }
 
@@ -284,8 +338,16 @@ impl Kinds {
                 },
             );
         }
+        let mut create_models = Vec::new();
         for (name, k) in custom {
             let field = |f: &str| format!("apply.kinds.{name}.{f}");
+            if name == "odoo.create" {
+                create_models = generic_models(k, field)?;
+                continue;
+            }
+            if !k.models.is_empty() {
+                return Err((field("models"), "only [apply.kinds.\"odoo.create\"] takes a list of models; a custom kind names its one model in model = \"...\"".into()));
+            }
             if !model_name(&k.model) {
                 return Err((
                     field("model"),
@@ -395,6 +457,35 @@ impl Kinds {
         Ok(Kinds {
             map,
             missing: Default::default(),
+            create_models,
+        })
+    }
+
+    /// Whether `odoo.create` may create a record of `model` here, and if not, why.
+    pub fn create_allowed(&self, model: &str) -> Result<(), String> {
+        let exact = self.create_models.iter().any(|m| m == model);
+        if exact {
+            return Ok(());
+        }
+        if security_model(model) {
+            return Err(format!(
+                "{model} is a security model (users, groups, access rules, server actions, crons and the like); odoo.create touches it only when [apply.kinds.\"odoo.create\"] models in plant.toml names it exactly"
+            ));
+        }
+        let matched = self.create_models.iter().any(|p| {
+            p.strip_suffix('*')
+                .is_some_and(|prefix| model.starts_with(prefix))
+        });
+        if matched {
+            return Ok(());
+        }
+        Err(if self.create_models.is_empty() {
+            format!("odoo.create may create no model on this plant; name the models it may create, such as {model:?}, in [apply.kinds.\"odoo.create\"] models of plant.toml")
+        } else {
+            format!(
+                "odoo.create may create only {} on this plant, not {model}; add it to [apply.kinds.\"odoo.create\"] models in plant.toml",
+                self.create_models.join(", ")
+            )
         })
     }
 
@@ -507,6 +598,27 @@ impl Kinds {
     }
 }
 
+/// `[apply.kinds."odoo.create"]`: only `models`, each a model name or a pattern.
+fn generic_models(
+    k: &KindConfig,
+    field: impl Fn(&str) -> String,
+) -> Result<Vec<String>, (String, String)> {
+    let plain = KindConfig {
+        models: k.models.clone(),
+        ..KindConfig::default()
+    };
+    if *k != plain {
+        return Err((field("models"), "odoo.create is shipped: its section takes only models = [\"res.partner\", ...], the models it may create".into()));
+    }
+    if let Some(bad) = k.models.iter().find(|m| !model_pattern(m)) {
+        return Err((
+            field("models"),
+            format!("{bad:?} is not a model name such as \"res.partner\" or a pattern such as \"stock.*\""),
+        ));
+    }
+    Ok(k.models.clone())
+}
+
 /// `odoo.create`: `{"model": "res.partner", "values": {...}}`.
 fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
     let model = obj
@@ -535,6 +647,16 @@ fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
             return Err((
                 format!("payload.values.{k}"),
                 "plantd gives the record its external id; leave id out".into(),
+            ));
+        }
+        // `partner/name` would have Odoo's import create or change a record of another model
+        // (a partner's `user_ids/login` makes a user): only a field, or a reference by
+        // external id (`field/id`) or database id (`field/.id`).
+        let (field, via) = k.split_once('/').unwrap_or((k.as_str(), "id"));
+        if !method_name(field) || !matches!(via, "id" | ".id") {
+            return Err((
+                format!("payload.values.{k}"),
+                "name a field of the record, or refer to a record by external id (\"partner_id/id\") or database id (\"partner_id/.id\")".into(),
             ));
         }
         columns.push((

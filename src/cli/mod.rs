@@ -164,8 +164,12 @@ enum TokenCommand {
         /// The device's name, such as "scanner-line-3" (letters, digits, '.', '_', '-').
         #[arg(long, value_name = "NAME")]
         device: String,
+        /// The kinds the device may send, such as "stock.move,quality.check"; without it,
+        /// every kind the plant takes except odoo.create (granted only by name).
+        #[arg(long, value_name = "KIND,KIND", value_delimiter = ',')]
+        kinds: Option<Vec<String>>,
     },
-    /// List the devices that have tokens, and which were revoked.
+    /// List the devices that have tokens, their scopes, and which were revoked.
     List {
         #[command(flatten)]
         place: Place,
@@ -612,7 +616,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             admin::add(&place.load()?, &user, &role)
         }
         Command::Token(t) => match t {
-            TokenCommand::Create { place, device } => token::create(&place.load()?, &device).await,
+            TokenCommand::Create {
+                place,
+                device,
+                kinds,
+            } => token::create(&place.load()?, &device, kinds).await,
             TokenCommand::List { place } => token::list(&place.load()?).await,
             TokenCommand::Revoke { place, device } => token::revoke(&place.load()?, &device).await,
         },

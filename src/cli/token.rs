@@ -8,7 +8,7 @@ use anyhow::bail;
 
 use crate::config::PlantConfig;
 use crate::control::{self, CallError, Request, Response};
-use crate::tokens::{Device, Tokens};
+use crate::tokens::{Device, Scope, Tokens};
 
 /// Asks the daemon, or `None` when none runs on this data directory.
 async fn ask(config: &PlantConfig, request: Request) -> anyhow::Result<Option<Response>> {
@@ -25,16 +25,37 @@ fn store(config: &PlantConfig) -> anyhow::Result<Tokens> {
     Ok(Tokens::open(&config.data_dir)?)
 }
 
-pub async fn create(config: &PlantConfig, device: &str) -> anyhow::Result<()> {
+pub async fn create(
+    config: &PlantConfig,
+    device: &str,
+    kinds: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    let scope = Scope::parse(kinds.as_deref())?;
+    if let (Scope::Kinds(wanted), Some(apply)) = (&scope, &config.apply) {
+        let known = apply.kinds.names();
+        if let Some(unknown) = wanted.iter().find(|k| !known.contains(&k.as_str())) {
+            bail!(
+                "--kinds: this plant does not take kind {unknown:?} ([apply] in plant.toml knows {}); a token may send only kinds the plant knows",
+                known.join(", ")
+            );
+        }
+    }
     let request = Request::TokenCreate {
         device: device.to_string(),
+        kinds: match &scope {
+            Scope::Default => None,
+            Scope::Kinds(k) => Some(k.iter().cloned().collect()),
+        },
     };
     let token = match ask(config, request).await? {
         Some(Response::Token { token, .. }) => token,
         Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
-        None => store(config)?.create(device)?,
+        None => store(config)?.create(device, &scope)?,
     };
-    println!("Token for device {device:?} (shown once; the plant keeps only its hash).");
+    println!(
+        "Token for device {device:?}, which may send {} (shown once; the plant keeps only its hash).",
+        scope.describe()
+    );
     println!("Devices send it as the header \"Authorization: Bearer TOKEN\":");
     println!("{token}");
     Ok(())
@@ -50,16 +71,17 @@ pub async fn list(config: &PlantConfig) -> anyhow::Result<()> {
         println!("no device tokens; create one with `plantd token create --device NAME`");
         return Ok(());
     }
-    println!("{:<32} {:<26} state", "device", "created");
+    println!("{:<32} {:<26} {:<32} kinds", "device", "created", "state");
     for d in devices {
         let state = match d.revoked_at_ms {
             Some(ms) => format!("revoked {}", crate::ingest::rfc3339_ms(ms)),
             None => "active".into(),
         };
         println!(
-            "{:<32} {:<26} {state}",
+            "{:<32} {:<26} {state:<32} {}",
             d.name,
-            crate::ingest::rfc3339_ms(d.created_at_ms)
+            crate::ingest::rfc3339_ms(d.created_at_ms),
+            d.scope.describe()
         );
     }
     Ok(())

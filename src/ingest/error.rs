@@ -25,6 +25,13 @@ pub enum ApiError {
         message: String,
     },
     TooManyItems(usize),
+    /// The device's token does not allow this: a kind outside its scope, a model its kind may
+    /// not create.
+    Forbidden {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
     /// The key was used before for a different transaction.
     KeyConflict {
         field: String,
@@ -62,7 +69,7 @@ impl ApiError {
                     "key".into()
                 },
                 message: format!(
-                    "key {key:?} was already used for seq {seq} by another device or with a different kind or payload; use a new key for a new transaction"
+                    "key {key:?} was already used by this device for seq {seq} with a different kind or payload; use a new key for a new transaction"
                 ),
             },
             JournalError::Closed => ApiError::ShuttingDown,
@@ -117,6 +124,16 @@ impl ApiError {
                 message,
             } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                field.as_deref(),
+                message.clone(),
+            ),
+            Forbidden {
+                code,
+                field,
+                message,
+            } => (
+                StatusCode::FORBIDDEN,
                 code,
                 field.as_deref(),
                 message.clone(),

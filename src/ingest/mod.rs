@@ -5,6 +5,7 @@
 //! changes nothing. Checks run cheapest first: token, content type, size, JSON, fields.
 
 mod error;
+mod scope;
 mod validate;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub use error::ApiError;
 
 use crate::health::Health;
 use crate::journal::{Cursor, Journal};
-use crate::tokens::{Tokens, Verdict};
+use crate::tokens::{Scope, Tokens, Verdict};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -62,7 +63,7 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-fn authenticate(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
+fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing \"Authorization: Bearer TOKEN\" header; create a token with `plantd token create --device NAME`".into()))?;
@@ -75,10 +76,11 @@ fn authenticate(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| {
             ApiError::Unauthorized("Authorization header must be \"Bearer TOKEN\"".into())
         })?;
-    match api.tokens.verify(token) {
-        Verdict::Valid { device } => Ok(device),
-        Verdict::Revoked { device } => Err(ApiError::Revoked(device)),
-        Verdict::Unknown => Err(ApiError::Unauthorized("unknown token".into())),
+    match api.tokens.verify_scoped(token) {
+        (Verdict::Valid { device }, Some(scope)) => Ok((device, scope)),
+        (Verdict::Valid { device }, None) => Ok((device, Scope::Kinds(Default::default()))),
+        (Verdict::Revoked { device }, _) => Err(ApiError::Revoked(device)),
+        (Verdict::Unknown, _) => Err(ApiError::Unauthorized("unknown token".into())),
     }
 }
 
@@ -87,7 +89,7 @@ async fn post_transactions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let device = authenticate(&api, &headers)?;
+    let (device, scope) = authenticate(&api, &headers)?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -99,34 +101,47 @@ async fn post_transactions(
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::MalformedJson(format!("body is not valid JSON: {e}")))?;
     let (items, is_array) = validate::transactions(value, &device)?;
-    if let Some(kinds) = &api.kinds {
-        for (i, t) in items.iter().enumerate() {
-            let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
-            if let Err((field, message)) = kinds.step(&t.kind, &payload) {
-                // A device sending again what was journaled before the mappings changed gets
-                // its original answer from the journal, not a refusal.
-                if api
-                    .journal
-                    .get(t.key.clone())
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
-                    continue;
-                }
-                let code = if field == "kind" {
-                    "unknown_kind"
-                } else {
-                    "invalid_payload"
-                };
-                let field = if is_array {
-                    format!("[{i}].{field}")
-                } else {
-                    field
-                };
-                return Err(ApiError::invalid(code, field, message));
+    for (i, t) in items.iter().enumerate() {
+        // What the plant cannot apply first (422 names the field), then what this device may
+        // not send (403).
+        let applicable = match &api.kinds {
+            Some(kinds) => {
+                let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
+                kinds
+                    .step(&t.kind, &payload)
+                    .map(|_| ())
+                    .map_err(|(field, message)| {
+                        let code = if field == "kind" {
+                            "unknown_kind"
+                        } else {
+                            "invalid_payload"
+                        };
+                        let field = if is_array {
+                            format!("[{i}].{field}")
+                        } else {
+                            field
+                        };
+                        ApiError::invalid(code, field, message)
+                    })
             }
+            None => Ok(()),
+        };
+        let allowed = || scope::check(&device, &scope, api.kinds.as_deref(), t, i, is_array);
+        let Err(refusal) = applicable.and_then(|()| allowed()) else {
+            continue;
+        };
+        // A device sending again what it journaled before its scope or the mappings changed
+        // gets its original answer from the journal (or a key conflict), not a refusal:
+        // either way nothing new is journaled.
+        let sent_before = api
+            .journal
+            .get(device.clone(), t.key.clone())
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if !sent_before {
+            return Err(refusal);
         }
     }
     let keys: Vec<String> = items.iter().map(|t| t.key.clone()).collect();
@@ -193,15 +208,17 @@ async fn get_transaction(
     headers: HeaderMap,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&api, &headers)?;
+    // A device reads only its own transactions: keys are per device, and another device's
+    // is not there for it (the same answer as a key never sent).
+    let (device, _) = authenticate(&api, &headers)?;
     let stored = api
         .journal
-        .get(key.clone())
+        .get(device, key.clone())
         .await
         .map_err(|e| ApiError::from_journal(e, false))?;
     let Some(t) = stored else {
         return Err(ApiError::NotFound(format!(
-            "no transaction with key {key:?} (never sent, or pruned after the hub acknowledged it and the retention window passed)"
+            "no transaction with key {key:?} from this device (never sent by it, or pruned after the hub acknowledged it and the retention window passed)"
         )));
     };
     let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
@@ -218,7 +235,7 @@ async fn get_transaction(
 }
 
 async fn get_journal(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authenticate(&api, &headers)?;
+    let _ = authenticate(&api, &headers)?;
     let s = api
         .journal
         .stats()

@@ -6,8 +6,9 @@
 //!   commits the requests waiting at that moment as one group, so many callers share one fsync.
 //! - **Gap-free order.** `seq` is assigned by that one writer, in commit order, from a counter
 //!   that survives pruning; a request that fails leaves no hole.
-//! - **Idempotency.** A repeated `key` returns the original `seq` with `duplicate = true`; the
-//!   same key with another kind or payload is refused as a conflict.
+//! - **Idempotency.** A key is its device's own: the same device repeating it gets the original
+//!   `seq` with `duplicate = true`, or a conflict when the kind or payload differ; the same key
+//!   from another device is another transaction.
 //! - **All or nothing.** The items of one [`Journal::append`] call commit together or not at all.
 //! - **Bounded disk.** Transactions that every required cursor passed and that are older than the
 //!   retention window are deleted in chunks; freed pages go back to the file system and the WAL
@@ -112,7 +113,7 @@ pub struct Stats {
 pub enum JournalError {
     #[error("the disk holding the journal is full (or below its free-space reserve); free space, then retry with the same key (everything accepted before is intact)")]
     DiskFull,
-    #[error("key {key:?} was already used for a different transaction (seq {seq})")]
+    #[error("key {key:?} was already used by this device for a different transaction (seq {seq})")]
     KeyConflict {
         /// Position of the item in its request.
         index: usize,
@@ -325,14 +326,14 @@ impl Journal {
             .map_err(|_| JournalError::Closed)
     }
 
-    /// The stored transaction with this key, if it is still in the journal.
-    pub async fn get(&self, key: String) -> Result<Option<Stored>, JournalError> {
+    /// The stored transaction `device` sent with this key, if it is still in the journal.
+    pub async fn get(&self, device: String, key: String) -> Result<Option<Stored>, JournalError> {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT seq, key, device, kind, payload, occurred_at, received_at
-                 FROM transactions WHERE key = ?1",
+                 FROM transactions WHERE device = ?1 AND key = ?2",
             )?
-            .query_row([key], Stored::from_row)
+            .query_row([device, key], Stored::from_row)
             .optional()
         })
         .await

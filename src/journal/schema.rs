@@ -23,6 +23,23 @@ const MIGRATIONS: &[&str] = &[
     // 2: a random id, so the hub can tell this journal from a replacement.
     "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), journal_id TEXT NOT NULL);
      INSERT INTO identity (id, journal_id) VALUES (1, lower(hex(randomblob(16))));",
+    // 3: keys are scoped per device: the same key from two devices is two transactions, so
+    // that no device can take (or find out about) another's. SQLite cannot drop a column's
+    // UNIQUE, so the table is rebuilt, once (the journal holds what is not yet pruned).
+    "CREATE TABLE transactions_v3 (
+        seq         INTEGER PRIMARY KEY,
+        key         TEXT    NOT NULL,
+        device      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        payload     TEXT    NOT NULL,
+        occurred_at TEXT,
+        received_at INTEGER NOT NULL,
+        UNIQUE (device, key)
+     );
+     INSERT INTO transactions_v3 (seq, key, device, kind, payload, occurred_at, received_at)
+        SELECT seq, key, device, kind, payload, occurred_at, received_at FROM transactions;
+     DROP TABLE transactions;
+     ALTER TABLE transactions_v3 RENAME TO transactions;",
 ];
 
 /// Pragmas for every connection: WAL, fsync on every commit, a bounded WAL file.
@@ -50,4 +67,38 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_from_before_per_device_keys_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO transactions (seq, key, device, kind, payload, received_at)
+             VALUES (7, 'k', 'a', 'scan', '{}', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: (i64, String) = conn
+            .query_row(
+                "SELECT seq, device FROM transactions WHERE key = 'k'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (7, "a".to_string()));
+        // Another device may use the key; the same device may not twice.
+        let insert = "INSERT INTO transactions (seq, key, device, kind, payload, received_at)
+                      VALUES (?1, 'k', ?2, 'scan', '{}', 1)";
+        conn.execute(insert, rusqlite::params![8, "b"]).unwrap();
+        assert!(conn.execute(insert, rusqlite::params![9, "a"]).is_err());
+    }
 }

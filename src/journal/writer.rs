@@ -445,10 +445,11 @@ fn insert_request(
 ) -> rusqlite::Result<Result<Vec<Appended>, JournalError>> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO transactions (seq, key, device, kind, payload, occurred_at, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (device, key) DO NOTHING",
     )?;
-    let mut existing =
-        conn.prepare_cached("SELECT seq, device, kind, payload FROM transactions WHERE key = ?1")?;
+    let mut existing = conn.prepare_cached(
+        "SELECT seq, kind, payload FROM transactions WHERE device = ?1 AND key = ?2",
+    )?;
     let mut out = Vec::with_capacity(items.len());
     for (index, t) in items.iter().enumerate() {
         let seq = *last_seq + 1;
@@ -469,12 +470,12 @@ fn insert_request(
             });
             continue;
         }
-        let (seq, device, kind, payload): (i64, String, String, String) = existing
-            .query_row([&t.key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        // Keys are the device's own: only its own transaction can conflict.
+        let (seq, kind, payload): (i64, String, String) = existing
+            .query_row([&t.device, &t.key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
-        // Another device's transaction with the same key is not a retry of this one.
-        if device != t.device || kind != t.kind || payload != t.payload {
+        if kind != t.kind || payload != t.payload {
             return Ok(Err(JournalError::KeyConflict {
                 index,
                 key: t.key.clone(),

@@ -24,6 +24,7 @@ use crate::ingest::{self, Api};
 use crate::journal::{self, Journal};
 use crate::tokens::Tokens;
 
+mod private;
 mod replication;
 pub use replication::{island_marker, Replication};
 
@@ -43,6 +44,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     let data_dir = &config.data_dir;
     create_private_dir(data_dir)?;
     let _lock = lock_data_dir(data_dir)?;
+    private::enforce(data_dir);
     crate::update::init_version(data_dir);
     let on_trial = std::env::var_os(crate::update::TRIAL_ENV).is_some();
 

@@ -41,10 +41,55 @@ fn image_id(config: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
+/// An entry's name as Docker resolves it when it loads a bundle: `./manifest.json`,
+/// `/manifest.json` and `x/../manifest.json` are all `manifest.json` (Docker cleans each name,
+/// and the last entry of a name wins). `None` for a name that climbs out (Docker refuses it).
+fn docker_name(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The image names an OCI `index.json` gives (Docker's containerd image store loads them as
+/// tags too), as Docker shows them (`docker.io/library/` left out).
+fn index_names(text: &str) -> anyhow::Result<Vec<String>> {
+    let index: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!("index.json, line {}: {e}", e.line()))?;
+    let names = index
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("annotations"))
+        .filter_map(|a| a.get("io.containerd.image.name"))
+        .filter_map(|n| n.as_str())
+        .map(|n| {
+            n.strip_prefix("docker.io/library/")
+                .or_else(|| n.strip_prefix("docker.io/"))
+                .unwrap_or(n)
+                .to_string()
+        })
+        .collect();
+    Ok(names)
+}
+
 fn check_reader(reader: impl Read) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().context("not a tar archive")?;
     let mut tags = None;
+    // Every entry Docker would read as the manifest or the OCI index, by its name in the tar.
+    let mut manifests: Vec<String> = Vec::new();
+    let mut indexes: Vec<String> = Vec::new();
+    let mut indexed: Vec<String> = Vec::new();
     // Every entry is read to its end, so that a truncated bundle is caught here, not halfway
     // through Docker's load.
     for entry in entries {
@@ -53,13 +98,28 @@ fn check_reader(reader: impl Read) -> anyhow::Result<Vec<(String, Option<String>
         let size = entry.size();
         let name = path.display().to_string();
         let truncated = || anyhow::anyhow!("the tar archive is damaged or truncated (in {name})");
-        if path.as_os_str() != "manifest.json" {
+        let docker = docker_name(&entry.path_bytes());
+        if docker.as_deref() == Some("index.json") {
+            indexes.push(name.clone());
+            if size > 16 * 1024 * 1024 {
+                bail!("its index.json ({name}) is over 16 MiB");
+            }
+            let mut text = String::new();
+            let read = entry.read_to_string(&mut text).map_err(|_| truncated())?;
+            if read as u64 != size {
+                return Err(truncated());
+            }
+            indexed.extend(index_names(&text)?);
+            continue;
+        }
+        if docker.as_deref() != Some("manifest.json") {
             let read = std::io::copy(&mut entry, &mut std::io::sink()).map_err(|_| truncated())?;
             if read != size {
                 return Err(truncated());
             }
             continue;
         }
+        manifests.push(name.clone());
         if entry.size() > 16 * 1024 * 1024 {
             bail!("its manifest.json is over 16 MiB");
         }
@@ -84,6 +144,22 @@ fn check_reader(reader: impl Read) -> anyhow::Result<Vec<(String, Option<String>
             bail!("its manifest.json names no image");
         }
         tags = Some(found);
+    }
+    // Docker reads one manifest, the last of that name: a bundle with two would be checked as
+    // one image and loaded as another.
+    for (what, names) in [("manifest.json", &manifests), ("index.json", &indexes)] {
+        if names.len() > 1 {
+            bail!(
+                "it holds {} entries that Docker reads as {what} ({}); a bundle has one (make bundles with `plantd images save` or `docker save`)",
+                names.len(),
+                names.join(", ")
+            );
+        }
+    }
+    if let Some(found) = &tags {
+        if let Some(other) = indexed.iter().find(|n| !found.iter().any(|(t, _)| t == *n)) {
+            bail!("its index.json names image {other:?}, which its manifest.json does not; Docker would load it under that name too");
+        }
     }
     tags.ok_or_else(|| {
         anyhow::anyhow!(
@@ -208,6 +284,21 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// A tar whose entry names are written as given (tar::Builder cleans "./" away).
+    fn tar_raw(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, content) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(content.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, *content).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
     #[test]
     fn repositories_and_plans() {
         assert_eq!(repository("odoo:17"), "odoo");
@@ -270,6 +361,56 @@ mod tests {
             image_id(&format!("{hex}.json")),
             Some(format!("sha256:{hex}"))
         );
+
+        // Docker reads "./manifest.json" as "manifest.json": two of them are refused, naming both.
+        let two = tar_raw(&[
+            (
+                "manifest.json",
+                br#"[{"Config":"x.json","RepoTags":["x/benign:1"],"Layers":[]}]"#,
+            ),
+            (
+                "./manifest.json",
+                br#"[{"Config":"y.json","RepoTags":["x/evil:1"],"Layers":[]}]"#,
+            ),
+        ]);
+        let e = format!("{:#}", check_reader(&two[..]).unwrap_err());
+        assert!(
+            e.contains("2 entries") && e.contains("./manifest.json, manifest.json")
+                || e.contains("manifest.json, ./manifest.json"),
+            "{e}"
+        );
+        let dotted = tar_raw(&[(
+            "./manifest.json",
+            br#"[{"Config":"x.json","RepoTags":["x/benign:1"],"Layers":[]}]"#,
+        )]);
+        assert_eq!(
+            check_reader(&dotted[..]).unwrap(),
+            vec![("x/benign:1".to_string(), None)],
+            "a lone ./manifest.json is the manifest"
+        );
+        let indexed = tar_raw(&[
+            (
+                "manifest.json",
+                br#"[{"Config":"x.json","RepoTags":["x/benign:1"],"Layers":[]}]"#,
+            ),
+            (
+                "index.json",
+                br#"{"manifests":[{"annotations":{"io.containerd.image.name":"docker.io/x/evil:1"}}]}"#,
+            ),
+        ]);
+        let e = format!("{:#}", check_reader(&indexed[..]).unwrap_err());
+        assert!(e.contains("x/evil:1"), "{e}");
+        for (raw, want) in [
+            ("manifest.json", Some("manifest.json")),
+            ("./manifest.json", Some("manifest.json")),
+            ("/manifest.json", Some("manifest.json")),
+            ("a/../manifest.json", Some("manifest.json")),
+            (".//./manifest.json", Some("manifest.json")),
+            ("../manifest.json", None),
+            ("blobs/sha256/ab", Some("blobs/sha256/ab")),
+        ] {
+            assert_eq!(docker_name(raw.as_bytes()).as_deref(), want, "{raw}");
+        }
 
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"hello, not a tar".to_vec(), "damaged or truncated"),

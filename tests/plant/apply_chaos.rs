@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::chaos::Rng;
 use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
-use crate::harness::{client_for, create_token, rt};
+use crate::harness::{client_for, create_token_granted, rt};
 use crate::odoo::{
     apply_status, central_odoo, count, emulator_master_data, emulator_receipts, hub_apply, logs,
     odoo, ok, write_emulator_key,
@@ -304,7 +304,7 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stack.restart_plantd(&format!("{odoo_section}[apply]\nlocal = true\n"));
+    stack.restart_plantd(&format!("{odoo_section}[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n"));
     let prefix = apply_status(&stack)["external_ids"]
         .as_str()
         .unwrap()
@@ -321,7 +321,7 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
         emulator_receipts(side, data, &pickings(), 5.0);
     }
 
-    let token = create_token(&stack.plant.data_dir, "line-3");
+    let token = create_token_granted(&stack.plant.data_dir, "line-3");
     let posted = Arc::new(AtomicU64::new(0));
     let devices = post_all(
         stack.plant.data_dir.join("tls/api.crt"),
@@ -452,7 +452,7 @@ fn ten_thousand_transactions_reach_both_odoos_once_in_order_through_kills_and_an
     let (code, body) = rt().block_on(async {
         let r = client_for(&stack.plant.data_dir.join("tls/api.crt"), stack.plant.addr)
             .post(stack.plant.url("/api/v1/transactions"))
-            .bearer_auth(create_token(&stack.plant.data_dir, "line-4"))
+            .bearer_auth(create_token_granted(&stack.plant.data_dir, "line-4"))
             .json(&json!({"key": "qc-1", "kind": "quality.check", "payload": {"product": "PLT-BOLT", "result": "pass"}}))
             .send()
             .await

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
-use crate::harness::{self, client_for, create_token, post_json, rt, Plant};
+use crate::harness::{self, client_for, create_token_granted, post_json, rt, Plant};
 use crate::stack::TestStack;
 
 /// A signed-in browser, as far as the API can tell.
@@ -189,14 +189,14 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
     let stack = TestStack::start(&format!(
-        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[backup]\nschedule = \"off\"\n",
+        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n[backup]\nschedule = \"off\"\n",
         key_file.display()
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
     crate::odoo::write_emulator_key(&stack, &key_file);
     let master = crate::odoo::emulator_master_data(&stack);
     let data = &stack.plant.data_dir;
-    let token = create_token(data, "scanner-1");
+    let token = create_token_granted(data, "scanner-1");
     let plant = &stack.plant;
     let web = Web {
         client: plant.client(),
@@ -612,14 +612,14 @@ fn the_fleet_page_shows_each_plants_central_apply_and_its_remedies() {
 
     let data = dir.path().join("lyon");
     std::fs::create_dir_all(&data).unwrap();
-    let token = create_token(&data, "scanner-1");
+    let token = create_token_granted(&data, "scanner-1");
     let out = enroll(&data, &hub, &hub.token("lyon", "1h"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lyon = Plant::start(&data, "[apply]\nlocal = false\n");
+    let lyon = Plant::start(&data, "[apply]\nlocal = false\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n");
 
     let web = hub_web(&hub);
     rt().block_on(async {

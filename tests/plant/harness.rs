@@ -59,6 +59,25 @@ pub fn create_token(data_dir: &Path, device: &str) -> String {
     last_line(&out)
 }
 
+/// The kinds the tests' devices send: every shipped kind, `odoo.create` (granted only by name)
+/// and the tests' own `partner.code`.
+pub const TEST_KINDS: &str = "odoo.create,stock.move,stock.picking.validate,mrp.production.done,workorder.time,quality.check,partner.code";
+
+/// [`create_token`] for a device that may send every one of [`TEST_KINDS`].
+pub fn create_token_granted(data_dir: &Path, device: &str) -> String {
+    let out = plantd(&[
+        "token",
+        "create",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--device",
+        device,
+        "--kinds",
+        TEST_KINDS,
+    ]);
+    last_line(&out)
+}
+
 /// `plantd admin add USER --role ROLE --data-dir DIR`, the password on stdin, as an admin types
 /// it (a plant's or a hub's data directory).
 pub fn admin_add(data_dir: &Path, user: &str, role: &str, password: &str) -> Output {

@@ -20,6 +20,7 @@ mod real_odoo_stack;
 mod releases;
 mod replication;
 mod restore_apply;
+mod scopes;
 mod smoke;
 mod stack;
 mod units;

@@ -345,18 +345,18 @@ pub fn count(stack: &TestStack, model: &str, domain: &str) -> i64 {
 
 #[test]
 fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_queue() {
-    use crate::harness::{create_token, post_json, rt};
+    use crate::harness::{create_token_granted, post_json, rt};
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
     // A kind of the plant's own: a write on a partner found by name.
     let stack = TestStack::start(&format!(
-        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[apply.kinds.\"partner.code\"]\nmodel = \"res.partner\"\noperation = \"write\"\nrecord_name = \"partner\"\nvalues = {{ ref = \"code\" }}\n",
+        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n[apply.kinds.\"partner.code\"]\nmodel = \"res.partner\"\noperation = \"write\"\nrecord_name = \"partner\"\nvalues = {{ ref = \"code\" }}\n",
         key_file.display()
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
     write_emulator_key(&stack, &key_file);
     let data = emulator_master_data(&stack);
-    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
     let post = |body: Value| rt().block_on(post_json(&client, &url, &token, &body));
@@ -810,7 +810,7 @@ pub fn central_odoo(keys: &std::path::Path, version: &str) -> (TestStack, String
 #[test]
 fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() {
     use crate::fleet::{enroll, free_udp_addr, Hub, Pg};
-    use crate::harness::{create_token, post_json, rt, Plant};
+    use crate::harness::{create_token_granted, post_json, rt, Plant};
     let keys = tempfile::tempdir().unwrap();
     let (central, odoo_section) = central_odoo(keys.path(), "19.0");
     emulator_master_data(&central);
@@ -825,14 +825,14 @@ fn the_hub_applies_each_plants_transactions_to_the_central_odoo_once_in_order() 
     for name in ["lyon", "turin"] {
         let data = dir.path().join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let token = create_token(&data, "scanner-1");
+        let token = create_token_granted(&data, "scanner-1");
         let out = enroll(&data, &hub, &hub.token(name, "1h"));
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let plant = Plant::start(&data, "[apply]\nlocal = false\n");
+        let plant = Plant::start(&data, "[apply]\nlocal = false\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n");
         plants.push((name, plant, token));
     }
     let n = 300;

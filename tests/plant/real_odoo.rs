@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{create_token, post_json, rt};
+use crate::harness::{create_token_granted, post_json, rt};
 use crate::odoo::apply_status;
 use crate::stack::{docker, TestStack};
 
@@ -379,7 +379,7 @@ fn every_shipped_kind_does_what_it_says_at_the_plant_and_in_the_centre_on_real_o
         keys.path().join("odoo.key"),
         keys.path().join("central.key"),
     );
-    let local = "[apply]\nlocal = true\n";
+    let local = "[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n";
     // The plant's Odoo and the central one, each in a stack of its own, set up alike but with
     // different database ids for the same records.
     let (mut stack, central) = std::thread::scope(|s| {
@@ -426,7 +426,7 @@ fn every_shipped_kind_does_what_it_says_at_the_plant_and_in_the_centre_on_real_o
     );
     stack.restart_plantd(&real_config(&key_file, local));
 
-    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
     let post = |body: Value| rt().block_on(post_json(&client, &url, &token, &body));
@@ -524,10 +524,10 @@ fn three_thousand_mixed_transactions_land_once_in_order_through_two_kills_on_rea
     const N: u64 = 3_000;
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
-    let mut stack = real_stack(&key_file, "[apply]\nlocal = true\n");
+    let mut stack = real_stack(&key_file, "[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n");
     master_data(&stack, 0);
     odoo_shell(&stack, "import json\nwh = env.ref('stock.warehouse0')\nsupplier = env.ref('stock.stock_location_suppliers')\nstock = env.ref('stock.stock_location_stock')\nbolt = env['product.product'].search([('default_code', '=', 'PLT-BOLT')])\nfor n in range(30):\n    p = env['stock.picking'].create({'name': 'MIX/IN/%d' % n, 'picking_type_id': wh.in_type_id.id, 'location_id': supplier.id, 'location_dest_id': stock.id, 'move_ids': [(0, 0, {'name': 'bolt', 'product_id': bolt.id, 'product_uom_qty': 3, 'location_id': supplier.id, 'location_dest_id': stock.id})]})\n    p.action_confirm()\nenv.cr.commit()\nprint('PLANTD_JSON=1')\n");
-    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
     let post_all = |stack: &TestStack, from: u64| {
         let client = stack.plant.client();
         let url = stack.plant.url("/api/v1/transactions");
@@ -635,10 +635,10 @@ fn a_restore_of_an_older_backup_rewinds_and_reapplies_once_on_real_odoo_18() {
     let key_file = keys.path().join("odoo.key");
     let stack = real_stack(
         &key_file,
-        "[apply]\nlocal = true\n[backup]\nschedule = \"off\"\n",
+        "[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n[backup]\nschedule = \"off\"\n",
     );
     master_data(&stack, 0);
-    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
     let post = |from: u64| {

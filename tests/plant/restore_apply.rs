@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{create_token, post_json, rt};
+use crate::harness::{create_token_granted, post_json, rt};
 use crate::odoo::{apply_status, count, wait_apply, write_emulator_key};
 use crate::stack::TestStack;
 
@@ -30,12 +30,12 @@ fn a_restore_rewinds_the_apply_and_what_came_after_the_backup_is_applied_again_o
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
     let stack = TestStack::start(&format!(
-        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[backup]\nschedule = \"off\"\n",
+        "[odoo]\nkey_file = \"{}\"\n[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\", \"stock.lot\"]\n[backup]\nschedule = \"off\"\n",
         key_file.display()
     ));
     stack.wait_all_healthy(Duration::from_secs(120));
     write_emulator_key(&stack, &key_file);
-    let token = create_token(&stack.plant.data_dir, "scanner-1");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
     let client = stack.plant.client();
     let url = stack.plant.url("/api/v1/transactions");
     let post = |prefix: &str, n: usize| -> Vec<String> {

@@ -126,17 +126,16 @@ fn a_conflicting_request_is_refused_whole_and_leaves_no_gap() {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    // The same key and payload from another device is not a retry either.
-    let mut other = tx("a", "{\"q\":1}");
-    other.device = "scanner-2".into();
-    let out2 = group(&mut w, vec![vec![other]], 2_500);
-    assert!(matches!(
-        &out2[0],
-        Err(JournalError::KeyConflict { seq: 1, .. })
-    ));
     // "c" was rolled back with its request, and "d" takes the next seq.
     assert_eq!(seqs(&out[2]), vec![(3, false)]);
     assert_eq!(stored_seqs(&w), vec![1, 2, 3]);
+    // Keys are per device: another device's "a", even with another payload, is its own
+    // transaction, and its retry is its own duplicate.
+    let mut other = tx("a", "{\"q\":9}");
+    other.device = "scanner-2".into();
+    let out2 = group(&mut w, vec![vec![other.clone()], vec![other]], 2_500);
+    assert_eq!(seqs(&out2[0]), vec![(4, false)]);
+    assert_eq!(seqs(&out2[1]), vec![(4, true)]);
 }
 
 #[test]
@@ -253,7 +252,11 @@ fn per_request_mode_and_group_mode_store_the_same() {
             }
             got.sort();
             assert_eq!(got, (1..=50).collect::<Vec<u64>>(), "{commit:?}");
-            let s = j.get("k7".into()).await.unwrap().unwrap();
+            let s = j
+                .get("scanner-1".into(), "k7".into())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((s.key.as_str(), s.kind.as_str()), ("k7", "scan"));
             let stats = j.stats().await.unwrap();
             assert_eq!((stats.depth, stats.last_seq), (50, 50));
