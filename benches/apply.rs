@@ -68,11 +68,14 @@ fn fleet(count: usize, hub_toml: &str) -> Fleet {
             let name = format!("plant-{i}");
             let data = dir.path().join(&name);
             std::fs::create_dir_all(&data).unwrap();
-            let token = create_token(&data, "bench");
+            let token = create_token_granted(&data, "bench");
             assert!(enroll(&data, &hub, &hub.token(&name, "1h"))
                 .status
                 .success());
-            let plant = Plant::start(&data, "[apply]\nlocal = false\n");
+            let plant = Plant::start(
+                &data,
+                "[apply]\nlocal = false\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\"]\n",
+            );
             (name, plant, token)
         })
         .collect();

@@ -109,13 +109,16 @@ fn main() {
         .unwrap_or(3_000);
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("odoo.key");
-    let stack = real_odoo::real_stack(&key_file, "[apply]\nlocal = true\n");
+    let stack = real_odoo::real_stack(
+        &key_file,
+        "[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\"]\n",
+    );
     real_odoo::master_data(&stack, 0);
     let bench = Bench {
         client: stack.plant.client(),
         post: stack.plant.url("/api/v1/transactions"),
         journal: stack.plant.url("/api/v1/journal"),
-        token: create_token(&stack.plant.data_dir, "bench"),
+        token: create_token_granted(&stack.plant.data_dir, "bench"),
         rt: rt(),
     };
     println!(
