@@ -75,6 +75,8 @@ struct RawConfig {
     #[serde(default)]
     odoo: odoo::RawOdoo,
     apply: Option<RawApply>,
+    #[serde(default)]
+    http: crate::listen::RawLimits,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -131,6 +133,8 @@ pub struct PlantConfig {
     /// Where the journal, TLS material and control socket live.
     pub data_dir: PathBuf,
     pub api: ApiConfig,
+    /// `[http]`: timeouts and the connection limit of every HTTP listener.
+    pub http: crate::listen::Limits,
     pub journal: JournalConfig,
     /// QUIC addresses of the hub replicas, tried in turn; empty means the ones enrollment
     /// recorded.
@@ -225,6 +229,12 @@ pub struct HubConfig {
     /// `[apply]`, read into [`HubConfig::central`].
     #[serde(default, rename = "apply")]
     apply_section: Option<toml::Table>,
+    /// `[http]`, read into [`HubConfig::http`].
+    #[serde(default, rename = "http")]
+    http_section: Option<toml::Table>,
+    /// Timeouts and the connection limit of the HTTPS listener.
+    #[serde(skip)]
+    pub http: crate::listen::Limits,
     /// The apply to the central Odoo, when `[apply] central = true`.
     #[serde(skip)]
     pub central: Option<CentralApply>,
@@ -288,6 +298,13 @@ impl HubConfig {
                     located(("odoo".into(), e.message().trim().to_string()))
                 })?;
         let odoo = OdooConfig::from_raw(raw_odoo).map_err(located)?;
+        let raw_http: crate::listen::RawLimits =
+            table(&config.http_section)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    located(("http".into(), e.message().trim().to_string()))
+                })?;
+        config.http = crate::listen::Limits::from_raw(raw_http).map_err(located)?;
         if raw_apply.central.unwrap_or(false) {
             if odoo.url.is_none() {
                 return Err(located(("odoo.url".into(), "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"".into())));
@@ -501,7 +518,9 @@ impl PlantConfig {
                     )
                 })?,
         };
+        let http = crate::listen::Limits::from_raw(raw.http)?;
         Ok(PlantConfig {
+            http,
             backup,
             odoo,
             apply,

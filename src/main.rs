@@ -8,6 +8,7 @@
 //! - `journal/`: the durable SQLite journal (group commit, cursors, pruning)
 //! - `ingest/`: the shop-floor HTTP API in front of the journal
 //! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
+//! - `listen`: every HTTP listener's timeouts, connection limit and body deadlines
 //! - `health`: component health; `telemetry`: logging setup
 
 mod admin;
@@ -21,6 +22,7 @@ mod health;
 mod hub;
 mod ingest;
 mod journal;
+mod listen;
 mod odoo;
 mod pki;
 mod plant;

@@ -322,24 +322,6 @@ pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-/// An HTTPS server on `listener`: rustls over TCP with `TCP_NODELAY`, so that a response's last
-/// TLS record is not held back by Nagle's algorithm waiting for the client's delayed ACK (40 ms
-/// on Linux for every response over one segment).
-pub fn https_server(
-    listener: std::net::TcpListener,
-    tls: axum_server::tls_rustls::RustlsConfig,
-) -> std::io::Result<
-    axum_server::Server<
-        std::net::SocketAddr,
-        axum_server::tls_rustls::RustlsAcceptor<axum_server::accept::NoDelayAcceptor>,
-    >,
-> {
-    Ok(axum_server::from_tcp(listener)?.acceptor(
-        axum_server::tls_rustls::RustlsAcceptor::new(tls)
-            .acceptor(axum_server::accept::NoDelayAcceptor::new()),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,60 @@ impl SignIn {
         .await;
     }
 
+    /// Writes a refused sign-in or setup from `source`, or counts it when one from there was
+    /// written in the last minute; the count is written as one entry at the minute's end.
+    pub async fn audit_refusal(
+        &self,
+        source: &str,
+        user: &str,
+        action: &str,
+        target: Option<&str>,
+        refusal: &AdminError,
+    ) {
+        let now = Instant::now();
+        // Counted per kind of refusal too: a wrong code, a taken name and a weak password
+        // from one address each get their line.
+        let kind = format!("{action}/{}", refusal.code());
+        match self.auth.refusals.note(source, &kind, now) {
+            auth::Refusal::Write => {
+                let detail = format!("{} (from {source})", refusal.message());
+                self.audit_entry(AuditEntry {
+                    at: super::store::now(),
+                    user: user.into(),
+                    action: action.into(),
+                    target: target.map(Into::into),
+                    outcome: refusal.outcome().into(),
+                    detail,
+                })
+                .await;
+            }
+            auth::Refusal::Counted { first: true } => {
+                let signin = self.clone();
+                let (source, action) = (source.to_string(), action.to_string());
+                let code = refusal.code();
+                tokio::spawn(async move {
+                    tokio::time::sleep(auth::REFUSAL_WINDOW).await;
+                    let n = signin.auth.refusals.take_counted(&source, &kind);
+                    if n > 0 {
+                        signin
+                            .audit_entry(AuditEntry {
+                                at: super::store::now(),
+                                user: "(several)".into(),
+                                action,
+                                target: None,
+                                outcome: "refused".into(),
+                                detail: format!(
+                                    "{n} more refused ({code}) from {source} within a minute, not written one by one"
+                                ),
+                            })
+                            .await;
+                    }
+                });
+            }
+            auth::Refusal::Counted { first: false } => {}
+        }
+    }
+
     pub async fn audit_entry(&self, entry: AuditEntry) {
         tracing::info!(user = %entry.user, action = %entry.action, target = ?entry.target, outcome = %entry.outcome, detail = %entry.detail, "audit");
         let store = self.store.clone();
@@ -187,6 +241,29 @@ impl Admin {
     }
 }
 
+/// Largest body of a sign-in, a setup or a sign-out.
+pub const SIGN_IN_BODY: usize = 4 * 1024;
+
+/// A change (any POST but sign-in and setup) is refused before its body is read when the
+/// request carries no live session: nobody unauthenticated makes the server hold a body.
+pub(crate) async fn session_before_body(
+    State(signin): State<SignIn>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open = matches!(
+        req.uri().path(),
+        "/api/v1/admin/setup" | "/api/v1/admin/login"
+    );
+    if req.method() == axum::http::Method::POST
+        && !open
+        && signin.session_of(req.headers()).is_none()
+    {
+        return AdminError::Unauthenticated.into_response();
+    }
+    next.run(req).await
+}
+
 /// A browser says where a request comes from; a change from another origin is refused.
 pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -261,11 +338,18 @@ struct SetupBody {
     password: String,
 }
 
-pub async fn setup(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes) -> Answer {
+pub async fn setup(
+    State(admin): State<SignIn>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
     check_origin(&headers)?;
     let b: SetupBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
-    let locked = admin.auth.locked_for("setup", Instant::now());
+    let source = source(&extensions);
+    let key = auth::setup_key(&source);
+    let locked = admin.auth.locked_for(&key, Instant::now());
     if let Some(left) = locked {
         // Not audited: it costs the sender nothing, and would cost the disk an fsync.
         return Err(AdminError::LockedOut(left));
@@ -278,7 +362,7 @@ pub async fn setup(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes
             ));
         }
         if !admin.auth.setup_code_matches(&b.code) {
-            admin.auth.failed("setup", now);
+            admin.auth.failed(&key, now);
             return Err(AdminError::BadSetupCode);
         }
         let _permit = admin.hashing()?;
@@ -287,17 +371,34 @@ pub async fn setup(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes
         blocking(move || store.add(&user, Role::Admin, &password, true)).await??;
         admin.auth.set_setup_code(None);
         let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
-        admin.auth.succeeded("setup");
+        admin.auth.succeeded(&key);
         admin
             .auth
             .sign_in(&b.user, Role::Admin, now)
             .map_err(|e| AdminError::Internal(format!("{e:#}")))
     }
     .await;
-    let detail = outcome.as_ref().map(|_| "first admin created");
-    admin.audit(&who, "admin.setup", Some(&who), detail).await;
+    match &outcome {
+        Ok(_) => {
+            admin
+                .audit(&who, "admin.setup", Some(&who), Ok("first admin created"))
+                .await
+        }
+        Err(e) => {
+            admin
+                .audit_refusal(&source, &who, "admin.setup", Some(&who), e)
+                .await
+        }
+    }
     let (id, session) = outcome?;
     Ok(signed_in(&id, &session))
+}
+
+/// The address a request came from, as the listener saw it.
+fn source(extensions: &axum::http::Extensions) -> String {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
 }
 
 /// A user name as the audit log records it: as typed when it could be one, so that a password
@@ -316,7 +417,12 @@ struct LoginBody {
     password: String,
 }
 
-pub async fn login(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes) -> Answer {
+pub async fn login(
+    State(admin): State<SignIn>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
     check_origin(&headers)?;
     let b: LoginBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
@@ -347,8 +453,14 @@ pub async fn login(State(admin): State<SignIn>, headers: HeaderMap, bytes: Bytes
     }
     .await;
     if checked.load(std::sync::atomic::Ordering::Relaxed) {
-        let detail = outcome.as_ref().map(|_| "signed in");
-        admin.audit(&who, "sign_in", None, detail).await;
+        match &outcome {
+            Ok(_) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
+            Err(e) => {
+                admin
+                    .audit_refusal(&source(&extensions), &who, "sign_in", None, e)
+                    .await
+            }
+        }
     }
     let (id, session) = outcome?;
     Ok(signed_in(&id, &session))

@@ -4,7 +4,9 @@
 //! HttpOnly, Secure, SameSite=Strict cookie, and a second random value, the CSRF token, that the
 //! UI sends back in `X-CSRF-Token` with every change. A session ends after an hour unused or
 //! twelve hours in all. Five wrong passwords for one user name lock it for five minutes; wrong
-//! setup codes count against the name `setup`.
+//! setup codes lock setup for five minutes for the address they came from only (a stranger
+//! cannot lock the installer out). Refused sign-ins and setups are written to the audit log
+//! at most once a minute per address and action, with a count of the others ([`Refusals`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,6 +42,70 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
     setup_code: Mutex<Option<String>>,
+    pub refusals: Refusals,
+}
+
+/// The name wrong setup codes from `source` count against.
+pub fn setup_key(source: &str) -> String {
+    format!("setup@{source}")
+}
+
+/// How often refused attempts from one address are written to the audit log.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses followed one by one; past it, the rest share one count.
+const MAX_SOURCES: usize = 4096;
+
+/// What to do with a refused attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Write it: the first from its address and action in this window.
+    Write,
+    /// Count it; the first counted in a window asks for a summary at the window's end.
+    Counted { first: bool },
+}
+
+/// Refused sign-ins and setups per address and action: one audit row a window, and one row
+/// that sums up the rest, so that a flood without credentials cannot push real entries out of
+/// the audit log or wear the disk with fsyncs.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    windows: Mutex<HashMap<(String, String), (Instant, u64)>>,
+}
+
+impl Refusals {
+    /// Notes a refused `action` from `source`.
+    pub fn note(&self, source: &str, action: &str, now: Instant) -> Refusal {
+        let mut windows = self.windows.lock().expect("not poisoned");
+        if windows.len() >= MAX_SOURCES {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < REFUSAL_WINDOW);
+        }
+        let source = if windows.len() >= MAX_SOURCES {
+            "(many addresses)"
+        } else {
+            source
+        };
+        let key = (source.to_string(), action.to_string());
+        match windows.get_mut(&key) {
+            Some((start, counted)) if now.duration_since(*start) < REFUSAL_WINDOW => {
+                *counted += 1;
+                Refusal::Counted {
+                    first: *counted == 1,
+                }
+            }
+            _ => {
+                windows.insert(key, (now, 0));
+                Refusal::Write
+            }
+        }
+    }
+
+    /// The refusals counted but not written in `source`'s window for `action`; resets them.
+    pub fn take_counted(&self, source: &str, action: &str) -> u64 {
+        let mut windows = self.windows.lock().expect("not poisoned");
+        windows
+            .get_mut(&(source.to_string(), action.to_string()))
+            .map_or(0, |(_, counted)| std::mem::take(counted))
+    }
 }
 
 impl Auth {
@@ -236,6 +302,43 @@ mod tests {
         assert_eq!(auth.failed("ana", later), None, "the count starts again");
         auth.succeeded("ana");
         assert_eq!(auth.locked_for("ana", later), None);
+    }
+
+    #[test]
+    fn refusals_are_written_once_a_window_per_address_and_summed_up() {
+        let r = Refusals::default();
+        let t0 = Instant::now();
+        assert_eq!(r.note("10.0.0.1", "admin.setup", t0), Refusal::Write);
+        assert_eq!(
+            r.note("10.0.0.1", "admin.setup", t0),
+            Refusal::Counted { first: true }
+        );
+        for _ in 0..1998 {
+            assert_eq!(
+                r.note("10.0.0.1", "admin.setup", t0),
+                Refusal::Counted { first: false }
+            );
+        }
+        assert_eq!(r.note("10.0.0.2", "admin.setup", t0), Refusal::Write);
+        assert_eq!(r.note("10.0.0.1", "sign_in", t0), Refusal::Write);
+        assert_eq!(r.take_counted("10.0.0.1", "admin.setup"), 1999);
+        assert_eq!(r.take_counted("10.0.0.1", "admin.setup"), 0);
+        assert_eq!(
+            r.note("10.0.0.1", "admin.setup", t0 + REFUSAL_WINDOW),
+            Refusal::Write,
+            "a new window"
+        );
+    }
+
+    #[test]
+    fn wrong_setup_codes_lock_their_address_only() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            auth.failed(&setup_key("127.0.0.2"), t0);
+        }
+        assert!(auth.locked_for(&setup_key("127.0.0.2"), t0).is_some());
+        assert_eq!(auth.locked_for(&setup_key("127.0.0.3"), t0), None);
     }
 
     #[test]

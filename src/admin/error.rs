@@ -88,6 +88,11 @@ impl AdminError {
     }
 
     /// The audit log's outcome for a refusal or a failure.
+    /// The `code` of the JSON error body, such as `bad_setup_code`.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     pub fn outcome(&self) -> &'static str {
         match self {
             AdminError::Failed(_) | AdminError::Internal(_) => "failed",

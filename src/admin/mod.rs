@@ -187,9 +187,9 @@ pub fn router(admin: Admin) -> Router {
         )
         .route("/metrics", get(metrics::serve))
         .route("/api/v1/admin/session", get(session))
-        .route("/api/v1/admin/setup", post(setup))
-        .route("/api/v1/admin/login", post(login))
-        .route("/api/v1/admin/logout", post(logout))
+        .route("/api/v1/admin/setup", post(setup).layer(sign_in_body()))
+        .route("/api/v1/admin/login", post(login).layer(sign_in_body()))
+        .route("/api/v1/admin/logout", post(logout).layer(sign_in_body()))
         .route("/api/v1/admin/overview", get(overview))
         .route("/api/v1/admin/services", get(services))
         .route("/api/v1/admin/services/{service}/logs", get(service_logs))
@@ -216,8 +216,17 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/apply/retry", post(apply::retry))
         .route("/api/v1/admin/apply/park", post(apply::park))
         .route("/api/v1/admin/apply/replay", post(apply::replay))
+        .layer(axum::middleware::from_fn_with_state(
+            admin.signin.clone(),
+            session_before_body,
+        ))
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(admin)
+}
+
+/// The body limit of sign-in, setup and sign-out: a few KiB, read before any credential.
+pub(crate) fn sign_in_body() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(api::SIGN_IN_BODY)
 }
 
 /// HTTP/2 carries the host in the URI's authority, not in a `Host` header; the same-origin

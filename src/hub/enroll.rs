@@ -55,10 +55,17 @@ pub fn parse_token(token: &str) -> Result<String, String> {
     }
 }
 
+/// Largest enrollment request: a token and a PEM certificate request (about 1 KiB), read
+/// before the token is checked.
+const ENROLL_BODY: usize = 16 * 1024;
+
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/api/v1/enroll/ca", get(ca))
-        .route("/api/v1/enroll", post(enroll))
+        .route(
+            "/api/v1/enroll",
+            post(enroll).layer(axum::extract::DefaultBodyLimit::max(ENROLL_BODY)),
+        )
         .route("/api/v1/plants", get(plants))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })

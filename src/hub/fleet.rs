@@ -63,13 +63,26 @@ pub fn router(fleet: Fleet) -> Router {
             get(|| async { asset(crate::admin::APP_CSS, "text/css; charset=utf-8") }),
         )
         .route("/api/v1/admin/session", get(session))
-        .route("/api/v1/admin/setup", post(setup))
-        .route("/api/v1/admin/login", post(login))
-        .route("/api/v1/admin/logout", post(logout))
+        .route(
+            "/api/v1/admin/setup",
+            post(setup).layer(crate::admin::sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/login",
+            post(login).layer(crate::admin::sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/logout",
+            post(logout).layer(crate::admin::sign_in_body()),
+        )
         .route("/api/v1/fleet", get(overview))
         .route("/api/v1/fleet/apply/retry", post(retry))
         .route("/api/v1/fleet/apply/park", post(park))
         .route("/api/v1/fleet/apply/replay", post(replay))
+        .layer(axum::middleware::from_fn_with_state(
+            fleet.signin.clone(),
+            crate::admin::api::session_before_body,
+        ))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,
         ))

@@ -118,12 +118,17 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let https = {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-        tokio::spawn(async move {
-            crate::pki::https_server(listener, rustls)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        })
+        let gate = crate::listen::Gate::new(
+            hub.config.http.clone(),
+            crate::listen::raise_open_file_limit(),
+        );
+        tokio::spawn(crate::listen::serve(
+            listener,
+            Some(rustls),
+            app,
+            gate,
+            handle,
+        ))
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let rollouts = tokio::spawn(replication::drive_rollouts(hub.config.database.clone()));

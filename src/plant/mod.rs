@@ -185,29 +185,28 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         None => app.clone(),
     };
     let handle = axum_server::Handle::<SocketAddr>::new();
+    // One connection budget for every listener: the open-file limit is the process's.
+    let gate =
+        crate::listen::Gate::new(config.http.clone(), crate::listen::raise_open_file_limit());
     let mut servers = tokio::task::JoinSet::new();
     {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
-        servers.spawn(async move {
-            crate::pki::https_server(https, rustls)?
-                .handle(handle)
-                .serve(https_app.into_make_service())
-                .await
-        });
+        let gate = gate.clone();
+        servers.spawn(crate::listen::serve(
+            https,
+            Some(rustls),
+            https_app,
+            gate,
+            handle,
+        ));
     }
     health.set("api", State::Ok, format!("https on {https_addr}"));
     if let Some(plain) = plain {
         let plain_addr = plain.local_addr()?;
         let app = app.clone();
         let handle = handle.clone();
-        servers.spawn(async move {
-            axum_server::from_tcp(plain)?
-                .acceptor(axum_server::accept::NoDelayAcceptor::new())
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        });
+        servers.spawn(crate::listen::serve(plain, None, app, gate.clone(), handle));
         health.set(
             "api_plain",
             State::Ok,
@@ -218,12 +217,13 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         let addr = listener.local_addr()?;
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
-        servers.spawn(async move {
-            crate::pki::https_server(listener, rustls)?
-                .handle(handle)
-                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-        });
+        servers.spawn(crate::listen::serve(
+            listener,
+            Some(rustls),
+            app,
+            gate.clone(),
+            handle,
+        ));
         health.set(
             "ingress",
             State::Ok,

@@ -144,10 +144,22 @@ impl Plant {
     }
 
     pub fn start_on(data_dir: &Path, config: &str, addr: SocketAddr) -> Plant {
+        Self::start_with(data_dir, config, addr, |_| {})
+    }
+
+    /// As [`Plant::start_on`], with `prepare` changing the command first (limits, environment).
+    pub fn start_with(
+        data_dir: &Path,
+        config: &str,
+        addr: SocketAddr,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Plant {
         std::fs::create_dir_all(data_dir).unwrap();
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(bin())
+        let mut command = Command::new(bin());
+        prepare(&mut command);
+        let child = command
             .args(["up", "--config"])
             .arg(&config_path)
             .arg("--data-dir")

@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod disk_full;
 mod fleet;
+mod floods;
 mod harness;
 mod installer;
 mod odoo;
