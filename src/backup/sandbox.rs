@@ -52,6 +52,22 @@ impl Sandbox {
         let caps = ["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"];
         let body = ContainerCreateBody {
             image: Some(pg.image.clone()),
+            // A throwaway cluster: nothing in it has to survive a crash, so it never waits
+            // for the disk.
+            cmd: Some(
+                [
+                    "postgres",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
             env: Some(vec![
                 format!("POSTGRES_PASSWORD={}", super::random_hex(24)?),
                 "POSTGRES_USER=postgres".into(),
@@ -258,11 +274,26 @@ impl Sandbox {
             .await
     }
 
-    /// Removes the container and its data volume.
+    /// Removes the container and its data volume, at once: nothing in it is kept.
     pub async fn remove(self) {
-        if let Err(e) = self.engine.remove(&self.name, false).await {
+        if let Err(e) = discard(&self.engine, &self.name).await {
             tracing::warn!(container = %self.name, error = %e, "the import's sandbox could not be removed; the next import removes it");
         }
+    }
+}
+
+/// Kills and removes a sandbox with its anonymous data volume; gone already is fine.
+async fn discard(engine: &Engine, id: &str) -> Result<(), String> {
+    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .v(true)
+        .force(true)
+        .build();
+    match engine.docker().remove_container(id, Some(options)).await {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        })
+        | Ok(()) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -279,7 +310,7 @@ pub async fn sweep(engine: &Engine, stack: &str) {
     };
     for c in found {
         let Some(id) = c.id else { continue };
-        match engine.remove(&id, false).await {
+        match discard(engine, &id).await {
             Ok(()) => {
                 tracing::info!(container = %id, "removed a sandbox an interrupted import left")
             }
