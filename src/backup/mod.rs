@@ -16,9 +16,11 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub mod archive;
+pub mod dump_sql;
 pub mod odoo_zip;
 pub mod restore;
 pub mod retention;
+pub mod sandbox;
 pub mod scheduler;
 
 use crate::config::PlantConfig;
@@ -30,8 +32,18 @@ use archive::Archive;
 /// The archive format's version, in the manifest.
 const FORMAT: u32 = 1;
 
-/// Counts every row of every table in `public`, in one statement.
-const COUNT_TABLES: &str = "SELECT table_name::text, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM public.%I', table_name), false, true, '')))[1]::text::bigint FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1";
+/// Counts every row of every table in `public`, in one statement. Every name is qualified,
+/// and it runs with `search_path` fixed to `pg_catalog` ([`PIN_SEARCH_PATH`]): a database can
+/// define `public.xpath` or `public.format`, or set its own `search_path`, and the query must
+/// still call PostgreSQL's own.
+const COUNT_TABLES: &str = "SELECT t.table_name::text, (pg_catalog.xpath('/row/c/text()', pg_catalog.query_to_xml(pg_catalog.format('SELECT pg_catalog.count(*) AS c FROM public.%I', t.table_name), false, true, '')))[1]::text::bigint FROM information_schema.tables t WHERE t.table_schema = 'public' AND t.table_type = 'BASE TABLE' ORDER BY 1";
+
+/// Run first on any connection that reads a database's own data: only PostgreSQL's own
+/// functions and operators are found by name.
+const PIN_SEARCH_PATH: &str = "SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)";
+
+/// `base`'s version and the installed modules, where Odoo's module table is there.
+const ODOO_MODULES: &str = "SELECT m.name::text, m.latest_version::text FROM public.ir_module_module m WHERE m.state = 'installed' ORDER BY 1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Part {
@@ -307,6 +319,10 @@ async fn admin(live: &Live) -> anyhow::Result<Pg> {
 
 /// Rows per table in `public`.
 async fn count_tables(client: &tokio_postgres::Client) -> anyhow::Result<BTreeMap<String, i64>> {
+    client
+        .query(PIN_SEARCH_PATH, &[])
+        .await
+        .context("fixing the search_path")?;
     Ok(client
         .query(COUNT_TABLES, &[])
         .await
@@ -668,9 +684,12 @@ async fn odoo_modules(
     client: &tokio_postgres::Client,
 ) -> (Option<String>, Option<BTreeMap<String, String>>) {
     // Asked first, so that no failing statement aborts the snapshot's transaction.
+    if client.query(PIN_SEARCH_PATH, &[]).await.is_err() {
+        return (None, None);
+    }
     let odoo = client
         .query_one(
-            "SELECT to_regclass('public.ir_module_module') IS NOT NULL",
+            "SELECT pg_catalog.to_regclass('public.ir_module_module') IS NOT NULL",
             &[],
         )
         .await
@@ -679,26 +698,27 @@ async fn odoo_modules(
         // Not Odoo's schema (the emulator's, say).
         return (None, None);
     }
-    let Ok(rows) = client
-        .query(
-            "SELECT name::text, latest_version::text FROM ir_module_module WHERE state = 'installed' ORDER BY name",
-            &[],
-        )
-        .await
-    else {
+    let Ok(rows) = client.query(ODOO_MODULES, &[]).await else {
         return (None, None);
     };
-    let version = rows
-        .iter()
-        .find(|r| r.get::<_, String>(0) == "base")
-        .and_then(|r| r.get::<_, Option<String>>(1));
-    let modules = rows
-        .iter()
-        .map(|r| {
-            let version: Option<String> = r.get(1);
-            (r.get(0), version.unwrap_or_default())
-        })
-        .collect();
+    modules_of(
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1))),
+    )
+}
+
+/// `base`'s version, and every module with its version.
+fn modules_of(
+    rows: impl Iterator<Item = (String, Option<String>)>,
+) -> (Option<String>, Option<BTreeMap<String, String>>) {
+    let mut version = None;
+    let mut modules = BTreeMap::new();
+    for (name, v) in rows {
+        if name == "base" {
+            version = v.clone();
+        }
+        modules.insert(name, v.unwrap_or_default());
+    }
     (version, Some(modules))
 }
 

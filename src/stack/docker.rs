@@ -585,6 +585,18 @@ impl Engine {
         stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
         stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<(), String> {
+        self.exec_as(container, None, cmd, stdin, stdout).await
+    }
+
+    /// [`Engine::exec`] as `user` (a name or uid in the container) rather than the image's.
+    pub async fn exec_as(
+        &self,
+        container: &str,
+        user: Option<&str>,
+        cmd: &[&str],
+        stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<(), String> {
         use bollard::container::LogOutput;
         use bollard::exec::{StartExecOptions, StartExecResults};
         use tokio::io::AsyncWriteExt;
@@ -593,6 +605,7 @@ impl Engine {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             cmd: Some(cmd.iter().map(|c| c.to_string()).collect()),
+            user: user.map(str::to_string),
             ..Default::default()
         };
         let what = cmd.first().copied().unwrap_or_default();

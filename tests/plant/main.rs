@@ -14,6 +14,7 @@ mod disk_full;
 mod fleet;
 mod floods;
 mod harness;
+mod import_hostile;
 mod installer;
 mod odoo;
 mod real_odoo;
