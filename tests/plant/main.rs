@@ -13,6 +13,7 @@ mod crash;
 mod disk_full;
 mod fleet;
 mod harness;
+mod hub_limits;
 mod installer;
 mod odoo;
 mod real_odoo;
