@@ -835,14 +835,19 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
         /// Any hello, whatever its fields: the decoder under the first-frame limit either
         /// refuses it by length or gives back exactly what was sent, and the bounds check
         /// accepts exactly the fields that follow the rules (checked against a reference).
         #[test]
         fn hellos_decode_within_the_first_frame_limit_and_their_bounds_hold(
             plant in prop_oneof!["[a-zA-Z0-9._-]{0,70}", any::<String>()],
-            version in prop_oneof!["[0-9a-zA-Z.+_-]{0,70}", any::<String>(), "[0-9]{60000,70000}"],
+            version in prop_oneof![
+                "[0-9a-zA-Z.+_-]{0,70}".boxed(),
+                any::<String>().boxed(),
+                // Around the first-frame limit, on either side of it.
+                (65_400usize..65_600).prop_map(|n| "1".repeat(n)).boxed(),
+            ],
             journal in prop_oneof!["[0-9a-f]{0,70}", any::<String>()],
         ) {
             let frame = Frame::Hello { protocol: PROTOCOL, plant: plant.clone(), version: version.clone(), journal: journal.clone() };
