@@ -14,9 +14,11 @@ use serde::Deserialize;
 
 mod backup;
 mod odoo;
+mod postgres;
 mod stack;
 pub use backup::BackupConfig;
 pub use odoo::OdooConfig;
+pub use postgres::{PostgresConfig, SslMode};
 pub use stack::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -238,6 +240,12 @@ pub struct HubConfig {
     /// The apply to the central Odoo, when `[apply] central = true`.
     #[serde(skip)]
     pub central: Option<CentralApply>,
+    /// `[postgres]`, read into [`HubConfig::postgres`].
+    #[serde(default, rename = "postgres")]
+    postgres_section: Option<toml::Table>,
+    /// The connection pool and TLS to the database.
+    #[serde(skip)]
+    pub postgres: PostgresConfig,
 }
 
 /// The hub's apply of every plant's transactions to the central Odoo.
@@ -305,6 +313,12 @@ impl HubConfig {
                     located(("http".into(), e.message().trim().to_string()))
                 })?;
         config.http = crate::listen::Limits::from_raw(raw_http).map_err(located)?;
+        let raw_postgres: postgres::RawPostgres = table(&config.postgres_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                located(("postgres".into(), e.message().trim().to_string()))
+            })?;
+        config.postgres = PostgresConfig::from_raw(raw_postgres).map_err(located)?;
         if raw_apply.central.unwrap_or(false) {
             if odoo.url.is_none() {
                 return Err(located(("odoo.url".into(), "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"".into())));
@@ -331,6 +345,18 @@ impl HubConfig {
                     )))
                 }
             };
+            // Each apply worker holds a connection while it applies a plant (its advisory
+            // lock lives on it): replication and the API need some left.
+            if config.postgres.pool_size < workers + 2 {
+                return Err(located((
+                    "postgres.pool_size".into(),
+                    format!(
+                        "{} leaves too few connections: the {workers} apply workers hold one each; use at least {}",
+                        config.postgres.pool_size,
+                        workers + 2
+                    ),
+                )));
+            }
             let kinds = crate::apply::mapping::Kinds::new(&raw_apply.kinds).map_err(located)?;
             config.central = Some(CentralApply {
                 odoo,

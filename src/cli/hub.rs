@@ -264,7 +264,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     {
         crate::update::release::check_version(version)?;
     }
-    let mut store = Store::connect(&config.database).await?;
+    let mut store = Store::connect(&config.database, &config.postgres).await?;
     match command {
         HubCommand::Rollout(HubRolloutCommand::Start {
             version,

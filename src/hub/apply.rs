@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::database::Database;
 use super::store::Store;
 use crate::apply::{apply_many, apply_one, Failed, Locate, Pending, RemedyError};
 use crate::config::CentralApply;
@@ -62,7 +63,7 @@ pub struct ParkedRow {
 }
 
 /// Runs the central apply until the process ends.
-pub async fn run(database: String, central: CentralApply) {
+pub async fn run(database: Database, central: CentralApply) {
     let locate: Locate = {
         let odoo = central.odoo.clone();
         Arc::new(move || odoo.target(None))
@@ -73,25 +74,20 @@ pub async fn run(database: String, central: CentralApply) {
     let clients: Arc<Mutex<Vec<Client>>> = Default::default();
     // Plants whose Odoo calls failed for a passing reason, and when to try them again.
     let not_before: Arc<Mutex<BTreeMap<String, (Instant, Duration)>>> = Default::default();
-    let mut store: Option<Store> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if store.is_none() {
-            match Store::open(&database).await {
-                Ok(s) => store = Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "central apply: the hub database is unreachable; retrying");
-                    continue;
-                }
+        let due = match database.store().await {
+            Ok(s) => s.plants_to_apply().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "central apply: no hub database connection; retrying");
+                continue;
             }
-        }
-        let Some(s) = store.as_ref() else { continue };
-        let due = match s.plants_to_apply().await {
+        };
+        let due = match due {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "central apply: listing plants failed; retrying");
-                store = None;
                 continue;
             }
         };
@@ -152,15 +148,15 @@ pub async fn run(database: String, central: CentralApply) {
 /// Applies what `plant` has stored, under its lock, on `client` (connected when it is not).
 /// `Ok(Some(why))`: Odoo is away, try later.
 async fn work(
-    database: &str,
+    database: &Database,
     kinds: &crate::apply::mapping::Kinds,
     locate: &Locate,
     plant: &str,
     client: &mut Option<Client>,
 ) -> anyhow::Result<Option<String>> {
-    let store = Store::open(database).await?;
-    let c = &store.client;
-    let locked: bool = c
+    let store = database.store().await?;
+    let locked: bool = store
+        .client
         .query_one(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
             &[&LOCK_SPACE, &plant],
@@ -170,6 +166,32 @@ async fn work(
     if !locked {
         return Ok(None); // another replica applies this plant now
     }
+    let result = work_locked(&store, kinds, locate, plant, client).await;
+    // The lock lives on the connection, which goes back to the pool: let go of it there, or
+    // close the connection (which lets go too) when that fails.
+    let unlocked = store
+        .client
+        .query_one(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&LOCK_SPACE, &plant],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0));
+    if !matches!(unlocked, Ok(true)) {
+        store.discard();
+    }
+    result
+}
+
+/// [`work`] once the plant's lock is held on `store`'s connection.
+async fn work_locked(
+    store: &Store,
+    kinds: &crate::apply::mapping::Kinds,
+    locate: &Locate,
+    plant: &str,
+    client: &mut Option<Client>,
+) -> anyhow::Result<Option<String>> {
+    let c = &store.client;
     // A few batches per turn, then the lock goes back: with more plants than workers, each
     // gets its turn (the list of due plants is shuffled).
     for _ in 0..5 {

@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::store::{Store, TokenCheck};
+use super::database::DatabaseError;
+use super::store::TokenCheck;
 use super::Hub;
 
 const TOKEN_PREFIX: &str = "pdh1";
@@ -70,6 +71,23 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .with_state(hub)
+}
+
+/// No database connection to be had: every one busy (429, retry in a second), or the
+/// database unreachable (503; the details go to the hub's log, never to the caller).
+pub(super) fn no_connection(e: DatabaseError) -> Response {
+    match e {
+        DatabaseError::Busy { .. } => {
+            tracing::warn!(error = %e, "hub database pool");
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string());
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        DatabaseError::Unreachable { .. } => unavailable(e.into()),
+    }
 }
 
 /// The database failed: the details go to the hub's log, never to the caller.
@@ -129,9 +147,9 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
             format!("csr is not a valid PEM PKCS#10 certificate request: {e}"),
         );
     }
-    let mut store = match Store::open(&hub.config.database).await {
+    let mut store = match hub.database.store().await {
         Ok(s) => s,
-        Err(e) => return unavailable(e),
+        Err(e) => return no_connection(e),
     };
     let token_hash = crate::pki::sha256_hex(req.token.trim().as_bytes());
     let issued = store
@@ -145,13 +163,17 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
     match issued {
         Ok((TokenCheck::Enrolled, Some((plant, certificate)))) => {
             tracing::info!(%plant, "plant enrolled");
-            Json(EnrollAnswer {
-                plant,
-                certificate,
-                ca: hub.ca.cert_pem.clone(),
-                quic: hub.advertise.clone(),
-            })
-            .into_response()
+            // 201: a certificate was made.
+            (
+                StatusCode::CREATED,
+                Json(EnrollAnswer {
+                    plant,
+                    certificate,
+                    ca: hub.ca.cert_pem.clone(),
+                    quic: hub.advertise.clone(),
+                }),
+            )
+                .into_response()
         }
         Ok((check, _)) => {
             let message = match check {
@@ -181,9 +203,9 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
             "missing \"Authorization: Bearer TOKEN\"; create one with `plantd hub api-token create --name NAME`".into(),
         );
     };
-    let store = match Store::open(&hub.config.database).await {
+    let store = match hub.database.store().await {
         Ok(s) => s,
-        Err(e) => return unavailable(e),
+        Err(e) => return no_connection(e),
     };
     match store
         .api_token(&crate::pki::sha256_hex(token.trim().as_bytes()))

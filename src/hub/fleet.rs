@@ -19,7 +19,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::apply::PlantApply;
-use super::store::{PlantRow, Store};
+use super::database::{Database, DatabaseError};
+use super::store::PlantRow;
 use crate::admin::api::{login, logout, session, setup};
 use crate::admin::apply::{fields, seq_of, Remedy};
 use crate::admin::{AdminError, SignIn};
@@ -32,7 +33,7 @@ const FLEET_JS: &str = include_str!("../../web/fleet.js");
 #[derive(Clone)]
 pub struct Fleet {
     pub signin: SignIn,
-    pub database: String,
+    pub database: Database,
     /// `[apply] central` of hub.toml: the central Odoo that a replay applies to.
     pub central: Option<CentralApply>,
 }
@@ -136,8 +137,11 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
     if let Err(e) = fleet.signin.reader(&headers) {
         return e.into_response();
     }
+    let store = match fleet.database.store().await {
+        Ok(s) => s,
+        Err(e) => return busy_or_down(e, "retrying").into_response(),
+    };
     let read = async {
-        let store = Store::open(&fleet.database).await?;
         let plants = store.plants().await?;
         let rollouts = store.rollouts(5).await?;
         let apply = match fleet.central {
@@ -195,10 +199,11 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
             field: "seq".into(),
             message: format!("{seq} is past any seq"),
         })?;
-        let mut store = Store::open(&fleet.database).await.map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "fleet page: hub database");
-            AdminError::Unavailable("the hub cannot reach its database; nothing was changed".into())
-        })?;
+        let mut store = fleet
+            .database
+            .store()
+            .await
+            .map_err(|e| busy_or_down(e, "nothing was changed"))?;
         let done = match remedy {
             Remedy::Retry => store.apply_retry(&plant, seq).await,
             Remedy::Park => store.apply_park(&plant, seq).await,
@@ -222,6 +227,18 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
     match outcome {
         Ok(message) => Json(json!({ "message": message })).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// No database connection for the fleet page: busy (all taken for `[postgres] pool_wait`) or
+/// unreachable; either way a 503 that says which, and `then`.
+fn busy_or_down(e: DatabaseError, then: &str) -> AdminError {
+    match e {
+        DatabaseError::Busy { .. } => AdminError::Unavailable(format!("{e}; {then}")),
+        DatabaseError::Unreachable { .. } => {
+            tracing::error!(error = %e, "fleet page: hub database");
+            AdminError::Unavailable(format!("the hub cannot reach its database; {then}"))
+        }
     }
 }
 

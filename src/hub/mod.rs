@@ -6,6 +6,7 @@
 //! required).
 
 pub mod apply;
+pub mod database;
 mod enroll;
 pub mod fleet;
 mod replication;
@@ -25,6 +26,8 @@ pub use enroll::{make_api_token, make_token, parse_token};
 /// What the hub's tasks share.
 pub struct Hub {
     pub config: HubConfig,
+    /// The pool every path takes its database connections from.
+    pub database: database::Database,
     pub ca: HubCa,
     /// The QUIC addresses plants are told to dial.
     pub advertise: Vec<String>,
@@ -58,7 +61,13 @@ fn default_names() -> Vec<String> {
 pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     crate::plant::create_private_dir(&config.data_dir)?;
     let ca = HubCa::load_or_create(&config.data_dir)?;
-    store::Store::connect(&config.database).await?;
+    let database = database::Database::new(&config.database, &config.postgres)?;
+    database
+        .store()
+        .await?
+        .migrate_schema()
+        .await
+        .context("bringing the hub database schema up to date")?;
     let names = if config.names.is_empty() {
         default_names()
     } else {
@@ -97,7 +106,8 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
 
     let hub = Arc::new(Hub {
         backups: backups(&config),
-        updates: replication::Updates::new(config.database.clone()),
+        updates: replication::Updates::new(database.clone()),
+        database: database.clone(),
         config,
         ca,
         advertise,
@@ -112,7 +122,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     )?;
     let app = enroll::router(hub.clone()).merge(fleet::router(fleet::Fleet {
         signin,
-        database: hub.config.database.clone(),
+        database: database.clone(),
         central: hub.config.central.clone(),
     }));
     let https = {
@@ -131,13 +141,13 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         ))
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
-    let rollouts = tokio::spawn(replication::drive_rollouts(hub.config.database.clone()));
+    let rollouts = tokio::spawn(replication::drive_rollouts(database.clone()));
     if let Some(central) = hub.config.central.clone() {
         tracing::info!(
             workers = central.workers,
             "applying the plants' transactions to the central Odoo"
         );
-        tokio::spawn(apply::run(hub.config.database.clone(), central));
+        tokio::spawn(apply::run(database.clone(), central));
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(every) = sd_notify::watchdog_enabled() {
@@ -156,6 +166,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         quic = %hub.config.quic,
         advertise = ?hub.advertise,
         ca_fingerprint = %hub.ca.fingerprint(),
+        database_pool = hub.config.postgres.pool_size,
         "plantd hub is up"
     );
     let signal = crate::plant::shutdown_signal().await;

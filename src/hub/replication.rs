@@ -1,11 +1,14 @@
-//! The hub's QUIC listener: one [`crate::sync::hub::run_session`] per plant connection, each on
-//! its own PostgreSQL connection (the store's row lock keeps concurrent sessions of one plant,
-//! or two hubs, from storing anything twice).
+//! The hub's QUIC listener: one [`crate::sync::hub::run_session`] per plant connection. A
+//! session takes a connection from the hub's pool for each step (the hello's checks, a batch,
+//! a telemetry snapshot) and gives it back at once, so a plant that connects and says nothing
+//! holds none (the store's row lock keeps concurrent sessions of one plant, or two hubs, from
+//! storing anything twice).
 
 use std::sync::Arc;
 
 use quinn::Endpoint;
 
+use super::database::Database;
 use super::store::Store;
 use super::Hub;
 use crate::sync::hub::{HubStore, UpdateStreams};
@@ -17,44 +20,25 @@ const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
 /// Bytes of a release per frame (and per database read).
 const CHUNK: usize = 1024 * 1024;
 
-/// Serves update streams from the hub database, over one connection that every plant's
-/// checks share (each query takes a millisecond; a connection per long poll would take the
-/// database's connections from replication).
+/// Serves update streams from the hub database, each query on a connection from the pool
+/// (each takes a millisecond; a connection per long poll would take them from replication).
 #[derive(Clone)]
 pub struct Updates {
-    database: String,
-    shared: std::sync::Arc<tokio::sync::Mutex<Option<Store>>>,
+    database: Database,
 }
 
 impl Updates {
-    pub fn new(database: String) -> Updates {
-        Updates {
-            database,
-            shared: Default::default(),
-        }
+    pub fn new(database: Database) -> Updates {
+        Updates { database }
     }
 
-    /// The shared connection, opened if need be.
-    async fn store(&self) -> anyhow::Result<tokio::sync::MutexGuard<'_, Option<Store>>> {
-        let mut guard = self.shared.lock().await;
-        if guard.is_none() {
-            *guard = Some(Store::open(&self.database).await?);
-        }
-        Ok(guard)
-    }
-
-    /// Runs `op` on the shared connection; after an error the connection is forgotten, so that
-    /// the next use opens a new one.
+    /// Runs `op` on a pooled connection.
     async fn with_store<T>(
         &self,
         op: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut guard = self.store().await?;
-        let result = op(guard.as_ref().expect("opened")).await;
-        if result.is_err() {
-            *guard = None;
-        }
-        result
+        let store = self.database.store().await?;
+        op(&store).await
     }
 
     /// Streams release `version`'s binary, or its image bundle, from `offset` on.
@@ -169,27 +153,27 @@ impl UpdateStreams for Updates {
 }
 
 /// Moves the live rollout along every second (see [`Store::advance_rollouts`]).
-pub async fn drive_rollouts(database: String) {
-    let mut store: Option<Store> = None;
+pub async fn drive_rollouts(database: Database) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if store.is_none() {
-            store = Store::open(&database).await.ok();
-        }
-        let Some(s) = store.as_mut() else { continue };
-        match s.advance_rollouts().await {
+        let mut store = match database.store().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "rollout step waits for a database connection");
+                continue;
+            }
+        };
+        match store.advance_rollouts().await {
             Ok(Some(said)) => tracing::info!("{said}"),
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "rollout step failed; retrying");
-                store = None;
-            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "rollout step failed; retrying"),
         }
     }
 }
 
-impl HubStore for Store {
+/// A session's store: each call takes a pooled connection and gives it back.
+impl HubStore for Database {
     async fn authorize(
         &mut self,
         cert_sha256: &str,
@@ -197,22 +181,26 @@ impl HubStore for Store {
         version: &str,
         journal: &str,
     ) -> anyhow::Result<Result<u64, String>> {
-        Store::authorize(self, cert_sha256, plant, version, journal).await
+        let store = Database::store(self).await?;
+        store.authorize(cert_sha256, plant, version, journal).await
     }
 
     async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {
-        Store::store(self, plant, entries).await
+        let mut store = Database::store(self).await?;
+        store.store(plant, entries).await
     }
 
     async fn plant_for_cert(
         &mut self,
         cert_sha256: &str,
     ) -> anyhow::Result<Result<String, String>> {
-        Store::plant_for_cert(self, cert_sha256).await
+        let store = Database::store(self).await?;
+        store.plant_for_cert(cert_sha256).await
     }
 
     async fn telemetry(&mut self, plant: &str, body: &str) -> anyhow::Result<()> {
-        self.record_telemetry(plant, body).await
+        let store = Database::store(self).await?;
+        store.record_telemetry(plant, body).await
     }
 }
 
@@ -229,13 +217,10 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                     return;
                 }
             };
-            let result = match Store::open(&hub.config.database).await {
-                Ok(mut store) => {
-                    crate::sync::hub::run_session(conn, &mut store, &hub.backups, &hub.updates)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let mut database = hub.database.clone();
+            let result =
+                crate::sync::hub::run_session(conn, &mut database, &hub.backups, &hub.updates)
+                    .await;
             if let Err(e) = result {
                 tracing::info!(%remote, error = %format!("{e:#}"), "replication session ended");
             }

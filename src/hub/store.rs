@@ -9,8 +9,9 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use tokio_postgres::{Client, NoTls};
 
+use super::database::Database;
+use crate::config::PostgresConfig;
 use crate::sync::wire::Entry;
 
 const MIGRATIONS: &[&str] = &[
@@ -142,9 +143,10 @@ pub struct ReleaseRow {
     pub images: Option<crate::update::release::Images>,
 }
 
-/// A connection to the hub database.
+/// A connection to the hub database, taken from the hub's pool ([`Database::store`]) and
+/// given back when dropped.
 pub struct Store {
-    pub(super) client: Client,
+    pub(super) client: deadpool_postgres::Object,
 }
 
 /// A plant as the fleet view shows it.
@@ -179,45 +181,27 @@ pub enum TokenCheck {
 }
 
 impl Store {
-    /// Connects and brings the schema up to date.
-    pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        let mut store = Store::open(url).await?;
+    /// One connection for a CLI command (TLS as `[postgres]` says), with the schema brought up
+    /// to date.
+    pub async fn connect(url: &str, settings: &PostgresConfig) -> anyhow::Result<Store> {
+        let one = PostgresConfig {
+            pool_size: 1,
+            ..settings.clone()
+        };
+        let mut store = Database::new(url, &one)?.store().await?;
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Connects to a database whose schema is already current (one connection per session).
-    pub async fn open(url: &str) -> anyhow::Result<Store> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .with_context(|| format!("the hub database URL {} is not valid", redact(url)))?;
-        // A hub host that vanishes must not hold its sessions (and the apply's advisory locks)
-        // until the kernel's default keepalive gives up, hours later.
-        config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .with_context(|| format!("connecting to the hub database {}", redact(url)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "hub database connection ended");
-            }
-        });
-        // A session must never wait for ever on a lock held by a replica that lost its link.
-        client
-            .batch_execute(
-                "SET lock_timeout = '10s'; SET statement_timeout = '60s';
-                 SET idle_in_transaction_session_timeout = '60s';
-                 SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10;
-                 SET tcp_keepalives_count = 3",
-            )
-            .await
-            .context("setting the hub database session timeouts")?;
-        Ok(Store { client })
+    /// Brings the schema up to date (the hub does this once at start).
+    pub async fn migrate_schema(&mut self) -> anyhow::Result<()> {
+        self.migrate().await
+    }
+
+    /// Closes this connection instead of giving it back to the pool: for a connection that
+    /// may hold a session-level lock, or be in a state the next user must not inherit.
+    pub fn discard(self) {
+        drop(deadpool_postgres::Object::take(self.client));
     }
 
     async fn migrate(&mut self) -> anyhow::Result<()> {
@@ -349,6 +333,9 @@ impl Store {
         })
     }
 
+    /// The next seq the hub needs from the plant holding this certificate, or why it may not
+    /// replicate. Every check (known, not revoked, its journal, its name) comes before the one
+    /// write, `last_seen` and `version`, which a refused hello therefore never makes.
     pub async fn authorize(
         &self,
         cert_sha256: &str,
@@ -364,9 +351,22 @@ impl Store {
             .query_opt(
                 "UPDATE plants SET last_seen = now(), version = $2,
                         journal_id = coalesce(journal_id, $3)
-                 WHERE cert_sha256 = $1
-                 RETURNING name, revoked_at IS NOT NULL, acked_seq, journal_id",
-                &[&cert_sha256, &version, &journal],
+                 WHERE cert_sha256 = $1 AND revoked_at IS NULL AND name = $4
+                       AND coalesce(journal_id, $3) = $3
+                 RETURNING acked_seq",
+                &[&cert_sha256, &version, &journal, &claimed],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok(Ok(row.get::<_, i64>(0) as u64 + 1));
+        }
+        // Refused: find out why, reading only.
+        let row = self
+            .client
+            .query_opt(
+                "SELECT name, revoked_at IS NOT NULL, acked_seq, journal_id FROM plants
+                 WHERE cert_sha256 = $1",
+                &[&cert_sha256],
             )
             .await?;
         let Some(row) = row else {
@@ -374,12 +374,12 @@ impl Store {
                 "this certificate belongs to no enrolled plant; enroll again".into(),
             ));
         };
-        let (name, revoked, acked, bound): (String, bool, i64, String) =
+        let (name, revoked, acked, bound): (String, bool, i64, Option<String>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         if revoked {
             return Ok(Err(format!("plant {name:?} is revoked at the hub")));
         }
-        if bound != journal {
+        if let Some(bound) = bound.filter(|b| b != journal) {
             return Ok(Err(format!(
                 "plant {name:?} replicates journal {bound} at the hub (through seq {acked}), but this is journal {journal}: the plant's journal was replaced; enroll it under a new plant name so that nothing is mixed up"
             )));
@@ -389,7 +389,10 @@ impl Store {
                 "the certificate is plant {name:?}'s, but the hello says {claimed:?}"
             )));
         }
-        Ok(Ok(acked as u64 + 1))
+        // It changed between the two statements (revoked, bound): the next hello decides.
+        Ok(Err(format!(
+            "plant {name:?} changed at the hub while it connected; retry"
+        )))
     }
 
     /// Stores the contiguous continuation of `plant`'s transactions; returns its new acked seq.

@@ -10,8 +10,12 @@ use rustls::pki_types::CertificateDer;
 
 use super::offsite::{self, HubBackups};
 use super::session::{HubAction, HubEvent, HubSession};
-use super::transport::{read_frame, write_frame};
-use super::wire::{Entry, Frame, RefuseCode};
+use super::transport::{read_frame, read_frame_within, write_frame};
+use super::wire::{Entry, Frame, RefuseCode, MAX_FIRST_FRAME};
+
+/// How long a new connection has to open its first stream and send its first frame (a hello,
+/// or a backup fetch or offer); then it is closed. Until then it holds no database connection.
+pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where the hub's side of replication keeps things.
 pub trait HubStore: Send {
@@ -99,14 +103,39 @@ pub async fn run_session(
     updates: &impl UpdateStreams,
 ) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
-    let (mut send, mut recv) = conn
-        .accept_bi()
-        .await
-        .context("waiting for the session stream")?;
     let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let first = read_frame(&mut recv, &mut buf)
-        .await?
-        .context("the plant closed its first stream at once")?;
+    let opening = tokio::time::timeout(FIRST_FRAME_DEADLINE, async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .context("waiting for the session stream")?;
+        let first = read_frame_within(&mut recv, &mut buf, MAX_FIRST_FRAME).await;
+        anyhow::Ok((send, recv, first))
+    })
+    .await;
+    let Ok(opening) = opening else {
+        conn.close(2u32.into(), b"no hello within 10 s of connecting; closed");
+        anyhow::bail!(
+            "no first frame within {} s of connecting; connection closed",
+            FIRST_FRAME_DEADLINE.as_secs()
+        );
+    };
+    let (mut send, mut recv, first) = opening?;
+    let first = match first {
+        Ok(Some(f)) => f,
+        Ok(None) => anyhow::bail!("the plant closed its first stream at once"),
+        Err(e) => {
+            let refuse = Frame::Refuse {
+                code: RefuseCode::Protocol,
+                message: format!("first frame refused: {e:#}"),
+            };
+            let _ = write_frame(&mut send, &refuse, &mut out).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            conn.close(1u32.into(), b"first frame refused");
+            return Err(e);
+        }
+    };
     if matches!(first, Frame::BackupFetch { .. } | Frame::BackupOffer { .. }) {
         let plant = match store.plant_for_cert(&fingerprint).await? {
             Ok(plant) => plant,

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::wire::{Entry, Frame, RefuseCode, PROTOCOL};
+use super::wire::{check_hello, Entry, Frame, RefuseCode, PROTOCOL};
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -365,6 +365,10 @@ impl HubSession {
                         RefuseCode::Version,
                         format!("this hub speaks protocol {PROTOCOL}, the plant {protocol}; update one of them"),
                     );
+                }
+                // Bounded before anything is looked up or written.
+                if let Err(e) = check_hello(&plant, &version, &journal) {
+                    return self.refuse(RefuseCode::Protocol, e.to_string());
                 }
                 self.state = HubState::Authorizing;
                 self.actions.push_back(HubAction::Authorize {

@@ -9,8 +9,17 @@ use super::wire::{self, Frame};
 /// Cancel-safe: bytes received stay in `buf` (which the caller keeps), so dropping this future
 /// inside `select!` loses nothing.
 pub async fn read_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<Frame>> {
+    read_frame_within(recv, buf, wire::MAX_FRAME).await
+}
+
+/// [`read_frame`] refusing a frame longer than `limit` as soon as its length arrives.
+pub async fn read_frame_within(
+    recv: &mut RecvStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> anyhow::Result<Option<Frame>> {
     loop {
-        if let Some((frame, used)) = wire::decode(buf)? {
+        if let Some((frame, used)) = wire::decode_within(buf, limit)? {
             buf.drain(..used);
             return Ok(Some(frame));
         }

@@ -12,6 +12,15 @@
 pub const PROTOCOL: u16 = 1;
 /// Largest frame accepted, type byte and body included.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest first frame on a connection (a hello, or a backup fetch or offer), before the peer
+/// is known: nobody unauthenticated gets the hub to hold 16 MiB.
+pub const MAX_FIRST_FRAME: usize = 64 * 1024;
+/// Longest plant name in a hello (the rule of `plantd hub token create --plant`).
+pub const MAX_PLANT_NAME: usize = 64;
+/// Longest version string in a hello.
+pub const MAX_VERSION: usize = 64;
+/// Longest journal id in a hello (a journal's id is 32 hex digits).
+pub const MAX_JOURNAL_ID: usize = 64;
 
 /// One journaled transaction as it travels to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +140,8 @@ impl RefuseCode {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLong(usize),
+    #[error("frame of {len} bytes is over the {limit}-byte limit")]
+    TooLong { len: usize, limit: usize },
     #[error("empty frame (no type byte)")]
     Empty,
     #[error("unknown frame type {0}")]
@@ -158,6 +167,68 @@ pub enum WireError {
     },
     #[error("{frame} frame has {0} bytes after its end", frame = .1)]
     Trailing(usize, &'static str),
+}
+
+/// What is wrong with a hello's fields. The hub checks them before it looks anything up or
+/// writes anything, and refuses the hello with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("hello: plant name {0} is not valid: use 1 to {MAX_PLANT_NAME} letters, digits, '.', '_' or '-', not starting with '.'")]
+    Plant(Shown),
+    #[error("hello: version {0} is not valid: use 1 to {MAX_VERSION} letters, digits, '.', '-', '+' or '_'")]
+    Version(Shown),
+    #[error(
+        "hello: journal id {0} is not valid: use 1 to {MAX_JOURNAL_ID} letters, digits or '-'"
+    )]
+    Journal(Shown),
+}
+
+/// A refused field as a message shows it: quoted, cut to 40 characters, with its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown(String);
+
+impl Shown {
+    fn of(s: &str) -> Shown {
+        let head: String = s.chars().take(40).collect();
+        if head.len() == s.len() {
+            Shown(format!("{head:?}"))
+        } else {
+            Shown(format!("{head:?}… ({} bytes)", s.len()))
+        }
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a hello's plant name, version and journal id against their bounds.
+pub fn check_hello(plant: &str, version: &str, journal: &str) -> Result<(), HelloError> {
+    let plant_ok = (1..=MAX_PLANT_NAME).contains(&plant.len())
+        && !plant.starts_with('.')
+        && plant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !plant_ok {
+        return Err(HelloError::Plant(Shown::of(plant)));
+    }
+    let version_ok = (1..=MAX_VERSION).contains(&version.len())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'));
+    if !version_ok {
+        return Err(HelloError::Version(Shown::of(version)));
+    }
+    let journal_ok = (1..=MAX_JOURNAL_ID).contains(&journal.len())
+        && journal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !journal_ok {
+        return Err(HelloError::Journal(Shown::of(journal)));
+    }
+    Ok(())
 }
 
 /// Appends the encoded frame, length prefix included, to `out`.
@@ -299,13 +370,23 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Reads one frame from the front of `buf`. `Ok(None)` means more bytes are needed; `Ok(Some((frame,
 /// used)))` gives the frame and how many bytes it took.
+#[cfg(test)]
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
+    decode_within(buf, MAX_FRAME)
+}
+
+/// [`decode`] with a smaller limit than [`MAX_FRAME`]: a longer frame is refused as soon as its
+/// length prefix arrives, before its body is buffered.
+pub fn decode_within(buf: &[u8], limit: usize) -> Result<Option<(Frame, usize)>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLong(len));
+    if len > limit.min(MAX_FRAME) {
+        return Err(WireError::TooLong {
+            len,
+            limit: limit.min(MAX_FRAME),
+        });
     }
     if len == 0 {
         return Err(WireError::Empty);
@@ -672,7 +753,10 @@ mod tests {
         assert_eq!(decode(&[0, 0, 0, 0]), Err(WireError::Empty));
         assert_eq!(
             decode(&[0xff, 0, 0, 0]),
-            Err(WireError::TooLong(0xff00_0000))
+            Err(WireError::TooLong {
+                len: 0xff00_0000,
+                limit: MAX_FRAME
+            })
         );
         let mut t = Vec::new();
         encode(&Frame::Ack { through_seq: 1 }, &mut t);
@@ -696,6 +780,105 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn hello_fields_are_bounded_and_refusals_do_not_echo_them() {
+        let journal = "ab".repeat(16);
+        assert_eq!(check_hello("plant-lyon", "0.1.0", &journal), Ok(()));
+        assert_eq!(check_hello("p.1_x", "2.0.0-rc.1+build_7", "5f0c2a"), Ok(()));
+        let huge = "x".repeat(4 * 1024 * 1024);
+        let e = check_hello("plant-lyon", &huge, &journal).unwrap_err();
+        assert!(matches!(e, HelloError::Version(_)));
+        let m = e.to_string();
+        assert!(m.len() < 300 && m.contains("(4194304 bytes)"), "{m}");
+        for (plant, version, journal, field) in [
+            ("", "1", "a", "plant name"),
+            (".hidden", "1", "a", "plant name"),
+            ("../etc", "1", "a", "plant name"),
+            (&"p".repeat(65)[..], "1", "a", "plant name"),
+            ("p", "", "a", "version"),
+            ("p", "1.0 <b>", "a", "version"),
+            ("p", &"1".repeat(65)[..], "a", "version"),
+            ("p", "1", "", "journal id"),
+            ("p", "1", "a;b", "journal id"),
+        ] {
+            let m = check_hello(plant, version, journal)
+                .unwrap_err()
+                .to_string();
+            assert!(m.starts_with(&format!("hello: {field}")), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_first_frame_over_its_limit_is_refused_from_its_length_alone() {
+        let mut f = Vec::new();
+        encode(
+            &Frame::Hello {
+                protocol: PROTOCOL,
+                plant: "p".into(),
+                version: "x".repeat(MAX_FIRST_FRAME),
+                journal: "j".into(),
+            },
+            &mut f,
+        );
+        // Only the length prefix has arrived: already refused.
+        assert_eq!(
+            decode_within(&f[..4], MAX_FIRST_FRAME),
+            Err(WireError::TooLong {
+                len: f.len() - 4,
+                limit: MAX_FIRST_FRAME
+            })
+        );
+        // The same frame is fine where the full limit applies.
+        assert!(matches!(decode(&f), Ok(Some((Frame::Hello { .. }, _)))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
+        /// Any hello, whatever its fields: the decoder under the first-frame limit either
+        /// refuses it by length or gives back exactly what was sent, and the bounds check
+        /// accepts exactly the fields that follow the rules (checked against a reference).
+        #[test]
+        fn hellos_decode_within_the_first_frame_limit_and_their_bounds_hold(
+            plant in prop_oneof!["[a-zA-Z0-9._-]{0,70}", any::<String>()],
+            version in prop_oneof![
+                "[0-9a-zA-Z.+_-]{0,70}".boxed(),
+                any::<String>().boxed(),
+                // Around the first-frame limit, on either side of it.
+                (65_400usize..65_600).prop_map(|n| "1".repeat(n)).boxed(),
+            ],
+            journal in prop_oneof!["[0-9a-f]{0,70}", any::<String>()],
+        ) {
+            let frame = Frame::Hello { protocol: PROTOCOL, plant: plant.clone(), version: version.clone(), journal: journal.clone() };
+            let mut bytes = Vec::new();
+            encode(&frame, &mut bytes);
+            match decode_within(&bytes, MAX_FIRST_FRAME) {
+                Ok(Some((got, used))) => {
+                    prop_assert!(bytes.len() - 4 <= MAX_FIRST_FRAME);
+                    prop_assert_eq!(used, bytes.len());
+                    prop_assert_eq!(got, frame);
+                }
+                Err(WireError::TooLong { len, limit }) => {
+                    prop_assert_eq!(limit, MAX_FIRST_FRAME);
+                    prop_assert_eq!(len, bytes.len() - 4);
+                    prop_assert!(len > MAX_FIRST_FRAME);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+            let name_ok = |s: &str, max: usize, extra: &str, lead_dot: bool| {
+                !s.is_empty() && s.len() <= max && (lead_dot || !s.starts_with('.'))
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.as_bytes().contains(&b))
+            };
+            let expected = name_ok(&plant, MAX_PLANT_NAME, "._-", false)
+                && name_ok(&version, MAX_VERSION, ".-+_", true)
+                && name_ok(&journal, MAX_JOURNAL_ID, "-", true);
+            let got = check_hello(&plant, &version, &journal);
+            prop_assert_eq!(got.is_ok(), expected, "{:?}", got);
+            if let Err(e) = got {
+                prop_assert!(e.to_string().len() < 400);
+            }
+        }
     }
 
     proptest! {

@@ -22,6 +22,11 @@ pub struct Pg {
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with_tls(None)
+    }
+
+    /// A cluster that also accepts TLS with this certificate and key (PEM).
+    pub fn start_with_tls(tls: Option<(&str, &str)>) -> Pg {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -60,7 +65,22 @@ impl Pg {
             "postgres",
             "--no-sync",
         ]);
-        let opts = format!("-p {port} -k {d} -c listen_addresses=127.0.0.1");
+        let mut opts = format!("-p {port} -k {d} -c listen_addresses=127.0.0.1");
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                assert!(Command::new("chown")
+                    .arg("postgres")
+                    .arg(&path)
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         run(&[
             &format!("{PG_BIN}/pg_ctl"),
             "-D",
@@ -138,12 +158,17 @@ impl Hub {
 
     /// A hub whose hub.toml is `text`.
     pub fn start_with(data_dir: &Path, pg: &Pg, quic: SocketAddr, text: &str) -> Hub {
+        Hub::start_on(data_dir, &pg.url(), quic, text)
+    }
+
+    /// A hub whose hub.toml is `text`, on the database at `database`.
+    pub fn start_on(data_dir: &Path, database: &str, quic: SocketAddr, text: &str) -> Hub {
         std::fs::create_dir_all(data_dir).unwrap();
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, text).unwrap();
         let mut hub = Hub {
             data_dir: data_dir.to_path_buf(),
-            database: pg.url(),
+            database: database.to_string(),
             https: free_addr(),
             quic,
             config,
@@ -154,7 +179,7 @@ impl Hub {
     }
 
     pub fn restart(&mut self) {
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["hub", "--config"])
             .arg(&self.config)
             .arg("--data-dir")
@@ -180,7 +205,7 @@ impl Hub {
 
     /// Runs `plantd hub ARGS` with this hub's data dir and database.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        Command::new(bin())
             .arg("hub")
             .args(args)
             .arg("--data-dir")
@@ -189,6 +214,11 @@ impl Hub {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap()
+    }
+
+    /// The hub process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the hub runs").id()
     }
 
     pub fn token(&self, plant: &str, ttl: &str) -> String {
@@ -218,7 +248,7 @@ pub fn free_udp_addr() -> SocketAddr {
 
 /// Runs `plantd enroll` for `data_dir` against `hub`.
 pub fn enroll(data_dir: &Path, hub: &Hub, token: &str) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["enroll", "--data-dir", data_dir.to_str().unwrap()])
         .args(["--hub", &hub.https.to_string(), "--token", token])
         .env("RUST_LOG", "warn")

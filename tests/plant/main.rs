@@ -15,6 +15,7 @@ mod fleet;
 mod floods;
 mod harness;
 mod import_hostile;
+mod hub_limits;
 mod installer;
 mod odoo;
 mod real_odoo;

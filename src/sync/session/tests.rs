@@ -555,3 +555,28 @@ fn a_hub_that_cannot_store_says_so_and_closes() {
     })));
     assert!(h.is_closed());
 }
+
+#[test]
+fn the_hub_refuses_a_hello_out_of_bounds_before_it_asks_the_store_anything() {
+    let mut h = HubSession::default();
+    h.handle(HubEvent::Frame(Frame::Hello {
+        protocol: wire::PROTOCOL,
+        plant: "plant-a".into(),
+        version: "x".repeat(4 * 1024 * 1024),
+        journal: "j1".into(),
+    }));
+    match h.poll_action() {
+        Some(HubAction::Send(Frame::Refuse {
+            code: RefuseCode::Protocol,
+            message,
+        })) => assert!(message.starts_with("hello: version"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(h.poll_action(), Some(HubAction::Close(_))));
+    assert_eq!(
+        h.poll_action(),
+        None,
+        "no Authorize: nothing is looked up or written"
+    );
+    assert!(h.is_closed());
+}
