@@ -44,7 +44,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 /// Writes the module into `parent/plantd_apply`, files 0644 and directories 0755 (Odoo reads
-/// them as its own user); a file that already says the same is left alone.
+/// them as its own user); a file that already says the same is not written again.
 pub fn write(parent: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let root = parent.join(NAME);
@@ -59,6 +59,8 @@ pub fn write(parent: &Path) -> std::io::Result<()> {
             crate::pki::write_atomic(&path, text.as_bytes(), 0o644)
                 .map_err(|e| std::io::Error::other(format!("{}: {e:#}", path.display())))?;
         }
+        // Readable by Odoo's user whatever narrowed it meanwhile.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
     }
     Ok(())
 }

@@ -6,8 +6,10 @@
 //!
 //! What is left as it is: certificates (`*.crt`, public), `releases/` (the previous binary,
 //! which must stay executable), Odoo's config in `stack/` (Odoo's own user in its container
-//! reads it through a bind mount; the 0700 directories above it keep everyone else out), and
-//! anything reached through a symbolic link (it may be outside the data directory).
+//! reads it through a bind mount; the 0700 directories above it keep everyone else out),
+//! `stack/addons/` (plantd's own Odoo modules, read by Odoo's user the same way; they hold no
+//! secret), and anything reached through a symbolic link (it may be outside the data
+//! directory).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -55,6 +57,10 @@ fn visit(dir: &Path, depth: usize, exposed: bool, widened: &mut Vec<(PathBuf, u3
         let name = name.to_string_lossy();
         if kind.is_dir() {
             if depth == 0 && name == "releases" {
+                continue;
+            }
+            // plantd's Odoo modules, which Odoo's own user reads through a bind mount.
+            if depth == 1 && name == "addons" && dir.file_name().is_some_and(|d| d == "stack") {
                 continue;
             }
             visit(&path, depth + 1, exposed, widened);
@@ -150,5 +156,21 @@ mod tests {
         fs::set_permissions(data.join("state.db"), fs::Permissions::from_mode(0o644)).unwrap();
         assert!(enforce(&data).is_empty());
         assert_eq!(mode(&data.join("state.db")), 0o600);
+    }
+
+    #[test]
+    fn the_odoo_modules_the_stack_mounts_stay_readable_by_odoo() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let addons = data.join("stack/addons");
+        fs::create_dir_all(&addons).unwrap();
+        crate::apply::odoo_module::write(&addons).unwrap();
+        enforce(&data);
+        assert_eq!(mode(&data.join("stack")), 0o700);
+        let module = addons.join("plantd_apply");
+        assert_eq!(mode(&module), 0o755);
+        assert_eq!(mode(&module.join("models")), 0o755);
+        assert_eq!(mode(&module.join("__manifest__.py")), 0o644);
+        assert_eq!(mode(&module.join("models/plantd_apply.py")), 0o644);
     }
 }
