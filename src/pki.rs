@@ -134,6 +134,37 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `path` with `data` unless it exists, atomically: written and fsync'd under a name
+/// of this writer's own, then linked into place, which fails when another process (the daemon
+/// and a CLI command starting at once) made it first. `Ok(false)`: it was there; its content
+/// is the other writer's, and this one's is dropped.
+pub fn create_once(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<bool> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{}.new", std::process::id(), random_secret()?));
+    let tmp: PathBuf = path.with_file_name(name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let written = f
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|_| f.write_all(data))
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()));
+    let linked = written.and_then(|_| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("linking {} into place", tmp.display())),
+    });
+    let _ = fs::remove_file(&tmp);
+    if let (Ok(true), Some(dir)) = (&linked, path.parent()) {
+        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    linked
+}
+
 /// ALPN of the replication protocol.
 pub const ALPN: &[u8] = b"plantd/1";
 
@@ -325,6 +356,38 @@ pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_of_writers_racing_to_create_a_file_wins_and_nothing_is_left_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        let made: Vec<bool> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || create_once(path, format!("writer {i}").as_bytes(), 0o600))
+                })
+                .collect();
+            writers
+                .into_iter()
+                .map(|w| w.join().unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("writer "), "{text}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("secrets.json")]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn the_ca_survives_a_restart_and_signs_plants_by_name() {

@@ -255,7 +255,10 @@ impl Secrets {
                     odoo_admin_login_password: crate::pki::random_secret()?,
                 };
                 let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
-                crate::pki::write_atomic(&path, &json, 0o600)?;
+                // The daemon and a CLI command may both find none: the first one's stays.
+                if !crate::pki::create_once(&path, &json, 0o600)? {
+                    return Secrets::load_or_create(data_dir);
+                }
                 tracing::info!(path = %path.display(), "generated the stack's passwords");
                 Ok((secrets, true))
             }
