@@ -4,6 +4,7 @@
 //! tool that kept its own modes) is brought to that at start, with a warning naming what was
 //! wider, so that no other local user reads a database or a key.
 //!
+//! A file its owner may run keeps that (0700), so a binary kept beside its data still runs.
 //! What is left as it is: certificates (`*.crt`, public), `releases/` (the previous binary,
 //! which must stay executable), Odoo's config in `stack/` (Odoo's own user in its container
 //! reads it through a bind mount; the 0700 directories above it keep everyone else out),
@@ -90,6 +91,12 @@ fn restrict(path: &Path, mode: u32, reachable: bool, widened: &mut Vec<(PathBuf,
         return false;
     }
     let searchable = reachable && old & 0o011 != 0;
+    // A program kept there (a binary beside its data) stays one for its owner.
+    let mode = if meta.is_file() {
+        mode | (old & 0o100)
+    } else {
+        mode
+    };
     match fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
         Ok(()) if reachable => widened.push((path.to_path_buf(), old)),
         Ok(()) => tracing::debug!(path = %path.display(), "mode narrowed to {mode:04o}"),
@@ -156,6 +163,12 @@ mod tests {
         fs::set_permissions(data.join("state.db"), fs::Permissions::from_mode(0o644)).unwrap();
         assert!(enforce(&data).is_empty());
         assert_eq!(mode(&data.join("state.db")), 0o600);
+        // A program kept in the data directory still runs for its owner.
+        fs::create_dir_all(data.join("bin")).unwrap();
+        fs::write(data.join("bin/plantd"), b"x").unwrap();
+        fs::set_permissions(data.join("bin/plantd"), fs::Permissions::from_mode(0o755)).unwrap();
+        enforce(&data);
+        assert_eq!(mode(&data.join("bin/plantd")), 0o700);
     }
 
     #[test]
