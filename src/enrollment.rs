@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 /// What `plantd up` needs to replicate.
@@ -73,7 +72,9 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
     let unverified = rustls::ClientConfig::builder_with_provider(crate::pki::provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(crate::pki::provider())))
+        .with_custom_certificate_verifier(Arc::new(crate::pki::AnyServerCertificate(
+            crate::pki::provider(),
+        )))
         .with_no_client_auth();
     let ca_pem = client(unverified)?
         .get(format!("{base}/api/v1/enroll/ca"))
@@ -142,54 +143,4 @@ fn client(tls: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
         .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_secs(30))
         .build()?)
-}
-
-/// Accepts any server certificate: used only to fetch the CA, which is then checked against
-/// the fingerprint before anything is sent.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

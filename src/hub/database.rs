@@ -184,7 +184,9 @@ fn tls_config(mode: SslMode, settings: &PostgresConfig) -> anyhow::Result<rustls
             .context("building the database certificate verifier")
     };
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable | SslMode::Require => Arc::new(AnyCertificate(provider.clone())),
+        SslMode::Disable | SslMode::Require => {
+            Arc::new(crate::pki::AnyServerCertificate(provider.clone()))
+        }
         SslMode::VerifyFull | SslMode::VerifyCa => {
             let full: Arc<dyn ServerCertVerifier> = match roots()? {
                 Some(r) => webpki(r)?,
@@ -203,55 +205,6 @@ fn tls_config(mode: SslMode, settings: &PostgresConfig) -> anyhow::Result<rustls
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
-}
-
-/// `sslmode = "require"`: encrypts, checks the handshake's signatures, trusts any certificate.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// `sslmode = "verify-ca"`: the chain must lead to a trusted CA; the host name is not checked.
