@@ -48,15 +48,21 @@ pub fn free_addr() -> SocketAddr {
 
 /// Makes a device token through the CLI and returns it (the last line of stdout).
 pub fn create_token(data_dir: &Path, device: &str) -> String {
-    let out = plantd(&[
+    token_create(data_dir, device, &[])
+}
+
+/// `plantd token create` for `device`, with `more` arguments; the token.
+fn token_create(data_dir: &Path, device: &str, more: &[&str]) -> String {
+    let mut args = vec![
         "token",
         "create",
         "--data-dir",
         data_dir.to_str().unwrap(),
         "--device",
         device,
-    ]);
-    last_line(&out)
+    ];
+    args.extend_from_slice(more);
+    last_line(&plantd(&args))
 }
 
 /// The kinds the tests' devices send: every shipped kind, `odoo.create` (granted only by name)
@@ -65,17 +71,7 @@ pub const TEST_KINDS: &str = "odoo.create,stock.move,stock.picking.validate,mrp.
 
 /// [`create_token`] for a device that may send every one of [`TEST_KINDS`].
 pub fn create_token_granted(data_dir: &Path, device: &str) -> String {
-    let out = plantd(&[
-        "token",
-        "create",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--device",
-        device,
-        "--kinds",
-        TEST_KINDS,
-    ]);
-    last_line(&out)
+    token_create(data_dir, device, &["--kinds", TEST_KINDS])
 }
 
 /// `plantd admin add USER --role ROLE --data-dir DIR`, the password on stdin, as an admin types
