@@ -1036,7 +1036,7 @@ mod odoo_options {
         );
         assert_eq!(conf.matches("addons_path").count(), 1, "{conf}");
         // ... and is written where the stack mounts it, readable by Odoo's own user.
-        spec.write_files().unwrap();
+        spec.write_files(None).unwrap();
         let module = data
             .path()
             .join("stack/addons/plantd_apply/models/plantd_apply.py");

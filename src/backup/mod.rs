@@ -1440,3 +1440,79 @@ mod tests {
         check_filestore(&mut &inner_tar(&[])[..], "odoo").unwrap();
     }
 }
+
+/// Fuzzing by property (cargo-fuzz needs a nightly compiler, which this project's CI has not):
+/// whatever an archive holds, reading its manifest gives a manifest or an error, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn archive_with(first: &str, manifest: &[u8]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let encoder = zstd::Encoder::new(file.reopen().unwrap(), 1).unwrap();
+        let mut tar = tar::Builder::new(encoder);
+        append(&mut tar, first, manifest.len() as u64, &mut &manifest[..]).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    fn manifest_text() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            // Near misses of a real manifest: fields dropped, wrong types, other formats.
+            (0u32..4, "[a-z0-9_\\-]{0,12}", any::<i64>(), any::<bool>()).prop_map(
+                |(format, id, seq, apply)| {
+                    let apply = if apply {
+                        format!(r#","apply":{{"journal_id":"{id}","applied_seq":{seq}}}"#)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        r#"{{"format":{format},"id":"{id}","plant":"p","created_at":"x","database":"odoo","postgres_version":"15","odoo_version":null,"modules":{{}},"tables":{{"t":{seq}}},"parts":[]{apply}}}"#
+                    )
+                    .into_bytes()
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_manifest_reads_or_is_refused_with_a_reason(
+            first in prop_oneof![Just("manifest.json".to_string()), "[a-z][a-z_]{0,12}(\\.json)?(/[a-z]{1,8})?"],
+            text in manifest_text(),
+        ) {
+            let file = archive_with(&first, &text);
+            match read_manifest(&plain_archive(file.path())) {
+                Ok(m) => {
+                    prop_assert_eq!(first.as_str(), "manifest.json");
+                    prop_assert_eq!(m.format, FORMAT);
+                }
+                Err(e) => {
+                    let said = format!("{e:#}");
+                    prop_assert!(!said.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_as_an_archive_are_refused_with_a_reason(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+        ) {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &bytes).unwrap();
+            let e = read_manifest(&plain_archive(file.path()));
+            prop_assert!(e.is_err());
+        }
+    }
+
+    fn plain_archive(path: &Path) -> Archive {
+        Archive {
+            path: path.to_path_buf(),
+            keys: Default::default(),
+        }
+    }
+}

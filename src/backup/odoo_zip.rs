@@ -618,3 +618,89 @@ mod tests {
         assert!(fewer.contains("fewer bytes"), "{fewer}");
     }
 }
+
+/// Fuzzing by property: any zip, well-formed or not, is inspected to contents whose filestore
+/// paths stay inside the filestore, or refused with a reason; never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn entry_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("dump.sql".to_string()),
+            Just("manifest.json".to_string()),
+            "filestore/[a-f0-9]{2}/[a-f0-9]{4}",
+            "(\\.\\./|/|filestore/\\.\\./|filestore/)[a-z./]{0,12}",
+            "[a-z]{1,8}",
+        ]
+    }
+
+    fn zip_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            let options = zip::write::SimpleFileOptions::default();
+            if zip.start_file(name.as_str(), options).is_ok() {
+                zip.write_all(data).unwrap();
+            }
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_zip_is_inspected_safely_or_refused(
+            entries in proptest::collection::vec(
+                (entry_name(), proptest::collection::vec(any::<u8>(), 0..64)), 0..6),
+            // Bytes overwritten at random: a damaged or forged zip.
+            damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let mut bytes = zip_bytes(&entries);
+            for (at, byte) in damage {
+                if !bytes.is_empty() {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+            }
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &bytes).unwrap();
+            match inspect(file.path()) {
+                Ok(contents) => {
+                    for (_, path, _) in &contents.files {
+                        prop_assert!(path.is_relative(), "{path:?}");
+                        prop_assert!(
+                            path.components().all(|c| matches!(c, std::path::Component::Normal(_))),
+                            "{path:?}"
+                        );
+                    }
+                    if let Some(m) = contents.manifest {
+                        prop_assert!(m.is_object());
+                    }
+                }
+                Err(e) => {
+                    let said = format!("{e:#}");
+                    prop_assert!(!said.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn an_entry_gives_its_declared_bytes_or_an_error(
+            data in proptest::collection::vec(any::<u8>(), 0..100),
+            declared in 0u64..120,
+        ) {
+            let mut r = Declared { inner: &data[..], name: "e".into(), declared, read: 0 };
+            let mut out = Vec::new();
+            match r.read_to_end(&mut out) {
+                Ok(_) => {
+                    prop_assert_eq!(data.len() as u64, declared);
+                    prop_assert_eq!(out, data);
+                }
+                Err(_) => prop_assert_ne!(data.len() as u64, declared),
+            }
+        }
+    }
+}

@@ -6,8 +6,8 @@
 //!
 //! A file its owner may run keeps that (0700), so a binary kept beside its data still runs.
 //! What is left as it is: certificates (`*.crt`, public), `releases/` (the previous binary,
-//! which must stay executable), Odoo's config in `stack/` (Odoo's own user in its container
-//! reads it through a bind mount; the 0700 directories above it keep everyone else out),
+//! which must stay executable), Odoo's config in `stack/` (0600 and given to the user Odoo
+//! runs as, who reads it through a bind mount: the stack's supervisor sees to it),
 //! `stack/addons/` (plantd's own Odoo modules, read by Odoo's user the same way; they hold no
 //! secret), and anything reached through a symbolic link (it may be outside the data
 //! directory).

@@ -52,6 +52,41 @@ fn status(e: &bollard::errors::Error) -> Option<u16> {
     }
 }
 
+/// `USER` as numbers: `""` is root; `uid` or `uid:gid`. `None` when a part is a name.
+fn numeric_user(user: &str) -> Option<Option<(u32, u32)>> {
+    if user.is_empty() {
+        return Some(None);
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid = u.parse().ok()?;
+    let gid = if g.is_empty() { uid } else { g.parse().ok()? };
+    Some(Some((uid, gid)))
+}
+
+/// `USER` (`name`, `name:group`, `uid:group`, `name:gid`) looked up in the image's files:
+/// the group is the user's own unless named.
+fn named_user(user: &str, passwd: &str, group: &str) -> Option<(u32, u32)> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let fields = |line: &str| line.split(':').map(str::to_string).collect::<Vec<_>>();
+    let entry = passwd
+        .lines()
+        .map(fields)
+        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u))?;
+    let uid = entry[2].parse().ok()?;
+    let gid = if g.is_empty() {
+        entry[3].parse().ok()?
+    } else if let Ok(gid) = g.parse() {
+        gid
+    } else {
+        let entry = group
+            .lines()
+            .map(fields)
+            .find(|f| f.len() >= 3 && f[0] == g)?;
+        entry[2].parse().ok()?
+    };
+    Some((uid, gid))
+}
+
 fn short(e: bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message,
@@ -242,6 +277,76 @@ impl Engine {
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(short(e)),
         }
+    }
+
+    /// The uid and gid the image's processes run as (its `USER`), `None` for root. A user
+    /// named rather than numbered is looked up in the image's own `/etc/passwd` and
+    /// `/etc/group`, read from a container made for that (never started, no network) and
+    /// removed again.
+    pub async fn image_user(&self, image: &str) -> Result<Option<(u32, u32)>, String> {
+        let user = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| format!("inspecting {image}: {}", short(e)))?
+            .config
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        if let Some(ids) = numeric_user(&user) {
+            return Ok(ids.filter(|&(uid, _)| uid != 0));
+        }
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(vec!["true".into()]),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let id = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map_err(|e| format!("reading {image}'s users: {}", short(e)))?
+            .id;
+        let read = async {
+            let passwd = self.read_file(&id, "/etc/passwd").await?;
+            let group = self.read_file(&id, "/etc/group").await.unwrap_or_default();
+            named_user(&user, &passwd, &group).ok_or_else(|| {
+                format!("{image} runs as user {user:?}, which its /etc/passwd does not name")
+            })
+        }
+        .await;
+        let _ = self.remove(&id, false).await;
+        read.map(|(uid, gid)| (uid != 0).then_some((uid, gid)))
+    }
+
+    /// One small text file from a container's filesystem (at most 1 MiB).
+    async fn read_file(&self, id: &str, path: &str) -> Result<String, String> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk.map_err(|e| format!("reading {path}: {}", short(e)))?);
+            if tar.len() > 1 << 20 {
+                return Err(format!("{path} is over 1 MiB"));
+            }
+        }
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut entries = archive
+            .entries()
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| format!("{path}: the engine sent an empty archive"))?
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text)
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        Ok(text)
     }
 
     /// Pulls an image from the engine's registry.
@@ -732,5 +837,30 @@ impl Engine {
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nodoo:x:101:101::/var/lib/odoo:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nodoo:x:101:\nssl-cert:x:111:odoo\n";
+
+    #[test]
+    fn an_image_user_is_found_by_number_or_name() {
+        assert_eq!(numeric_user(""), Some(None));
+        assert_eq!(numeric_user("101"), Some(Some((101, 101))));
+        assert_eq!(numeric_user("101:7"), Some(Some((101, 7))));
+        assert_eq!(numeric_user("odoo"), None);
+        assert_eq!(numeric_user("101:odoo"), None);
+        assert_eq!(named_user("odoo", PASSWD, GROUP), Some((101, 101)));
+        assert_eq!(named_user("odoo:ssl-cert", PASSWD, GROUP), Some((101, 111)));
+        assert_eq!(named_user("101:ssl-cert", PASSWD, GROUP), Some((101, 111)));
+        assert_eq!(named_user("odoo:5", PASSWD, GROUP), Some((101, 5)));
+        assert_eq!(named_user("nobody", PASSWD, GROUP), None);
+        assert_eq!(named_user("odoo:nogroup", PASSWD, GROUP), None);
+        assert_eq!(named_user("odoo", "odoo:x:abc", GROUP), None);
     }
 }

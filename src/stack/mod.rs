@@ -239,6 +239,7 @@ pub fn start(
         events: VecDeque::new(),
         upgrades: BTreeMap::new(),
         adopted: false,
+        conf_secured: false,
         generation: 0,
         down: stack_down_marker(&dir).exists(),
         held: held_services(&dir),
@@ -304,6 +305,8 @@ struct Supervisor {
     upgrades: BTreeMap<Service, Upgrade>,
     /// Whether the containers found at start were compared with plant.toml.
     adopted: bool,
+    /// Whether Odoo's config file was made private to its user since this start.
+    conf_secured: bool,
     /// Numbers the trackers, so that a late probe result finds its own.
     generation: u64,
     down: bool,
@@ -423,12 +426,37 @@ impl Supervisor {
                     }
                 }));
                 self.engine = Some(engine.clone());
+                if !self.conf_secured {
+                    self.conf_secured = true;
+                    self.secure_odoo_conf(&engine).await;
+                }
                 Some(engine)
             }
             Err(e) => {
                 self.engine_lost(e);
                 None
             }
+        }
+    }
+
+    /// Odoo's config file as an older plantd left it (0644, root's) becomes 0600 and its
+    /// image user's, once per start; a new one is written that way when its container is made.
+    async fn secure_odoo_conf(&mut self, engine: &Engine) {
+        let path = self.desired.odoo_conf.0.clone();
+        if !path.exists() {
+            return;
+        }
+        let image = self.desired.get(Service::Odoo).image.clone();
+        let handed = match engine.has_image(&image).await {
+            Ok(true) => match engine.image_user(&image).await {
+                Ok(owner) => spec::hand_to(&path, owner).map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e),
+            },
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = handed {
+            tracing::warn!(path = %path.display(), error = %e, "could not make Odoo's config file private to Odoo's user");
         }
     }
 
@@ -612,10 +640,15 @@ impl Supervisor {
             .ensure_network_and_volumes(&self.desired, spec)
             .await?;
         self.desired.fresh_secrets = false;
-        self.desired
-            .write_files()
-            .map_err(|e| format!("writing Odoo's config: {e:#}"))?;
         engine.ensure_image(spec).await?;
+        let owner = if spec.service == Service::Odoo {
+            engine.image_user(&spec.image).await?
+        } else {
+            None
+        };
+        self.desired
+            .write_files(owner)
+            .map_err(|e| format!("writing Odoo's config: {e:#}"))?;
         if spec.service == Service::Odoo {
             self.ensure_odoo_database(engine, spec).await?;
             // Not a reason to keep Odoo down; said loudly instead.

@@ -120,20 +120,61 @@ pub struct StackSpec {
 }
 
 impl StackSpec {
-    /// Writes Odoo's config file if it is not there yet. Odoo runs as its own user in its
-    /// container and must read it; the data directory above it is 0700, so nobody else on the
-    /// host can.
-    pub fn write_files(&self) -> anyhow::Result<()> {
+    /// Writes Odoo's config file if it is not there yet, 0600 and owned by `owner`: the uid
+    /// and gid the Odoo image runs as (its `USER`, `odoo` in the official image), who reads it
+    /// through its bind mount. An image that starts as root (`owner` is `None`) may drop to any
+    /// user, so the file stays 0644 there, as it was before plantd knew better, and only the
+    /// 0700 data directory above it keeps the host's other users out. Odoo skips a config file
+    /// it cannot read without a word (its defaults would open the database manager), so
+    /// readable comes first.
+    pub fn write_files(&self, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
         let (path, text) = &self.odoo_conf;
         if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
-            crate::pki::write_atomic(path, text.as_bytes(), 0o644)?;
+            let mode = if owner.is_some() { 0o600 } else { 0o644 };
+            crate::pki::write_atomic(path, text.as_bytes(), mode)?;
         }
+        hand_to(path, owner)?;
         let addons = addons_dir(&self.dir);
         crate::apply::odoo_module::write(&addons).with_context(|| {
             format!("writing the plantd_apply module into {}", addons.display())
         })?;
         Ok(())
     }
+}
+
+/// Makes `path` 0600 and owned by `owner` (see [`StackSpec::write_files`]); a file written
+/// by an older plantd (0644, root's) is brought to that as well. `None` leaves it as it is.
+pub fn hand_to(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        match std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                if meta.uid() != uid && meta.mode() & 0o004 == 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        uid,
+                        "plantd may not give Odoo's config file to the user Odoo runs as (plantd is not root), so it is readable by all (0644); only the 0700 data directory keeps others out"
+                    );
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                        .with_context(|| format!("opening {} to Odoo's user", path.display()))?;
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("giving {} to uid {uid}", path.display()))
+            }
+        }
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("narrowing {} to 0600", path.display()))?;
+    }
+    Ok(())
 }
 
 impl StackSpec {

@@ -295,7 +295,7 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     let foreign_id = inspect(foreign, "{{.Id}}");
     let foreign_started = inspect(foreign, "{{.State.StartedAt}}");
 
-    let stack = TestStack::start("");
+    let mut stack = TestStack::start("");
     let started = Instant::now();
     stack.wait_all_healthy(Duration::from_secs(120));
     eprintln!("from nothing to all healthy in {:?}", started.elapsed());
@@ -346,6 +346,22 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     ] {
         assert!(odoo_conf.contains(line), "odoo.conf lacks {line:?}");
     }
+    // It holds passwords: 0600, and the user Odoo's image runs as (odoo, 101) owns it, so
+    // Odoo reads it through the mount and nobody else on the host does.
+    use std::os::unix::fs::MetadataExt;
+    let owner_mode = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o777)
+    };
+    assert_eq!(owner_mode(&conf_path), (101, 101, 0o600));
+    // One an older plantd wrote (root's, 0644) is made so at the next start, Odoo untouched.
+    let odoo_id = inspect(&stack.container("odoo"), "{{.Id}}");
+    std::os::unix::fs::chown(&conf_path, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&conf_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    stack.restart_plantd("");
+    stack.wait_all_healthy(Duration::from_secs(60));
+    assert_eq!(owner_mode(&conf_path), (101, 101, 0o600));
+    assert_eq!(inspect(&stack.container("odoo"), "{{.Id}}"), odoo_id);
 
     // kill -9 of the PostgreSQL server (PID 1 of its container, seen from the host).
     let pid = inspect(&stack.container("postgres"), "{{.State.Pid}}");

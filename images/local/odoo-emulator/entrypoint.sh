@@ -1,6 +1,7 @@
 #!/bin/sh
 # The Odoo emulator's entrypoint, shaped like the official odoo image's: "odoo" starts the server
-# (as the user odoo, as PID 1 so that it gets the container's signals), anything else runs as given.
+# (as PID 1, so that it gets the container's signals; as the user odoo, which the image runs as,
+# or dropping to it when started as root), anything else runs as given.
 set -e
 
 if [ "$1" = "odoo" ]; then
