@@ -688,6 +688,14 @@ function renderApply(d) {
   setTone('#apply-state', 'big', stopped ? 'bad' : d.waiting ? 'warn' : 'good');
   setText('#apply-waiting', d.waiting || (stopped ? 'nothing behind it is applied until it is retried or parked' : 'in seq order, each once'));
   setText('#apply-xmlids', d.external_ids);
+  setText('#apply-how', d.odoo_module == null ? 'how: known once Odoo answers'
+    : d.odoo_module ? 'a batch in one call, through plantd_apply in Odoo'
+      : 'through plantd\'s own calls (plantd_apply is not installed in this Odoo)');
+  const rw = d.rewound;
+  $('#apply-rewound').hidden = !rw;
+  if (rw) {
+    setText('#apply-rewound', `${fmtTime(rw.at)}: ${rw.backup ? `the restore of backup ${rw.backup} moved` : 'an admin moved'} the apply back from seq ${rw.from} to ${rw.to}; ${rw.again} transaction${rw.again === 1 ? ' is' : 's are'} applied again (their external ids keep each record once)${rw.pruned_through != null ? `; seqs ${rw.to + 1} to ${rw.pruned_through} were pruned from the journal and cannot be` : ''}.`);
+  }
   renderApplyStop(d);
   const parked = d.parked || [];
   state.parked = new Map(parked.map(p => [String(p.seq), p]));

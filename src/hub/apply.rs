@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::database::Database;
@@ -166,7 +167,25 @@ async fn work(
     if !locked {
         return Ok(None); // another replica applies this plant now
     }
-    let result = work_locked(&store, kinds, locate, plant, client).await;
+    // A panic (a bug) must not leave the lock held on a pooled connection, nor the plant busy
+    // for good: it becomes an error of this turn, and the connection is closed.
+    let result =
+        match std::panic::AssertUnwindSafe(work_locked(&store, kinds, locate, plant, client))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                *client = None;
+                store.discard();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                anyhow::bail!("the central apply of {plant} panicked: {what}");
+            }
+        };
     // The lock lives on the connection, which goes back to the pool: let go of it there, or
     // close the connection (which lets go too) when that fails.
     let unlocked = store

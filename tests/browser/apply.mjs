@@ -110,6 +110,9 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   await page.locator('#apply-stop').waitFor({ state: 'hidden' });
   await has('#apply-applied', `${LAST} / ${LAST}`);
   await has('#apply-state', 'caught up');
+  // The emulator has no plantd_apply: the page says the apply goes through plantd's own calls.
+  await has('#apply-how', 'plantd_apply is not installed');
+  if (await page.locator('#apply-rewound').isVisible()) throw new Error('a rewind is shown where there was none');
   const row = `#apply-parked tr[data-seq="${STOP}"]`;
   await has(`${row} td.kind`, 'stock.picking.validate');
   await has(`${row} td.device`, 'scanner-1');
