@@ -280,7 +280,8 @@ impl Control {
             },
             Request::Island => {
                 let marker = crate::plant::island_marker(&self.data_dir);
-                if let Err(e) = crate::pki::write_atomic(&marker, b"islanded by an admin\n", 0o644)
+                if let Err(e) =
+                    crate::fsutil::write_atomic(&marker, b"islanded by an admin\n", 0o644)
                 {
                     return fail(&format!("{e:#}"));
                 }

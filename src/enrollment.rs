@@ -86,7 +86,7 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
         .await?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .context("the hub's CA is not a PEM certificate")?;
-    let got = crate::pki::sha256_hex(&ca_der);
+    let got = crate::digest::sha256_hex(&ca_der);
     if got != fingerprint {
         bail!(
             "the hub at {hub} presents CA {got}, but the token expects {fingerprint}: this is not the hub that made the token; nothing was sent"
@@ -119,10 +119,10 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
         .context("the answer lists no QUIC addresses")?;
 
     let p = paths(data_dir);
-    crate::plant::create_private_dir(p.key.parent().expect("in tls/"))?;
-    crate::pki::write_atomic(&p.key, key_pem.as_bytes(), 0o600)?;
-    crate::pki::write_atomic(&p.cert, cert.as_bytes(), 0o644)?;
-    crate::pki::write_atomic(&p.ca, ca_pem.as_bytes(), 0o644)?;
+    crate::fsutil::create_private_dir(p.key.parent().expect("in tls/"))?;
+    crate::fsutil::write_atomic(&p.key, key_pem.as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(&p.cert, cert.as_bytes(), 0o644)?;
+    crate::fsutil::write_atomic(&p.ca, ca_pem.as_bytes(), 0o644)?;
     let enrollment = Enrollment {
         plant: plant.to_string(),
         hub: hub.to_string(),
@@ -134,7 +134,7 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
                 .unwrap_or(0),
         ),
     };
-    crate::pki::write_atomic(&p.record, &serde_json::to_vec_pretty(&enrollment)?, 0o644)?;
+    crate::fsutil::write_atomic(&p.record, &serde_json::to_vec_pretty(&enrollment)?, 0o644)?;
     Ok(enrollment)
 }
 

@@ -10,6 +10,8 @@
 //! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
 //! - `listen`: every HTTP listener's timeouts, connection limit and body deadlines
 //! - `health`: component health; `telemetry`: logging setup
+//! - at the bottom, using nothing above them: `fsutil` (atomic writes, private directories,
+//!   lock files), `digest` (hashes, hex, random secrets), `shutdown` (the daemon's signals)
 
 mod admin;
 mod apply;
@@ -17,7 +19,9 @@ mod backup;
 mod cli;
 mod config;
 mod control;
+mod digest;
 mod enrollment;
+mod fsutil;
 mod health;
 mod hub;
 mod ingest;
@@ -26,6 +30,7 @@ mod listen;
 mod odoo;
 mod pki;
 mod plant;
+mod shutdown;
 mod stack;
 mod sync;
 mod telemetry;

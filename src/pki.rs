@@ -5,9 +5,7 @@
 //! private key is created with mode 0600. The hub's CA and enrollment will live here too.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -15,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsFiles;
+use crate::digest::sha256_hex;
+use crate::fsutil::write_atomic;
 
 /// Where the self-signed pair lives in the data directory.
 pub fn self_signed_paths(data_dir: &Path) -> TlsFiles {
@@ -108,63 +108,6 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// Writes `data` to `path` so that a crash leaves either the old file or the new one.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    // A name of its own (api.key and api.crt must not share one), created fresh so that the
-    // mode applies; a leftover from a crash is removed first.
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(name);
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
-    Ok(())
-}
-
-/// Creates `path` with `data` unless it exists, atomically: written and fsync'd under a name
-/// of this writer's own, then linked into place, which fails when another process (the daemon
-/// and a CLI command starting at once) made it first. `Ok(false)`: it was there; its content
-/// is the other writer's, and this one's is dropped.
-pub fn create_once(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<bool> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}-{}.new", std::process::id(), random_secret()?));
-    let tmp: PathBuf = path.with_file_name(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let written = f
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .and_then(|_| f.write_all(data))
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()));
-    let linked = written.and_then(|_| match fs::hard_link(&tmp, path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("linking {} into place", tmp.display())),
-    });
-    let _ = fs::remove_file(&tmp);
-    if let (Ok(true), Some(dir)) = (&linked, path.parent()) {
-        fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
-    linked
-}
-
 /// Accepts any server certificate while still checking the handshake's signatures: for a
 /// connection whose peer is vouched for otherwise (enrollment checks the CA it fetched against
 /// the fingerprint in the token) or, by the admin's choice, not at all (the hub's
@@ -219,24 +162,6 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
 
 /// ALPN of the replication protocol.
 pub const ALPN: &[u8] = b"plantd/1";
-
-/// 32 random bytes as base64url: the secret part of every token plantd makes.
-pub fn random_secret() -> anyhow::Result<String> {
-    use base64::Engine;
-    let mut raw = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-        .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
-}
-
-/// Lowercase hex SHA-256 of DER bytes: how certificates are named and pinned.
-pub fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The hub's certificate authority: it signs the hub's own certificate and every plant's.
 pub struct HubCa {
@@ -408,38 +333,6 @@ pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_of_writers_racing_to_create_a_file_wins_and_nothing_is_left_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secrets.json");
-        let made: Vec<bool> = std::thread::scope(|s| {
-            let writers: Vec<_> = (0..8)
-                .map(|i| {
-                    let path = &path;
-                    s.spawn(move || create_once(path, format!("writer {i}").as_bytes(), 0o600))
-                })
-                .collect();
-            writers
-                .into_iter()
-                .map(|w| w.join().unwrap().unwrap())
-                .collect()
-        });
-        assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("writer "), "{text}");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("secrets.json")]);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
 
     #[test]
     fn the_ca_survives_a_restart_and_signs_plants_by_name() {

@@ -239,7 +239,7 @@ impl Tokens {
     /// shown once and stored hashed.
     pub fn create(&self, device: &str, scope: &Scope) -> Result<String, TokenError> {
         check_name(device)?;
-        let secret = crate::pki::random_secret().map_err(|_| TokenError::Random)?;
+        let secret = crate::digest::random_secret().map_err(|_| TokenError::Random)?;
         let token = format!("{TOKEN_PREFIX}{secret}");
         {
             let conn = self.conn.lock().expect("not poisoned");

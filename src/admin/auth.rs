@@ -116,11 +116,11 @@ impl Auth {
         role: Role,
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
-        let id = crate::pki::random_secret()?;
+        let id = crate::digest::random_secret()?;
         let session = Session {
             user: user.to_string(),
             role,
-            csrf: crate::pki::random_secret()?,
+            csrf: crate::digest::random_secret()?,
             created: now,
             last_seen: now,
         };
@@ -216,7 +216,7 @@ fn alive(s: &Session, now: Instant) -> bool {
 }
 
 fn digest(id: &str) -> String {
-    crate::backup::hex(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref())
+    crate::digest::hex(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref())
 }
 
 /// A new setup code: eight letters and digits that cannot be mistaken for each other.

@@ -52,7 +52,7 @@ impl SignIn {
         let code_file = setup_code_file(data_dir);
         if store.user_count()? == 0 {
             let code = auth::new_setup_code()?;
-            crate::pki::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
+            crate::fsutil::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
             tracing::warn!(
                 setup_code = %code,
                 "no admin user yet: open {url} (this server's address) and create the first admin with setup code {code}, or run `plantd admin add NAME --role admin --data-dir {}`",

@@ -248,7 +248,7 @@ impl Applier {
         }
         let plant = saved.prefix.clone().expect("set above");
         let bytes = serde_json::to_vec_pretty(&saved).expect("serializes");
-        crate::pki::write_atomic(&path, &bytes, 0o600)?;
+        crate::fsutil::write_atomic(&path, &bytes, 0o600)?;
         let applier = Applier {
             inner: Arc::new(Inner {
                 journal,
@@ -686,7 +686,7 @@ pub async fn rewind_stopped(
         return Ok(None);
     };
     let bytes = serde_json::to_vec_pretty(&next).expect("serializes");
-    crate::pki::write_atomic(&path, &bytes, 0o600).map_err(|e| {
+    crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| {
         RemedyError::Failed(format!(
             "{}; but recording it in {} failed ({e:#}): parked seqs stay parked",
             rewound.message(),
@@ -766,7 +766,7 @@ pub enum Failed {
 impl Inner {
     fn save(&self, saved: &Saved) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec_pretty(saved).expect("serializes");
-        crate::pki::write_atomic(&self.path, &bytes, 0o600)
+        crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
     }
 
     fn set_stopped_health(&self, s: &Stopped) {

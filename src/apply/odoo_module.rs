@@ -56,7 +56,7 @@ pub fn write(parent: &Path) -> std::io::Result<()> {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
         }
         if std::fs::read_to_string(&path).ok().as_deref() != Some(*text) {
-            crate::pki::write_atomic(&path, text.as_bytes(), 0o644)
+            crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
                 .map_err(|e| std::io::Error::other(format!("{}: {e:#}", path.display())))?;
         }
         // Readable by Odoo's user whatever narrowed it meanwhile.

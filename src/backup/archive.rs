@@ -65,7 +65,7 @@ pub fn plant_identity(
         key.to_public(),
         age::secrecy::ExposeSecret::expose_secret(&key.to_string())
     );
-    crate::pki::write_atomic(&path, text.as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)?;
     Ok(Some(key))
 }
 

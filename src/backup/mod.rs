@@ -7,6 +7,7 @@
 //! Parts are streamed to files beside the archive, never held whole in memory, then packed;
 //! the archive is written under a temporary name and renamed when complete.
 
+use crate::digest::{hex, random_hex, Hashing};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -255,7 +256,7 @@ impl HashingFile {
 
 /// One backup operation at a time on a data directory.
 fn lock(backups: &Path) -> anyhow::Result<std::fs::File> {
-    crate::plant::lock_file(&backups.join(".lock"), || {
+    crate::fsutil::lock_file(&backups.join(".lock"), || {
         "another backup or verify is running on this data directory; try again when it ends".into()
     })
 }
@@ -275,13 +276,6 @@ fn remove_leftovers(backups: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    let mut raw = vec![0u8; bytes];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-        .map_err(|_| anyhow!("no random numbers from the operating system"))?;
-    Ok(hex(&raw))
 }
 
 fn new_id() -> anyhow::Result<String> {
@@ -330,11 +324,6 @@ async fn count_tables(client: &tokio_postgres::Client) -> anyhow::Result<BTreeMa
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())
-}
-
-/// Lowercase hex, as checksums are written in manifests and on the wire.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Drops the scratch databases an interrupted verify, import or restore left (called under
@@ -463,12 +452,12 @@ pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
     let db = spec.odoo_database.clone();
     let id = new_id()?;
     let backups = dir(&config.data_dir);
-    crate::plant::create_private_dir(&backups)?;
+    crate::fsutil::create_private_dir(&backups)?;
     let _lock = lock(&backups)?;
     remove_leftovers(&backups);
     check_space(&live, &db, &backups, config.journal.min_free_bytes).await?;
     let work = backups.join(format!(".{id}.parts"));
-    crate::plant::create_private_dir(&work)?;
+    crate::fsutil::create_private_dir(&work)?;
     let result = take_into(&live, &db, &id, &work, config).await;
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -987,55 +976,12 @@ pub async fn verify(
     admin.close().await;
     outcome?;
     dropped.context("dropping the scratch database")?;
-    crate::pki::write_atomic(
+    crate::fsutil::write_atomic(
         &verified_marker(&config.data_dir, id),
         manifest.created_at.as_bytes(),
         0o600,
     )?;
     Ok(manifest)
-}
-
-/// Hashes (SHA-256) and counts what is read or written through it.
-pub(crate) struct Hashing<T> {
-    inner: T,
-    digest: ring::digest::Context,
-    size: u64,
-}
-
-impl<T> Hashing<T> {
-    pub(crate) fn new(inner: T) -> Hashing<T> {
-        Hashing {
-            inner,
-            digest: ring::digest::Context::new(&ring::digest::SHA256),
-            size: 0,
-        }
-    }
-
-    /// The inner reader or writer, the byte count and the SHA-256 in hex.
-    pub(crate) fn finish(self) -> (T, u64, String) {
-        (self.inner, self.size, hex(self.digest.finish().as_ref()))
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digest.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.digest.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Streams every part through SHA-256 and compares with the manifest; `filestore.tar` must

@@ -401,7 +401,7 @@ pub async fn import(config: &PlantConfig, zip_path: &Path) -> anyhow::Result<Lis
         .with_context(refused)?;
     let live = super::live(config).await?;
     let backups = super::dir(&config.data_dir);
-    crate::plant::create_private_dir(&backups)?;
+    crate::fsutil::create_private_dir(&backups)?;
     let _lock = super::lock(&backups)?;
     super::remove_leftovers(&backups);
     check_space(&live, &backups, &contents, config.journal.min_free_bytes)
@@ -409,7 +409,7 @@ pub async fn import(config: &PlantConfig, zip_path: &Path) -> anyhow::Result<Lis
         .with_context(refused)?;
     let id = super::new_id()?;
     let work = backups.join(format!(".{id}.parts"));
-    crate::plant::create_private_dir(&work)?;
+    crate::fsutil::create_private_dir(&work)?;
     let made = async {
         let sandbox = Sandbox::start(&live.engine, &live.spec).await?;
         let made = make(config, &live, &sandbox, zip_path, &contents, &id, &work).await;
@@ -549,7 +549,7 @@ fn filestore_tar(
 ) -> anyhow::Result<Part> {
     let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?).map_err(zip_error)?;
     let file = std::fs::File::create(out)?;
-    let mut tar = tar::Builder::new(super::Hashing::new(std::io::BufWriter::new(file)));
+    let mut tar = tar::Builder::new(crate::digest::Hashing::new(std::io::BufWriter::new(file)));
     let base = Path::new("filestore").join(database);
     let mut dirs = std::collections::BTreeSet::new();
     let header_for = |kind: tar::EntryType, size: u64, mode: u32| {

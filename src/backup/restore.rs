@@ -208,7 +208,7 @@ async fn rewind_stopped(
     why: String,
 ) -> Result<(Option<crate::apply::Rewound>, u64), String> {
     let data_dir = &config.data_dir;
-    let _lock = crate::plant::lock_file(&data_dir.join("plantd.lock"), || {
+    let _lock = crate::fsutil::lock_file(&data_dir.join("plantd.lock"), || {
         "plantd is starting on this data directory".to_string()
     })
     .map_err(|e| format!("{e:#}"))?;
@@ -265,7 +265,7 @@ impl Gate {
             Gate::Direct => {
                 let marker = hold_marker(&live.spec.dir, Service::Odoo);
                 if hold {
-                    crate::pki::write_atomic(&marker, HOLD_REASON.as_bytes(), 0o600)?;
+                    crate::fsutil::write_atomic(&marker, HOLD_REASON.as_bytes(), 0o600)?;
                     live.engine.stop(odoo).await.map_err(|e| anyhow!("{e}"))
                 } else {
                     live.engine.start(odoo).await.map_err(|e| anyhow!("{e}"))?;
@@ -338,7 +338,7 @@ pub async fn restore(
     tracing::info!(id = %safety.id, "safety backup taken before the restore");
 
     let _lock = lock(&super::dir(&config.data_dir))?;
-    let names = Names::new(&super::random_hex(6)?);
+    let names = Names::new(&crate::digest::random_hex(6)?);
     let admin = super::admin(&live).await?;
     super::sweep_scratch(&admin).await;
     admin

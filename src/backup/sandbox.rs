@@ -47,7 +47,7 @@ impl Sandbox {
     pub async fn start(engine: &Engine, stack: &StackSpec) -> anyhow::Result<Sandbox> {
         sweep(engine, &stack.name).await;
         let pg = stack.get(Service::Postgres);
-        let name = format!("{}-import-{}", pg.container, super::random_hex(4)?);
+        let name = format!("{}-import-{}", pg.container, crate::digest::random_hex(4)?);
         let labels = HashMap::from([(LABEL_IMPORT.to_string(), stack.name.clone())]);
         let caps = ["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"];
         let body = ContainerCreateBody {
@@ -69,7 +69,7 @@ impl Sandbox {
                 .collect(),
             ),
             env: Some(vec![
-                format!("POSTGRES_PASSWORD={}", super::random_hex(24)?),
+                format!("POSTGRES_PASSWORD={}", crate::digest::random_hex(24)?),
                 "POSTGRES_USER=postgres".into(),
                 "POSTGRES_DB=postgres".into(),
             ]),
@@ -105,7 +105,7 @@ impl Sandbox {
         let sandbox = Sandbox {
             engine: engine.clone(),
             name,
-            restrict_key: super::random_hex(16)?,
+            restrict_key: crate::digest::random_hex(16)?,
         };
         if let Err(e) = sandbox.prepare().await {
             sandbox.remove().await;

@@ -25,7 +25,7 @@ pub fn add(config: &PlantConfig, user: &str, role: &str) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("no password on stdin; pipe it in: printf '%s\\n' \"$PASSWORD\" | plantd admin add {user} --role {}", role.as_str());
     }
-    crate::plant::create_private_dir(&config.data_dir)?;
+    crate::fsutil::create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     store.add(user, role, password, false)?;
     store.audit(&AuditEntry {

@@ -128,7 +128,7 @@ pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
     } else {
         config.hubs.clone()
     };
-    crate::plant::create_private_dir(&dir)?;
+    crate::fsutil::create_private_dir(&dir)?;
     let mut failures = Vec::new();
     for hub in &hubs {
         let attempt = async {
@@ -141,7 +141,7 @@ pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
         match attempt.await {
             Ok(path) => {
                 // It came from the hub: it is offsite already.
-                let _ = crate::pki::write_atomic(
+                let _ = crate::fsutil::write_atomic(
                     &crate::sync::offsite::offsite_marker(&dir, id),
                     b"fetched from the hub\n",
                     0o600,

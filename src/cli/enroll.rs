@@ -6,7 +6,7 @@ use crate::config::PlantConfig;
 use crate::control::{self, Request, Response};
 
 pub async fn run(config: &PlantConfig, hub: &str, token: &str) -> anyhow::Result<()> {
-    crate::plant::create_private_dir(&config.data_dir)?;
+    crate::fsutil::create_private_dir(&config.data_dir)?;
     let e = crate::enrollment::enroll(&config.data_dir, hub, token).await?;
     println!(
         "enrolled as plant {:?} with the hub at {hub}; replication goes to {}",

@@ -21,7 +21,7 @@ async fn ask(config: &PlantConfig, request: Request) -> anyhow::Result<Option<Re
 }
 
 fn store(config: &PlantConfig) -> anyhow::Result<Tokens> {
-    crate::plant::create_private_dir(&config.data_dir)?;
+    crate::fsutil::create_private_dir(&config.data_dir)?;
     Ok(Tokens::open(&config.data_dir)?)
 }
 

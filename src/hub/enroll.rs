@@ -25,16 +25,16 @@ const TOKEN_PREFIX: &str = "pdh1";
 
 /// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
 pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
-    let secret = crate::pki::random_secret()?;
+    let secret = crate::digest::random_secret()?;
     let token = format!("{TOKEN_PREFIX}.{secret}.{ca_fingerprint}");
-    let hash = crate::pki::sha256_hex(token.as_bytes());
+    let hash = crate::digest::sha256_hex(token.as_bytes());
     Ok((token, hash))
 }
 
 /// A new fleet API token; returns (token, its SHA-256 for storage).
 pub fn make_api_token() -> anyhow::Result<(String, String)> {
-    let token = format!("pda_{}", crate::pki::random_secret()?);
-    let hash = crate::pki::sha256_hex(token.as_bytes());
+    let token = format!("pda_{}", crate::digest::random_secret()?);
+    let hash = crate::digest::sha256_hex(token.as_bytes());
     Ok((token, hash))
 }
 
@@ -151,12 +151,12 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
         Ok(s) => s,
         Err(e) => return no_connection(e),
     };
-    let token_hash = crate::pki::sha256_hex(req.token.trim().as_bytes());
+    let token_hash = crate::digest::sha256_hex(req.token.trim().as_bytes());
     let issued = store
         .enroll(&token_hash, |plant| {
             let cert = hub.ca.sign_plant(&req.csr, plant)?;
             let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
-                .map(|d: rustls::pki_types::CertificateDer| crate::pki::sha256_hex(&d))?;
+                .map(|d: rustls::pki_types::CertificateDer| crate::digest::sha256_hex(&d))?;
             Ok((cert, der))
         })
         .await;
@@ -208,7 +208,7 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
         Err(e) => return no_connection(e),
     };
     match store
-        .api_token(&crate::pki::sha256_hex(token.trim().as_bytes()))
+        .api_token(&crate::digest::sha256_hex(token.trim().as_bytes()))
         .await
     {
         Ok(Some(_)) => {}

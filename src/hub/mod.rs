@@ -59,7 +59,7 @@ fn default_names() -> Vec<String> {
 
 /// Runs the hub until SIGTERM or SIGINT.
 pub async fn run(config: HubConfig) -> anyhow::Result<()> {
-    crate::plant::create_private_dir(&config.data_dir)?;
+    crate::fsutil::create_private_dir(&config.data_dir)?;
     let ca = HubCa::load_or_create(&config.data_dir)?;
     let database = database::Database::new(&config.database, &config.postgres)?;
     database
@@ -92,13 +92,13 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let mut tls_chain = cert_pem.clone();
     tls_chain.push_str(&ca.cert_pem);
     let tls_dir = config.data_dir.join("tls");
-    crate::plant::create_private_dir(&tls_dir)?;
+    crate::fsutil::create_private_dir(&tls_dir)?;
     let files = crate::config::TlsFiles {
         cert: tls_dir.join("hub.crt"),
         key: tls_dir.join("hub.key"),
     };
-    crate::pki::write_atomic(&files.key, key_pem.as_bytes(), 0o600)?;
-    crate::pki::write_atomic(&files.cert, tls_chain.as_bytes(), 0o644)?;
+    crate::fsutil::write_atomic(&files.key, key_pem.as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(&files.cert, tls_chain.as_bytes(), 0o644)?;
     let tls = crate::pki::server_config(&files)?;
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (hub --listen)", config.listen))?;
@@ -169,7 +169,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         database_pool = hub.config.postgres.pool_size,
         "plantd hub is up"
     );
-    let signal = crate::plant::shutdown_signal().await;
+    let signal = crate::shutdown::shutdown_signal().await;
     tracing::info!(%signal, "hub shutting down");
     endpoint.close(0u32.into(), b"hub shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));

@@ -555,7 +555,7 @@ impl Store {
                 seq += 1;
                 total += n as u64;
             }
-            let sha256 = crate::backup::hex(digest.finish().as_ref());
+            let sha256 = crate::digest::hex(digest.finish().as_ref());
             if total != m.size || sha256 != m.sha256 {
                 bail!(
                     "{} changed while it was being stored ({total} bytes, sha256 {sha256}; signed: {} bytes, sha256 {}); nothing was published",

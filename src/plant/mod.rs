@@ -9,19 +9,20 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::PlantConfig;
 use crate::control::{self, Control};
+use crate::fsutil::{create_private_dir, lock_file};
 use crate::health::{Health, State};
 use crate::ingest::{self, Api};
 use crate::journal::{self, Journal};
+use crate::shutdown::shutdown_signal;
 use crate::tokens::Tokens;
 
 mod private;
@@ -419,15 +420,6 @@ fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<std::net::TcpListener> 
     Ok(listener)
 }
 
-/// Creates the data directory with mode 0700 if it does not exist.
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
-}
-
 /// Holds an exclusive lock on `DATA_DIR/plantd.lock` for the daemon's life.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<fs::File> {
     let path = dir.join("plantd.lock");
@@ -438,32 +430,4 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<fs::File> {
             path.display()
         )
     })
-}
-
-/// Takes an exclusive lock on `path` (created if missing) without waiting; held while the
-/// returned file is open. `busy` says who holds it.
-pub fn lock_file(path: &Path, busy: impl FnOnce() -> String) -> anyhow::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => bail!("{}", busy()),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

@@ -238,7 +238,7 @@ pub fn write_overrides(stack_dir: &Path, overrides: &Overrides) -> anyhow::Resul
     std::fs::create_dir_all(stack_dir)
         .with_context(|| format!("creating {}", stack_dir.display()))?;
     let bytes = serde_json::to_vec_pretty(overrides).expect("serializes");
-    crate::pki::write_atomic(&overrides_path(stack_dir), &bytes, 0o600)
+    crate::fsutil::write_atomic(&overrides_path(stack_dir), &bytes, 0o600)
 }
 
 /// Which services a bundle with `tags` moves, and to what: those whose configured image has

@@ -866,7 +866,7 @@ impl Supervisor {
                         self.upgrades.clear();
                         let marker = stack_down_marker(&self.desired.dir);
                         if let Err(e) =
-                            crate::pki::write_atomic(&marker, b"taken down by an admin\n", 0o600)
+                            crate::fsutil::write_atomic(&marker, b"taken down by an admin\n", 0o600)
                         {
                             tracing::warn!(error = %e, "could not record that the stack is down");
                         }
@@ -900,7 +900,7 @@ impl Supervisor {
         let seen = self.seen.get(&service).cloned();
         match reason {
             Some(why) => {
-                crate::pki::write_atomic(&marker, why.as_bytes(), 0o600)
+                crate::fsutil::write_atomic(&marker, why.as_bytes(), 0o600)
                     .map_err(|e| format!("recording the hold: {e:#}"))?;
                 self.held.insert(service, why.clone());
                 self.trackers.remove(&service);

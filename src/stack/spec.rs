@@ -131,7 +131,7 @@ impl StackSpec {
         let (path, text) = &self.odoo_conf;
         if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
             let mode = if owner.is_some() { 0o600 } else { 0o644 };
-            crate::pki::write_atomic(path, text.as_bytes(), mode)?;
+            crate::fsutil::write_atomic(path, text.as_bytes(), mode)?;
         }
         hand_to(path, owner)?;
         let addons = addons_dir(&self.dir);
@@ -281,23 +281,23 @@ impl Secrets {
                 })?;
                 if secrets.odoo_admin_login_password.is_empty() {
                     // A file from before this password existed: add it, keeping the others.
-                    secrets.odoo_admin_login_password = crate::pki::random_secret()?;
+                    secrets.odoo_admin_login_password = crate::digest::random_secret()?;
                     let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
-                    crate::pki::write_atomic(&path, &json, 0o600)?;
+                    crate::fsutil::write_atomic(&path, &json, 0o600)?;
                     tracing::info!(path = %path.display(), "generated the password of Odoo's admin login");
                 }
                 Ok((secrets, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::plant::create_private_dir(&stack_dir(data_dir))?;
+                crate::fsutil::create_private_dir(&stack_dir(data_dir))?;
                 let secrets = Secrets {
-                    postgres_password: crate::pki::random_secret()?,
-                    odoo_admin_password: crate::pki::random_secret()?,
-                    odoo_admin_login_password: crate::pki::random_secret()?,
+                    postgres_password: crate::digest::random_secret()?,
+                    odoo_admin_password: crate::digest::random_secret()?,
+                    odoo_admin_login_password: crate::digest::random_secret()?,
                 };
                 let json = serde_json::to_vec_pretty(&secrets).expect("serializes");
                 // The daemon and a CLI command may both find none: the first one's stays.
-                if !crate::pki::create_once(&path, &json, 0o600)? {
+                if !crate::fsutil::create_once(&path, &json, 0o600)? {
                     return Secrets::load_or_create(data_dir);
                 }
                 tracing::info!(path = %path.display(), "generated the stack's passwords");
@@ -313,7 +313,7 @@ impl Secrets {
 pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec> {
     let (secrets, fresh_secrets) = Secrets::load_or_create(data_dir)?;
     let odoo_conf = odoo_conf(config, &secrets)?;
-    let conf_digest = crate::pki::sha256_hex(odoo_conf.as_bytes())[..16].to_string();
+    let conf_digest = crate::digest::sha256_hex(odoo_conf.as_bytes())[..16].to_string();
     // One file per content: a running container keeps the file it was made with, and a
     // rollback finds the previous one still there.
     let odoo_conf_path = stack_dir(data_dir).join(format!("odoo-{conf_digest}.conf"));
@@ -402,7 +402,7 @@ impl ServiceSpec {
     /// Sets `hash` from everything else.
     pub fn rehash(&mut self) {
         let bytes = serde_json::to_vec(self).expect("serializes");
-        self.hash = crate::pki::sha256_hex(&bytes)[..16].to_string();
+        self.hash = crate::digest::sha256_hex(&bytes)[..16].to_string();
     }
 
     /// This spec on another image: what an upgrade rolls back to.

@@ -89,7 +89,7 @@ pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    certs.first().map(|c| crate::pki::sha256_hex(c))
+    certs.first().map(|c| crate::digest::sha256_hex(c))
 }
 
 /// Serves one plant connection until it ends: its replication session (the first stream,

@@ -62,7 +62,7 @@ async fn next(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option
 pub(crate) async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
-        let mut file = crate::backup::Hashing::new(std::fs::File::open(&path)?);
+        let mut file = crate::digest::Hashing::new(std::fs::File::open(&path)?);
         std::io::copy(&mut file, &mut std::io::sink())?;
         let (_, size, sha256) = file.finish();
         Ok((size, sha256))
@@ -188,7 +188,9 @@ pub async fn run_uploader(conn: Connection, dir: PathBuf) {
             match upload(&conn, &path).await {
                 Ok(()) => {
                     let marker = offsite_marker(&dir, &id);
-                    if let Err(e) = crate::pki::write_atomic(&marker, b"held by the hub\n", 0o600) {
+                    if let Err(e) =
+                        crate::fsutil::write_atomic(&marker, b"held by the hub\n", 0o600)
+                    {
                         tracing::warn!(%id, error = %e, "could not mark the backup as offsite");
                     }
                     tracing::info!(%id, secs = started.elapsed().as_secs_f64(), "backup copied to the hub");
@@ -364,8 +366,8 @@ pub async fn serve(
     mut buf: Vec<u8>,
 ) -> anyhow::Result<()> {
     let dir = backups.plant_dir(plant);
-    crate::plant::create_private_dir(&backups.dir)?;
-    crate::plant::create_private_dir(&dir)?;
+    crate::fsutil::create_private_dir(&backups.dir)?;
+    crate::fsutil::create_private_dir(&dir)?;
     let mut out = Vec::new();
     match first {
         Frame::BackupOffer { name, size, sha256 } => {
@@ -428,7 +430,7 @@ pub async fn serve(
                 let _ = tokio::fs::remove_file(&partial).await;
                 return Err(refuse(&mut send, format!("{name}: its SHA-256 differs from the offer's; the copy is deleted, and the next upload starts over")).await);
             }
-            crate::pki::write_atomic(
+            crate::fsutil::write_atomic(
                 &dir.join(format!("{name}.sha256")),
                 format!("{sha256}\n").as_bytes(),
                 0o600,

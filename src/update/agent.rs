@@ -192,7 +192,7 @@ impl Agent {
         }
         release::verify(&self.keys, m, &offer.signature).map_err(|e| refuse(e.to_string()))?;
         let dir = releases_dir(&self.data_dir);
-        crate::plant::create_private_dir(&dir).map_err(|e| refuse(format!("{e:#}")))?;
+        crate::fsutil::create_private_dir(&dir).map_err(|e| refuse(format!("{e:#}")))?;
         // What an earlier download left (cut off, or a trial the process did not outlive).
         remove_incoming(&dir);
         // The images go first: a plan says whether this plant needs the bundle at all.

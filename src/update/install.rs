@@ -51,7 +51,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// (its own listener is gone by then), for the trial to hear them.
 pub fn listen_for_stop() {
     tokio::spawn(async {
-        let signal = crate::plant::shutdown_signal().await;
+        let signal = crate::shutdown::shutdown_signal().await;
         tracing::warn!(%signal, "stopping while a new release is being tried");
         STOPPING.store(true, Ordering::SeqCst);
     });

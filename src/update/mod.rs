@@ -172,7 +172,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        crate::plant::create_private_dir(dir)?;
+        crate::fsutil::create_private_dir(dir)?;
     }
-    crate::pki::write_atomic(path, &serde_json::to_vec_pretty(value)?, 0o600)
+    crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(value)?, 0o600)
 }

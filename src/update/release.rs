@@ -81,7 +81,7 @@ impl Manifest {
         Ok(Manifest {
             version: version.to_string(),
             size: binary.len() as u64,
-            sha256: crate::backup::hex(
+            sha256: crate::digest::hex(
                 ring::digest::digest(&ring::digest::SHA256, binary).as_ref(),
             ),
             images: None,
