@@ -86,7 +86,7 @@ struct RawConfig {
 struct RawApply {
     local: Option<bool>,
     #[serde(default)]
-    kinds: std::collections::BTreeMap<String, crate::apply::mapping::KindConfig>,
+    kinds: std::collections::BTreeMap<String, crate::kinds::mapping::KindConfig>,
 }
 
 /// `[apply]`: what each transaction kind does in Odoo, and whether the plant applies them to
@@ -94,7 +94,7 @@ struct RawApply {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApplyConfig {
     pub local: bool,
-    pub kinds: std::sync::Arc<crate::apply::mapping::Kinds>,
+    pub kinds: std::sync::Arc<crate::kinds::mapping::Kinds>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -143,7 +143,7 @@ pub struct PlantConfig {
     pub hubs: Vec<String>,
     /// The public keys whose signature a release needs (`[update] release_keys`); several, so
     /// that a key can be rotated. Empty: no release is accepted.
-    pub release_keys: Vec<crate::update::release::PublicKey>,
+    pub release_keys: Vec<crate::release::PublicKey>,
     /// How long a new release may take to pass its health gate (`[update] gate_deadline`).
     pub gate_deadline: Duration,
     /// The supervised Odoo stack; `None` when `plant.toml` has no `[stack]`.
@@ -224,7 +224,7 @@ pub struct HubConfig {
     /// How many of each plant's offsite backup copies the hub keeps (`[backups]`: keep_daily,
     /// keep_weekly, keep_monthly; by default 7, 4 and 3, as at the plant).
     #[serde(default)]
-    pub backups: crate::backup::retention::Policy,
+    pub backups: crate::retention::Policy,
     /// `[odoo]`, read into [`HubConfig::central`].
     #[serde(default, rename = "odoo")]
     odoo_section: Option<toml::Table>,
@@ -252,7 +252,7 @@ pub struct HubConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CentralApply {
     pub odoo: OdooConfig,
-    pub kinds: std::sync::Arc<crate::apply::mapping::Kinds>,
+    pub kinds: std::sync::Arc<crate::kinds::mapping::Kinds>,
     /// Plants applied at once by this hub (each by one replica at a time).
     pub workers: usize,
 }
@@ -263,7 +263,7 @@ struct RawHubApply {
     central: Option<bool>,
     workers: Option<usize>,
     #[serde(default)]
-    kinds: std::collections::BTreeMap<String, crate::apply::mapping::KindConfig>,
+    kinds: std::collections::BTreeMap<String, crate::kinds::mapping::KindConfig>,
 }
 fn default_hub_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/plantd-hub")
@@ -357,7 +357,7 @@ impl HubConfig {
                     ),
                 )));
             }
-            let kinds = crate::apply::mapping::Kinds::new(&raw_apply.kinds).map_err(located)?;
+            let kinds = crate::kinds::mapping::Kinds::new(&raw_apply.kinds).map_err(located)?;
             config.central = Some(CentralApply {
                 odoo,
                 kinds: std::sync::Arc::new(kinds),
@@ -518,7 +518,7 @@ impl PlantConfig {
             None => None,
             Some(a) => Some(ApplyConfig {
                 local: a.local.unwrap_or(false),
-                kinds: std::sync::Arc::new(crate::apply::mapping::Kinds::new(&a.kinds)?),
+                kinds: std::sync::Arc::new(crate::kinds::mapping::Kinds::new(&a.kinds)?),
             }),
         };
         let release_keys = raw
@@ -528,7 +528,7 @@ impl PlantConfig {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                crate::update::release::PublicKey::parse(k)
+                crate::release::PublicKey::parse(k)
                     .map_err(|e| err("update.release_keys", format!("entry {}: {e}", i + 1)))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -24,6 +24,36 @@ pub struct Enrollment {
     pub enrolled_at: String,
 }
 
+/// An enrollment token, as both ends read it: `pdh1.<32 random bytes, base64url>.<the hub
+/// CA's SHA-256, hex>`.
+const TOKEN_PREFIX: &str = "pdh1";
+
+/// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
+pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
+    let secret = crate::digest::random_secret()?;
+    let token = format!("{TOKEN_PREFIX}.{secret}.{ca_fingerprint}");
+    let hash = crate::digest::sha256_hex(token.as_bytes());
+    Ok((token, hash))
+}
+
+/// The CA fingerprint a token carries, or what is wrong with it.
+pub fn parse_token(token: &str) -> Result<String, String> {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    match parts.as_slice() {
+        [TOKEN_PREFIX, secret, fp]
+            if secret.len() == 43
+                && fp.len() == 64
+                && fp.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            Ok(fp.to_ascii_lowercase())
+        }
+        _ => Err(
+            "not an enrollment token: expected pdh1.SECRET.FINGERPRINT as printed by `plantd hub token create`"
+                .into(),
+        ),
+    }
+}
+
 struct Paths {
     key: PathBuf,
     cert: PathBuf,
@@ -66,7 +96,7 @@ pub fn quic_client(data_dir: &Path) -> anyhow::Result<quinn::ClientConfig> {
 
 /// Enrolls the plant whose data directory is `data_dir` with the hub at `hub` ("host:port").
 pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<Enrollment> {
-    let fingerprint = crate::hub::parse_token(token).map_err(anyhow::Error::msg)?;
+    let fingerprint = parse_token(token).map_err(anyhow::Error::msg)?;
     let base = format!("https://{hub}");
     // 1. The CA, over a connection that proves nothing yet.
     let unverified = rustls::ClientConfig::builder_with_provider(crate::pki::provider())
@@ -127,7 +157,7 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
         plant: plant.to_string(),
         hub: hub.to_string(),
         quic,
-        enrolled_at: crate::ingest::rfc3339_ms(
+        enrolled_at: crate::clock::rfc3339_ms(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
@@ -143,4 +173,26 @@ fn client(tls: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
         .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_secs(30))
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_fingerprint_and_bad_ones_are_named() {
+        let fp = "ab".repeat(32);
+        let (token, hash) = make_token(&fp).unwrap();
+        assert_eq!(parse_token(&token), Ok(fp));
+        assert_eq!(hash.len(), 64);
+        for bad in [
+            "",
+            "pdh1",
+            "pdh1.x.y",
+            "pdt_abc",
+            &token.replace("pdh1", "pdh2"),
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,22 +1,23 @@
 //! plantd: one binary that runs a manufacturing plant's Odoo stack and its durable shop-floor
 //! journal, and (as `plantd hub`) the central hub.
 //!
-//! Layout (see DESIGN.md, "Parts"):
-//! - `cli/`: the command line, one file per subcommand group
-//! - `config`: `plant.toml`, validated with line-precise errors
-//! - `plant`: `plantd up`, the plant daemon's composition root
-//! - `journal/`: the durable SQLite journal (group commit, cursors, pruning)
-//! - `ingest/`: the shop-floor HTTP API in front of the journal
-//! - `tokens`: device tokens; `pki`: TLS material; `control`: the local control socket
-//! - `listen`: every HTTP listener's timeouts, connection limit and body deadlines
-//! - `health`: component health; `telemetry`: logging setup
-//! - at the bottom, using nothing above them: `fsutil` (atomic writes, private directories,
-//!   lock files), `digest` (hashes, hex, random secrets), `shutdown` (the daemon's signals)
+//! The modules, by layer (docs/architecture.md has the table that `tests/layers.rs` holds
+//! them to: each uses only lower layers):
+//! - 0: `digest`, `fsutil`, `clock`, `shutdown`, `telemetry` (logging), `health`
+//! - 1: `listen` (every listener's limits), `odoo` (Odoo's APIs), `kinds` (what each kind does
+//!   in Odoo), `retention` (backup schedule and policy), `release` (signed releases)
+//! - 2: `config`: `plant.toml` and `hub.toml`, validated with line-precise errors
+//! - 3: `journal` (the durable SQLite journal), `tokens` (device tokens), `pki` (TLS material)
+//! - 4: `apply`, `ingest` (the shop-floor API), `stack`, `backup`, `sync` (replication),
+//!   `update`, `enrollment`, `admin`, `control` (the local control socket)
+//! - 5: `plant` (`plantd up`), `hub` (`plantd hub`)
+//! - 6: `cli`, one file per subcommand group
 
 mod admin;
 mod apply;
 mod backup;
 mod cli;
+mod clock;
 mod config;
 mod control;
 mod digest;
@@ -26,10 +27,13 @@ mod health;
 mod hub;
 mod ingest;
 mod journal;
+mod kinds;
 mod listen;
 mod odoo;
 mod pki;
 mod plant;
+mod release;
+mod retention;
 mod shutdown;
 mod stack;
 mod sync;

@@ -24,9 +24,7 @@
 //! own task never moves the cursor past a rewind it did not see: a batch that was under way
 //! when the cursor moved back leaves the cursor alone.
 
-pub mod mapping;
 pub mod odoo_module;
-mod shipped;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
@@ -40,8 +38,8 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use crate::health::{Health, State as Health_};
 use crate::journal::{Cursor, Journal, Stored};
+use crate::kinds::mapping::{Kinds, Step};
 use crate::odoo::{Client, OdooError, Target};
-use mapping::{Kinds, Step};
 pub use steps::run_step;
 
 /// Where Odoo is, asked afresh at each connection (the stack's Odoo may move).

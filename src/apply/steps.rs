@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::mapping::{code_fields, Cell, Ref, Step};
+use crate::kinds::mapping::{code_fields, Cell, Ref, Step};
 use crate::odoo::{Client, OdooError};
 
 /// The context of the calls that validate a transfer: no backorder question (the step says

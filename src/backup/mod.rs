@@ -20,7 +20,6 @@ pub mod archive;
 pub mod dump_sql;
 pub mod odoo_zip;
 pub mod restore;
-pub mod retention;
 pub mod sandbox;
 pub mod scheduler;
 

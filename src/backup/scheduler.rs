@@ -14,9 +14,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::retention;
 use crate::config::PlantConfig;
 use crate::health::{Health, State};
+use crate::retention;
 
 /// Retry delays after a failed backup; the last repeats.
 const RETRIES: [Duration; 4] = [

@@ -262,7 +262,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     if let HubCommand::Rollout(HubRolloutCommand::Start { version, .. })
     | HubCommand::Plant(HubPlantCommand::Pin { version, .. }) = &command
     {
-        crate::update::release::check_version(version)?;
+        crate::release::check_version(version)?;
     }
     let mut store = Store::connect(&config.database, &config.postgres).await?;
     match command {
@@ -401,7 +401,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         HubCommand::Token(HubTokenCommand::Create { plant, ttl }) => {
             check_plant_name(&plant)?;
             let ca = crate::pki::HubCa::load_or_create(&config.data_dir)?;
-            let (token, hash) = crate::hub::make_token(&ca.fingerprint())?;
+            let (token, hash) = crate::enrollment::make_token(&ca.fingerprint())?;
             store.add_token(&hash, &plant, ttl).await?;
             println!(
                 "One-time enrollment token for plant {plant:?}, valid for {}.",
@@ -511,7 +511,7 @@ const MAX_RELEASE: u64 = 256 * 1024 * 1024;
 fn release_keygen(out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let (secret, public) = crate::update::release::keygen()?;
+    let (secret, public) = crate::release::keygen()?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -542,7 +542,7 @@ async fn release_publish(
     key: &std::path::Path,
     images: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use crate::update::release::{Manifest, SigningKey};
+    use crate::release::{Manifest, SigningKey};
     let key_bytes =
         std::fs::read(key).with_context(|| format!("reading the key {}", key.display()))?;
     let signing = SigningKey::parse(std::str::from_utf8(&key_bytes).unwrap_or(""))
@@ -598,7 +598,7 @@ async fn release_publish(
 
 /// Checks an image bundle for a release: a `docker save` tar naming at most one tag per
 /// repository (so that a plant knows which tag a service moves to); its size, SHA-256 and tags.
-async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::update::release::Images> {
+async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release::Images> {
     let path = bundle.to_path_buf();
     let mut tags =
         tokio::task::spawn_blocking(move || crate::stack::images::check_bundle(&path)).await??;
@@ -616,7 +616,7 @@ async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::update:
         }
     }
     let (size, sha256) = crate::sync::offsite::digest(bundle).await?;
-    Ok(crate::update::release::Images { size, sha256, tags })
+    Ok(crate::release::Images { size, sha256, tags })
 }
 
 fn check_plant_name(name: &str) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 
 use crate::config::PlantConfig;
-use crate::update::release::{self, Manifest};
+use crate::release::{self, Manifest};
 
 pub fn verify(
     config: &PlantConfig,

@@ -74,13 +74,13 @@ pub async fn list(config: &PlantConfig) -> anyhow::Result<()> {
     println!("{:<32} {:<26} {:<32} kinds", "device", "created", "state");
     for d in devices {
         let state = match d.revoked_at_ms {
-            Some(ms) => format!("revoked {}", crate::ingest::rfc3339_ms(ms)),
+            Some(ms) => format!("revoked {}", crate::clock::rfc3339_ms(ms)),
             None => "active".into(),
         };
         println!(
             "{:<32} {:<26} {state:<32} {}",
             d.name,
-            crate::ingest::rfc3339_ms(d.created_at_ms),
+            crate::clock::rfc3339_ms(d.created_at_ms),
             d.scope.describe()
         );
     }

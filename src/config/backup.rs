@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::backup::retention::{Policy, Schedule};
+use crate::retention::{Policy, Schedule};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

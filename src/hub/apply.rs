@@ -150,7 +150,7 @@ pub async fn run(database: Database, central: CentralApply) {
 /// `Ok(Some(why))`: Odoo is away, try later.
 async fn work(
     database: &Database,
-    kinds: &crate::apply::mapping::Kinds,
+    kinds: &crate::kinds::mapping::Kinds,
     locate: &Locate,
     plant: &str,
     client: &mut Option<Client>,
@@ -205,7 +205,7 @@ async fn work(
 /// [`work`] once the plant's lock is held on `store`'s connection.
 async fn work_locked(
     store: &Store,
-    kinds: &crate::apply::mapping::Kinds,
+    kinds: &crate::kinds::mapping::Kinds,
     locate: &Locate,
     plant: &str,
     client: &mut Option<Client>,

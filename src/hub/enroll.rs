@@ -1,8 +1,8 @@
 //! Enrollment over HTTPS, and the JSON fleet API (`GET /api/v1/plants`, with a bearer token
 //! from `plantd hub api-token create`).
 //!
-//! A token is `pdh1.<32 random bytes, base64url>.<CA fingerprint, hex>`: one-time, expiring,
-//! stored hashed. The plant first fetches the CA (`GET /api/v1/enroll/ca`) and trusts nothing
+//! A token (see [`crate::enrollment`], which both ends share) is one-time, expiring, stored
+//! hashed. The plant first fetches the CA (`GET /api/v1/enroll/ca`) and trusts nothing
 //! until its SHA-256 equals the fingerprint in its token; then it posts its certificate request
 //! over a connection verified against that CA and gets its certificate and the hub's QUIC
 //! addresses.
@@ -20,40 +20,13 @@ use serde_json::json;
 use super::database::DatabaseError;
 use super::store::TokenCheck;
 use super::Hub;
-
-const TOKEN_PREFIX: &str = "pdh1";
-
-/// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
-pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
-    let secret = crate::digest::random_secret()?;
-    let token = format!("{TOKEN_PREFIX}.{secret}.{ca_fingerprint}");
-    let hash = crate::digest::sha256_hex(token.as_bytes());
-    Ok((token, hash))
-}
+use crate::enrollment::parse_token;
 
 /// A new fleet API token; returns (token, its SHA-256 for storage).
 pub fn make_api_token() -> anyhow::Result<(String, String)> {
     let token = format!("pda_{}", crate::digest::random_secret()?);
     let hash = crate::digest::sha256_hex(token.as_bytes());
     Ok((token, hash))
-}
-
-/// The CA fingerprint a token carries, or what is wrong with it.
-pub fn parse_token(token: &str) -> Result<String, String> {
-    let parts: Vec<&str> = token.trim().split('.').collect();
-    match parts.as_slice() {
-        [TOKEN_PREFIX, secret, fp]
-            if secret.len() == 43
-                && fp.len() == 64
-                && fp.chars().all(|c| c.is_ascii_hexdigit()) =>
-        {
-            Ok(fp.to_ascii_lowercase())
-        }
-        _ => Err(
-            "not an enrollment token: expected pdh1.SECRET.FINGERPRINT as printed by `plantd hub token create`"
-                .into(),
-        ),
-    }
 }
 
 /// Largest enrollment request: a token and a PEM certificate request (about 1 KiB), read
@@ -224,27 +197,5 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
     match store.plants().await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => unavailable(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_carry_the_fingerprint_and_bad_ones_are_named() {
-        let fp = "ab".repeat(32);
-        let (token, hash) = make_token(&fp).unwrap();
-        assert_eq!(parse_token(&token), Ok(fp));
-        assert_eq!(hash.len(), 64);
-        for bad in [
-            "",
-            "pdh1",
-            "pdh1.x.y",
-            "pdt_abc",
-            &token.replace("pdh1", "pdh2"),
-        ] {
-            assert!(parse_token(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -21,7 +21,7 @@ use anyhow::Context;
 
 use crate::config::HubConfig;
 use crate::pki::HubCa;
-pub use enroll::{make_api_token, make_token, parse_token};
+pub use enroll::make_api_token;
 
 /// What the hub's tasks share.
 pub struct Hub {

@@ -22,7 +22,7 @@ pub struct Offer {
     /// The rollout it belongs to; 0 for a pin.
     pub rollout: u64,
     /// The stack image bundle that comes with the release, if any.
-    pub images: Option<crate::update::release::Images>,
+    pub images: Option<crate::release::Images>,
 }
 
 /// One plant of a rollout, as `rollout status` shows it.

@@ -140,7 +140,7 @@ pub struct ReleaseRow {
     pub published_at: String,
     /// The stack image bundle that comes with it, if any.
     #[serde(default)]
-    pub images: Option<crate::update::release::Images>,
+    pub images: Option<crate::release::Images>,
 }
 
 /// A connection to the hub database, taken from the hub's pool ([`Database::store`]) and
@@ -474,7 +474,7 @@ impl Store {
     /// release forever. All or nothing: a failure leaves no part of the release stored.
     pub async fn publish_release(
         &mut self,
-        manifest: &crate::update::release::Manifest,
+        manifest: &crate::release::Manifest,
         signature: &str,
         public_key: &str,
         binary: &[u8],
@@ -692,12 +692,9 @@ pub fn redact(url: &str) -> String {
 }
 
 /// The image bundle in columns `at..at + 3` (size, sha256, tags) of a row, if the release has one.
-pub(super) fn images_of(
-    row: &tokio_postgres::Row,
-    at: usize,
-) -> Option<crate::update::release::Images> {
+pub(super) fn images_of(row: &tokio_postgres::Row, at: usize) -> Option<crate::release::Images> {
     let size: Option<i64> = row.get(at);
-    Some(crate::update::release::Images {
+    Some(crate::release::Images {
         size: size? as u64,
         sha256: row.get(at + 1),
         tags: row

@@ -47,7 +47,7 @@ pub struct Api {
     pub link: tokio::sync::watch::Receiver<Option<crate::sync::plant::LinkReport>>,
     /// The kinds `[apply]` maps to Odoo; with them, other kinds and payloads that cannot be
     /// applied are refused (422) when they arrive.
-    pub kinds: Option<Arc<crate::apply::mapping::Kinds>>,
+    pub kinds: Option<Arc<crate::kinds::mapping::Kinds>>,
 }
 
 /// The API's routes; unknown routes and methods answer in the same JSON error shape.
@@ -229,7 +229,7 @@ async fn get_transaction(
         "kind": t.kind,
         "payload": payload,
         "occurred_at": t.occurred_at,
-        "received_at": rfc3339_ms(t.received_at_ms),
+        "received_at": crate::clock::rfc3339_ms(t.received_at_ms),
         "hub_acknowledged": t.seq <= api.journal.cursor(Cursor::HubAcked),
     })))
 }
@@ -274,12 +274,4 @@ async fn healthz(State(api): State<Api>) -> Response {
             r
         }
     }
-}
-
-/// Unix milliseconds as RFC 3339 UTC.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::ApiError;
-use crate::apply::mapping::Kinds;
+use crate::kinds::mapping::Kinds;
 use crate::journal::NewTransaction;
 use crate::tokens::{Scope, GENERIC_CREATE};
 
@@ -73,7 +73,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn kinds(toml_text: &str) -> Kinds {
-        let k: BTreeMap<String, crate::apply::mapping::KindConfig> =
+        let k: BTreeMap<String, crate::kinds::mapping::KindConfig> =
             toml::from_str(toml_text).unwrap();
         Kinds::new(&k).unwrap()
     }
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_security_models_are_recognised() {
-        use crate::apply::mapping::security_model;
+        use crate::kinds::mapping::security_model;
         for m in [
             "res.users",
             "res.users.apikeys",
@@ -284,7 +284,7 @@ mod properties {
             model in model(),
         ) {
             let mut cfg = BTreeMap::new();
-            cfg.insert("odoo.create".to_string(), crate::apply::mapping::KindConfig { models: listed.clone(), ..Default::default() });
+            cfg.insert("odoo.create".to_string(), crate::kinds::mapping::KindConfig { models: listed.clone(), ..Default::default() });
             let kinds = Kinds::new(&cfg).unwrap();
             let scope = if default_scope { Scope::Default } else { Scope::Kinds(granted) };
             let tx = NewTransaction {
@@ -298,7 +298,7 @@ mod properties {
                     if kind == "odoo.create" {
                         prop_assert!(!default_scope);
                         let exact = listed.contains(&model);
-                        prop_assert!(exact || !crate::apply::mapping::security_model(&model));
+                        prop_assert!(exact || !crate::kinds::mapping::security_model(&model));
                         prop_assert!(exact || listed.iter().any(|p| p.strip_suffix('*').is_some_and(|pre| model.starts_with(pre))));
                     }
                 }

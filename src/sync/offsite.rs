@@ -261,7 +261,7 @@ pub async fn fetch(conn: &Connection, id: &str, dir: &Path) -> anyhow::Result<Pa
 #[derive(Debug, Clone)]
 pub struct HubBackups {
     pub dir: PathBuf,
-    pub policy: crate::backup::retention::Policy,
+    pub policy: crate::retention::Policy,
 }
 
 /// A copy the hub holds, as `plantd hub backups` lists it.
@@ -334,9 +334,7 @@ impl HubBackups {
             .filter_map(|c| Some((c.name.clone(), crate::backup::scheduler::taken_at(&c.id)?)))
             .collect();
         let dir = self.plant_dir(plant);
-        for name in
-            crate::backup::retention::to_delete(&dated, &self.policy, &jiff::tz::TimeZone::UTC)
-        {
+        for name in crate::retention::to_delete(&dated, &self.policy, &jiff::tz::TimeZone::UTC) {
             std::fs::remove_file(dir.join(&name))?;
             let _ = std::fs::remove_file(dir.join(format!("{name}.sha256")));
             tracing::info!(%plant, %name, "offsite copy deleted by the hub's retention policy");

@@ -83,7 +83,7 @@ pub enum Frame {
         signature: String,
         rollout: u64,
         /// The stack image bundle that comes with the release, if any (signed with it).
-        images: Option<crate::update::release::Images>,
+        images: Option<crate::release::Images>,
     },
     /// Hub → plant: nothing to install now; ask again.
     UpdateNone,
@@ -578,7 +578,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             rollout: r.u64("rollout")?,
             images: match r.at_end() {
                 true => None,
-                false => Some(crate::update::release::Images {
+                false => Some(crate::release::Images {
                     size: r.u64("images size")?,
                     sha256: r.string("images sha256")?,
                     tags: r
@@ -689,7 +689,7 @@ mod tests {
                 sha256: "ab".repeat(32),
                 signature: "c2ln".into(),
                 rollout: 4,
-                images: Some(crate::update::release::Images {
+                images: Some(crate::release::Images {
                     size: 1 << 31,
                     sha256: "cd".repeat(32),
                     tags: vec!["odoo:17-p1".into(), "redis:7-p1".into()],

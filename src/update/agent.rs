@@ -17,8 +17,8 @@ use anyhow::{anyhow, bail, Context};
 use quinn::Connection;
 use tokio::sync::mpsc;
 
-use super::release::{self, Manifest, PublicKey};
 use super::{releases_dir, Outcome};
+use crate::release::{self, Manifest, PublicKey};
 use crate::sync::transport::{read_frame, write_frame};
 use crate::sync::wire::Frame;
 

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::agent::Failure;
-use super::release::Manifest;
 use crate::config::StackConfig;
 use crate::control::{self, Request, Response};
+use crate::release::Manifest;
 use crate::stack::images::{self as bundle, Override, Overrides};
 use crate::stack::spec::{self, Service};
 use crate::stack::StackEvent;

@@ -16,7 +16,6 @@
 pub mod agent;
 pub mod images;
 pub mod install;
-pub mod release;
 pub mod rollout;
 
 use std::os::unix::fs::MetadataExt;
@@ -43,7 +42,7 @@ pub fn version() -> &'static str {
 pub fn init_version(data_dir: &Path) {
     let v = std::env::var(TRIAL_ENV)
         .ok()
-        .filter(|v| release::check_version(v).is_ok())
+        .filter(|v| crate::release::check_version(v).is_ok())
         .or_else(|| {
             Current::load(data_dir)
                 .filter(Current::is_running)
