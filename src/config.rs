@@ -129,6 +129,10 @@ struct RawJournal {
     min_free_space: Option<String>,
 }
 
+/// Reads the config again, the way `plantd up` read it (for `plantd stack apply` and an
+/// update's configured images).
+pub type Reload = std::sync::Arc<dyn Fn() -> anyhow::Result<PlantConfig> + Send + Sync>;
+
 /// The validated plant configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlantConfig {

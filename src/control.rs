@@ -154,7 +154,7 @@ pub struct Control {
     /// `[stack]` as the daemon started with it: some settings take a restart to change.
     pub stack_config: Option<crate::config::StackConfig>,
     /// Reads `plant.toml` again, as `plantd up` did (for `stack apply`).
-    pub reload: crate::plant::Reload,
+    pub reload: crate::config::Reload,
     /// Where changes asked for over the socket are written down, with the caller's user.
     pub audit: Option<Arc<crate::admin::store::Store>>,
     /// The local apply, when `[apply] local` is on.

@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use super::ApiError;
-use crate::kinds::mapping::Kinds;
 use crate::journal::NewTransaction;
+use crate::kinds::mapping::Kinds;
 use crate::tokens::{Scope, GENERIC_CREATE};
 
 /// Whether `device`, holding `scope`, may send transaction `t` (item `index` of an array when

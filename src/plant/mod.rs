@@ -29,8 +29,7 @@ mod private;
 mod replication;
 pub use replication::{island_marker, Replication};
 
-/// Reads the config again, the way `plantd up` read it (for `plantd stack apply`).
-pub type Reload = Arc<dyn Fn() -> anyhow::Result<PlantConfig> + Send + Sync>;
+use crate::config::Reload;
 
 /// A verified release the daemon stopped for, with what was healthy before it stopped.
 pub struct Update {

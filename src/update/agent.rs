@@ -41,7 +41,7 @@ pub struct Agent {
     pub reserve: u64,
     pub candidates: mpsc::Sender<Candidate>,
     /// plant.toml as it is now (for the stack's configured images).
-    pub reload: crate::plant::Reload,
+    pub reload: crate::config::Reload,
     /// Held while a release is being applied, by a task the connection does not own.
     busy: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
@@ -55,7 +55,7 @@ impl Agent {
         keys: Vec<PublicKey>,
         reserve: u64,
         candidates: mpsc::Sender<Candidate>,
-        reload: crate::plant::Reload,
+        reload: crate::config::Reload,
     ) -> Agent {
         // What an earlier run left: a cut download, or a bundle whose upgrade it did not outlive.
         remove_incoming(&releases_dir(&data_dir));
