@@ -4,7 +4,9 @@
 //! Installed in an Odoo, it adds the model `plantd.apply`, whose `run` carries out a batch of
 //! runs (what the apply would otherwise send as one `load` each, plus the transfers of stock
 //! moves) in one call and one database transaction, in the order given, with the same public
-//! methods and the caller's access rights. The apply uses it whenever the Odoo it applies to
+//! methods and the caller's access rights. The transfers of a batch's moves (one per move) are
+//! validated together at the end of the batch, which is what makes a mix of creates and moves
+//! fast; a refusal there makes it carry the batch out again run by run, to name the run. The apply uses it whenever the Odoo it applies to
 //! has it ([`installed`]), and its own calls otherwise: the results are the same, only the
 //! number of round trips differs. The plant's stack mounts it on Odoo's addons path and
 //! installs it in the database it creates; any other Odoo gets it from `plantd apply

@@ -15,7 +15,8 @@ use crate::odoo::{Client, OdooError};
 /// The context of the calls that validate a transfer: no backorder question (the step says
 /// whether there is one), no SMS or expiry wizard.
 fn validate_context(pickings_without_backorder: &[i64]) -> Map<String, Value> {
-    let mut ctx = Map::from_iter([
+    let mut ctx = machine_context(&Map::new());
+    ctx.extend([
         ("skip_backorder".to_string(), json!(true)),
         ("skip_sms".to_string(), json!(true)),
         ("skip_expired".to_string(), json!(true)),
@@ -29,12 +30,22 @@ fn validate_context(pickings_without_backorder: &[i64]) -> Map<String, Value> {
     ctx
 }
 
+/// The context of every call of the apply: a kind's own `context` over plantd's defaults for
+/// a machine's records. The one default: plantd's API user does not become a follower of each
+/// record it creates (`mail_create_nosubscribe`; Odoo would otherwise subscribe it to every
+/// partner and transfer, to be told of each later change). Chatter's creation note and the
+/// tracking of changes stay, as they do for a person's records.
+pub(super) fn machine_context(context: &Map<String, Value>) -> Map<String, Value> {
+    let mut ctx = Map::from_iter([("mail_create_nosubscribe".to_string(), json!(true))]);
+    ctx.extend(context.clone());
+    ctx
+}
+
 fn with_context(context: &Map<String, Value>) -> Map<String, Value> {
-    if context.is_empty() {
-        Map::new()
-    } else {
-        Map::from_iter([("context".to_string(), Value::Object(context.clone()))])
-    }
+    Map::from_iter([(
+        "context".to_string(),
+        Value::Object(machine_context(context)),
+    )])
 }
 
 /// A method's answer that opens a wizard (a window action in a dialog, `target: new`) means
@@ -468,7 +479,7 @@ pub async fn run_batch(
             "model": model,
             "fields": fields,
             "rows": rows,
-            "context": context,
+            "context": machine_context(&context),
             "moves": moves,
         }));
     }
@@ -557,7 +568,7 @@ async fn finish_moves(c: &Client, moves: &[i64]) -> Result<(), OdooError> {
                 "stock.picking",
                 "create",
                 vec![Value::Array(new_pickings)],
-                Map::new(),
+                with_context(&Map::new()),
             )
             .await?;
         pickings.extend(
@@ -1004,4 +1015,29 @@ async fn produce(
             ""
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kinds_context_goes_over_plantds_defaults() {
+        assert_eq!(
+            Value::Object(machine_context(&Map::new())),
+            json!({"mail_create_nosubscribe": true})
+        );
+        let kind = Map::from_iter([
+            ("mail_create_nosubscribe".to_string(), json!(false)),
+            ("skip_sms".to_string(), json!(true)),
+        ]);
+        assert_eq!(
+            Value::Object(with_context(&kind)),
+            json!({"context": {"mail_create_nosubscribe": false, "skip_sms": true}})
+        );
+        assert_eq!(
+            validate_context(&[7])["mail_create_nosubscribe"],
+            json!(true)
+        );
+    }
 }

@@ -675,3 +675,62 @@ fn a_restore_of_an_older_backup_rewinds_and_reapplies_once_on_real_odoo_18() {
     assert_eq!(s["rewound"]["to"], 3, "{s:#}");
     assert_eq!(state(), json!({"c1": 1000.0 - 9.0, "names": all}));
 }
+
+/// plantd_apply validates a batch's transfers together; when Odoo refuses that (here a move
+/// of a lot-tracked product without a lot), the batch is carried out again run by run, so the
+/// queue still stops at exactly the refused transaction, with Odoo's message, and everything
+/// before it is applied once (the earlier move done, its stock moved once).
+#[test]
+fn a_move_refused_among_a_batchs_transfers_stops_the_queue_at_that_move_on_real_odoo_18() {
+    if !real_odoo(
+        "a_move_refused_among_a_batchs_transfers_stops_the_queue_at_that_move_on_real_odoo_18",
+    ) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("odoo.key");
+    let stack = real_stack(
+        &key_file,
+        "[apply]\nlocal = true\n[apply.kinds.\"odoo.create\"]\nmodels = [\"res.partner\"]\n",
+    );
+    master_data(&stack, 0);
+    let on_hand = "import json\nc2 = env['product.product'].search([('default_code', '=', 'PLT-C2')])\nstock = env.ref('stock.stock_location_stock')\nq = sum(env['stock.quant'].search([('product_id', '=', c2.id), ('location_id', '=', stock.id)]).mapped('quantity'))\npartners = env['res.partner'].search([('name', '=like', 'REF-%')], order='id').mapped('name')\nmoves = {m.name: [m.state, m.picking_id.state] for m in env['stock.move'].search([('name', '=like', 'REF-%')])}\nprint('PLANTD_JSON=' + json.dumps({'c2': q, 'partners': partners, 'moves': moves}))\n";
+    let before = odoo_shell(&stack, on_hand);
+    odoo_shell(&stack, "import json\nenv['product.product'].create({'name': 'Lotted', 'default_code': 'PLT-LOT', 'is_storable': True, 'tracking': 'lot'})\nenv.cr.commit()\nprint('PLANTD_JSON=1')\n");
+    let token = create_token_granted(&stack.plant.data_dir, "scanner-1");
+    let partner = |i: u64| json!({"key": format!("ref-{i}"), "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": format!("REF-{i}")}}});
+    let move_of = |i: u64, product: &str| json!({"key": format!("ref-{i}"), "kind": "stock.move", "payload": {"product": product, "quantity": 1, "location": "WH/Stock", "location_dest": "Partners/Customers", "reference": format!("REF-{i}")}});
+    let batch = vec![
+        partner(1),
+        move_of(2, "PLT-C2"),
+        partner(3),
+        move_of(4, "PLT-LOT"),
+        partner(5),
+        move_of(6, "PLT-C2"),
+    ];
+    let (code, body) = rt().block_on(post_json(
+        &stack.plant.client(),
+        &stack.plant.url("/api/v1/transactions"),
+        &token,
+        &Value::Array(batch),
+    ));
+    assert_eq!(code, 201, "{body}");
+    let s = crate::odoo::wait_apply(&stack, "the queue to stop at seq 4", |s| {
+        s["stopped_at"] == 4
+    });
+    assert_eq!(s["applied_seq"], 3, "{s:#}");
+    assert_eq!(s["odoo_module"], true, "{s:#}");
+    assert!(
+        s["message"].as_str().unwrap_or("").contains("Lot/Serial"),
+        "Odoo's own refusal: {s:#}"
+    );
+    let after = odoo_shell(&stack, on_hand);
+    assert_eq!(after["partners"], json!(["REF-1", "REF-3"]), "{after}");
+    assert_eq!(after["moves"]["REF-2"], json!(["done", "done"]), "{after}");
+    assert!(after["moves"]["REF-6"].is_null(), "{after}");
+    assert_eq!(
+        before["c2"].as_f64().unwrap() - after["c2"].as_f64().unwrap(),
+        1.0,
+        "the one move before the refused one moved its stock once: {before} {after}"
+    );
+}
