@@ -252,6 +252,25 @@ pub fn start(
     Ok(Stack { tx, report, odoo })
 }
 
+/// Odoo's config file as an older plantd left it (0644, root's) becomes 0600 and its
+/// image user's, once per start; a new one is written that way when its container is made.
+async fn secure_odoo_conf(engine: Engine, path: PathBuf, image: String) {
+    if !path.exists() {
+        return;
+    }
+    let handed = match engine.has_image(&image).await {
+        Ok(true) => match engine.image_user(&image).await {
+            Ok(owner) => spec::hand_to(&path, owner).map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e),
+        },
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = handed {
+        tracing::warn!(path = %path.display(), error = %e, "could not make Odoo's config file private to Odoo's user");
+    }
+}
+
 async fn probe_loop(
     service: Service,
     secrets: Secrets,
@@ -428,7 +447,13 @@ impl Supervisor {
                 self.engine = Some(engine.clone());
                 if !self.conf_secured {
                     self.conf_secured = true;
-                    self.secure_odoo_conf(&engine).await;
+                    // Beside the supervisor, not before its first look at the containers:
+                    // reading a named image user makes a container, which takes a moment.
+                    tokio::spawn(secure_odoo_conf(
+                        engine.clone(),
+                        self.desired.odoo_conf.0.clone(),
+                        self.desired.get(Service::Odoo).image.clone(),
+                    ));
                 }
                 Some(engine)
             }
@@ -436,27 +461,6 @@ impl Supervisor {
                 self.engine_lost(e);
                 None
             }
-        }
-    }
-
-    /// Odoo's config file as an older plantd left it (0644, root's) becomes 0600 and its
-    /// image user's, once per start; a new one is written that way when its container is made.
-    async fn secure_odoo_conf(&mut self, engine: &Engine) {
-        let path = self.desired.odoo_conf.0.clone();
-        if !path.exists() {
-            return;
-        }
-        let image = self.desired.get(Service::Odoo).image.clone();
-        let handed = match engine.has_image(&image).await {
-            Ok(true) => match engine.image_user(&image).await {
-                Ok(owner) => spec::hand_to(&path, owner).map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e),
-            },
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = handed {
-            tracing::warn!(path = %path.display(), error = %e, "could not make Odoo's config file private to Odoo's user");
         }
     }
 
