@@ -318,7 +318,7 @@ fn method_name(s: &str) -> bool {
 }
 
 impl Kinds {
-    /// The shipped kinds (README, "Shop-floor transactions in Odoo"), and `custom` on top (a
+    /// The shipped kinds (docs/odoo.md), and `custom` on top (a
     /// custom kind may replace a shipped one).
     pub fn new(custom: &BTreeMap<String, KindConfig>) -> Result<Kinds, (String, String)> {
         let mut map = BTreeMap::new();

@@ -1,5 +1,5 @@
-//! The kinds plantd ships, each with its own payload (README, "Shop-floor transactions in
-//! Odoo"). Pure: a payload becomes a [`Step`], or a refusal naming the field.
+//! The kinds plantd ships, each with its own payload (docs/odoo.md, "Shop-floor transactions
+//! in Odoo"). Pure: a payload becomes a [`Step`], or a refusal naming the field.
 //!
 //! Records are named as the device knows them: `product` (internal reference or barcode),
 //! `location` / `location_dest` (full name such as "WH/Stock", or barcode), `picking` and
