@@ -282,8 +282,9 @@ impl Engine {
     /// The uid and gid the image's processes run as (its `USER`), `None` for root. A user
     /// named rather than numbered is looked up in the image's own `/etc/passwd` and
     /// `/etc/group`, read from a container made for that (never started, no network) and
-    /// removed again.
-    pub async fn image_user(&self, image: &str) -> Result<Option<(u32, u32)>, String> {
+    /// removed again; it carries `stack`'s label (and no service's, so the supervisor never
+    /// counts it), so that one a crash left behind is recognisably the stack's.
+    pub async fn image_user(&self, stack: &str, image: &str) -> Result<Option<(u32, u32)>, String> {
         let user = self
             .docker
             .inspect_image(image)
@@ -299,6 +300,7 @@ impl Engine {
             image: Some(image.to_string()),
             cmd: Some(vec!["true".into()]),
             network_disabled: Some(true),
+            labels: Some(Self::labels(stack)),
             ..Default::default()
         };
         let id = self

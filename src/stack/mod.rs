@@ -254,12 +254,12 @@ pub fn start(
 
 /// Odoo's config file as an older plantd left it (0644, root's) becomes 0600 and its
 /// image user's, once per start; a new one is written that way when its container is made.
-async fn secure_odoo_conf(engine: Engine, path: PathBuf, image: String) {
+async fn secure_odoo_conf(engine: Engine, stack: String, path: PathBuf, image: String) {
     if !path.exists() {
         return;
     }
     let handed = match engine.has_image(&image).await {
-        Ok(true) => match engine.image_user(&image).await {
+        Ok(true) => match engine.image_user(&stack, &image).await {
             Ok(owner) => spec::hand_to(&path, owner).map_err(|e| format!("{e:#}")),
             Err(e) => Err(e),
         },
@@ -451,6 +451,7 @@ impl Supervisor {
                     // reading a named image user makes a container, which takes a moment.
                     tokio::spawn(secure_odoo_conf(
                         engine.clone(),
+                        self.desired.name.clone(),
                         self.desired.odoo_conf.0.clone(),
                         self.desired.get(Service::Odoo).image.clone(),
                     ));
@@ -646,7 +647,7 @@ impl Supervisor {
         self.desired.fresh_secrets = false;
         engine.ensure_image(spec).await?;
         let owner = if spec.service == Service::Odoo {
-            engine.image_user(&spec.image).await?
+            engine.image_user(&self.desired.name, &spec.image).await?
         } else {
             None
         };
