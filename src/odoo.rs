@@ -125,6 +125,44 @@ pub struct Client {
     /// Set when a call was refused access: a key rotated since this connection signed in
     /// looks like that, and a fresh connection reads the key again.
     refused_access: std::sync::atomic::AtomicBool,
+    /// Each model's fields as `fields_get` told them, for as long as the connection lasts.
+    fields: std::sync::Mutex<std::collections::HashMap<String, Fields>>,
+}
+
+/// A model's fields by name: their type ("char", "many2one", "one2many"...) and, for a
+/// relational one, the model it refers to.
+pub type Fields = std::sync::Arc<std::collections::HashMap<String, FieldType>>;
+
+/// A field's type, and the model a relational field refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldType {
+    pub kind: String,
+    pub relation: Option<String>,
+}
+
+/// `fields_get`'s answer (`{name: {type, relation}}`) as [`Fields`].
+pub fn parse_fields(
+    answer: &Value,
+) -> Result<std::collections::HashMap<String, FieldType>, String> {
+    let map = answer.as_object().ok_or_else(|| {
+        format!(
+            "fields_get answered {}, not an object",
+            clip(&answer.to_string())
+        )
+    })?;
+    Ok(map
+        .iter()
+        .map(|(name, f)| {
+            let field = FieldType {
+                kind: f["type"].as_str().unwrap_or_default().to_string(),
+                relation: f["relation"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string),
+            };
+            (name.clone(), field)
+        })
+        .collect())
 }
 
 impl Client {
@@ -179,6 +217,7 @@ impl Client {
             uid: 0,
             refs: Default::default(),
             refused_access: Default::default(),
+            fields: Default::default(),
         };
         if api == Api::Jsonrpc {
             let t = &client.target;
@@ -216,6 +255,31 @@ impl Client {
             refs.clear();
         }
         refs.insert(key, id);
+    }
+
+    /// `model`'s fields (type and relation), asked once per connection.
+    pub async fn fields(&self, model: &str) -> Result<Fields, OdooError> {
+        if let Some(f) = self.fields.lock().expect("not poisoned").get(model) {
+            return Ok(f.clone());
+        }
+        let answer = self
+            .call(
+                model,
+                "fields_get",
+                vec![],
+                Map::from_iter([("attributes".to_string(), json!(["type", "relation"]))]),
+            )
+            .await?;
+        let fields = std::sync::Arc::new(
+            parse_fields(&answer).map_err(|m| OdooError::Protocol(format!("{model}: {m}")))?,
+        );
+        let mut cache = self.fields.lock().expect("not poisoned");
+        // Bounded: a plant's kinds touch a few dozen models.
+        if cache.len() >= 1_000 {
+            cache.clear();
+        }
+        cache.insert(model.to_string(), fields.clone());
+        Ok(fields)
     }
 
     /// The server's version, as it reports it (such as "19.0").

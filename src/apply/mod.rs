@@ -887,7 +887,13 @@ async fn apply_many_once(
             }
         }
         // The run of creates (or moves) that can share a load.
-        let run = load_run(kinds, &pending[i..]);
+        let run = match connect(kinds, locate, client).await {
+            Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
+            Ok(c) => match vetted_run(kinds, c, &pending[i..]).await {
+                Ok(run) => run,
+                Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
+            },
+        };
         if run.len() >= 2 {
             match connect(kinds, locate, client).await {
                 Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
@@ -978,7 +984,11 @@ async fn apply_through_module(
             j += 1;
             continue;
         }
-        let run = load_run(kinds, &pending[j..]);
+        // One the vetting refuses ends the batch (the next run starts with it, and is empty):
+        // the caller stops at it.
+        let run = vetted_run(kinds, c, &pending[j..])
+            .await
+            .unwrap_or_default();
         if run.is_empty() {
             break;
         }
@@ -1161,7 +1171,51 @@ pub async fn apply_one(
 ) -> Result<String, Failed> {
     let c = connect(kinds, locate, client).await?;
     let step = step_of(kinds, kind, payload)?;
+    vet(kinds, c, kind, &step).await?;
     run_step(c, plant, seq, &step).await.map_err(classify)
+}
+
+/// Checks an `odoo.create` against the fields Odoo says its model has (asked once per model and
+/// connection): a one2many or many2many to a security model links records that grant rights,
+/// and is written only where plant.toml names that model ([`Kinds::link_allowed`]). Other
+/// kinds are the admin's own mappings, and pass.
+async fn vet(kinds: &Kinds, c: &Client, kind: &str, step: &Step) -> Result<(), Failed> {
+    let Step::Create { model, columns, .. } = step else {
+        return Ok(());
+    };
+    if kind != "odoo.create" {
+        return Ok(());
+    }
+    let fields = c.fields(model).await.map_err(classify)?;
+    for (column, _) in columns {
+        let name = column.split('/').next().unwrap_or(column);
+        if let Some(f) = fields.get(name) {
+            kinds
+                .link_allowed(model, name, &f.kind, f.relation.as_deref())
+                .map_err(|m| Failed::Stop(format!("payload.values.{column}: {m}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`load_run`], cut short before the first transaction [`vet`] refuses; that one's refusal
+/// when it is the first.
+async fn vetted_run(
+    kinds: &Kinds,
+    c: &Client,
+    pending: &[Pending<'_>],
+) -> Result<Vec<(u64, Step)>, Failed> {
+    let mut run = load_run(kinds, pending);
+    for (n, (p, (_, step))) in pending.iter().zip(&run).enumerate() {
+        if let Err(f) = vet(kinds, c, p.kind, step).await {
+            if n == 0 {
+                return Err(f);
+            }
+            run.truncate(n);
+            break;
+        }
+    }
+    Ok(run)
 }
 
 fn now() -> String {

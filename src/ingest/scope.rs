@@ -224,6 +224,35 @@ mod tests {
     }
 
     #[test]
+    fn an_x2many_to_a_security_model_is_linked_only_when_that_model_is_named() {
+        let k = kinds("[\"odoo.create\"]\nmodels = [\"res.partner\", \"*\"]\n");
+        let m2o = k.link_allowed("res.partner", "user_id", "many2one", Some("res.users"));
+        assert_eq!(m2o, Ok(()), "a many2one only refers");
+        let plain = k.link_allowed("res.partner", "name", "char", None);
+        assert_eq!(plain, Ok(()));
+        let tags = k.link_allowed(
+            "res.partner",
+            "category_id",
+            "many2many",
+            Some("res.partner.category"),
+        );
+        assert_eq!(tags, Ok(()), "not a security model");
+        let users = k
+            .link_allowed("res.partner", "user_ids", "one2many", Some("res.users"))
+            .unwrap_err();
+        assert!(
+            users.contains("res.partner.user_ids") && users.contains("res.users"),
+            "{users}"
+        );
+        // "*" never stands for a security model; its exact name does.
+        let groups = k.link_allowed("x.y", "groups_id", "many2many", Some("res.groups"));
+        assert!(groups.is_err(), "{groups:?}");
+        let named = kinds("[\"odoo.create\"]\nmodels = [\"res.partner\", \"res.users\"]\n");
+        let linked = named.link_allowed("res.partner", "user_ids", "one2many", Some("res.users"));
+        assert_eq!(linked, Ok(()));
+    }
+
+    #[test]
     fn the_security_models_are_recognised() {
         use crate::kinds::mapping::security_model;
         for m in [

@@ -489,6 +489,33 @@ impl Kinds {
         })
     }
 
+    /// Whether `odoo.create` may write `field` of `model`, which Odoo says is of type `kind`
+    /// referring to `relation`. A one2many or many2many value links existing records (by
+    /// external id, database id or name) and so changes them or what they grant: one of a
+    /// security model (`res.partner`'s `user_ids` moves a user onto the new partner; a group's
+    /// `users` grants it) is written only when `[apply.kinds."odoo.create"] models` names that
+    /// model exactly. A many2one only refers to a record, and is let through.
+    pub fn link_allowed(
+        &self,
+        model: &str,
+        field: &str,
+        kind: &str,
+        relation: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(relation) = relation else {
+            return Ok(());
+        };
+        if !matches!(kind, "one2many" | "many2many") || !security_model(relation) {
+            return Ok(());
+        }
+        if self.create_models.iter().any(|m| m == relation) {
+            return Ok(());
+        }
+        Err(format!(
+            "{model}.{field} is a {kind} to {relation}, a security model: linking its records changes who may do what; odoo.create writes it only when [apply.kinds.\"odoo.create\"] models names {relation} exactly"
+        ))
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.map.keys().map(String::as_str).collect()
     }

@@ -754,6 +754,31 @@ fn transactions_reach_the_plants_odoo_once_in_order_and_a_rejection_stops_the_qu
         count(&stack, "mrp.workorder", r#"[["state", "=", "done"]]"#),
         1
     );
+
+    // A partner (a model this device may create) whose users field would link an existing
+    // user: the queue stops there, naming the field and the security model, before Odoo sees
+    // it; parked, the partner after it goes through.
+    let (code, body) = post(json!([
+        {"key": "link-admin", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "LINKS-ADMIN", "user_ids/.id": 2}}},
+        {"key": "after-link", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "after-link"}}},
+    ]));
+    assert_eq!(code, 201, "{body}");
+    let s = wait_apply(&stack, "the queue to stop at 83", |s| s["stopped_at"] == 83);
+    let message = s["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("res.partner.user_ids") && message.contains("res.users, a security model"),
+        "{s}"
+    );
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "=", "LINKS-ADMIN"]]"#),
+        0
+    );
+    stack.cli_ok(&["apply", "park", "83"]);
+    wait_apply(&stack, "the partner after it", |s| s["applied_seq"] == 84);
+    assert_eq!(
+        count(&stack, "res.partner", r#"[["name", "=", "after-link"]]"#),
+        1
+    );
 }
 
 /// `plantd hub apply status --json`, by plant: (applied_seq, stopped_at, message).

@@ -681,9 +681,10 @@ fn a_restore_of_an_older_backup_rewinds_and_reapplies_once_on_real_odoo_18() {
 /// queue still stops at exactly the refused transaction, with Odoo's message, and everything
 /// before it is applied once (the earlier move done, its stock moved once).
 #[test]
-fn a_move_refused_among_a_batchs_transfers_stops_the_queue_at_that_move_on_real_odoo_18() {
+fn a_refused_move_among_a_batchs_transfers_or_a_partner_linking_a_user_stops_the_queue_there_on_real_odoo_18(
+) {
     if !real_odoo(
-        "a_move_refused_among_a_batchs_transfers_stops_the_queue_at_that_move_on_real_odoo_18",
+        "a_refused_move_among_a_batchs_transfers_or_a_partner_linking_a_user_stops_the_queue_there_on_real_odoo_18",
     ) {
         return;
     }
@@ -733,4 +734,40 @@ fn a_move_refused_among_a_batchs_transfers_stops_the_queue_at_that_move_on_real_
         1.0,
         "the one move before the refused one moved its stock once: {before} {after}"
     );
+
+    // A partner whose users field names the admin (res.partner is allowed, res.users is not):
+    // Odoo's import would move the admin user onto the new partner. The queue stops there
+    // before Odoo sees it, the admin keeps their partner, and once it is parked the partner
+    // after it goes through.
+    stack.cli_ok(&["apply", "park", "4"]);
+    wait_applied(&stack, 6, Duration::from_secs(120));
+    let admin = "import json\nadmin = env.ref('base.user_admin')\nprint('PLANTD_JSON=' + json.dumps({'partner': admin.partner_id.name, 'linked': env['res.partner'].search_count([('name', '=', 'LINKS-ADMIN')])}))\n";
+    let before = odoo_shell(&stack, admin);
+    let (code, body) = rt().block_on(post_json(
+        &stack.plant.client(),
+        &stack.plant.url("/api/v1/transactions"),
+        &token,
+        &json!([
+            {"key": "link-admin", "kind": "odoo.create", "payload": {"model": "res.partner", "values": {"name": "LINKS-ADMIN", "user_ids/id": "base.user_admin"}}},
+            partner(8),
+        ]),
+    ));
+    assert_eq!(code, 201, "{body}");
+    let s = crate::odoo::wait_apply(&stack, "the queue to stop at seq 7", |s| {
+        s["stopped_at"] == 7
+    });
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("res.partner.user_ids is a one2many to res.users, a security model"),
+        "{s:#}"
+    );
+    let after = odoo_shell(&stack, admin);
+    assert_eq!(after, before, "the admin user is untouched");
+    assert_eq!(after["linked"], 0, "{after}");
+    stack.cli_ok(&["apply", "park", "7"]);
+    wait_applied(&stack, 8, Duration::from_secs(120));
+    let partners = odoo_shell(&stack, on_hand)["partners"].clone();
+    assert_eq!(partners, json!(["REF-1", "REF-3", "REF-5", "REF-8"]));
 }

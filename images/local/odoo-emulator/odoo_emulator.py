@@ -97,6 +97,23 @@ FIELD_LABELS = {
     ('mrp.workcenter.productivity', 'date_end'): 'End Date',
 }
 MAGIC_FIELDS = ('id', 'create_date', 'write_date')
+# The relational fields fields_get tells of (type, the model referred to), as Odoo 18 and 19 define
+# them; the emulator stores any field of any model, so fields_get cannot say more.
+RELATIONAL_FIELDS = {
+    'res.partner': {'parent_id': ('many2one', 'res.partner'), 'child_ids': ('one2many', 'res.partner'),
+                    'user_id': ('many2one', 'res.users'), 'user_ids': ('one2many', 'res.users'),
+                    'company_id': ('many2one', 'res.company'),
+                    'category_id': ('many2many', 'res.partner.category'),
+                    'country_id': ('many2one', 'res.country')},
+    'res.users': {'partner_id': ('many2one', 'res.partner'), 'company_id': ('many2one', 'res.company'),
+                  'company_ids': ('many2many', 'res.company'), 'groups_id': ('many2many', 'res.groups')},
+    'res.groups': {'users': ('many2many', 'res.users'), 'implied_ids': ('many2many', 'res.groups')},
+    'stock.move': {'product_id': ('many2one', 'product.product'), 'location_id': ('many2one', 'stock.location'),
+                   'location_dest_id': ('many2one', 'stock.location'), 'picking_id': ('many2one', 'stock.picking')},
+    'stock.picking': {'move_ids': ('one2many', 'stock.move'), 'partner_id': ('many2one', 'res.partner'),
+                      'picking_type_id': ('many2one', 'stock.picking.type')},
+    'stock.lot': {'product_id': ('many2one', 'product.product'), 'company_id': ('many2one', 'res.company')},
+}
 JSON_MIMETYPES = ('application/json', 'application/json-rpc')
 WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 WEBSOCKET_HEADERS = ('connection', 'host', 'origin', 'sec-websocket-key', 'sec-websocket-version', 'upgrade')
@@ -813,6 +830,22 @@ class Model:
     @api_model
     def search_read(self, domain=None, fields=None, offset=0, limit=None, order=None, **read_kwargs):
         return [self._read_record(record, fields) for record in self._search(domain or [], offset, limit, order)]
+
+    @api_model
+    def fields_get(self, allfields=None, attributes=None):
+        """BaseModel.fields_get, for the fields the emulator knows: 'id', the magic dates and the
+        relational fields above (attributes 'type', 'relation' and 'string')."""
+        known = {'id': ('integer', None), 'create_date': ('datetime', None), 'write_date': ('datetime', None),
+                 **RELATIONAL_FIELDS.get(self._name, {})}
+        result = {}
+        for name, (ftype, relation) in known.items():
+            if allfields and name not in allfields:
+                continue
+            description = {'type': ftype, 'string': self._label(name)}
+            if relation:
+                description['relation'] = relation
+            result[name] = {k: v for k, v in description.items() if not attributes or k in attributes}
+        return result
 
     @api_model
     def load(self, fields, data):
