@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::health::{Component, Health, State};
+use crate::health::{Component, Health};
 use crate::journal::{Journal, Stats};
 use crate::tokens::{Device, Tokens};
 
@@ -149,16 +149,30 @@ pub struct Control {
     pub health: Arc<Health>,
     pub data_dir: PathBuf,
     pub started: Instant,
-    pub replication: crate::plant::Replication,
+    pub replication: crate::sync::plant::Replication,
     pub stack: Option<crate::stack::Stack>,
     /// `[stack]` as the daemon started with it: some settings take a restart to change.
     pub stack_config: Option<crate::config::StackConfig>,
     /// Reads `plant.toml` again, as `plantd up` did (for `stack apply`).
     pub reload: crate::config::Reload,
     /// Where changes asked for over the socket are written down, with the caller's user.
-    pub audit: Option<Arc<crate::admin::store::Store>>,
+    pub audit: Option<Arc<dyn Audit>>,
     /// The local apply, when `[apply] local` is on.
     pub apply: Option<crate::apply::Applier>,
+}
+
+/// Where the daemon writes down the changes asked for over the socket: the admin store's audit
+/// log, beside the admin UI's own entries.
+pub trait Audit: Send + Sync + 'static {
+    /// Writes one entry (`outcome`: `ok`, `refused` or `failed`); blocks on the store.
+    fn record(
+        &self,
+        user: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+        detail: String,
+    ) -> anyhow::Result<()>;
 }
 
 impl Request {
@@ -224,16 +238,11 @@ impl Control {
                 } => ("ok", r.message()),
                 _ => ("ok", String::new()),
             };
-            let entry = crate::admin::store::AuditEntry {
-                at: crate::admin::store::now(),
-                user: who.to_string(),
-                action: action.to_string(),
-                target,
-                outcome: outcome.to_string(),
-                detail,
-            };
-            let store = store.clone();
-            let written = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
+            let (store, who) = (store.clone(), who.to_string());
+            let written = tokio::task::spawn_blocking(move || {
+                store.record(&who, action, target, outcome, detail)
+            })
+            .await;
             if let Ok(Err(e)) = written {
                 tracing::error!(error = %e, "writing the audit log");
             }
@@ -243,7 +252,7 @@ impl Control {
 
     /// Probes the journal, records its health, and returns its numbers.
     async fn journal_health(&self) -> Result<Stats, crate::journal::JournalError> {
-        probe_journal(&self.journal, &self.health).await;
+        self.journal.probe_health(&self.health).await;
         self.journal.stats().await
     }
 
@@ -254,7 +263,7 @@ impl Control {
         match request {
             Request::Status => match self.journal_health().await {
                 Ok(journal) => Response::Status(StatusReport {
-                    version: crate::update::version().to_string(),
+                    version: crate::release::version().to_string(),
                     data_dir: self.data_dir.clone(),
                     uptime_s: self.started.elapsed().as_secs(),
                     journal,
@@ -279,7 +288,7 @@ impl Control {
                 message: "this plant is not enrolled with a hub; there is no link to island".into(),
             },
             Request::Island => {
-                let marker = crate::plant::island_marker(&self.data_dir);
+                let marker = crate::sync::plant::island_marker(&self.data_dir);
                 if let Err(e) =
                     crate::fsutil::write_atomic(&marker, b"islanded by an admin\n", 0o644)
                 {
@@ -291,7 +300,7 @@ impl Control {
                 }
             }
             Request::Rejoin => {
-                let marker = crate::plant::island_marker(&self.data_dir);
+                let marker = crate::sync::plant::island_marker(&self.data_dir);
                 if let Err(e) = std::fs::remove_file(&marker) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return fail(&format!("removing {}: {e}", marker.display()));
@@ -468,15 +477,6 @@ impl Control {
     }
 }
 
-/// Commits a no-op write through the journal's writer and records the outcome as the
-/// journal's health (a full disk or a broken database shows there).
-pub async fn probe_journal(journal: &Journal, health: &Health) {
-    match journal.probe().await {
-        Ok(()) => health.set("journal", State::Ok, crate::ingest::JOURNAL_OK),
-        Err(e) => health.set("journal", State::Unhealthy, e.to_string()),
-    }
-}
-
 /// Binds the socket (mode 0600), replacing a stale one left by a crash.
 pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
@@ -605,6 +605,70 @@ pub async fn call(socket: &Path, request: &Request) -> Result<Response, CallErro
         .await
         .map_err(io)?;
     serde_json::from_str(&line).map_err(|e| CallError::Protocol(e.to_string()))
+}
+
+/// The daemon, as a component that runs outside it or inside it asks it for something: over
+/// its socket (the CLI, audited as the local user) or directly (the admin UI, audited as the
+/// admin who asked).
+pub enum Daemon {
+    Socket(PathBuf),
+    Within { control: Arc<Control>, user: String },
+}
+
+impl Daemon {
+    /// The daemon of a data directory, over its socket.
+    pub fn of(data_dir: &Path) -> Daemon {
+        Daemon::Socket(socket_path(data_dir))
+    }
+
+    async fn ask(&self, request: Request) -> Result<Response, CallError> {
+        match self {
+            Daemon::Socket(socket) => call(socket, &request).await,
+            Daemon::Within { control, user } => Ok(control.handle_audited(request, user).await),
+        }
+    }
+}
+
+impl crate::backup::restore::Daemon for Daemon {
+    async fn supervises_stack(&self) -> anyhow::Result<bool> {
+        match self.ask(Request::StackStatus).await {
+            Ok(Response::Stack(_)) => Ok(true),
+            Ok(_) | Err(CallError::NotRunning(_)) => Ok(false),
+            Err(e) => anyhow::bail!("asking the daemon: {e}"),
+        }
+    }
+
+    async fn hold_odoo(&self, reason: Option<String>) -> anyhow::Result<()> {
+        let request = Request::StackHold {
+            service: "odoo".into(),
+            reason,
+        };
+        match self.ask(request).await {
+            Ok(Response::Done { .. }) => Ok(()),
+            Ok(Response::Error { message }) => anyhow::bail!("{message}"),
+            Ok(other) => anyhow::bail!("unexpected answer from the daemon: {other:?}"),
+            Err(e) => anyhow::bail!("asking the daemon: {e}"),
+        }
+    }
+
+    async fn rewind_apply(
+        &self,
+        seq: u64,
+        backup: Option<String>,
+        why: String,
+    ) -> Result<Option<(Option<crate::apply::Rewound>, u64)>, String> {
+        let request = Request::ApplyRewind { seq, backup, why };
+        match self.ask(request).await {
+            Ok(Response::Rewound {
+                rewound,
+                applied_seq,
+            }) => Ok(Some((rewound, applied_seq))),
+            Ok(Response::Error { message } | Response::Refused { message }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
+            Err(CallError::NotRunning(_)) => Ok(None),
+            Err(e) => Err(format!("asking the daemon: {e}")),
+        }
+    }
 }
 
 /// The control socket of a data directory.

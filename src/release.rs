@@ -19,6 +19,21 @@ pub const SECRET_PREFIX: &str = "plantd-release-ed25519-secret:";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The version this process runs: the release version it was installed as (set once at the
+/// daemon's start by `update::init_version`), or the one it was built as.
+pub fn version() -> &'static str {
+    VERSION
+        .get()
+        .map_or(env!("CARGO_PKG_VERSION"), String::as_str)
+}
+
+/// Sets [`version`], once; later calls change nothing.
+pub fn set_version(v: String) {
+    let _ = VERSION.set(v);
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReleaseError {
     #[error("{0:?} is not a release public key; it starts with \"{PUBLIC_PREFIX}\" (from `plantd hub release keygen`)")]

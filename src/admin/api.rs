@@ -581,7 +581,7 @@ impl Admin {
         Overview {
             apply,
             now: super::store::now(),
-            version: crate::update::version(),
+            version: crate::release::version(),
             uptime_s: self.control.started.elapsed().as_secs(),
             plant: self.plant.clone(),
             verdict,
@@ -910,9 +910,14 @@ pub async fn backup_restore(
     });
     let config = admin.config.clone();
     let backup = id.clone();
+    // The daemon holds Odoo and rewinds the apply for the admin who asked, as the audit says.
+    let daemon = crate::control::Daemon::Within {
+        control: admin.control.clone(),
+        user: caller.user.clone(),
+    };
     start_job(admin, caller, Kind::Restore, Some(id), checks, async move {
         let keys = crate::backup::archive::keys(&config.data_dir, &[])?;
-        let r = crate::backup::restore::restore(&config, &backup, &keys, RESTORE_HEALTH_DEADLINE).await?;
+        let r = crate::backup::restore::restore(&config, &backup, &keys, RESTORE_HEALTH_DEADLINE, &daemon).await?;
         Ok(format!(
             "backup {backup} restored into database {} ({} tables); Odoo was down {:.1} s and is healthy; the data it replaced is in backup {}",
             r.database, r.tables, r.odoo_down_s, r.safety_backup

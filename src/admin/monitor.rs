@@ -116,7 +116,7 @@ impl Monitor {
                 _ = tick.tick() => {
                     // The one place the UI's figures probe the journal's writer: every 10 s,
                     // however many pages poll the overview.
-                    crate::control::probe_journal(&journal, &health).await;
+                    journal.probe_health(&health).await;
                     if let Ok(stats) = journal.stats().await {
                         self.sample(&stats, Instant::now());
                     }

@@ -55,6 +55,27 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+impl crate::control::Audit for Store {
+    fn record(
+        &self,
+        user: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+        detail: String,
+    ) -> anyhow::Result<()> {
+        let entry = AuditEntry {
+            at: now(),
+            user: user.to_string(),
+            action: action.to_string(),
+            target,
+            outcome: outcome.to_string(),
+            detail,
+        };
+        Ok(self.audit(&entry)?)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]

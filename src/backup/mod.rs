@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub mod archive;
 pub mod dump_sql;
 pub mod odoo_zip;
+pub mod offsite;
 pub mod restore;
 pub mod sandbox;
 pub mod scheduler;
@@ -865,7 +866,7 @@ pub fn delete(data_dir: &Path, id: &str) -> anyhow::Result<()> {
     let path = find(data_dir, id, &Default::default())?.path;
     std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
     let _ = std::fs::remove_file(verified_marker(data_dir, id));
-    let _ = std::fs::remove_file(crate::sync::offsite::offsite_marker(&dir(data_dir), id));
+    let _ = std::fs::remove_file(offsite::offsite_marker(&dir(data_dir), id));
     Ok(())
 }
 
@@ -909,7 +910,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<Listed>> {
         listed.push(Listed {
             size: std::fs::metadata(&path)?.len(),
             verified: verified_marker(data_dir, &id).exists(),
-            offsite: crate::sync::offsite::offsite_marker(&dir, &id).exists(),
+            offsite: offsite::offsite_marker(&dir, &id).exists(),
             id,
             path,
             created_at,

@@ -33,6 +33,7 @@
 //! - one taken before plantd recorded it: the cursor stays, and the answer says so and what
 //!   to run (`plantd apply rewind SEQ`) when the backup is older than what was applied.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -40,7 +41,6 @@ use anyhow::{anyhow, bail, Context};
 use super::archive::{Archive, Keys};
 use super::{feed, lock, Live, Manifest};
 use crate::config::PlantConfig;
-use crate::control::{self, Request, Response};
 use crate::stack::spec::Service;
 use crate::stack::{hold_marker, probe};
 
@@ -137,6 +137,7 @@ async fn rewind_apply(
     config: &PlantConfig,
     manifest: &Manifest,
     id: &str,
+    daemon: &impl Daemon,
 ) -> Result<ApplyCursor, String> {
     let backup_applied_seq = manifest.apply.as_ref().map(|a| a.applied_seq);
     let nothing = |message: String| ApplyCursor {
@@ -164,23 +165,10 @@ async fn rewind_apply(
         Err(message) => return Ok(nothing(message)),
     };
     let backup = Some(id.to_string());
-    let socket = control::socket_path(&config.data_dir);
-    let request = Request::ApplyRewind {
-        seq,
-        backup: backup.clone(),
-        why: why.clone(),
-    };
-    let answer = match control::call(&socket, &request).await {
-        Ok(Response::Rewound {
-            rewound,
-            applied_seq,
-        }) => Ok((rewound, applied_seq)),
-        Ok(Response::Error { message } | Response::Refused { message }) => Err(message),
-        Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
-        Err(control::CallError::NotRunning(_)) => {
-            rewind_stopped(config, &journal_path, seq, backup, why.clone()).await
-        }
-        Err(e) => Err(format!("asking the daemon: {e}")),
+    let answer = match daemon.rewind_apply(seq, backup.clone(), why.clone()).await {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => rewind_stopped(config, &journal_path, seq, backup, why.clone()).await,
+        Err(message) => Err(message),
     };
     let (rewound, applied_seq) = answer.map_err(|e| {
         format!("{e}. What was applied after the backup is missing from Odoo until `plantd apply rewind {seq}` runs ({why})")
@@ -224,10 +212,28 @@ async fn rewind_stopped(
     result.map(|r| (r, applied)).map_err(|e| e.to_string())
 }
 
+/// The running daemon, as a restore needs it. `plantd backup restore` reaches it over the
+/// control socket; the admin UI, inside the daemon, directly, so that the audit log names the
+/// admin who asked (`control::Daemon` implements both).
+pub trait Daemon: Sync {
+    /// Whether a daemon runs and supervises the stack (`Ok(false)` when none runs).
+    fn supervises_stack(&self) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    /// Holds Odoo (stopped, and not started again) for `reason`, or releases it (`None`).
+    fn hold_odoo(&self, reason: Option<String>) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Moves the apply cursor back to `seq`: what was rewound and the applied seq after it, or
+    /// `Ok(None)` when no daemon runs.
+    fn rewind_apply(
+        &self,
+        seq: u64,
+        backup: Option<String>,
+        why: String,
+    ) -> impl Future<Output = Result<Option<(Option<crate::apply::Rewound>, u64)>, String>> + Send;
+}
+
 /// Stops and starts Odoo so that nothing starts it meanwhile.
-enum Gate {
+enum Gate<'d, D> {
     /// The daemon supervises the stack: it holds Odoo.
-    Daemon(std::path::PathBuf),
+    Daemon(&'d D),
     /// No daemon: plantd stops and starts the container itself, and leaves the same marker a
     /// daemon would honour if it started meanwhile.
     Direct,
@@ -235,32 +241,23 @@ enum Gate {
 
 const HOLD_REASON: &str = "a backup is being restored (`plantd backup restore`)";
 
-impl Gate {
-    async fn find(config: &PlantConfig) -> anyhow::Result<Gate> {
-        let socket = control::socket_path(&config.data_dir);
-        match control::call(&socket, &Request::StackStatus).await {
-            Ok(Response::Stack(_)) => Ok(Gate::Daemon(socket)),
-            // A daemon without a stack does not start Odoo.
-            Ok(_) => Ok(Gate::Direct),
-            Err(control::CallError::NotRunning(_)) => Ok(Gate::Direct),
-            Err(e) => Err(anyhow!("asking the daemon: {e}")),
-        }
+impl<'d, D: Daemon> Gate<'d, D> {
+    async fn find(daemon: &'d D) -> anyhow::Result<Gate<'d, D>> {
+        // A daemon without a stack does not start Odoo.
+        Ok(if daemon.supervises_stack().await? {
+            Gate::Daemon(daemon)
+        } else {
+            Gate::Direct
+        })
     }
 
     async fn set(&self, live: &Live, hold: bool) -> anyhow::Result<()> {
         let odoo = &live.spec.get(Service::Odoo).container;
         match self {
-            Gate::Daemon(socket) => {
-                let request = Request::StackHold {
-                    service: "odoo".into(),
-                    reason: hold.then(|| HOLD_REASON.to_string()),
-                };
-                match control::call(socket, &request).await {
-                    Ok(Response::Done { .. }) => Ok(()),
-                    Ok(Response::Error { message }) => bail!("{message}"),
-                    Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
-                    Err(e) => bail!("asking the daemon: {e}"),
-                }
+            Gate::Daemon(daemon) => {
+                daemon
+                    .hold_odoo(hold.then(|| HOLD_REASON.to_string()))
+                    .await
             }
             Gate::Direct => {
                 let marker = hold_marker(&live.spec.dir, Service::Odoo);
@@ -300,6 +297,7 @@ pub async fn restore(
     id: &str,
     keys: &Keys,
     health_deadline: Duration,
+    daemon: &impl Daemon,
 ) -> anyhow::Result<Restored> {
     let archive = super::find(&config.data_dir, id, keys)?;
     let manifest = super::checked(&archive)
@@ -354,7 +352,7 @@ pub async fn restore(
     }
 
     // Asked now, not at the start: a daemon may have started or stopped meanwhile.
-    let gate = Gate::find(config).await?;
+    let gate = Gate::find(daemon).await?;
     let down = Instant::now();
     if let Err(e) = gate.set(&live, true).await {
         let _ = gate.set(&live, false).await;
@@ -366,7 +364,7 @@ pub async fn restore(
     // Still held: the apply cannot put a later transaction into the restored data before its
     // cursor has gone back.
     let rewound = match &result {
-        Ok(()) => Some(rewind_apply(config, &manifest, id).await),
+        Ok(()) => Some(rewind_apply(config, &manifest, id, daemon).await),
         Err(_) => None,
     };
     let judged = match result {
@@ -548,7 +546,7 @@ async fn swap_in(
 /// filestore back, Odoo released and healthy again.
 async fn swap_back(
     live: &Live,
-    gate: &Gate,
+    gate: &Gate<'_, impl Daemon>,
     db: &str,
     names: &Names,
     swapped: &Swapped,

@@ -72,7 +72,14 @@ pub async fn restore(
     json: bool,
 ) -> anyhow::Result<()> {
     let keys = crate::backup::archive::keys(&config.data_dir, identities)?;
-    let done = crate::backup::restore::restore(config, id, &keys, health_deadline).await?;
+    let done = crate::backup::restore::restore(
+        config,
+        id,
+        &keys,
+        health_deadline,
+        &crate::control::Daemon::of(&config.data_dir),
+    )
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     } else {
@@ -133,7 +140,7 @@ pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
     for hub in &hubs {
         let attempt = async {
             let (endpoint, conn) = crate::sync::plant::connect(&client, hub).await?;
-            let got = crate::sync::offsite::fetch(&conn, id, &dir).await;
+            let got = crate::backup::offsite::fetch(&conn, id, &dir).await;
             conn.close(0u32.into(), b"bye");
             endpoint.wait_idle().await;
             got
@@ -142,7 +149,7 @@ pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
             Ok(path) => {
                 // It came from the hub: it is offsite already.
                 let _ = crate::fsutil::write_atomic(
-                    &crate::sync::offsite::offsite_marker(&dir, id),
+                    &crate::backup::offsite::offsite_marker(&dir, id),
                     b"fetched from the hub\n",
                     0o600,
                 );

@@ -615,7 +615,7 @@ async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release
             );
         }
     }
-    let (size, sha256) = crate::sync::offsite::digest(bundle).await?;
+    let (size, sha256) = crate::sync::transfer::digest(bundle).await?;
     Ok(crate::release::Images { size, sha256, tags })
 }
 

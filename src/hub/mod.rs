@@ -32,14 +32,14 @@ pub struct Hub {
     /// The QUIC addresses plants are told to dial.
     pub advertise: Vec<String>,
     /// Where plants' offsite backup copies are kept, and for how long.
-    pub backups: crate::sync::offsite::HubBackups,
+    pub backups: crate::backup::offsite::HubBackups,
     /// Plants' update checks, downloads and reports.
     pub updates: replication::Updates,
 }
 
 /// The hub's offsite backup store of a hub config.
-pub fn backups(config: &HubConfig) -> crate::sync::offsite::HubBackups {
-    crate::sync::offsite::HubBackups {
+pub fn backups(config: &HubConfig) -> crate::backup::offsite::HubBackups {
+    crate::backup::offsite::HubBackups {
         dir: config.data_dir.join("backups"),
         policy: config.backups,
     }

@@ -32,8 +32,7 @@ const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 /// Most transactions in one array.
 pub const MAX_ITEMS: usize = 1000;
 
-/// The journal's health detail while it commits.
-pub const JOURNAL_OK: &str = "accepting transactions";
+use crate::journal::JOURNAL_OK;
 
 const OPENAPI: &str = include_str!("openapi.json");
 

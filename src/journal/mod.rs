@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::config::CommitMode;
 
+/// The journal's health detail while it commits.
+pub const JOURNAL_OK: &str = "accepting transactions";
+
 /// A transaction as a device sent it, checked by the ingest API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTransaction {
@@ -316,6 +319,15 @@ impl Journal {
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::Probe { reply }).await?;
         answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// [`Journal::probe`], with the outcome recorded as the journal's health (a full disk or a
+    /// broken database shows there).
+    pub async fn probe_health(&self, health: &crate::health::Health) {
+        match self.probe().await {
+            Ok(()) => health.set("journal", crate::health::State::Ok, JOURNAL_OK),
+            Err(e) => health.set("journal", crate::health::State::Unhealthy, e.to_string()),
+        }
     }
 
     async fn send(&self, c: writer::Command) -> Result<(), JournalError> {

@@ -27,7 +27,6 @@ use crate::tokens::Tokens;
 
 mod private;
 mod replication;
-pub use replication::{island_marker, Replication};
 
 use crate::config::Reload;
 
@@ -63,7 +62,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     .context("opening the journal")?;
     let tokens = Arc::new(Tokens::open(data_dir).context("opening the device token store")?);
     let health = Arc::new(Health::default());
-    health.set("journal", State::Ok, ingest::JOURNAL_OK);
+    health.set("journal", State::Ok, crate::journal::JOURNAL_OK);
 
     let tls_files = crate::pki::api_tls_files(data_dir, config.api.tls.as_ref())?;
     let tls = crate::pki::server_config(&tls_files)?;
@@ -142,7 +141,9 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         stack,
         stack_config: config.stack.clone(),
         reload,
-        audit: admin_store.clone(),
+        audit: admin_store
+            .clone()
+            .map(|s| s as Arc<dyn crate::control::Audit>),
         apply: applier,
     });
     let api = Api {
@@ -261,7 +262,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         ));
     }
     tracing::info!(
-        version = crate::update::version(),
+        version = crate::release::version(),
         on_trial,
         data_dir = %data_dir.display(),
         https = %https_addr,

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::health::{Health, State};
 use crate::journal::{Cursor, Journal};
 use crate::sync::link::LinkState;
-use crate::sync::plant::{LinkReport, PlantJournal, Target};
+use crate::sync::plant::{island_marker, LinkReport, PlantJournal, Replication, Target};
 use crate::sync::wire::Entry;
 
 struct JournalSource {
@@ -54,7 +54,7 @@ impl PlantJournal for JournalSource {
     async fn telemetry(&self, link: &LinkReport) -> String {
         let stats = self.journal.stats().await.ok();
         serde_json::json!({
-            "version": crate::update::version(),
+            "version": crate::release::version(),
             "link": link.state,
             "depth": stats.map(|s| s.depth),
             "last_seq": stats.map(|s| s.last_seq),
@@ -65,21 +65,6 @@ impl PlantJournal for JournalSource {
         })
         .to_string()
     }
-}
-
-/// The file whose presence says the admin islanded the plant.
-pub fn island_marker(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("islanded")
-}
-
-/// The replicator's handles: its link reports and the admin's island switch.
-#[derive(Clone)]
-pub struct Replication {
-    pub link: watch::Receiver<Option<LinkReport>>,
-    pub islanded: Arc<watch::Sender<bool>>,
-    pub enrolled: bool,
-    /// The hub endpoints tried in turn (configured, else those enrollment recorded).
-    pub hubs: Vec<String>,
 }
 
 /// Starts replication if `data_dir` holds an enrollment; otherwise reports why not.
@@ -128,8 +113,17 @@ pub fn start(
         client,
         session: Default::default(),
         link: Default::default(),
-        backups: Some(crate::backup::dir(data_dir)),
-        updater,
+        version: crate::release::version().to_string(),
+        tasks: {
+            let mut tasks: Vec<Arc<dyn crate::sync::plant::ConnectionTask>> =
+                vec![Arc::new(crate::backup::offsite::Uploader {
+                    dir: crate::backup::dir(data_dir),
+                })];
+            if let Some(agent) = updater {
+                tasks.push(Arc::new(agent));
+            }
+            tasks
+        },
     };
     health.set(
         "replication",

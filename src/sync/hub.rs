@@ -8,7 +8,6 @@ use anyhow::Context;
 use quinn::Connection;
 use rustls::pki_types::CertificateDer;
 
-use super::offsite::{self, HubBackups};
 use super::session::{HubAction, HubEvent, HubSession};
 use super::transport::{read_frame, read_frame_within, write_frame};
 use super::wire::{Entry, Frame, RefuseCode, MAX_FIRST_FRAME};
@@ -47,6 +46,19 @@ pub trait HubStore: Send {
         &mut self,
         plant: &str,
         body: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Serves a plant's backup streams (offsite copies and fetches; see `backup::offsite`): the
+/// stream's `first` frame, and what was read after it in `buf`.
+pub trait BackupStreams: Clone + Send + Sync + 'static {
+    fn serve(
+        &self,
+        plant: String,
+        first: Frame,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        buf: Vec<u8>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
@@ -93,13 +105,13 @@ pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
 }
 
 /// Serves one plant connection until it ends: its replication session (the first stream,
-/// opened with a hello), its telemetry, and its backup streams (see [`offsite`]). A
+/// opened with a hello), its telemetry, and its backup and update streams ([`BackupStreams`], [`UpdateStreams`]). A
 /// connection whose first stream asks for a backup instead is served that one stream: a
 /// rebuilt plant fetches before it replicates.
 pub async fn run_session(
     conn: Connection,
     store: &mut impl HubStore,
-    backups: &HubBackups,
+    backups: &impl BackupStreams,
     updates: &impl UpdateStreams,
 ) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
@@ -150,7 +162,7 @@ pub async fn run_session(
                 anyhow::bail!(message);
             }
         };
-        return offsite::serve(backups, &plant, first, send, recv, buf).await;
+        return backups.serve(plant, first, send, recv, buf).await;
     }
     let mut session = HubSession::default();
     session.handle(HubEvent::Frame(first));
@@ -224,7 +236,7 @@ pub async fn run_session(
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
                         Ok(Some(first)) if is_update(&first) => updates.serve(plant.clone(), first, bsend, brecv).await,
-                        Ok(Some(first)) => offsite::serve(&backups, &plant, first, bsend, brecv, bbuf).await,
+                        Ok(Some(first)) => backups.serve(plant.clone(), first, bsend, brecv, bbuf).await,
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };

@@ -4,15 +4,18 @@
 //! - `session`: each side's session as a state machine without I/O (pure)
 //! - `transport`: frames over a QUIC stream
 //! - `plant`, `hub`: the drivers that run the sessions on quinn connections
-//! - `offsite`: backup archives to and from the hub, on streams of their own
+//! - `transfer`: a file sent whole on a stream of its own (backup copies, update downloads)
 //!
-//! This module knows nothing of SQLite or PostgreSQL: each side hands its driver a small trait
-//! (`plant::PlantJournal`: where entries come from; `hub::HubStore`: where they go).
+//! This module knows nothing of SQLite or PostgreSQL, backups or updates: each side hands its
+//! driver small traits (`plant::PlantJournal`: where entries come from; `plant::ConnectionTask`:
+//! work beside the session on each connection, such as backup uploads and update checks;
+//! `hub::HubStore`: where entries go; `hub::BackupStreams`, `hub::UpdateStreams`: who serves a
+//! plant's other streams).
 
 pub mod hub;
 pub mod link;
-pub mod offsite;
 pub mod plant;
 pub mod session;
+pub mod transfer;
 pub mod transport;
 pub mod wire;

@@ -47,10 +47,34 @@ pub struct Target {
     pub client: ClientConfig,
     pub session: PlantSettings,
     pub link: LinkSettings,
-    /// The backup directory whose archives are copied to the hub, if any.
-    pub backups: Option<std::path::PathBuf>,
-    /// The update agent, which asks the hub for releases on each connection.
-    pub updater: Option<crate::update::agent::Agent>,
+    /// The version this plant runs, said in its hello.
+    pub version: String,
+    /// What runs beside the session on each connection (backup uploads, update checks).
+    pub tasks: Vec<std::sync::Arc<dyn ConnectionTask>>,
+}
+
+/// A [`ConnectionTask`]'s work on one connection.
+pub type TaskFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Work that runs beside the replication session on each connection to the hub, on streams of
+/// its own, until the connection ends (it is aborted then at the latest).
+pub trait ConnectionTask: Send + Sync + 'static {
+    fn run(&self, conn: Connection) -> TaskFuture;
+}
+
+/// The file whose presence says the admin islanded the plant.
+pub fn island_marker(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("islanded")
+}
+
+/// The replicator's handles: its link reports and the admin's island switch.
+#[derive(Clone)]
+pub struct Replication {
+    pub link: watch::Receiver<Option<LinkReport>>,
+    pub islanded: std::sync::Arc<watch::Sender<bool>>,
+    pub enrolled: bool,
+    /// The hub endpoints tried in turn (configured, else those enrollment recorded).
+    pub hubs: Vec<String>,
 }
 
 /// How long a connection attempt may take before the next replica is tried.
@@ -155,20 +179,14 @@ async fn connect_and_run(
     let (endpoint, conn) = connect(&target.client, hub).await?;
     *connected_at = Some(Instant::now());
     link.connected(Instant::now());
-    let uploader = target
-        .backups
-        .clone()
-        .map(|dir| tokio::spawn(super::offsite::run_uploader(conn.clone(), dir)));
-    let updater = target
-        .updater
-        .clone()
-        .map(|agent| tokio::spawn(agent.run(conn.clone())));
+    let tasks: Vec<_> = target
+        .tasks
+        .iter()
+        .map(|t| tokio::spawn(t.run(conn.clone())))
+        .collect();
     let result = session(&conn, target, journal, link, report, hub, reconnects).await;
-    if let Some(u) = uploader {
-        u.abort();
-    }
-    if let Some(u) = updater {
-        u.abort();
+    for t in tasks {
+        t.abort();
     }
     conn.close(0u32.into(), b"bye");
     endpoint.wait_idle().await;
@@ -226,7 +244,7 @@ async fn session(
     let at = *last_seq.borrow_and_update();
     let identity = PlantIdentity {
         plant: target.plant.clone(),
-        version: crate::update::version().to_string(),
+        version: target.version.clone(),
         journal: target.journal_id.clone(),
     };
     let mut s = PlantSession::new(&identity, at, target.session, Instant::now());

@@ -49,6 +49,12 @@ pub struct Agent {
 /// How long the hub may take to answer a check (it holds one for up to 20 s).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
+impl crate::sync::plant::ConnectionTask for Agent {
+    fn run(&self, conn: Connection) -> crate::sync::plant::TaskFuture {
+        Box::pin(self.clone().run(conn))
+    }
+}
+
 impl Agent {
     pub fn new(
         data_dir: PathBuf,
@@ -336,7 +342,7 @@ struct Offer {
 async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let (mut buf, mut out) = (Vec::new(), Vec::new());
-    let version = super::version().to_string();
+    let version = crate::release::version().to_string();
     write_frame(&mut send, &Frame::UpdateCheck { version }, &mut out).await?;
     send.finish()?;
     let answer = tokio::time::timeout(CHECK_TIMEOUT, read_frame(&mut recv, &mut buf))
@@ -398,7 +404,7 @@ async fn download(
         let mut file = tokio::fs::File::create(&part)
             .await
             .with_context(|| format!("creating {}", part.display()))?;
-        crate::sync::offsite::receive_file(&mut recv, &mut buf, &mut file, 0, size).await
+        crate::sync::transfer::receive_file(&mut recv, &mut buf, &mut file, 0, size).await
     };
     let got = match transfer.await {
         Ok(n) => n,
@@ -407,7 +413,7 @@ async fn download(
             return Err(Failure::Transfer(e));
         }
     };
-    let (got_size, got_sha256) = crate::sync::offsite::digest(&part)
+    let (got_size, got_sha256) = crate::sync::transfer::digest(&part)
         .await
         .map_err(Failure::Transfer)?;
     if got != size || got_size != size || &got_sha256 != sha256 {

@@ -228,7 +228,7 @@ pub(super) async fn apply(
         match back {
             Ok(()) => format!(
                 "the stack goes back to its previous images; version {} runs on",
-                super::version()
+                crate::release::version()
             ),
             Err(e) => format!("putting the previous images back failed: {e}"),
         }

@@ -88,7 +88,7 @@ fn try_and_swap_blocking(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the running binary")?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let running = super::version().to_string();
+    let running = crate::release::version().to_string();
     let outcome = match trial(&candidate, healthy_before, data_dir, deadline, &args) {
         Ok(took) => match swap(&exe, &candidate, data_dir, &running) {
             Ok(kept) => Some(Outcome {

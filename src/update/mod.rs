@@ -20,7 +20,6 @@ pub mod rollout;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -28,17 +27,7 @@ use serde::{Deserialize, Serialize};
 /// The environment variable that marks a binary on trial and names its version.
 pub const TRIAL_ENV: &str = "PLANTD_TRIAL_VERSION";
 
-static VERSION: OnceLock<String> = OnceLock::new();
-
-/// The version this process runs: the release version it was installed as, or the one it was
-/// built as.
-pub fn version() -> &'static str {
-    VERSION
-        .get()
-        .map_or(env!("CARGO_PKG_VERSION"), String::as_str)
-}
-
-/// Works out [`version`] once, at the daemon's start.
+/// Works out [`crate::release::version`] once, at the daemon's start.
 pub fn init_version(data_dir: &Path) {
     let v = std::env::var(TRIAL_ENV)
         .ok()
@@ -49,7 +38,7 @@ pub fn init_version(data_dir: &Path) {
                 .map(|c| c.version)
         })
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-    let _ = VERSION.set(v);
+    crate::release::set_version(v);
 }
 
 pub fn releases_dir(data_dir: &Path) -> PathBuf {

@@ -19,20 +19,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
-use super::session::frame_name;
-use super::transport::{read_frame, write_frame};
-use super::wire::{Frame, RefuseCode};
+use crate::sync::session::frame_name;
+use crate::sync::transfer::{digest, next, receive_file, refuse, send_file};
+use crate::sync::transport::write_frame;
+use crate::sync::wire::Frame;
 
-/// Bytes per chunk frame.
-const CHUNK: usize = 256 * 1024;
 /// Backup streams yield to the journal's (priority 0).
 const PRIORITY: i32 = -10;
-/// The longest the peer may stay silent on a backup stream.
-const SILENCE: Duration = Duration::from_secs(120);
 
 /// `ID.tar.zst` or `ID.tar.zst.age`, with a plain backup id; its id.
 pub fn archive_id(name: &str) -> Option<&str> {
@@ -50,73 +47,6 @@ pub fn archive_id(name: &str) -> Option<&str> {
 /// The marker that says the hub holds a backup.
 pub fn offsite_marker(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.offsite"))
-}
-
-async fn next(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Option<Frame>> {
-    tokio::time::timeout(SILENCE, read_frame(recv, buf))
-        .await
-        .map_err(|_| anyhow!("the peer sent nothing for {} s", SILENCE.as_secs()))?
-}
-
-/// SHA-256 and size of a file, read on a blocking thread.
-pub(crate) async fn digest(path: &Path) -> anyhow::Result<(u64, String)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
-        let mut file = crate::digest::Hashing::new(std::fs::File::open(&path)?);
-        std::io::copy(&mut file, &mut std::io::sink())?;
-        let (_, size, sha256) = file.finish();
-        Ok((size, sha256))
-    })
-    .await?
-}
-
-/// Sends `file` from `offset` to its end as chunks, then finishes the stream.
-async fn send_file(send: &mut SendStream, path: &Path, offset: u64) -> anyhow::Result<()> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let (mut data, mut out) = (vec![0u8; CHUNK], Vec::new());
-    loop {
-        let n = file.read(&mut data).await?;
-        if n == 0 {
-            break;
-        }
-        let chunk = Frame::BackupChunk {
-            data: data[..n].to_vec(),
-        };
-        write_frame(send, &chunk, &mut out).await?;
-    }
-    send.finish()?;
-    Ok(())
-}
-
-/// Appends chunks to `file` until the stream ends; returns the bytes written. Refuses to go
-/// past `limit`.
-pub(crate) async fn receive_file(
-    recv: &mut RecvStream,
-    buf: &mut Vec<u8>,
-    file: &mut tokio::fs::File,
-    mut at: u64,
-    limit: u64,
-) -> anyhow::Result<u64> {
-    while let Some(frame) = next(recv, buf).await? {
-        match frame {
-            Frame::BackupChunk { data } => {
-                at += data.len() as u64;
-                if at > limit {
-                    bail!("more bytes than the {limit} offered");
-                }
-                file.write_all(&data).await?;
-            }
-            Frame::Refuse { message, .. } => bail!("{message}"),
-            other => bail!(
-                "unexpected {} frame inside a backup transfer",
-                frame_name(&other)
-            ),
-        }
-    }
-    file.flush().await?;
-    file.sync_all().await?;
-    Ok(at)
 }
 
 // ---- The plant's side -------------------------------------------------------------------
@@ -205,6 +135,17 @@ pub async fn run_uploader(conn: Connection, dir: PathBuf) {
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             _ = conn.closed() => return,
         }
+    }
+}
+
+/// Copies the plant's backups in `dir` to the hub on every connection ([`run_uploader`]).
+pub struct Uploader {
+    pub dir: PathBuf,
+}
+
+impl crate::sync::plant::ConnectionTask for Uploader {
+    fn run(&self, conn: Connection) -> crate::sync::plant::TaskFuture {
+        Box::pin(run_uploader(conn, self.dir.clone()))
     }
 }
 
@@ -301,7 +242,7 @@ impl HubBackups {
             out.push(HeldCopy {
                 id: id.to_string(),
                 size: entry.metadata()?.len(),
-                created_at: crate::backup::scheduler::taken_at(id)
+                created_at: super::scheduler::taken_at(id)
                     .map(|t| t.to_string())
                     .unwrap_or_default(),
                 name,
@@ -331,7 +272,7 @@ impl HubBackups {
         let held = self.list(plant)?;
         let dated: Vec<(String, jiff::Timestamp)> = held
             .iter()
-            .filter_map(|c| Some((c.name.clone(), crate::backup::scheduler::taken_at(&c.id)?)))
+            .filter_map(|c| Some((c.name.clone(), super::scheduler::taken_at(&c.id)?)))
             .collect();
         let dir = self.plant_dir(plant);
         for name in crate::retention::to_delete(&dated, &self.policy, &jiff::tz::TimeZone::UTC) {
@@ -341,17 +282,6 @@ impl HubBackups {
         }
         Ok(())
     }
-}
-
-async fn refuse(send: &mut SendStream, message: String) -> anyhow::Error {
-    let frame = Frame::Refuse {
-        code: RefuseCode::Protocol,
-        message: message.clone(),
-    };
-    let _ = write_frame(send, &frame, &mut Vec::new()).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-    anyhow!(message)
 }
 
 /// Serves one backup stream of `plant`, whose first frame was `first`.
@@ -378,7 +308,7 @@ pub async fn serve(
             }
             // Retention dates copies by their ids: one far in the future would outlive, and
             // push out, every real copy.
-            let dated = archive_id(&name).and_then(crate::backup::scheduler::taken_at);
+            let dated = archive_id(&name).and_then(super::scheduler::taken_at);
             let horizon = jiff::Timestamp::now()
                 .checked_add(jiff::SignedDuration::from_hours(24))
                 .unwrap_or(jiff::Timestamp::MAX);
@@ -477,5 +407,18 @@ pub async fn serve(
             ),
         )
         .await),
+    }
+}
+
+impl crate::sync::hub::BackupStreams for HubBackups {
+    async fn serve(
+        &self,
+        plant: String,
+        first: Frame,
+        send: SendStream,
+        recv: RecvStream,
+        buf: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        serve(self, &plant, first, send, recv, buf).await
     }
 }
