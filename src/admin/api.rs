@@ -3,22 +3,19 @@
 //! `X-CSRF-Token`, a JSON body, and (when the browser says where it comes from) this origin.
 //! Every change, done or refused, is written to the audit log.
 
-use std::time::Instant;
-
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::auth::{self, Session};
-use super::jobs::Kind;
+use super::auth::Session;
 use super::monitor::{self, LinkView, Snapshot, Verdict};
-use super::store::{AuditEntry, Role};
-use super::{Admin, AdminError, SignIn};
+use super::store::AuditEntry;
+use super::{Admin, AdminError};
 use crate::control::{Request, Response as ControlResponse};
 
 pub(crate) type Answer = Result<Response, AdminError>;
@@ -26,150 +23,6 @@ pub(crate) type Answer = Result<Response, AdminError>;
 /// Who is asking.
 pub struct Caller {
     pub user: String,
-}
-
-impl SignIn {
-    fn session_of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-        let id = auth::cookie(cookies, auth::COOKIE)?;
-        let session = self.auth.session(id, Instant::now())?;
-        Some((id.to_string(), session))
-    }
-
-    /// A reader with a session.
-    pub fn reader(&self, headers: &HeaderMap) -> Result<Caller, AdminError> {
-        self.session_of(headers)
-            .map(|(_, s)| Caller { user: s.user })
-            .ok_or(AdminError::Unauthenticated)
-    }
-
-    /// An admin allowed to change something; a refusal of a known user is audited.
-    pub async fn actor(
-        &self,
-        headers: &HeaderMap,
-        action: &str,
-        target: Option<&str>,
-    ) -> Result<Caller, AdminError> {
-        let Some((_, session)) = self.session_of(headers) else {
-            return Err(AdminError::Unauthenticated);
-        };
-        let refused = match check_origin(headers).and_then(|()| {
-            let sent = headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let ok = !sent.is_empty() && auth::same(sent.as_bytes(), session.csrf.as_bytes());
-            if ok {
-                Ok(())
-            } else {
-                Err(AdminError::Csrf(
-                    "missing or wrong X-CSRF-Token header; reload the page".into(),
-                ))
-            }
-        }) {
-            Err(e) => Some(e),
-            Ok(()) if session.role != Role::Admin => Some(AdminError::Forbidden(format!(
-                "{} is a viewer: viewers see everything and change nothing",
-                session.user
-            ))),
-            Ok(()) => None,
-        };
-        match refused {
-            Some(e) => {
-                self.audit(&session.user, action, target, Err(&e)).await;
-                Err(e)
-            }
-            None => Ok(Caller { user: session.user }),
-        }
-    }
-
-    /// Writes one audit entry; a failure to write is logged (the action has happened).
-    pub async fn audit(
-        &self,
-        user: &str,
-        action: &str,
-        target: Option<&str>,
-        outcome: Result<&str, &AdminError>,
-    ) {
-        let (outcome, detail) = match outcome {
-            Ok(d) => ("ok", d.to_string()),
-            Err(e) => (e.outcome(), e.message()),
-        };
-        self.audit_entry(AuditEntry {
-            at: super::store::now(),
-            user: user.into(),
-            action: action.into(),
-            target: target.map(Into::into),
-            outcome: outcome.into(),
-            detail,
-        })
-        .await;
-    }
-
-    /// Writes a refused sign-in or setup from `source`, or counts it when one from there was
-    /// written in the last minute; the count is written as one entry at the minute's end.
-    pub async fn audit_refusal(
-        &self,
-        source: &str,
-        user: &str,
-        action: &str,
-        target: Option<&str>,
-        refusal: &AdminError,
-    ) {
-        let now = Instant::now();
-        // Counted per kind of refusal too: a wrong code, a taken name and a weak password
-        // from one address each get their line.
-        let kind = format!("{action}/{}", refusal.code());
-        match self.auth.refusals.note(source, &kind, now) {
-            auth::Refusal::Write => {
-                let detail = format!("{} (from {source})", refusal.message());
-                self.audit_entry(AuditEntry {
-                    at: super::store::now(),
-                    user: user.into(),
-                    action: action.into(),
-                    target: target.map(Into::into),
-                    outcome: refusal.outcome().into(),
-                    detail,
-                })
-                .await;
-            }
-            auth::Refusal::Counted { first: true } => {
-                let signin = self.clone();
-                let (source, action) = (source.to_string(), action.to_string());
-                let code = refusal.code();
-                tokio::spawn(async move {
-                    tokio::time::sleep(auth::REFUSAL_WINDOW).await;
-                    let n = signin.auth.refusals.take_counted(&source, &kind);
-                    if n > 0 {
-                        signin
-                            .audit_entry(AuditEntry {
-                                at: super::store::now(),
-                                user: "(several)".into(),
-                                action,
-                                target: None,
-                                outcome: "refused".into(),
-                                detail: format!(
-                                    "{n} more refused ({code}) from {source} within a minute, not written one by one"
-                                ),
-                            })
-                            .await;
-                    }
-                });
-            }
-            auth::Refusal::Counted { first: false } => {}
-        }
-    }
-
-    pub async fn audit_entry(&self, entry: AuditEntry) {
-        tracing::info!(user = %entry.user, action = %entry.action, target = ?entry.target, outcome = %entry.outcome, detail = %entry.detail, "audit");
-        let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.audit(&entry)).await;
-        if let Ok(Err(e)) | Err(e) =
-            written.map_err(|e| super::store::StoreError::Hash(e.to_string()))
-        {
-            tracing::error!(error = %e, "writing the audit log");
-        }
-    }
 }
 
 impl Admin {
@@ -241,29 +94,6 @@ impl Admin {
     }
 }
 
-/// Largest body of a sign-in, a setup or a sign-out.
-pub const SIGN_IN_BODY: usize = 4 * 1024;
-
-/// A change (any POST but sign-in and setup) is refused before its body is read when the
-/// request carries no live session: nobody unauthenticated makes the server hold a body.
-pub(crate) async fn session_before_body(
-    State(signin): State<SignIn>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let open = matches!(
-        req.uri().path(),
-        "/api/v1/admin/setup" | "/api/v1/admin/login"
-    );
-    if req.method() == axum::http::Method::POST
-        && !open
-        && signin.session_of(req.headers()).is_none()
-    {
-        return AdminError::Unauthenticated.into_response();
-    }
-    next.run(req).await
-}
-
 /// A browser says where a request comes from; a change from another origin is refused.
 pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -295,201 +125,12 @@ pub(crate) fn body<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| AdminError::Invalid(format!("body: {e}")))
 }
 
-fn signed_in(id: &str, s: &Session) -> Response {
-    (
-        [(header::SET_COOKIE, auth::set_cookie(Some(id)))],
-        Json(json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf})),
-    )
-        .into_response()
-}
-
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))
-}
-
-pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Value> {
-    if admin.auth.setup_pending() {
-        // `plantd admin add` may have added the first admin while the daemon ran.
-        let store = admin.store.clone();
-        if let Ok(Ok(n)) = blocking(move || store.user_count()).await {
-            if n > 0 {
-                admin.auth.set_setup_code(None);
-                let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
-            }
-        }
-    }
-    match admin.session_of(&headers) {
-        Some((_, s)) => {
-            Json(json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf}))
-        }
-        None => Json(json!({"signed_in": false, "setup_required": admin.auth.setup_pending()})),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetupBody {
-    code: String,
-    user: String,
-    password: String,
-}
-
-pub async fn setup(
-    State(admin): State<SignIn>,
-    extensions: axum::http::Extensions,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Answer {
-    check_origin(&headers)?;
-    let b: SetupBody = body(&headers, &bytes)?;
-    let who = audit_name(&b.user);
-    let source = source(&extensions);
-    let key = auth::setup_key(&source);
-    let locked = admin.auth.locked_for(&key, Instant::now());
-    if let Some(left) = locked {
-        // Not audited: it costs the sender nothing, and would cost the disk an fsync.
-        return Err(AdminError::LockedOut(left));
-    }
-    let outcome = async {
-        let now = Instant::now();
-        if !admin.auth.setup_pending() {
-            return Err(AdminError::Conflict(
-                "an admin exists already: sign in, or add users with `plantd admin add`".into(),
-            ));
-        }
-        if !admin.auth.setup_code_matches(&b.code) {
-            admin.auth.failed(&key, now);
-            return Err(AdminError::BadSetupCode);
-        }
-        let _permit = admin.hashing()?;
-        let store = admin.store.clone();
-        let (user, password) = (b.user.clone(), b.password.clone());
-        blocking(move || store.add(&user, Role::Admin, &password, true)).await??;
-        admin.auth.set_setup_code(None);
-        let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
-        admin.auth.succeeded(&key);
-        admin
-            .auth
-            .sign_in(&b.user, Role::Admin, now)
-            .map_err(|e| AdminError::Internal(format!("{e:#}")))
-    }
-    .await;
-    match &outcome {
-        Ok(_) => {
-            admin
-                .audit(&who, "admin.setup", Some(&who), Ok("first admin created"))
-                .await
-        }
-        Err(e) => {
-            admin
-                .audit_refusal(&source, &who, "admin.setup", Some(&who), e)
-                .await
-        }
-    }
-    let (id, session) = outcome?;
-    Ok(signed_in(&id, &session))
-}
-
-/// The address a request came from, as the listener saw it.
-fn source(extensions: &axum::http::Extensions) -> String {
-    extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
-}
-
-/// A user name as the audit log records it: as typed when it could be one, so that a password
-/// typed into the name field, or a megabyte of junk, is never written down.
-fn audit_name(name: &str) -> String {
-    match super::store::check_name(name) {
-        Ok(()) => name.to_string(),
-        Err(_) => "(not a user name)".to_string(),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    user: String,
-    password: String,
-}
-
-pub async fn login(
-    State(admin): State<SignIn>,
-    extensions: axum::http::Extensions,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Answer {
-    check_origin(&headers)?;
-    let b: LoginBody = body(&headers, &bytes)?;
-    let who = audit_name(&b.user);
-    // Only attempts whose password was checked are audited: refusals that cost nothing (locked,
-    // busy, oversized) could otherwise be sent by anyone to fill the disk with fsync'd lines.
-    let checked = std::sync::atomic::AtomicBool::new(false);
-    let outcome = async {
-        if b.user.len() > 64 || b.password.len() > 1024 {
-            return Err(AdminError::BadCredentials);
-        }
-        if let Some(left) = admin.auth.locked_for(&b.user, Instant::now()) {
-            return Err(AdminError::LockedOut(left));
-        }
-        let _permit = admin.hashing()?;
-        checked.store(true, std::sync::atomic::Ordering::Relaxed);
-        // Counted before the hash, so that guesses sent in parallel cannot pass the limit.
-        let lock = admin.auth.failed(&b.user, Instant::now());
-        let store = admin.store.clone();
-        let (user, password) = (b.user.clone(), b.password.clone());
-        let Some(role) = blocking(move || store.check(&user, &password)).await?? else {
-            return Err(lock.map_or(AdminError::BadCredentials, AdminError::LockedOut));
-        };
-        admin.auth.succeeded(&b.user);
-        admin
-            .auth
-            .sign_in(&b.user, role, Instant::now())
-            .map_err(|e| AdminError::Internal(format!("{e:#}")))
-    }
-    .await;
-    if checked.load(std::sync::atomic::Ordering::Relaxed) {
-        match &outcome {
-            Ok(_) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
-            Err(e) => {
-                admin
-                    .audit_refusal(&source(&extensions), &who, "sign_in", None, e)
-                    .await
-            }
-        }
-    }
-    let (id, session) = outcome?;
-    Ok(signed_in(&id, &session))
-}
-
-pub async fn logout(State(admin): State<SignIn>, headers: HeaderMap) -> Answer {
-    let Some((id, session)) = admin.session_of(&headers) else {
-        return Err(AdminError::Unauthenticated);
-    };
-    // Signing out is allowed to viewers; it still needs the CSRF token.
-    check_origin(&headers)?;
-    let sent = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !auth::same(sent.as_bytes(), session.csrf.as_bytes()) {
-        return Err(AdminError::Csrf(
-            "missing or wrong X-CSRF-Token header".into(),
-        ));
-    }
-    admin.auth.sign_out(&id);
-    admin
-        .audit(&session.user, "sign_out", None, Ok("signed out"))
-        .await;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, auth::set_cookie(None))],
-    )
-        .into_response())
 }
 
 /// The overview, as the UI's first page and `/metrics` read it.
@@ -610,7 +251,7 @@ pub async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Answer 
     Ok(Json(admin.overview().await).into_response())
 }
 
-fn stack(admin: &Admin) -> Result<&crate::stack::Stack, AdminError> {
+pub(super) fn stack(admin: &Admin) -> Result<&crate::stack::Stack, AdminError> {
     admin.control.stack.as_ref().ok_or_else(|| {
         AdminError::Unavailable(
             "this plant does not supervise a stack: plant.toml has no [stack] section".into(),
@@ -628,7 +269,7 @@ pub async fn services(State(admin): State<Admin>, headers: HeaderMap) -> Answer 
     Ok(Json(json!({"stack": stack.report(), "events": events})).into_response())
 }
 
-fn service_name(service: &str) -> Result<crate::stack::spec::Service, AdminError> {
+pub(super) fn service_name(service: &str) -> Result<crate::stack::spec::Service, AdminError> {
     crate::stack::spec::Service::parse(service).map_err(AdminError::NotFound)
 }
 
@@ -652,7 +293,12 @@ pub async fn service_logs(
     Ok(Json(json!({ "lines": lines })).into_response())
 }
 
-async fn service_action(admin: Admin, headers: HeaderMap, service: String, reset: bool) -> Answer {
+pub(super) async fn service_action(
+    admin: Admin,
+    headers: HeaderMap,
+    service: String,
+    reset: bool,
+) -> Answer {
     let action = if reset {
         "service.reset"
     } else {
@@ -715,265 +361,6 @@ pub async fn journal(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
     .into_response())
 }
 
-pub async fn backups(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
-    admin.reader(&headers)?;
-    let data_dir = admin.config.data_dir.clone();
-    let listed = blocking(move || crate::backup::list(&data_dir))
-        .await?
-        .map_err(|e| AdminError::Failed(format!("{e:#}")))?;
-    let now = jiff::Timestamp::now();
-    let backups: Vec<Value> = listed
-        .into_iter()
-        .rev()
-        .map(|b| {
-            let age_s = crate::backup::scheduler::taken_at(&b.id)
-                .map(|t| now.duration_since(t).as_secs().max(0));
-            json!({
-                "id": b.id, "created_at": b.created_at, "age_s": age_s, "size": b.size,
-                "verified": b.verified, "encrypted": b.encrypted, "offsite": b.offsite,
-                "unreadable": b.unreadable,
-            })
-        })
-        .collect();
-    let c = &admin.config.backup;
-    let status = admin
-        .control
-        .health
-        .snapshot()
-        .into_iter()
-        .find(|x| x.name == "backup")
-        .map(|x| x.detail);
-    Ok(Json(json!({
-        "backups": backups,
-        "schedule": c.schedule.to_string(),
-        "timezone": c.timezone.clone().unwrap_or_else(|| "the server's (/etc/localtime)".into()),
-        "retention": c.policy,
-        "encrypted_to": c.encrypt_to.len(),
-        "status": status,
-        "jobs": admin.jobs.list(),
-    }))
-    .into_response())
-}
-
-/// Starts a backup job once `checks` passed, auditing a refusal, or the job's start and end.
-async fn start_job<F>(
-    admin: Admin,
-    caller: Caller,
-    kind: Kind,
-    backup: Option<String>,
-    checks: Result<(), AdminError>,
-    work: F,
-) -> Answer
-where
-    F: std::future::Future<Output = anyhow::Result<String>> + Send + 'static,
-{
-    if let Err(e) = checks {
-        admin
-            .audit(&caller.user, kind.action(), backup.as_deref(), Err(&e))
-            .await;
-        return Err(e);
-    }
-    let done_admin = admin.clone();
-    let user = caller.user.clone();
-    let target = backup.clone();
-    // The work waits for the "started" entry, so that the audit log never shows an end first.
-    let (go, ready) = tokio::sync::oneshot::channel::<()>();
-    let work = async move {
-        let _ = ready.await;
-        work.await
-    };
-    let started = admin
-        .jobs
-        .start(kind, backup.clone(), &caller.user, work, move |job| {
-            tokio::spawn(async move {
-                let outcome = match job.state {
-                    super::jobs::JobState::Succeeded => "ok",
-                    _ => "failed",
-                };
-                done_admin
-                    .audit_entry(AuditEntry {
-                        at: super::store::now(),
-                        user,
-                        action: kind.action().into(),
-                        target: job.backup.clone().or(target),
-                        outcome: outcome.into(),
-                        detail: format!("{}: {}", job.id, job.message),
-                    })
-                    .await;
-            });
-        });
-    match started {
-        Ok(job) => {
-            admin
-                .audit_entry(AuditEntry {
-                    at: super::store::now(),
-                    user: caller.user,
-                    action: kind.action().into(),
-                    target: backup,
-                    outcome: "started".into(),
-                    detail: job.id.clone(),
-                })
-                .await;
-            let _ = go.send(());
-            Ok((StatusCode::ACCEPTED, Json(job)).into_response())
-        }
-        Err(e) => {
-            admin
-                .audit(&caller.user, kind.action(), backup.as_deref(), Err(&e))
-                .await;
-            Err(e)
-        }
-    }
-}
-
-pub async fn backup_run(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
-    let caller = admin.actor(&headers, Kind::Run.action(), None).await?;
-    let checks = body::<Value>(&headers, &bytes).and_then(|_| stack(&admin).map(drop));
-    let config = admin.config.clone();
-    start_job(admin, caller, Kind::Run, None, checks, async move {
-        let b = crate::backup::take(&config).await?;
-        Ok(format!(
-            "backup {} taken ({})",
-            b.id,
-            bytesize::ByteSize::b(b.size)
-        ))
-    })
-    .await
-}
-
-fn known_backup(admin: &Admin, id: &str) -> Result<(), AdminError> {
-    crate::backup::check_id(id).map_err(|e| AdminError::NotFound(format!("{e:#}")))?;
-    let dir = crate::backup::dir(&admin.config.data_dir);
-    if dir.join(format!("{id}.tar.zst")).exists() || dir.join(format!("{id}.tar.zst.age")).exists()
-    {
-        Ok(())
-    } else {
-        Err(AdminError::NotFound(format!(
-            "no backup {id} on this plant"
-        )))
-    }
-}
-
-pub async fn backup_verify(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Answer {
-    let caller = admin
-        .actor(&headers, Kind::Verify.action(), Some(&id))
-        .await?;
-    let checks = body::<Value>(&headers, &bytes)
-        .and_then(|_| known_backup(&admin, &id))
-        .and_then(|()| stack(&admin).map(drop));
-    let config = admin.config.clone();
-    let backup = id.clone();
-    start_job(admin, caller, Kind::Verify, Some(id), checks, async move {
-        let keys = crate::backup::archive::keys(&config.data_dir, &[])?;
-        let m = crate::backup::verify(&config, &backup, &keys).await?;
-        Ok(format!(
-            "backup {backup} verified: every part matches its checksum, and the dump restored into a scratch database with the same rows in all {} tables",
-            m.tables.len()
-        ))
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreBody {
-    confirm: String,
-}
-
-/// How long a restored Odoo has to answer before the previous data comes back.
-const RESTORE_HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
-
-pub async fn backup_restore(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Answer {
-    let caller = admin
-        .actor(&headers, Kind::Restore.action(), Some(&id))
-        .await?;
-    let checks = body::<RestoreBody>(&headers, &bytes).and_then(|b| {
-        known_backup(&admin, &id)?;
-        stack(&admin)?;
-        if b.confirm.trim() == id {
-            Ok(())
-        } else {
-            Err(AdminError::Invalid(format!(
-                "confirm: type the backup's id ({id}) to restore it; nothing was changed"
-            )))
-        }
-    });
-    let config = admin.config.clone();
-    let backup = id.clone();
-    // The daemon holds Odoo and rewinds the apply for the admin who asked, as the audit says.
-    let daemon = crate::control::Daemon::Within {
-        control: admin.control.clone(),
-        user: caller.user.clone(),
-    };
-    start_job(admin, caller, Kind::Restore, Some(id), checks, async move {
-        let keys = crate::backup::archive::keys(&config.data_dir, &[])?;
-        let r = crate::backup::restore::restore(&config, &backup, &keys, RESTORE_HEALTH_DEADLINE, &daemon).await?;
-        Ok(format!(
-            "backup {backup} restored into database {} ({} tables); Odoo was down {:.1} s and is healthy; the data it replaced is in backup {}",
-            r.database, r.tables, r.odoo_down_s, r.safety_backup
-        ))
-    })
-    .await
-}
-
-pub async fn backup_download(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Answer {
-    let caller = admin.reader(&headers)?;
-    known_backup(&admin, &id)?;
-    let dir = crate::backup::dir(&admin.config.data_dir);
-    let (path, name) = [format!("{id}.tar.zst"), format!("{id}.tar.zst.age")]
-        .into_iter()
-        .map(|n| (dir.join(&n), n))
-        .find(|(p, _)| p.exists())
-        .ok_or_else(|| AdminError::NotFound(format!("no backup {id} on this plant")))?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| AdminError::Failed(format!("opening {}: {e}", path.display())))?;
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    admin
-        .audit(&caller.user, "backup.download", Some(&id), Ok("downloaded"))
-        .await;
-    let stream = tokio_util::io::ReaderStream::new(file);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-            (header::CONTENT_LENGTH, size.to_string()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-pub async fn job(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Path(job): Path<String>,
-) -> Answer {
-    admin.reader(&headers)?;
-    let job = admin
-        .jobs
-        .get(&job)
-        .ok_or_else(|| AdminError::NotFound(format!("no job {job}")))?;
-    Ok(Json(job).into_response())
-}
-
 pub async fn failover(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
     admin.reader(&headers)?;
     let report = admin.control.replication.link.borrow().clone();
@@ -1000,7 +387,7 @@ pub async fn failover(State(admin): State<Admin>, headers: HeaderMap) -> Answer 
 }
 
 /// How to bring this plant back on a new server from the hub's copy of its last backup.
-fn rebuild_steps(plant: &str) -> Vec<String> {
+pub(super) fn rebuild_steps(plant: &str) -> Vec<String> {
     vec![
         "On the hub: `plantd hub backups --plant PLANT` lists the offsite copies; note the newest id.".replace("PLANT", plant),
         "On the hub: `plantd hub token create --plant PLANT` prints a one-time enrollment token.".replace("PLANT", plant),
@@ -1014,11 +401,16 @@ fn rebuild_steps(plant: &str) -> Vec<String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub(super) struct ReasonBody {
     reason: String,
 }
 
-async fn link_action(admin: Admin, headers: HeaderMap, bytes: Bytes, island: bool) -> Answer {
+pub(super) async fn link_action(
+    admin: Admin,
+    headers: HeaderMap,
+    bytes: Bytes,
+    island: bool,
+) -> Answer {
     let action = if island { "island" } else { "rejoin" };
     let caller = admin.actor(&headers, action, None).await?;
     let mut reason = String::new();

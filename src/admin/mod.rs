@@ -10,10 +10,12 @@
 pub mod api;
 pub mod apply;
 pub mod auth;
+mod backups;
 mod error;
 mod jobs;
 mod metrics;
 pub mod monitor;
+pub mod sign_in;
 pub mod store;
 
 use std::sync::Arc;
@@ -168,6 +170,8 @@ pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response 
 /// The UI's pages and the admin API; merged into the HTTPS listener's router.
 pub fn router(admin: Admin) -> Router {
     use api::*;
+    use backups::*;
+    use sign_in::*;
     Router::new()
         .route(
             "/",
@@ -226,7 +230,7 @@ pub fn router(admin: Admin) -> Router {
 
 /// The body limit of sign-in, setup and sign-out: a few KiB, read before any credential.
 pub(crate) fn sign_in_body() -> axum::extract::DefaultBodyLimit {
-    axum::extract::DefaultBodyLimit::max(api::SIGN_IN_BODY)
+    axum::extract::DefaultBodyLimit::max(sign_in::SIGN_IN_BODY)
 }
 
 /// HTTP/2 carries the host in the URI's authority, not in a `Host` header; the same-origin

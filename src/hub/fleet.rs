@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use super::apply::PlantApply;
 use super::database::{Database, DatabaseError};
 use super::store::PlantRow;
-use crate::admin::api::{login, logout, session, setup};
 use crate::admin::apply::{fields, seq_of, Remedy};
+use crate::admin::sign_in::{login, logout, session, setup};
 use crate::admin::{AdminError, SignIn};
 use crate::apply::RemedyError;
 use crate::config::CentralApply;
@@ -82,7 +82,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/fleet/apply/replay", post(replay))
         .layer(axum::middleware::from_fn_with_state(
             fleet.signin.clone(),
-            crate::admin::api::session_before_body,
+            crate::admin::sign_in::session_before_body,
         ))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::payload::{create_columns, field_values, generic, record_of};
 use super::shipped;
 
 /// One transaction's effect in Odoo.
@@ -191,9 +192,9 @@ pub(super) enum Op {
 /// Where a write or an action finds its record in the payload (at least one of them).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct RecordSource {
-    id: Option<Source>,
-    name: Option<Source>,
-    xmlid: Option<Source>,
+    pub id: Option<Source>,
+    pub name: Option<Source>,
+    pub xmlid: Option<Source>,
 }
 
 impl RecordSource {
@@ -311,7 +312,7 @@ pub fn model_name(s: &str) -> bool {
 }
 
 /// A public method name, such as "button_validate".
-fn method_name(s: &str) -> bool {
+pub(super) fn method_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -644,192 +645,6 @@ fn generic_models(
         ));
     }
     Ok(k.models.clone())
-}
-
-/// `odoo.create`: `{"model": "res.partner", "values": {...}}`.
-fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|s| model_name(s))
-        .ok_or_else(|| {
-            (
-                "payload.model".to_string(),
-                "an Odoo model name, such as \"res.partner\", is required".to_string(),
-            )
-        })?;
-    let values = obj
-        .get("values")
-        .and_then(Value::as_object)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            (
-                "payload.values".to_string(),
-                "an object of field values is required".to_string(),
-            )
-        })?;
-    let mut columns = Vec::new();
-    for (k, v) in values {
-        if k == "id" || k == ".id" {
-            return Err((
-                format!("payload.values.{k}"),
-                "plantd gives the record its external id; leave id out".into(),
-            ));
-        }
-        // `partner/name` would have Odoo's import create or change a record of another model
-        // (a partner's `user_ids/login` makes a user): only a field, or a reference by
-        // external id (`field/id`) or database id (`field/.id`).
-        let (field, via) = k.split_once('/').unwrap_or((k.as_str(), "id"));
-        if !method_name(field) || !matches!(via, "id" | ".id") {
-            return Err((
-                format!("payload.values.{k}"),
-                "name a field of the record, or refer to a record by external id (\"partner_id/id\") or database id (\"partner_id/.id\")".into(),
-            ));
-        }
-        columns.push((
-            k.clone(),
-            Cell::Text(cell(v).map_err(|m| (format!("payload.values.{k}"), m))?),
-        ));
-    }
-    Ok(Step::Create {
-        model: model.to_string(),
-        columns,
-        context: Map::new(),
-    })
-}
-
-/// A custom create's columns from the payload.
-fn create_columns(
-    obj: &Map<String, Value>,
-    columns: &[(String, Source)],
-) -> Result<Vec<(String, Cell)>, (String, String)> {
-    let mut out = Vec::new();
-    for (column, source) in columns {
-        if let Some(v) = take(obj, source)? {
-            out.push((
-                column.clone(),
-                Cell::Text(cell(v).map_err(|m| (format!("payload.{}", source.field), m))?),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// The record a custom write or action is for: by database id, else external id, else name.
-fn record_of(
-    model: &str,
-    obj: &Map<String, Value>,
-    source: &RecordSource,
-) -> Result<Ref, (String, String)> {
-    if let Some(s) = &source.id {
-        if let Some(v) = take(obj, s)? {
-            return positive_id(v).map(Ref::Id).ok_or_else(|| {
-                (
-                    format!("payload.{}", s.field),
-                    "must be a record id (a positive integer)".to_string(),
-                )
-            });
-        }
-    }
-    if let Some(s) = &source.xmlid {
-        if let Some(v) = take(obj, s)? {
-            return xmlid(v)
-                .map(Ref::Xmlid)
-                .map_err(|m| (format!("payload.{}", s.field), m));
-        }
-    }
-    if let Some(s) = &source.name {
-        if let Some(v) = take(obj, s)? {
-            return text(v).map(Ref::Name).ok_or_else(|| {
-                (
-                    format!("payload.{}", s.field),
-                    "must be the record's name (text)".to_string(),
-                )
-            });
-        }
-    }
-    let said: Vec<String> = [&source.id, &source.xmlid, &source.name]
-        .into_iter()
-        .flatten()
-        .map(|s| s.field.clone())
-        .collect();
-    Err((
-        "payload".into(),
-        format!("name the {model} record: give {}", said.join(" or ")),
-    ))
-}
-
-/// A positive integer (a database id).
-pub(super) fn positive_id(v: &Value) -> Option<i64> {
-    v.as_i64().filter(|i| *i > 0)
-}
-
-/// Non-blank text of at most 256 characters.
-pub(super) fn text(v: &Value) -> Option<String> {
-    v.as_str()
-        .filter(|s| !s.trim().is_empty() && s.chars().count() <= 256)
-        .map(str::to_string)
-}
-
-/// An external id: `module.name`, with no spaces.
-pub(super) fn xmlid(v: &Value) -> Result<String, String> {
-    let s = v.as_str().unwrap_or_default();
-    let ok = s.len() <= 256
-        && s.split_once('.').is_some_and(|(m, n)| {
-            !m.is_empty()
-                && !n.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        });
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("must be an external id such as \"stock.stock_location_stock\" (module.name)".into())
-    }
-}
-
-/// Odoo field values for `write`, from the payload: numbers, text or true/false.
-fn field_values(
-    obj: &Map<String, Value>,
-    fields: &[(String, Source)],
-) -> Result<Map<String, Value>, (String, String)> {
-    let mut values = Map::new();
-    for (field, source) in fields {
-        if let Some(v) = take(obj, source)? {
-            if !(v.is_number() || v.is_string() || v.is_boolean()) {
-                return Err((
-                    format!("payload.{}", source.field),
-                    "must be a number, text or true/false".into(),
-                ));
-            }
-            values.insert(field.clone(), v.clone());
-        }
-    }
-    Ok(values)
-}
-
-/// The payload's value for `source`; an error when it is required and missing or null.
-pub(super) fn take<'a>(
-    obj: &'a Map<String, Value>,
-    source: &Source,
-) -> Result<Option<&'a Value>, (String, String)> {
-    match obj.get(&source.field).filter(|v| !v.is_null()) {
-        Some(v) => Ok(Some(v)),
-        None if source.required => Err((format!("payload.{}", source.field), "is required".into())),
-        None => Ok(None),
-    }
-}
-
-/// A `load` cell: Odoo's import takes text, and converts it by the field's type.
-pub(super) fn cell(v: &Value) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_string()),
-        _ => Err(
-            "must be text, a number or true/false (Odoo's import takes one value per field)".into(),
-        ),
-    }
 }
 
 #[cfg(test)]

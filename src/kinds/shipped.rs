@@ -9,7 +9,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::mapping::{cell, positive_id, text, xmlid, Cell, Ref, Step};
+use super::mapping::{Cell, Ref, Step};
+use super::payload::{cell, positive_id, text, xmlid};
 
 type Refusal = (String, String);
 
