@@ -8,8 +8,8 @@
 //!   in Odoo), `retention` (backup schedule and policy), `release` (signed releases)
 //! - 2: `config`: `plant.toml` and `hub.toml`, validated with line-precise errors
 //! - 3: `journal` (the durable SQLite journal), `tokens` (device tokens), `pki` (TLS material)
-//! - 4: `apply`, `ingest` (the shop-floor API), `stack`, `backup`, `sync` (replication),
-//!   `update`, `enrollment`, `admin`, `control` (the local control socket)
+//! - 4: `apply`, `ingest` (the shop-floor API), `stack`, `backup`, `replication` (protocol
+//!   and transport), `update`, `enrollment`, `admin`, `control` (the local control socket)
 //! - 5: `plant` (`plantd up`), `hub` (`plantd hub`)
 //! - 6: `cli`, one file per subcommand group
 
@@ -33,10 +33,10 @@ mod odoo;
 mod pki;
 mod plant;
 mod release;
+mod replication;
 mod retention;
 mod shutdown;
 mod stack;
-mod sync;
 mod telemetry;
 mod tokens;
 mod update;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::api::Overview;
 use super::monitor::{link_name, Verdict};
 use super::{Admin, AdminError};
-use crate::sync::link::LinkState;
+use crate::replication::link::LinkState;
 
 pub async fn serve(State(admin): State<Admin>, headers: HeaderMap) -> Result<Response, AdminError> {
     admin.monitor_reader(&headers)?;

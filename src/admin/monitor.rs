@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use crate::health::{Component, Health, State};
 use crate::journal::{Journal, Stats};
+use crate::replication::link::LinkState;
+use crate::replication::plant::LinkReport;
 use crate::stack::StackReport;
-use crate::sync::link::LinkState;
-use crate::sync::plant::LinkReport;
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// One hour of samples.

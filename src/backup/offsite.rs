@@ -23,10 +23,10 @@ use anyhow::{bail, Context};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::io::AsyncSeekExt;
 
-use crate::sync::session::frame_name;
-use crate::sync::transfer::{digest, next, receive_file, refuse, send_file};
-use crate::sync::transport::write_frame;
-use crate::sync::wire::Frame;
+use crate::replication::session::frame_name;
+use crate::replication::transfer::{digest, next, receive_file, refuse, send_file};
+use crate::replication::transport::write_frame;
+use crate::replication::wire::Frame;
 
 /// Backup streams yield to the journal's (priority 0).
 const PRIORITY: i32 = -10;
@@ -143,8 +143,8 @@ pub struct Uploader {
     pub dir: PathBuf,
 }
 
-impl crate::sync::plant::ConnectionTask for Uploader {
-    fn run(&self, conn: Connection) -> crate::sync::plant::TaskFuture {
+impl crate::replication::plant::ConnectionTask for Uploader {
+    fn run(&self, conn: Connection) -> crate::replication::plant::TaskFuture {
         Box::pin(run_uploader(conn, self.dir.clone()))
     }
 }
@@ -410,7 +410,7 @@ pub async fn serve(
     }
 }
 
-impl crate::sync::hub::BackupStreams for HubBackups {
+impl crate::replication::hub::BackupStreams for HubBackups {
     async fn serve(
         &self,
         plant: String,

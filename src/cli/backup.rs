@@ -139,7 +139,7 @@ pub async fn fetch(config: &PlantConfig, id: &str) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     for hub in &hubs {
         let attempt = async {
-            let (endpoint, conn) = crate::sync::plant::connect(&client, hub).await?;
+            let (endpoint, conn) = crate::replication::plant::connect(&client, hub).await?;
             let got = crate::backup::offsite::fetch(&conn, id, &dir).await;
             conn.close(0u32.into(), b"bye");
             endpoint.wait_idle().await;

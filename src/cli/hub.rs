@@ -601,11 +601,11 @@ async fn release_publish(
 async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release::Images> {
     let path = bundle.to_path_buf();
     let mut tags =
-        tokio::task::spawn_blocking(move || crate::stack::images::check_bundle(&path)).await??;
+        tokio::task::spawn_blocking(move || crate::stack::bundle::check_bundle(&path)).await??;
     tags.sort();
     tags.dedup();
     for pair in tags.windows(2) {
-        if crate::stack::images::repository(&pair[0]) == crate::stack::images::repository(&pair[1])
+        if crate::stack::bundle::repository(&pair[0]) == crate::stack::bundle::repository(&pair[1])
         {
             bail!(
                 "{}: it carries two tags of one repository ({} and {}); a release moves each service to one tag, so bundle one",
@@ -615,7 +615,7 @@ async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release
             );
         }
     }
-    let (size, sha256) = crate::sync::transfer::digest(bundle).await?;
+    let (size, sha256) = crate::replication::transfer::digest(bundle).await?;
     Ok(crate::release::Images { size, sha256, tags })
 }
 

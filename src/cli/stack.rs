@@ -302,8 +302,8 @@ pub async fn save(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
 /// `plantd images load FILE`: loads a bundle made by `plantd images save` (or `docker save`).
 pub async fn load(config: &PlantConfig, file: &Path) -> anyhow::Result<()> {
     let (engine, images, _) = engine_and_images(config).await?;
-    crate::stack::images::check_bundle(file)?;
-    for line in crate::stack::images::load(&engine, file).await? {
+    crate::stack::bundle::check_bundle(file)?;
+    for line in crate::stack::bundle::load(&engine, file).await? {
         println!("{line}");
     }
     for image in &images {

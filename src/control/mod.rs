@@ -137,7 +137,7 @@ pub struct StatusReport {
     pub data_dir: PathBuf,
     pub uptime_s: u64,
     pub journal: Stats,
-    pub link: Option<crate::sync::plant::LinkReport>,
+    pub link: Option<crate::replication::plant::LinkReport>,
     pub components: Vec<Component>,
 }
 

@@ -26,7 +26,7 @@ pub struct Control {
     pub health: Arc<Health>,
     pub data_dir: PathBuf,
     pub started: Instant,
-    pub replication: crate::sync::plant::Replication,
+    pub replication: crate::replication::plant::Replication,
     pub stack: Option<crate::stack::Stack>,
     /// `[stack]` as the daemon started with it: some settings take a restart to change.
     pub stack_config: Option<crate::config::StackConfig>,
@@ -115,7 +115,7 @@ impl Control {
                 message: "this plant is not enrolled with a hub; there is no link to island".into(),
             },
             Request::Island => {
-                let marker = crate::sync::plant::island_marker(&self.data_dir);
+                let marker = crate::replication::plant::island_marker(&self.data_dir);
                 if let Err(e) =
                     crate::fsutil::write_atomic(&marker, b"islanded by an admin\n", 0o644)
                 {
@@ -127,7 +127,7 @@ impl Control {
                 }
             }
             Request::Rejoin => {
-                let marker = crate::sync::plant::island_marker(&self.data_dir);
+                let marker = crate::replication::plant::island_marker(&self.data_dir);
                 if let Err(e) = std::fs::remove_file(&marker) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return fail(&format!("removing {}: {e}", marker.display()));

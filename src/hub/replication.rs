@@ -1,4 +1,4 @@
-//! The hub's QUIC listener: one [`crate::sync::hub::run_session`] per plant connection. A
+//! The hub's QUIC listener: one [`crate::replication::hub::run_session`] per plant connection. A
 //! session takes a connection from the hub's pool for each step (the hello's checks, a batch,
 //! a telemetry snapshot) and gives it back at once, so a plant that connects and says nothing
 //! holds none (the store's row lock keeps concurrent sessions of one plant, or two hubs, from
@@ -11,9 +11,9 @@ use quinn::Endpoint;
 use super::database::Database;
 use super::store::Store;
 use super::Hub;
-use crate::sync::hub::{HubStore, UpdateStreams};
-use crate::sync::transport::write_frame;
-use crate::sync::wire::{Entry, Frame, RefuseCode};
+use crate::replication::hub::{HubStore, UpdateStreams};
+use crate::replication::transport::write_frame;
+use crate::replication::wire::{Entry, Frame, RefuseCode};
 
 /// How long an update check waits for something to offer before it answers "none".
 const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -218,9 +218,13 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 }
             };
             let mut database = hub.database.clone();
-            let result =
-                crate::sync::hub::run_session(conn, &mut database, &hub.backups, &hub.updates)
-                    .await;
+            let result = crate::replication::hub::run_session(
+                conn,
+                &mut database,
+                &hub.backups,
+                &hub.updates,
+            )
+            .await;
             if let Err(e) = result {
                 tracing::info!(%remote, error = %format!("{e:#}"), "replication session ended");
             }

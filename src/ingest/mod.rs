@@ -43,7 +43,7 @@ pub struct Api {
     pub tokens: Arc<Tokens>,
     pub health: Arc<Health>,
     /// The replication link, when the plant is enrolled.
-    pub link: tokio::sync::watch::Receiver<Option<crate::sync::plant::LinkReport>>,
+    pub link: tokio::sync::watch::Receiver<Option<crate::replication::plant::LinkReport>>,
     /// The kinds `[apply]` maps to Odoo; with them, other kinds and payloads that cannot be
     /// applied are refused (422) when they arrive.
     pub kinds: Option<Arc<crate::kinds::mapping::Kinds>>,

@@ -1,5 +1,5 @@
 //! Starts the replicator when the plant is enrolled, and feeds its link reports into the
-//! plant's health. The journal is handed to `sync` through [`PlantJournal`].
+//! plant's health. The journal is handed to `replication` through [`PlantJournal`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use tokio::sync::watch;
 
 use crate::health::{Health, State};
 use crate::journal::{Cursor, Journal};
-use crate::sync::link::LinkState;
-use crate::sync::plant::{island_marker, LinkReport, PlantJournal, Replication, Target};
-use crate::sync::wire::Entry;
+use crate::replication::link::LinkState;
+use crate::replication::plant::{island_marker, LinkReport, PlantJournal, Replication, Target};
+use crate::replication::wire::Entry;
 
 struct JournalSource {
     journal: Journal,
@@ -115,7 +115,7 @@ pub fn start(
         link: Default::default(),
         version: crate::release::version().to_string(),
         tasks: {
-            let mut tasks: Vec<Arc<dyn crate::sync::plant::ConnectionTask>> =
+            let mut tasks: Vec<Arc<dyn crate::replication::plant::ConnectionTask>> =
                 vec![Arc::new(crate::backup::offsite::Uploader {
                     dir: crate::backup::dir(data_dir),
                 })];
@@ -136,7 +136,7 @@ pub fn start(
         last_error: None,
         reconnects: 0,
     });
-    tokio::spawn(crate::sync::plant::run(
+    tokio::spawn(crate::replication::plant::run(
         target,
         JournalSource {
             journal: journal.clone(),

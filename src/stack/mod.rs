@@ -6,9 +6,9 @@
 //! ([`probe`]), and carries out its actions through bollard ([`docker`]). Docker being away is a
 //! state like any other: reported, retried, and never in the way of the journal.
 
+pub mod bundle;
 mod commands;
 pub mod docker;
-pub mod images;
 pub mod ingress;
 pub mod odoo_password;
 mod odoo_setup;

@@ -318,7 +318,7 @@ pub fn build(config: &StackConfig, data_dir: &Path) -> anyhow::Result<StackSpec>
     // rollback finds the previous one still there.
     let odoo_conf_path = stack_dir(data_dir).join(format!("odoo-{conf_digest}.conf"));
     let name = &config.name;
-    let overrides = super::images::read_overrides(&stack_dir(data_dir))?;
+    let overrides = super::bundle::read_overrides(&stack_dir(data_dir))?;
     let services = Service::ALL
         .into_iter()
         .map(|service| {

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use super::{releases_dir, Outcome};
 use crate::release::{self, Manifest, PublicKey};
-use crate::sync::transport::{read_frame, write_frame};
-use crate::sync::wire::Frame;
+use crate::replication::transport::{read_frame, write_frame};
+use crate::replication::wire::Frame;
 
 /// A downloaded release whose bytes match its signed manifest, ready to be tried.
 #[derive(Debug, Clone)]
@@ -49,8 +49,8 @@ pub struct Agent {
 /// How long the hub may take to answer a check (it holds one for up to 20 s).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl crate::sync::plant::ConnectionTask for Agent {
-    fn run(&self, conn: Connection) -> crate::sync::plant::TaskFuture {
+impl crate::replication::plant::ConnectionTask for Agent {
+    fn run(&self, conn: Connection) -> crate::replication::plant::TaskFuture {
         Box::pin(self.clone().run(conn))
     }
 }
@@ -370,7 +370,7 @@ async fn check(conn: &Connection) -> anyhow::Result<Option<Offer>> {
         Some(Frame::Refuse { message, .. }) => bail!("the hub refused an update check: {message}"),
         Some(other) => bail!(
             "unexpected {} frame answering an update check",
-            crate::sync::session::frame_name(&other)
+            crate::replication::session::frame_name(&other)
         ),
         None => bail!("the hub closed an update check without an answer"),
     }
@@ -404,7 +404,7 @@ async fn download(
         let mut file = tokio::fs::File::create(&part)
             .await
             .with_context(|| format!("creating {}", part.display()))?;
-        crate::sync::transfer::receive_file(&mut recv, &mut buf, &mut file, 0, size).await
+        crate::replication::transfer::receive_file(&mut recv, &mut buf, &mut file, 0, size).await
     };
     let got = match transfer.await {
         Ok(n) => n,
@@ -413,7 +413,7 @@ async fn download(
             return Err(Failure::Transfer(e));
         }
     };
-    let (got_size, got_sha256) = crate::sync::transfer::digest(&part)
+    let (got_size, got_sha256) = crate::replication::transfer::digest(&part)
         .await
         .map_err(Failure::Transfer)?;
     if got != size || got_size != size || &got_sha256 != sha256 {

@@ -5,7 +5,7 @@
 //! release is reported rolled back before its binary is tried.
 //!
 //! A service moved by a bundle is recorded in `DATA_DIR/stack/images.json` (see
-//! [`crate::stack::images::Override`]), which the stack's spec reads, so that a restart of
+//! [`crate::stack::bundle::Override`]), which the stack's spec reads, so that a restart of
 //! plantd or a later `stack apply` keeps the new image. While an upgrade waits for its verdict,
 //! `DATA_DIR/stack/images-pending.json` holds the overrides from before it: a daemon that
 //! starts and finds it was stopped mid-upgrade puts them back ([`recover`]), and the stack's
@@ -21,7 +21,7 @@ use super::agent::Failure;
 use crate::config::StackConfig;
 use crate::control::{self, Request, Response};
 use crate::release::Manifest;
-use crate::stack::images::{self as bundle, Override, Overrides};
+use crate::stack::bundle::{self as bundle, Override, Overrides};
 use crate::stack::spec::{self, Service};
 use crate::stack::StackEvent;
 

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 
 use super::database::Database;
 use crate::config::PostgresConfig;
-use crate::sync::wire::Entry;
+use crate::replication::wire::Entry;
 pub(in crate::hub) use releases::images_of;
 pub use releases::IMAGE_CHUNK;
 

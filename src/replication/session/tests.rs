@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 
 use super::*;
-use crate::sync::wire::{self, RefuseCode};
+use crate::replication::wire::{self, RefuseCode};
 
 fn ident() -> PlantIdentity {
     PlantIdentity {
