@@ -1,8 +1,9 @@
 'use strict';
 /*
  * plantd admin UI: vanilla JS, no framework, no build step, no external requests.
- * 1. Helpers: DOM (el, setText, syncRows/setRows for tables), formatting.
- * 2. api(): fetch with CSRF header and timeout; error bodies become ApiError.
+ * 1. Helpers: DOM (syncRows/setRows for tables; el, setText and the rest are common.js's),
+ *    formatting.
+ * 2. api(): common.js's request() under /api/v1/admin, with the session's CSRF token.
  * 3. Session: boot() shows #view-setup, #view-signin or #view-app.
  * 4. Routing: "#/NAME" shows section#page-NAME.
  * 5. Polling: tick() every 2 s gets /overview (header, overview page) and the page's
@@ -40,36 +41,13 @@ let blockSigs = new WeakMap(); // table/list/svg -> data it was drawn from
 
 /* ---------- 1. DOM helpers ---------- */
 
-const $ = sel => document.querySelector(sel);
 const enc = encodeURIComponent;
 const isAdmin = () => !!state.session && state.session.role === 'admin';
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v == null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'onclick') e.addEventListener('click', v);
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children) if (c != null) e.append(c);
-  return e;
-}
-
-function setText(target, text) {
-  const e = typeof target === 'string' ? $(target) : target;
-  const t = text == null ? '—' : String(text);
-  if (e && e.textContent !== t) e.textContent = t;
-}
 
 function setTone(target, base, tone) {
   const e = typeof target === 'string' ? $(target) : target;
   const cls = tone ? `${base} tone-${tone}` : base;
   if (e.className !== cls) e.className = cls;
-}
-
-function button(label, action, onclick, cls) {
-  return el('button', { type: 'button', 'data-action': action, class: cls, onclick }, label);
 }
 
 const pill = (text, tone) => el('span', { class: `pill ${tone || 'muted'}` }, text);
@@ -85,11 +63,6 @@ function fillCell(td, value) {
   cellSigs.set(td, sig);
   td.replaceChildren(c.tone ? pill(c.text, c.tone) : c.text);
   if (c.title) td.title = c.title; else td.removeAttribute('title');
-}
-
-function emptyRow(table, text) {
-  const cols = table.tHead.rows[0].cells.length;
-  return el('tr', { class: 'empty' }, el('td', { colspan: cols }, text));
 }
 
 /* Keyed table: rows persist across polls (buttons stay put), cells update in place.
@@ -188,55 +161,19 @@ function linkTone(link) {
 
 /* ---------- 2. API ---------- */
 
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-  /* Counts as "lost contact": no answer, a timeout or a server error. */
-  // No answer, or a proxy's: plantd itself answered anything else, errors included.
-  get unreachable() { return this.status === 0 || this.status === 502 || this.status === 504; }
-}
-
 async function api(path, { method = 'GET', body, timeout = POLL_TIMEOUT_MS } = {}) {
-  const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), timeout);
-  const headers = { Accept: 'application/json' };
-  const init = { method, headers, credentials: 'same-origin', cache: 'no-store', signal: ctl.signal };
-  if (method !== 'GET') {
-    headers['Content-Type'] = 'application/json';
-    if (state.session) headers['X-CSRF-Token'] = state.session.csrf;
-    init.body = JSON.stringify(body || {});
-  }
-  try {
-    const res = await fetch(API + path, init);
-    const text = await res.text();
-    let data = null;
-    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-    if (!res.ok) {
-      const err = (data && data.error) || {};
-      throw new ApiError(res.status, err.code || 'http', err.message || `plantd answered HTTP ${res.status}`);
-    }
-    return data;
-  } catch (e) {
-    if (e instanceof ApiError) throw e;
-    let msg = e.name === 'AbortError' ? `plantd did not answer within ${Math.round(timeout / 1000)} s` : 'cannot reach plantd';
+  return request(API + path, {
+    method,
+    body,
+    timeout,
+    csrf: state.session && state.session.csrf,
+    server: 'plantd',
     // A change may have reached plantd before the answer was lost: say so, never "it failed".
-    if (method !== 'GET') msg += '; the action may have run all the same: check the Audit page before trying again';
-    throw new ApiError(0, 'network', msg);
-  } finally {
-    clearTimeout(timer);
-  }
+    lost: '; the action may have run all the same: check the Audit page before trying again',
+  });
 }
 
 /* ---------- 3. Session ---------- */
-
-function showView(name) {
-  for (const v of ['loading', 'setup', 'signin', 'app']) $(`#view-${v}`).hidden = v !== name;
-  const first = name === 'setup' ? '#setup input[name=code]' : name === 'signin' ? '#signin input[name=user]' : null;
-  if (first) $(first).focus();
-}
 
 async function boot() {
   showView('loading');
@@ -257,25 +194,6 @@ async function boot() {
   } else showView(s.setup_required ? 'setup' : 'signin');
 }
 
-function bindAuthForm(form, path, fields, errorSel) {
-  form.addEventListener('submit', async ev => {
-    ev.preventDefault();
-    const body = {};
-    for (const f of fields) body[f] = f === 'password' ? form.elements[f].value : form.elements[f].value.trim();
-    const submit = form.querySelector('button[type=submit]');
-    submit.disabled = true;
-    setText(errorSel, '');
-    try {
-      const s = await api(path, { method: 'POST', body, timeout: 15000 });
-      form.reset();
-      enterApp(s);
-    } catch (e) {
-      $(errorSel).textContent = e.message;
-    } finally {
-      submit.disabled = false;
-    }
-  });
-}
 
 function enterApp(s) {
   state.session = { user: s.user, role: s.role, csrf: s.csrf };
@@ -1027,21 +945,12 @@ function initConfirm() {
   });
 }
 
-let toastTimer = 0;
-function toast(outcome, message) {
-  const t = $('#toast');
-  t.setAttribute('data-outcome', outcome);
-  t.textContent = message;
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, outcome === 'ok' ? 8000 : 20000);
-}
-
 /* ---------- Start ---------- */
 
 function init() {
-  bindAuthForm($('#setup'), '/setup', ['code', 'user', 'password'], '#setup-error');
-  bindAuthForm($('#signin'), '/login', ['user', 'password'], '#signin-error');
+  const post = path => body => api(path, { method: 'POST', body, timeout: 15000 });
+  bindAuthForm($('#setup'), post('/setup'), ['code', 'user', 'password'], '#setup-error', enterApp);
+  bindAuthForm($('#signin'), post('/login'), ['user', 'password'], '#signin-error', enterApp);
   $('#signout').addEventListener('click', signOut);
   $('#verdict').addEventListener('click', () => { location.hash = '#/overview'; });
   $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });

@@ -2,50 +2,23 @@
 // /api/v1/fleet every 5 s. Signs in with the same API as the plant's admin UI. Its only actions
 // are the central apply's retry, park and replay (admins only: viewers get no buttons), each
 // confirmed in dialog#confirm, POSTed with the CSRF token, and toasted. No framework, nothing
-// fetched from elsewhere; server text reaches the DOM only as text nodes.
+// fetched from elsewhere; server text reaches the DOM only as text nodes. The helpers it
+// shares with the plant's admin UI (el, api's request, the sign-in forms, the toast) are
+// common.js's.
 'use strict';
 
 const POLL_MS = 5000;
 const state = { session: null, timer: null, confirmDone: null };
 const isAdmin = () => !!state.session && state.session.role === 'admin';
-const $ = sel => document.querySelector(sel);
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ''));
-  return e;
-}
 
 async function api(path, { method = 'GET', body } = {}) {
-  const headers = { Accept: 'application/json' };
-  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
-  if (method !== 'GET') {
-    headers['Content-Type'] = 'application/json';
-    if (state.session) headers['X-CSRF-Token'] = state.session.csrf;
-    init.body = JSON.stringify(body || {});
-  }
-  let res;
-  try {
-    res = await fetch(path, init);
-  } catch {
-    const e = new Error('cannot reach the hub');
-    e.status = 0;
-    throw e;
-  }
-  const text = await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!res.ok) {
-    const e = new Error((data && data.error && data.error.message) || `the hub answered HTTP ${res.status}`);
-    e.status = res.status;
-    throw e;
-  }
-  return data;
-}
-
-function showView(name) {
-  for (const v of ['loading', 'setup', 'signin', 'app']) $(`#view-${v}`).hidden = v !== name;
+  return request(path, {
+    method,
+    body,
+    timeout: 60000,
+    csrf: state.session && state.session.csrf,
+    server: 'the hub',
+  });
 }
 
 function stale(message) {
@@ -120,12 +93,6 @@ function applyState(a) {
   return { text: 'caught up', tone: 'good' };
 }
 
-function button(label, action, onclick, cls) {
-  const b = el('button', { type: 'button', 'data-action': action, class: cls || '' }, label);
-  b.addEventListener('click', onclick);
-  return b;
-}
-
 function drawApply(f) {
   const central = f.central_apply || { enabled: false };
   $('#apply-off').hidden = central.enabled;
@@ -162,12 +129,6 @@ function drawApply(f) {
       el('td', { class: 'time' }, k.parked_at), payload, actions);
   });
   $('#fleet-parked tbody').replaceChildren(...(prows.length ? prows : [emptyRow('#fleet-parked', 'Nothing is parked.')]));
-}
-
-function emptyRow(table, text) {
-  const cols = $(table).tHead.rows[0].cells.length;
-  const td = el('td', { colspan: String(cols) }, text);
-  return el('tr', { class: 'empty' }, td);
 }
 
 function remedy(kind, plant, seq, a) {
@@ -212,16 +173,6 @@ function closeConfirm(ok) {
   if (done) done(ok);
 }
 
-let toastTimer = 0;
-function toast(outcome, message) {
-  const t = $('#toast');
-  t.setAttribute('data-outcome', outcome);
-  t.textContent = message;
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, outcome === 'ok' ? 8000 : 20000);
-}
-
 async function poll() {
   try {
     const f = await api('/api/v1/fleet');
@@ -258,21 +209,6 @@ function signedOut() {
   boot();
 }
 
-function bindForm(form, path, fields, errorSel) {
-  form.addEventListener('submit', async ev => {
-    ev.preventDefault();
-    const body = {};
-    for (const f of fields) body[f] = f === 'password' ? form.elements[f].value : form.elements[f].value.trim();
-    $(errorSel).textContent = '';
-    try {
-      const s = await api(path, { method: 'POST', body });
-      form.reset();
-      enter(s);
-    } catch (e) {
-      $(errorSel).textContent = e.message;
-    }
-  });
-}
 
 async function boot() {
   showView('loading');
@@ -292,8 +228,9 @@ $('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
 $('#confirm').addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
 $('#confirm').addEventListener('close', () => closeConfirm(false));
 $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
-bindForm($('#setup'), '/api/v1/admin/setup', ['code', 'user', 'password'], '#setup-error');
-bindForm($('#signin'), '/api/v1/admin/login', ['user', 'password'], '#signin-error');
+const post = path => body => api(path, { method: 'POST', body });
+bindAuthForm($('#setup'), post('/api/v1/admin/setup'), ['code', 'user', 'password'], '#setup-error', enter);
+bindAuthForm($('#signin'), post('/api/v1/admin/login'), ['user', 'password'], '#signin-error', enter);
 $('#signout').addEventListener('click', async () => {
   try { await api('/api/v1/admin/logout', { method: 'POST' }); } catch { /* signed out anyway */ }
   signedOut();

@@ -140,6 +140,8 @@ pub fn setup_code_file(data_dir: &std::path::Path) -> std::path::PathBuf {
 
 const INDEX: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+/// What the admin UI and the hub's fleet page share (`web/common.js`).
+pub(crate) const COMMON_JS: &str = include_str!("../../web/common.js");
 pub(crate) const APP_CSS: &str = include_str!("../../web/app.css");
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
@@ -176,6 +178,10 @@ pub fn router(admin: Admin) -> Router {
         .route(
             "/",
             get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/common.js",
+            get(|| async { asset(COMMON_JS, "text/javascript; charset=utf-8") }),
         )
         .route(
             "/app.js",

@@ -56,6 +56,10 @@ pub fn router(fleet: Fleet) -> Router {
             get(|| async { asset(FLEET_HTML, "text/html; charset=utf-8") }),
         )
         .route(
+            "/common.js",
+            get(|| async { asset(crate::admin::COMMON_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
             "/fleet.js",
             get(|| async { asset(FLEET_JS, "text/javascript; charset=utf-8") }),
         )
