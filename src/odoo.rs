@@ -125,8 +125,9 @@ pub struct Client {
     /// Set when a call was refused access: a key rotated since this connection signed in
     /// looks like that, and a fresh connection reads the key again.
     refused_access: std::sync::atomic::AtomicBool,
-    /// Each model's fields as `fields_get` told them, for as long as the connection lasts.
-    fields: std::sync::Mutex<std::collections::HashMap<String, Fields>>,
+    /// Each model's fields as `fields_get` told them, and when, for as long as the connection
+    /// lasts.
+    fields: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Fields)>>,
 }
 
 /// A model's fields by name: their type ("char", "many2one", "one2many"...) and, for a
@@ -259,7 +260,7 @@ impl Client {
 
     /// `model`'s fields (type and relation), asked once per connection.
     pub async fn fields(&self, model: &str) -> Result<Fields, OdooError> {
-        if let Some(f) = self.fields.lock().expect("not poisoned").get(model) {
+        if let Some((_, f)) = self.fields.lock().expect("not poisoned").get(model) {
             return Ok(f.clone());
         }
         let answer = self
@@ -278,8 +279,26 @@ impl Client {
         if cache.len() >= 1_000 {
             cache.clear();
         }
-        cache.insert(model.to_string(), fields.clone());
+        cache.insert(
+            model.to_string(),
+            (std::time::Instant::now(), fields.clone()),
+        );
         Ok(fields)
+    }
+
+    /// [`Client::fields`], asked again when what this connection knows of `model` is older than
+    /// `age` (a module installed since may have added fields): at most once per `age`.
+    pub async fn fields_again(&self, model: &str, age: Duration) -> Result<Fields, OdooError> {
+        {
+            let mut cache = self.fields.lock().expect("not poisoned");
+            match cache.get(model) {
+                Some((at, f)) if at.elapsed() < age => return Ok(f.clone()),
+                _ => {
+                    cache.remove(model);
+                }
+            }
+        }
+        self.fields(model).await
     }
 
     /// The server's version, as it reports it (such as "19.0").

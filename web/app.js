@@ -194,7 +194,6 @@ async function boot() {
   } else showView(s.setup_required ? 'setup' : 'signin');
 }
 
-
 function enterApp(s) {
   state.session = { user: s.user, role: s.role, csrf: s.csrf };
   setText('#whoami', `${s.user} (${s.role})`);
@@ -794,7 +793,6 @@ function renderAudit(d) {
 }
 
 /* ---------- 7. Actions ---------- */
-
 
 function actRestart(svc) {
   act({

@@ -209,7 +209,6 @@ function signedOut() {
   boot();
 }
 
-
 async function boot() {
   showView('loading');
   try {

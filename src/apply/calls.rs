@@ -395,6 +395,10 @@ pub async fn apply_one(
     run_step(c, plant, seq, &step).await.map_err(classify)
 }
 
+/// How old what a connection knows of a model's fields may be before a field it has not heard
+/// of makes it ask again.
+const FIELDS_AGAIN: Duration = Duration::from_secs(60);
+
 /// Checks an `odoo.create` against the fields Odoo says its model has (asked once per model and
 /// connection): a one2many or many2many to a security model links records that grant rights,
 /// and is written only where plant.toml names that model ([`Kinds::link_allowed`]). Other
@@ -406,7 +410,20 @@ async fn vet(kinds: &Kinds, c: &Client, kind: &str, step: &Step) -> Result<(), F
     if kind != "odoo.create" {
         return Ok(());
     }
-    let fields = c.fields(model).await.map_err(classify)?;
+    let mut fields = c.fields(model).await.map_err(classify)?;
+    let name_of = |column: &str| column.split('/').next().unwrap_or(column).to_string();
+    // A field this connection has not heard of may have come with a module installed since
+    // it asked: asked again (at most once a minute) before it goes through unvetted (Odoo
+    // refuses a field it lacks).
+    if columns
+        .iter()
+        .any(|(col, _)| !fields.contains_key(&name_of(col)))
+    {
+        fields = c
+            .fields_again(model, FIELDS_AGAIN)
+            .await
+            .map_err(classify)?;
+    }
     for (column, _) in columns {
         let name = column.split('/').next().unwrap_or(column);
         if let Some(f) = fields.get(name) {

@@ -16,7 +16,7 @@ use crate::health::Health;
 use crate::journal::{Journal, Stats};
 use crate::tokens::Tokens;
 
-/// The longest request line.
+/// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
 /// The daemon's actions.
@@ -37,9 +37,11 @@ pub struct Control {
     /// The local apply, when `[apply] local` is on.
     pub apply: Option<crate::apply::Applier>,
 }
+
 impl Control {
-    /// Handles a request from the control socket, writing a change to the audit log as done by
-    /// `who` (the local user that ran the CLI).
+    /// Handles a request, writing a change to the audit log as done by `who`: `cli (uid N)`,
+    /// the local user that ran the CLI, over the socket; the admin who asked, for the admin
+    /// UI's restore ([`super::Daemon::Within`]).
     pub(super) async fn handle_audited(&self, request: Request, who: &str) -> Response {
         // An apply remedy's target is its seq, as the admin UI records it.
         let seq = match &request {
@@ -303,6 +305,7 @@ impl Control {
         })
     }
 }
+
 /// Binds the socket (mode 0600), replacing a stale one left by a crash.
 pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if path.exists() {
@@ -388,6 +391,7 @@ async fn connection(stream: UnixStream, control: &Control) -> std::io::Result<()
         }
     }
 }
+
 /// Before a new PostgreSQL or Odoo image (an upgrade that can change data), a backup: taken
 /// while both run healthy, and a failure refuses the upgrade. When one of them is not
 /// healthy, the new image is a repair and goes ahead without one, saying so.
