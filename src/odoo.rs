@@ -142,9 +142,7 @@ pub struct FieldType {
 }
 
 /// `fields_get`'s answer (`{name: {type, relation}}`) as [`Fields`].
-pub fn parse_fields(
-    answer: &Value,
-) -> Result<std::collections::HashMap<String, FieldType>, String> {
+fn parse_fields(answer: &Value) -> Result<std::collections::HashMap<String, FieldType>, String> {
     let map = answer.as_object().ok_or_else(|| {
         format!(
             "fields_get answered {}, not an object",

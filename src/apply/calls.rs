@@ -107,26 +107,24 @@ async fn apply_many_once(
             }
         }
         // The run of creates (or moves) that can share a load.
-        let run = match connect(kinds, locate, client).await {
+        let c = match connect(kinds, locate, client).await {
             Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
-            Ok(c) => match vetted_run(kinds, c, &pending[i..]).await {
-                Ok(run) => run,
-                Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
-            },
+            Ok(c) => c,
+        };
+        let run = match vetted_run(kinds, c, &pending[i..]).await {
+            Ok(run) => run,
+            Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
         };
         if run.len() >= 2 {
-            match connect(kinds, locate, client).await {
-                Err(f) => return (through, Some((p.seq, p.kind.to_string(), f))),
-                Ok(c) => match steps::run_many(c, plant, &run).await {
-                    Ok(true) => {
-                        through = run.last().map(|(s, _)| *s);
-                        i += run.len();
-                        continue;
-                    }
-                    // Rejected as a whole: one by one below finds the one.
-                    Ok(false) => {}
-                    Err(e) => return (through, Some((p.seq, p.kind.to_string(), classify(e)))),
-                },
+            match steps::run_many(c, plant, &run).await {
+                Ok(true) => {
+                    through = run.last().map(|(s, _)| *s);
+                    i += run.len();
+                    continue;
+                }
+                // Rejected as a whole: one by one below finds the one.
+                Ok(false) => {}
+                Err(e) => return (through, Some((p.seq, p.kind.to_string(), classify(e)))),
             }
             for q in &pending[i..i + run.len()] {
                 match apply_one(kinds, locate, client, plant, q.seq, q.kind, q.payload).await {
@@ -411,13 +409,12 @@ async fn vet(kinds: &Kinds, c: &Client, kind: &str, step: &Step) -> Result<(), F
         return Ok(());
     }
     let mut fields = c.fields(model).await.map_err(classify)?;
-    let name_of = |column: &str| column.split('/').next().unwrap_or(column).to_string();
     // A field this connection has not heard of may have come with a module installed since
     // it asked: asked again (at most once a minute) before it goes through unvetted (Odoo
     // refuses a field it lacks).
     if columns
         .iter()
-        .any(|(col, _)| !fields.contains_key(&name_of(col)))
+        .any(|(col, _)| !fields.contains_key(field_of(col)))
     {
         fields = c
             .fields_again(model, FIELDS_AGAIN)
@@ -425,7 +422,7 @@ async fn vet(kinds: &Kinds, c: &Client, kind: &str, step: &Step) -> Result<(), F
             .map_err(classify)?;
     }
     for (column, _) in columns {
-        let name = column.split('/').next().unwrap_or(column);
+        let name = field_of(column);
         if let Some(f) = fields.get(name) {
             kinds
                 .link_allowed(model, name, &f.kind, f.relation.as_deref())
@@ -435,15 +432,27 @@ async fn vet(kinds: &Kinds, c: &Client, kind: &str, step: &Step) -> Result<(), F
     Ok(())
 }
 
-/// [`load_run`], cut short before the first transaction [`vet`] refuses; that one's refusal
-/// when it is the first.
+/// The field a column writes: itself, or the field of a reference (`partner_id/id`,
+/// `partner_id/.id`).
+fn field_of(column: &str) -> &str {
+    column.split('/').next().unwrap_or(column)
+}
+
+/// [`load_run`], cut short before the first transaction [`vet`] refuses (the first of its
+/// kind in the run); that one's refusal when it is the first.
 async fn vetted_run(
     kinds: &Kinds,
     c: &Client,
     pending: &[Pending<'_>],
 ) -> Result<Vec<(u64, Step)>, Failed> {
     let mut run = load_run(kinds, pending);
+    // A run's steps share a model and columns: one look per kind in it is enough.
+    let mut vetted: Vec<&str> = Vec::new();
     for (n, (p, (_, step))) in pending.iter().zip(&run).enumerate() {
+        if vetted.contains(&p.kind) {
+            continue;
+        }
+        vetted.push(p.kind);
         if let Err(f) = vet(kinds, c, p.kind, step).await {
             if n == 0 {
                 return Err(f);

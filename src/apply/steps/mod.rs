@@ -14,7 +14,6 @@ use serde_json::{json, Map, Value};
 
 use crate::kinds::mapping::{code_fields, Cell, Ref, Step};
 use crate::odoo::{Client, OdooError};
-pub use resolve::resolve;
 use resolve::*;
 use stock::*;
 
