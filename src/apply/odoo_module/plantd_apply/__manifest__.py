@@ -1,7 +1,7 @@
 # plantd's own Odoo module: one call applies a batch of the plant's transactions.
 {
     "name": "plantd apply",
-    "version": "18.0.1.0.0",
+    "version": "18.0.1.1.0",
     "summary": "Applies a batch of plantd's shop-floor transactions in one call",
     "description": """
 plantd applies the plant's journal to Odoo in seq order, exactly once. Without this module
