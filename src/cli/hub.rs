@@ -230,49 +230,80 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     let Some(command) = args.command else {
         return crate::hub::run(config).await;
     };
-    if let HubCommand::Backups { plant, json } = &command {
-        // The hub's own directory: no database needed.
-        check_plant_name(plant)?;
-        let held = crate::hub::backups(&config).list(plant)?;
-        if *json {
-            println!("{}", serde_json::to_string_pretty(&held)?);
-        } else {
-            println!("{:<24} {:>10}  {:<22} SHA-256", "ID", "SIZE", "CREATED");
-            for c in &held {
-                println!(
-                    "{:<24} {:>10}  {:<22} {}",
-                    c.id,
-                    bytesize::ByteSize(c.size).to_string(),
-                    c.created_at,
-                    c.sha256
-                );
-            }
+    // What needs no database is served first, and arguments are checked before connecting.
+    match &command {
+        HubCommand::Backups { plant, json } => return backups(&config, plant, *json),
+        HubCommand::Release(HubReleaseCommand::Keygen { out }) => return release_keygen(out),
+        _ => {}
+    }
+    let waves = check_arguments(&command)?;
+    let mut store = Store::connect(&config.database, &config.postgres).await?;
+    match command {
+        HubCommand::Rollout(c) => rollout(&mut store, c, waves).await,
+        HubCommand::Plant(c) => plant(&mut store, c).await,
+        HubCommand::Apply(c) => apply(&mut store, &config, c).await,
+        HubCommand::Release(c) => release(&mut store, c).await,
+        HubCommand::Token(HubTokenCommand::Create { plant, ttl }) => {
+            enrollment_token(&store, &config, &plant, ttl).await
         }
-        return Ok(());
+        HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => api_token(&store, &name).await,
+        HubCommand::Plants { json } => plants(&store, json).await,
+        HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
-    if let HubCommand::Release(HubReleaseCommand::Keygen { out }) = &command {
-        return release_keygen(out);
-    }
-    let waves = match &command {
+}
+
+/// The waves of `rollout plan` and `rollout start`, parsed, and the version a rollout or a pin
+/// names, checked: a mistyped argument is said before the database is reached.
+fn check_arguments(command: &HubCommand) -> anyhow::Result<Option<crate::update::rollout::Waves>> {
+    let waves = match command {
         HubCommand::Rollout(
             HubRolloutCommand::Plan { waves, .. } | HubRolloutCommand::Start { waves, .. },
         ) => Some(crate::update::rollout::Waves::parse(waves)?),
         _ => None,
     };
     if let HubCommand::Rollout(HubRolloutCommand::Start { version, .. })
-    | HubCommand::Plant(HubPlantCommand::Pin { version, .. }) = &command
+    | HubCommand::Plant(HubPlantCommand::Pin { version, .. }) = command
     {
         crate::release::check_version(version)?;
     }
-    let mut store = Store::connect(&config.database, &config.postgres).await?;
+    Ok(waves)
+}
+
+/// `plantd hub backups PLANT`: the copies the hub holds (its own directory, no database).
+fn backups(config: &HubConfig, plant: &str, json: bool) -> anyhow::Result<()> {
+    check_plant_name(plant)?;
+    let held = crate::hub::backups(config).list(plant)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&held)?);
+    } else {
+        println!("{:<24} {:>10}  {:<22} SHA-256", "ID", "SIZE", "CREATED");
+        for c in &held {
+            println!(
+                "{:<24} {:>10}  {:<22} {}",
+                c.id,
+                bytesize::ByteSize(c.size).to_string(),
+                c.created_at,
+                c.sha256
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `plantd hub rollout …`; `waves` parsed for `plan` and `start`.
+async fn rollout(
+    store: &mut Store,
+    command: HubRolloutCommand,
+    waves: Option<crate::update::rollout::Waves>,
+) -> anyhow::Result<()> {
     match command {
-        HubCommand::Rollout(HubRolloutCommand::Start {
+        HubRolloutCommand::Start {
             version,
             max_failures,
             ..
-        }) => {
-            let waves = waves.expect("parsed above");
-            let plan = waves.plan(&rollout_fleet(&store).await?);
+        } => {
+            let waves = waves.expect("parsed before connecting");
+            let plan = waves.plan(&rollout_fleet(store).await?);
             let id = store
                 .start_rollout(&version, &waves.to_string(), &plan, max_failures)
                 .await?;
@@ -284,7 +315,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 println!("wave {}: {}", i + 1, wave.join(", "));
             }
         }
-        HubCommand::Rollout(HubRolloutCommand::Status { id, json }) => {
+        HubRolloutCommand::Status { id, json } => {
             let Some(r) = store.rollout(id).await? else {
                 match id {
                     Some(id) => bail!("no rollout {id}"),
@@ -297,20 +328,63 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 print_rollout(&r);
             }
         }
-        HubCommand::Rollout(HubRolloutCommand::Pause) => {
+        HubRolloutCommand::Pause => {
             print_rollout(&store.control_rollout(RolloutControl::Pause).await?)
         }
-        HubCommand::Rollout(HubRolloutCommand::Resume) => {
+        HubRolloutCommand::Resume => {
             print_rollout(&store.control_rollout(RolloutControl::Resume).await?)
         }
-        HubCommand::Rollout(HubRolloutCommand::Abort) => {
+        HubRolloutCommand::Abort => {
             print_rollout(&store.control_rollout(RolloutControl::Abort).await?)
         }
-        HubCommand::Plant(HubPlantCommand::Pin { name, version }) => {
+        HubRolloutCommand::Plan { json, .. } => {
+            let waves = waves.expect("parsed before connecting");
+            let fleet = rollout_fleet(store).await?;
+            let plan = waves.plan(&fleet);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else if plan.is_empty() {
+                println!("no enrolled plant: nothing to roll out to");
+            } else {
+                println!("waves {waves} over {} enrolled plants:", fleet.len());
+                for (i, wave) in plan.iter().enumerate() {
+                    println!("wave {}: {}", i + 1, wave.join(", "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `plantd hub plant pin|unpin|revoke NAME`.
+async fn plant(store: &mut Store, command: HubPlantCommand) -> anyhow::Result<()> {
+    match command {
+        HubPlantCommand::Pin { name, version } => {
             store.pin(&name, Some(&version)).await?;
             println!("plant {name:?} is pinned to version {version}: it is offered that version and left out of rollouts");
         }
-        HubCommand::Apply(HubApplyCommand::Status { json }) => {
+        HubPlantCommand::Unpin { name } => {
+            store.pin(&name, None).await?;
+            println!("plant {name:?} follows rollouts again");
+        }
+        HubPlantCommand::Revoke { name } => {
+            if !store.revoke(&name).await? {
+                bail!("no active plant named {name:?}; `plantd hub plants` lists them");
+            }
+            println!("revoked plant {name:?}: its connections are refused from now on");
+        }
+    }
+    Ok(())
+}
+
+/// `plantd hub apply …`: the central apply's queues and their remedies.
+async fn apply(
+    store: &mut Store,
+    config: &HubConfig,
+    command: HubApplyCommand,
+) -> anyhow::Result<()> {
+    match command {
+        HubApplyCommand::Status { json } => {
             let status = store.apply_status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -335,46 +409,32 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        HubCommand::Apply(HubApplyCommand::Retry { plant, seq }) => {
+        HubApplyCommand::Retry { plant, seq } => {
             println!("{}", store.apply_retry(&plant, seq).await?);
         }
-        HubCommand::Apply(HubApplyCommand::Park { plant, seq }) => {
+        HubApplyCommand::Park { plant, seq } => {
             println!("{}", store.apply_park(&plant, seq).await?);
         }
-        HubCommand::Apply(HubApplyCommand::Replay { plant, seq }) => {
+        HubApplyCommand::Replay { plant, seq } => {
             let Some(central) = &config.central else {
                 anyhow::bail!("hub.toml has no [apply] central = true (with [odoo]): there is no central Odoo to replay into");
             };
             println!("{}", store.apply_replay(central, &plant, seq).await?);
         }
-        HubCommand::Plant(HubPlantCommand::Unpin { name }) => {
-            store.pin(&name, None).await?;
-            println!("plant {name:?} follows rollouts again");
-        }
-        HubCommand::Rollout(HubRolloutCommand::Plan { json, .. }) => {
-            let waves = waves.expect("parsed above");
-            let fleet = rollout_fleet(&store).await?;
-            let plan = waves.plan(&fleet);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
-            } else if plan.is_empty() {
-                println!("no enrolled plant: nothing to roll out to");
-            } else {
-                println!("waves {waves} over {} enrolled plants:", fleet.len());
-                for (i, wave) in plan.iter().enumerate() {
-                    println!("wave {}: {}", i + 1, wave.join(", "));
-                }
-            }
-        }
-        HubCommand::Release(HubReleaseCommand::Publish {
+    }
+    Ok(())
+}
+
+/// `plantd hub release publish|list` (`keygen` needs no database and is served before).
+async fn release(store: &mut Store, command: HubReleaseCommand) -> anyhow::Result<()> {
+    match command {
+        HubReleaseCommand::Publish {
             file,
             version,
             key,
             images,
-        }) => {
-            release_publish(&mut store, &file, &version, &key, images.as_deref()).await?;
-        }
-        HubCommand::Release(HubReleaseCommand::List { json }) => {
+        } => release_publish(store, &file, &version, &key, images.as_deref()).await,
+        HubReleaseCommand::List { json } => {
             let rows = store.releases().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -394,72 +454,70 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
         }
-        HubCommand::Release(HubReleaseCommand::Keygen { .. }) => {
-            unreachable!("served above, without the database")
-        }
-        HubCommand::Token(HubTokenCommand::Create { plant, ttl }) => {
-            check_plant_name(&plant)?;
-            let ca = crate::pki::HubCa::load_or_create(&config.data_dir)?;
-            let (token, hash) = crate::enrollment::make_token(&ca.fingerprint())?;
-            store.add_token(&hash, &plant, ttl).await?;
-            println!(
-                "One-time enrollment token for plant {plant:?}, valid for {}.",
-                humantime::format_duration(ttl)
-            );
-            println!("On the plant: plantd enroll --hub HUB:PORT --token TOKEN");
-            println!("{token}");
-        }
-        HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => {
-            check_plant_name(&name)?;
-            let (token, hash) = crate::hub::make_api_token()?;
-            store.add_api_token(&name, &hash).await?;
-            println!("Fleet API token {name:?}: send it as \"Authorization: Bearer TOKEN\" to GET /api/v1/plants");
-            println!("{token}");
-        }
-        HubCommand::Plant(HubPlantCommand::Revoke { name }) => {
-            if !store.revoke(&name).await? {
-                bail!("no active plant named {name:?}; `plantd hub plants` lists them");
-            }
-            println!("revoked plant {name:?}: its connections are refused from now on");
-        }
-        HubCommand::Plants { json } => {
-            let rows = store.plants().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
-                    "plant",
-                    "state",
-                    "last seen",
-                    "version",
-                    "link",
-                    "acked seq",
-                    "stored",
-                    "lag s"
-                );
-                for r in rows {
-                    let state = match (r.revoked, r.enrolled) {
-                        (true, _) => "revoked",
-                        (false, true) => "enrolled",
-                        (false, false) => "invited",
-                    };
-                    println!(
-                        "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
-                        r.plant,
-                        state,
-                        r.last_seen.as_deref().unwrap_or("-"),
-                        r.version.as_deref().unwrap_or("-"),
-                        r.link.as_deref().unwrap_or("-"),
-                        r.acked_seq,
-                        r.stored,
-                        r.lag_s.map_or("-".to_string(), |l| l.to_string()),
-                    );
-                }
-            }
-        }
-        HubCommand::Backups { .. } => unreachable!("served above, without the database"),
+        HubReleaseCommand::Keygen { .. } => unreachable!("served before, without the database"),
+    }
+}
+
+/// `plantd hub token create PLANT`: a one-time enrollment token bound to the hub's CA.
+async fn enrollment_token(
+    store: &Store,
+    config: &HubConfig,
+    plant: &str,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    check_plant_name(plant)?;
+    let ca = crate::pki::HubCa::load_or_create(&config.data_dir)?;
+    let (token, hash) = crate::enrollment::make_token(&ca.fingerprint())?;
+    store.add_token(&hash, plant, ttl).await?;
+    println!(
+        "One-time enrollment token for plant {plant:?}, valid for {}.",
+        humantime::format_duration(ttl)
+    );
+    println!("On the plant: plantd enroll --hub HUB:PORT --token TOKEN");
+    println!("{token}");
+    Ok(())
+}
+
+/// `plantd hub api-token create NAME`: a bearer token for the fleet API.
+async fn api_token(store: &Store, name: &str) -> anyhow::Result<()> {
+    check_plant_name(name)?;
+    let (token, hash) = crate::hub::make_api_token()?;
+    store.add_api_token(name, &hash).await?;
+    println!("Fleet API token {name:?}: send it as \"Authorization: Bearer TOKEN\" to GET /api/v1/plants");
+    println!("{token}");
+    Ok(())
+}
+
+/// `plantd hub plants`: every plant the hub knows, with its link and lag.
+async fn plants(store: &Store, json: bool) -> anyhow::Result<()> {
+    let rows = store.plants().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
+        "plant", "state", "last seen", "version", "link", "acked seq", "stored", "lag s"
+    );
+    for r in rows {
+        let state = match (r.revoked, r.enrolled) {
+            (true, _) => "revoked",
+            (false, true) => "enrolled",
+            (false, false) => "invited",
+        };
+        println!(
+            "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
+            r.plant,
+            state,
+            r.last_seen.as_deref().unwrap_or("-"),
+            r.version.as_deref().unwrap_or("-"),
+            r.link.as_deref().unwrap_or("-"),
+            r.acked_seq,
+            r.stored,
+            r.lag_s.map_or("-".to_string(), |l| l.to_string()),
+        );
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,42 +40,156 @@ pub struct Update {
 /// arrives (`Some`: the daemon has stopped, and the caller tries the release).
 pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Update>> {
     let started = Instant::now();
-    let data_dir = &config.data_dir;
-    create_private_dir(data_dir)?;
-    let _lock = lock_data_dir(data_dir)?;
-    private::enforce(data_dir);
-    crate::update::init_version(data_dir);
-    let on_trial = std::env::var_os(crate::update::TRIAL_ENV).is_some();
-
-    let journal = Journal::open(
-        &data_dir.join("journal.db"),
-        journal::Options {
-            commit: config.journal.commit,
-            max_group: config.journal.max_group,
-            retention: config.journal.retention,
-            // Pruning waits for the local apply when there is one.
-            wait_for_local_apply: config.apply.as_ref().is_some_and(|a| a.local),
-            min_free_bytes: config.journal.min_free_bytes,
-            dir: data_dir.clone(),
-        },
-    )
-    .context("opening the journal")?;
-    let tokens = Arc::new(Tokens::open(data_dir).context("opening the device token store")?);
-    let health = Arc::new(Health::default());
-    health.set("journal", State::Ok, crate::journal::JOURNAL_OK);
-
-    let tls_files = crate::pki::api_tls_files(data_dir, config.api.tls.as_ref())?;
-    let tls = crate::pki::server_config(&tls_files)?;
-    let https = bind(config.api.listen, "api.listen")?;
-    let plain = config
-        .api
-        .listen_plain
-        .map(|a| bind(a, "api.listen_plain"))
-        .transpose()?;
-    let socket_path = control::socket_path(data_dir);
-    let control_listener = control::bind(&socket_path).await?;
-
+    let core = Core::open(&config)?;
+    let listeners = Listeners::bind(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    recover_image_upgrade(&config.data_dir);
+    let on_trial = std::env::var_os(crate::update::TRIAL_ENV).is_some();
+    let (parts, candidates) = start_components(&config, &core, reload, on_trial, started, &stop_rx);
+    let https_addr = listeners.https.local_addr()?;
+    let (api, https_app) = routes(&config, &core, &parts, https_addr);
+    let Listeners {
+        tls_files,
+        tls,
+        https,
+        plain,
+        socket_path,
+        control: control_listener,
+    } = listeners;
+    let (handle, mut servers) = serve(
+        &config,
+        &core.health,
+        &tls,
+        (https, https_app),
+        plain.map(|l| (l, api)),
+        parts.ingress,
+    )?;
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        parts.control,
+        stop_rx.clone(),
+    ));
+    let background = Background::spawn(
+        &config,
+        &core,
+        parts.stack,
+        parts.monitor,
+        &parts.link,
+        stop_rx,
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog(core.journal.clone(), every / 2));
+    }
+    if on_trial {
+        tokio::spawn(crate::update::install::run_gate(
+            config.data_dir.clone(),
+            core.health.clone(),
+            socket_path.clone(),
+        ));
+    }
+    tracing::info!(
+        version = crate::release::version(),
+        on_trial,
+        data_dir = %config.data_dir.display(),
+        https = %https_addr,
+        cert = %tls_files.cert.display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "plantd is up"
+    );
+
+    let update = wait_for_the_end(candidates, &mut servers, &core.health).await;
+    if update.is_none() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    while servers.join_next().await.is_some() {}
+    let _ = stop_tx.send(true);
+    let _ = control_task.await;
+    background.stop().await;
+    core.journal.close().await;
+    let _ = fs::remove_file(&socket_path);
+    tracing::info!("plantd stopped; every accepted transaction is in the journal");
+    Ok(update)
+}
+
+/// What the daemon cannot run without: the data directory (locked for the daemon's life, so
+/// two daemons never share a journal), the journal, the device tokens, the health board.
+struct Core {
+    _lock: fs::File,
+    journal: Journal,
+    tokens: Arc<Tokens>,
+    health: Arc<Health>,
+}
+
+impl Core {
+    fn open(config: &PlantConfig) -> anyhow::Result<Core> {
+        let data_dir = &config.data_dir;
+        create_private_dir(data_dir)?;
+        let lock = lock_data_dir(data_dir)?;
+        private::enforce(data_dir);
+        crate::update::init_version(data_dir);
+        let journal = Journal::open(
+            &data_dir.join("journal.db"),
+            journal::Options {
+                commit: config.journal.commit,
+                max_group: config.journal.max_group,
+                retention: config.journal.retention,
+                // Pruning waits for the local apply when there is one.
+                wait_for_local_apply: config.apply.as_ref().is_some_and(|a| a.local),
+                min_free_bytes: config.journal.min_free_bytes,
+                dir: data_dir.clone(),
+            },
+        )
+        .context("opening the journal")?;
+        let tokens = Arc::new(Tokens::open(data_dir).context("opening the device token store")?);
+        let health = Arc::new(Health::default());
+        health.set("journal", State::Ok, crate::journal::JOURNAL_OK);
+        Ok(Core {
+            _lock: lock,
+            journal,
+            tokens,
+            health,
+        })
+    }
+}
+
+/// The daemon's TLS and listeners, bound before any component starts: a port in use stops
+/// the daemon at once, with the field to change.
+struct Listeners {
+    tls_files: crate::config::TlsFiles,
+    tls: Arc<rustls::ServerConfig>,
+    https: std::net::TcpListener,
+    plain: Option<std::net::TcpListener>,
+    socket_path: PathBuf,
+    control: tokio::net::UnixListener,
+}
+
+impl Listeners {
+    async fn bind(config: &PlantConfig) -> anyhow::Result<Listeners> {
+        let tls_files = crate::pki::api_tls_files(&config.data_dir, config.api.tls.as_ref())?;
+        let tls = crate::pki::server_config(&tls_files)?;
+        let https = bind(config.api.listen, "api.listen")?;
+        let plain = config
+            .api
+            .listen_plain
+            .map(|a| bind(a, "api.listen_plain"))
+            .transpose()?;
+        let socket_path = control::socket_path(&config.data_dir);
+        let control = control::bind(&socket_path).await?;
+        Ok(Listeners {
+            tls_files,
+            tls,
+            https,
+            plain,
+            socket_path,
+            control,
+        })
+    }
+}
+
+/// Puts back the images of a stack upgrade a crash interrupted.
+fn recover_image_upgrade(data_dir: &Path) {
     match crate::update::images::recover(data_dir) {
         Ok(None) => {}
         Ok(Some(done)) => tracing::warn!("{done}"),
@@ -83,7 +197,34 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             tracing::error!(error = %format!("{e:#}"), "could not undo an interrupted stack image upgrade")
         }
     }
-    let stack = start_stack(&config, &health, stop_rx.clone());
+}
+
+/// The components around the journal, each optional.
+struct Components {
+    control: Arc<Control>,
+    stack: Option<crate::stack::Stack>,
+    link: watch::Receiver<Option<crate::replication::plant::LinkReport>>,
+    ingress: Option<(std::net::TcpListener, axum::Router)>,
+    admin_store: Option<Arc<crate::admin::store::Store>>,
+    monitor: crate::admin::monitor::Monitor,
+}
+
+/// Starts the stack, its ingress, the update agent, replication, the apply and the admin
+/// store, and the control actions over them; a component that cannot start is said unhealthy
+/// and the rest runs on. Also the receiver of the releases the agent verified.
+fn start_components(
+    config: &PlantConfig,
+    core: &Core,
+    reload: Reload,
+    on_trial: bool,
+    started: Instant,
+    stop: &watch::Receiver<bool>,
+) -> (
+    Components,
+    tokio::sync::mpsc::Receiver<crate::update::agent::Candidate>,
+) {
+    let (data_dir, health) = (&config.data_dir, &core.health);
+    let stack = start_stack(config, health, stop.clone());
     let ingress = match (&stack, &config.stack) {
         (Some(stack), Some(sc)) => match sc.ingress.map(|a| bind(a, "stack.ingress.listen")) {
             None => None,
@@ -99,7 +240,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         _ => None,
     };
     // A binary on trial does not update itself: the process trying it decides.
-    let (candidate_tx, mut candidates) = tokio::sync::mpsc::channel(1);
+    let (candidate_tx, candidates) = tokio::sync::mpsc::channel(1);
     let agent = (!on_trial).then(|| {
         crate::update::agent::Agent::new(
             data_dir.clone(),
@@ -112,13 +253,12 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     let replication = replication::start(
         data_dir,
         &config.hubs,
-        &journal,
-        &health,
+        &core.journal,
+        health,
         agent,
-        stop_rx.clone(),
+        stop.clone(),
     );
-    let stack_handle = stack.clone();
-    let applier = start_apply(&config, &journal, &health, stack.as_ref(), stop_rx.clone());
+    let applier = start_apply(config, &core.journal, health, stack.as_ref(), stop.clone());
     // The admin UI's users and the audit log; without them the UI is off and the rest runs on.
     let admin_store = match crate::admin::store::Store::open(data_dir) {
         Ok(s) => Some(Arc::new(s)),
@@ -131,14 +271,15 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             None
         }
     };
+    let link = replication.link.clone();
     let control = Arc::new(Control {
-        journal: journal.clone(),
-        tokens,
+        journal: core.journal.clone(),
+        tokens: core.tokens.clone(),
         health: health.clone(),
         data_dir: data_dir.clone(),
         started,
-        replication: replication.clone(),
-        stack,
+        replication,
+        stack: stack.clone(),
         stack_config: config.stack.clone(),
         reload,
         audit: admin_store
@@ -146,23 +287,39 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             .map(|s| s as Arc<dyn crate::control::Audit>),
         apply: applier,
     });
-    let api = Api {
-        journal: journal.clone(),
-        tokens: control.tokens.clone(),
-        health: health.clone(),
-        link: replication.link.clone(),
-        kinds: config.apply.as_ref().map(|a| a.kinds.clone()),
+    let parts = Components {
+        control,
+        stack,
+        link,
+        ingress,
+        admin_store,
+        monitor: crate::admin::monitor::Monitor::default(),
     };
-    let app = ingest::router(api);
-    let https_addr = https.local_addr()?;
-    let monitor = crate::admin::monitor::Monitor::default();
-    // The admin UI and /metrics only over TLS: never on the plain-HTTP listener.
-    let admin = admin_store.map(|store| {
+    (parts, candidates)
+}
+
+/// The shop-floor API (all the plain-HTTP listener serves), and the HTTPS listener's routes:
+/// the API with the admin UI and /metrics when the admin store opened (never over plain HTTP).
+fn routes(
+    config: &PlantConfig,
+    core: &Core,
+    parts: &Components,
+    https_addr: SocketAddr,
+) -> (axum::Router, axum::Router) {
+    let health = &core.health;
+    let app = ingest::router(Api {
+        journal: core.journal.clone(),
+        tokens: core.tokens.clone(),
+        health: health.clone(),
+        link: parts.link.clone(),
+        kinds: config.apply.as_ref().map(|a| a.kinds.clone()),
+    });
+    let admin = parts.admin_store.clone().map(|store| {
         crate::admin::Admin::new(
-            control.clone(),
+            parts.control.clone(),
             Arc::new(config.clone()),
             store,
-            monitor.clone(),
+            parts.monitor.clone(),
             https_addr,
         )
     });
@@ -185,29 +342,45 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         }
         None => app.clone(),
     };
+    (app, https_app)
+}
+
+type Servers = tokio::task::JoinSet<std::io::Result<()>>;
+
+/// Serves the HTTPS listener, the plain-HTTP one and the ingress to Odoo, under one connection
+/// budget and one handle for the graceful shutdown.
+fn serve(
+    config: &PlantConfig,
+    health: &Health,
+    tls: &Arc<rustls::ServerConfig>,
+    (https, https_app): (std::net::TcpListener, axum::Router),
+    plain: Option<(std::net::TcpListener, axum::Router)>,
+    ingress: Option<(std::net::TcpListener, axum::Router)>,
+) -> anyhow::Result<(axum_server::Handle<SocketAddr>, Servers)> {
     let handle = axum_server::Handle::<SocketAddr>::new();
     // One connection budget for every listener: the open-file limit is the process's.
     let gate =
         crate::listen::Gate::new(config.http.clone(), crate::listen::raise_open_file_limit());
-    let mut servers = tokio::task::JoinSet::new();
-    {
-        let handle = handle.clone();
-        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
-        let gate = gate.clone();
-        servers.spawn(crate::listen::serve(
-            https,
-            Some(rustls),
-            https_app,
-            gate,
-            handle,
-        ));
-    }
+    let rustls = || axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
+    let mut servers = Servers::new();
+    let https_addr = https.local_addr()?;
+    servers.spawn(crate::listen::serve(
+        https,
+        Some(rustls()),
+        https_app,
+        gate.clone(),
+        handle.clone(),
+    ));
     health.set("api", State::Ok, format!("https on {https_addr}"));
-    if let Some(plain) = plain {
+    if let Some((plain, app)) = plain {
         let plain_addr = plain.local_addr()?;
-        let app = app.clone();
-        let handle = handle.clone();
-        servers.spawn(crate::listen::serve(plain, None, app, gate.clone(), handle));
+        servers.spawn(crate::listen::serve(
+            plain,
+            None,
+            app,
+            gate.clone(),
+            handle.clone(),
+        ));
         health.set(
             "api_plain",
             State::Ok,
@@ -216,14 +389,12 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     }
     if let Some((listener, app)) = ingress {
         let addr = listener.local_addr()?;
-        let handle = handle.clone();
-        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
         servers.spawn(crate::listen::serve(
             listener,
-            Some(rustls),
+            Some(rustls()),
             app,
             gate.clone(),
-            handle,
+            handle.clone(),
         ));
         health.set(
             "ingress",
@@ -231,49 +402,67 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
             format!("Odoo on https://{addr} (/websocket to the gevent port)"),
         );
     }
-    let control_task = tokio::spawn(control::serve(control_listener, control, stop_rx.clone()));
-    let sampler = tokio::spawn(monitor.run(
-        journal.clone(),
-        health.clone(),
-        replication.link.clone(),
-        stop_rx.clone(),
-    ));
-    let backups = tokio::spawn(crate::backup::scheduler::run(
-        config.clone(),
-        stack_handle,
-        health.clone(),
-        stop_rx.clone(),
-    ));
-    let maintenance = tokio::spawn(maintain(
-        journal.clone(),
-        config.journal.prune_interval,
-        stop_rx,
-    ));
+    Ok((handle, servers))
+}
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    if let Some(every) = sd_notify::watchdog_enabled() {
-        tokio::spawn(watchdog(journal.clone(), every / 2));
-    }
-    if on_trial {
-        tokio::spawn(crate::update::install::run_gate(
-            data_dir.clone(),
-            health.clone(),
-            socket_path.clone(),
-        ));
-    }
-    tracing::info!(
-        version = crate::release::version(),
-        on_trial,
-        data_dir = %data_dir.display(),
-        https = %https_addr,
-        cert = %tls_files.cert.display(),
-        ready_ms = started.elapsed().as_millis() as u64,
-        "plantd is up"
-    );
+/// The daemon's own tasks: the admin UI's sampler, the backup schedule, the journal's upkeep.
+struct Background {
+    sampler: tokio::task::JoinHandle<()>,
+    backups: tokio::task::JoinHandle<()>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
 
-    let mut update = None;
+impl Background {
+    fn spawn(
+        config: &PlantConfig,
+        core: &Core,
+        stack: Option<crate::stack::Stack>,
+        monitor: crate::admin::monitor::Monitor,
+        link: &watch::Receiver<Option<crate::replication::plant::LinkReport>>,
+        stop: watch::Receiver<bool>,
+    ) -> Background {
+        Background {
+            sampler: tokio::spawn(monitor.run(
+                core.journal.clone(),
+                core.health.clone(),
+                link.clone(),
+                stop.clone(),
+            )),
+            backups: tokio::spawn(crate::backup::scheduler::run(
+                config.clone(),
+                stack,
+                core.health.clone(),
+                stop.clone(),
+            )),
+            maintenance: tokio::spawn(maintain(
+                core.journal.clone(),
+                config.journal.prune_interval,
+                stop,
+            )),
+        }
+    }
+
+    /// Waits for the upkeep and the sampler (the stop signal was sent); a backup in progress is
+    /// abandoned: its parts are cleaned up by the next one.
+    async fn stop(self) {
+        let _ = self.maintenance.await;
+        let _ = self.sampler.await;
+        self.backups.abort();
+    }
+}
+
+/// Waits for a signal, a verified release (`Some`, with what was healthy before) or a listener
+/// that ended.
+async fn wait_for_the_end(
+    mut candidates: tokio::sync::mpsc::Receiver<crate::update::agent::Candidate>,
+    servers: &mut Servers,
+    health: &Health,
+) -> Option<Update> {
     tokio::select! {
-        signal = shutdown_signal() => tracing::info!(%signal, "shutting down"),
+        signal = shutdown_signal() => {
+            tracing::info!(%signal, "shutting down");
+            None
+        }
         Some(candidate) = candidates.recv() => {
             tracing::info!(version = %candidate.version, "shutting down to try a new release");
             crate::update::install::listen_for_stop();
@@ -287,7 +476,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
                 .filter(|c| c.state == State::Ok)
                 .map(|c| c.name)
                 .collect();
-            update = Some(Update { candidate, healthy_before });
+            Some(Update { candidate, healthy_before })
         }
         Some(ended) = servers.join_next() => {
             let reason = match ended {
@@ -296,23 +485,9 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
                 Err(e) => format!("a listener task failed: {e}"),
             };
             tracing::error!(%reason, "shutting down");
+            None
         }
     }
-    if update.is_none() {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    }
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
-    while servers.join_next().await.is_some() {}
-    let _ = stop_tx.send(true);
-    let _ = control_task.await;
-    let _ = maintenance.await;
-    let _ = sampler.await;
-    // A backup in progress is abandoned: its parts are cleaned up by the next one.
-    backups.abort();
-    journal.close().await;
-    let _ = fs::remove_file(&socket_path);
-    tracing::info!("plantd stopped; every accepted transaction is in the journal");
-    Ok(update)
 }
 
 /// Starts supervising the stack when `[stack]` asks for it. A stack that cannot be described
