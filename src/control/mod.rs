@@ -11,6 +11,7 @@ mod server;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -253,6 +254,42 @@ impl Daemon {
             Daemon::Socket(socket) => call(socket, &request).await,
             Daemon::Within { control, user } => Ok(control.handle_audited(request, user).await),
         }
+    }
+}
+
+/// The update agent's stack upgrades go through the daemon's own stack actions.
+impl crate::update::images::StackOps for Daemon {
+    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, String>> {
+        Box::pin(async move {
+            match self.ask(Request::StackStatus).await {
+                Ok(Response::Stack(report)) => Ok(report),
+                Ok(Response::Error { message }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer to stack status: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<Vec<crate::stack::StackEvent>, String>> {
+        Box::pin(async move {
+            match self.ask(Request::StackEvents).await {
+                Ok(Response::StackEvents { events }) => Ok(events),
+                Ok(Response::Error { message }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer to stack events: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn apply(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            match self.ask(Request::StackApply).await {
+                Ok(Response::Done { message }) => Ok(message),
+                Ok(Response::Error { message }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer to stack apply: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 }
 

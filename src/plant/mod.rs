@@ -199,6 +199,9 @@ fn recover_image_upgrade(data_dir: &Path) {
     }
 }
 
+/// Who the audit log names for the stack actions of a fleet update.
+const UPDATE_USER: &str = "plantd update (a release's stack images)";
+
 /// The components around the journal, each optional.
 struct Components {
     control: Arc<Control>,
@@ -241,6 +244,8 @@ fn start_components(
     };
     // A binary on trial does not update itself: the process trying it decides.
     let (candidate_tx, candidates) = tokio::sync::mpsc::channel(1);
+    // The agent's stack upgrades go through the control actions made below.
+    let stack_ops = crate::update::images::StackSlot::default();
     let agent = (!on_trial).then(|| {
         crate::update::agent::Agent::new(
             data_dir.clone(),
@@ -248,6 +253,7 @@ fn start_components(
             config.journal.min_free_bytes,
             candidate_tx,
             reload.clone(),
+            stack_ops.clone(),
         )
     });
     let replication = replication::start(
@@ -287,6 +293,10 @@ fn start_components(
             .map(|s| s as Arc<dyn crate::control::Audit>),
         apply: applier,
     });
+    let _ = stack_ops.set(Box::new(control::Daemon::Within {
+        control: control.clone(),
+        user: UPDATE_USER.to_string(),
+    }));
     let parts = Components {
         control,
         stack,

@@ -42,6 +42,8 @@ pub struct Agent {
     pub candidates: mpsc::Sender<Candidate>,
     /// plant.toml as it is now (for the stack's configured images).
     pub reload: crate::config::Reload,
+    /// The daemon's stack actions, for a release that moves stack images.
+    pub stack: super::images::StackSlot,
     /// Held while a release is being applied, by a task the connection does not own.
     busy: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
@@ -62,6 +64,7 @@ impl Agent {
         reserve: u64,
         candidates: mpsc::Sender<Candidate>,
         reload: crate::config::Reload,
+        stack: super::images::StackSlot,
     ) -> Agent {
         // What an earlier run left: a cut download, or a bundle whose upgrade it did not outlive.
         remove_incoming(&releases_dir(&data_dir));
@@ -71,6 +74,7 @@ impl Agent {
             reserve,
             candidates,
             reload,
+            stack,
             busy: Default::default(),
         }
     }
@@ -151,8 +155,23 @@ impl Agent {
             images,
         } = prepared;
         if let Some((stack, bundle, moves)) = images {
-            let applied =
-                super::images::apply(&self.data_dir, &stack, &bundle, &offer.manifest, moves).await;
+            let applied = match self.stack.get() {
+                Some(ops) => {
+                    super::images::apply(
+                        &self.data_dir,
+                        ops.as_ref(),
+                        &stack,
+                        &bundle,
+                        &offer.manifest,
+                        moves,
+                    )
+                    .await
+                }
+                None => Err(Failure::Refused(
+                    "the daemon's stack actions are not ready yet; the release is offered again"
+                        .into(),
+                )),
+            };
             let _ = tokio::fs::remove_file(&bundle).await;
             match applied {
                 Ok(note) => candidate.images_note = Some(note),

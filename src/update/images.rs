@@ -1,7 +1,7 @@
 //! A release's stack images, at the plant: which services its bundle moves, loading the bundle
-//! into Docker, and upgrading those services through the daemon's own control socket, exactly
-//! as `plantd stack apply` does (pre-upgrade backup, the supervisor's health gate, rollback to
-//! the old image). All or nothing: when one service rolls back, the others go back too, and the
+//! into Docker, and upgrading those services through the daemon's own stack actions
+//! ([`StackOps`]), exactly as `plantd stack apply` does (pre-upgrade backup, the supervisor's
+//! health gate, rollback to the old image). All or nothing: when one service rolls back, the others go back too, and the
 //! release is reported rolled back before its binary is tried.
 //!
 //! A service moved by a bundle is recorded in `DATA_DIR/stack/images.json` (see
@@ -13,17 +13,35 @@
 //! offered again.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::agent::Failure;
 use crate::config::StackConfig;
-use crate::control::{self, Request, Response};
 use crate::release::Manifest;
 use crate::stack::bundle::{self as bundle, Override, Overrides};
 use crate::stack::spec::{self, Service};
 use crate::stack::StackEvent;
+
+/// What a stack upgrade asks of the running daemon: its stack's state and events, and
+/// plant.toml's `[stack]` applied again, as `plantd stack apply` does (the restart-only
+/// settings refused, a backup before a new PostgreSQL or Odoo image). The plant root hands the
+/// agent the daemon's own actions, in-process and audited as the update's.
+pub trait StackOps: Send + Sync {
+    /// The stack's report; an error says why there is none.
+    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, String>>;
+    /// The supervisor's recent events, oldest first.
+    fn events(&self) -> BoxFuture<'_, Result<Vec<StackEvent>, String>>;
+    /// Applies plant.toml's `[stack]` again; what was done.
+    fn apply(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// Where the plant root puts the daemon's [`StackOps`] once its actions exist (the agent is
+/// made before them).
+pub type StackSlot = Arc<OnceLock<Box<dyn StackOps>>>;
 
 /// The services a bundle moves, and to what.
 pub type Moves = Vec<(Service, Override)>;
@@ -82,6 +100,7 @@ pub(super) fn plan(
 /// happened, for the outcome's reason.
 pub(super) async fn apply(
     data_dir: &Path,
+    ops: &dyn StackOps,
     stack: &StackConfig,
     file: &Path,
     manifest: &Manifest,
@@ -108,34 +127,26 @@ pub(super) async fn apply(
             signed.join(", ")
         )));
     }
-    let socket = control::socket_path(data_dir);
-    match control::call(&socket, &Request::StackStatus).await {
-        Ok(Response::Stack(report)) => {
-            if report.down {
-                return Err(refuse(
-                    "the stack is down (taken down by an admin): bring it up with `plantd stack apply`, then start the rollout again".into(),
-                ));
-            }
-            for (service, _) in &moves {
-                let held = report
-                    .services
-                    .iter()
-                    .find(|s| s.service == service.as_str())
-                    .and_then(|s| s.held.clone());
-                if let Some(why) = held {
-                    return Err(refuse(format!(
-                        "{service} is held ({why}): release it with `plantd stack release {service}`, then start the rollout again"
-                    )));
-                }
-            }
-        }
-        Ok(Response::Error { message }) => return Err(refuse(format!("the stack: {message}"))),
-        Ok(other) => {
+    let report = ops
+        .status()
+        .await
+        .map_err(|e| refuse(format!("the stack: {e}")))?;
+    if report.down {
+        return Err(refuse(
+            "the stack is down (taken down by an admin): bring it up with `plantd stack apply`, then start the rollout again".into(),
+        ));
+    }
+    for (service, _) in &moves {
+        let held = report
+            .services
+            .iter()
+            .find(|s| s.service == service.as_str())
+            .and_then(|s| s.held.clone());
+        if let Some(why) = held {
             return Err(refuse(format!(
-                "unexpected answer to stack status: {other:?}"
-            )))
+                "{service} is held ({why}): release it with `plantd stack release {service}`, then start the rollout again"
+            )));
         }
-        Err(e) => return Err(refuse(format!("the stack: {e}"))),
     }
     let engine = crate::stack::docker::Engine::connect(stack.docker_socket.as_deref())
         .await
@@ -177,7 +188,7 @@ pub(super) async fn apply(
     for (service, o) in &moves {
         after.insert(*service, o.clone());
     }
-    let seen = events(&socket).await.map_err(refuse)?;
+    let seen = ops.events().await.map_err(refuse)?;
     let pending = Pending {
         version: manifest.version.clone(),
         before: before.clone(),
@@ -185,7 +196,7 @@ pub(super) async fn apply(
     super::write_json(&pending_path(data_dir), &pending).map_err(|e| refuse(format!("{e:#}")))?;
     let restore = async || -> Result<(), String> {
         bundle::write_overrides(&dir, &before).map_err(|e| format!("{e:#}"))?;
-        stack_apply(&socket).await?;
+        ops.apply().await?;
         let _ = std::fs::remove_file(pending_path(data_dir));
         Ok(())
     };
@@ -193,7 +204,7 @@ pub(super) async fn apply(
         let _ = std::fs::remove_file(pending_path(data_dir));
         return Err(refuse(format!("{e:#}")));
     }
-    if let Err(e) = stack_apply(&socket).await {
+    if let Err(e) = ops.apply().await {
         // A supervisor that was busy still carries the request out later: the old overrides
         // are applied after it, so the stack ends where it was.
         let back = restore().await;
@@ -204,7 +215,7 @@ pub(super) async fn apply(
                 .unwrap_or_default()
         )));
     }
-    let verdicts = match verdicts(&socket, &seen, &moves, stack.upgrade_deadline).await {
+    let verdicts = match verdicts(ops, &seen, &moves, stack.upgrade_deadline).await {
         Ok(v) => v,
         Err(e) => moves.iter().map(|(s, _)| (*s, Err(e.clone()))).collect(),
     };
@@ -235,28 +246,10 @@ pub(super) async fn apply(
     )))
 }
 
-async fn stack_apply(socket: &Path) -> Result<String, String> {
-    match control::call(socket, &Request::StackApply).await {
-        Ok(Response::Done { message }) => Ok(message),
-        Ok(Response::Error { message }) => Err(message),
-        Ok(other) => Err(format!("unexpected answer to stack apply: {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-async fn events(socket: &Path) -> Result<Vec<StackEvent>, String> {
-    match control::call(socket, &Request::StackEvents).await {
-        Ok(Response::StackEvents { events }) => Ok(events),
-        Ok(Response::Error { message }) => Err(message),
-        Ok(other) => Err(format!("unexpected answer to stack events: {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Waits for the supervisor's verdict on each moved service: `upgrade_done` or `rollback`
 /// among the events after `seen`.
 async fn verdicts(
-    socket: &Path,
+    ops: &dyn StackOps,
     seen: &[StackEvent],
     moves: &Moves,
     deadline: Duration,
@@ -266,7 +259,7 @@ async fn verdicts(
     let limit = crate::stack::reconcile::UPGRADE_START_LIMIT + deadline + Duration::from_secs(60);
     let give_up = Instant::now() + limit;
     loop {
-        let all = events(socket).await?;
+        let all = ops.events().await?;
         let fresh = after(&all, seen);
         let found: Vec<(Service, Option<Result<(), String>>)> = moves
             .iter()
