@@ -13,6 +13,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+pub mod protocol;
+
+use protocol::{EnrollAnswer, EnrollRequest, ErrorBody};
+
 /// What `plantd up` needs to replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
@@ -107,7 +111,7 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
         )))
         .with_no_client_auth();
     let ca_pem = client(unverified)?
-        .get(format!("{base}/api/v1/enroll/ca"))
+        .get(format!("{base}{}", protocol::CA_PATH))
         .send()
         .await
         .with_context(|| format!("reaching the hub at {hub}"))?
@@ -126,27 +130,30 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
     let (key_pem, csr_pem) = crate::pki::plant_key_and_csr()?;
     let verified = crate::pki::client_trusting(ca_pem.as_bytes())?;
     let response = client(verified)?
-        .post(format!("{base}/api/v1/enroll"))
-        .json(&serde_json::json!({"token": token.trim(), "csr": csr_pem}))
+        .post(format!("{base}{}", protocol::ENROLL_PATH))
+        .json(&EnrollRequest {
+            token: token.trim().to_string(),
+            csr: csr_pem,
+        })
         .send()
         .await
         .with_context(|| format!("sending the enrollment to {hub}"))?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.context("reading the hub's answer")?;
     if !status.is_success() {
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("no reason given");
+        let message = serde_json::from_value::<ErrorBody>(body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| "no reason given".into());
         bail!("the hub refused the enrollment ({status}): {message}");
     }
-    let plant = body["plant"]
-        .as_str()
-        .context("the answer names no plant")?;
-    let cert = body["certificate"]
-        .as_str()
-        .context("the answer has no certificate")?;
-    let quic: Vec<String> = serde_json::from_value(body["quic"].clone())
-        .context("the answer lists no QUIC addresses")?;
+    let EnrollAnswer {
+        plant,
+        certificate: cert,
+        quic,
+        ..
+    } = serde_json::from_value(body).context(
+        "the hub's answer is not an enrollment answer (plant, certificate, ca, quic addresses)",
+    )?;
 
     let p = paths(data_dir);
     crate::fsutil::create_private_dir(p.key.parent().expect("in tls/"))?;
@@ -154,7 +161,7 @@ pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<E
     crate::fsutil::write_atomic(&p.cert, cert.as_bytes(), 0o644)?;
     crate::fsutil::write_atomic(&p.ca, ca_pem.as_bytes(), 0o644)?;
     let enrollment = Enrollment {
-        plant: plant.to_string(),
+        plant,
         hub: hub.to_string(),
         quic,
         enrolled_at: crate::clock::rfc3339_ms(

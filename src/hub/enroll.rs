@@ -2,10 +2,10 @@
 //! from `plantd hub api-token create`).
 //!
 //! A token (see [`crate::enrollment`], which both ends share) is one-time, expiring, stored
-//! hashed. The plant first fetches the CA (`GET /api/v1/enroll/ca`) and trusts nothing
-//! until its SHA-256 equals the fingerprint in its token; then it posts its certificate request
-//! over a connection verified against that CA and gets its certificate and the hub's QUIC
-//! addresses.
+//! hashed. The plant first fetches the CA and trusts nothing until its SHA-256 equals the
+//! fingerprint in its token; then it posts its certificate request over a connection verified
+//! against that CA and gets its certificate and the hub's QUIC addresses (the messages are
+//! [`crate::enrollment::protocol`]'s, which both ends share).
 
 use std::sync::Arc;
 
@@ -14,13 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::database::DatabaseError;
 use super::store::TokenCheck;
 use super::Hub;
 use crate::enrollment::parse_token;
+use crate::enrollment::protocol::{self, EnrollAnswer, EnrollRequest, ErrorBody};
 
 /// A new fleet API token; returns (token, its SHA-256 for storage).
 pub fn make_api_token() -> anyhow::Result<(String, String)> {
@@ -35,9 +35,9 @@ const ENROLL_BODY: usize = 16 * 1024;
 
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/api/v1/enroll/ca", get(ca))
+        .route(protocol::CA_PATH, get(ca))
         .route(
-            "/api/v1/enroll",
+            protocol::ENROLL_PATH,
             post(enroll).layer(axum::extract::DefaultBodyLimit::max(ENROLL_BODY)),
         )
         .route("/api/v1/plants", get(plants))
@@ -74,29 +74,11 @@ fn unavailable(e: anyhow::Error) -> Response {
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 async fn ca(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     hub.ca.cert_pem.clone()
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct EnrollRequest {
-    pub token: String,
-    pub csr: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct EnrollAnswer {
-    pub plant: String,
-    pub certificate: String,
-    pub ca: String,
-    pub quic: Vec<String>,
 }
 
 async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Response {

@@ -1,0 +1,82 @@
+//! The enrollment protocol, as both ends speak it: the plant (`plantd enroll`, in
+//! [`crate::enrollment`]) and the hub (`crate::hub::enroll`), over HTTPS.
+//!
+//! 1. `GET` [`CA_PATH`], over a connection that proves nothing yet: the hub's CA, PEM. The plant
+//!    sends nothing until the CA's SHA-256 equals the fingerprint its token carries (the
+//!    token's format is [`crate::enrollment::make_token`]'s).
+//! 2. `POST` [`ENROLL_PATH`] with an [`EnrollRequest`], over a connection verified against
+//!    that CA: `201 Created` and an [`EnrollAnswer`], or an error status and an [`ErrorBody`].
+
+use serde::{Deserialize, Serialize};
+
+/// Where the hub serves its CA certificate.
+pub const CA_PATH: &str = "/api/v1/enroll/ca";
+
+/// Where a plant posts its enrollment.
+pub const ENROLL_PATH: &str = "/api/v1/enroll";
+
+/// A plant's enrollment: its one-time token and a PEM PKCS#10 certificate request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub csr: String,
+}
+
+/// The hub's answer to an enrollment it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct EnrollAnswer {
+    /// The plant's name, as the token named it.
+    pub plant: String,
+    /// The plant's certificate, PEM, signed by the hub's CA.
+    pub certificate: String,
+    /// The hub's CA, PEM.
+    pub ca: String,
+    /// The hub's QUIC addresses (`host:port`), as it advertises them.
+    pub quic: Vec<String>,
+}
+
+/// A refusal, as every hub HTTPS route words it: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ErrorDetail {
+    /// Stable, for programs (`bad_token`, `enrollment_refused`, …).
+    pub code: String,
+    /// For people: what is wrong and what to do.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: String) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_messages_read_as_the_other_end_writes_them() {
+        let answer: EnrollAnswer = serde_json::from_str(
+            r#"{"plant":"p1","certificate":"C","ca":"A","quic":["hub:4433"]}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.quic, ["hub:4433"]);
+        let refusal = serde_json::to_value(ErrorBody::new("bad_token", "no".into())).unwrap();
+        assert_eq!(
+            refusal,
+            serde_json::json!({"error": {"code": "bad_token", "message": "no"}})
+        );
+        let request: Result<EnrollRequest, _> = serde_json::from_str(r#"{"token":"t"}"#);
+        assert!(request.is_err(), "a request without its csr is refused");
+    }
+}
