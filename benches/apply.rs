@@ -13,30 +13,13 @@
 //!
 //! `PLANTD_BENCH_APPLY_N` sets N (default 1 000).
 
-#[allow(dead_code)]
-#[path = "../tests/plant/fleet.rs"]
-mod fleet;
-#[allow(dead_code)]
-#[path = "../tests/plant/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../tests/plant/stack.rs"]
-mod stack;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fleet::*;
-use harness::*;
+use plantd_testkit::fleet::*;
+use plantd_testkit::harness::*;
+use plantd_testkit::stack;
 use serde_json::{json, Value};
-
-async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
 
 /// Each plant's (acked_seq, applied_seq) at the hub.
 async fn seqs(c: &tokio_postgres::Client) -> BTreeMap<String, (i64, i64)> {
@@ -143,7 +126,7 @@ fn main() {
                         assert_eq!(s, 201, "{body}");
                     }
                 }
-                let db = pg(&f.hub.database).await;
+                let db = connect(&f.hub.database).await;
                 let t = Instant::now();
                 while seqs(&db)
                     .await
@@ -163,7 +146,7 @@ fn main() {
             std::fs::write(&f.hub.config, hub_toml(api, true)).unwrap();
             f.hub.restart();
             let took = rt.block_on(async {
-                let db = pg(&f.hub.database).await;
+                let db = connect(&f.hub.database).await;
                 let t = Instant::now();
                 while seqs(&db)
                     .await
@@ -197,7 +180,7 @@ fn main() {
     // Latency under 1 000 transactions/s: 4 plants, 250/s each (a batch of 25 every 100 ms).
     let f = fleet(4, &hub_toml("json2", true));
     let (acks, seen, took) = rt.block_on(async {
-        let db = pg(&f.hub.database).await;
+        let db = connect(&f.hub.database).await;
         let seconds = 5;
         let mut tasks = Vec::new();
         for (name, plant, token) in &f.plants {

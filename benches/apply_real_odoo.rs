@@ -13,25 +13,10 @@
 //!
 //! `PLANTD_BENCH_APPLY_N` sets N (default 3 000 for the mix, a third of it for moves).
 
-#[allow(dead_code)]
-#[path = "../tests/plant/fleet.rs"]
-mod fleet;
-#[allow(dead_code)]
-#[path = "../tests/plant/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../tests/plant/odoo.rs"]
-mod odoo;
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/plant/real_odoo.rs"]
-mod real_odoo;
-#[allow(dead_code)]
-#[path = "../tests/plant/stack.rs"]
-mod stack;
-
 use std::time::{Duration, Instant};
 
-use harness::*;
+use plantd_testkit::harness::*;
+use plantd_testkit::real_odoo;
 use serde_json::{json, Value};
 
 fn partner(i: u64) -> Value {

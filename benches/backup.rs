@@ -38,10 +38,12 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use plantd_testkit::command::{leftovers, remove_by_label, run, wait_for};
 
 use serde_json::Value;
 
@@ -89,51 +91,6 @@ impl Settings {
     }
 }
 
-/// Runs a command to its end, or kills it after `limit`.
-fn run(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    // Drained in threads, so a chatty command cannot block on a full pipe.
-    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    }
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    match wait_for(&mut child, limit) {
-        Some(status) => Ok(Output {
-            status,
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        }),
-        None => Err(format!("{cmd:?} did not finish in {} s", limit.as_secs())),
-    }
-}
-
-/// Waits for `child` to exit, or kills it after `limit`.
-fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
 /// Runs a command that must succeed; its stdout.
 fn run_ok(cmd: &mut Command, limit: Duration) -> String {
     let mut shown = format!("{cmd:?}");
@@ -155,63 +112,6 @@ fn docker(args: &[&str]) -> Command {
     let mut cmd = Command::new("docker");
     cmd.args(args);
     cmd
-}
-
-/// `docker ...`, its stdout split in words (ids, names); empty on any failure.
-fn docker_words(args: &[&str]) -> Vec<String> {
-    match run(&mut docker(args), SHORT) {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// What carries `label` (`key=value`): containers, volumes and networks, as `kind id` strings.
-fn leftovers(label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut all = Vec::new();
-    for (kind, args) in [
-        ("container", vec!["ps", "-aq", "--filter", &filter]),
-        ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
-        ("network", vec!["network", "ls", "-q", "--filter", &filter]),
-    ] {
-        all.extend(
-            docker_words(&args)
-                .into_iter()
-                .map(|id| format!("{kind} {id}")),
-        );
-    }
-    all
-}
-
-/// Removes by force whatever still carries `label`, and says what is left.
-fn remove_by_label(label: &str) {
-    let filter = format!("label={label}");
-    for (rm, ls) in [
-        (
-            vec!["rm", "-f", "-v"],
-            vec!["ps", "-aq", "--filter", &filter],
-        ),
-        (
-            vec!["volume", "rm", "-f"],
-            vec!["volume", "ls", "-q", "--filter", &filter],
-        ),
-        (
-            vec!["network", "rm"],
-            vec!["network", "ls", "-q", "--filter", &filter],
-        ),
-    ] {
-        let ids = docker_words(&ls);
-        if !ids.is_empty() {
-            let _ = run(docker(&rm).args(&ids), SHORT);
-        }
-    }
-    let left = leftovers(label);
-    if !left.is_empty() {
-        eprintln!("warning: could not remove {left:?} (label {label}); remove them by hand");
-    }
 }
 
 /// A free port on the loopback address (bound, then released).

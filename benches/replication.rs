@@ -11,17 +11,10 @@
 //!
 //! `PLANTD_BENCH_DRAIN` sets N (default 1 000 000).
 
-#[allow(dead_code)]
-#[path = "../tests/plant/fleet.rs"]
-mod fleet;
-#[allow(dead_code)]
-#[path = "../tests/plant/harness.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use fleet::*;
-use harness::*;
+use plantd_testkit::fleet::*;
+use plantd_testkit::harness::*;
 use serde_json::{json, Value};
 
 fn acked_seq(data: &std::path::Path) -> u64 {
@@ -44,14 +37,6 @@ fn rejoin_and_drain(data: &std::path::Path, n: u64) -> Duration {
         std::thread::sleep(Duration::from_millis(100));
     }
     t.elapsed()
-}
-
-async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 fn main() {
@@ -118,7 +103,7 @@ fn main() {
 
     // The ceiling: the same rows, straight into PostgreSQL.
     let ceiling = rt.block_on(async {
-        let mut db = pg(&pg_cluster.url()).await;
+        let mut db = connect(&pg_cluster.url()).await;
         db.batch_execute("CREATE TABLE ceiling (LIKE transactions INCLUDING ALL)").await.unwrap();
         let rows = db
             .query("SELECT seq, key, device, kind, payload, occurred_at, extract(epoch from received_at)::float8 FROM transactions WHERE plant = 'bench' ORDER BY seq", &[])
@@ -177,7 +162,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (p50, p99) = rt.block_on(async {
-        let db = pg(&pg_cluster.url()).await;
+        let db = connect(&pg_cluster.url()).await;
         let r = db
             .query_one(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)

@@ -21,11 +21,12 @@
 //! `bench-p<pid>` (plantd) or `bench-c<pid>` (compose) and removed at the end of each run, even
 //! when a step fails.
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use plantd_testkit::command::{leftovers, remove_by_label, run, unpause};
 
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::InspectContainerOptions;
@@ -391,115 +392,6 @@ async fn pid_of(docker: &Docker, container: &str) -> i64 {
     let l = look(docker, container).await.expect("docker inspect");
     assert!(l.running && l.pid > 0, "{container} is not running");
     l.pid
-}
-
-/// Runs a command to its end, or kills it after `limit`.
-fn run(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    // Drained in threads, so a chatty command cannot block on a full pipe.
-    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    }
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                return Ok(Output {
-                    status,
-                    stdout: stdout.join().unwrap_or_default(),
-                    stderr: stderr.join().unwrap_or_default(),
-                })
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{cmd:?} did not finish in {} s", limit.as_secs()));
-            }
-        }
-    }
-}
-
-/// `docker ...`, its stdout split in words (ids, names); empty on any failure.
-fn docker_words(args: &[&str]) -> Vec<String> {
-    match run(Command::new("docker").args(args), COMMAND_LIMIT) {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// What carries `label` (`key=value`): containers, volumes and networks, as `kind id` strings.
-fn leftovers(label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    let mut all = Vec::new();
-    for (kind, args) in [
-        ("container", vec!["ps", "-aq", "--filter", &filter]),
-        ("volume", vec!["volume", "ls", "-q", "--filter", &filter]),
-        ("network", vec!["network", "ls", "-q", "--filter", &filter]),
-    ] {
-        all.extend(
-            docker_words(&args)
-                .into_iter()
-                .map(|id| format!("{kind} {id}")),
-        );
-    }
-    all
-}
-
-/// Unpauses the paused containers that carry `label`, so that they can be stopped.
-fn unpause(label: &str) {
-    let filter = format!("label={label}");
-    let paused = docker_words(&["ps", "-q", "--filter", &filter, "--filter", "status=paused"]);
-    if !paused.is_empty() {
-        let _ = run(
-            Command::new("docker").arg("unpause").args(&paused),
-            COMMAND_LIMIT,
-        );
-    }
-}
-
-/// The fallback: removes by force whatever still carries `label`, and says what is left.
-fn remove_by_label(label: &str) {
-    let filter = format!("label={label}");
-    unpause(label);
-    for (rm, ls) in [
-        (
-            vec!["rm", "-f", "-v"],
-            vec!["ps", "-aq", "--filter", &filter],
-        ),
-        (
-            vec!["volume", "rm", "-f"],
-            vec!["volume", "ls", "-q", "--filter", &filter],
-        ),
-        (
-            vec!["network", "rm"],
-            vec!["network", "ls", "-q", "--filter", &filter],
-        ),
-    ] {
-        let ids = docker_words(&ls);
-        if !ids.is_empty() {
-            let _ = run(Command::new("docker").args(&rm).args(&ids), COMMAND_LIMIT);
-        }
-    }
-    let left = leftovers(label);
-    if !left.is_empty() {
-        eprintln!("warning: could not remove {left:?} (label {label}); remove them by hand");
-    }
 }
 
 /// The stack under `plantd up`, in its own data directory; dropping it takes everything down.

@@ -42,12 +42,12 @@ fi
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 if cargo fmt --version >/dev/null 2>&1; then
-  cargo fmt --check
+  cargo fmt --all --check
 else
   echo "rustfmt is not installed: skipping the format check"
 fi
 if cargo clippy --version >/dev/null 2>&1; then
-  cargo clippy --release --all-targets --locked -- -D warnings
+  cargo clippy --workspace --release --all-targets --locked -- -D warnings
 else
   echo "clippy is not installed: skipping lints"
 fi

@@ -515,7 +515,7 @@ fn the_admin_ui_in_chromium() {
         .env("PLANTD_PID", stack.plant.pid().to_string())
         .env("PG_CONTAINER", stack.container("postgres"))
         .env("REDIS_CONTAINER", stack.container("redis"))
-        .env("PLANTD_BIN", harness::BIN)
+        .env("PLANTD_BIN", harness::built_bin())
         .env("PLANTD_DATA_DIR", &stack.plant.data_dir)
         .env("PLANTD_CONFIG", &stack.config_path)
         .output()

@@ -247,7 +247,7 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
         .env("PLANTD_URL", plant.url(""))
         .env("SETUP_CODE", setup_code.trim())
         .env("SHOTS", &shots)
-        .env("PLANTD_BIN", harness::BIN)
+        .env("PLANTD_BIN", harness::built_bin())
         .env("PLANTD_DATA_DIR", data)
         .env("PLANTD_CONFIG", &stack.config_path)
         .env("PICKING", "WH/IN/UI1")

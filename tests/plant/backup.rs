@@ -949,7 +949,7 @@ fn a_backup_killed_midway_leaves_nothing_listed_and_the_next_one_succeeds() {
         String::from_utf8_lossy(&fill.stderr)
     );
     let backups = stack.plant.data_dir.join("backups");
-    let mut child = Command::new(harness::BIN)
+    let mut child = Command::new(harness::built_bin())
         .args(stack.args(&["backup", "run"]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

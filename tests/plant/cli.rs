@@ -50,7 +50,7 @@ fn config_check_accepts_the_example_and_names_line_and_field_of_errors() {
     for (text, expected) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(BIN)
+        let out = std::process::Command::new(built_bin())
             .current_dir(dir.path())
             .args(["config", "check", "bad.toml"])
             .output()
@@ -116,7 +116,7 @@ fn tokens_are_listed_and_revoked_through_the_running_daemon() {
     );
 
     // A second daemon on the same data directory refuses to start.
-    let second = std::process::Command::new(BIN)
+    let second = std::process::Command::new(built_bin())
         .args(["up", "--data-dir", d, "--listen", &free_addr().to_string()])
         .output()
         .unwrap();
@@ -184,7 +184,7 @@ fn a_configured_certificate_is_served_and_a_missing_one_is_named() {
         "[api]\ntls_cert = \"/etc/nope/api.crt\"\ntls_key = \"/etc/nope/api.key\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(built_bin())
         .args([
             "up",
             "--config",

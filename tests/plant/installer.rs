@@ -40,7 +40,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
         "--root",
         r,
         "--binary",
-        harness::BIN,
+        harness::built_bin(),
         "--name",
         "lyon",
     ];
@@ -56,7 +56,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
     let data = root.join("var/lib/plantd");
     assert_eq!(
         std::fs::read(&bin).unwrap(),
-        std::fs::read(harness::BIN).unwrap()
+        std::fs::read(harness::built_bin()).unwrap()
     );
     assert_eq!(
         std::fs::read_to_string(&unit).unwrap(),
@@ -92,7 +92,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
     );
     assert_eq!(
         std::fs::read(&bin).unwrap(),
-        std::fs::read(harness::BIN).unwrap(),
+        std::fs::read(harness::built_bin()).unwrap(),
         "upgraded"
     );
 
@@ -110,7 +110,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
         "--root",
         r,
         "--binary",
-        harness::BIN,
+        harness::built_bin(),
         "--database",
         db,
     ]));
@@ -147,7 +147,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
         "--root",
         empty.to_str().unwrap(),
         "--binary",
-        harness::BIN,
+        harness::built_bin(),
         "--token",
         "t",
     ]));
@@ -157,7 +157,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
         "--root",
         empty.to_str().unwrap(),
         "--binary",
-        harness::BIN,
+        harness::built_bin(),
         "--database",
         "postgres://a\"b@db/x",
     ]));
@@ -184,7 +184,7 @@ tail -n 1 /etc/plantd/plant.toml
 /opt/plantd/installer/install.sh --uninstall
 test ! -e /usr/local/bin/plantd && test ! -e /usr/local/lib/plantd && test -e /etc/plantd/plant.toml && echo "uninstalled, config kept"
 "#;
-    let bin = Path::new(harness::BIN);
+    let bin = Path::new(harness::built_bin());
     let out = Command::new("docker")
         .args([
             "run",

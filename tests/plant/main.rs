@@ -1,5 +1,9 @@
 //! Integration tests: each drives the real `plantd` binary as a device, an admin and a
-//! crash would. One test binary, one module per concern.
+//! crash would. One test binary, one module per concern; what they share with the benchmarks
+//! is the `plantd-testkit` crate (testkit/), reached here as `crate::harness`, `crate::fleet`,
+//! and through `stack`, `odoo` and `real_odoo`, which add their tests to its helpers.
+
+pub use plantd_testkit::{fleet, harness};
 
 mod admin;
 mod apply_chaos;
@@ -11,9 +15,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod disk_full;
-mod fleet;
 mod floods;
-mod harness;
 mod hub_limits;
 mod import_hostile;
 mod installer;

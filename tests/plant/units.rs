@@ -27,7 +27,7 @@ fn the_units_pass_systemd_analyze_verify() {
         let path = dir.path().join(unit);
         std::fs::write(
             &path,
-            text.replace("/usr/local/lib/plantd/plantd", harness::BIN),
+            text.replace("/usr/local/lib/plantd/plantd", harness::built_bin()),
         )
         .unwrap();
         paths.push(path);

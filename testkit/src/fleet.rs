@@ -106,11 +106,8 @@ impl Pg {
     /// (seq, key) of every row the hub stored for `plant`, in seq order.
     pub fn rows(&self, plant: &str) -> Vec<(u64, String)> {
         rt().block_on(async {
-            let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            connect(&self.url())
                 .await
-                .unwrap();
-            tokio::spawn(conn);
-            client
                 .query(
                     "SELECT seq, key FROM transactions WHERE plant = $1 ORDER BY seq",
                     &[&plant],
@@ -380,4 +377,14 @@ fn pipe(
         }
     });
     tx
+}
+
+/// A client of the database at `url` (the throwaway cluster's, or a hub's), its connection
+/// driven on this runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
 }

@@ -7,12 +7,30 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_plantd");
+/// The `plantd` binary cargo built beside the test or benchmark that runs (both live in
+/// `target/PROFILE/deps/`, the binary in `target/PROFILE/`).
+pub fn built_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the running test's path");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test runs from target/PROFILE/deps");
+        let bin = profile.join("plantd");
+        assert!(
+            bin.exists(),
+            "{} is not there: run the tests and benchmarks through cargo, which builds it",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
+}
 
 /// The binary the daemon and CLI helpers run: `PLANTD_TEST_BIN` when set (the static musl
 /// build, say), else the one cargo built for these tests.
 pub fn bin() -> String {
-    std::env::var("PLANTD_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+    std::env::var("PLANTD_TEST_BIN").unwrap_or_else(|_| built_bin().to_string())
 }
 
 /// Runs `plantd ARGS` to completion.
