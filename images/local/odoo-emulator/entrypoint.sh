@@ -9,9 +9,9 @@ if [ "$1" = "odoo" ]; then
     if [ "$(id -u)" = 0 ]; then
         chown odoo /var/lib/odoo
         exec setpriv --reuid=odoo --regid=odoo --init-groups \
-            python3 /usr/local/lib/odoo_emulator.py --config /etc/odoo/odoo.conf "$@"
+            python3 -m odoo_emulator --config /etc/odoo/odoo.conf "$@"
     fi
-    exec python3 /usr/local/lib/odoo_emulator.py --config /etc/odoo/odoo.conf "$@"
+    exec python3 -m odoo_emulator --config /etc/odoo/odoo.conf "$@"
 fi
 
 exec "$@"
