@@ -270,7 +270,7 @@ pub async fn services(State(admin): State<Admin>, headers: HeaderMap) -> Answer 
 }
 
 pub(super) fn service_name(service: &str) -> Result<crate::stack::spec::Service, AdminError> {
-    crate::stack::spec::Service::parse(service).map_err(AdminError::NotFound)
+    crate::stack::spec::Service::parse(service).map_err(|e| AdminError::NotFound(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -289,7 +289,7 @@ pub async fn service_logs(
     let lines = stack(&admin)?
         .logs(svc, q.tail.unwrap_or(50).min(1000))
         .await
-        .map_err(AdminError::Failed)?;
+        .map_err(|e| AdminError::Failed(e.to_string()))?;
     Ok(Json(json!({ "lines": lines })).into_response())
 }
 

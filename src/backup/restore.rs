@@ -457,6 +457,7 @@ async fn sh_in_odoo(live: &Live, script: &str) -> Result<(), String> {
     live.engine
         .exec(odoo, &["sh", "-c", script], None, &mut sink)
         .await
+        .map_err(|e| e.to_string())
 }
 
 /// Runs a shell script in a one-off container made like Odoo's (its image and volumes),
@@ -655,10 +656,10 @@ async fn healthy(live: &Live, db: &str, deadline: Duration) -> anyhow::Result<()
                             Err(e) => last = format!("/web/login?db={db}: {e}"),
                         }
                     }
-                    Err(e) => last = e,
+                    Err(e) => last = e.to_string(),
                 }
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -220,7 +220,7 @@ impl Sandbox {
             )
             .await
             // psql names the line of its input; that input is the dump's own lines.
-            .map_err(|e| e.replace("psql:<stdin>:", "dump.sql, line "))
+            .map_err(|e| e.to_string().replace("psql:<stdin>:", "dump.sql, line "))
     }
 
     /// The single value `query` returns, as JSON (the query builds it), read as the import's
@@ -272,6 +272,7 @@ impl Sandbox {
                 out,
             )
             .await
+            .map_err(|e| e.to_string())
     }
 
     /// Removes the container and its data volume, at once: nothing in it is kept.

@@ -29,8 +29,10 @@ impl Supervisor {
             Command::Logs(service, tail, reply) => {
                 let result = match (self.engine().await, self.seen.get(&service)) {
                     (None, _) => Err(self.unreachable()),
-                    (Some(_), None) => Err(format!("{service} has no container")),
-                    (Some(engine), Some(seen)) => engine.logs(&seen.name, tail).await,
+                    (Some(_), None) => Err(Error::NoContainer { service }),
+                    (Some(engine), Some(seen)) => {
+                        engine.logs(&seen.name, tail).await.map_err(Error::from)
+                    }
                 };
                 let _ = reply.send(result);
             }
@@ -59,7 +61,7 @@ impl Supervisor {
                             Err(e) => format!("failed: {e}"),
                         };
                         self.event(None, "down", what);
-                        r
+                        r.map_err(Error::from)
                     }
                 };
                 let _ = reply.send(result);
@@ -76,7 +78,7 @@ impl Supervisor {
         &mut self,
         service: Service,
         reason: Option<String>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Error> {
         let Some(engine) = self.engine().await else {
             return Err(self.unreachable());
         };
@@ -85,12 +87,16 @@ impl Supervisor {
         match reason {
             Some(why) => {
                 crate::fsutil::write_atomic(&marker, why.as_bytes(), 0o600)
-                    .map_err(|e| format!("recording the hold: {e:#}"))?;
+                    .map_err(Error::RecordHold)?;
                 self.held.insert(service, why.clone());
                 self.trackers.remove(&service);
                 if let Some(seen) = seen {
-                    engine.stop(&seen.observed.id).await.map_err(|e| {
-                        format!("{service} is held, but stopping {} failed: {e}", seen.name)
+                    engine.stop(&seen.observed.id).await.map_err(|source| {
+                        Error::HeldButNotStopped {
+                            service,
+                            container: seen.name.clone(),
+                            source,
+                        }
                     })?;
                 }
                 self.event(Some(service), "hold", why);
@@ -102,18 +108,22 @@ impl Supervisor {
                 }
                 if let Err(e) = std::fs::remove_file(&marker) {
                     if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(format!("removing {}: {e}", marker.display()));
+                        return Err(Error::RemoveHoldMarker {
+                            path: marker,
+                            source: e,
+                        });
                     }
                 }
                 // Stopped on purpose: starting it again is not a crash.
                 self.books.entry(service).or_default().reset();
                 if let Some(seen) = seen {
                     if !matches!(seen.observed.state, RunState::Running | RunState::Paused) {
-                        engine.start(&seen.observed.id).await.map_err(|e| {
-                            format!(
-                                "{service} is released, but starting {} failed: {e}",
-                                seen.name
-                            )
+                        engine.start(&seen.observed.id).await.map_err(|source| {
+                            Error::ReleasedButNotStarted {
+                                service,
+                                container: seen.name.clone(),
+                                source,
+                            }
                         })?;
                     }
                 }
@@ -123,24 +133,28 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn unreachable(&self) -> String {
-        format!(
-            "the Docker engine is unreachable: {}",
-            self.engine_error.as_deref().unwrap_or("not connected")
-        )
+    pub(super) fn unreachable(&self) -> Error {
+        Error::EngineUnreachable {
+            why: self
+                .engine_error
+                .as_deref()
+                .unwrap_or("not connected")
+                .to_string(),
+        }
     }
 
-    pub(super) async fn restart_now(&mut self, service: Service) -> Result<String, String> {
+    pub(super) async fn restart_now(&mut self, service: Service) -> Result<String, Error> {
         let Some(engine) = self.engine().await else {
             return Err(self.unreachable());
         };
         if let Some(why) = self.held.get(&service) {
-            return Err(format!(
-                "{service} is held ({why}); `plantd stack release {service}` first"
-            ));
+            return Err(Error::Held {
+                service,
+                why: why.clone(),
+            });
         }
         let Some(seen) = self.seen.get(&service).cloned() else {
-            return Err(format!("{service} has no container yet"));
+            return Err(Error::NoContainerYet { service });
         };
         let paused = seen.observed.state == RunState::Paused;
         let result = match seen.observed.state {
@@ -159,7 +173,7 @@ impl Supervisor {
                     "restart_failed",
                     format!("asked by an admin: {e}"),
                 );
-                Err(format!("restarting {service}: {e}"))
+                Err(Error::Restart { service, source: e })
             }
         }
     }
@@ -211,13 +225,13 @@ impl Supervisor {
     }
 
     /// Takes a new desired stack; a changed image is an upgrade with a health gate.
-    pub(super) fn apply(&mut self, new: StackSpec) -> Result<String, String> {
+    pub(super) fn apply(&mut self, new: StackSpec) -> Result<String, Error> {
         let now = self.now();
         if new.name != self.desired.name {
-            return Err(format!(
-                "stack.name changed from {} to {}: that would be a new, empty stack beside the running one; put the old name back (a rename needs `plantd stack down` first, then a restart of plantd)",
-                self.desired.name, new.name
-            ));
+            return Err(Error::Renamed {
+                from: self.desired.name.clone(),
+                to: new.name,
+            });
         }
         let mut changes = Vec::new();
         for spec in &new.services {

@@ -83,7 +83,94 @@ pub struct StackReport {
     pub services: Vec<ServiceStatus>,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+/// What went wrong supervising the stack, or carrying out what an admin asked of it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the stack supervisor has stopped")]
+    SupervisorStopped,
+    #[error("the stack supervisor is busy (pulling an image?); the request stays queued and is carried out, see `plantd stack events`")]
+    SupervisorBusy,
+    /// No engine to ask; `why` is the last connection error, or "not connected".
+    #[error("the Docker engine is unreachable: {why}")]
+    EngineUnreachable { why: String },
+    #[error("{service} has no container")]
+    NoContainer { service: Service },
+    #[error("{service} has no container yet")]
+    NoContainerYet { service: Service },
+    #[error("{service} is held ({why}); `plantd stack release {service}` first")]
+    Held { service: Service, why: String },
+    #[error("restarting {service}: {source}")]
+    Restart {
+        service: Service,
+        #[source]
+        source: docker::Error,
+    },
+    #[error("recording the hold: {0:#}")]
+    RecordHold(#[source] anyhow::Error),
+    #[error("removing {}: {source}", .path.display())]
+    RemoveHoldMarker {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{service} is held, but stopping {container} failed: {source}")]
+    HeldButNotStopped {
+        service: Service,
+        container: String,
+        #[source]
+        source: docker::Error,
+    },
+    #[error("{service} is released, but starting {container} failed: {source}")]
+    ReleasedButNotStarted {
+        service: Service,
+        container: String,
+        #[source]
+        source: docker::Error,
+    },
+    #[error("stack.name changed from {from} to {to}: that would be a new, empty stack beside the running one; put the old name back (a rename needs `plantd stack down` first, then a restart of plantd)")]
+    Renamed { from: String, to: String },
+    #[error("DATA_DIR/stack/secrets.json was missing, so new passwords were made, but volume {volume} already holds a database made with the old ones; put secrets.json back from a backup of the data directory and restart plantd")]
+    SecretsLost { volume: String },
+    #[error("writing Odoo's config: {0:#}")]
+    WriteConfig(#[source] anyhow::Error),
+    #[error("PostgreSQL has no address on the stack network yet")]
+    NoPostgresAddress,
+    #[error("creating the Odoo database {database}: {source}")]
+    CreateDatabase {
+        database: String,
+        #[source]
+        source: docker::Error,
+    },
+    #[error("reading the admin login of {database}: {source}")]
+    ReadAdminLogin {
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("hashing: {0}")]
+    HashTask(#[source] tokio::task::JoinError),
+    #[error("hashing: {0:#}")]
+    Hash(#[source] anyhow::Error),
+    #[error("setting the admin login's password in {database}: {source}")]
+    SetAdminPassword {
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+    #[error(transparent)]
+    Probe(#[from] probe::Error),
+}
+
+/// For the control socket, whose answers are text.
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
     Restart(Service, Reply<String>),
@@ -109,41 +196,110 @@ impl Stack {
         self.report.borrow().clone()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))
             .await
-            .map_err(|_| "the stack supervisor has stopped".to_string())?;
+            .map_err(|_| Error::SupervisorStopped)?;
         // The supervisor does one thing at a time; a pull can hold it for minutes.
         match tokio::time::timeout(Duration::from_secs(300), rx).await {
-            Ok(answer) => answer.map_err(|_| "the stack supervisor has stopped".to_string())?,
-            Err(_) => Err("the stack supervisor is busy (pulling an image?); the request stays queued and is carried out, see `plantd stack events`".into()),
+            Ok(answer) => answer.map_err(|_| Error::SupervisorStopped)?,
+            Err(_) => Err(Error::SupervisorBusy),
         }
     }
 
-    pub async fn restart(&self, service: Service) -> Result<String, String> {
+    pub async fn restart(&self, service: Service) -> Result<String, Error> {
         self.ask(|r| Command::Restart(service, r)).await
     }
-    pub async fn reset(&self, service: Service) -> Result<String, String> {
+    pub async fn reset(&self, service: Service) -> Result<String, Error> {
         self.ask(|r| Command::Reset(service, r)).await
     }
-    pub async fn logs(&self, service: Service, tail: usize) -> Result<Vec<String>, String> {
+    pub async fn logs(&self, service: Service, tail: usize) -> Result<Vec<String>, Error> {
         self.ask(|r| Command::Logs(service, tail, r)).await
     }
-    pub async fn events(&self) -> Result<Vec<StackEvent>, String> {
+    pub async fn events(&self) -> Result<Vec<StackEvent>, Error> {
         self.ask(Command::Events).await
     }
-    pub async fn apply(&self, spec: StackSpec) -> Result<String, String> {
+    pub async fn apply(&self, spec: StackSpec) -> Result<String, Error> {
         self.ask(|r| Command::Apply(Box::new(spec), r)).await
     }
-    pub async fn down(&self, delete_volumes: bool) -> Result<Vec<String>, String> {
+    pub async fn down(&self, delete_volumes: bool) -> Result<Vec<String>, Error> {
         self.ask(|r| Command::Down(delete_volumes, r)).await
     }
     /// With a reason, stops `service` and keeps it stopped (across restarts of plantd too);
     /// without one, lets it run again.
-    pub async fn hold(&self, service: Service, reason: Option<String>) -> Result<String, String> {
+    pub async fn hold(&self, service: Service, reason: Option<String>) -> Result<String, Error> {
         self.ask(|r| Command::Hold(service, reason, r)).await
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// The messages are the ones plantd answered with when its errors were strings.
+    #[test]
+    fn error_messages_are_as_before() {
+        assert_eq!(
+            String::from(Error::EngineUnreachable {
+                why: "not connected".into()
+            }),
+            "the Docker engine is unreachable: not connected"
+        );
+        assert_eq!(
+            Error::Held {
+                service: Service::Odoo,
+                why: "restore".into()
+            }
+            .to_string(),
+            "odoo is held (restore); `plantd stack release odoo` first"
+        );
+        let engine = docker::Error::NoAddress {
+            container: "plant-odoo".into(),
+            network: "plant".into(),
+        };
+        assert_eq!(
+            Error::Restart {
+                service: Service::Odoo,
+                source: engine,
+            }
+            .to_string(),
+            "restarting odoo: plant-odoo has no address on plant; is it running?"
+        );
+        assert_eq!(
+            Error::from(docker::Error::ImageMissing {
+                image: "odoo:18.0".into()
+            })
+            .to_string(),
+            "image odoo:18.0 is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`"
+        );
+        assert_eq!(
+            Error::RemoveHoldMarker {
+                path: PathBuf::from("/d/held-odoo"),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }
+            .to_string(),
+            "removing /d/held-odoo: permission denied"
+        );
+        assert_eq!(
+            Error::from(probe::Error::NoAnswer {
+                timeout: Duration::from_millis(1500)
+            })
+            .to_string(),
+            "no answer within 1500 ms"
+        );
+        assert_eq!(
+            probe::Error::RedisAnswer {
+                answer: "-ERR".into()
+            }
+            .to_string(),
+            "PING answered \"-ERR\""
+        );
+        assert_eq!(
+            String::from(Service::parse("web").unwrap_err()),
+            "no service \"web\"; the services are postgres, redis and odoo"
+        );
     }
 }
 
@@ -264,10 +420,10 @@ async fn secure_odoo_conf(engine: Engine, stack: String, path: PathBuf, image: S
     let handed = match engine.has_image(&image).await {
         Ok(true) => match engine.image_user(&stack, &image).await {
             Ok(owner) => spec::hand_to(&path, owner).map_err(|e| format!("{e:#}")),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         },
         Ok(false) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     };
     if let Err(e) = handed {
         tracing::warn!(path = %path.display(), error = %e, "could not make Odoo's config file private to Odoo's user");

@@ -12,13 +12,13 @@ impl Supervisor {
         &mut self,
         engine: &Engine,
         spec: &ServiceSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let db = self.desired.odoo_database.clone();
         let ip = self
             .seen
             .get(&Service::Postgres)
             .and_then(|s| s.ip)
-            .ok_or("PostgreSQL has no address on the stack network yet")?;
+            .ok_or(Error::NoPostgresAddress)?;
         if probe::database_exists(ip, &self.desired.secrets, &db).await? {
             return Ok(());
         }
@@ -44,7 +44,10 @@ impl Supervisor {
         engine
             .run_once(&self.desired, spec, cmd, Duration::from_secs(15 * 60))
             .await
-            .map_err(|e| format!("creating the Odoo database {db}: {e}"))?;
+            .map_err(|source| Error::CreateDatabase {
+                database: db.clone(),
+                source,
+            })?;
         self.event(
             Some(Service::Odoo),
             "init_done",
@@ -58,17 +61,17 @@ impl Supervisor {
     /// in secrets.json (`plantd stack secret odoo-admin` prints it), writing the hash Odoo
     /// would write over its own connection to PostgreSQL. A password someone chose is left
     /// alone.
-    pub(super) async fn secure_odoo_admin(&mut self) -> Result<(), String> {
+    pub(super) async fn secure_odoo_admin(&mut self) -> Result<(), Error> {
         let db = self.desired.odoo_database.clone();
         let ip = self
             .seen
             .get(&Service::Postgres)
             .and_then(|s| s.ip)
-            .ok_or("PostgreSQL has no address on the stack network yet")?;
+            .ok_or(Error::NoPostgresAddress)?;
         let secrets = self.desired.secrets.clone();
         let timeout = Duration::from_secs(10);
         let pg = probe::Pg::connect(ip, &secrets, &db, timeout).await?;
-        let result: Result<Option<()>, String> = async {
+        let result: Result<Option<()>, Error> = async {
             let row = pg
                 .client
                 .query_opt(
@@ -76,7 +79,10 @@ impl Supervisor {
                     &[],
                 )
                 .await
-                .map_err(|e| format!("reading the admin login of {db}: {e}"))?;
+                .map_err(|source| Error::ReadAdminLogin {
+                    database: db.clone(),
+                    source,
+                })?;
             let Some(row) = row else {
                 return Ok(None);
             };
@@ -90,8 +96,8 @@ impl Supervisor {
                 }
             })
             .await
-            .map_err(|e| format!("hashing: {e}"))?
-            .map_err(|e| format!("hashing: {e:#}"))?;
+            .map_err(Error::HashTask)?
+            .map_err(Error::Hash)?;
             let Some(new_hash) = new_hash else {
                 return Ok(None);
             };
@@ -101,7 +107,10 @@ impl Supervisor {
                     &[&new_hash, &id],
                 )
                 .await
-                .map_err(|e| format!("setting the admin login's password in {db}: {e}"))?;
+                .map_err(|source| Error::SetAdminPassword {
+                    database: db.clone(),
+                    source,
+                })?;
             Ok(Some(()))
         }
         .await;

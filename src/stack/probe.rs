@@ -17,6 +17,45 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::reconcile::Outcome;
 use super::spec::{Secrets, Service, DB_USER};
 
+/// Why a probe, or a question put to the stack's PostgreSQL, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no answer within {} ms", .timeout.as_millis())]
+    NoAnswer { timeout: Duration },
+    #[error("connecting to PostgreSQL: {0}")]
+    PostgresConnect(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL did not answer within {timeout:?}")]
+    PostgresTimedOut { timeout: Duration },
+    #[error("SELECT 1: {0}")]
+    Select1(#[source] tokio_postgres::Error),
+    #[error("reading pg_stat_activity: {0}")]
+    Activity(#[source] tokio_postgres::Error),
+    #[error("looking for database {database}: {source}")]
+    LookupDatabase {
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("connecting: {0}")]
+    RedisConnect(#[source] std::io::Error),
+    #[error("sending PING: {0}")]
+    RedisSend(#[source] std::io::Error),
+    #[error("reading the answer to PING: {0}")]
+    RedisRead(#[source] std::io::Error),
+    #[error("PING answered {answer:?}")]
+    RedisAnswer { answer: String },
+    /// An Odoo endpoint (`/web/health`, `version_info`) could not be asked.
+    #[error("{endpoint}: {}", with_causes(.source))]
+    OdooRequest {
+        endpoint: &'static str,
+        /// Without its URL: the address is plantd's own business.
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{endpoint} answered {status}")]
+    OdooStatus { endpoint: &'static str, status: u16 },
+}
+
 /// What the Odoo probe needs, beyond Odoo's address, to tell busy from hung.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OdooContext {
@@ -42,7 +81,7 @@ pub async fn probe(
     secrets: &Secrets,
     http: &reqwest::Client,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     check(service, ip, secrets, http, timeout)
         .await
         .unwrap_or_else(|| Err(no_answer(timeout)))
@@ -60,16 +99,16 @@ pub async fn probe_outcome(
 ) -> Outcome {
     match check(service, ip, secrets, http, timeout).await {
         Some(Ok(())) => Outcome::Pass,
-        Some(Err(why)) => Outcome::Fail(why),
+        Some(Err(why)) => Outcome::Fail(why.to_string()),
         None if service == Service::Odoo => {
-            odoo_busy_or_hung(ip, secrets, odoo_context, no_answer(timeout)).await
+            odoo_busy_or_hung(ip, secrets, odoo_context, no_answer(timeout).to_string()).await
         }
-        None => Outcome::Fail(no_answer(timeout)),
+        None => Outcome::Fail(no_answer(timeout).to_string()),
     }
 }
 
-fn no_answer(timeout: Duration) -> String {
-    format!("no answer within {} ms", timeout.as_millis())
+fn no_answer(timeout: Duration) -> Error {
+    Error::NoAnswer { timeout }
 }
 
 /// One probe; `None` when the service gave no answer within `timeout`.
@@ -79,7 +118,7 @@ async fn check(
     secrets: &Secrets,
     http: &reqwest::Client,
     timeout: Duration,
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), Error>> {
     let work = async {
         match service {
             Service::Postgres => postgres(ip, secrets, timeout).await,
@@ -153,7 +192,7 @@ pub async fn in_progress(
     secrets: &Secrets,
     database: &str,
     odoo: IpAddr,
-) -> Result<InProgress, String> {
+) -> Result<InProgress, Error> {
     let sql = format!(
         "SELECT count(*) FILTER (WHERE state = 'active'), \
                 count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'), \
@@ -166,7 +205,7 @@ pub async fn in_progress(
         let row = client
             .query_one(&sql, &[&database, &odoo.to_string()])
             .await
-            .map_err(|e| format!("reading pg_stat_activity: {e}"))?;
+            .map_err(Error::Activity)?;
         Ok(InProgress {
             active: row.get(0),
             waiting_on_lock: row.get(1),
@@ -189,7 +228,7 @@ impl Pg {
         secrets: &Secrets,
         db: &str,
         timeout: Duration,
-    ) -> Result<Pg, String> {
+    ) -> Result<Pg, Error> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(ip.to_string())
@@ -202,7 +241,7 @@ impl Pg {
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+            .map_err(Error::PostgresConnect)?;
         Ok(Pg {
             client,
             conn: AbortOnDrop(tokio::spawn(connection)),
@@ -224,38 +263,41 @@ async fn with_postgres<T>(
     ip: IpAddr,
     secrets: &Secrets,
     timeout: Duration,
-    work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
-) -> Result<T, String> {
+    work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, Error>,
+) -> Result<T, Error> {
     let pg = Pg::connect(ip, secrets, "postgres", timeout).await?;
     let result = work(&pg.client).await;
     pg.close().await;
     result
 }
 
-async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<(), String> {
+async fn postgres(ip: IpAddr, secrets: &Secrets, timeout: Duration) -> Result<(), Error> {
     with_postgres(ip, secrets, timeout, async |client| {
         client
             .simple_query("SELECT 1")
             .await
             .map(|_| ())
-            .map_err(|e| format!("SELECT 1: {e}"))
+            .map_err(Error::Select1)
     })
     .await
 }
 
 /// Whether the stack's PostgreSQL has the database `name`.
-pub async fn database_exists(ip: IpAddr, secrets: &Secrets, name: &str) -> Result<bool, String> {
+pub async fn database_exists(ip: IpAddr, secrets: &Secrets, name: &str) -> Result<bool, Error> {
     let timeout = Duration::from_secs(10);
     let work = with_postgres(ip, secrets, timeout, async |client| {
         client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await
             .map(|row| row.is_some())
-            .map_err(|e| format!("looking for database {name}: {e}"))
+            .map_err(|source| Error::LookupDatabase {
+                database: name.to_string(),
+                source,
+            })
     });
     tokio::time::timeout(timeout, work)
         .await
-        .unwrap_or_else(|_| Err(format!("PostgreSQL did not answer within {timeout:?}")))
+        .unwrap_or_else(|_| Err(Error::PostgresTimedOut { timeout }))
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -266,22 +308,19 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn redis(ip: IpAddr) -> Result<(), String> {
+async fn redis(ip: IpAddr) -> Result<(), Error> {
     let mut stream = tokio::net::TcpStream::connect((ip, 6379))
         .await
-        .map_err(|e| format!("connecting: {e}"))?;
+        .map_err(Error::RedisConnect)?;
     stream
         .write_all(b"PING\r\n")
         .await
-        .map_err(|e| format!("sending PING: {e}"))?;
+        .map_err(Error::RedisSend)?;
     // One line of RESP; a reply may come in pieces.
     let mut buf = Vec::new();
     while !buf.ends_with(b"\r\n") && buf.len() < 256 {
         let mut chunk = [0u8; 64];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("reading the answer to PING: {e}"))?;
+        let n = stream.read(&mut chunk).await.map_err(Error::RedisRead)?;
         if n == 0 {
             break;
         }
@@ -291,42 +330,58 @@ async fn redis(ip: IpAddr) -> Result<(), String> {
     if answer.starts_with("+PONG") {
         Ok(())
     } else {
-        Err(format!("PING answered {:?}", answer.trim_end()))
+        Err(Error::RedisAnswer {
+            answer: answer.trim_end().to_string(),
+        })
     }
 }
 
-async fn odoo(ip: IpAddr, http: &reqwest::Client) -> Result<(), String> {
+async fn odoo(ip: IpAddr, http: &reqwest::Client) -> Result<(), Error> {
     let base = format!("http://{}", std::net::SocketAddr::new(ip, 8069));
     let r = http
         .get(format!("{base}/web/health"))
         .send()
         .await
-        .map_err(|e| format!("/web/health: {}", without_url(e)))?;
+        .map_err(|e| Error::OdooRequest {
+            endpoint: "/web/health",
+            source: e.without_url(),
+        })?;
     match r.status().as_u16() {
         200 => return Ok(()),
         // Before Odoo 15 there is no /web/health.
         404 => {}
-        s => return Err(format!("/web/health answered {s}")),
+        status => {
+            return Err(Error::OdooStatus {
+                endpoint: "/web/health",
+                status,
+            })
+        }
     }
     let r = http
         .post(format!("{base}/web/webclient/version_info"))
         .json(&serde_json::json!({"jsonrpc": "2.0", "method": "call", "params": {}}))
         .send()
         .await
-        .map_err(|e| format!("version_info: {}", without_url(e)))?;
+        .map_err(|e| Error::OdooRequest {
+            endpoint: "version_info",
+            source: e.without_url(),
+        })?;
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap_or_default();
     if status == 200 && body.get("result").is_some() {
         Ok(())
     } else {
-        Err(format!("version_info answered {status}"))
+        Err(Error::OdooStatus {
+            endpoint: "version_info",
+            status,
+        })
     }
 }
 
-fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
+/// A request's error with the errors under it, `: `-joined (reqwest's own says little).
+fn with_causes(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg = format!("{msg}: {s}");
         source = s.source();

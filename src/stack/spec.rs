@@ -42,11 +42,13 @@ impl Service {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Service, String> {
+    pub fn parse(s: &str) -> Result<Service, Error> {
         Service::ALL
             .into_iter()
             .find(|svc| svc.as_str() == s)
-            .ok_or_else(|| format!("no service {s:?}; the services are postgres, redis and odoo"))
+            .ok_or_else(|| Error::UnknownService {
+                name: s.to_string(),
+            })
     }
 
     fn default_image(self, source: ImageSource) -> &'static str {
@@ -58,6 +60,20 @@ impl Service {
             (ImageSource::Local, Service::Redis) => "plantd-local/redis:7",
             (ImageSource::Local, Service::Odoo) => "plantd-local/odoo-emulator:19.0",
         }
+    }
+}
+
+/// A service named on the command line, the control socket or the admin UI that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("no service {name:?}; the services are postgres, redis and odoo")]
+    UnknownService { name: String },
+}
+
+/// For the control socket, whose answers are text.
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
     }
 }
 

@@ -126,7 +126,8 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn engine_lost(&mut self, error: String) {
+    pub(super) fn engine_lost(&mut self, error: docker::Error) {
+        let error = error.to_string();
         self.engine = None;
         if self.engine_error.is_none() {
             self.event(
@@ -231,7 +232,11 @@ impl Supervisor {
             Action::Create { reason, .. } => ("create", reason, self.create(engine, &spec).await),
             Action::Start { reason, .. } => {
                 let id = current.map(|c| c.observed.id).unwrap_or_default();
-                ("start", reason, engine.start(&id).await)
+                (
+                    "start",
+                    reason,
+                    engine.start(&id).await.map_err(Error::from),
+                )
             }
             Action::Restart { reason, .. } => {
                 let c = current.expect("a restart is of an observed container");
@@ -239,7 +244,10 @@ impl Supervisor {
                 (
                     "restart",
                     reason,
-                    engine.restart(&c.observed.id, paused).await,
+                    engine
+                        .restart(&c.observed.id, paused)
+                        .await
+                        .map_err(Error::from),
                 )
             }
             Action::Recreate { reason, .. } => {
@@ -251,9 +259,9 @@ impl Supervisor {
                         .await
                     {
                         Ok(()) => self.create(engine, &spec).await,
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.into()),
                     },
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 ("recreate", reason, result)
             }
@@ -269,6 +277,7 @@ impl Supervisor {
                 self.event(Some(service), event, reason);
             }
             Err(e) => {
+                let e = e.to_string();
                 if !counts {
                     book.not_before = now + 5_000;
                 }
@@ -288,7 +297,7 @@ impl Supervisor {
         &mut self,
         engine: &Engine,
         spec: &ServiceSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if self.desired.fresh_secrets {
             // New passwords next to an old database would lock Odoo and the probes out.
             for volume in self
@@ -299,10 +308,9 @@ impl Supervisor {
                 .filter(|m| m.is_volume())
             {
                 if engine.has_volume(&self.desired, &volume.source).await? {
-                    return Err(format!(
-                        "DATA_DIR/stack/secrets.json was missing, so new passwords were made, but volume {} already holds a database made with the old ones; put secrets.json back from a backup of the data directory and restart plantd",
-                        volume.source
-                    ));
+                    return Err(Error::SecretsLost {
+                        volume: volume.source.clone(),
+                    });
                 }
             }
         }
@@ -318,17 +326,18 @@ impl Supervisor {
         };
         self.desired
             .write_files(owner)
-            .map_err(|e| format!("writing Odoo's config: {e:#}"))?;
+            .map_err(Error::WriteConfig)?;
         if spec.service == Service::Odoo {
             self.ensure_odoo_database(engine, spec).await?;
             // Not a reason to keep Odoo down; said loudly instead.
             if let Err(e) = self.secure_odoo_admin().await {
                 tracing::warn!(error = %e, "could not check the password of Odoo's admin login");
-                self.event(Some(Service::Odoo), "admin_password_failed", e);
+                self.event(Some(Service::Odoo), "admin_password_failed", e.to_string());
             }
         }
         let id = engine.create(&self.desired, spec).await?;
-        engine.start(&id).await
+        engine.start(&id).await?;
+        Ok(())
     }
 
     pub(super) fn judge_upgrades(&mut self, now: u64) {

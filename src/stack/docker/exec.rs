@@ -12,7 +12,7 @@ impl Engine {
         cmd: &[&str],
         stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
         stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.exec_as(container, None, cmd, stdin, stdout).await
     }
 
@@ -24,7 +24,7 @@ impl Engine {
         cmd: &[&str],
         stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
         stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         use bollard::container::LogOutput;
         use bollard::exec::{StartExecOptions, StartExecResults};
         use tokio::io::AsyncWriteExt;
@@ -37,11 +37,24 @@ impl Engine {
             ..Default::default()
         };
         let what = cmd.first().copied().unwrap_or_default();
+        let engine_error = |source| Error::Exec {
+            command: what.to_string(),
+            container: container.to_string(),
+            source: Box::new(source),
+        };
+        let input_error = |source| Error::ExecInput {
+            command: what.to_string(),
+            source,
+        };
+        let output_error = |source| Error::ExecOutput {
+            command: what.to_string(),
+            source,
+        };
         let exec = self
             .docker
             .create_exec(container, config)
             .await
-            .map_err(|e| format!("{what} in {container}: {}", short(e)))?;
+            .map_err(engine_error)?;
         let options = StartExecOptions {
             detach: false,
             tty: false,
@@ -54,32 +67,31 @@ impl Engine {
             .docker
             .start_exec(&exec.id, Some(options))
             .await
-            .map_err(|e| format!("{what} in {container}: {}", short(e)))?
+            .map_err(engine_error)?
         else {
-            return Err(format!("{what} in {container}: the engine detached"));
+            return Err(Error::ExecDetached {
+                command: what.to_string(),
+                container: container.to_string(),
+            });
         };
         let feed = async {
             if let Some(stdin) = stdin {
                 tokio::io::copy(stdin, &mut input)
                     .await
-                    .map_err(|e| format!("feeding {what}: {e}"))?;
-                input
-                    .shutdown()
-                    .await
-                    .map_err(|e| format!("feeding {what}: {e}"))?;
+                    .map_err(input_error)?;
+                input.shutdown().await.map_err(input_error)?;
             }
-            Ok::<(), String>(())
+            Ok::<(), Error>(())
         };
         // The end of standard error is kept for the error message (64 KiB at most): a
         // command's fatal error comes last.
         let mut stderr: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
         let drain = async {
             while let Some(item) = output.next().await {
-                match item.map_err(|e| format!("{what} in {container}: {}", short(e)))? {
-                    LogOutput::StdOut { message } => stdout
-                        .write_all(&message)
-                        .await
-                        .map_err(|e| format!("writing what {what} printed: {e}"))?,
+                match item.map_err(engine_error)? {
+                    LogOutput::StdOut { message } => {
+                        stdout.write_all(&message).await.map_err(output_error)?
+                    }
                     LogOutput::StdErr { message } => {
                         stderr.extend(message.iter());
                         let excess = stderr.len().saturating_sub(64 * 1024);
@@ -88,10 +100,7 @@ impl Engine {
                     _ => {}
                 }
             }
-            stdout
-                .flush()
-                .await
-                .map_err(|e| format!("writing what {what} printed: {e}"))
+            stdout.flush().await.map_err(output_error)
         };
         // Feeding and reading run together. The engine keeps the stream open while input is
         // attached, even after the command exits, so the exit is watched for as well: once the
@@ -114,7 +123,9 @@ impl Engine {
                 () = exited => match tokio::time::timeout(std::time::Duration::from_secs(2), &mut both).await {
                     Ok(done) => done,
                     Err(_) => (
-                        Err(format!("{what} exited before reading all of its input")),
+                        Err(Error::ExecInputUnread {
+                            command: what.to_string(),
+                        }),
                         Ok(()),
                     ),
                 },
@@ -124,14 +135,17 @@ impl Engine {
             .docker
             .inspect_exec(&exec.id)
             .await
-            .map_err(|e| format!("{what} in {container}: {}", short(e)))?;
+            .map_err(engine_error)?;
         match inspect.exit_code {
             Some(0) => fed.and(drained),
-            code => Err(format!(
-                "{what} in {container} failed (exit {}): {}",
-                code.map_or("unknown".to_string(), |c| c.to_string()),
-                String::from_utf8_lossy(&Vec::from(stderr)).trim()
-            )),
+            code => Err(Error::ExecFailed {
+                command: what.to_string(),
+                container: container.to_string(),
+                code,
+                stderr: String::from_utf8_lossy(&Vec::from(stderr))
+                    .trim()
+                    .to_string(),
+            }),
         }
     }
 }

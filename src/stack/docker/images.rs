@@ -4,20 +4,20 @@ use super::*;
 
 impl Engine {
     /// Whether the image is present on the engine.
-    pub async fn has_image(&self, image: &str) -> Result<bool, String> {
+    pub async fn has_image(&self, image: &str) -> Result<bool, Error> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(short(e)),
+            Err(e) => Err(call("inspect image", image)(e)),
         }
     }
 
     /// The ID (`sha256:…`) of the image `image` names, if Docker has it.
-    pub async fn image_id(&self, image: &str) -> Result<Option<String>, String> {
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, Error> {
         match self.docker.inspect_image(image).await {
             Ok(i) => Ok(i.id),
             Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(short(e)),
+            Err(e) => Err(call("inspect image", image)(e)),
         }
     }
 
@@ -26,12 +26,15 @@ impl Engine {
     /// `/etc/group`, read from a container made for that (never started, no network) and
     /// removed again; it carries `stack`'s label (and no service's, so the supervisor never
     /// counts it), so that one a crash left behind is recognisably the stack's.
-    pub async fn image_user(&self, stack: &str, image: &str) -> Result<Option<(u32, u32)>, String> {
+    pub async fn image_user(&self, stack: &str, image: &str) -> Result<Option<(u32, u32)>, Error> {
         let user = self
             .docker
             .inspect_image(image)
             .await
-            .map_err(|e| format!("inspecting {image}: {}", short(e)))?
+            .map_err(|source| Error::InspectImage {
+                image: image.to_string(),
+                source: Box::new(source),
+            })?
             .config
             .and_then(|c| c.user)
             .unwrap_or_default();
@@ -52,13 +55,17 @@ impl Engine {
                 body,
             )
             .await
-            .map_err(|e| format!("reading {image}'s users: {}", short(e)))?
+            .map_err(|source| Error::ReadImageUsers {
+                image: image.to_string(),
+                source: Box::new(source),
+            })?
             .id;
         let read = async {
             let passwd = self.read_file(&id, "/etc/passwd").await?;
             let group = self.read_file(&id, "/etc/group").await.unwrap_or_default();
-            named_user(&user, &passwd, &group).ok_or_else(|| {
-                format!("{image} runs as user {user:?}, which its /etc/passwd does not name")
+            named_user(&user, &passwd, &group).ok_or_else(|| Error::UnknownImageUser {
+                image: image.to_string(),
+                user: user.clone(),
             })
         }
         .await;
@@ -67,65 +74,75 @@ impl Engine {
     }
 
     /// One small text file from a container's filesystem (at most 1 MiB).
-    pub(super) async fn read_file(&self, id: &str, path: &str) -> Result<String, String> {
+    pub(super) async fn read_file(&self, id: &str, path: &str) -> Result<String, Error> {
         let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
             .path(path)
             .build();
         let mut stream = self.docker.download_from_container(id, Some(options));
         let mut tar = Vec::new();
         while let Some(chunk) = stream.next().await {
-            tar.extend_from_slice(&chunk.map_err(|e| format!("reading {path}: {}", short(e)))?);
+            tar.extend_from_slice(&chunk.map_err(|source| Error::Download {
+                path: path.to_string(),
+                source: Box::new(source),
+            })?);
             if tar.len() > 1 << 20 {
-                return Err(format!("{path} is over 1 MiB"));
+                return Err(Error::FileTooLarge {
+                    path: path.to_string(),
+                });
             }
         }
         let mut archive = tar::Archive::new(tar.as_slice());
-        let mut entries = archive
-            .entries()
-            .map_err(|e| format!("reading {path}: {e}"))?;
+        let archive_error = |source| Error::Archive {
+            path: path.to_string(),
+            source,
+        };
+        let mut entries = archive.entries().map_err(archive_error)?;
         let mut entry = entries
             .next()
-            .ok_or_else(|| format!("{path}: the engine sent an empty archive"))?
-            .map_err(|e| format!("reading {path}: {e}"))?;
+            .ok_or_else(|| Error::EmptyArchive {
+                path: path.to_string(),
+            })?
+            .map_err(archive_error)?;
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut entry, &mut text)
-            .map_err(|e| format!("reading {path}: {e}"))?;
+        std::io::Read::read_to_string(&mut entry, &mut text).map_err(archive_error)?;
         Ok(text)
     }
 
     /// Pulls an image from the engine's registry.
-    pub async fn pull(&self, image: &str) -> Result<(), String> {
+    pub async fn pull(&self, image: &str) -> Result<(), Error> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
         let mut stream = self.docker.create_image(Some(options), None, None);
         let pull = async {
             while let Some(item) = stream.next().await {
-                item.map_err(|e| format!("pulling {image}: {}", short(e)))?;
+                item.map_err(|source| Error::Pull {
+                    image: image.to_string(),
+                    source: Box::new(source),
+                })?;
             }
             Ok(())
         };
         tokio::time::timeout(PULL_TIMEOUT, pull)
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
-                    "pulling {image}: not done within {} minutes",
-                    PULL_TIMEOUT.as_secs() / 60
-                ))
+                Err(Error::PullTimedOut {
+                    image: image.to_string(),
+                    minutes: PULL_TIMEOUT.as_secs() / 60,
+                })
             })
     }
 
     /// Makes sure the image is present: a present image is never pulled again; a missing one
     /// is pulled only when the spec allows it.
-    pub async fn ensure_image(&self, spec: &ServiceSpec) -> Result<(), String> {
+    pub async fn ensure_image(&self, spec: &ServiceSpec) -> Result<(), Error> {
         if self.has_image(&spec.image).await? {
             return Ok(());
         }
         if !spec.pullable {
-            return Err(format!(
-                "image {} is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`",
-                spec.image
-            ));
+            return Err(Error::ImageMissing {
+                image: spec.image.clone(),
+            });
         }
         self.pull(&spec.image).await
     }

@@ -90,36 +90,193 @@ fn named_user(user: &str, passwd: &str, group: &str) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-fn short(e: bollard::errors::Error) -> String {
+/// The engine's own words for a failed call: the message it answered with, else bollard's.
+fn short(e: &bollard::errors::Error) -> String {
     match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+/// How `exec` reports a command's exit code.
+fn exit_code(code: &Option<i64>) -> String {
+    code.map_or("unknown".to_string(), |c| c.to_string())
+}
+
+/// What went wrong talking to the Docker engine. The messages are the engine's own where it
+/// gave one ([`short`]), with the object concerned in front where plantd always said it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the Docker socket's path is not UTF-8")]
+    SocketNotUtf8,
+    #[error("DOCKER_HOST={host} is not a unix socket; plantd talks to the local engine only")]
+    NotUnixSocket { host: String },
+    /// A call the engine failed; the message is the engine's alone.
+    #[error("{}", short(.source))]
+    Call {
+        /// What was asked ("connect", "list containers", "start", ...).
+        call: &'static str,
+        /// The container, image, volume or stack it was asked about.
+        target: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("a network named {network} exists that plantd did not create; remove it or set stack.network")]
+    ForeignNetwork { network: String },
+    #[error("{action} network {network}: {}", short(.source))]
+    Network {
+        action: &'static str,
+        network: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("a volume named {volume} exists that plantd did not create; plantd will not write into it (rename it, or point stack.*.volumes at it explicitly as a bind mount)")]
+    ForeignVolume { volume: String },
+    #[error("{action} volume {volume}: {}", short(.source))]
+    Volume {
+        action: &'static str,
+        volume: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("a container named {name} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)")]
+    ContainerNameTaken { name: String },
+    #[error("creating {name}: {}", short(.source))]
+    CreateContainer {
+        name: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("did not finish within {limit_s} s")]
+    RunTimedOut { container: String, limit_s: u64 },
+    #[error("the engine ended the wait without a status")]
+    WaitEnded { container: String },
+    #[error("exited with {code}; its last lines:\n{tail}")]
+    RunFailed {
+        container: String,
+        code: i64,
+        tail: String,
+    },
+    #[error("the engine did not send the logs in time")]
+    LogsTimedOut { container: String },
+    #[error("removing {container}: {source}")]
+    RemoveContainer {
+        container: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("{container}: {}", short(.source))]
+    InspectContainer {
+        container: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("{container} has no address on {network}; is it running?")]
+    NoAddress { container: String, network: String },
+    #[error("inspecting {image}: {}", short(.source))]
+    InspectImage {
+        image: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("reading {image}'s users: {}", short(.source))]
+    ReadImageUsers {
+        image: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("{image} runs as user {user:?}, which its /etc/passwd does not name")]
+    UnknownImageUser { image: String, user: String },
+    #[error("reading {path}: {}", short(.source))]
+    Download {
+        path: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("{path} is over 1 MiB")]
+    FileTooLarge { path: String },
+    #[error("reading {path}: {source}")]
+    Archive {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the engine sent an empty archive")]
+    EmptyArchive { path: String },
+    #[error("pulling {image}: {}", short(.source))]
+    Pull {
+        image: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("pulling {image}: not done within {minutes} minutes")]
+    PullTimedOut { image: String, minutes: u64 },
+    #[error("image {image} is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`")]
+    ImageMissing { image: String },
+    #[error("{command} in {container}: {}", short(.source))]
+    Exec {
+        command: String,
+        container: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+    #[error("{command} in {container}: the engine detached")]
+    ExecDetached { command: String, container: String },
+    #[error("feeding {command}: {source}")]
+    ExecInput {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing what {command} printed: {source}")]
+    ExecOutput {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} exited before reading all of its input")]
+    ExecInputUnread { command: String },
+    #[error("{command} in {container} failed (exit {}): {stderr}", exit_code(.code))]
+    ExecFailed {
+        command: String,
+        container: String,
+        code: Option<i64>,
+        /// The end of its standard error, trimmed.
+        stderr: String,
+    },
+}
+
+/// A failed call of the engine's, with what was asked and of what (copied only on failure).
+fn call<'a>(
+    call: &'static str,
+    target: &'a str,
+) -> impl FnOnce(bollard::errors::Error) -> Error + 'a {
+    move |source| Error::Call {
+        call,
+        target: target.to_string(),
+        source: Box::new(source),
     }
 }
 
 impl Engine {
     /// Connects to the engine (`socket`, else `DOCKER_HOST` or the default socket) and agrees on
     /// an API version with it.
-    pub async fn connect(socket: Option<&Path>) -> Result<Engine, String> {
+    pub async fn connect(socket: Option<&Path>) -> Result<Engine, Error> {
         let path = match socket {
-            Some(path) => path
-                .to_str()
-                .ok_or("the Docker socket's path is not UTF-8")?
-                .to_string(),
+            Some(path) => path.to_str().ok_or(Error::SocketNotUtf8)?.to_string(),
             None => match std::env::var("DOCKER_HOST") {
                 Ok(host) if host.starts_with("unix://") => host,
-                Ok(host) if !host.is_empty() => {
-                    return Err(format!(
-                        "DOCKER_HOST={host} is not a unix socket; plantd talks to the local engine only"
-                    ))
-                }
+                Ok(host) if !host.is_empty() => return Err(Error::NotUnixSocket { host }),
                 _ => "/var/run/docker.sock".to_string(),
             },
         };
         let docker =
             Docker::connect_with_socket(&path, CALL_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
-                .map_err(short)?;
-        let docker = docker.negotiate_version().await.map_err(short)?;
+                .map_err(call("connect", &path))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(call("negotiate the API version", &path))?;
         Ok(Engine { docker })
     }
 
@@ -128,7 +285,7 @@ impl Engine {
     }
 
     /// The stack's containers.
-    pub async fn observe(&self, stack: &StackSpec) -> Result<Vec<Seen>, String> {
+    pub async fn observe(&self, stack: &StackSpec) -> Result<Vec<Seen>, Error> {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&Self::stack_filter(&stack.name))
@@ -137,7 +294,7 @@ impl Engine {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(short)?;
+            .map_err(call("list containers", &stack.name))?;
         let mut seen = Vec::new();
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -192,7 +349,7 @@ impl Engine {
         &self,
         stack: &StackSpec,
         spec: &ServiceSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.dedupe_network(stack).await;
         match self
             .docker
@@ -204,10 +361,9 @@ impl Engine {
         {
             Ok(n) => {
                 if n.labels.unwrap_or_default().get(LABEL_STACK) != Some(&stack.name) {
-                    return Err(format!(
-                        "a network named {} exists that plantd did not create; remove it or set stack.network",
-                        stack.network
-                    ));
+                    return Err(Error::ForeignNetwork {
+                        network: stack.network.clone(),
+                    });
                 }
             }
             Err(e) if status(&e) == Some(404) => {
@@ -219,14 +375,18 @@ impl Engine {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| format!("creating network {}: {}", stack.network, short(e)))?;
+                    .map_err(|source| Error::Network {
+                        action: "creating",
+                        network: stack.network.clone(),
+                        source: Box::new(source),
+                    })?;
             }
-            Err(e) => {
-                return Err(format!(
-                    "inspecting network {}: {}",
-                    stack.network,
-                    short(e)
-                ))
+            Err(source) => {
+                return Err(Error::Network {
+                    action: "inspecting",
+                    network: stack.network.clone(),
+                    source: Box::new(source),
+                })
             }
         }
         for volume in spec.mounts.iter().filter(|m| m.is_volume()) {
@@ -234,9 +394,9 @@ impl Engine {
             match self.docker.inspect_volume(volume).await {
                 Ok(v) => {
                     if v.labels.get(LABEL_STACK) != Some(&stack.name) {
-                        return Err(format!(
-                            "a volume named {volume} exists that plantd did not create; plantd will not write into it (rename it, or point stack.*.volumes at it explicitly as a bind mount)"
-                        ));
+                        return Err(Error::ForeignVolume {
+                            volume: volume.clone(),
+                        });
                     }
                 }
                 Err(e) if status(&e) == Some(404) => {
@@ -247,25 +407,35 @@ impl Engine {
                             ..Default::default()
                         })
                         .await
-                        .map_err(|e| format!("creating volume {volume}: {}", short(e)))?;
+                        .map_err(|source| Error::Volume {
+                            action: "creating",
+                            volume: volume.clone(),
+                            source: Box::new(source),
+                        })?;
                 }
-                Err(e) => return Err(format!("inspecting volume {volume}: {}", short(e))),
+                Err(source) => {
+                    return Err(Error::Volume {
+                        action: "inspecting",
+                        volume: volume.clone(),
+                        source: Box::new(source),
+                    })
+                }
             }
         }
         Ok(())
     }
 
     /// Whether this stack has a volume of that name.
-    pub async fn has_volume(&self, stack: &StackSpec, name: &str) -> Result<bool, String> {
+    pub async fn has_volume(&self, stack: &StackSpec, name: &str) -> Result<bool, Error> {
         match self.docker.inspect_volume(name).await {
             Ok(v) => Ok(v.labels.get(LABEL_STACK) == Some(&stack.name)),
             Err(e) if status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(short(e)),
+            Err(e) => Err(call("inspect volume", name)(e)),
         }
     }
 
     /// Creates the service's container (not started).
-    pub async fn create(&self, stack: &StackSpec, spec: &ServiceSpec) -> Result<String, String> {
+    pub async fn create(&self, stack: &StackSpec, spec: &ServiceSpec) -> Result<String, Error> {
         let mut labels = Self::labels(&stack.name);
         labels.insert(LABEL_SERVICE.into(), spec.service.as_str().into());
         labels.insert(LABEL_SPEC.into(), spec.hash.clone());
@@ -281,7 +451,7 @@ impl Engine {
         spec: &ServiceSpec,
         cmd: Vec<String>,
         limit: std::time::Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let name = format!("{}-init", spec.container);
         let mut labels = Self::labels(&stack.name);
         // Not a service label: the supervisor's view of the stack never includes it.
@@ -313,20 +483,33 @@ impl Engine {
                 .docker
                 .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
             let code = match tokio::time::timeout(limit, wait.next()).await {
-                Err(_) => return Err(format!("did not finish within {} s", limit.as_secs())),
+                Err(_) => {
+                    return Err(Error::RunTimedOut {
+                        container: name.clone(),
+                        limit_s: limit.as_secs(),
+                    })
+                }
                 Ok(Some(Ok(r))) => r.status_code,
                 // bollard reports a non-zero exit as an error carrying the code.
                 Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
                     code, ..
                 }))) => code,
-                Ok(Some(Err(e))) => return Err(short(e)),
-                Ok(None) => return Err("the engine ended the wait without a status".into()),
+                Ok(Some(Err(e))) => return Err(call("wait", &name)(e)),
+                Ok(None) => {
+                    return Err(Error::WaitEnded {
+                        container: name.clone(),
+                    })
+                }
             };
             if code == 0 {
                 return Ok(());
             }
             let tail = self.logs(&id, 10).await.unwrap_or_default().join("\n");
-            Err(format!("exited with {code}; its last lines:\n{tail}"))
+            Err(Error::RunFailed {
+                container: name.clone(),
+                code,
+                tail,
+            })
         }
         .await;
         let removed = self.remove(&id, false).await;
@@ -340,7 +523,7 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
         cmd: Option<Vec<String>>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Error> {
         let mounts = spec
             .mounts
             .iter()
@@ -387,24 +570,30 @@ impl Engine {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(r.id),
-            Err(e) if status(&e) == Some(409) => Err(format!(
-                "a container named {name} exists that is not this stack's; plantd leaves it alone (rename it, or set stack.name)"
-            )),
-            Err(e) => Err(format!("creating {name}: {}", short(e))),
+            Err(e) if status(&e) == Some(409) => Err(Error::ContainerNameTaken {
+                name: name.to_string(),
+            }),
+            Err(source) => Err(Error::CreateContainer {
+                name: name.to_string(),
+                source: Box::new(source),
+            }),
         }
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), String> {
+    pub async fn start(&self, id: &str) -> Result<(), Error> {
         self.docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(short)
+            .map_err(call("start", id))
     }
 
     /// Restarts a running or paused container.
-    pub async fn restart(&self, id: &str, paused: bool) -> Result<(), String> {
+    pub async fn restart(&self, id: &str, paused: bool) -> Result<(), Error> {
         if paused {
-            self.docker.unpause_container(id).await.map_err(short)?;
+            self.docker
+                .unpause_container(id)
+                .await
+                .map_err(call("unpause", id))?;
         }
         let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
             .t(STOP_GRACE_S)
@@ -412,24 +601,24 @@ impl Engine {
         self.docker
             .restart_container(id, Some(options))
             .await
-            .map_err(short)
+            .map_err(call("restart", id))
     }
 
     /// Stops a container (a paused one too), with the usual grace; stopped or gone is fine.
-    pub async fn stop(&self, id: &str) -> Result<(), String> {
+    pub async fn stop(&self, id: &str) -> Result<(), Error> {
         let _ = self.docker.unpause_container(id).await;
         let stop = StopContainerOptionsBuilder::default()
             .t(STOP_GRACE_S)
             .build();
         match self.docker.stop_container(id, Some(stop)).await {
             // 304: already stopped; 404: already gone.
-            Err(e) if !matches!(status(&e), Some(304 | 404)) => Err(short(e)),
+            Err(e) if !matches!(status(&e), Some(304 | 404)) => Err(call("stop", id)(e)),
             _ => Ok(()),
         }
     }
 
     /// Stops and removes a container; its named volumes stay.
-    pub async fn remove(&self, id: &str, paused: bool) -> Result<(), String> {
+    pub async fn remove(&self, id: &str, paused: bool) -> Result<(), Error> {
         if paused {
             let _ = self.docker.unpause_container(id).await;
         }
@@ -441,13 +630,13 @@ impl Engine {
             .force(true)
             .build();
         match self.docker.remove_container(id, Some(options)).await {
-            Err(e) if status(&e) != Some(404) => Err(short(e)),
+            Err(e) if status(&e) != Some(404) => Err(call("remove", id)(e)),
             _ => Ok(()),
         }
     }
 
     /// The last `tail` lines of a container's output.
-    pub async fn logs(&self, container: &str, tail: usize) -> Result<Vec<String>, String> {
+    pub async fn logs(&self, container: &str, tail: usize) -> Result<Vec<String>, Error> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -457,24 +646,29 @@ impl Engine {
         let read = async {
             let mut text = String::new();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(short)?;
+                let chunk = chunk.map_err(call("logs", container))?;
                 text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
             }
             Ok(text.lines().map(str::to_string).collect())
         };
         tokio::time::timeout(std::time::Duration::from_secs(CALL_TIMEOUT_S), read)
             .await
-            .unwrap_or_else(|_| Err("the engine did not send the logs in time".into()))
+            .unwrap_or_else(|_| {
+                Err(Error::LogsTimedOut {
+                    container: container.to_string(),
+                })
+            })
     }
 
     /// Container events of this stack; each one wakes the supervisor.
-    pub fn events(&self, stack: &str) -> impl Stream<Item = Result<(), String>> + use<> {
+    pub fn events(&self, stack: &str) -> impl Stream<Item = Result<(), Error>> + use<> {
         let mut filters = Self::stack_filter(stack);
         filters.insert("type".into(), vec!["container".into()]);
         let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let stack = stack.to_string();
         self.docker
             .events(Some(options))
-            .map(|e| e.map(|_| ()).map_err(short))
+            .map(move |e| e.map(|_| ()).map_err(call("events", &stack)))
     }
 
     /// Leaves one network of the stack's name. A daemon stopped while creating the network can
@@ -504,7 +698,7 @@ impl Engine {
                     tracing::warn!(network = %stack.network, %id, "removed a duplicate of the stack's network")
                 }
                 Err(e) => {
-                    tracing::warn!(network = %stack.network, %id, error = %short(e), "a duplicate of the stack's network could not be removed")
+                    tracing::warn!(network = %stack.network, %id, error = %short(&e), "a duplicate of the stack's network could not be removed")
                 }
             }
         }
@@ -515,12 +709,15 @@ impl Engine {
         &self,
         stack: &StackSpec,
         delete_volumes: bool,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, Error> {
         let mut done = Vec::new();
         for seen in self.observe(stack).await? {
             self.remove(&seen.observed.id, seen.observed.state == RunState::Paused)
                 .await
-                .map_err(|e| format!("removing {}: {e}", seen.name))?;
+                .map_err(|e| Error::RemoveContainer {
+                    container: seen.name.clone(),
+                    source: Box::new(e),
+                })?;
             done.push(format!("removed container {}", seen.name));
         }
         if let Ok(n) = self
@@ -535,7 +732,11 @@ impl Engine {
                 self.docker
                     .remove_network(&stack.network)
                     .await
-                    .map_err(|e| format!("removing network {}: {}", stack.network, short(e)))?;
+                    .map_err(|source| Error::Network {
+                        action: "removing",
+                        network: stack.network.clone(),
+                        source: Box::new(source),
+                    })?;
                 done.push(format!("removed network {}", stack.network));
             }
         }
@@ -549,7 +750,11 @@ impl Engine {
                                 None::<bollard::query_parameters::RemoveVolumeOptions>,
                             )
                             .await
-                            .map_err(|e| format!("removing volume {volume}: {}", short(e)))?;
+                            .map_err(|source| Error::Volume {
+                                action: "removing",
+                                volume: volume.clone(),
+                                source: Box::new(source),
+                            })?;
                         done.push(format!("deleted volume {volume}"));
                     }
                 }
@@ -559,7 +764,7 @@ impl Engine {
     }
 
     /// A container's address on the stack's network.
-    pub async fn address(&self, stack: &StackSpec, container: &str) -> Result<IpAddr, String> {
+    pub async fn address(&self, stack: &StackSpec, container: &str) -> Result<IpAddr, Error> {
         let c = self
             .docker
             .inspect_container(
@@ -567,17 +772,18 @@ impl Engine {
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .map_err(|e| format!("{container}: {}", short(e)))?;
+            .map_err(|source| Error::InspectContainer {
+                container: container.to_string(),
+                source: Box::new(source),
+            })?;
         c.network_settings
             .and_then(|n| n.networks)
             .and_then(|mut n| n.remove(&stack.network))
             .and_then(|e| e.ip_address)
             .and_then(|ip| ip.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "{container} has no address on {}; is it running?",
-                    stack.network
-                )
+            .ok_or_else(|| Error::NoAddress {
+                container: container.to_string(),
+                network: stack.network.clone(),
             })
     }
 
@@ -608,5 +814,91 @@ mod tests {
         assert_eq!(named_user("nobody", PASSWD, GROUP), None);
         assert_eq!(named_user("odoo:nogroup", PASSWD, GROUP), None);
         assert_eq!(named_user("odoo", "odoo:x:abc", GROUP), None);
+    }
+
+    fn refused(message: &str) -> Box<bollard::errors::Error> {
+        Box::new(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: message.into(),
+        })
+    }
+
+    /// The messages are the ones plantd printed when its errors were strings.
+    #[test]
+    fn error_messages_are_as_before() {
+        let said = |e: Error| e.to_string();
+        assert_eq!(
+            said(Error::Call {
+                call: "start",
+                target: "plant-odoo".into(),
+                source: refused("no such container"),
+            }),
+            "no such container"
+        );
+        assert_eq!(
+            said(Error::NotUnixSocket {
+                host: "tcp://x:2375".into()
+            }),
+            "DOCKER_HOST=tcp://x:2375 is not a unix socket; plantd talks to the local engine only"
+        );
+        assert_eq!(
+            said(Error::Network {
+                action: "creating",
+                network: "plant".into(),
+                source: refused("pool overlaps"),
+            }),
+            "creating network plant: pool overlaps"
+        );
+        assert_eq!(
+            said(Error::RunFailed {
+                container: "plant-odoo-init".into(),
+                code: 1,
+                tail: "a\nb".into(),
+            }),
+            "exited with 1; its last lines:\na\nb"
+        );
+        assert_eq!(
+            said(Error::RemoveContainer {
+                container: "plant-redis".into(),
+                source: Box::new(Error::Call {
+                    call: "stop",
+                    target: "abc".into(),
+                    source: refused("busy"),
+                }),
+            }),
+            "removing plant-redis: busy"
+        );
+        assert_eq!(
+            said(Error::UnknownImageUser {
+                image: "odoo:18.0".into(),
+                user: "odoo".into(),
+            }),
+            "odoo:18.0 runs as user \"odoo\", which its /etc/passwd does not name"
+        );
+        assert_eq!(
+            said(Error::PullTimedOut {
+                image: "odoo:18.0".into(),
+                minutes: PULL_TIMEOUT.as_secs() / 60,
+            }),
+            "pulling odoo:18.0: not done within 20 minutes"
+        );
+        assert_eq!(
+            said(Error::ExecFailed {
+                command: "psql".into(),
+                container: "plant-postgres".into(),
+                code: None,
+                stderr: "boom".into(),
+            }),
+            "psql in plant-postgres failed (exit unknown): boom"
+        );
+        assert_eq!(
+            said(Error::ExecFailed {
+                command: "psql".into(),
+                container: "plant-postgres".into(),
+                code: Some(3),
+                stderr: String::new(),
+            }),
+            "psql in plant-postgres failed (exit 3): "
+        );
     }
 }
