@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::backup::restore::RewindError;
 use crate::health::Component;
 use crate::journal::Stats;
 use crate::tokens::Device;
@@ -283,17 +284,19 @@ impl crate::backup::restore::Daemon for Daemon {
         seq: u64,
         backup: Option<String>,
         why: String,
-    ) -> Result<Option<(Option<crate::apply::Rewound>, u64)>, String> {
+    ) -> Result<Option<(Option<crate::apply::Rewound>, u64)>, RewindError> {
         let request = Request::ApplyRewind { seq, backup, why };
         match self.ask(request).await {
             Ok(Response::Rewound {
                 rewound,
                 applied_seq,
             }) => Ok(Some((rewound, applied_seq))),
-            Ok(Response::Error { message } | Response::Refused { message }) => Err(message),
-            Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
+            Ok(Response::Error { message } | Response::Refused { message }) => {
+                Err(RewindError::Answered(message))
+            }
+            Ok(other) => Err(RewindError::Unexpected(format!("{other:?}"))),
             Err(CallError::NotRunning(_)) => Ok(None),
-            Err(e) => Err(format!("asking the daemon: {e}")),
+            Err(e) => Err(RewindError::Asking(Box::new(e))),
         }
     }
 }
