@@ -328,7 +328,7 @@ async fn connect<'c>(
     client: &'c mut Option<Client>,
 ) -> Result<&'c Client, Failed> {
     if client.is_none() {
-        let target = locate().map_err(Failed::Wait)?;
+        let target = locate().map_err(|e| Failed::Wait(e.to_string()))?;
         let url = target.url.clone();
         // Not this transaction's fault (a wrong key, Odoo away): wait, and take up a fixed
         // [odoo] section at the next try.

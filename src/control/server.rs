@@ -16,6 +16,48 @@ use crate::health::Health;
 use crate::journal::{Journal, Stats};
 use crate::tokens::Tokens;
 
+/// Why the daemon could not do what a control request asked: the answer's message.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// plant.toml, read again, does not load.
+    #[error("{0:#}")]
+    Reload(anyhow::Error),
+    /// `[odoo]` names no Odoo to call.
+    #[error(transparent)]
+    Target(#[from] crate::config::TargetError),
+    /// The Odoo at `url` could not be connected to.
+    #[error("{url}: {error}")]
+    Connect {
+        url: String,
+        error: crate::odoo::OdooError,
+    },
+    /// `model.method` failed in the Odoo `via` names; the message says whether it ran.
+    #[error("{model}.{method}: {error} ({via}){}", run_hint(.error))]
+    Call {
+        model: String,
+        method: String,
+        error: crate::odoo::OdooError,
+        via: String,
+    },
+    /// The backup before new PostgreSQL or Odoo `images` failed.
+    #[error("the backup before the new {images} image failed, so nothing was changed: {error:#}")]
+    UpgradeBackup {
+        images: String,
+        error: anyhow::Error,
+    },
+}
+
+/// What a failed Odoo call means for calling it again.
+fn run_hint(e: &crate::odoo::OdooError) -> &'static str {
+    if e.outcome_unknown() {
+        "; look whether it ran before you call again"
+    } else if e.transient() {
+        "; it did not run: try again when Odoo is back"
+    } else {
+        ""
+    }
+}
+
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -191,7 +233,9 @@ impl Control {
                 kwargs,
             } => match self.odoo_call(&model, &method, args, kwargs).await {
                 Ok(r) => r,
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             },
             Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
                 Ok(()) => Response::Done {
@@ -210,16 +254,19 @@ impl Control {
         method: &str,
         args: Vec<serde_json::Value>,
         kwargs: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, ControlError> {
         // plant.toml as it is now, so that a fixed [odoo] section needs no restart.
-        let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+        let config = (self.reload)().map_err(ControlError::Reload)?;
         let odoo_ip = self.stack.as_ref().and_then(|s| *s.odoo.borrow());
         let stack = config.stack.as_ref().map(|s| (s, odoo_ip));
         let target = config.odoo.target(stack)?;
         let url = target.url.clone();
         let client = crate::odoo::Client::connect(target)
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|error| ControlError::Connect {
+                url: url.clone(),
+                error,
+            })?;
         let via = format!(
             "Odoo {} at {url}, through {}",
             client.version(),
@@ -228,15 +275,11 @@ impl Control {
         let result = client
             .call(model, method, args, kwargs)
             .await
-            .map_err(|e| {
-                let hint = if e.outcome_unknown() {
-                    "; look whether it ran before you call again"
-                } else if e.transient() {
-                    "; it did not run: try again when Odoo is back"
-                } else {
-                    ""
-                };
-                format!("{model}.{method}: {e} ({via}){hint}")
+            .map_err(|error| ControlError::Call {
+                model: model.to_string(),
+                method: method.to_string(),
+                error,
+                via: via.clone(),
             })?;
         Ok(Response::Odoo {
             answer: result,
@@ -291,7 +334,9 @@ impl Control {
                 }
                 let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
                     .map_err(|e| format!("{e:#}"))?;
-                let backed_up = pre_upgrade_backup(stack, &spec, &config).await?;
+                let backed_up = pre_upgrade_backup(stack, &spec, &config)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let applied = stack.apply(spec).await?;
                 done(match backed_up {
                     Some(note) => format!("{note}\n{applied}"),
@@ -399,7 +444,7 @@ async fn pre_upgrade_backup(
     stack: &crate::stack::Stack,
     spec: &crate::stack::spec::StackSpec,
     config: &crate::config::PlantConfig,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ControlError> {
     use crate::stack::spec::Service;
     let report = stack.report();
     let running = |s: Service| report.services.iter().find(|r| r.service == s.as_str());
@@ -429,9 +474,9 @@ async fn pre_upgrade_backup(
             b.id,
             changed.join(" and ")
         ))),
-        Err(e) => Err(format!(
-            "the backup before the new {} image failed, so nothing was changed: {e:#}",
-            changed.join(" and ")
-        )),
+        Err(error) => Err(ControlError::UpgradeBackup {
+            images: changed.join(" and "),
+            error,
+        }),
     }
 }
