@@ -95,17 +95,17 @@ pub enum StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum HashCheckError {
     /// Not a PHC string.
-    #[error("{0}")]
-    Phc(argon2::password_hash::phc::Error),
+    #[error(transparent)]
+    Phc(#[from] argon2::password_hash::phc::Error),
     /// Parameters Argon2 does not take.
-    #[error("{0}")]
-    Params(argon2::password_hash::Error),
+    #[error(transparent)]
+    Params(#[from] argon2::password_hash::Error),
     #[error("algorithm {0} is not argon2id")]
     Algorithm(String),
     #[error("no salt or no hash")]
     Incomplete,
     /// Hashing the password to compare failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Hash(Box<StoreError>),
 }
 
@@ -302,11 +302,11 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
 
 /// Whether `password` hashes to the stored PHC string (compared in constant time).
 fn password_matches(password: &str, stored: &str) -> Result<bool, HashCheckError> {
-    let phc = PasswordHash::new(stored).map_err(HashCheckError::Phc)?;
+    let phc = PasswordHash::new(stored)?;
     if phc.algorithm != argon2::ARGON2ID_IDENT {
         return Err(HashCheckError::Algorithm(phc.algorithm.to_string()));
     }
-    let params = Params::try_from(&phc).map_err(HashCheckError::Params)?;
+    let params = Params::try_from(&phc)?;
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
         return Err(HashCheckError::Incomplete);
     };

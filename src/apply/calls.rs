@@ -251,8 +251,8 @@ pub(super) enum IdleError {
     #[error("{0}")]
     Connect(String),
     /// The probe call failed.
-    #[error("{0}")]
-    Odoo(OdooError),
+    #[error(transparent)]
+    Odoo(#[from] OdooError),
     /// The probe call got no answer within this many seconds.
     #[error("no answer within {0} s")]
     Timeout(u64),
@@ -284,11 +284,11 @@ pub(super) async fn idle_check(
     );
     match tokio::time::timeout(IDLE_CHECK, probe).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(IdleError::Odoo(e)),
+        Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Err(IdleError::Timeout(IDLE_CHECK.as_secs())),
     }
     if kinds.any_missing() {
-        check_models(kinds, c).await.map_err(IdleError::Odoo)?;
+        check_models(kinds, c).await?;
     }
     Ok(())
 }

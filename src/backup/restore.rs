@@ -52,10 +52,11 @@ pub enum CursorError {
     Unrecorded { id: String },
     /// This plant's journal could not be read.
     #[error("reading the journal: {0}. If transactions were applied after the backup was taken, they are missing from Odoo until `plantd apply rewind SEQ` runs with the backup's applied seq (0 applies all the journal holds, safely)")]
-    ReadJournal(crate::journal::JournalError),
+    ReadJournal(#[source] crate::journal::JournalError),
     /// The rewind to `seq` (for `why`) failed.
     #[error("{error}. What was applied after the backup is missing from Odoo until `plantd apply rewind {seq}` runs ({why})")]
     Rewind {
+        #[source]
         error: RewindError,
         seq: u64,
         why: String,
@@ -73,15 +74,15 @@ pub enum RewindError {
     Unexpected(String),
     /// The daemon could not be asked.
     #[error("asking the daemon: {0}")]
-    Asking(Box<dyn std::error::Error + Send + Sync>),
+    Asking(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The data directory's lock (a daemon starting, say).
     #[error("{0:#}")]
     Lock(anyhow::Error),
     #[error("opening the journal: {0}")]
-    OpenJournal(crate::journal::JournalError),
+    OpenJournal(#[source] crate::journal::JournalError),
     /// The rewind itself, in the journal and `apply.json`.
-    #[error("{0}")]
-    Remedy(crate::apply::RemedyError),
+    #[error(transparent)]
+    Remedy(#[from] crate::apply::RemedyError),
 }
 
 /// A shell script in Odoo's container failed: the container engine's message.

@@ -31,8 +31,8 @@ pub enum SandboxError {
     #[error("{0}")]
     PgDump(String),
     /// Docker could not remove the sandbox.
-    #[error("{0}")]
-    Remove(bollard::errors::Error),
+    #[error(transparent)]
+    Remove(#[from] bollard::errors::Error),
 }
 
 /// The label that marks an import's sandbox; its value is the stack's name.

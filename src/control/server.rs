@@ -29,6 +29,7 @@ pub enum ControlError {
     #[error("{url}: {error}")]
     Connect {
         url: String,
+        #[source]
         error: crate::odoo::OdooError,
     },
     /// `model.method` failed in the Odoo `via` names; the message says whether it ran.
@@ -36,15 +37,35 @@ pub enum ControlError {
     Call {
         model: String,
         method: String,
+        #[source]
         error: crate::odoo::OdooError,
         via: String,
     },
+    /// plant.toml has no `[stack]` section, so this plant supervises none.
+    #[error("this plant does not supervise a stack: plant.toml has no [stack] section (add one and restart plantd)")]
+    NoStack,
+    /// plant.toml, read again for `stack apply`, no longer has a `[stack]` section.
+    #[error("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)")]
+    StackGone,
+    /// A stack setting `stack apply` cannot change on a running plantd.
+    #[error("{0} changed; that takes a restart of plantd (`systemctl restart plantd`), not `stack apply`")]
+    NeedsRestart(&'static str),
+    /// The supervised stack's own message (its errors, being typed in `crate::stack`, are
+    /// kept as their text here; see [`stack_error`]).
+    #[error("{0}")]
+    Stack(String),
     /// The backup before new PostgreSQL or Odoo `images` failed.
     #[error("the backup before the new {images} image failed, so nothing was changed: {error:#}")]
     UpgradeBackup {
         images: String,
         error: anyhow::Error,
     },
+}
+
+/// A `crate::stack` error as [`ControlError::Stack`]: its text, with the causes of an
+/// `anyhow::Error` (`{:#}`; a `String`'s or a plain error's text is the same either way).
+fn stack_error(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Stack(format!("{e:#}"))
 }
 
 /// What a failed Odoo call means for calling it again.
@@ -191,7 +212,9 @@ impl Control {
             | Request::StackDown { .. }
             | Request::StackHold { .. } => match self.stack(request).await {
                 Ok(r) => r,
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             },
             Request::ApplyStatus
             | Request::ApplyRetry { .. }
@@ -287,31 +310,45 @@ impl Control {
         })
     }
 
-    async fn stack(&self, request: Request) -> Result<Response, String> {
+    async fn stack(&self, request: Request) -> Result<Response, ControlError> {
         use crate::stack::spec::Service;
         let Some(stack) = &self.stack else {
-            return Err("this plant does not supervise a stack: plant.toml has no [stack] section (add one and restart plantd)".into());
+            return Err(ControlError::NoStack);
         };
         let done = |message| Response::Done { message };
         Ok(match request {
             Request::StackStatus => Response::Stack(stack.report()),
-            Request::StackRestart { service } => {
-                done(stack.restart(Service::parse(&service)?).await?)
-            }
-            Request::StackReset { service } => done(stack.reset(Service::parse(&service)?).await?),
-            Request::StackHold { service, reason } => {
-                done(stack.hold(Service::parse(&service)?, reason).await?)
-            }
+            Request::StackRestart { service } => done(
+                stack
+                    .restart(Service::parse(&service).map_err(stack_error)?)
+                    .await
+                    .map_err(stack_error)?,
+            ),
+            Request::StackReset { service } => done(
+                stack
+                    .reset(Service::parse(&service).map_err(stack_error)?)
+                    .await
+                    .map_err(stack_error)?,
+            ),
+            Request::StackHold { service, reason } => done(
+                stack
+                    .hold(Service::parse(&service).map_err(stack_error)?, reason)
+                    .await
+                    .map_err(stack_error)?,
+            ),
             Request::StackLogs { service, tail } => Response::Lines {
-                lines: stack.logs(Service::parse(&service)?, tail).await?,
+                lines: stack
+                    .logs(Service::parse(&service).map_err(stack_error)?, tail)
+                    .await
+                    .map_err(stack_error)?,
             },
             Request::StackEvents => Response::StackEvents {
-                events: stack.events().await?,
+                events: stack.events().await.map_err(stack_error)?,
             },
             Request::StackApply => {
-                let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+                let config = (self.reload)().map_err(ControlError::Reload)?;
                 let Some(stack_config) = config.stack.clone() else {
-                    return Err("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)".into());
+                    return Err(ControlError::StackGone);
                 };
                 if let Some(running) = &self.stack_config {
                     let needs_restart = [
@@ -329,22 +366,20 @@ impl Control {
                         ),
                     ];
                     if let Some((field, _)) = needs_restart.iter().find(|(_, changed)| *changed) {
-                        return Err(format!("{field} changed; that takes a restart of plantd (`systemctl restart plantd`), not `stack apply`"));
+                        return Err(ControlError::NeedsRestart(field));
                     }
                 }
                 let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
-                    .map_err(|e| format!("{e:#}"))?;
-                let backed_up = pre_upgrade_backup(stack, &spec, &config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let applied = stack.apply(spec).await?;
+                    .map_err(stack_error)?;
+                let backed_up = pre_upgrade_backup(stack, &spec, &config).await?;
+                let applied = stack.apply(spec).await.map_err(stack_error)?;
                 done(match backed_up {
                     Some(note) => format!("{note}\n{applied}"),
                     None => applied,
                 })
             }
             Request::StackDown { delete_volumes } => Response::Lines {
-                lines: stack.down(delete_volumes).await?,
+                lines: stack.down(delete_volumes).await.map_err(stack_error)?,
             },
             _ => unreachable!("only stack requests come here"),
         })
