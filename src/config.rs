@@ -17,7 +17,7 @@ mod odoo;
 mod postgres;
 mod stack;
 pub use backup::BackupConfig;
-pub use odoo::OdooConfig;
+pub use odoo::{OdooConfig, TargetError};
 pub use postgres::{PostgresConfig, SslMode};
 pub use stack::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
@@ -446,10 +446,10 @@ impl PlantConfig {
             None => default_data_dir(),
         };
         let listen = parse_addr(raw.api.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
-            .map_err(|m| err("api.listen", m))?;
+            .map_err(|m| err("api.listen", m.to_string()))?;
         let listen_plain = match raw.api.listen_plain.as_deref() {
             None | Some("") => None,
-            Some(a) => Some(parse_addr(a).map_err(|m| err("api.listen_plain", m))?),
+            Some(a) => Some(parse_addr(a).map_err(|m| err("api.listen_plain", m.to_string()))?),
         };
         if listen_plain.is_some_and(|p| p.port() == listen.port() && p.ip() == listen.ip()) {
             return Err(err(
@@ -476,7 +476,7 @@ impl PlantConfig {
         let defaults = JournalConfig::default();
         let retention = match raw.journal.retention.as_deref() {
             None => defaults.retention,
-            Some(s) => parse_duration(s).map_err(|m| err("journal.retention", m))?,
+            Some(s) => parse_duration(s).map_err(|m| err("journal.retention", m.to_string()))?,
         };
         let prune_interval = match raw.journal.prune_interval.as_deref() {
             None => defaults.prune_interval,
@@ -488,7 +488,7 @@ impl PlantConfig {
                         "too short; use at least \"100ms\"".into(),
                     ))
                 }
-                Err(m) => return Err(err("journal.prune_interval", m)),
+                Err(m) => return Err(err("journal.prune_interval", m.to_string())),
             },
         };
         let max_group = match raw.journal.max_group {
@@ -503,7 +503,7 @@ impl PlantConfig {
         };
         let min_free_bytes = match raw.journal.min_free_space.as_deref() {
             None => defaults.min_free_bytes,
-            Some(s) => parse_size(s).map_err(|m| err("journal.min_free_space", m))?,
+            Some(s) => parse_size(s).map_err(|m| err("journal.min_free_space", m.to_string()))?,
         };
         let hubs = raw.replication.hubs.unwrap_or_default();
         if let Some(bad) = hubs.iter().find(|h| {
@@ -616,22 +616,36 @@ impl PlantConfig {
     }
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("{s:?} is not an address with a port; use one such as \"0.0.0.0:8443\"")
-    })
+/// Why a config value does not parse: the "what" of a field's error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0:?} is not an address with a port; use one such as \"0.0.0.0:8443\"")]
+    Addr(String),
+    #[error("{0:?} is not a size; use one such as \"64MiB\" or \"1GiB\"")]
+    Size(String),
+    #[error("{text:?} is not a duration ({error}); use one such as \"7d\" or \"12h\"")]
+    Duration {
+        text: String,
+        error: humantime::DurationError,
+    },
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_addr(s: &str) -> Result<SocketAddr, ValueError> {
+    s.parse().map_err(|_| ValueError::Addr(s.to_string()))
+}
+
+fn parse_size(s: &str) -> Result<u64, ValueError> {
     s.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|_| format!("{s:?} is not a size; use one such as \"64MiB\" or \"1GiB\""))
+        .map_err(|_| ValueError::Size(s.to_string()))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); use one such as \"7d\" or \"12h\""))
+fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(s).map_err(|error| ValueError::Duration {
+        text: s.to_string(),
+        error,
+    })
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {

@@ -32,6 +32,14 @@ pub struct Enrollment {
 /// CA's SHA-256, hex>`.
 const TOKEN_PREFIX: &str = "pdh1";
 
+/// What is wrong with an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollError {
+    /// The token is not one `plantd hub token create` prints.
+    #[error("not an enrollment token: expected pdh1.SECRET.FINGERPRINT as printed by `plantd hub token create`")]
+    NotAToken,
+}
+
 /// A new token for the CA with this fingerprint; returns (token, its SHA-256 for storage).
 pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
     let secret = crate::digest::random_secret()?;
@@ -41,7 +49,7 @@ pub fn make_token(ca_fingerprint: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// The CA fingerprint a token carries, or what is wrong with it.
-pub fn parse_token(token: &str) -> Result<String, String> {
+pub fn parse_token(token: &str) -> Result<String, EnrollError> {
     let parts: Vec<&str> = token.trim().split('.').collect();
     match parts.as_slice() {
         [TOKEN_PREFIX, secret, fp]
@@ -51,10 +59,7 @@ pub fn parse_token(token: &str) -> Result<String, String> {
         {
             Ok(fp.to_ascii_lowercase())
         }
-        _ => Err(
-            "not an enrollment token: expected pdh1.SECRET.FINGERPRINT as printed by `plantd hub token create`"
-                .into(),
-        ),
+        _ => Err(EnrollError::NotAToken),
     }
 }
 
@@ -100,7 +105,7 @@ pub fn quic_client(data_dir: &Path) -> anyhow::Result<quinn::ClientConfig> {
 
 /// Enrolls the plant whose data directory is `data_dir` with the hub at `hub` ("host:port").
 pub async fn enroll(data_dir: &Path, hub: &str, token: &str) -> anyhow::Result<Enrollment> {
-    let fingerprint = parse_token(token).map_err(anyhow::Error::msg)?;
+    let fingerprint = parse_token(token)?;
     let base = format!("https://{hub}");
     // 1. The CA, over a connection that proves nothing yet.
     let unverified = rustls::ClientConfig::builder_with_provider(crate::pki::provider())

@@ -97,6 +97,33 @@ pub enum OdooError {
     /// An answer that is not what either API gives.
     #[error("unexpected answer from Odoo: {0}")]
     Protocol(String),
+    /// `fields_get` of `model` answered something other than an object (`answer`, clipped).
+    #[error("unexpected answer from Odoo: {model}: fields_get answered {answer}, not an object")]
+    NotFields { model: String, answer: String },
+    /// A call's arguments cannot be sent over `/json/2`.
+    #[error("unexpected answer from Odoo: {0}")]
+    Args(ArgsError),
+}
+
+/// Why a call's positional arguments cannot be named for `/json/2`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    /// More positional arguments than the method's known names.
+    #[error("over /json/2 the arguments of {method} are named: give them as keyword arguments ({given} positional given, {known} known by name)")]
+    Positional {
+        method: String,
+        given: usize,
+        known: usize,
+    },
+    /// An argument given both by position and by name.
+    #[error("{0} is given both by position and by name")]
+    Twice(String),
+}
+
+impl From<ArgsError> for OdooError {
+    fn from(e: ArgsError) -> Self {
+        OdooError::Args(e)
+    }
 }
 
 impl OdooError {
@@ -142,12 +169,13 @@ pub struct FieldType {
 }
 
 /// `fields_get`'s answer (`{name: {type, relation}}`) as [`Fields`].
-fn parse_fields(answer: &Value) -> Result<std::collections::HashMap<String, FieldType>, String> {
-    let map = answer.as_object().ok_or_else(|| {
-        format!(
-            "fields_get answered {}, not an object",
-            clip(&answer.to_string())
-        )
+fn parse_fields(
+    model: &str,
+    answer: &Value,
+) -> Result<std::collections::HashMap<String, FieldType>, OdooError> {
+    let map = answer.as_object().ok_or_else(|| OdooError::NotFields {
+        model: model.to_string(),
+        answer: clip(&answer.to_string()),
     })?;
     Ok(map
         .iter()
@@ -269,9 +297,7 @@ impl Client {
                 Map::from_iter([("attributes".to_string(), json!(["type", "relation"]))]),
             )
             .await?;
-        let fields = std::sync::Arc::new(
-            parse_fields(&answer).map_err(|m| OdooError::Protocol(format!("{model}: {m}")))?,
-        );
+        let fields = std::sync::Arc::new(parse_fields(model, &answer)?);
         let mut cache = self.fields.lock().expect("not poisoned");
         // Bounded: a plant's kinds touch a few dozen models.
         if cache.len() >= 1_000 {
@@ -324,7 +350,7 @@ impl Client {
                 .await
             }
             Api::Json2 => {
-                let body = named(method, args, kwargs).map_err(OdooError::Protocol)?;
+                let body = named(method, args, kwargs)?;
                 self.json2(model, method, Value::Object(body)).await
             }
         }
@@ -525,7 +551,7 @@ fn named(
     method: &str,
     args: Vec<Value>,
     kwargs: Map<String, Value>,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, ArgsError> {
     let names: &[&str] = match method {
         "create" => &["vals_list"],
         "write" => &["ids", "vals"],
@@ -539,11 +565,11 @@ fn named(
         _ => &[],
     };
     if args.len() > names.len() {
-        return Err(format!(
-            "over /json/2 the arguments of {method} are named: give them as keyword arguments ({} positional given, {} known by name)",
-            args.len(),
-            names.len()
-        ));
+        return Err(ArgsError::Positional {
+            method: method.to_string(),
+            given: args.len(),
+            known: names.len(),
+        });
     }
     let mut body = Map::new();
     for (name, value) in names.iter().zip(args) {
@@ -551,7 +577,7 @@ fn named(
     }
     for (k, v) in kwargs {
         if body.contains_key(&k) {
-            return Err(format!("{k} is given both by position and by name"));
+            return Err(ArgsError::Twice(k));
         }
         body.insert(k, v);
     }
@@ -669,6 +695,7 @@ mod tests {
         assert_eq!(Value::Object(body), json!({"ids": [4]}));
         assert!(named("do_something", vec![json!(1)], Map::new())
             .unwrap_err()
+            .to_string()
             .contains("keyword arguments"));
         assert!(named(
             "write",
@@ -676,6 +703,7 @@ mod tests {
             Map::from_iter([("ids".to_string(), json!([2]))])
         )
         .unwrap_err()
+        .to_string()
         .contains("both by position and by name"));
     }
 }

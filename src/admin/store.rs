@@ -91,6 +91,24 @@ pub enum StoreError {
     Hash(String),
 }
 
+/// Why a stored password hash cannot be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashCheckError {
+    /// Not a PHC string.
+    #[error(transparent)]
+    Phc(#[from] argon2::password_hash::phc::Error),
+    /// Parameters Argon2 does not take.
+    #[error(transparent)]
+    Params(#[from] argon2::password_hash::Error),
+    #[error("algorithm {0} is not argon2id")]
+    Algorithm(String),
+    #[error("no salt or no hash")]
+    Incomplete,
+    /// Hashing the password to compare failed.
+    #[error(transparent)]
+    Hash(Box<StoreError>),
+}
+
 /// The users and the audit log.
 pub struct Store {
     path: PathBuf,
@@ -283,17 +301,18 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
 }
 
 /// Whether `password` hashes to the stored PHC string (compared in constant time).
-fn password_matches(password: &str, stored: &str) -> Result<bool, String> {
-    let phc = PasswordHash::new(stored).map_err(|e| e.to_string())?;
+fn password_matches(password: &str, stored: &str) -> Result<bool, HashCheckError> {
+    let phc = PasswordHash::new(stored)?;
     if phc.algorithm != argon2::ARGON2ID_IDENT {
-        return Err(format!("algorithm {} is not argon2id", phc.algorithm));
+        return Err(HashCheckError::Algorithm(phc.algorithm.to_string()));
     }
-    let params = Params::try_from(&phc).map_err(|e| e.to_string())?;
+    let params = Params::try_from(&phc)?;
     let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
-        return Err("no salt or no hash".into());
+        return Err(HashCheckError::Incomplete);
     };
     let mut out = vec![0u8; expected.len()];
-    argon2id(&params, password.as_bytes(), salt.as_ref(), &mut out).map_err(|e| e.to_string())?;
+    argon2id(&params, password.as_bytes(), salt.as_ref(), &mut out)
+        .map_err(|e| HashCheckError::Hash(Box::new(e)))?;
     Ok(crate::admin::auth::same(&out, expected.as_bytes()))
 }
 
@@ -423,8 +442,8 @@ mod tests {
             .hash_password(b"their password")
             .unwrap()
             .to_string();
-        assert_eq!(password_matches("their password", &theirs), Ok(true));
-        assert_eq!(password_matches("their passwore", &theirs), Ok(false));
+        assert!(password_matches("their password", &theirs).unwrap());
+        assert!(!password_matches("their passwore", &theirs).unwrap());
         assert!(password_matches("x", "not a hash").is_err());
     }
 

@@ -244,6 +244,20 @@ async fn apply_through_module(
     Ok(Some(Module { next, done }))
 }
 
+/// Why an idle apply's check found Odoo not answering.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum IdleError {
+    /// No connection (no `[odoo]` to call, Odoo away, a wrong key): why.
+    #[error("{0}")]
+    Connect(String),
+    /// The probe call failed.
+    #[error(transparent)]
+    Odoo(#[from] OdooError),
+    /// The probe call got no answer within this many seconds.
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+}
+
 /// How often an idle apply asks whether Odoo still answers (and how long it waits for it).
 pub(super) const IDLE_CHECK: Duration = Duration::from_secs(4);
 
@@ -255,11 +269,11 @@ pub(super) async fn idle_check(
     kinds: &Kinds,
     locate: &Locate,
     client: &mut Option<Client>,
-) -> Result<(), String> {
+) -> Result<(), IdleError> {
     let c = match client {
         Some(c) => c,
         None => connect(kinds, locate, client).await.map_err(|f| match f {
-            Failed::Wait(why) | Failed::Stop(why) => why,
+            Failed::Wait(why) | Failed::Stop(why) => IdleError::Connect(why),
         })?,
     };
     let probe = c.call(
@@ -270,11 +284,11 @@ pub(super) async fn idle_check(
     );
     match tokio::time::timeout(IDLE_CHECK, probe).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no answer within {} s", IDLE_CHECK.as_secs())),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(IdleError::Timeout(IDLE_CHECK.as_secs())),
     }
     if kinds.any_missing() {
-        check_models(kinds, c).await.map_err(|e| e.to_string())?;
+        check_models(kinds, c).await?;
     }
     Ok(())
 }
@@ -328,7 +342,7 @@ async fn connect<'c>(
     client: &'c mut Option<Client>,
 ) -> Result<&'c Client, Failed> {
     if client.is_none() {
-        let target = locate().map_err(Failed::Wait)?;
+        let target = locate().map_err(|e| Failed::Wait(e.to_string()))?;
         let url = target.url.clone();
         // Not this transaction's fault (a wrong key, Odoo away): wait, and take up a fixed
         // [odoo] section at the next try.

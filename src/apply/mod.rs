@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, Notify};
 
+use crate::config::TargetError;
 use crate::health::{Health, State as Health_};
 use crate::journal::{Cursor, Journal, Stored};
 use crate::kinds::mapping::Kinds;
@@ -46,7 +47,7 @@ use calls::{idle_check, IDLE_CHECK};
 pub use remedy::{prefix_of, rewind_stopped};
 
 /// Where Odoo is, asked afresh at each connection (the stack's Odoo may move).
-pub type Locate = Arc<dyn Fn() -> Result<Target, String> + Send + Sync>;
+pub type Locate = Arc<dyn Fn() -> Result<Target, TargetError> + Send + Sync>;
 
 /// Where the queue stopped, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,52 @@ use crate::config::PlantConfig;
 use crate::stack::spec::Service;
 use crate::stack::{hold_marker, probe};
 
+/// Why the apply cursor was not moved back for a restored backup (each says what to run).
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// The backup records no applied seq and no import: where the cursor belongs is unknown.
+    #[error("backup {id} was taken by a plantd that did not record how far the apply had got, so the applied seq is unknown and the apply cursor was left where it was; if transactions were applied after the backup was taken, they are missing from Odoo now: `plantd apply rewind SEQ` applies everything after SEQ again (`plantd apply rewind 0`: all the journal still holds; creates find what Odoo holds by external id and make nothing twice)")]
+    Unrecorded { id: String },
+    /// This plant's journal could not be read.
+    #[error("reading the journal: {0}. If transactions were applied after the backup was taken, they are missing from Odoo until `plantd apply rewind SEQ` runs with the backup's applied seq (0 applies all the journal holds, safely)")]
+    ReadJournal(#[source] crate::journal::JournalError),
+    /// The rewind to `seq` (for `why`) failed.
+    #[error("{error}. What was applied after the backup is missing from Odoo until `plantd apply rewind {seq}` runs ({why})")]
+    Rewind {
+        #[source]
+        error: RewindError,
+        seq: u64,
+        why: String,
+    },
+}
+
+/// Why a rewind of the apply cursor failed, through the daemon or with none running.
+#[derive(Debug, thiserror::Error)]
+pub enum RewindError {
+    /// The daemon refused it or failed at it: its message.
+    #[error("{0}")]
+    Answered(String),
+    /// The daemon answered something else than a rewind (its answer, as Debug).
+    #[error("unexpected answer from the daemon: {0}")]
+    Unexpected(String),
+    /// The daemon could not be asked.
+    #[error("asking the daemon: {0}")]
+    Asking(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The data directory's lock (a daemon starting, say).
+    #[error("{0:#}")]
+    Lock(anyhow::Error),
+    #[error("opening the journal: {0}")]
+    OpenJournal(#[source] crate::journal::JournalError),
+    /// The rewind itself, in the journal and `apply.json`.
+    #[error(transparent)]
+    Remedy(#[from] crate::apply::RemedyError),
+}
+
+/// A shell script in Odoo's container failed: the container engine's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShellError(String);
+
 /// The per-restore names: the staging and previous databases, and the staging and previous
 /// filestore directories in Odoo's volume (`/var/lib/odoo`), all suffixed alike so that
 /// nothing of one restore is mistaken for another's.
@@ -103,7 +149,11 @@ pub struct ApplyCursor {
 
 /// Where the cursor should go back to for `manifest` (with why), or why that is unknown
 /// (with what the admin can do). `journal_id` is this plant's journal.
-fn rewind_target(manifest: &Manifest, id: &str, journal_id: &str) -> Result<(u64, String), String> {
+fn rewind_target(
+    manifest: &Manifest,
+    id: &str,
+    journal_id: &str,
+) -> Result<(u64, String), CursorError> {
     match (&manifest.apply, &manifest.imported_from) {
         (Some(a), _) if a.journal_id == journal_id => Ok((
             a.applied_seq,
@@ -125,9 +175,7 @@ fn rewind_target(manifest: &Manifest, id: &str, journal_id: &str) -> Result<(u64
                 "backup {id} is an Odoo database imported from {file}, which records no applied seq: everything the journal still holds is applied again, and creates find what the data already holds by external id"
             ),
         )),
-        (None, None) => Err(format!(
-            "backup {id} was taken by a plantd that did not record how far the apply had got, so the applied seq is unknown and the apply cursor was left where it was; if transactions were applied after the backup was taken, they are missing from Odoo now: `plantd apply rewind SEQ` applies everything after SEQ again (`plantd apply rewind 0`: all the journal still holds; creates find what Odoo holds by external id and make nothing twice)"
-        )),
+        (None, None) => Err(CursorError::Unrecorded { id: id.to_string() }),
     }
 }
 
@@ -138,7 +186,7 @@ async fn rewind_apply(
     manifest: &Manifest,
     id: &str,
     daemon: &impl Daemon,
-) -> Result<ApplyCursor, String> {
+) -> Result<ApplyCursor, CursorError> {
     let backup_applied_seq = manifest.apply.as_ref().map(|a| a.applied_seq);
     let nothing = |message: String| ApplyCursor {
         backup_applied_seq,
@@ -153,25 +201,27 @@ async fn rewind_apply(
     let journal_path = config.data_dir.join("journal.db");
     let journal_id = match crate::journal::peek_applied(&journal_path) {
         Ok(Some((journal_id, _))) => journal_id,
-        Ok(None) => return Ok(nothing("there is no journal yet: nothing was applied".into())),
-        Err(e) => {
-            return Err(format!(
-                "reading the journal: {e}. If transactions were applied after the backup was taken, they are missing from Odoo until `plantd apply rewind SEQ` runs with the backup's applied seq (0 applies all the journal holds, safely)"
+        Ok(None) => {
+            return Ok(nothing(
+                "there is no journal yet: nothing was applied".into(),
             ))
         }
+        Err(e) => return Err(CursorError::ReadJournal(e)),
     };
     let (seq, why) = match rewind_target(manifest, id, &journal_id) {
         Ok(target) => target,
-        Err(message) => return Ok(nothing(message)),
+        Err(unknown) => return Ok(nothing(unknown.to_string())),
     };
     let backup = Some(id.to_string());
     let answer = match daemon.rewind_apply(seq, backup.clone(), why.clone()).await {
         Ok(Some(done)) => Ok(done),
         Ok(None) => rewind_stopped(config, &journal_path, seq, backup, why.clone()).await,
-        Err(message) => Err(message),
+        Err(e) => Err(e),
     };
-    let (rewound, applied_seq) = answer.map_err(|e| {
-        format!("{e}. What was applied after the backup is missing from Odoo until `plantd apply rewind {seq}` runs ({why})")
+    let (rewound, applied_seq) = answer.map_err(|error| CursorError::Rewind {
+        error,
+        seq,
+        why: why.clone(),
     })?;
     let message = match &rewound {
         Some(r) => format!("{} ({why})", r.message()),
@@ -194,22 +244,22 @@ async fn rewind_stopped(
     seq: u64,
     backup: Option<String>,
     why: String,
-) -> Result<(Option<crate::apply::Rewound>, u64), String> {
+) -> Result<(Option<crate::apply::Rewound>, u64), RewindError> {
     let data_dir = &config.data_dir;
     let _lock = crate::fsutil::lock_file(&data_dir.join("plantd.lock"), || {
         "plantd is starting on this data directory".to_string()
     })
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(RewindError::Lock)?;
     let options = crate::journal::Options {
         dir: data_dir.clone(),
         ..Default::default()
     };
-    let journal = crate::journal::Journal::open(journal_path, options)
-        .map_err(|e| format!("opening the journal: {e}"))?;
+    let journal =
+        crate::journal::Journal::open(journal_path, options).map_err(RewindError::OpenJournal)?;
     let result = crate::apply::rewind_stopped(data_dir, &journal, seq, backup, why).await;
     let applied = journal.cursor(crate::journal::Cursor::Applied);
     journal.close().await;
-    result.map(|r| (r, applied)).map_err(|e| e.to_string())
+    result.map(|r| (r, applied)).map_err(RewindError::Remedy)
 }
 
 /// The running daemon, as a restore needs it. `plantd backup restore` reaches it over the
@@ -227,7 +277,7 @@ pub trait Daemon: Sync {
         seq: u64,
         backup: Option<String>,
         why: String,
-    ) -> impl Future<Output = Result<Option<(Option<crate::apply::Rewound>, u64)>, String>> + Send;
+    ) -> impl Future<Output = Result<Option<(Option<crate::apply::Rewound>, u64)>, RewindError>> + Send;
 }
 
 /// Stops and starts Odoo so that nothing starts it meanwhile.
@@ -451,13 +501,13 @@ async fn unstage(live: &Live, names: &Names) {
 }
 
 /// Runs a shell script in the running Odoo container.
-async fn sh_in_odoo(live: &Live, script: &str) -> Result<(), String> {
+async fn sh_in_odoo(live: &Live, script: &str) -> Result<(), ShellError> {
     let odoo = &live.spec.get(Service::Odoo).container;
     let mut sink = tokio::io::sink();
     live.engine
         .exec(odoo, &["sh", "-c", script], None, &mut sink)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| ShellError(e.to_string()))
 }
 
 /// Runs a shell script in a one-off container made like Odoo's (its image and volumes),
@@ -702,8 +752,10 @@ mod tests {
             })
         };
         assert_eq!(
-            rewind_target(&manifest(at("j1", 5), None), "b1", "j1").map(|t| t.0),
-            Ok(5)
+            rewind_target(&manifest(at("j1", 5), None), "b1", "j1")
+                .unwrap()
+                .0,
+            5
         );
         // Another journal's seqs, or an imported database: everything again.
         let (seq, why) = rewind_target(&manifest(at("j0", 5), None), "b1", "j1").unwrap();
@@ -713,7 +765,9 @@ mod tests {
         assert_eq!(seq, 0);
         assert!(why.contains("imported from x.zip"), "{why}");
         // A backup from before the cursor was recorded: unknown, and the way out is said.
-        let unknown = rewind_target(&manifest(None, None), "b1", "j1").unwrap_err();
+        let unknown = rewind_target(&manifest(None, None), "b1", "j1")
+            .unwrap_err()
+            .to_string();
         assert!(
             unknown.contains("the applied seq is unknown")
                 && unknown.contains("plantd apply rewind SEQ"),

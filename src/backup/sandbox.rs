@@ -21,6 +21,20 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOpt
 use crate::stack::docker::Engine;
 use crate::stack::spec::{Service, StackSpec};
 
+/// Why a sandbox failed at its work.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// psql stopped on the dump: its message, with the dump's line named.
+    #[error("{0}")]
+    Psql(String),
+    /// `pg_dump` failed: the container engine's message.
+    #[error("{0}")]
+    PgDump(String),
+    /// Docker could not remove the sandbox.
+    #[error(transparent)]
+    Remove(#[from] bollard::errors::Error),
+}
+
 /// The label that marks an import's sandbox; its value is the stack's name.
 pub const LABEL_IMPORT: &str = "io.plantd.import";
 /// The role, and its database, the dump runs as and into.
@@ -194,7 +208,7 @@ impl Sandbox {
     pub async fn restore(
         &self,
         sql: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
-    ) -> Result<(), String> {
+    ) -> Result<(), SandboxError> {
         let restrict = format!("\\restrict {}", self.restrict_key);
         self.engine
             .exec_as(
@@ -220,7 +234,9 @@ impl Sandbox {
             )
             .await
             // psql names the line of its input; that input is the dump's own lines.
-            .map_err(|e| e.to_string().replace("psql:<stdin>:", "dump.sql, line "))
+            .map_err(|e| {
+                SandboxError::Psql(e.to_string().replace("psql:<stdin>:", "dump.sql, line "))
+            })
     }
 
     /// The single value `query` returns, as JSON (the query builds it), read as the import's
@@ -262,7 +278,7 @@ impl Sandbox {
     pub async fn dump(
         &self,
         out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<(), String> {
+    ) -> Result<(), SandboxError> {
         self.engine
             .exec_as(
                 &self.name,
@@ -272,7 +288,7 @@ impl Sandbox {
                 out,
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| SandboxError::PgDump(e.to_string()))
     }
 
     /// Removes the container and its data volume, at once: nothing in it is kept.
@@ -284,7 +300,7 @@ impl Sandbox {
 }
 
 /// Kills and removes a sandbox with its anonymous data volume; gone already is fine.
-async fn discard(engine: &Engine, id: &str) -> Result<(), String> {
+async fn discard(engine: &Engine, id: &str) -> Result<(), SandboxError> {
     let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
         .v(true)
         .force(true)
@@ -294,7 +310,7 @@ async fn discard(engine: &Engine, id: &str) -> Result<(), String> {
             status_code: 404, ..
         })
         | Ok(()) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(SandboxError::Remove(e)),
     }
 }
 

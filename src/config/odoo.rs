@@ -10,6 +10,26 @@ use serde::Deserialize;
 
 use crate::odoo::{ApiChoice, Target};
 
+/// Why there is no Odoo to call: what `[odoo]` lacks, or its key file.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("the stack's Odoo is not running, and [odoo] url is not set")]
+    NotRunning,
+    #[error("set [odoo] url in plant.toml (this plant supervises no stack whose Odoo plantd could call)")]
+    NoUrl,
+    #[error("set [odoo] database in plant.toml")]
+    NoDatabase,
+    #[error("set [odoo] key_file in plant.toml: a file holding an API key of Odoo user {login:?} (in Odoo: Preferences, Account Security, New API Key)")]
+    NoKeyFile { login: String },
+    #[error("reading [odoo] key_file {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("[odoo] key_file {0} is empty")]
+    EmptyKey(PathBuf),
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOdoo {
@@ -117,30 +137,34 @@ impl OdooConfig {
     pub fn target(
         &self,
         stack: Option<(&super::StackConfig, Option<IpAddr>)>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, TargetError> {
         let url = match (&self.url, stack) {
             (Some(u), _) => u.clone(),
-            (None, Some((_, Some(ip)))) => format!("http://{}", std::net::SocketAddr::new(ip, 8069)),
-            (None, Some((_, None))) => return Err("the stack's Odoo is not running, and [odoo] url is not set".into()),
-            (None, None) => return Err("set [odoo] url in plant.toml (this plant supervises no stack whose Odoo plantd could call)".into()),
+            (None, Some((_, Some(ip)))) => {
+                format!("http://{}", std::net::SocketAddr::new(ip, 8069))
+            }
+            (None, Some((_, None))) => return Err(TargetError::NotRunning),
+            (None, None) => return Err(TargetError::NoUrl),
         };
         let database = match (&self.database, stack) {
             (Some(d), _) => d.clone(),
             (None, Some((s, _))) => s.odoo_database.clone(),
-            (None, None) => return Err("set [odoo] database in plant.toml".into()),
+            (None, None) => return Err(TargetError::NoDatabase),
         };
         let Some(key_file) = &self.key_file else {
-            return Err(format!(
-                "set [odoo] key_file in plant.toml: a file holding an API key of Odoo user {:?} (in Odoo: Preferences, Account Security, New API Key)",
-                self.login
-            ));
+            return Err(TargetError::NoKeyFile {
+                login: self.login.clone(),
+            });
         };
         let key = std::fs::read_to_string(key_file)
-            .map_err(|e| format!("reading [odoo] key_file {}: {e}", key_file.display()))?
+            .map_err(|source| TargetError::ReadKey {
+                path: key_file.clone(),
+                source,
+            })?
             .trim()
             .to_string();
         if key.is_empty() {
-            return Err(format!("[odoo] key_file {} is empty", key_file.display()));
+            return Err(TargetError::EmptyKey(key_file.clone()));
         }
         Ok(Target {
             url,

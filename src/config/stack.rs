@@ -322,12 +322,14 @@ impl StackConfig {
         }
         let upgrade_deadline = match raw.upgrade_deadline.as_deref() {
             None => Duration::from_secs(180),
-            Some(s) => parse_duration(s).map_err(|m| err("stack.upgrade_deadline", m))?,
+            Some(s) => {
+                parse_duration(s).map_err(|m| err("stack.upgrade_deadline", m.to_string()))?
+            }
         };
         let ingress = match raw.ingress.listen.as_deref() {
             None => Some(parse_addr("0.0.0.0:443").expect("valid")),
             Some("off") => None,
-            Some(a) => Some(parse_addr(a).map_err(|m| err("stack.ingress.listen", m))?),
+            Some(a) => Some(parse_addr(a).map_err(|m| err("stack.ingress.listen", m.to_string()))?),
         };
         let odoo_workers = raw.odoo.workers.unwrap_or(DEFAULT_ODOO_WORKERS);
         if odoo_workers > 64 {
@@ -434,7 +436,7 @@ fn service(
     let memory = raw
         .memory
         .as_deref()
-        .map(|m| parse_size(m).map_err(|m| err(&field("memory"), m)))
+        .map(|m| parse_size(m).map_err(|m| err(&field("memory"), m.to_string())))
         .transpose()?;
     if let Some(c) = raw.cpus {
         if !(c > 0.0 && c <= 1024.0) {
@@ -454,7 +456,7 @@ fn service(
                         &field(&format!("probe.{name}")),
                         "too short; use at least \"100ms\"".into(),
                     )),
-                    Err(m) => Err(err(&field(&format!("probe.{name}")), m)),
+                    Err(m) => Err(err(&field(&format!("probe.{name}")), m.to_string())),
                 },
             }
         };
@@ -467,7 +469,9 @@ fn service(
         timeout: probe_duration("timeout", raw.probe.timeout.as_deref(), defaults.timeout)?,
         start_period: match raw.probe.start_period.as_deref() {
             None => defaults.start_period,
-            Some(s) => parse_duration(s).map_err(|m| err(&field("probe.start_period"), m))?,
+            Some(s) => {
+                parse_duration(s).map_err(|m| err(&field("probe.start_period"), m.to_string()))?
+            }
         },
         retries: match raw.probe.retries {
             None => 3,

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::backup::restore::RewindError;
 use crate::health::Component;
 use crate::journal::Stats;
 use crate::tokens::Device;
+use crate::update::images::StackOpsError;
 
 pub use server::{bind, serve, Control};
 
@@ -259,37 +261,43 @@ impl Daemon {
 
 /// The update agent's stack upgrades go through the daemon's own stack actions.
 impl crate::update::images::StackOps for Daemon {
-    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, String>> {
+    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, StackOpsError>> {
         Box::pin(async move {
             match self.ask(Request::StackStatus).await {
                 Ok(Response::Stack(report)) => Ok(report),
-                Ok(Response::Error { message }) => Err(message),
-                Ok(other) => Err(format!("unexpected answer to stack status: {other:?}")),
-                Err(e) => Err(e.to_string()),
+                other => Err(stack_ops_error("status", other)),
             }
         })
     }
 
-    fn events(&self) -> BoxFuture<'_, Result<Vec<crate::stack::StackEvent>, String>> {
+    fn events(&self) -> BoxFuture<'_, Result<Vec<crate::stack::StackEvent>, StackOpsError>> {
         Box::pin(async move {
             match self.ask(Request::StackEvents).await {
                 Ok(Response::StackEvents { events }) => Ok(events),
-                Ok(Response::Error { message }) => Err(message),
-                Ok(other) => Err(format!("unexpected answer to stack events: {other:?}")),
-                Err(e) => Err(e.to_string()),
+                other => Err(stack_ops_error("events", other)),
             }
         })
     }
 
-    fn apply(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn apply(&self) -> BoxFuture<'_, Result<String, StackOpsError>> {
         Box::pin(async move {
             match self.ask(Request::StackApply).await {
                 Ok(Response::Done { message }) => Ok(message),
-                Ok(Response::Error { message }) => Err(message),
-                Ok(other) => Err(format!("unexpected answer to stack apply: {other:?}")),
-                Err(e) => Err(e.to_string()),
+                other => Err(stack_ops_error("apply", other)),
             }
         })
+    }
+}
+
+/// What a stack request's answer other than the one it expects means for a [`StackOpsError`].
+fn stack_ops_error(request: &'static str, answer: Result<Response, CallError>) -> StackOpsError {
+    match answer {
+        Ok(Response::Error { message }) => StackOpsError::Answered(message),
+        Ok(other) => StackOpsError::Unexpected {
+            request,
+            answer: format!("{other:?}"),
+        },
+        Err(e) => StackOpsError::Unreachable(e.to_string()),
     }
 }
 
@@ -320,17 +328,19 @@ impl crate::backup::restore::Daemon for Daemon {
         seq: u64,
         backup: Option<String>,
         why: String,
-    ) -> Result<Option<(Option<crate::apply::Rewound>, u64)>, String> {
+    ) -> Result<Option<(Option<crate::apply::Rewound>, u64)>, RewindError> {
         let request = Request::ApplyRewind { seq, backup, why };
         match self.ask(request).await {
             Ok(Response::Rewound {
                 rewound,
                 applied_seq,
             }) => Ok(Some((rewound, applied_seq))),
-            Ok(Response::Error { message } | Response::Refused { message }) => Err(message),
-            Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
+            Ok(Response::Error { message } | Response::Refused { message }) => {
+                Err(RewindError::Answered(message))
+            }
+            Ok(other) => Err(RewindError::Unexpected(format!("{other:?}"))),
             Err(CallError::NotRunning(_)) => Ok(None),
-            Err(e) => Err(format!("asking the daemon: {e}")),
+            Err(e) => Err(RewindError::Asking(Box::new(e))),
         }
     }
 }

@@ -16,6 +16,68 @@ use crate::health::Health;
 use crate::journal::{Journal, Stats};
 use crate::tokens::Tokens;
 
+/// Why the daemon could not do what a control request asked: the answer's message.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// plant.toml, read again, does not load.
+    #[error("{0:#}")]
+    Reload(anyhow::Error),
+    /// `[odoo]` names no Odoo to call.
+    #[error(transparent)]
+    Target(#[from] crate::config::TargetError),
+    /// The Odoo at `url` could not be connected to.
+    #[error("{url}: {error}")]
+    Connect {
+        url: String,
+        #[source]
+        error: crate::odoo::OdooError,
+    },
+    /// `model.method` failed in the Odoo `via` names; the message says whether it ran.
+    #[error("{model}.{method}: {error} ({via}){}", run_hint(.error))]
+    Call {
+        model: String,
+        method: String,
+        #[source]
+        error: crate::odoo::OdooError,
+        via: String,
+    },
+    /// plant.toml has no `[stack]` section, so this plant supervises none.
+    #[error("this plant does not supervise a stack: plant.toml has no [stack] section (add one and restart plantd)")]
+    NoStack,
+    /// plant.toml, read again for `stack apply`, no longer has a `[stack]` section.
+    #[error("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)")]
+    StackGone,
+    /// A stack setting `stack apply` cannot change on a running plantd.
+    #[error("{0} changed; that takes a restart of plantd (`systemctl restart plantd`), not `stack apply`")]
+    NeedsRestart(&'static str),
+    /// The supervised stack refused or failed.
+    #[error(transparent)]
+    Stack(#[from] crate::stack::Error),
+    /// No such service.
+    #[error(transparent)]
+    Service(#[from] crate::stack::spec::Error),
+    /// plant.toml's `[stack]`, read again, does not make a stack.
+    #[error("{0:#}")]
+    Spec(anyhow::Error),
+    /// The backup before new PostgreSQL or Odoo `images` failed.
+    #[error("the backup before the new {images} image failed, so nothing was changed: {error:#}")]
+    UpgradeBackup {
+        images: String,
+        error: anyhow::Error,
+    },
+}
+
+/// What a failed Odoo call means for calling it again.
+fn run_hint(e: &crate::odoo::OdooError) -> &'static str {
+    if e.outcome_unknown() {
+        "; look whether it ran before you call again"
+    } else if e.transient() {
+        "; it did not run: try again when Odoo is back"
+    } else {
+        ""
+    }
+}
+
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -149,7 +211,9 @@ impl Control {
             | Request::StackDown { .. }
             | Request::StackHold { .. } => match self.stack(request).await {
                 Ok(r) => r,
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             },
             Request::ApplyStatus
             | Request::ApplyRetry { .. }
@@ -191,7 +255,9 @@ impl Control {
                 kwargs,
             } => match self.odoo_call(&model, &method, args, kwargs).await {
                 Ok(r) => r,
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             },
             Request::TokenRevoke { device } => match self.tokens.revoke(&device) {
                 Ok(()) => Response::Done {
@@ -210,16 +276,19 @@ impl Control {
         method: &str,
         args: Vec<serde_json::Value>,
         kwargs: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, ControlError> {
         // plant.toml as it is now, so that a fixed [odoo] section needs no restart.
-        let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+        let config = (self.reload)().map_err(ControlError::Reload)?;
         let odoo_ip = self.stack.as_ref().and_then(|s| *s.odoo.borrow());
         let stack = config.stack.as_ref().map(|s| (s, odoo_ip));
         let target = config.odoo.target(stack)?;
         let url = target.url.clone();
         let client = crate::odoo::Client::connect(target)
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|error| ControlError::Connect {
+                url: url.clone(),
+                error,
+            })?;
         let via = format!(
             "Odoo {} at {url}, through {}",
             client.version(),
@@ -228,15 +297,11 @@ impl Control {
         let result = client
             .call(model, method, args, kwargs)
             .await
-            .map_err(|e| {
-                let hint = if e.outcome_unknown() {
-                    "; look whether it ran before you call again"
-                } else if e.transient() {
-                    "; it did not run: try again when Odoo is back"
-                } else {
-                    ""
-                };
-                format!("{model}.{method}: {e} ({via}){hint}")
+            .map_err(|error| ControlError::Call {
+                model: model.to_string(),
+                method: method.to_string(),
+                error,
+                via: via.clone(),
             })?;
         Ok(Response::Odoo {
             answer: result,
@@ -244,10 +309,10 @@ impl Control {
         })
     }
 
-    async fn stack(&self, request: Request) -> Result<Response, String> {
+    async fn stack(&self, request: Request) -> Result<Response, ControlError> {
         use crate::stack::spec::Service;
         let Some(stack) = &self.stack else {
-            return Err("this plant does not supervise a stack: plant.toml has no [stack] section (add one and restart plantd)".into());
+            return Err(ControlError::NoStack);
         };
         let done = |message| Response::Done { message };
         Ok(match request {
@@ -266,9 +331,9 @@ impl Control {
                 events: stack.events().await?,
             },
             Request::StackApply => {
-                let config = (self.reload)().map_err(|e| format!("{e:#}"))?;
+                let config = (self.reload)().map_err(ControlError::Reload)?;
                 let Some(stack_config) = config.stack.clone() else {
-                    return Err("plant.toml no longer has a [stack] section; restart plantd to stop supervising (the containers keep running)".into());
+                    return Err(ControlError::StackGone);
                 };
                 if let Some(running) = &self.stack_config {
                     let needs_restart = [
@@ -286,11 +351,11 @@ impl Control {
                         ),
                     ];
                     if let Some((field, _)) = needs_restart.iter().find(|(_, changed)| *changed) {
-                        return Err(format!("{field} changed; that takes a restart of plantd (`systemctl restart plantd`), not `stack apply`"));
+                        return Err(ControlError::NeedsRestart(field));
                     }
                 }
                 let spec = crate::stack::spec::build(&stack_config, &self.data_dir)
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(ControlError::Spec)?;
                 let backed_up = pre_upgrade_backup(stack, &spec, &config).await?;
                 let applied = stack.apply(spec).await?;
                 done(match backed_up {
@@ -399,7 +464,7 @@ async fn pre_upgrade_backup(
     stack: &crate::stack::Stack,
     spec: &crate::stack::spec::StackSpec,
     config: &crate::config::PlantConfig,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ControlError> {
     use crate::stack::spec::Service;
     let report = stack.report();
     let running = |s: Service| report.services.iter().find(|r| r.service == s.as_str());
@@ -429,9 +494,9 @@ async fn pre_upgrade_backup(
             b.id,
             changed.join(" and ")
         ))),
-        Err(e) => Err(format!(
-            "the backup before the new {} image failed, so nothing was changed: {e:#}",
-            changed.join(" and ")
-        )),
+        Err(error) => Err(ControlError::UpgradeBackup {
+            images: changed.join(" and "),
+            error,
+        }),
     }
 }

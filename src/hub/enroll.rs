@@ -93,7 +93,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
         }
     };
     if let Err(m) = parse_token(&req.token) {
-        return error(StatusCode::UNAUTHORIZED, "bad_token", m);
+        return error(StatusCode::UNAUTHORIZED, "bad_token", m.to_string());
     }
     if let Err(e) = rcgen::CertificateSigningRequestParams::from_pem(&req.csr) {
         return error(

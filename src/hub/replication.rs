@@ -11,7 +11,7 @@ use quinn::Endpoint;
 use super::database::Database;
 use super::store::Store;
 use super::Hub;
-use crate::replication::hub::{HubStore, UpdateStreams};
+use crate::replication::hub::{HubStore, Refusal, UpdateStreams};
 use crate::replication::transport::write_frame;
 use crate::replication::wire::{Entry, Frame, RefuseCode};
 
@@ -180,7 +180,7 @@ impl HubStore for Database {
         plant: &str,
         version: &str,
         journal: &str,
-    ) -> anyhow::Result<Result<u64, String>> {
+    ) -> anyhow::Result<Result<u64, Refusal>> {
         let store = Database::store(self).await?;
         store.authorize(cert_sha256, plant, version, journal).await
     }
@@ -193,7 +193,7 @@ impl HubStore for Database {
     async fn plant_for_cert(
         &mut self,
         cert_sha256: &str,
-    ) -> anyhow::Result<Result<String, String>> {
+    ) -> anyhow::Result<Result<String, Refusal>> {
         let store = Database::store(self).await?;
         store.plant_for_cert(cert_sha256).await
     }

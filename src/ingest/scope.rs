@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::ApiError;
 use crate::journal::NewTransaction;
-use crate::kinds::mapping::Kinds;
+use crate::kinds::mapping::{Kinds, NotAllowed};
 use crate::tokens::{Scope, GENERIC_CREATE};
 
 /// Whether `device`, holding `scope`, may send transaction `t` (item `index` of an array when
@@ -55,14 +55,14 @@ pub fn check(
     };
     let allowed = match kinds {
         Some(k) => k.create_allowed(model),
-        None => Err(format!(
-            "odoo.create may create no model on this plant: it has no [apply] section; add [apply.kinds.\"odoo.create\"] models = [{model:?}] to plant.toml to allow it"
-        )),
+        None => Err(NotAllowed::NoApply {
+            model: model.to_string(),
+        }),
     };
-    allowed.map_err(|message| ApiError::Forbidden {
+    allowed.map_err(|e| ApiError::Forbidden {
         code: "model_not_allowed",
         field: Some(name("payload.model")),
-        message,
+        message: e.to_string(),
     })
 }
 
@@ -239,7 +239,8 @@ mod tests {
         assert_eq!(tags, Ok(()), "not a security model");
         let users = k
             .link_allowed("res.partner", "user_ids", "one2many", Some("res.users"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             users.contains("res.partner.user_ids") && users.contains("res.users"),
             "{users}"

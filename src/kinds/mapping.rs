@@ -16,6 +16,30 @@ use serde_json::{Map, Value};
 use super::payload::{create_columns, field_values, generic, record_of};
 use super::shipped;
 
+/// Why `odoo.create` may not create a record of a model, or link the records of one, here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAllowed {
+    #[error("{model} is a security model (users, groups, access rules, server actions, crons and the like); odoo.create touches it only when [apply.kinds.\"odoo.create\"] models in plant.toml names it exactly")]
+    SecurityModel { model: String },
+    /// The plant's `odoo.create` names no models.
+    #[error("odoo.create may create no model on this plant; name the models it may create, such as {model:?}, in [apply.kinds.\"odoo.create\"] models of plant.toml")]
+    NoModels { model: String },
+    /// The plant has no `[apply]` section at all.
+    #[error("odoo.create may create no model on this plant: it has no [apply] section; add [apply.kinds.\"odoo.create\"] models = [{model:?}] to plant.toml to allow it")]
+    NoApply { model: String },
+    /// `model` is not among `allowed` (the models named, joined by ", ").
+    #[error("odoo.create may create only {allowed} on this plant, not {model}; add it to [apply.kinds.\"odoo.create\"] models in plant.toml")]
+    NotListed { model: String, allowed: String },
+    /// A one2many or many2many to a security model not named exactly.
+    #[error("{model}.{field} is a {kind} to {relation}, a security model: linking its records changes who may do what; odoo.create writes it only when [apply.kinds.\"odoo.create\"] models names {relation} exactly")]
+    SecurityLink {
+        model: String,
+        field: String,
+        kind: String,
+        relation: String,
+    },
+}
+
 /// One transaction's effect in Odoo.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -463,15 +487,15 @@ impl Kinds {
     }
 
     /// Whether `odoo.create` may create a record of `model` here, and if not, why.
-    pub fn create_allowed(&self, model: &str) -> Result<(), String> {
+    pub fn create_allowed(&self, model: &str) -> Result<(), NotAllowed> {
         let exact = self.create_models.iter().any(|m| m == model);
         if exact {
             return Ok(());
         }
         if security_model(model) {
-            return Err(format!(
-                "{model} is a security model (users, groups, access rules, server actions, crons and the like); odoo.create touches it only when [apply.kinds.\"odoo.create\"] models in plant.toml names it exactly"
-            ));
+            return Err(NotAllowed::SecurityModel {
+                model: model.to_string(),
+            });
         }
         let matched = self.create_models.iter().any(|p| {
             p.strip_suffix('*')
@@ -481,12 +505,14 @@ impl Kinds {
             return Ok(());
         }
         Err(if self.create_models.is_empty() {
-            format!("odoo.create may create no model on this plant; name the models it may create, such as {model:?}, in [apply.kinds.\"odoo.create\"] models of plant.toml")
+            NotAllowed::NoModels {
+                model: model.to_string(),
+            }
         } else {
-            format!(
-                "odoo.create may create only {} on this plant, not {model}; add it to [apply.kinds.\"odoo.create\"] models in plant.toml",
-                self.create_models.join(", ")
-            )
+            NotAllowed::NotListed {
+                model: model.to_string(),
+                allowed: self.create_models.join(", "),
+            }
         })
     }
 
@@ -502,7 +528,7 @@ impl Kinds {
         field: &str,
         kind: &str,
         relation: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotAllowed> {
         let Some(relation) = relation else {
             return Ok(());
         };
@@ -512,9 +538,12 @@ impl Kinds {
         if self.create_models.iter().any(|m| m == relation) {
             return Ok(());
         }
-        Err(format!(
-            "{model}.{field} is a {kind} to {relation}, a security model: linking its records changes who may do what; odoo.create writes it only when [apply.kinds.\"odoo.create\"] models names {relation} exactly"
-        ))
+        Err(NotAllowed::SecurityLink {
+            model: model.to_string(),
+            field: field.to_string(),
+            kind: kind.to_string(),
+            relation: relation.to_string(),
+        })
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::mapping::{method_name, model_name, Cell, RecordSource, Ref, Source, Step};
+use super::ValueError;
 
 /// `odoo.create`: `{"model": "res.partner", "values": {...}}`.
 pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
@@ -48,7 +49,7 @@ pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)
         }
         columns.push((
             k.clone(),
-            Cell::Text(cell(v).map_err(|m| (format!("payload.values.{k}"), m))?),
+            Cell::Text(cell(v).map_err(|m| (format!("payload.values.{k}"), m.to_string()))?),
         ));
     }
     Ok(Step::Create {
@@ -68,7 +69,9 @@ pub(super) fn create_columns(
         if let Some(v) = take(obj, source)? {
             out.push((
                 column.clone(),
-                Cell::Text(cell(v).map_err(|m| (format!("payload.{}", source.field), m))?),
+                Cell::Text(
+                    cell(v).map_err(|m| (format!("payload.{}", source.field), m.to_string()))?,
+                ),
             ));
         }
     }
@@ -95,7 +98,7 @@ pub(super) fn record_of(
         if let Some(v) = take(obj, s)? {
             return xmlid(v)
                 .map(Ref::Xmlid)
-                .map_err(|m| (format!("payload.{}", s.field), m));
+                .map_err(|m| (format!("payload.{}", s.field), m.to_string()));
         }
     }
     if let Some(s) = &source.name {
@@ -132,7 +135,7 @@ pub(super) fn text(v: &Value) -> Option<String> {
 }
 
 /// An external id: `module.name`, with no spaces.
-pub(super) fn xmlid(v: &Value) -> Result<String, String> {
+pub(super) fn xmlid(v: &Value) -> Result<String, ValueError> {
     let s = v.as_str().unwrap_or_default();
     let ok = s.len() <= 256
         && s.split_once('.').is_some_and(|(m, n)| {
@@ -144,7 +147,7 @@ pub(super) fn xmlid(v: &Value) -> Result<String, String> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err("must be an external id such as \"stock.stock_location_stock\" (module.name)".into())
+        Err(ValueError::NotXmlid)
     }
 }
 
@@ -181,13 +184,11 @@ pub(super) fn take<'a>(
 }
 
 /// A `load` cell: Odoo's import takes text, and converts it by the field's type.
-pub(super) fn cell(v: &Value) -> Result<String, String> {
+pub(super) fn cell(v: &Value) -> Result<String, ValueError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_string()),
-        _ => Err(
-            "must be text, a number or true/false (Odoo's import takes one value per field)".into(),
-        ),
+        _ => Err(ValueError::NotCell),
     }
 }

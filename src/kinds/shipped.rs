@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::mapping::{Cell, Ref, Step};
 use super::payload::{cell, positive_id, text, xmlid};
+use super::ValueError;
 
 type Refusal = (String, String);
 
@@ -262,7 +263,9 @@ pub fn reference(
                     .map(|i| Some(Ref::Id(i)))
                     .ok_or((at, "must be a record id (a positive integer)".into()))
             } else if *key == xmlid_key {
-                xmlid(v).map(|x| Some(Ref::Xmlid(x))).map_err(|m| (at, m))
+                xmlid(v)
+                    .map(|x| Some(Ref::Xmlid(x)))
+                    .map_err(|m| (at, m.to_string()))
             } else {
                 text(v).map(|c| Some(Ref::Code(c))).ok_or((
                     at,
@@ -360,10 +363,10 @@ fn time(obj: &Map<String, Value>, key: &str) -> Result<Option<jiff::Timestamp>, 
     let s = v.as_str().unwrap_or_default();
     parse_time(s)
         .map(Some)
-        .map_err(|m| (format!("payload.{key}"), m))
+        .map_err(|m| (format!("payload.{key}"), m.to_string()))
 }
 
-pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, ValueError> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -376,9 +379,9 @@ pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
         }
     }
     if s.parse::<jiff::civil::DateTime>().is_ok() {
-        return Err(format!("{s:?} has no UTC offset, so the time is ambiguous; give one such as \"2026-12-06T08:00:00+01:00\" or \"2026-12-06T07:00:00Z\""));
+        return Err(ValueError::NoOffset(s.to_string()));
     }
-    Err(format!("{s:?} is not a time; give ISO 8601 with a UTC offset, such as \"2026-12-06T08:00:00+01:00\""))
+    Err(ValueError::NotTime(s.to_string()))
 }
 
 /// Odoo's datetime format, in UTC.

@@ -16,6 +16,29 @@ use super::wire::{Entry, Frame, RefuseCode, MAX_FIRST_FRAME};
 /// or a backup fetch or offer); then it is closed. Until then it holds no database connection.
 pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Why the hub refuses a plant's certificate or hello (the message of its `Refuse` frame).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("this certificate belongs to no enrolled plant; enroll again")]
+    UnknownCert,
+    #[error("plant {0:?} is revoked at the hub")]
+    Revoked(String),
+    /// The plant is bound to another journal (`bound`, acked through `acked`) than the hello's.
+    #[error("plant {plant:?} replicates journal {bound} at the hub (through seq {acked}), but this is journal {journal}: the plant's journal was replaced; enroll it under a new plant name so that nothing is mixed up")]
+    OtherJournal {
+        plant: String,
+        bound: String,
+        acked: i64,
+        journal: String,
+    },
+    /// The hello claims another plant's name than the certificate's.
+    #[error("the certificate is plant {plant:?}'s, but the hello says {claimed:?}")]
+    NotItsName { plant: String, claimed: String },
+    /// The plant changed at the hub between the two statements of the check.
+    #[error("plant {0:?} changed at the hub while it connected; retry")]
+    Changed(String),
+}
+
 /// Where the hub's side of replication keeps things.
 pub trait HubStore: Send {
     /// The next seq needed from the plant holding the certificate with this SHA-256, or why it
@@ -26,7 +49,7 @@ pub trait HubStore: Send {
         plant: &str,
         version: &str,
         journal: &str,
-    ) -> impl Future<Output = anyhow::Result<Result<u64, String>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Result<u64, Refusal>>> + Send;
 
     /// Commits the contiguous continuation of the plant's entries; returns the acked seq.
     fn store(
@@ -39,7 +62,7 @@ pub trait HubStore: Send {
     fn plant_for_cert(
         &mut self,
         cert_sha256: &str,
-    ) -> impl Future<Output = anyhow::Result<Result<String, String>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Result<String, Refusal>>> + Send;
 
     /// Keeps the plant's latest telemetry snapshot (JSON, as sent).
     fn telemetry(
@@ -151,7 +174,8 @@ pub async fn run_session(
     if matches!(first, Frame::BackupFetch { .. } | Frame::BackupOffer { .. }) {
         let plant = match store.plant_for_cert(&fingerprint).await? {
             Ok(plant) => plant,
-            Err(message) => {
+            Err(refusal) => {
+                let message = refusal.to_string();
                 let refuse = Frame::Refuse {
                     code: RefuseCode::Forbidden,
                     message: message.clone(),
@@ -187,7 +211,8 @@ pub async fn run_session(
                             plant = claimed;
                             HubEvent::Authorized { next_seq }
                         }
-                        Ok(Err(message)) => {
+                        Ok(Err(refusal)) => {
+                            let message = refusal.to_string();
                             tracing::warn!(plant = %claimed, %message, "plant refused");
                             HubEvent::Denied { message }
                         }

@@ -163,13 +163,6 @@ pub enum Error {
     Probe(#[from] probe::Error),
 }
 
-/// For the control socket, whose answers are text.
-impl From<Error> for String {
-    fn from(e: Error) -> String {
-        e.to_string()
-    }
-}
-
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
@@ -231,75 +224,6 @@ impl Stack {
     /// without one, lets it run again.
     pub async fn hold(&self, service: Service, reason: Option<String>) -> Result<String, Error> {
         self.ask(|r| Command::Hold(service, reason, r)).await
-    }
-}
-
-#[cfg(test)]
-mod error_tests {
-    use super::*;
-
-    /// The messages are the ones plantd answered with when its errors were strings.
-    #[test]
-    fn error_messages_are_as_before() {
-        assert_eq!(
-            String::from(Error::EngineUnreachable {
-                why: "not connected".into()
-            }),
-            "the Docker engine is unreachable: not connected"
-        );
-        assert_eq!(
-            Error::Held {
-                service: Service::Odoo,
-                why: "restore".into()
-            }
-            .to_string(),
-            "odoo is held (restore); `plantd stack release odoo` first"
-        );
-        let engine = docker::Error::NoAddress {
-            container: "plant-odoo".into(),
-            network: "plant".into(),
-        };
-        assert_eq!(
-            Error::Restart {
-                service: Service::Odoo,
-                source: engine,
-            }
-            .to_string(),
-            "restarting odoo: plant-odoo has no address on plant; is it running?"
-        );
-        assert_eq!(
-            Error::from(docker::Error::ImageMissing {
-                image: "odoo:18.0".into()
-            })
-            .to_string(),
-            "image odoo:18.0 is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`"
-        );
-        assert_eq!(
-            Error::RemoveHoldMarker {
-                path: PathBuf::from("/d/held-odoo"),
-                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-            }
-            .to_string(),
-            "removing /d/held-odoo: permission denied"
-        );
-        assert_eq!(
-            Error::from(probe::Error::NoAnswer {
-                timeout: Duration::from_millis(1500)
-            })
-            .to_string(),
-            "no answer within 1500 ms"
-        );
-        assert_eq!(
-            probe::Error::RedisAnswer {
-                answer: "-ERR".into()
-            }
-            .to_string(),
-            "PING answered \"-ERR\""
-        );
-        assert_eq!(
-            String::from(Service::parse("web").unwrap_err()),
-            "no service \"web\"; the services are postgres, redis and odoo"
-        );
     }
 }
 
@@ -512,5 +436,75 @@ fn worse(a: State, b: State) -> State {
         b
     } else {
         a
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    /// The messages are the ones plantd answered with when its errors were strings.
+    #[test]
+    fn error_messages_are_as_before() {
+        assert_eq!(
+            Error::EngineUnreachable {
+                why: "not connected".into()
+            }
+            .to_string(),
+            "the Docker engine is unreachable: not connected"
+        );
+        assert_eq!(
+            Error::Held {
+                service: Service::Odoo,
+                why: "restore".into()
+            }
+            .to_string(),
+            "odoo is held (restore); `plantd stack release odoo` first"
+        );
+        let engine = docker::Error::NoAddress {
+            container: "plant-odoo".into(),
+            network: "plant".into(),
+        };
+        assert_eq!(
+            Error::Restart {
+                service: Service::Odoo,
+                source: engine,
+            }
+            .to_string(),
+            "restarting odoo: plant-odoo has no address on plant; is it running?"
+        );
+        assert_eq!(
+            Error::from(docker::Error::ImageMissing {
+                image: "odoo:18.0".into()
+            })
+            .to_string(),
+            "image odoo:18.0 is not on this machine; build it with images/build-local.sh or load a bundle with `plantd images load`"
+        );
+        assert_eq!(
+            Error::RemoveHoldMarker {
+                path: PathBuf::from("/d/held-odoo"),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }
+            .to_string(),
+            "removing /d/held-odoo: permission denied"
+        );
+        assert_eq!(
+            Error::from(probe::Error::NoAnswer {
+                timeout: Duration::from_millis(1500)
+            })
+            .to_string(),
+            "no answer within 1500 ms"
+        );
+        assert_eq!(
+            probe::Error::RedisAnswer {
+                answer: "-ERR".into()
+            }
+            .to_string(),
+            "PING answered \"-ERR\""
+        );
+        assert_eq!(
+            Service::parse("web").unwrap_err().to_string(),
+            "no service \"web\"; the services are postgres, redis and odoo"
+        );
     }
 }

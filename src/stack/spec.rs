@@ -70,13 +70,6 @@ pub enum Error {
     UnknownService { name: String },
 }
 
-/// For the control socket, whose answers are text.
-impl From<Error> for String {
-    fn from(e: Error) -> String {
-        e.to_string()
-    }
-}
-
 impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

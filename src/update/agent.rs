@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use bytesize::ByteSize;
 use quinn::Connection;
 use tokio::sync::mpsc;
 
+use super::images::{ImagePlan, NoMoves, PlanError};
 use super::{releases_dir, Outcome};
 use crate::release::{self, Manifest, PublicKey};
 use crate::replication::transport::{read_frame, write_frame};
@@ -223,13 +225,14 @@ impl Agent {
         // The images go first: a plan says whether this plant needs the bundle at all.
         let moves = match &m.images {
             None => None,
-            Some(images) => Some(self.image_plan(images).map_err(refuse)?),
+            Some(images) => Some(self.image_plan(images).map_err(|e| refuse(e.to_string()))?),
         };
         let bundle_size = match &moves {
-            Some(Ok(_)) => m.images.as_ref().map_or(0, |i| i.size),
+            Some(ImagePlan::Move(..)) => m.images.as_ref().map_or(0, |i| i.size),
             _ => 0,
         };
-        self.check_disk(&dir, m.size, bundle_size).map_err(refuse)?;
+        self.check_disk(&dir, m.size, bundle_size)
+            .map_err(|e| refuse(e.to_string()))?;
         let path = download(conn, &dir, m, Part::Binary)
             .await
             .map_err(|e| match e {
@@ -240,19 +243,21 @@ impl Agent {
             })?;
         let (images_note, images) = match moves {
             None => (None, None),
-            Some(Err(nothing_to_do)) => (Some(nothing_to_do), None),
-            Some(Ok((stack, moves))) => match download(conn, &dir, m, Part::Images).await {
-                Ok(bundle) => (None, Some((stack, bundle, moves))),
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(match e {
-                        Failure::Refused(why) => {
-                            refuse(format!("download of version {}'s images: {why}", m.version))
-                        }
-                        other => other,
-                    });
+            Some(ImagePlan::Keep(nothing_to_do)) => (Some(nothing_to_do.to_string()), None),
+            Some(ImagePlan::Move(stack, moves)) => {
+                match download(conn, &dir, m, Part::Images).await {
+                    Ok(bundle) => (None, Some((*stack, bundle, moves))),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&path).await;
+                        return Err(match e {
+                            Failure::Refused(why) => {
+                                refuse(format!("download of version {}'s images: {why}", m.version))
+                            }
+                            other => other,
+                        });
+                    }
                 }
-            },
+            }
         };
         Ok(Prepared {
             candidate: Candidate {
@@ -265,58 +270,98 @@ impl Agent {
         })
     }
 
-    /// The services a release's bundle moves here (`Ok`), or why it moves none (`Err`, not a
-    /// failure: the binary is tried all the same). An outer error refuses the release.
-    fn image_plan(
-        &self,
-        images: &release::Images,
-    ) -> Result<Result<(crate::config::StackConfig, super::images::Moves), String>, String> {
-        let config = (self.reload)().map_err(|e| format!("reading plant.toml: {e:#}"))?;
+    /// What a release's bundle means here: the services it moves, or why it moves none (not a
+    /// failure: the binary is tried all the same). An error refuses the release.
+    fn image_plan(&self, images: &release::Images) -> Result<ImagePlan, PlanError> {
+        let config = (self.reload)().map_err(PlanError::Reload)?;
         let Some(stack) = config.stack else {
-            return Ok(Err("no [stack] here, so its images were not loaded".into()));
+            return Ok(ImagePlan::Keep(NoMoves::NoStack));
         };
-        Ok(super::images::plan(&stack, &self.data_dir, &images.tags)?.map(|m| (stack, m)))
+        super::images::plan(stack, &self.data_dir, &images.tags)
     }
 
     /// Room for the download and the kept copy of the running binary in `dir`, the journal's
     /// reserve left over, and room for the new binary's copy beside the running one (on the
     /// same disk or another).
-    fn check_disk(&self, dir: &Path, size: u64, bundle: u64) -> Result<(), String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
+    fn check_disk(&self, dir: &Path, size: u64, bundle: u64) -> Result<(), DiskError> {
+        let exe = std::env::current_exe().map_err(DiskError::Exe)?;
         let running = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(size);
         let exe_dir = exe.parent().unwrap_or(Path::new("/"));
         let stat = |p: &Path| {
             rustix::fs::statvfs(p)
                 .map(|s| (s.f_bavail.saturating_mul(s.f_frsize), s.f_fsid))
-                .map_err(|e| format!("cannot read free space of {}: {e}", p.display()))
+                .map_err(|errno| DiskError::FreeSpace {
+                    path: p.to_path_buf(),
+                    errno,
+                })
         };
         let (free, fsid) = stat(dir)?;
         let (exe_free, exe_fsid) = stat(exe_dir)?;
         let same_disk = fsid == exe_fsid;
         let need = size + bundle + running + self.reserve + if same_disk { size } else { 0 };
         if free < need {
-            return Err(format!(
-                "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {}the journal's reserve {}) and {} is free",
-                dir.display(),
-                bytesize::ByteSize(need),
-                bytesize::ByteSize(size + bundle),
-                bytesize::ByteSize(running),
-                if same_disk { format!("{} for the new binary beside the running one, ", bytesize::ByteSize(size)) } else { String::new() },
-                bytesize::ByteSize(self.reserve),
-                bytesize::ByteSize(free)
-            ));
+            return Err(DiskError::TooLittle {
+                dir: dir.to_path_buf(),
+                need,
+                download: size + bundle,
+                running,
+                beside: same_disk.then_some(size),
+                reserve: self.reserve,
+                free,
+            });
         }
         if !same_disk && exe_free < size {
-            return Err(format!(
-                "too little free disk in {}: the new binary needs {} beside the running one and {} is free",
-                exe_dir.display(),
-                bytesize::ByteSize(size),
-                bytesize::ByteSize(exe_free)
-            ));
+            return Err(DiskError::TooLittleBeside {
+                dir: exe_dir.to_path_buf(),
+                size,
+                free: exe_free,
+            });
         }
         Ok(())
     }
+}
+
+/// Why a release does not fit on this plant's disks.
+#[derive(Debug, thiserror::Error)]
+enum DiskError {
+    #[error("finding the running binary: {0}")]
+    Exe(std::io::Error),
+    #[error("cannot read free space of {}: {errno}", path.display())]
+    FreeSpace {
+        path: std::path::PathBuf,
+        errno: rustix::io::Errno,
+    },
+    #[error(
+        "too little free disk in {}: the update needs {} ({} to download, {} to keep the running binary, {}the journal's reserve {}) and {} is free",
+        dir.display(),
+        ByteSize(*need),
+        ByteSize(*download),
+        ByteSize(*running),
+        beside.map(|b| format!("{} for the new binary beside the running one, ", ByteSize(b))).unwrap_or_default(),
+        ByteSize(*reserve),
+        ByteSize(*free)
+    )]
+    TooLittle {
+        dir: std::path::PathBuf,
+        need: u64,
+        download: u64,
+        running: u64,
+        /// The new binary's copy beside the running one, when both are on that disk.
+        beside: Option<u64>,
+        reserve: u64,
+        free: u64,
+    },
+    #[error(
+        "too little free disk in {}: the new binary needs {} beside the running one and {} is free",
+        dir.display(),
+        ByteSize(*size),
+        ByteSize(*free)
+    )]
+    TooLittleBeside {
+        dir: std::path::PathBuf,
+        size: u64,
+        free: u64,
+    },
 }
 
 fn remove_incoming(dir: &Path) {

@@ -31,12 +31,56 @@ use crate::stack::StackEvent;
 /// settings refused, a backup before a new PostgreSQL or Odoo image). The plant root hands the
 /// agent the daemon's own actions, in-process and audited as the update's.
 pub trait StackOps: Send + Sync {
-    /// The stack's report; an error says why there is none.
-    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, String>>;
+    /// The stack's report.
+    fn status(&self) -> BoxFuture<'_, Result<crate::stack::StackReport, StackOpsError>>;
     /// The supervisor's recent events, oldest first.
-    fn events(&self) -> BoxFuture<'_, Result<Vec<StackEvent>, String>>;
+    fn events(&self) -> BoxFuture<'_, Result<Vec<StackEvent>, StackOpsError>>;
     /// Applies plant.toml's `[stack]` again; what was done.
-    fn apply(&self) -> BoxFuture<'_, Result<String, String>>;
+    fn apply(&self) -> BoxFuture<'_, Result<String, StackOpsError>>;
+}
+
+/// Why the daemon's stack did not do what a [`StackOps`] call asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StackOpsError {
+    /// The daemon's own answer: the stack refused or failed.
+    #[error("{0}")]
+    Answered(String),
+    /// The daemon answered something `request` does not expect.
+    #[error("unexpected answer to stack {request}: {answer}")]
+    Unexpected {
+        request: &'static str,
+        answer: String,
+    },
+    /// The daemon could not be asked.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// What a release's stack images mean for this plant.
+pub enum ImagePlan {
+    /// These services move to the bundle's images (`[stack]` as plant.toml says it now).
+    Move(Box<StackConfig>, Moves),
+    /// None moves, and why: not a failure, the binary is tried all the same.
+    Keep(NoMoves),
+}
+
+/// Why a release's bundle moves no service here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoMoves {
+    #[error("no [stack] here, so its images were not loaded")]
+    NoStack,
+    #[error("the stack runs the images of the release's bundle ({0}) already, or none of their repositories")]
+    AlreadyThere(String),
+}
+
+/// Why the images a release would move cannot be worked out (the release is refused).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("reading plant.toml: {0:#}")]
+    Reload(anyhow::Error),
+    /// The images earlier bundles moved (`stack/images.json`) cannot be read.
+    #[error("{0:#}")]
+    Overrides(anyhow::Error),
 }
 
 /// Where the plant root puts the daemon's [`StackOps`] once its actions exist (the agent is
@@ -73,27 +117,23 @@ pub fn recover(data_dir: &Path) -> anyhow::Result<Option<String>> {
     )))
 }
 
-/// The services the bundle with `tags` moves on this plant (`Ok`), or why it moves none (`Err`:
-/// not a failure, the binary is tried all the same). An outer error refuses the release.
+/// The services the bundle with `tags` moves on this plant, whose `[stack]` is `stack`.
 pub(super) fn plan(
-    stack: &StackConfig,
+    stack: StackConfig,
     data_dir: &Path,
     tags: &[String],
-) -> Result<Result<Moves, String>, String> {
+) -> Result<ImagePlan, PlanError> {
     let current =
-        bundle::read_overrides(&spec::stack_dir(data_dir)).map_err(|e| format!("{e:#}"))?;
+        bundle::read_overrides(&spec::stack_dir(data_dir)).map_err(PlanError::Overrides)?;
     let configured: Vec<(Service, String)> = Service::ALL
         .into_iter()
-        .map(|s| (s, spec::configured_image(stack, s)))
+        .map(|s| (s, spec::configured_image(&stack, s)))
         .collect();
     let moves = bundle::plan(&configured, &current, tags);
     if moves.is_empty() {
-        return Ok(Err(format!(
-            "the stack runs the images of the release's bundle ({}) already, or none of their repositories",
-            tags.join(", ")
-        )));
+        return Ok(ImagePlan::Keep(NoMoves::AlreadyThere(tags.join(", "))));
     }
-    Ok(Ok(moves))
+    Ok(ImagePlan::Move(Box::new(stack), moves))
 }
 
 /// Loads the verified bundle at `file` and moves the services `moves` names; returns what
@@ -188,14 +228,14 @@ pub(super) async fn apply(
     for (service, o) in &moves {
         after.insert(*service, o.clone());
     }
-    let seen = ops.events().await.map_err(refuse)?;
+    let seen = ops.events().await.map_err(|e| refuse(e.to_string()))?;
     let pending = Pending {
         version: manifest.version.clone(),
         before: before.clone(),
     };
     super::write_json(&pending_path(data_dir), &pending).map_err(|e| refuse(format!("{e:#}")))?;
-    let restore = async || -> Result<(), String> {
-        bundle::write_overrides(&dir, &before).map_err(|e| format!("{e:#}"))?;
+    let restore = async || -> Result<(), GoBackError> {
+        bundle::write_overrides(&dir, &before).map_err(GoBackError::Overrides)?;
         ops.apply().await?;
         let _ = std::fs::remove_file(pending_path(data_dir));
         Ok(())
@@ -253,7 +293,7 @@ async fn verdicts(
     seen: &[StackEvent],
     moves: &Moves,
     deadline: Duration,
-) -> Result<Vec<(Service, Result<(), String>)>, String> {
+) -> Result<Vec<(Service, Result<(), GateFailure>)>, GateFailure> {
     // As long as the supervisor may take: a new container within its start limit, then the
     // gate's deadline.
     let limit = crate::stack::reconcile::UPGRADE_START_LIMIT + deadline + Duration::from_secs(60);
@@ -261,7 +301,7 @@ async fn verdicts(
     loop {
         let all = ops.events().await?;
         let fresh = after(&all, seen);
-        let found: Vec<(Service, Option<Result<(), String>>)> = moves
+        let found: Vec<(Service, Option<Result<(), GateFailure>>)> = moves
             .iter()
             .map(|(service, o)| {
                 let verdict = fresh
@@ -272,7 +312,7 @@ async fn verdicts(
                             Some(Ok(()))
                         }
                         "rollback" if e.message.starts_with(&format!("{}: ", o.image)) => {
-                            Some(Err(e.message.clone()))
+                            Some(Err(GateFailure::RolledBack(e.message.clone())))
                         }
                         _ => None,
                     });
@@ -286,13 +326,34 @@ async fn verdicts(
                 .collect());
         }
         if Instant::now() > give_up {
-            return Err(format!(
-                "no verdict from the stack's health gate within {} s",
-                limit.as_secs()
-            ));
+            return Err(GateFailure::NoVerdict {
+                secs: limit.as_secs(),
+            });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Why a moved service did not pass the supervisor's health gate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum GateFailure {
+    /// The supervisor rolled it back, and said why.
+    #[error("{0}")]
+    RolledBack(String),
+    /// The supervisor's events could not be read.
+    #[error(transparent)]
+    Events(#[from] StackOpsError),
+    #[error("no verdict from the stack's health gate within {secs} s")]
+    NoVerdict { secs: u64 },
+}
+
+/// Why the images from before an upgrade could not be put back.
+#[derive(Debug, thiserror::Error)]
+enum GoBackError {
+    #[error("{0:#}")]
+    Overrides(anyhow::Error),
+    #[error(transparent)]
+    Apply(#[from] StackOpsError),
 }
 
 /// The events of `all` that came after the last of `seen` (all of them when it is gone).

@@ -96,6 +96,11 @@ pub async fn created_many(
         .unwrap_or_default())
 }
 
+/// Odoo's `load` rejected the rows (nothing of them stays): its messages, joined by "; ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct LoadRejected(String);
+
 /// One `load` of rows (external id first, then the columns' cells); the ids, or Odoo's
 /// messages when it rejected them (nothing of them stays).
 async fn load(
@@ -104,7 +109,7 @@ async fn load(
     columns: &[String],
     rows: Vec<Value>,
     context: &Map<String, Value>,
-) -> Result<Result<Vec<i64>, String>, OdooError> {
+) -> Result<Result<Vec<i64>, LoadRejected>, OdooError> {
     let mut fields = vec![json!("id")];
     fields.extend(columns.iter().map(|c| json!(c)));
     let expected = rows.len();
@@ -134,7 +139,7 @@ async fn load(
                     "{model}.load answered {answer}"
                 )));
             }
-            Ok(Err(messages.join("; ")))
+            Ok(Err(LoadRejected(messages.join("; "))))
         }
     }
 }
@@ -353,7 +358,7 @@ pub async fn run_step(c: &Client, plant: &str, seq: u64, step: &Step) -> Result<
                     }
                     match load(c, model, &columns, vec![Value::Array(row)], &context).await? {
                         Ok(ids) => (model.to_string(), ids.first().copied().unwrap_or_default()),
-                        Err(messages) => {
+                        Err(LoadRejected(messages)) => {
                             // A call an earlier try abandoned may have committed meanwhile (the
                             // external id then collides): that is this transaction, applied.
                             match created_many(c, std::slice::from_ref(&name))

@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 
 use super::database::Database;
 use crate::config::PostgresConfig;
+use crate::replication::hub::Refusal;
 use crate::replication::wire::Entry;
 pub(in crate::hub) use releases::images_of;
 pub use releases::IMAGE_CHUNK;
@@ -301,7 +302,7 @@ impl Store {
     pub async fn plant_for_cert(
         &self,
         cert_sha256: &str,
-    ) -> anyhow::Result<Result<String, String>> {
+    ) -> anyhow::Result<Result<String, Refusal>> {
         let row = self
             .client
             .query_opt(
@@ -310,11 +311,8 @@ impl Store {
             )
             .await?;
         Ok(match row {
-            None => Err("this certificate belongs to no enrolled plant; enroll again".into()),
-            Some(r) if r.get::<_, bool>(1) => Err(format!(
-                "plant {:?} is revoked at the hub",
-                r.get::<_, String>(0)
-            )),
+            None => Err(Refusal::UnknownCert),
+            Some(r) if r.get::<_, bool>(1) => Err(Refusal::Revoked(r.get(0))),
             Some(r) => Ok(r.get(0)),
         })
     }
@@ -328,7 +326,7 @@ impl Store {
         claimed: &str,
         version: &str,
         journal: &str,
-    ) -> anyhow::Result<Result<u64, String>> {
+    ) -> anyhow::Result<Result<u64, Refusal>> {
         // The first session binds the plant to its journal; a later one from another journal
         // (a replaced or rebuilt journal.db) would resume seqs that are not the same
         // transactions, so it is refused.
@@ -356,29 +354,29 @@ impl Store {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(Err(
-                "this certificate belongs to no enrolled plant; enroll again".into(),
-            ));
+            return Ok(Err(Refusal::UnknownCert));
         };
         let (name, revoked, acked, bound): (String, bool, i64, Option<String>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         if revoked {
-            return Ok(Err(format!("plant {name:?} is revoked at the hub")));
+            return Ok(Err(Refusal::Revoked(name)));
         }
         if let Some(bound) = bound.filter(|b| b != journal) {
-            return Ok(Err(format!(
-                "plant {name:?} replicates journal {bound} at the hub (through seq {acked}), but this is journal {journal}: the plant's journal was replaced; enroll it under a new plant name so that nothing is mixed up"
-            )));
+            return Ok(Err(Refusal::OtherJournal {
+                plant: name,
+                bound,
+                acked,
+                journal: journal.to_string(),
+            }));
         }
         if name != claimed {
-            return Ok(Err(format!(
-                "the certificate is plant {name:?}'s, but the hello says {claimed:?}"
-            )));
+            return Ok(Err(Refusal::NotItsName {
+                plant: name,
+                claimed: claimed.to_string(),
+            }));
         }
         // It changed between the two statements (revoked, bound): the next hello decides.
-        Ok(Err(format!(
-            "plant {name:?} changed at the hub while it connected; retry"
-        )))
+        Ok(Err(Refusal::Changed(name)))
     }
 
     /// Stores the contiguous continuation of `plant`'s transactions; returns its new acked seq.
