@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::TargetError;
-use crate::health::{Health, State as Health_};
+use crate::health::{self, Health};
 use crate::journal::{Cursor, Journal, Stored};
 use crate::kinds::mapping::Kinds;
 use crate::odoo::{Client, Target};
@@ -294,7 +294,7 @@ impl Applier {
                     if let Err(e) = inner.journal.advance(Cursor::Applied, after).await {
                         inner.health.set(
                             COMPONENT,
-                            Health_::Unhealthy,
+                            health::State::Unhealthy,
                             format!("moving past the gap: {e}"),
                         );
                     }
@@ -314,7 +314,7 @@ impl Applier {
                     Err(e) => {
                         inner.health.set(
                             COMPONENT,
-                            Health_::Unhealthy,
+                            health::State::Unhealthy,
                             format!("reading the journal: {e}"),
                         );
                         Vec::new()
@@ -334,14 +334,14 @@ impl Applier {
                             *inner.waiting.lock().expect("not poisoned") = None;
                             inner
                                 .health
-                                .set(COMPONENT, Health_::Ok, "caught up".to_string());
+                                .set(COMPONENT, health::State::Ok, "caught up".to_string());
                         }
                         Err(why) => {
                             client = None;
                             let message = format!("caught up, but Odoo does not answer: {why}; the next transaction waits for it");
                             inner
                                 .health
-                                .set(COMPONENT, Health_::Unhealthy, message.clone());
+                                .set(COMPONENT, health::State::Unhealthy, message.clone());
                             *inner.waiting.lock().expect("not poisoned") = Some(message);
                         }
                     }
@@ -419,16 +419,18 @@ impl Applier {
                 if let Err(e) = inner.journal.advance(Cursor::Applied, seq).await {
                     inner.health.set(
                         COMPONENT,
-                        Health_::Unhealthy,
+                        health::State::Unhealthy,
                         format!("recording the apply through seq {seq}: {e}"),
                     );
                     continue;
                 }
                 // Working through a backlog is healthy (an update's health gate waits for it).
                 if failed.is_none() {
-                    inner
-                        .health
-                        .set(COMPONENT, Health_::Ok, format!("applied through seq {seq}"));
+                    inner.health.set(
+                        COMPONENT,
+                        health::State::Ok,
+                        format!("applied through seq {seq}"),
+                    );
                 }
             }
             match failed {
@@ -443,7 +445,7 @@ impl Applier {
                     if backoff >= Duration::from_secs(8) {
                         inner
                             .health
-                            .set(COMPONENT, Health_::Unhealthy, message.clone());
+                            .set(COMPONENT, health::State::Unhealthy, message.clone());
                     }
                     *inner.waiting.lock().expect("not poisoned") = Some(message);
                     drop(saved);
@@ -501,7 +503,7 @@ impl Inner {
     fn set_stopped_health(&self, s: &Stopped) {
         self.health.set(
             COMPONENT,
-            Health_::Unhealthy,
+            health::State::Unhealthy,
             format!(
                 "stopped at seq {} ({}): {}; fix the cause and `plantd apply retry {}`, or `plantd apply park {}` to let the rest through",
                 s.seq, s.kind, s.message, s.seq, s.seq

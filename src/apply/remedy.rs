@@ -43,7 +43,7 @@ impl Applier {
         tracing::warn!(from = rewound.from, to = rewound.to, backup = ?rewound.backup, "{}", rewound.message());
         inner
             .health
-            .set(COMPONENT, Health_::Starting, rewound.message());
+            .set(COMPONENT, health::State::Starting, rewound.message());
         inner.wake.notify_one();
         Ok(Some(rewound))
     }
@@ -71,9 +71,11 @@ impl Applier {
         next.stopped = None;
         inner.save(&next).map_err(failed)?;
         *saved = next;
-        inner
-            .health
-            .set(COMPONENT, Health_::Starting, format!("retrying seq {seq}"));
+        inner.health.set(
+            COMPONENT,
+            health::State::Starting,
+            format!("retrying seq {seq}"),
+        );
         inner.wake.notify_one();
         Ok(format!(
             "seq {seq} is tried again; `plantd apply status` shows how it went"
@@ -135,7 +137,7 @@ impl Applier {
             })?;
         inner.health.set(
             COMPONENT,
-            Health_::Starting,
+            health::State::Starting,
             format!("seq {seq} parked; applying the rest"),
         );
         inner.wake.notify_one();

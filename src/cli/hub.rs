@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::config::HubConfig;
-use crate::hub::rollouts::Control as RolloutControl;
+use crate::hub::rollouts::RolloutControl;
 use crate::hub::store::Store;
 
 #[derive(Debug, Args)]

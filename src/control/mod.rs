@@ -6,6 +6,7 @@
 //! same `handle` in-process, so each action exists once. This file is the protocol and the
 //! client (and [`Daemon`], the daemon as components ask it); `server.rs` the daemon's side.
 
+mod actions;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,8 @@ use crate::journal::Stats;
 use crate::tokens::Device;
 use crate::update::images::StackOpsError;
 
-pub use server::{bind, serve, Control};
+pub use actions::Control;
+pub use server::{bind, serve};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

@@ -55,7 +55,7 @@ pub struct RolloutView {
 
 /// What an operator does to the live rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub enum RolloutControl {
     Pause,
     Resume,
     Abort,
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// Pauses, resumes or aborts the live rollout; returns it.
-    pub async fn control_rollout(&self, what: Control) -> anyhow::Result<RolloutView> {
+    pub async fn control_rollout(&self, what: RolloutControl) -> anyhow::Result<RolloutView> {
         let live: Option<(i64, String)> = self
             .client
             .query_opt(
@@ -145,23 +145,23 @@ impl Store {
             );
         };
         let sql = match (what, state.as_str()) {
-            (Control::Pause, "running") => {
+            (RolloutControl::Pause, "running") => {
                 "UPDATE rollouts SET state = 'paused', reason = 'paused by an operator',
                         updated_at = now() WHERE id = $1"
             }
             // Failures so far are known: the threshold counts the ones after the resume.
-            (Control::Resume, "paused") => {
+            (RolloutControl::Resume, "paused") => {
                 "UPDATE rollouts SET state = 'running', reason = NULL, updated_at = now(),
                         failures_base = (SELECT count(*) FROM rollout_plants
                                          WHERE rollout = $1 AND state = 'failed')
                  WHERE id = $1"
             }
-            (Control::Abort, _) => {
+            (RolloutControl::Abort, _) => {
                 "UPDATE rollouts SET state = 'aborted', reason = 'aborted by an operator',
                         updated_at = now() WHERE id = $1"
             }
-            (Control::Pause, _) => bail!("rollout {id} is already paused"),
-            (Control::Resume, _) => bail!("rollout {id} is running, not paused"),
+            (RolloutControl::Pause, _) => bail!("rollout {id} is already paused"),
+            (RolloutControl::Resume, _) => bail!("rollout {id} is running, not paused"),
         };
         // Only from the state read: a rollout finished or superseded meanwhile stays so.
         let sql = format!("{sql} AND state = $2");
