@@ -167,10 +167,10 @@ pub(super) async fn apply(
             signed.join(", ")
         )));
     }
-    let report = ops
-        .status()
-        .await
-        .map_err(|e| refuse(format!("the stack: {e}")))?;
+    let report = ops.status().await.map_err(|e| match e {
+        StackOpsError::Unexpected { .. } => refuse(e.to_string()),
+        _ => refuse(format!("the stack: {e}")),
+    })?;
     if report.down {
         return Err(refuse(
             "the stack is down (taken down by an admin): bring it up with `plantd stack apply`, then start the rollout again".into(),
