@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::field::FieldError;
+
 mod backup;
 mod odoo;
 mod postgres;
@@ -290,61 +292,52 @@ impl HubConfig {
             field: e.span().and_then(|s| field_at(text, s.start)),
             message: e.message().trim().to_string(),
         })?;
-        let located = |(field, message): (String, String)| ConfigError {
+        let located = |FieldError { field, message }: FieldError| ConfigError {
             file: file.to_string(),
             line: line_of_field(text, &field),
             field: Some(field),
             message,
         };
         let table = |t: &Option<toml::Table>| toml::Value::Table(t.clone().unwrap_or_default());
-        let raw_apply: RawHubApply =
-            table(&config.apply_section)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    located(("apply".into(), e.message().trim().to_string()))
-                })?;
-        let raw_odoo: odoo::RawOdoo =
-            table(&config.odoo_section)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    located(("odoo".into(), e.message().trim().to_string()))
-                })?;
+        let raw_apply: RawHubApply = table(&config.apply_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| located(FieldError::new("apply", e.message().trim())))?;
+        let raw_odoo: odoo::RawOdoo = table(&config.odoo_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| located(FieldError::new("odoo", e.message().trim())))?;
         let odoo = OdooConfig::from_raw(raw_odoo).map_err(located)?;
-        let raw_http: crate::listen::RawLimits =
-            table(&config.http_section)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    located(("http".into(), e.message().trim().to_string()))
-                })?;
+        let raw_http: crate::listen::RawLimits = table(&config.http_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| located(FieldError::new("http", e.message().trim())))?;
         config.http = crate::listen::Limits::from_raw(raw_http).map_err(located)?;
         let raw_postgres: postgres::RawPostgres = table(&config.postgres_section)
             .try_into()
             .map_err(|e: toml::de::Error| {
-                located(("postgres".into(), e.message().trim().to_string()))
+                located(FieldError::new("postgres", e.message().trim()))
             })?;
         config.postgres = PostgresConfig::from_raw(raw_postgres).map_err(located)?;
         if raw_apply.central.unwrap_or(false) {
             if odoo.url.is_none() {
-                return Err(located(("odoo.url".into(), "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"".into())));
+                return Err(located(FieldError::new("odoo.url", "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"")));
             }
             if odoo.database.is_none() {
-                return Err(located((
-                    "odoo.database".into(),
-                    "missing; name the central Odoo's database".into(),
+                return Err(located(FieldError::new(
+                    "odoo.database",
+                    "missing; name the central Odoo's database",
                 )));
             }
             if odoo.key_file.is_none() {
-                return Err(located((
-                    "odoo.key_file".into(),
-                    "missing; a file holding the API key of the Odoo user the hub acts as".into(),
+                return Err(located(FieldError::new(
+                    "odoo.key_file",
+                    "missing; a file holding the API key of the Odoo user the hub acts as",
                 )));
             }
             let workers = match raw_apply.workers {
                 None => 4,
                 Some(n @ 1..=64) => n,
                 Some(n) => {
-                    return Err(located((
-                        "apply.workers".into(),
+                    return Err(located(FieldError::new(
+                        "apply.workers",
                         format!("{n} is out of range; use 1 to 64 (default 4)"),
                     )))
                 }
@@ -352,8 +345,8 @@ impl HubConfig {
             // Each apply worker holds a connection while it applies a plant (its advisory
             // lock lives on it): replication and the API need some left.
             if config.postgres.pool_size < workers + 2 {
-                return Err(located((
-                    "postgres.pool_size".into(),
+                return Err(located(FieldError::new(
+                    "postgres.pool_size",
                     format!(
                         "{} leaves too few connections: the {workers} apply workers hold one each; use at least {}",
                         config.postgres.pool_size,
@@ -416,7 +409,7 @@ impl PlantConfig {
                 message: e.message().trim().to_string(),
             }
         })?;
-        Self::from_raw(raw).map_err(|(field, message)| ConfigError {
+        Self::from_raw(raw).map_err(|FieldError { field, message }| ConfigError {
             file: file.to_string(),
             line: line_of_field(text, &field),
             field: Some(field),
@@ -424,8 +417,8 @@ impl PlantConfig {
         })
     }
 
-    fn from_raw(raw: RawConfig) -> Result<PlantConfig, (String, String)> {
-        let err = |field: &str, msg: String| (field.to_string(), msg);
+    fn from_raw(raw: RawConfig) -> Result<PlantConfig, FieldError> {
+        let err = |field: &str, msg: String| FieldError::new(field, msg);
         let data_dir = match raw.data_dir {
             Some(d) if d.as_os_str().is_empty() => {
                 return Err(err(
@@ -605,7 +598,7 @@ impl PlantConfig {
         if let Some(stack) = self.stack.as_mut() {
             stack
                 .read_option_files()
-                .map_err(|(field, message)| ConfigError {
+                .map_err(|FieldError { field, message }| ConfigError {
                     file: file.to_string(),
                     line: line_of_field(text, &field),
                     field: Some(field),

@@ -3,7 +3,8 @@
 //!
 //! The modules, by layer (docs/architecture.md has the table that `tests/layers.rs` holds
 //! them to: each uses only lower layers):
-//! - 0: `digest`, `fsutil`, `clock`, `shutdown`, `telemetry` (logging), `health`
+//! - 0: `digest`, `fsutil`, `clock`, `shutdown`, `field` (a refused input's field and message),
+//!   `telemetry` (logging), `health`
 //! - 1: `listen` (every listener's limits), `odoo` (Odoo's APIs), `kinds` (what each kind does
 //!   in Odoo), `retention` (backup schedule and policy), `release` (signed releases)
 //! - 2: `config`: `plant.toml` and `hub.toml`, validated with line-precise errors
@@ -22,6 +23,7 @@ mod config;
 mod control;
 mod digest;
 mod enrollment;
+mod field;
 mod fsutil;
 mod health;
 mod hub;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{odoo_module, steps, Locate};
+use crate::field::FieldError;
 use crate::kinds::mapping::{Kinds, Step};
 use crate::odoo::{Client, OdooError};
 use steps::run_step;
@@ -327,11 +328,13 @@ fn step_of(kinds: &Kinds, kind: &str, payload: &str) -> Result<Step, Failed> {
     }
     let payload: Value = serde_json::from_str(payload)
         .map_err(|e| Failed::Stop(format!("the payload is not JSON: {e}")))?;
-    kinds.step(kind, &payload).map_err(|(field, m)| {
-        Failed::Stop(format!(
-            "{field}: {m} (the mappings changed since it was accepted?)"
-        ))
-    })
+    kinds
+        .step(kind, &payload)
+        .map_err(|FieldError { field, message: m }| {
+            Failed::Stop(format!(
+                "{field}: {m} (the mappings changed since it was accepted?)"
+            ))
+        })
 }
 
 /// Connects `client` when it is not connected, and learns which of the kinds' models this

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::field::FieldError;
 use crate::retention::{Policy, Schedule};
 
 #[derive(Debug, Deserialize, Default)]
@@ -36,14 +37,14 @@ impl Default for BackupConfig {
 }
 
 impl BackupConfig {
-    pub(super) fn from_raw(raw: RawBackup) -> Result<BackupConfig, (String, String)> {
+    pub(super) fn from_raw(raw: RawBackup) -> Result<BackupConfig, FieldError> {
         let defaults = Policy::default();
         let timezone = match raw.timezone {
             None => None,
             Some(name) => {
                 jiff::tz::TimeZone::get(&name).map_err(|_| {
-                    (
-                        "backup.timezone".to_string(),
+                    FieldError::new(
+                        "backup.timezone",
                         format!("{name:?} is not a time zone this server knows; use an IANA name such as \"Europe/Paris\", or leave it out for the server's own"),
                     )
                 })?;
@@ -53,8 +54,8 @@ impl BackupConfig {
         let encrypt_to = raw.encrypt_to.unwrap_or_default();
         for (i, r) in encrypt_to.iter().enumerate() {
             if age::x25519::Recipient::from_str(r).is_err() {
-                return Err((
-                    "backup.encrypt_to".to_string(),
+                return Err(FieldError::new(
+                    "backup.encrypt_to",
                     format!("entry {} ({r:?}) is not an age recipient; use a public key such as \"age1...\" from `age-keygen -y KEYFILE`", i + 1),
                 ));
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::field::FieldError;
 use crate::odoo::{ApiChoice, Target};
 
 /// Why there is no Odoo to call: what `[odoo]` lacks, or its key file.
@@ -61,8 +62,8 @@ impl Default for OdooConfig {
 }
 
 impl OdooConfig {
-    pub(super) fn from_raw(raw: RawOdoo) -> Result<OdooConfig, (String, String)> {
-        let err = |field: &str, message: String| (format!("odoo.{field}"), message);
+    pub(super) fn from_raw(raw: RawOdoo) -> Result<OdooConfig, FieldError> {
+        let err = |field: &str, message: String| FieldError::new(format!("odoo.{field}"), message);
         let url = match raw.url {
             None => None,
             Some(u) => {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::field::FieldError;
+
 /// Connections a hub opens at most when hub.toml does not say.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a request waits for a free connection when hub.toml does not say.
@@ -63,14 +65,14 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// Checks the raw section; errors are `(field, message)`.
-    pub(super) fn from_raw(raw: RawPostgres) -> Result<PostgresConfig, (String, String)> {
+    /// Checks the raw section; an error names the field (`postgres.KEY`).
+    pub(super) fn from_raw(raw: RawPostgres) -> Result<PostgresConfig, FieldError> {
         let pool_size = match raw.pool_size {
             None => DEFAULT_POOL_SIZE,
             Some(n @ 1..=512) => n,
             Some(n) => {
-                return Err((
-                    "postgres.pool_size".into(),
+                return Err(FieldError::new(
+                    "postgres.pool_size",
                     format!("{n} is out of range; use 1 to 512 (default {DEFAULT_POOL_SIZE}), below the server's max_connections"),
                 ))
             }
@@ -80,14 +82,14 @@ impl PostgresConfig {
             Some(text) => match humantime::parse_duration(text) {
                 Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(60) => d,
                 Ok(_) => {
-                    return Err((
-                        "postgres.pool_wait".into(),
+                    return Err(FieldError::new(
+                        "postgres.pool_wait",
                         format!("{text:?} is out of range; use 100ms to 60s (default 5s)"),
                     ))
                 }
                 Err(e) => {
-                    return Err((
-                        "postgres.pool_wait".into(),
+                    return Err(FieldError::new(
+                        "postgres.pool_wait",
                         format!("{text:?} is not a duration ({e}); use one such as \"5s\""),
                     ))
                 }
@@ -95,9 +97,9 @@ impl PostgresConfig {
         };
         if raw.ca_file.is_some() && matches!(raw.sslmode, Some(SslMode::Disable | SslMode::Require))
         {
-            return Err((
-                "postgres.ca_file".into(),
-                "is only used to verify the server (sslmode = \"verify-ca\" or \"verify-full\"); remove it or change sslmode".into(),
+            return Err(FieldError::new(
+                "postgres.ca_file",
+                "is only used to verify the server (sslmode = \"verify-ca\" or \"verify-full\"); remove it or change sslmode",
             ));
         }
         Ok(PostgresConfig {
@@ -195,7 +197,10 @@ mod tests {
                 "postgres.ca_file",
             ),
         ] {
-            let (f, m) = PostgresConfig::from_raw(raw(text)).unwrap_err();
+            let FieldError {
+                field: f,
+                message: m,
+            } = PostgresConfig::from_raw(raw(text)).unwrap_err();
             assert_eq!(f, field, "{text}: {m}");
         }
         assert!(toml::from_str::<RawPostgres>("sslmode = \"prefer\"").is_err());

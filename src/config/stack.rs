@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{parse_addr, parse_duration, parse_size};
+use crate::field::FieldError;
 
 /// Where the stack's images come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -295,10 +296,8 @@ pub struct ProbeConfig {
 /// here it shares the 2 cores, so one less.
 pub const DEFAULT_ODOO_WORKERS: u32 = 4;
 
-type FieldError = (String, String);
-
 fn err(field: &str, msg: String) -> FieldError {
-    (field.to_string(), msg)
+    FieldError::new(field, msg)
 }
 
 impl StackConfig {

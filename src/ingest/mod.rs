@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 pub use error::ApiError;
 
+use crate::field::FieldError;
 use crate::health::Health;
 use crate::journal::{Cursor, Journal};
 use crate::tokens::{Scope, Tokens, Verdict};
@@ -106,10 +107,8 @@ async fn post_transactions(
         let applicable = match &api.kinds {
             Some(kinds) => {
                 let payload: Value = serde_json::from_str(&t.payload).unwrap_or(Value::Null);
-                kinds
-                    .step(&t.kind, &payload)
-                    .map(|_| ())
-                    .map_err(|(field, message)| {
+                kinds.step(&t.kind, &payload).map(|_| ()).map_err(
+                    |FieldError { field, message }| {
                         let code = if field == "kind" {
                             "unknown_kind"
                         } else {
@@ -121,7 +120,8 @@ async fn post_transactions(
                             field
                         };
                         ApiError::invalid(code, field, message)
-                    })
+                    },
+                )
             }
             None => Ok(()),
         };

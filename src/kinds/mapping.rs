@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::payload::{create_columns, field_values, generic, record_of};
 use super::shipped;
+use crate::field::FieldError;
 
 /// Why `odoo.create` may not create a record of a model, or link the records of one, here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,9 +224,9 @@ pub(super) struct RecordSource {
 
 impl RecordSource {
     /// `record_id` / `record_name` / `record_xmlid` of a `[apply.kinds.NAME]`.
-    fn of(k: &KindConfig, field: impl Fn(&str) -> String) -> Result<Self, (String, String)> {
+    fn of(k: &KindConfig, field: impl Fn(&str) -> String) -> Result<Self, FieldError> {
         if k.record_id.is_none() && k.record_name.is_none() && k.record_xmlid.is_none() {
-            return Err((field("record_id"), "missing; name the payload field that holds the record's id (record_id), name (record_name) or external id (record_xmlid)".into()));
+            return Err(FieldError::new(field("record_id"), "missing; name the payload field that holds the record's id (record_id), name (record_name) or external id (record_xmlid)"));
         }
         Ok(RecordSource {
             id: k.record_id.as_deref().map(Source::parse),
@@ -345,7 +346,7 @@ pub(super) fn method_name(s: &str) -> bool {
 impl Kinds {
     /// The shipped kinds (docs/odoo.md), and `custom` on top (a
     /// custom kind may replace a shipped one).
-    pub fn new(custom: &BTreeMap<String, KindConfig>) -> Result<Kinds, (String, String)> {
+    pub fn new(custom: &BTreeMap<String, KindConfig>) -> Result<Kinds, FieldError> {
         let mut map = BTreeMap::new();
         map.insert(
             "odoo.create".to_string(),
@@ -371,10 +372,10 @@ impl Kinds {
                 continue;
             }
             if !k.models.is_empty() {
-                return Err((field("models"), "only [apply.kinds.\"odoo.create\"] takes a list of models; a custom kind names its one model in model = \"...\"".into()));
+                return Err(FieldError::new(field("models"), "only [apply.kinds.\"odoo.create\"] takes a list of models; a custom kind names its one model in model = \"...\""));
             }
             if !model_name(&k.model) {
-                return Err((
+                return Err(FieldError::new(
                     field("model"),
                     format!(
                         "{:?} is not an Odoo model name such as \"stock.move\"",
@@ -387,10 +388,10 @@ impl Kinds {
                 "create" => {
                     if let Some(bad) = k.values.keys().find(|c| matches!(c.as_str(), "id" | ".id"))
                     {
-                        return Err((field("values"), format!("{bad:?}: plantd gives the record its external id; map only its fields")));
+                        return Err(FieldError::new(field("values"), format!("{bad:?}: plantd gives the record its external id; map only its fields")));
                     }
                     if k.values.is_empty() {
-                        return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { product_uom_qty = \"qty\" }".into()));
+                        return Err(FieldError::new(field("values"), "empty; map at least one Odoo field to a payload field, such as { product_uom_qty = \"qty\" }"));
                     }
                     Op::Create {
                         columns: k
@@ -403,32 +404,32 @@ impl Kinds {
                 }
                 "write" => {
                     if k.method.is_some() {
-                        return Err((
+                        return Err(FieldError::new(
                             field("method"),
-                            "a write runs no method; use operation = \"action\" to run one".into(),
+                            "a write runs no method; use operation = \"action\" to run one",
                         ));
                     }
                     if k.done_state.is_some() {
-                        return Err((
+                        return Err(FieldError::new(
                             field("done_state"),
-                            "a write has no done state; that is an action's".into(),
+                            "a write has no done state; that is an action's",
                         ));
                     }
                     if !k.write.is_empty() {
-                        return Err((
+                        return Err(FieldError::new(
                             field("write"),
-                            "a write takes its fields in values = { … }".into(),
+                            "a write takes its fields in values = { … }",
                         ));
                     }
                     if k.values.is_empty() {
-                        return Err((field("values"), "empty; map at least one Odoo field to a payload field, such as { lot_name = \"lot\" }".into()));
+                        return Err(FieldError::new(field("values"), "empty; map at least one Odoo field to a payload field, such as { lot_name = \"lot\" }"));
                     }
                     if let Some(bad) = k
                         .values
                         .keys()
                         .find(|c| matches!(c.as_str(), "id" | ".id") || c.contains('/'))
                     {
-                        return Err((field("values"), format!("{bad:?}: name a field of the record, such as \"origin\" (a many2one takes the database id as it is)")));
+                        return Err(FieldError::new(field("values"), format!("{bad:?}: name a field of the record, such as \"origin\" (a many2one takes the database id as it is)")));
                     }
                     Op::Write {
                         record: RecordSource::of(k, field)?,
@@ -442,13 +443,13 @@ impl Kinds {
                 }
                 "action" => {
                     let Some(method) = k.method.clone() else {
-                        return Err((
+                        return Err(FieldError::new(
                             field("method"),
-                            "missing; name the method to run, such as \"button_validate\"".into(),
+                            "missing; name the method to run, such as \"button_validate\"",
                         ));
                     };
                     if !method_name(&method) {
-                        return Err((field("method"), format!("{method:?} is not a public method name such as \"button_validate\" (Odoo does not let private ones, starting with '_', be called remotely)")));
+                        return Err(FieldError::new(field("method"), format!("{method:?} is not a public method name such as \"button_validate\" (Odoo does not let private ones, starting with '_', be called remotely)")));
                     }
                     Op::Action {
                         record: RecordSource::of(k, field)?,
@@ -463,7 +464,7 @@ impl Kinds {
                     }
                 }
                 other => {
-                    return Err((
+                    return Err(FieldError::new(
                         field("operation"),
                         format!(
                         "{other:?} is not an operation; use \"create\", \"write\" or \"action\""
@@ -601,11 +602,12 @@ impl Kinds {
             .cloned()
     }
 
-    /// What `kind` with `payload` does, or why it cannot be applied: (payload field, message).
-    pub fn step(&self, kind: &str, payload: &Value) -> Result<Step, (String, String)> {
+    /// What `kind` with `payload` does, or why it cannot be applied: the payload field (or
+    /// `kind`) and the message.
+    pub fn step(&self, kind: &str, payload: &Value) -> Result<Step, FieldError> {
         let Some(m) = self.map.get(kind) else {
-            return Err((
-                "kind".into(),
+            return Err(FieldError::new(
+                "kind",
                 format!(
                     "unknown kind {kind:?}; this plant applies {} (add others in [apply.kinds] of plant.toml)",
                     self.names().join(", ")
@@ -613,11 +615,11 @@ impl Kinds {
             ));
         };
         if let Some(why) = self.unavailable(kind) {
-            return Err(("kind".into(), why));
+            return Err(FieldError::new("kind", why));
         }
         let obj = payload
             .as_object()
-            .ok_or_else(|| ("payload".to_string(), "must be a JSON object".to_string()))?;
+            .ok_or_else(|| FieldError::new("payload", "must be a JSON object"))?;
         let model = m.models.first().cloned().unwrap_or_default();
         match &m.op {
             Op::Generic => generic(obj),
@@ -659,16 +661,16 @@ impl Kinds {
 fn generic_models(
     k: &KindConfig,
     field: impl Fn(&str) -> String,
-) -> Result<Vec<String>, (String, String)> {
+) -> Result<Vec<String>, FieldError> {
     let plain = KindConfig {
         models: k.models.clone(),
         ..KindConfig::default()
     };
     if *k != plain {
-        return Err((field("models"), "odoo.create is shipped: its section takes only models = [\"res.partner\", ...], the models it may create".into()));
+        return Err(FieldError::new(field("models"), "odoo.create is shipped: its section takes only models = [\"res.partner\", ...], the models it may create"));
     }
     if let Some(bad) = k.models.iter().find(|m| !model_pattern(m)) {
-        return Err((
+        return Err(FieldError::new(
             field("models"),
             format!("{bad:?} is not a model name such as \"res.partner\" or a pattern such as \"stock.*\""),
         ));
@@ -915,7 +917,10 @@ mod tests {
                 "model name",
             ),
         ] {
-            let (f, m) = kinds.step(kind, &payload).unwrap_err();
+            let FieldError {
+                field: f,
+                message: m,
+            } = kinds.step(kind, &payload).unwrap_err();
             assert_eq!(f, field, "{kind} {payload}: {m}");
             assert!(
                 m.contains(says),
@@ -934,7 +939,7 @@ mod tests {
         let newly = shared.mark_missing(&absent);
         assert_eq!(newly.len(), 1, "{newly:?}");
         // A clone (the ingest API's) sees it too; the other kinds are untouched.
-        let (field, message) = kinds.step("quality.check", &payload).unwrap_err();
+        let FieldError { field, message } = kinds.step("quality.check", &payload).unwrap_err();
         assert_eq!(field, "kind");
         assert!(message.contains("no model quality.check"), "{message}");
         assert!(kinds
@@ -977,13 +982,13 @@ mod tests {
             kinds
                 .step("lot.rename", &json!({"code": "X7"}))
                 .unwrap_err(),
-            ("payload.lot".to_string(), "is required".to_string())
+            FieldError::new("payload.lot", "is required")
         );
         assert_eq!(
             kinds
                 .step("lot.rename", &json!({"lot": "L-7", "code": [1]}))
                 .unwrap_err()
-                .0,
+                .field,
             "payload.code"
         );
         for (text, field) in [
@@ -1001,7 +1006,7 @@ mod tests {
             ("[k]\nmodel = \"m\"\noperation = \"create\"\nvalues = { \".id\" = \"x\" }\n", "apply.kinds.k.values"),
             ("[k]\nmodel = \"a/b\"\noperation = \"create\"\nvalues = { x = \"x\" }\n", "apply.kinds.k.model"),
         ] {
-            assert_eq!(parse(text).unwrap_err().0, field, "{text}");
+            assert_eq!(parse(text).unwrap_err().field, field, "{text}");
         }
     }
 }

@@ -6,17 +6,18 @@ use serde_json::{Map, Value};
 
 use super::mapping::{method_name, model_name, Cell, RecordSource, Ref, Source, Step};
 use super::ValueError;
+use crate::field::FieldError;
 
 /// `odoo.create`: `{"model": "res.partner", "values": {...}}`.
-pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)> {
+pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, FieldError> {
     let model = obj
         .get("model")
         .and_then(Value::as_str)
         .filter(|s| model_name(s))
         .ok_or_else(|| {
-            (
-                "payload.model".to_string(),
-                "an Odoo model name, such as \"res.partner\", is required".to_string(),
+            FieldError::new(
+                "payload.model",
+                "an Odoo model name, such as \"res.partner\", is required",
             )
         })?;
     let values = obj
@@ -24,17 +25,14 @@ pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)
         .and_then(Value::as_object)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
-            (
-                "payload.values".to_string(),
-                "an object of field values is required".to_string(),
-            )
+            FieldError::new("payload.values", "an object of field values is required")
         })?;
     let mut columns = Vec::new();
     for (k, v) in values {
         if k == "id" || k == ".id" {
-            return Err((
+            return Err(FieldError::new(
                 format!("payload.values.{k}"),
-                "plantd gives the record its external id; leave id out".into(),
+                "plantd gives the record its external id; leave id out",
             ));
         }
         // `partner/name` would have Odoo's import create or change a record of another model
@@ -42,14 +40,17 @@ pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)
         // external id (`field/id`) or database id (`field/.id`).
         let (field, via) = k.split_once('/').unwrap_or((k.as_str(), "id"));
         if !method_name(field) || !matches!(via, "id" | ".id") {
-            return Err((
+            return Err(FieldError::new(
                 format!("payload.values.{k}"),
-                "name a field of the record, or refer to a record by external id (\"partner_id/id\") or database id (\"partner_id/.id\")".into(),
+                "name a field of the record, or refer to a record by external id (\"partner_id/id\") or database id (\"partner_id/.id\")",
             ));
         }
         columns.push((
             k.clone(),
-            Cell::Text(cell(v).map_err(|m| (format!("payload.values.{k}"), m.to_string()))?),
+            Cell::Text(
+                cell(v)
+                    .map_err(|m| FieldError::new(format!("payload.values.{k}"), m.to_string()))?,
+            ),
         ));
     }
     Ok(Step::Create {
@@ -63,15 +64,15 @@ pub(super) fn generic(obj: &Map<String, Value>) -> Result<Step, (String, String)
 pub(super) fn create_columns(
     obj: &Map<String, Value>,
     columns: &[(String, Source)],
-) -> Result<Vec<(String, Cell)>, (String, String)> {
+) -> Result<Vec<(String, Cell)>, FieldError> {
     let mut out = Vec::new();
     for (column, source) in columns {
         if let Some(v) = take(obj, source)? {
             out.push((
                 column.clone(),
-                Cell::Text(
-                    cell(v).map_err(|m| (format!("payload.{}", source.field), m.to_string()))?,
-                ),
+                Cell::Text(cell(v).map_err(|m| {
+                    FieldError::new(format!("payload.{}", source.field), m.to_string())
+                })?),
             ));
         }
     }
@@ -83,13 +84,13 @@ pub(super) fn record_of(
     model: &str,
     obj: &Map<String, Value>,
     source: &RecordSource,
-) -> Result<Ref, (String, String)> {
+) -> Result<Ref, FieldError> {
     if let Some(s) = &source.id {
         if let Some(v) = take(obj, s)? {
             return positive_id(v).map(Ref::Id).ok_or_else(|| {
-                (
+                FieldError::new(
                     format!("payload.{}", s.field),
-                    "must be a record id (a positive integer)".to_string(),
+                    "must be a record id (a positive integer)",
                 )
             });
         }
@@ -98,15 +99,15 @@ pub(super) fn record_of(
         if let Some(v) = take(obj, s)? {
             return xmlid(v)
                 .map(Ref::Xmlid)
-                .map_err(|m| (format!("payload.{}", s.field), m.to_string()));
+                .map_err(|m| FieldError::new(format!("payload.{}", s.field), m.to_string()));
         }
     }
     if let Some(s) = &source.name {
         if let Some(v) = take(obj, s)? {
             return text(v).map(Ref::Name).ok_or_else(|| {
-                (
+                FieldError::new(
                     format!("payload.{}", s.field),
-                    "must be the record's name (text)".to_string(),
+                    "must be the record's name (text)",
                 )
             });
         }
@@ -116,8 +117,8 @@ pub(super) fn record_of(
         .flatten()
         .map(|s| s.field.clone())
         .collect();
-    Err((
-        "payload".into(),
+    Err(FieldError::new(
+        "payload",
         format!("name the {model} record: give {}", said.join(" or ")),
     ))
 }
@@ -155,14 +156,14 @@ pub(super) fn xmlid(v: &Value) -> Result<String, ValueError> {
 pub(super) fn field_values(
     obj: &Map<String, Value>,
     fields: &[(String, Source)],
-) -> Result<Map<String, Value>, (String, String)> {
+) -> Result<Map<String, Value>, FieldError> {
     let mut values = Map::new();
     for (field, source) in fields {
         if let Some(v) = take(obj, source)? {
             if !(v.is_number() || v.is_string() || v.is_boolean()) {
-                return Err((
+                return Err(FieldError::new(
                     format!("payload.{}", source.field),
-                    "must be a number, text or true/false".into(),
+                    "must be a number, text or true/false",
                 ));
             }
             values.insert(field.clone(), v.clone());
@@ -175,10 +176,13 @@ pub(super) fn field_values(
 pub(super) fn take<'a>(
     obj: &'a Map<String, Value>,
     source: &Source,
-) -> Result<Option<&'a Value>, (String, String)> {
+) -> Result<Option<&'a Value>, FieldError> {
     match obj.get(&source.field).filter(|v| !v.is_null()) {
         Some(v) => Ok(Some(v)),
-        None if source.required => Err((format!("payload.{}", source.field), "is required".into())),
+        None if source.required => Err(FieldError::new(
+            format!("payload.{}", source.field),
+            "is required",
+        )),
         None => Ok(None),
     }
 }

@@ -12,8 +12,7 @@ use serde_json::{json, Map, Value};
 use super::mapping::{Cell, Ref, Step};
 use super::payload::{cell, positive_id, text, xmlid};
 use super::ValueError;
-
-type Refusal = (String, String);
+use crate::field::FieldError;
 
 /// A shipped kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +54,11 @@ impl Kind {
         }
     }
 
-    pub fn step(self, obj: &Map<String, Value>) -> Result<Step, Refusal> {
+    pub fn step(self, obj: &Map<String, Value>) -> Result<Step, FieldError> {
         match self {
             Kind::StockMove => {
                 let quantity = quantity(obj, "quantity")?
-                    .ok_or_else(|| ("payload.quantity".to_string(), "is required".to_string()))?;
+                    .ok_or_else(|| FieldError::new("payload.quantity", "is required"))?;
                 let reference = optional_text(obj, "reference")?;
                 Ok(Step::Move {
                     columns: vec![
@@ -88,27 +87,31 @@ impl Kind {
                 let mut lines = Vec::new();
                 if let Some(list) = obj.get("lines").filter(|v| !v.is_null()) {
                     let list = list.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
-                        ("payload.lines".to_string(), "must be a non-empty list of {\"product\", \"quantity\"}; leave it out to validate every move in full".to_string())
+                        FieldError::new("payload.lines", "must be a non-empty list of {\"product\", \"quantity\"}; leave it out to validate every move in full")
                     })?;
                     if list.len() > 1000 {
-                        return Err(("payload.lines".into(), "more than 1000 lines".into()));
+                        return Err(FieldError::new("payload.lines", "more than 1000 lines"));
                     }
                     for (i, line) in list.iter().enumerate() {
                         let at = |f: &str| format!("payload.lines[{i}].{f}");
                         let line = line.as_object().ok_or_else(|| {
-                            (
+                            FieldError::new(
                                 format!("payload.lines[{i}]"),
-                                "must be an object {\"product\", \"quantity\"}".to_string(),
+                                "must be an object {\"product\", \"quantity\"}",
                             )
                         })?;
                         let product = reference(line, "product", "product.product", true)
-                            .map_err(|(f, m)| {
-                                (f.replacen("payload", &format!("payload.lines[{i}]"), 1), m)
+                            .map_err(|e| {
+                                FieldError::new(
+                                    e.field
+                                        .replacen("payload", &format!("payload.lines[{i}]"), 1),
+                                    e.message,
+                                )
                             })?
                             .expect("required");
                         let q = quantity_or_zero(line, "quantity")
-                            .map_err(|(_, m)| (at("quantity"), m))?
-                            .ok_or_else(|| (at("quantity"), "is required".to_string()))?;
+                            .map_err(|e| FieldError::new(at("quantity"), e.message))?
+                            .ok_or_else(|| FieldError::new(at("quantity"), "is required"))?;
                         lines.push((product, q));
                     }
                 }
@@ -134,10 +137,7 @@ impl Kind {
                     columns.push(id_cell("point_id", "quality.point", point));
                 }
                 let result = optional_text(obj, "result")?.ok_or_else(|| {
-                    (
-                        "payload.result".to_string(),
-                        "is required (pass or fail)".to_string(),
-                    )
+                    FieldError::new("payload.result", "is required (pass or fail)")
                 })?;
                 columns.push(("quality_state".into(), Cell::Text(result)));
                 if let Some(note) = optional_text(obj, "note")? {
@@ -156,17 +156,17 @@ impl Kind {
 /// `workorder.time`: a time log on the workorder's work center, productive unless `loss`
 /// names another loss reason. Odoo derives the duration from the two times, so the payload
 /// gives both, or one of them with `minutes`.
-fn workorder_time(obj: &Map<String, Value>) -> Result<Step, Refusal> {
+fn workorder_time(obj: &Map<String, Value>) -> Result<Step, FieldError> {
     let workorder = reference(obj, "workorder", "mrp.workorder", false)?.ok_or_else(|| {
-        (
-            "payload".to_string(),
-            "name the workorder: give workorder_id or workorder_xmlid".to_string(),
+        FieldError::new(
+            "payload",
+            "name the workorder: give workorder_id or workorder_xmlid",
         )
     })?;
     if matches!(workorder, Ref::Code(_)) {
-        return Err((
-            "payload.workorder".into(),
-            "a workorder has no code; give workorder_id or workorder_xmlid".into(),
+        return Err(FieldError::new(
+            "payload.workorder",
+            "a workorder has no code; give workorder_id or workorder_xmlid",
         ));
     }
     let minutes = quantity(obj, "minutes")?;
@@ -177,14 +177,14 @@ fn workorder_time(obj: &Map<String, Value>) -> Result<Step, Refusal> {
         (Some(s), None, Some(m)) => (s, shifted(s, span(m)?)?),
         (None, Some(e), Some(m)) => (shifted(e, -span(m)?)?, e),
         (Some(_), Some(_), Some(_)) => {
-            return Err(("payload.minutes".into(), "give started_at and ended_at, or one of them with minutes, not all three (Odoo derives the duration from the times)".into()))
+            return Err(FieldError::new("payload.minutes", "give started_at and ended_at, or one of them with minutes, not all three (Odoo derives the duration from the times)"))
         }
         _ => {
-            return Err(("payload".into(), "give started_at and ended_at, or one of them with minutes (ISO 8601 with a UTC offset, such as 2026-12-06T08:00:00+01:00)".into()))
+            return Err(FieldError::new("payload", "give started_at and ended_at, or one of them with minutes (ISO 8601 with a UTC offset, such as 2026-12-06T08:00:00+01:00)"))
         }
     };
     if end < start {
-        return Err(("payload.ended_at".into(), "is before started_at".into()));
+        return Err(FieldError::new("payload.ended_at", "is before started_at"));
     }
     let loss = match reference(obj, "loss", "mrp.workcenter.productivity.loss", false)? {
         Some(r) => Cell::Id {
@@ -230,7 +230,7 @@ fn id_cell(field: &str, model: &str, by: Ref) -> (String, Cell) {
 }
 
 /// A required record reference.
-fn need(obj: &Map<String, Value>, base: &str, model: &str) -> Result<Ref, Refusal> {
+fn need(obj: &Map<String, Value>, base: &str, model: &str) -> Result<Ref, FieldError> {
     reference(obj, base, model, true).map(|r| r.expect("required"))
 }
 
@@ -240,15 +240,15 @@ pub fn reference(
     base: &str,
     model: &str,
     required: bool,
-) -> Result<Option<Ref>, Refusal> {
+) -> Result<Option<Ref>, FieldError> {
     let (id_key, xmlid_key) = (format!("{base}_id"), format!("{base}_xmlid"));
     let given: Vec<&str> = [id_key.as_str(), xmlid_key.as_str(), base]
         .into_iter()
         .filter(|k| obj.get(*k).is_some_and(|v| !v.is_null()))
         .collect();
     match given.as_slice() {
-        [] if required => Err((
-            "payload".into(),
+        [] if required => Err(FieldError::new(
+            "payload",
             format!(
                 "name the {model}: give {base} (its {}), {xmlid_key} or {id_key}",
                 super::mapping::code_fields(model).join(" or ")
@@ -261,13 +261,16 @@ pub fn reference(
             if *key == id_key {
                 positive_id(v)
                     .map(|i| Some(Ref::Id(i)))
-                    .ok_or((at, "must be a record id (a positive integer)".into()))
+                    .ok_or(FieldError::new(
+                        at,
+                        "must be a record id (a positive integer)",
+                    ))
             } else if *key == xmlid_key {
                 xmlid(v)
                     .map(|x| Some(Ref::Xmlid(x)))
-                    .map_err(|m| (at, m.to_string()))
+                    .map_err(|m| FieldError::new(at, m.to_string()))
             } else {
-                text(v).map(|c| Some(Ref::Code(c))).ok_or((
+                text(v).map(|c| Some(Ref::Code(c))).ok_or(FieldError::new(
                     at,
                     format!(
                         "must be the {model}'s {} (text)",
@@ -276,7 +279,7 @@ pub fn reference(
                 ))
             }
         }
-        many => Err((
+        many => Err(FieldError::new(
             format!("payload.{}", many[1]),
             format!("name the {model} once: {} are all given", many.join(", ")),
         )),
@@ -284,48 +287,51 @@ pub fn reference(
 }
 
 /// A positive number, when given.
-fn quantity(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, Refusal> {
+fn quantity(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, FieldError> {
     match quantity_or_zero(obj, key)? {
-        Some(q) if q <= 0.0 => Err((format!("payload.{key}"), "must be more than 0".into())),
+        Some(q) if q <= 0.0 => Err(FieldError::new(
+            format!("payload.{key}"),
+            "must be more than 0",
+        )),
         q => Ok(q),
     }
 }
 
 /// A number of 0 or more, when given.
-fn quantity_or_zero(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, Refusal> {
+fn quantity_or_zero(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, FieldError> {
     match obj.get(key).filter(|v| !v.is_null()) {
         None => Ok(None),
         Some(v) => v
             .as_f64()
             .filter(|q| q.is_finite() && *q >= 0.0 && *q < 1e12)
             .map(Some)
-            .ok_or((
+            .ok_or(FieldError::new(
                 format!("payload.{key}"),
-                "must be a number of 0 or more".into(),
+                "must be a number of 0 or more",
             )),
     }
 }
 
-fn flag(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Refusal> {
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, FieldError> {
     match obj.get(key).filter(|v| !v.is_null()) {
         None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or((format!("payload.{key}"), "must be true or false".into())),
+        Some(v) => v.as_bool().map(Some).ok_or(FieldError::new(
+            format!("payload.{key}"),
+            "must be true or false",
+        )),
     }
 }
 
-fn optional_text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Refusal> {
+fn optional_text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, FieldError> {
     match obj.get(key).filter(|v| !v.is_null()) {
         None => Ok(None),
         Some(v) => cell(v)
             .ok()
             .filter(|s| !s.trim().is_empty() && s.chars().count() <= 256)
             .map(Some)
-            .ok_or((
+            .ok_or(FieldError::new(
                 format!("payload.{key}"),
-                "must be text of 1 to 256 characters".into(),
+                "must be text of 1 to 256 characters",
             )),
     }
 }
@@ -336,34 +342,34 @@ fn number(q: f64) -> String {
         .unwrap_or_else(|| q.to_string())
 }
 
-fn span(minutes: f64) -> Result<jiff::SignedDuration, Refusal> {
+fn span(minutes: f64) -> Result<jiff::SignedDuration, FieldError> {
     if minutes > 60.0 * 24.0 * 366.0 {
-        return Err(("payload.minutes".into(), "is more than a year".into()));
+        return Err(FieldError::new("payload.minutes", "is more than a year"));
     }
     Ok(jiff::SignedDuration::from_secs_f64(minutes * 60.0))
 }
 
 /// `t` moved by `by`, or a refusal when that leaves the times Odoo takes.
-fn shifted(t: jiff::Timestamp, by: jiff::SignedDuration) -> Result<jiff::Timestamp, Refusal> {
+fn shifted(t: jiff::Timestamp, by: jiff::SignedDuration) -> Result<jiff::Timestamp, FieldError> {
     t.checked_add(by)
         .ok()
         .filter(|t| (0..253_370_764_800).contains(&t.as_second()))
-        .ok_or((
-            "payload.minutes".into(),
-            "takes the time out of the years 1970 to 9998 (Odoo's range)".into(),
+        .ok_or(FieldError::new(
+            "payload.minutes",
+            "takes the time out of the years 1970 to 9998 (Odoo's range)",
         ))
 }
 
 /// A time from the payload: ISO 8601 with a UTC offset ("2026-12-06T08:00:00+01:00", "…Z"),
 /// or Odoo's own "2026-12-06 07:00:00", which Odoo means as UTC.
-fn time(obj: &Map<String, Value>, key: &str) -> Result<Option<jiff::Timestamp>, Refusal> {
+fn time(obj: &Map<String, Value>, key: &str) -> Result<Option<jiff::Timestamp>, FieldError> {
     let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
         return Ok(None);
     };
     let s = v.as_str().unwrap_or_default();
     parse_time(s)
         .map(Some)
-        .map_err(|m| (format!("payload.{key}"), m.to_string()))
+        .map_err(|m| FieldError::new(format!("payload.{key}"), m.to_string()))
 }
 
 pub fn parse_time(s: &str) -> Result<jiff::Timestamp, ValueError> {

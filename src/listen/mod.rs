@@ -40,6 +40,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::field::FieldError;
+
 pub use request::Counted;
 
 /// The largest body read and thrown away before a refusal is answered.
@@ -89,17 +91,17 @@ pub struct RawLimits {
 
 impl Limits {
     /// Validates `[http]`; an error names the key (`http.KEY`) and what to write instead.
-    pub fn from_raw(raw: RawLimits) -> Result<Limits, (String, String)> {
+    pub fn from_raw(raw: RawLimits) -> Result<Limits, FieldError> {
         let d = Limits::default();
         let duration = |key: &str, v: Option<String>, default: Duration| match v {
             None => Ok(default),
             Some(s) => match humantime::parse_duration(&s) {
                 Ok(t) if t >= Duration::from_secs(1) && t <= Duration::from_secs(3600) => Ok(t),
-                Ok(_) => Err((
+                Ok(_) => Err(FieldError::new(
                     format!("http.{key}"),
                     format!("{s:?} is out of range; use from \"1s\" to \"1h\""),
                 )),
-                Err(e) => Err((
+                Err(e) => Err(FieldError::new(
                     format!("http.{key}"),
                     format!("{s:?} is not a duration ({e}); use one such as \"10s\""),
                 )),
@@ -109,8 +111,8 @@ impl Limits {
             None => None,
             Some(n) if (16..=1_000_000).contains(&n) => Some(n as usize),
             Some(n) => {
-                return Err((
-                    "http.max_connections".into(),
+                return Err(FieldError::new(
+                    "http.max_connections",
                     format!("{n} is out of range; use from 16 to 1000000, or leave it out to derive it from the open-file limit"),
                 ))
             }
@@ -119,8 +121,8 @@ impl Limits {
             None => d.http2_max_streams,
             Some(n) if (1..=1000).contains(&n) => n as u32,
             Some(n) => {
-                return Err((
-                    "http.http2_max_streams".into(),
+                return Err(FieldError::new(
+                    "http.http2_max_streams",
                     format!("{n} is out of range; use from 1 to 1000"),
                 ))
             }
@@ -514,12 +516,15 @@ mod tests {
     #[test]
     fn limits_are_checked_with_the_key_named() {
         let raw: RawLimits = toml::from_str("idle_timeout = \"0s\"").unwrap();
-        let (field, msg) = Limits::from_raw(raw).unwrap_err();
+        let FieldError {
+            field,
+            message: msg,
+        } = Limits::from_raw(raw).unwrap_err();
         assert_eq!(field, "http.idle_timeout");
         assert!(msg.contains("out of range"), "{msg}");
         let raw: RawLimits = toml::from_str("http2_max_streams = 0").unwrap();
         assert_eq!(
-            Limits::from_raw(raw).unwrap_err().0,
+            Limits::from_raw(raw).unwrap_err().field,
             "http.http2_max_streams"
         );
         let raw: RawLimits =
