@@ -37,6 +37,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A refused field of `file`, whose text is `text`, at the line that sets it.
+    fn at(file: &str, text: &str, FieldError { field, message }: FieldError) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: line_of_field(text, &field),
+            field: Some(field),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
@@ -292,12 +304,7 @@ impl HubConfig {
             field: e.span().and_then(|s| field_at(text, s.start)),
             message: e.message().trim().to_string(),
         })?;
-        let located = |FieldError { field, message }: FieldError| ConfigError {
-            file: file.to_string(),
-            line: line_of_field(text, &field),
-            field: Some(field),
-            message,
-        };
+        let located = |e: FieldError| ConfigError::at(file, text, e);
         let table = |t: &Option<toml::Table>| toml::Value::Table(t.clone().unwrap_or_default());
         let raw_apply: RawHubApply = table(&config.apply_section)
             .try_into()
@@ -409,12 +416,7 @@ impl PlantConfig {
                 message: e.message().trim().to_string(),
             }
         })?;
-        Self::from_raw(raw).map_err(|FieldError { field, message }| ConfigError {
-            file: file.to_string(),
-            line: line_of_field(text, &field),
-            field: Some(field),
-            message,
-        })
+        Self::from_raw(raw).map_err(|e| ConfigError::at(file, text, e))
     }
 
     fn from_raw(raw: RawConfig) -> Result<PlantConfig, FieldError> {
@@ -598,12 +600,7 @@ impl PlantConfig {
         if let Some(stack) = self.stack.as_mut() {
             stack
                 .read_option_files()
-                .map_err(|FieldError { field, message }| ConfigError {
-                    file: file.to_string(),
-                    line: line_of_field(text, &field),
-                    field: Some(field),
-                    message,
-                })?;
+                .map_err(|e| ConfigError::at(file, text, e))?;
         }
         Ok(())
     }

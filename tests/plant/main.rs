@@ -1,6 +1,6 @@
 //! Integration tests: each drives the real `plantd` binary as a device, an admin and a
 //! crash would. One test binary, one module per concern; what they share with the benchmarks
-//! is the `plantd-testkit` crate (testkit/), reached here as `crate::harness`, `crate::fleet`,
+//! is the `plantd-testkit` crate (tests/testkit/), reached here as `crate::harness`, `crate::fleet`,
 //! and through `stack`, `odoo` and `real_odoo`, which add their tests to its helpers.
 
 pub use plantd_testkit::{fleet, harness};
