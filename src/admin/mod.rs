@@ -226,7 +226,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/apply/retry", post(apply::retry))
         .route("/api/v1/admin/apply/park", post(apply::park))
         .route("/api/v1/admin/apply/replay", post(apply::replay))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             admin.signin.clone(),
             session_before_body,
         ))

@@ -84,7 +84,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/fleet/apply/retry", post(retry))
         .route("/api/v1/fleet/apply/park", post(park))
         .route("/api/v1/fleet/apply/replay", post(replay))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             fleet.signin.clone(),
             crate::admin::sign_in::session_before_body,
         ))

@@ -120,11 +120,15 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         &hub.config.data_dir,
         &format!("https://{}/fleet", hub.config.listen),
     )?;
-    let app = enroll::router(hub.clone()).merge(fleet::router(fleet::Fleet {
-        signin,
-        database: database.clone(),
-        central: hub.config.central.clone(),
-    }));
+    let app = enroll::router(hub.clone())
+        .merge(fleet::router(fleet::Fleet {
+            signin,
+            database: database.clone(),
+            central: hub.config.central.clone(),
+        }))
+        .layer(axum::middleware::from_fn(
+            crate::listen::errors::json_errors,
+        ));
     let https = {
         let handle = handle.clone();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);

@@ -16,8 +16,10 @@
 //! discards a small body (up to [`DRAIN_MAX`]), so that a client that sends its whole body
 //! before reading, such as curl over HTTP/2, gets the answer rather than a reset stream.
 //!
-//! This module owns sockets and timers only; what a route accepts is the route's business.
+//! This module owns sockets and timers, and the one JSON error shape every API answers in
+//! ([`errors`]); what a route accepts is the route's business.
 
+pub mod errors;
 mod request;
 
 use std::collections::HashMap;

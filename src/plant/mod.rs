@@ -352,7 +352,8 @@ fn routes(
         }
         None => app.clone(),
     };
-    (app, https_app)
+    let json_errors = axum::middleware::from_fn(crate::listen::errors::json_errors);
+    (app.layer(json_errors.clone()), https_app.layer(json_errors))
 }
 
 type Servers = tokio::task::JoinSet<std::io::Result<()>>;
