@@ -1,0 +1,39 @@
+"""Schemathesis hooks for plantd's contract tests (tests/contract/main.rs sets the environment).
+
+Every generated request carries both credentials the documents declare, as a client that has
+them would: the bearer token (a device token on the plant, an API token on the hub) and an
+admin's session (the cookie and its CSRF token). The session comes from signing in; a case that
+signed out (or any 401) makes Schemathesis sign in again.
+"""
+
+import os
+
+import requests
+import schemathesis
+
+BASE = os.environ["CONTRACT_BASE"]
+CA = os.environ.get("CONTRACT_CA") or True
+BEARER = os.environ["CONTRACT_BEARER"]
+USER = os.environ["CONTRACT_USER"]
+PASSWORD = os.environ["CONTRACT_PASSWORD"]
+COOKIE = "plantd_session"
+
+
+@schemathesis.auth(refresh_interval=60)
+class Credentials:
+    def get(self, case, ctx):
+        answer = requests.post(
+            f"{BASE}/api/v1/admin/login",
+            json={"user": USER, "password": PASSWORD},
+            verify=CA,
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return {"session": answer.cookies[COOKIE], "csrf": answer.json()["csrf"]}
+
+    def set(self, case, data, ctx):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Bearer {BEARER}"
+        case.headers["X-CSRF-Token"] = data["csrf"]
+        case.cookies = case.cookies or {}
+        case.cookies[COOKIE] = data["session"]

@@ -1,0 +1,90 @@
+//! The plant's API (`GET /api/v1/openapi.json` on its HTTPS listener) against a live plant.
+
+use serde_json::Value;
+
+use crate::harness::{admin_add, create_token, rt, Plant};
+use crate::{routes, schemathesis};
+
+const PASSWORD: &str = "contract-test-password-1";
+
+/// Where the plant's routers are declared.
+pub const ROUTERS: [&str; 2] = ["src/ingest/mod.rs", "src/admin/mod.rs"];
+
+fn plant() -> (tempfile::TempDir, Plant, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let token = create_token(&data, "contract");
+    let out = admin_add(&data, "ana", "admin", PASSWORD);
+    assert!(out.status.success(), "{out:?}");
+    let plant = Plant::start(&data, "");
+    (dir, plant, token)
+}
+
+async fn document(plant: &Plant) -> Value {
+    plant
+        .client()
+        .get(plant.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes() {
+    let (_dir, plant, _token) = plant();
+    rt().block_on(async {
+        let doc = document(&plant).await;
+        assert_eq!(doc["openapi"], "3.1.0");
+        if let Err(e) = schemathesis::validate(&doc) {
+            panic!("the plant's document is not valid OpenAPI:\n{e}");
+        }
+        routes::same_paths(&doc, &routes::declared(&ROUTERS, &[]));
+        routes::probe(&plant.client(), &plant.url(""), &doc, |p| {
+            p.replace("{key}", "some-key")
+                .replace("{service}", "redis")
+                .replace("{id}", "20261128T000000Z-none")
+                .replace("{job}", "job-1")
+        })
+        .await;
+    });
+}
+
+#[test]
+fn schemathesis_finds_every_answer_of_a_live_plant_as_documented() {
+    let (_dir, plant, token) = plant();
+    let ca = plant.data_dir.join("tls/api.crt");
+    let (passed, output) = schemathesis::run(&schemathesis::Target {
+        name: "plant",
+        base: plant.url(""),
+        ca: &ca,
+        bearer: &token,
+        user: "ana",
+        password: PASSWORD,
+        max_examples: 40,
+    });
+    assert!(
+        passed,
+        "Schemathesis found answers that are not as documented:\n{output}"
+    );
+    // The daemon is still up, and says so.
+    rt().block_on(async {
+        let r = plant
+            .client()
+            .get(plant.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success() || r.status().as_u16() == 503);
+    });
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", plant.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024)
+        .unwrap();
+    schemathesis::log(&format!("plant RSS after the run: {rss} MiB\n"));
+}
