@@ -257,7 +257,7 @@ pub async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Answer 
 
 pub(super) fn stack(admin: &Admin) -> Result<&crate::stack::Stack, AdminError> {
     admin.control.stack.as_ref().ok_or_else(|| {
-        AdminError::Unavailable(
+        AdminError::NotConfigured(
             "this plant does not supervise a stack: plant.toml has no [stack] section".into(),
         )
     })
@@ -279,7 +279,23 @@ pub(super) fn service_name(service: &str) -> Result<crate::stack::spec::Service,
 
 #[derive(Deserialize)]
 pub struct Tail {
-    tail: Option<usize>,
+    tail: Option<u32>,
+}
+
+/// Most log lines one request reads.
+pub const MAX_TAIL: u32 = 1000;
+/// Most audit entries one request reads.
+pub const MAX_AUDIT: u32 = 10_000;
+
+/// A query parameter's value within `1..=max`, or `default` when it is absent.
+fn in_range(name: &str, value: Option<u32>, default: u32, max: u32) -> Result<u32, AdminError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(AdminError::BadQuery(format!(
+            "{name}={n}: give a whole number from 1 to {max}"
+        ))),
+    }
 }
 
 pub async fn service_logs(
@@ -289,9 +305,10 @@ pub async fn service_logs(
     Query(q): Query<Tail>,
 ) -> Answer {
     admin.reader(&headers)?;
+    let tail = in_range("tail", q.tail, 50, MAX_TAIL)?;
     let svc = service_name(&service)?;
     let lines = stack(&admin)?
-        .logs(svc, q.tail.unwrap_or(50).min(1000))
+        .logs(svc, tail as usize)
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     Ok(Json(json!({ "lines": lines })).into_response())
@@ -421,7 +438,7 @@ pub(super) async fn link_action(
     let outcome = async {
         let b: ReasonBody = body(&headers, &bytes)?;
         reason = b.reason.trim().chars().take(500).collect();
-        if reason.is_empty() {
+        if !reason.chars().any(|c| !c.is_whitespace() && !c.is_control()) {
             return Err(AdminError::Invalid(format!(
                 "reason: say why you {action} the plant (it goes to the audit log); nothing was changed"
             )));
@@ -463,8 +480,8 @@ pub async fn audit(
     Query(q): Query<Limit>,
 ) -> Answer {
     admin.reader(&headers)?;
+    let limit = in_range("limit", q.limit, 200, MAX_AUDIT)?;
     let store = admin.store.clone();
-    let limit = q.limit.unwrap_or(200).min(10_000);
     let entries = blocking(move || store.audit_log(limit)).await??;
     Ok(Json(json!({ "entries": entries })).into_response())
 }

@@ -76,7 +76,10 @@ pub fn fields(
     Ok(map)
 }
 
-/// The `seq` field: a transaction's seq, a whole number from 1.
+/// The largest seq there can be: the journal's seqs are SQLite integers.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// The `seq` field: a transaction's seq, a whole number from 1 to [`MAX_SEQ`].
 pub fn seq_of(map: &Map<String, Value>) -> Result<u64, AdminError> {
     let invalid = |message: String| AdminError::InvalidField {
         field: "seq".into(),
@@ -86,11 +89,20 @@ pub fn seq_of(map: &Map<String, Value>) -> Result<u64, AdminError> {
         None => Err(invalid(
             "is required: the seq of the transaction (`apply status` shows it)".into(),
         )),
-        Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-            invalid(format!(
-                "{v} is not a transaction's seq (a whole number from 1)"
-            ))
-        }),
+        // JSON has numbers, not integers: 61.0 is the seq 61, as JSON Schema's "integer" says.
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (1.0..=9_007_199_254_740_992.0).contains(f))
+                    .map(|f| f as u64)
+            })
+            .filter(|n| (1..=MAX_SEQ).contains(n))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{v} is not a transaction's seq (a whole number from 1 to {MAX_SEQ})"
+                ))
+            }),
     }
 }
 

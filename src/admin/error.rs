@@ -20,6 +20,9 @@ pub enum AdminError {
     LockedOut(Duration),
     BadSetupCode,
     UnsupportedMediaType,
+    /// A query parameter out of its range (one that does not parse is axum's 400, in the same
+    /// shape and code through `listen::errors`).
+    BadQuery(String),
     Invalid(String),
     /// One field of the body is wrong: which, and why.
     InvalidField {
@@ -31,8 +34,13 @@ pub enum AdminError {
     /// Another backup job runs.
     Busy(String),
     NotFound(String),
-    /// What was asked for is not part of this plant (no stack, not enrolled).
+    /// What was asked for is not part of this plant (no stack, not enrolled): 409, as it
+    /// stays so until plant.toml changes (a 5xx would say the server failed).
+    NotConfigured(String),
+    /// Something the answer needs is down for now (the hub's database): 503, retry later.
     Unavailable(String),
+    /// Two password checks run already: 429 with `Retry-After: 1`.
+    TooManySignIns,
     /// The action ran and failed; the message says why.
     Failed(String),
     Internal(String),
@@ -72,6 +80,7 @@ impl AdminError {
                 "unsupported_media_type",
                 "send the body as JSON with \"Content-Type: application/json\"".into(),
             ),
+            BadQuery(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone()),
             InvalidField { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -81,7 +90,13 @@ impl AdminError {
             Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Busy(m) => (StatusCode::CONFLICT, "busy", m.clone()),
             NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            NotConfigured(m) => (StatusCode::CONFLICT, "not_configured", m.clone()),
             Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            TooManySignIns => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "too many sign-ins at once; try again in a moment".into(),
+            ),
             Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, "failed", m.clone()),
             Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m.clone()),
         }
@@ -118,7 +133,19 @@ impl IntoResponse for AdminError {
         if let AdminError::InvalidField { field, .. } = &self {
             error["field"] = json!(field);
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let retry_after = match &self {
+            AdminError::TooManySignIns => Some(1),
+            AdminError::LockedOut(d) => Some(d.as_secs().max(1)),
+            _ => None,
+        };
+        if let Some(s) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(s),
+            );
+        }
+        response
     }
 }
 

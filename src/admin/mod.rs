@@ -72,12 +72,13 @@ impl SignIn {
         })
     }
 
-    /// A turn to hash a password, or 503 when two hashes run already: a flood of sign-ins
+    /// A turn to hash a password, or 429 when two hashes run already: a flood of sign-ins
     /// cannot take the server's memory and cores from Odoo.
     fn hashing(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AdminError> {
-        self.hashing.clone().try_acquire_owned().map_err(|_| {
-            AdminError::Unavailable("too many sign-ins at once; try again in a moment".into())
-        })
+        self.hashing
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AdminError::TooManySignIns)
     }
 }
 
@@ -174,6 +175,7 @@ pub fn router(admin: Admin) -> Router {
     use api::*;
     use backups::*;
     use sign_in::*;
+    let change = change_layer(admin.signin.clone());
     Router::new()
         .route(
             "/",
@@ -199,39 +201,57 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/session", get(session))
         .route("/api/v1/admin/setup", post(setup).layer(sign_in_body()))
         .route("/api/v1/admin/login", post(login).layer(sign_in_body()))
-        .route("/api/v1/admin/logout", post(logout).layer(sign_in_body()))
+        .route(
+            "/api/v1/admin/logout",
+            change(post(logout)).layer(sign_in_body()),
+        )
         .route("/api/v1/admin/overview", get(overview))
         .route("/api/v1/admin/services", get(services))
         .route("/api/v1/admin/services/{service}/logs", get(service_logs))
         .route(
             "/api/v1/admin/services/{service}/restart",
-            post(service_restart),
+            change(post(service_restart)),
         )
         .route(
             "/api/v1/admin/services/{service}/reset",
-            post(service_reset),
+            change(post(service_reset)),
         )
         .route("/api/v1/admin/journal", get(journal))
         .route("/api/v1/admin/backups", get(backups))
-        .route("/api/v1/admin/backups/run", post(backup_run))
-        .route("/api/v1/admin/backups/{id}/verify", post(backup_verify))
-        .route("/api/v1/admin/backups/{id}/restore", post(backup_restore))
+        .route("/api/v1/admin/backups/run", change(post(backup_run)))
+        .route(
+            "/api/v1/admin/backups/{id}/verify",
+            change(post(backup_verify)),
+        )
+        .route(
+            "/api/v1/admin/backups/{id}/restore",
+            change(post(backup_restore)),
+        )
         .route("/api/v1/admin/backups/{id}/download", get(backup_download))
         .route("/api/v1/admin/jobs/{job}", get(job))
         .route("/api/v1/admin/failover", get(failover))
-        .route("/api/v1/admin/island", post(island))
-        .route("/api/v1/admin/rejoin", post(rejoin))
+        .route("/api/v1/admin/island", change(post(island)))
+        .route("/api/v1/admin/rejoin", change(post(rejoin)))
         .route("/api/v1/admin/audit", get(audit))
         .route("/api/v1/admin/apply", get(apply::status))
-        .route("/api/v1/admin/apply/retry", post(apply::retry))
-        .route("/api/v1/admin/apply/park", post(apply::park))
-        .route("/api/v1/admin/apply/replay", post(apply::replay))
-        .route_layer(axum::middleware::from_fn_with_state(
-            admin.signin.clone(),
-            session_before_body,
-        ))
+        .route("/api/v1/admin/apply/retry", change(post(apply::retry)))
+        .route("/api/v1/admin/apply/park", change(post(apply::park)))
+        .route("/api/v1/admin/apply/replay", change(post(apply::replay)))
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(admin)
+}
+
+/// What every change (every POST but sign-in and setup) goes through: no session, no body read
+/// (401 at once). On the method, not the path, so that another method gets its 405.
+pub(crate) fn change_layer<S: Clone + Send + Sync + 'static>(
+    signin: SignIn,
+) -> impl Fn(axum::routing::MethodRouter<S>) -> axum::routing::MethodRouter<S> {
+    move |route| {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            signin.clone(),
+            sign_in::session_before_body,
+        ))
+    }
 }
 
 /// The body limit of sign-in, setup and sign-out: a few KiB, read before any credential.

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 10;
+/// Longest password, in characters.
+pub const MAX_PASSWORD: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -373,16 +375,17 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 pub fn check_password(password: &str) -> Result<(), StoreError> {
-    if password.len() < MIN_PASSWORD {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD {
         return Err(StoreError::Invalid(format!(
             "the password is {} characters; use at least {MIN_PASSWORD}",
-            password.chars().count()
+            chars
         )));
     }
-    if password.len() > 1024 {
-        return Err(StoreError::Invalid(
-            "the password is over 1024 bytes".into(),
-        ));
+    if chars > MAX_PASSWORD {
+        return Err(StoreError::Invalid(format!(
+            "the password is {chars} characters; use at most {MAX_PASSWORD}"
+        )));
     }
     Ok(())
 }

@@ -46,6 +46,7 @@ impl axum::extract::FromRef<Fleet> for SignIn {
 
 pub fn router(fleet: Fleet) -> Router {
     use crate::admin::asset;
+    let change = crate::admin::change_layer(fleet.signin.clone());
     Router::new()
         .route(
             "/",
@@ -78,16 +79,12 @@ pub fn router(fleet: Fleet) -> Router {
         )
         .route(
             "/api/v1/admin/logout",
-            post(logout).layer(crate::admin::sign_in_body()),
+            change(post(logout)).layer(crate::admin::sign_in_body()),
         )
         .route("/api/v1/fleet", get(overview))
-        .route("/api/v1/fleet/apply/retry", post(retry))
-        .route("/api/v1/fleet/apply/park", post(park))
-        .route("/api/v1/fleet/apply/replay", post(replay))
-        .route_layer(axum::middleware::from_fn_with_state(
-            fleet.signin.clone(),
-            crate::admin::sign_in::session_before_body,
-        ))
+        .route("/api/v1/fleet/apply/retry", change(post(retry)))
+        .route("/api/v1/fleet/apply/park", change(post(park)))
+        .route("/api/v1/fleet/apply/replay", change(post(replay)))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,
         ))

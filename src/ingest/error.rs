@@ -139,7 +139,7 @@ impl ApiError {
                 message.clone(),
             ),
             TooManyItems(n) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "too_many_items",
                 None,
                 format!(

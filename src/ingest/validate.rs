@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::{ApiError, MAX_ITEMS};
 use crate::journal::NewTransaction;
 
-/// Longest `key` and `kind`, in bytes.
+/// Longest `key` and `kind`, in characters (as the document's `maxLength` counts them).
 pub const MAX_KEY: usize = 128;
 pub const MAX_KIND: usize = 128;
 
@@ -118,7 +118,7 @@ fn transaction(
     })
 }
 
-/// A required, non-empty string field of at most `max` bytes without control characters.
+/// A required, non-empty string field of at most `max` characters without control characters.
 fn text(
     obj: &mut Map<String, Value>,
     field: &str,
@@ -136,10 +136,13 @@ fn text(
             name(field),
             format!("{field} is empty"),
         )),
-        Some(Value::String(s)) if s.len() > max => Err(ApiError::invalid(
+        Some(Value::String(s)) if s.chars().count() > max => Err(ApiError::invalid(
             "field_too_long",
             name(field),
-            format!("{field} is {} bytes; the limit is {max}", s.len()),
+            format!(
+                "{field} is {} characters; the limit is {max}",
+                s.chars().count()
+            ),
         )),
         Some(Value::String(s)) if s.chars().any(char::is_control) => Err(ApiError::invalid(
             "invalid_field",
