@@ -1,12 +1,12 @@
 //! The admin API's refusals: one enum, one exhaustive mapping to status and JSON body, in the
 //! same shape as the ingest API's (`{"error": {"code", "message", "field"?}}`).
 
-use std::time::Duration;
-
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use super::auth::{LockScope, Lockout};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminError {
@@ -17,7 +17,8 @@ pub enum AdminError {
     /// A change without the session's CSRF token, or from another origin.
     Csrf(String),
     BadCredentials,
-    LockedOut(Duration),
+    /// Too many wrong passwords or setup codes: for how long, and for whom.
+    LockedOut(Lockout),
     BadSetupCode,
     UnsupportedMediaType,
     Invalid(String),
@@ -54,13 +55,10 @@ impl AdminError {
                 "bad_credentials",
                 "wrong user name or password".into(),
             ),
-            LockedOut(d) => (
+            LockedOut(lock) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "locked_out",
-                format!(
-                    "too many wrong passwords: this user name is locked for {}; try again then",
-                    super::monitor::human(d.as_secs().div_ceil(60).max(1) * 60)
-                ),
+                locked_out(lock),
             ),
             BadSetupCode => (
                 StatusCode::FORBIDDEN,
@@ -118,7 +116,35 @@ impl IntoResponse for AdminError {
         if let AdminError::InvalidField { field, .. } = &self {
             error["field"] = json!(field);
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let AdminError::LockedOut(lock) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(lock)));
+        }
+        response
+    }
+}
+
+/// Whole seconds until the lock ends, rounded up.
+fn retry_after(lock: &Lockout) -> u64 {
+    lock.left.as_secs() + u64::from(lock.left.subsec_nanos() > 0)
+}
+
+fn locked_out(lock: &Lockout) -> String {
+    use super::auth::{FAILURE_WINDOW, MAX_FAILURES, MAX_NAME_FAILURES};
+    let left = super::monitor::human(retry_after(lock).div_ceil(60).max(1) * 60);
+    let window = super::monitor::human(FAILURE_WINDOW.as_secs());
+    match lock.scope {
+        LockScope::Address => format!(
+            "too many wrong passwords from your address ({MAX_FAILURES} within {window}): this user name is locked for {left} for your address; try again then"
+        ),
+        LockScope::Everyone => format!(
+            "too many wrong passwords for this user name from many addresses ({MAX_NAME_FAILURES} within {window}): it is locked for {left} for everyone; try again then (sessions already open keep working)"
+        ),
+        LockScope::Setup => format!(
+            "too many wrong setup codes from your address ({MAX_FAILURES} within {window}): setup is locked for {left} for your address; try again then"
+        ),
     }
 }
 
