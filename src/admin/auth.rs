@@ -3,23 +3,45 @@
 //! Sessions live in memory (a restart of plantd signs everyone out): a random 256-bit id in an
 //! HttpOnly, Secure, SameSite=Strict cookie, and a second random value, the CSRF token, that the
 //! UI sends back in `X-CSRF-Token` with every change. A session ends after an hour unused or
-//! twelve hours in all. Five wrong passwords for one user name lock it for five minutes; wrong
+//! twelve hours in all.
+//!
+//! Wrong passwords are counted per address and user name: five within 15 minutes from one
+//! address lock that name for that address only, for five minutes, so a stranger who knows a
+//! name cannot lock its admin out. Against guessing from many addresses, 50 wrong passwords for
+//! one name within 15 minutes from all addresses together lock the name for everyone for five
+//! minutes (sessions already open keep working). An IPv6 address counts as its /64, which one
+//! host usually holds whole. A right password clears its address's count for the name. Wrong
 //! setup codes lock setup for five minutes for the address they came from only (a stranger
-//! cannot lock the installer out). Refused sign-ins and setups are written to the audit log
-//! at most once a minute per address and action, with a count of the others ([`Refusals`]).
+//! cannot lock the installer out). At most 10 000 addresses and names are followed; past it the
+//! ones with the fewest failures are forgotten first.
+//!
+//! Refused sign-ins and setups are written to the audit log at most once a minute per address
+//! and kind of refusal, with a count of the others; so are a signed-in user's refused actions,
+//! per user ([`Refusals`]).
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::refusals::Refusals;
 use super::store::Role;
 
 pub const COOKIE: &str = "plantd_session";
 const IDLE: Duration = Duration::from_secs(3600);
 const LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Wrong passwords in a row that lock a user name.
+/// Wrong passwords (or setup codes) from one address, within [`FAILURE_WINDOW`], that lock a
+/// user name (or setup) for that address.
 pub const MAX_FAILURES: u32 = 5;
+/// Wrong passwords for one user name from all addresses, within [`FAILURE_WINDOW`], that lock
+/// the name for everyone.
+pub const MAX_NAME_FAILURES: u32 = 50;
+/// How long failures are remembered, counted from the first of a run.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const LOCKOUT: Duration = Duration::from_secs(300);
+/// Addresses (with a name) and names followed for the lockout.
+const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -30,85 +52,239 @@ pub struct Session {
     last_seen: Instant,
 }
 
-#[derive(Debug, Default)]
-struct Failures {
+/// Who a lock keeps out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockScope {
+    /// The user name, for the address the wrong passwords came from.
+    Address,
+    /// The user name, for everyone: wrong passwords came from many addresses.
+    Everyone,
+    /// Setup, for the address the wrong codes came from.
+    Setup,
+}
+
+/// A lock in force: how long it still lasts, and who it keeps out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub left: Duration,
+    pub scope: LockScope,
+}
+
+/// What wrong guesses from an address are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Door {
+    Password(String),
+    Setup,
+}
+
+/// Failures within a window that starts at the first of them.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    since: Instant,
     count: u32,
     locked_until: Option<Instant>,
 }
 
-/// The sign-in state of the daemon.
-#[derive(Debug, Default)]
-pub struct Auth {
-    sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<String, Failures>>,
-    setup_code: Mutex<Option<String>>,
-    pub refusals: Refusals,
-}
-
-/// The name wrong setup codes from `source` count against.
-pub fn setup_key(source: &str) -> String {
-    format!("setup@{source}")
-}
-
-/// How often refused attempts from one address are written to the audit log.
-pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses followed one by one; past it, the rest share one count.
-const MAX_SOURCES: usize = 4096;
-
-/// What to do with a refused attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Write it: the first from its address and action in this window.
-    Write,
-    /// Count it; the first counted in a window asks for a summary at the window's end.
-    Counted { first: bool },
-}
-
-/// Refused sign-ins and setups per address and action: one audit row a window, and one row
-/// that sums up the rest, so that a flood without credentials cannot push real entries out of
-/// the audit log or wear the disk with fsyncs.
-#[derive(Debug, Default)]
-pub struct Refusals {
-    windows: Mutex<HashMap<(String, String), (Instant, u64)>>,
-}
-
-impl Refusals {
-    /// Notes a refused `action` from `source`.
-    pub fn note(&self, source: &str, action: &str, now: Instant) -> Refusal {
-        let mut windows = self.windows.lock().expect("not poisoned");
-        if windows.len() >= MAX_SOURCES {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < REFUSAL_WINDOW);
-        }
-        let source = if windows.len() >= MAX_SOURCES {
-            "(many addresses)"
-        } else {
-            source
-        };
-        let key = (source.to_string(), action.to_string());
-        match windows.get_mut(&key) {
-            Some((start, counted)) if now.duration_since(*start) < REFUSAL_WINDOW => {
-                *counted += 1;
-                Refusal::Counted {
-                    first: *counted == 1,
-                }
-            }
-            _ => {
-                windows.insert(key, (now, 0));
-                Refusal::Write
-            }
+impl Tally {
+    fn new(now: Instant) -> Tally {
+        Tally {
+            since: now,
+            count: 0,
+            locked_until: None,
         }
     }
 
-    /// The refusals counted but not written in `source`'s window for `action`; resets them.
-    pub fn take_counted(&self, source: &str, action: &str) -> u64 {
-        let mut windows = self.windows.lock().expect("not poisoned");
-        windows
-            .get_mut(&(source.to_string(), action.to_string()))
-            .map_or(0, |(_, counted)| std::mem::take(counted))
+    fn locked_for(&self, now: Instant) -> Option<Duration> {
+        let until = self.locked_until?;
+        until.checked_duration_since(now).filter(|d| !d.is_zero())
+    }
+
+    /// Neither locked nor counting any more: it can be forgotten.
+    fn stale(&self, now: Instant) -> bool {
+        match self.locked_until {
+            Some(until) => until <= now,
+            None => now.duration_since(self.since) >= FAILURE_WINDOW,
+        }
+    }
+
+    /// Counts a failure; the lock it starts when it reaches `max`.
+    fn fail(&mut self, max: u32, now: Instant) -> Option<Duration> {
+        if self.stale(now) {
+            *self = Tally::new(now);
+        }
+        self.count += 1;
+        if self.count >= max {
+            self.locked_until = Some(now + LOCKOUT);
+            return Some(LOCKOUT);
+        }
+        None
+    }
+}
+
+/// The failures the lockout follows.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Per address (IPv6: its /64) and door.
+    from: HashMap<(String, Door), Tally>,
+    /// Per user name, from all addresses together.
+    names: HashMap<String, Tally>,
+}
+
+/// Keeps `map` under [`MAX_TRACKED`]: forgets the stale tallies, then, if made-up names or
+/// addresses still fill it, the half with the fewest failures (locks last).
+fn bound<K: Eq + Hash + Clone>(map: &mut HashMap<K, Tally>, now: Instant) {
+    if map.len() < MAX_TRACKED {
+        return;
+    }
+    map.retain(|_, t| !t.stale(now));
+    if map.len() < MAX_TRACKED {
+        return;
+    }
+    let mut coldest: Vec<(K, (bool, u32))> = map
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.locked_for(now).is_some(), t.count)))
+        .collect();
+    coldest.sort_unstable_by_key(|(_, heat)| *heat);
+    let forget = coldest.len() / 2;
+    for (k, _) in coldest.into_iter().take(forget) {
+        map.remove(&k);
+    }
+}
+
+/// The address a lock applies to: an IPv4 address as it is, an IPv6 address as its /64, so
+/// that a host cannot walk its own prefix for fresh tries.
+fn source_key(source: &str) -> String {
+    match source.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        _ => source.to_string(),
+    }
+}
+
+/// The sign-in state of the daemon.
+#[derive(Debug)]
+pub struct Auth {
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<Failures>,
+    setup_code: Mutex<Option<String>>,
+    /// Refused sign-ins and setups, per address.
+    pub refused_sign_ins: Refusals,
+    /// Signed-in users' refused actions, per user.
+    pub refused_actions: Refusals,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            sessions: Default::default(),
+            failures: Default::default(),
+            setup_code: Default::default(),
+            refused_sign_ins: Refusals::new("(many addresses)"),
+            refused_actions: Refusals::new("(many users)"),
+        }
     }
 }
 
 impl Auth {
+    /// How long wrong passwords keep `name` locked for `source`, if they do.
+    pub fn locked_for(&self, source: &str, name: &str, now: Instant) -> Option<Lockout> {
+        let failures = self.failures.lock().expect("not poisoned");
+        if let Some(left) = failures.names.get(name).and_then(|t| t.locked_for(now)) {
+            return Some(Lockout {
+                left,
+                scope: LockScope::Everyone,
+            });
+        }
+        let key = (source_key(source), Door::Password(name.to_string()));
+        let left = failures.from.get(&key)?.locked_for(now)?;
+        Some(Lockout {
+            left,
+            scope: LockScope::Address,
+        })
+    }
+
+    /// Records a wrong password for `name` from `source`; returns the lock it starts, if it
+    /// starts one (for everyone before for the address).
+    pub fn failed(&self, source: &str, name: &str, now: Instant) -> Option<Lockout> {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let Failures { from, names } = &mut *failures;
+        bound(from, now);
+        bound(names, now);
+        let key = (source_key(source), Door::Password(name.to_string()));
+        let here = from
+            .entry(key)
+            .or_insert_with(|| Tally::new(now))
+            .fail(MAX_FAILURES, now);
+        let everyone = names
+            .entry(name.to_string())
+            .or_insert_with(|| Tally::new(now))
+            .fail(MAX_NAME_FAILURES, now);
+        match (everyone, here) {
+            (Some(left), _) => Some(Lockout {
+                left,
+                scope: LockScope::Everyone,
+            }),
+            (None, Some(left)) => Some(Lockout {
+                left,
+                scope: LockScope::Address,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// The right password for `name` from `source`: that address's count for the name starts
+    /// again (the count from all addresses does not: others may still be guessing).
+    pub fn succeeded(&self, source: &str, name: &str) {
+        let key = (source_key(source), Door::Password(name.to_string()));
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .from
+            .remove(&key);
+    }
+
+    /// How long wrong setup codes keep setup locked for `source`, if they do.
+    pub fn setup_locked_for(&self, source: &str, now: Instant) -> Option<Lockout> {
+        let failures = self.failures.lock().expect("not poisoned");
+        let left = failures
+            .from
+            .get(&(source_key(source), Door::Setup))?
+            .locked_for(now)?;
+        Some(Lockout {
+            left,
+            scope: LockScope::Setup,
+        })
+    }
+
+    /// Records a wrong setup code from `source`. Setup has no lock for everyone: its code has
+    /// 40 bits, and a stranger must not lock the installer out.
+    pub fn setup_failed(&self, source: &str, now: Instant) -> Option<Lockout> {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        bound(&mut failures.from, now);
+        let left = failures
+            .from
+            .entry((source_key(source), Door::Setup))
+            .or_insert_with(|| Tally::new(now))
+            .fail(MAX_FAILURES, now)?;
+        Some(Lockout {
+            left,
+            scope: LockScope::Setup,
+        })
+    }
+
+    pub fn setup_succeeded(&self, source: &str) {
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .from
+            .remove(&(source_key(source), Door::Setup));
+    }
+
     /// Starts a session; returns its cookie value.
     pub fn sign_in(
         &self,
@@ -148,36 +324,6 @@ impl Auth {
             .lock()
             .expect("not poisoned")
             .remove(&digest(id));
-    }
-
-    /// How long the name stays locked, if it is.
-    pub fn locked_for(&self, name: &str, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().expect("not poisoned");
-        let until = failures.get(name)?.locked_until?;
-        until.checked_duration_since(now).filter(|d| !d.is_zero())
-    }
-
-    /// Records a wrong password; returns the lockout it starts, if it starts one.
-    pub fn failed(&self, name: &str, now: Instant) -> Option<Duration> {
-        let mut failures = self.failures.lock().expect("not poisoned");
-        if failures.len() > 10_000 {
-            // Made-up names must not grow this without bound.
-            failures.retain(|_, f| f.locked_until.is_some_and(|u| u > now));
-        }
-        let f = failures.entry(name.to_string()).or_default();
-        if f.locked_until.is_some_and(|u| u <= now) {
-            *f = Failures::default();
-        }
-        f.count += 1;
-        if f.count >= MAX_FAILURES {
-            f.locked_until = Some(now + LOCKOUT);
-            return Some(LOCKOUT);
-        }
-        None
-    }
-
-    pub fn succeeded(&self, name: &str) {
-        self.failures.lock().expect("not poisoned").remove(name);
     }
 
     pub fn set_setup_code(&self, code: Option<String>) {
@@ -279,66 +425,163 @@ mod tests {
         assert!(auth.session(&id, t0).is_none());
     }
 
+    const FROM_HERE: LockScope = LockScope::Address;
+
     #[test]
-    fn five_wrong_passwords_lock_the_name_for_five_minutes() {
+    fn five_wrong_passwords_lock_the_name_for_their_address_only() {
         let auth = Auth::default();
         let t0 = Instant::now();
         for _ in 1..MAX_FAILURES {
-            assert_eq!(auth.failed("ana", t0), None);
+            assert_eq!(auth.failed("10.0.0.2", "ana", t0), None);
         }
-        assert_eq!(auth.locked_for("ana", t0), None);
-        assert_eq!(auth.failed("ana", t0), Some(LOCKOUT));
+        assert_eq!(auth.locked_for("10.0.0.2", "ana", t0), None);
+        let lock = Some(Lockout {
+            left: LOCKOUT,
+            scope: FROM_HERE,
+        });
+        assert_eq!(auth.failed("10.0.0.2", "ana", t0), lock);
         assert_eq!(
-            auth.locked_for("ana", t0 + Duration::from_secs(60)),
-            Some(LOCKOUT - Duration::from_secs(60))
+            auth.locked_for("10.0.0.2", "ana", t0 + Duration::from_secs(60)),
+            Some(Lockout {
+                left: LOCKOUT - Duration::from_secs(60),
+                scope: FROM_HERE
+            })
         );
         assert_eq!(
-            auth.locked_for("bob", t0),
+            auth.locked_for("10.0.0.3", "ana", t0),
+            None,
+            "ana signs in from elsewhere"
+        );
+        assert_eq!(
+            auth.locked_for("10.0.0.2", "bob", t0),
             None,
             "other names are not locked"
         );
         let later = t0 + LOCKOUT;
-        assert_eq!(auth.locked_for("ana", later), None);
-        assert_eq!(auth.failed("ana", later), None, "the count starts again");
-        auth.succeeded("ana");
-        assert_eq!(auth.locked_for("ana", later), None);
-    }
-
-    #[test]
-    fn refusals_are_written_once_a_window_per_address_and_summed_up() {
-        let r = Refusals::default();
-        let t0 = Instant::now();
-        assert_eq!(r.note("10.0.0.1", "admin.setup", t0), Refusal::Write);
+        assert_eq!(auth.locked_for("10.0.0.2", "ana", later), None);
         assert_eq!(
-            r.note("10.0.0.1", "admin.setup", t0),
-            Refusal::Counted { first: true }
-        );
-        for _ in 0..1998 {
-            assert_eq!(
-                r.note("10.0.0.1", "admin.setup", t0),
-                Refusal::Counted { first: false }
-            );
-        }
-        assert_eq!(r.note("10.0.0.2", "admin.setup", t0), Refusal::Write);
-        assert_eq!(r.note("10.0.0.1", "sign_in", t0), Refusal::Write);
-        assert_eq!(r.take_counted("10.0.0.1", "admin.setup"), 1999);
-        assert_eq!(r.take_counted("10.0.0.1", "admin.setup"), 0);
-        assert_eq!(
-            r.note("10.0.0.1", "admin.setup", t0 + REFUSAL_WINDOW),
-            Refusal::Write,
-            "a new window"
+            auth.failed("10.0.0.2", "ana", later),
+            None,
+            "the count starts again"
         );
     }
 
     #[test]
-    fn wrong_setup_codes_lock_their_address_only() {
+    fn failures_are_forgotten_after_the_window() {
         let auth = Auth::default();
         let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            auth.failed(&setup_key("127.0.0.2"), t0);
+        for _ in 1..MAX_FAILURES {
+            auth.failed("10.0.0.2", "ana", t0);
         }
-        assert!(auth.locked_for(&setup_key("127.0.0.2"), t0).is_some());
-        assert_eq!(auth.locked_for(&setup_key("127.0.0.3"), t0), None);
+        let later = t0 + FAILURE_WINDOW;
+        assert_eq!(auth.failed("10.0.0.2", "ana", later), None);
+        assert_eq!(auth.locked_for("10.0.0.2", "ana", later), None);
+    }
+
+    #[test]
+    fn the_right_password_clears_its_address_count_only() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for _ in 1..MAX_FAILURES {
+            auth.failed("10.0.0.2", "ana", t0);
+            auth.failed("10.0.0.3", "ana", t0);
+        }
+        auth.succeeded("10.0.0.2", "ana");
+        assert_eq!(
+            auth.failed("10.0.0.2", "ana", t0),
+            None,
+            "10.0.0.2 starts again"
+        );
+        assert_eq!(
+            auth.failed("10.0.0.3", "ana", t0).map(|l| l.scope),
+            Some(FROM_HERE),
+            "10.0.0.3 keeps its count"
+        );
+    }
+
+    #[test]
+    fn guesses_from_many_addresses_lock_the_name_for_everyone() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for i in 1..MAX_NAME_FAILURES {
+            assert_eq!(auth.failed(&format!("10.0.1.{i}"), "ana", t0), None);
+        }
+        assert_eq!(auth.locked_for("10.0.2.1", "ana", t0), None);
+        let everyone = Some(Lockout {
+            left: LOCKOUT,
+            scope: LockScope::Everyone,
+        });
+        assert_eq!(auth.failed("10.0.1.50", "ana", t0), everyone);
+        assert_eq!(auth.locked_for("10.0.2.1", "ana", t0), everyone);
+        assert_eq!(auth.locked_for("10.0.2.1", "bob", t0), None);
+        // A success from one address does not lift it: the others may still be guessing.
+        auth.succeeded("10.0.2.1", "ana");
+        assert_eq!(auth.locked_for("10.0.2.1", "ana", t0), everyone);
+        assert_eq!(auth.locked_for("10.0.2.1", "ana", t0 + LOCKOUT), None);
+        // 49 within 15 minutes, then quiet: no lock.
+        let auth = Auth::default();
+        for i in 1..MAX_NAME_FAILURES {
+            auth.failed(&format!("10.0.1.{i}"), "ana", t0);
+        }
+        assert_eq!(auth.failed("10.0.1.50", "ana", t0 + FAILURE_WINDOW), None);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for i in 1..=MAX_FAILURES {
+            auth.failed(&format!("2001:db8:1:2::{i:x}"), "ana", t0);
+        }
+        assert!(auth.locked_for("2001:db8:1:2:ffff::1", "ana", t0).is_some());
+        assert_eq!(auth.locked_for("2001:db8:1:3::1", "ana", t0), None);
+        assert_eq!(source_key("::ffff:10.0.0.2"), "10.0.0.2");
+    }
+
+    #[test]
+    fn the_lockout_stays_bounded_and_forgets_made_up_names_first() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for i in 0..40u32 {
+            auth.failed(&format!("10.1.0.{i}"), "ana", t0);
+        }
+        for i in 0..3 * MAX_TRACKED as u32 {
+            let source = format!("10.2.{}.{}", i / 256, i % 256);
+            auth.failed(&source, &format!("made-up-{i}"), t0);
+            let failures = auth.failures.lock().unwrap();
+            assert!(failures.from.len() <= MAX_TRACKED);
+            assert!(failures.names.len() <= MAX_TRACKED);
+        }
+        for i in 40..MAX_NAME_FAILURES - 1 {
+            assert_eq!(auth.failed(&format!("10.1.0.{i}"), "ana", t0), None);
+        }
+        assert_eq!(
+            auth.failed("10.1.0.99", "ana", t0).map(|l| l.scope),
+            Some(LockScope::Everyone),
+            "ana's 40 earlier failures were kept"
+        );
+    }
+
+    #[test]
+    fn wrong_setup_codes_lock_setup_for_their_address_only() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        for _ in 1..MAX_FAILURES {
+            assert_eq!(auth.setup_failed("127.0.0.2", t0), None);
+        }
+        assert_eq!(
+            auth.setup_failed("127.0.0.2", t0),
+            Some(Lockout {
+                left: LOCKOUT,
+                scope: LockScope::Setup
+            })
+        );
+        assert!(auth.setup_locked_for("127.0.0.2", t0).is_some());
+        assert_eq!(auth.setup_locked_for("127.0.0.3", t0), None);
+        // Setup and sign-in count apart, whatever name a stranger types.
+        assert_eq!(auth.locked_for("127.0.0.2", "setup", t0), None);
+        auth.setup_succeeded("127.0.0.2");
+        assert_eq!(auth.setup_locked_for("127.0.0.2", t0), None);
     }
 
     #[test]

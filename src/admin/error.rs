@@ -1,12 +1,12 @@
 //! The admin API's refusals: one enum, one exhaustive mapping to status and JSON body, in the
 //! same shape as the ingest API's (`{"error": {"code", "message", "field"?}}`).
 
-use std::time::Duration;
-
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use super::auth::{LockScope, Lockout};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminError {
@@ -17,7 +17,8 @@ pub enum AdminError {
     /// A change without the session's CSRF token, or from another origin.
     Csrf(String),
     BadCredentials,
-    LockedOut(Duration),
+    /// Too many wrong passwords or setup codes: for how long, and for whom.
+    LockedOut(Lockout),
     BadSetupCode,
     UnsupportedMediaType,
     /// A query parameter out of its range (one that does not parse is axum's 400, in the same
@@ -62,13 +63,10 @@ impl AdminError {
                 "bad_credentials",
                 "wrong user name or password".into(),
             ),
-            LockedOut(d) => (
+            LockedOut(lock) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "locked_out",
-                format!(
-                    "too many wrong passwords: this user name is locked for {}; try again then",
-                    super::monitor::human(d.as_secs().div_ceil(60).max(1) * 60)
-                ),
+                locked_out(lock),
             ),
             BadSetupCode => (
                 StatusCode::FORBIDDEN,
@@ -134,18 +132,39 @@ impl IntoResponse for AdminError {
             error["field"] = json!(field);
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
-        let retry_after = match &self {
+        let wait = match &self {
             AdminError::TooManySignIns => Some(1),
-            AdminError::LockedOut(d) => Some(d.as_secs().max(1)),
+            AdminError::LockedOut(lock) => Some(retry_after(lock)),
             _ => None,
         };
-        if let Some(s) = retry_after {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(s),
-            );
+        if let Some(s) = wait {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
+    }
+}
+
+/// Whole seconds until the lock ends, rounded up.
+fn retry_after(lock: &Lockout) -> u64 {
+    lock.left.as_secs() + u64::from(lock.left.subsec_nanos() > 0)
+}
+
+fn locked_out(lock: &Lockout) -> String {
+    use super::auth::{FAILURE_WINDOW, MAX_FAILURES, MAX_NAME_FAILURES};
+    let left = super::monitor::human(retry_after(lock).div_ceil(60).max(1) * 60);
+    let window = super::monitor::human(FAILURE_WINDOW.as_secs());
+    match lock.scope {
+        LockScope::Address => format!(
+            "too many wrong passwords from your address ({MAX_FAILURES} within {window}): this user name is locked for {left} for your address; try again then"
+        ),
+        LockScope::Everyone => format!(
+            "too many wrong passwords for this user name from many addresses ({MAX_NAME_FAILURES} within {window}): it is locked for {left} for everyone; try again then (sessions already open keep working)"
+        ),
+        LockScope::Setup => format!(
+            "too many wrong setup codes from your address ({MAX_FAILURES} within {window}): setup is locked for {left} for your address; try again then"
+        ),
     }
 }
 

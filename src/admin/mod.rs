@@ -15,6 +15,7 @@ mod error;
 mod jobs;
 mod metrics;
 pub mod monitor;
+pub mod refusals;
 pub mod sign_in;
 pub mod store;
 

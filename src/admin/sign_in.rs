@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::api::*;
 use super::auth::{self, Session};
+use super::refusals;
 use super::store::{AuditEntry, Role};
 use super::{AdminError, SignIn};
 
@@ -72,7 +73,11 @@ impl SignIn {
         }
     }
 
-    /// Writes one audit entry; a failure to write is logged (the action has happened).
+    /// Writes one audit entry; a failure to write is logged (the action has happened). A
+    /// refusal is written once a minute per user, action and kind of refusal; the others in
+    /// that minute are counted and written as one entry, before the user's next entry or at
+    /// the minute's end. Done and failed actions are always written, and end the run of their
+    /// action's refusals (the next one is written).
     pub async fn audit(
         &self,
         user: &str,
@@ -82,8 +87,13 @@ impl SignIn {
     ) {
         let (outcome, detail) = match outcome {
             Ok(d) => ("ok", d.to_string()),
+            Err(e) if e.outcome() == "refused" => {
+                return self.audit_refused(user, action, target, e).await;
+            }
             Err(e) => (e.outcome(), e.message()),
         };
+        self.audit_folded(self.auth.refused_actions.settle(user, action))
+            .await;
         self.audit_entry(AuditEntry {
             at: super::store::now(),
             user: user.into(),
@@ -93,6 +103,71 @@ impl SignIn {
             detail,
         })
         .await;
+    }
+
+    /// A signed-in user's refused action: written, or counted ([`SignIn::audit`]).
+    async fn audit_refused(
+        &self,
+        user: &str,
+        action: &str,
+        target: Option<&str>,
+        refusal: &AdminError,
+    ) {
+        let refusals = &self.auth.refused_actions;
+        let message = refusal.message();
+        match refusals.note(user, action, refusal.code(), &message, Instant::now()) {
+            refusals::Refusal::Write { overdue } => {
+                let mut folded = refusals.take_early(user);
+                folded.extend(overdue);
+                self.audit_folded(folded).await;
+                self.audit_entry(AuditEntry {
+                    at: super::store::now(),
+                    user: user.into(),
+                    action: action.into(),
+                    target: target.map(Into::into),
+                    outcome: refusal.outcome().into(),
+                    detail: message,
+                })
+                .await;
+            }
+            refusals::Refusal::Counted {
+                summary: Some(start),
+            } => {
+                let signin = self.clone();
+                let (user, action, code) = (user.to_string(), action.to_string(), refusal.code());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until((start + refusals::REFUSAL_WINDOW).into()).await;
+                    let folded = signin
+                        .auth
+                        .refused_actions
+                        .take_window(&user, &action, code, start);
+                    signin.audit_folded(folded).await;
+                });
+            }
+            refusals::Refusal::Counted { summary: None } => {}
+        }
+    }
+
+    /// Writes the summaries of a user's refusals counted and not written.
+    async fn audit_folded(&self, folded: impl IntoIterator<Item = refusals::Folded>) {
+        for f in folded {
+            let mut detail = format!(
+                "{} more like it ({}) within a minute of the first, not written one by one",
+                f.count, f.code
+            );
+            if !f.examples.is_empty() {
+                detail.push_str(&format!("; among them: {}", f.examples.join("; ")));
+            }
+            self.audit_entry(AuditEntry {
+                at: super::store::now(),
+                user: f.who,
+                action: f.action,
+                target: None,
+                outcome: "refused".into(),
+                detail,
+            })
+            .await;
+        }
     }
 
     /// Writes a refused sign-in or setup from `source`, or counts it when one from there was
@@ -105,47 +180,43 @@ impl SignIn {
         target: Option<&str>,
         refusal: &AdminError,
     ) {
-        let now = Instant::now();
+        let refusals = &self.auth.refused_sign_ins;
         // Counted per kind of refusal too: a wrong code, a taken name and a weak password
         // from one address each get their line.
-        let kind = format!("{action}/{}", refusal.code());
-        match self.auth.refusals.note(source, &kind, now) {
-            auth::Refusal::Write => {
-                let detail = format!("{} (from {source})", refusal.message());
+        let message = refusal.message();
+        match refusals.note(source, action, refusal.code(), &message, Instant::now()) {
+            refusals::Refusal::Write { overdue } => {
+                if let Some(f) = overdue {
+                    self.audit_entry(sign_in_summary(f)).await;
+                }
                 self.audit_entry(AuditEntry {
                     at: super::store::now(),
                     user: user.into(),
                     action: action.into(),
                     target: target.map(Into::into),
                     outcome: refusal.outcome().into(),
-                    detail,
+                    detail: format!("{message} (from {source})"),
                 })
                 .await;
             }
-            auth::Refusal::Counted { first: true } => {
+            refusals::Refusal::Counted {
+                summary: Some(start),
+            } => {
                 let signin = self.clone();
-                let (source, action) = (source.to_string(), action.to_string());
-                let code = refusal.code();
+                let (source, action, code) =
+                    (source.to_string(), action.to_string(), refusal.code());
                 tokio::spawn(async move {
-                    tokio::time::sleep(auth::REFUSAL_WINDOW).await;
-                    let n = signin.auth.refusals.take_counted(&source, &kind);
-                    if n > 0 {
-                        signin
-                            .audit_entry(AuditEntry {
-                                at: super::store::now(),
-                                user: "(several)".into(),
-                                action,
-                                target: None,
-                                outcome: "refused".into(),
-                                detail: format!(
-                                    "{n} more refused ({code}) from {source} within a minute, not written one by one"
-                                ),
-                            })
-                            .await;
+                    tokio::time::sleep_until((start + refusals::REFUSAL_WINDOW).into()).await;
+                    let folded = signin
+                        .auth
+                        .refused_sign_ins
+                        .take_window(&source, &action, code, start);
+                    if let Some(f) = folded {
+                        signin.audit_entry(sign_in_summary(f)).await;
                     }
                 });
             }
-            auth::Refusal::Counted { first: false } => {}
+            refusals::Refusal::Counted { summary: None } => {}
         }
     }
 
@@ -158,6 +229,21 @@ impl SignIn {
         {
             tracing::error!(error = %e, "writing the audit log");
         }
+    }
+}
+
+/// The entry that sums up refused sign-ins or setups from one address.
+fn sign_in_summary(f: refusals::Folded) -> AuditEntry {
+    AuditEntry {
+        at: super::store::now(),
+        user: "(several)".into(),
+        action: f.action,
+        target: None,
+        outcome: "refused".into(),
+        detail: format!(
+            "{} more refused ({}) from {} within a minute, not written one by one",
+            f.count, f.code, f.who
+        ),
     }
 }
 
@@ -230,11 +316,9 @@ pub async fn setup(
     let b: SetupBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
     let source = source(&extensions);
-    let key = auth::setup_key(&source);
-    let locked = admin.auth.locked_for(&key, Instant::now());
-    if let Some(left) = locked {
+    if let Some(lock) = admin.auth.setup_locked_for(&source, Instant::now()) {
         // Not audited: it costs the sender nothing, and would cost the disk an fsync.
-        return Err(AdminError::LockedOut(left));
+        return Err(AdminError::LockedOut(lock));
     }
     let outcome = async {
         let now = Instant::now();
@@ -244,7 +328,7 @@ pub async fn setup(
             ));
         }
         if !admin.auth.setup_code_matches(&b.code) {
-            admin.auth.failed(&key, now);
+            admin.auth.setup_failed(&source, now);
             return Err(AdminError::BadSetupCode);
         }
         let _permit = admin.hashing()?;
@@ -253,7 +337,7 @@ pub async fn setup(
         blocking(move || store.add(&user, Role::Admin, &password, true)).await??;
         admin.auth.set_setup_code(None);
         let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
-        admin.auth.succeeded(&key);
+        admin.auth.setup_succeeded(&source);
         admin
             .auth
             .sign_in(&b.user, Role::Admin, now)
@@ -308,6 +392,7 @@ pub async fn login(
     check_origin(&headers)?;
     let b: LoginBody = body(&headers, &bytes)?;
     let who = audit_name(&b.user);
+    let from = source(&extensions);
     // Only attempts whose password was checked are audited: refusals that cost nothing (locked,
     // busy, oversized) could otherwise be sent by anyone to fill the disk with fsync'd lines.
     let checked = std::sync::atomic::AtomicBool::new(false);
@@ -315,19 +400,19 @@ pub async fn login(
         if b.user.len() > 64 || b.password.len() > 1024 {
             return Err(AdminError::BadCredentials);
         }
-        if let Some(left) = admin.auth.locked_for(&b.user, Instant::now()) {
-            return Err(AdminError::LockedOut(left));
+        if let Some(lock) = admin.auth.locked_for(&from, &b.user, Instant::now()) {
+            return Err(AdminError::LockedOut(lock));
         }
         let _permit = admin.hashing()?;
         checked.store(true, std::sync::atomic::Ordering::Relaxed);
         // Counted before the hash, so that guesses sent in parallel cannot pass the limit.
-        let lock = admin.auth.failed(&b.user, Instant::now());
+        let lock = admin.auth.failed(&from, &b.user, Instant::now());
         let store = admin.store.clone();
         let (user, password) = (b.user.clone(), b.password.clone());
         let Some(role) = blocking(move || store.check(&user, &password)).await?? else {
             return Err(lock.map_or(AdminError::BadCredentials, AdminError::LockedOut));
         };
-        admin.auth.succeeded(&b.user);
+        admin.auth.succeeded(&from, &b.user);
         admin
             .auth
             .sign_in(&b.user, role, Instant::now())
@@ -337,11 +422,7 @@ pub async fn login(
     if checked.load(std::sync::atomic::Ordering::Relaxed) {
         match &outcome {
             Ok(_) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
-            Err(e) => {
-                admin
-                    .audit_refusal(&source(&extensions), &who, "sign_in", None, e)
-                    .await
-            }
+            Err(e) => admin.audit_refusal(&from, &who, "sign_in", None, e).await,
         }
     }
     let (id, session) = outcome?;

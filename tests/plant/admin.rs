@@ -17,8 +17,17 @@ struct Session {
 }
 
 async fn sign_in(plant: &Plant, path: &str, body: Value) -> Result<Session, (StatusCode, Value)> {
-    let r = plant
-        .client()
+    sign_in_with(&plant.client(), plant, path, body).await
+}
+
+/// [`sign_in`] with `client` (one from another address, say).
+async fn sign_in_with(
+    client: &reqwest::Client,
+    plant: &Plant,
+    path: &str,
+    body: Value,
+) -> Result<Session, (StatusCode, Value)> {
+    let r = client
         .post(plant.url(path))
         .json(&body)
         .send()
@@ -347,7 +356,7 @@ fn sign_in_roles_csrf_and_lockout_guard_every_change() {
             assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         }
 
-        // Five wrong passwords lock the name, even against the right one.
+        // Five wrong passwords lock the name for their address, even against the right one.
         for _ in 0..4 {
             let e = refused(
                 &plant,
@@ -385,7 +394,8 @@ fn sign_in_roles_csrf_and_lockout_guard_every_change() {
             "{}",
             e.1
         );
-        // The lock is on the name: the session ana already has still works, and vic signs in.
+        // The lock is on the name from this address: the session ana already has still works,
+        // and vic signs in.
         assert_eq!(
             read(&plant, Some(&ana), "/api/v1/admin/overview").await.0,
             StatusCode::OK
@@ -467,6 +477,199 @@ fn sign_in_roles_csrf_and_lockout_guard_every_change() {
         );
         assert!(has("ana", "sign_in", "refused", "locked"), "{entries:?}");
         assert!(has("vic", "sign_out", "ok", ""), "{entries:?}");
+    });
+}
+
+/// A user's audit entries for `action`, oldest first: (outcome, detail).
+async fn audit_of(
+    plant: &Plant,
+    reader: &Session,
+    user: &str,
+    action: &str,
+) -> Vec<(String, String)> {
+    let (status, audit) = read(plant, Some(reader), "/api/v1/admin/audit?limit=10000").await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let mut rows: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user"] == user && e["action"] == action)
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap().to_string(),
+                e["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Five wrong passwords for ana from 127.0.0.2 lock ana for 127.0.0.2 only: she signs in from
+/// 127.0.0.3, and the sixth try from 127.0.0.2 gets 429 with `Retry-After`, even with the
+/// right password. Before, a stranger who knew her name locked her out everywhere.
+#[test]
+fn wrong_passwords_from_one_address_do_not_lock_the_name_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = harness::admin_add(&data, "ana", "admin", "correct horse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plant = Plant::start(&data, "");
+    let (stranger, ana_desk) = (
+        plant.client_from("127.0.0.2"),
+        plant.client_from("127.0.0.3"),
+    );
+    let wrong = json!({"user": "ana", "password": "wrong password"});
+    let right = json!({"user": "ana", "password": "correct horse"});
+    harness::rt().block_on(async {
+        for attempt in 1..=5 {
+            let Err((status, body)) =
+                sign_in_with(&stranger, &plant, "/api/v1/admin/login", wrong.clone()).await
+            else {
+                panic!("a wrong password signed in");
+            };
+            let want = if attempt < 5 {
+                (StatusCode::UNAUTHORIZED, "bad_credentials")
+            } else {
+                (StatusCode::TOO_MANY_REQUESTS, "locked_out")
+            };
+            assert_eq!((status, code(&body)), want, "attempt {attempt}: {body}");
+        }
+        let ana = sign_in_with(&ana_desk, &plant, "/api/v1/admin/login", right.clone())
+            .await
+            .expect("ana signs in from her own address");
+        assert_eq!(
+            read(&plant, Some(&ana), "/api/v1/admin/overview").await.0,
+            StatusCode::OK
+        );
+
+        let r = stranger
+            .post(plant.url("/api/v1/admin/login"))
+            .json(&right)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=300).contains(&retry_after),
+            "Retry-After: {retry_after}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(code(&body), "locked_out", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("locked for 5 min for your address"),
+            "{message}"
+        );
+
+        // A wrong password from ana's address counts for that address alone.
+        let e = sign_in_with(&ana_desk, &plant, "/api/v1/admin/login", wrong.clone())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            (e.0, code(&e.1)),
+            (StatusCode::UNAUTHORIZED, "bad_credentials")
+        );
+    });
+}
+
+/// 200 refused changes from a signed-in admin (100 without the CSRF token, 100 without a
+/// reason) write the first of each kind, and, before her next entry, one entry per kind that
+/// counts the rest; not 200 rows. Before, each refusal wrote its own fsync'd row.
+#[test]
+fn refused_actions_of_a_signed_in_admin_are_counted_not_written_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = harness::admin_add(&data, "ana", "admin", "correct horse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plant = Plant::start(&data, "");
+    let login = json!({"user": "ana", "password": "correct horse"});
+    harness::rt().block_on(async {
+        let ana = sign_in(&plant, "/api/v1/admin/login", login.clone())
+            .await
+            .unwrap();
+        for i in 0..200 {
+            let (status, body) = if i % 2 == 0 {
+                act(
+                    &plant,
+                    Some(&ana),
+                    Some(&ana.csrf),
+                    "/api/v1/admin/island",
+                    json!({"reason": " "}),
+                )
+                .await
+            } else {
+                act(
+                    &plant,
+                    Some(&ana),
+                    None,
+                    "/api/v1/admin/island",
+                    json!({"reason": "x"}),
+                )
+                .await
+            };
+            let want = if i % 2 == 0 {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            } else {
+                (StatusCode::FORBIDDEN, "csrf")
+            };
+            assert_eq!((status, code(&body)), want, "{i}: {body}");
+        }
+        let during = audit_of(&plant, &ana, "ana", "island").await;
+        println!("figures: 200 refused changes, {} audit rows", during.len());
+        assert!(
+            (2..=4).contains(&during.len()),
+            "200 refusals wrote {} rows: {during:#?}",
+            during.len()
+        );
+
+        // Her next entry (signing in again) brings the counts in first.
+        sign_in(&plant, "/api/v1/admin/login", login).await.unwrap();
+        let after = audit_of(&plant, &ana, "ana", "island").await;
+        assert!(after.len() <= 6, "{after:#?}");
+        for (kind, first) in [("invalid", "reason: say why"), ("csrf", "X-CSRF-Token")] {
+            let written = after
+                .iter()
+                .filter(|(o, d)| o == "refused" && d.contains(first))
+                .count();
+            let counted: u64 = after
+                .iter()
+                .filter_map(|(_, d)| {
+                    let (n, rest) = d.split_once(" more like it (")?;
+                    rest.starts_with(&format!("{kind})"))
+                        .then(|| n.parse::<u64>().unwrap())
+                })
+                .sum();
+            assert!(written >= 1, "{kind}: {after:#?}");
+            assert_eq!(
+                written as u64 + counted,
+                100,
+                "{kind}: every refusal is in the log, written or counted: {after:#?}"
+            );
+        }
+        assert!(
+            after
+                .iter()
+                .any(|(_, d)| d.contains("99 more like it (invalid) within a minute of the first")),
+            "{after:#?}"
+        );
     });
 }
 
