@@ -1,7 +1,12 @@
 # shellcheck shell=bash
 # Sourced by installer/run.sh and tests/run.sh: installs a missing tool from Debian's packages.
-# need COMMAND DEBIAN-PACKAGE
+# need COMMAND DEBIAN-PACKAGE (the package is installed when the command is missing)
+# need_package DEBIAN-PACKAGE (for a package without a command, such as python3-venv)
 _plantd_apt_updated=0
+need_package() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" && return 0
+  need "/nonexistent/$1" "$1"
+}
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0
   local sudo=""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
 # tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium, Node.js
-# with playwright-core), starts the
+# with playwright-core, Python's venv for Schemathesis), starts the
 # Docker engine and builds the stack's local images, then checks formatting and lints, then
 # runs the unit and integration tests (which drive the real plantd binary, real PostgreSQL
 # clusters they start in temporary directories, and real containers).
@@ -40,6 +40,17 @@ if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then
   exit 1
 fi
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+# tests/contract: Schemathesis and openapi-spec-validator, every dependency pinned, in a
+# virtualenv from the machine's PyPI mirror; remade when the pins change.
+need python3 python3
+need_package python3-venv
+venv=target/contract-venv
+if ! cmp -s tests/contract/requirements.txt "$venv/requirements.txt"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
+  cp tests/contract/requirements.txt "$venv/requirements.txt"
+fi
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check

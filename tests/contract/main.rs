@@ -10,3 +10,4 @@ mod hub;
 mod plant;
 mod routes;
 mod schemathesis;
+mod why;

@@ -168,7 +168,7 @@ fn cases() -> Vec<Case> {
         post(
             "array over 1000 items",
             json_body(Value::Array(many)),
-            413,
+            422,
             "too_many_items",
             None,
         ),
