@@ -55,7 +55,11 @@ async fn refusal(r: reqwest::Response) -> (StatusCode, Value) {
         .get(CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string());
     let text = r.text().await.unwrap();
-    assert_eq!(ctype.as_deref(), Some("application/json"), "{status}: {text}");
+    assert_eq!(
+        ctype.as_deref(),
+        Some("application/json"),
+        "{status}: {text}"
+    );
     let v: Value = serde_json::from_str(&text).unwrap();
     assert!(v["error"]["code"].is_string(), "{text}");
     assert!(v["error"]["message"].is_string(), "{text}");
@@ -95,27 +99,45 @@ fn the_server_refuses_exactly_what_the_document_says() {
             .await
             .unwrap();
         let admin = sign_in(&plant).await;
-        let get = |path: &str| {
-            c.get(plant.url(path))
-                .header(COOKIE, &admin.cookie)
-                .send()
-        };
+        let get = |path: &str| c.get(plant.url(path)).header(COOKIE, &admin.cookie).send();
         // limit and tail: the document's bounds, and the server's.
         let audit = &doc["paths"]["/api/v1/admin/audit"]["get"]["parameters"][0]["schema"];
-        assert_eq!((audit["minimum"].as_u64(), audit["maximum"].as_u64()), (Some(1), Some(10_000)));
+        assert_eq!(
+            (audit["minimum"].as_u64(), audit["maximum"].as_u64()),
+            (Some(1), Some(10_000))
+        );
         for limit in ["0", "10001"] {
-            let (status, v) = refusal(get(&format!("/api/v1/admin/audit?limit={limit}")).await.unwrap()).await;
+            let (status, v) = refusal(
+                get(&format!("/api/v1/admin/audit?limit={limit}"))
+                    .await
+                    .unwrap(),
+            )
+            .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "limit={limit}: {v}");
         }
-        assert_eq!(get("/api/v1/admin/audit?limit=10000").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            get("/api/v1/admin/audit?limit=10000")
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
         let tail = &doc["paths"]["/api/v1/admin/services/{service}/logs"]["get"]["parameters"]
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["name"] == "tail")
             .unwrap()["schema"];
-        assert_eq!((tail["minimum"].as_u64(), tail["maximum"].as_u64()), (Some(1), Some(1000)));
-        let (status, _) = refusal(get("/api/v1/admin/services/odoo/logs?tail=0").await.unwrap()).await;
+        assert_eq!(
+            (tail["minimum"].as_u64(), tail["maximum"].as_u64()),
+            (Some(1), Some(1000))
+        );
+        let (status, _) = refusal(
+            get("/api/v1/admin/services/odoo/logs?tail=0")
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
         // key: 128 characters, as maxLength counts, and no control characters, as the pattern says.
@@ -139,7 +161,10 @@ fn the_server_refuses_exactly_what_the_document_says() {
                 .unwrap(),
         )
         .await;
-        assert_eq!((status, v["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("key")));
+        assert_eq!(
+            (status, v["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("key"))
+        );
         let (status, _) = refusal(
             post(json!({"key": "a\u{85}b", "kind": "scan", "payload": {}}))
                 .await
@@ -152,7 +177,10 @@ fn the_server_refuses_exactly_what_the_document_says() {
             .map(|i| json!({"key": format!("k{i}"), "kind": "scan", "payload": {}}))
             .collect();
         let (status, v) = refusal(post(Value::Array(items)).await.unwrap()).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("too_many_items")));
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("too_many_items"))
+        );
 
         // Bodies the server takes whole: no unknown field, a reason with something in it.
         for path in [
@@ -177,16 +205,27 @@ fn the_server_refuses_exactly_what_the_document_says() {
                 .send()
         };
         for reason in ["", "   ", "\u{1}"] {
-            let (status, v) = refusal(change("/api/v1/admin/island", json!({"reason": reason})).await.unwrap()).await;
+            let (status, v) = refusal(
+                change("/api/v1/admin/island", json!({"reason": reason}))
+                    .await
+                    .unwrap(),
+            )
+            .await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reason:?}: {v}");
         }
         let reason = &doc["paths"]["/api/v1/admin/island"]["post"]["requestBody"]["content"]
             ["application/json"]["schema"]["properties"]["reason"];
-        assert!(reason["pattern"].is_string(), "the reason's pattern says a blank one is refused");
+        assert!(
+            reason["pattern"].is_string(),
+            "the reason's pattern says a blank one is refused"
+        );
         let (status, _) = refusal(
-            change("/api/v1/admin/login", json!({"user": "ana", "password": PASSWORD, "extra": 1}))
-                .await
-                .unwrap(),
+            change(
+                "/api/v1/admin/login",
+                json!({"user": "ana", "password": PASSWORD, "extra": 1}),
+            )
+            .await
+            .unwrap(),
         )
         .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -195,9 +234,12 @@ fn the_server_refuses_exactly_what_the_document_says() {
             ["application/json"]["schema"]["properties"]["seq"];
         assert_eq!(seq["maximum"].as_u64(), Some(i64::MAX as u64));
         let (status, v) = refusal(
-            change("/api/v1/admin/apply/retry", json!({"seq": i64::MAX as u64 + 1}))
-                .await
-                .unwrap(),
+            change(
+                "/api/v1/admin/apply/retry",
+                json!({"seq": i64::MAX as u64 + 1}),
+            )
+            .await
+            .unwrap(),
         )
         .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
@@ -270,9 +312,13 @@ fn every_operation_has_examples_and_every_answer_its_documented_shape() {
             for (method, op) in item.as_object().unwrap() {
                 let has_example = |v: &Value| {
                     let v = resolve(v);
-                    v["content"]
-                        .as_object()
-                        .is_some_and(|c| c.values().any(|m| m.get("example").is_some() || m.get("examples").is_some() || resolve(&m["schema"]).get("example").is_some()))
+                    v["content"].as_object().is_some_and(|c| {
+                        c.values().any(|m| {
+                            m.get("example").is_some()
+                                || m.get("examples").is_some()
+                                || resolve(&m["schema"]).get("example").is_some()
+                        })
+                    })
                 };
                 let success = op["responses"]
                     .as_object()
@@ -282,7 +328,10 @@ fn every_operation_has_examples_and_every_answer_its_documented_shape() {
                     .map(|(_, r)| r.clone())
                     .unwrap();
                 let bodiless = resolve(&success)["content"].is_null();
-                assert!(bodiless || has_example(&success), "{method} {path}: no example of its answer");
+                assert!(
+                    bodiless || has_example(&success),
+                    "{method} {path}: no example of its answer"
+                );
                 if let Some(body) = op.get("requestBody") {
                     assert!(has_example(body), "{method} {path}: no example of its body");
                 }
@@ -298,7 +347,10 @@ fn every_operation_has_examples_and_every_answer_its_documented_shape() {
                 }
             }
         }
-        for (path, op) in [("/api/v1/admin/login", "post"), ("/api/v1/admin/setup", "post")] {
+        for (path, op) in [
+            ("/api/v1/admin/login", "post"),
+            ("/api/v1/admin/setup", "post"),
+        ] {
             assert!(
                 doc["paths"][path][op]["responses"]["200"]["headers"]["Set-Cookie"].is_object(),
                 "{path}: Set-Cookie"
