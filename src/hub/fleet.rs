@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -26,6 +26,7 @@ use crate::admin::sign_in::{login, logout, session, setup};
 use crate::admin::{AdminError, SignIn};
 use crate::apply::RemedyError;
 use crate::config::CentralApply;
+use crate::enrollment::protocol::is_plant_name;
 
 const FLEET_HTML: &str = include_str!("../../web/fleet.html");
 const FLEET_JS: &str = include_str!("../../web/fleet.js");
@@ -68,30 +69,40 @@ pub fn router(fleet: Fleet) -> Router {
             get(|| async { asset(crate::admin::APP_CSS, "text/css; charset=utf-8") }),
         )
         .route("/api/v1/admin/session", get(session))
-        .route(
-            "/api/v1/admin/setup",
-            post(setup).layer(crate::admin::sign_in_body()),
-        )
-        .route(
-            "/api/v1/admin/login",
-            post(login).layer(crate::admin::sign_in_body()),
-        )
+        .route("/api/v1/admin/setup", post(setup).layer(sign_in_body()))
+        .route("/api/v1/admin/login", post(login).layer(sign_in_body()))
         .route(
             "/api/v1/admin/logout",
-            post(logout).layer(crate::admin::sign_in_body()),
+            change(&fleet, post(logout).layer(sign_in_body())),
         )
         .route("/api/v1/fleet", get(overview))
-        .route("/api/v1/fleet/apply/retry", post(retry))
-        .route("/api/v1/fleet/apply/park", post(park))
-        .route("/api/v1/fleet/apply/replay", post(replay))
-        .route_layer(axum::middleware::from_fn_with_state(
-            fleet.signin.clone(),
-            crate::admin::sign_in::session_before_body,
-        ))
+        .route("/api/v1/fleet/apply/retry", change(&fleet, post(retry)))
+        .route("/api/v1/fleet/apply/park", change(&fleet, post(park)))
+        .route("/api/v1/fleet/apply/replay", change(&fleet, post(replay)))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,
         ))
         .with_state(fleet)
+}
+
+/// Largest sign-in or setup body, read before any credential: room for every body the OpenAPI
+/// document allows (a code of 64, a name of 64 and a password of 1024 characters), however
+/// JSON escapes them (up to 12 bytes a character, `\ud83d\ude00`). The plant's 4 KiB
+/// (`admin::sign_in_body`) refuses some of those with 413.
+const SIGN_IN_BODY: usize = 16 * 1024;
+
+fn sign_in_body() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(SIGN_IN_BODY)
+}
+
+/// A change: refused before its body is read when the request has no live session. On the
+/// method's handler, not the router: a method the path does not take is answered 405 (with
+/// `Allow`) whoever asks, as the OpenAPI document says.
+fn change(fleet: &Fleet, route: MethodRouter<Fleet>) -> MethodRouter<Fleet> {
+    route.route_layer(axum::middleware::from_fn_with_state(
+        fleet.signin.clone(),
+        crate::admin::sign_in::session_before_body,
+    ))
 }
 
 /// One plant as the fleet page shows it, with its central apply when the hub applies.
@@ -176,13 +187,20 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
 /// `plantd hub apply` does, and audited.
 async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) -> Response {
     let action = remedy.action();
-    let asked = fields(&headers, &bytes, &["plant", "seq"]).and_then(|m| {
-        let plant = match m.get("plant").and_then(Value::as_str) {
-            Some(p) if !p.trim().is_empty() => p.trim().to_string(),
-            _ => {
+    let asked = fields(&headers, &bytes, &["plant", "seq"]).and_then(|mut m| {
+        whole_seq(&mut m);
+        let plant = match m.get("plant") {
+            Some(Value::String(p)) if is_plant_name(p) => p.clone(),
+            None => {
                 return Err(AdminError::InvalidField {
                     field: "plant".into(),
                     message: "is required: the plant's name, as the fleet page shows it".into(),
+                })
+            }
+            Some(_) => {
+                return Err(AdminError::InvalidField {
+                    field: "plant".into(),
+                    message: "is not a plant's name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'".into(),
                 })
             }
         };
@@ -231,6 +249,20 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
     match outcome {
         Ok(message) => Json(json!({ "message": message })).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// JSON Schema counts `61.0` and `6.1e1` as the integer 61, as the OpenAPI document's
+/// `"type": "integer"` promises; `seq_of` takes whole numbers written as integers only.
+fn whole_seq(m: &mut serde_json::Map<String, Value>) {
+    let whole = m
+        .get("seq")
+        .filter(|v| v.is_f64())
+        .and_then(Value::as_f64)
+        // `i64::MAX as f64` is 2^63: from there on, past any seq (seq_of says so of the float).
+        .filter(|f| f.fract() == 0.0 && (1.0..i64::MAX as f64).contains(f));
+    if let Some(f) = whole {
+        m.insert("seq".into(), json!(f as u64));
     }
 }
 
