@@ -54,6 +54,9 @@ pub fn parse_token(token: &str) -> Result<String, EnrollError> {
     match parts.as_slice() {
         [TOKEN_PREFIX, secret, fp]
             if secret.len() == 43
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
                 && fp.len() == 64
                 && fp.chars().all(|c| c.is_ascii_hexdigit()) =>
         {

@@ -94,7 +94,8 @@ pub fn seq_of(map: &Map<String, Value>) -> Result<u64, AdminError> {
             .as_u64()
             .or_else(|| {
                 v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && (1.0..=9_007_199_254_740_992.0).contains(f))
+                    // `i64::MAX as f64` is 2^63: from there on, past any seq.
+                    .filter(|f| f.fract() == 0.0 && (1.0..i64::MAX as f64).contains(f))
                     .map(|f| f as u64)
             })
             .filter(|n| (1..=MAX_SEQ).contains(n))

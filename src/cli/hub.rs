@@ -679,13 +679,7 @@ async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release
 
 fn check_plant_name(name: &str) -> anyhow::Result<()> {
     // Plant and API token names share the rule.
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        // A plant's name is also its directory of backup copies at the hub.
-        && !name.starts_with('.');
-    if !ok {
+    if !crate::enrollment::protocol::is_plant_name(name) {
         bail!("plant name {name:?} is not valid: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'");
     }
     Ok(())

@@ -15,8 +15,10 @@ pub const CA_PATH: &str = "/api/v1/enroll/ca";
 /// Where a plant posts its enrollment.
 pub const ENROLL_PATH: &str = "/api/v1/enroll";
 
-/// A plant's enrollment: its one-time token and a PEM PKCS#10 certificate request.
+/// A plant's enrollment: its one-time token and a PEM PKCS#10 certificate request. The hub
+/// refuses any other field.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
     pub csr: String,
@@ -47,6 +49,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people: what is wrong and what to do.
     pub message: String,
+    /// The request's field that is wrong, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorBody {
@@ -55,9 +60,27 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
                 message,
+                field: None,
             },
         }
     }
+
+    /// A refusal of one field of the request.
+    pub fn field(code: &str, field: &str, message: String) -> ErrorBody {
+        let mut body = ErrorBody::new(code, message);
+        body.error.field = Some(field.to_string());
+        body
+    }
+}
+
+/// Whether `name` may name a plant: 1 to 64 letters, digits, '.', '_' or '-', not starting with
+/// '.' (a plant's name is also its directory of backup copies at the hub).
+pub fn is_plant_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 #[cfg(test)]
@@ -78,5 +101,14 @@ mod tests {
         );
         let request: Result<EnrollRequest, _> = serde_json::from_str(r#"{"token":"t"}"#);
         assert!(request.is_err(), "a request without its csr is refused");
+        let request: Result<EnrollRequest, _> =
+            serde_json::from_str(r#"{"token":"t","csr":"c","plant":"p"}"#);
+        assert!(request.is_err(), "a request with a field more is refused");
+        for good in ["lyon", "Lyon-2.b_c", &"a".repeat(64)] {
+            assert!(is_plant_name(good), "{good}");
+        }
+        for bad in ["", ".lyon", "ly on", "lyon\n", "lyon/x", &"a".repeat(65)] {
+            assert!(!is_plant_name(bad), "{bad:?}");
+        }
     }
 }

@@ -6,6 +6,9 @@
 //! fingerprint in its token; then it posts its certificate request over a connection verified
 //! against that CA and gets its certificate and the hub's QUIC addresses (the messages are
 //! [`crate::enrollment::protocol`]'s, which both ends share).
+//!
+//! `GET /api/v1/openapi.json` is the contract of every hub API route (this file's and
+//! [`super::fleet`]'s); `tests/contract/hub.rs` holds the routers and a live hub to it.
 
 use std::sync::Arc;
 
@@ -29,9 +32,16 @@ pub fn make_api_token() -> anyhow::Result<(String, String)> {
     Ok((token, hash))
 }
 
-/// Largest enrollment request: a token and a PEM certificate request (about 1 KiB), read
-/// before the token is checked.
-const ENROLL_BODY: usize = 16 * 1024;
+/// Longest certificate request, in characters (a plant's is about 500).
+const MAX_CSR: usize = 4096;
+
+/// Largest enrollment request, read before the token is checked: room for every request the
+/// OpenAPI document allows (a token and [`MAX_CSR`] characters), however JSON escapes them
+/// (up to 12 bytes a character, `\ud83d\ude00`).
+const ENROLL_BODY: usize = 64 * 1024;
+
+/// The hub API's OpenAPI document.
+const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
@@ -41,8 +51,23 @@ pub fn router(hub: Arc<Hub>) -> Router {
             post(enroll).layer(axum::extract::DefaultBodyLimit::max(ENROLL_BODY)),
         )
         .route("/api/v1/plants", get(plants))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see /api/v1/openapi.json".into(),
+            )
+        })
         .with_state(hub)
 }
 
@@ -81,35 +106,78 @@ async fn ca(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     hub.ca.cert_pem.clone()
 }
 
-async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Response {
+/// A certificate request the hub cannot sign: the enrollment is refused (422) and its token
+/// stays unused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadCsr(String);
+
+/// Checks run in the order the OpenAPI document states: the body (415, 400, 422), the token's
+/// form and the csr's length (422), the token (403), then the certificate request (422). A schema-valid request
+/// with a token the hub does not know is thus refused as such, whatever its `csr`.
+async fn enroll(
+    State(hub): State<Arc<Hub>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !crate::ingest::is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with \"Content-Type: application/json\"".into(),
+        );
+    }
     let req: EnrollRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
+            let (status, code) = match e.classify() {
+                serde_json::error::Category::Data => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+                _ => (StatusCode::BAD_REQUEST, "malformed_json"),
+            };
             return error(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                status,
+                code,
                 format!("expected {{\"token\", \"csr\"}}: {e}"),
-            )
+            );
         }
     };
-    if let Err(m) = parse_token(&req.token) {
-        return error(StatusCode::UNAUTHORIZED, "bad_token", m.to_string());
-    }
-    if let Err(e) = rcgen::CertificateSigningRequestParams::from_pem(&req.csr) {
-        return error(
+    // The token exactly as `plantd hub token create` printed it: `plantd enroll` trims what
+    // was pasted before sending it.
+    if let Err(m) = parse_token(&req.token).and_then(|_| {
+        (req.token.trim() == req.token)
+            .then_some(())
+            .ok_or(crate::enrollment::EnrollError::NotAToken)
+    }) {
+        return refuse_field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_csr",
-            format!("csr is not a valid PEM PKCS#10 certificate request: {e}"),
+            "bad_token",
+            "token",
+            m.to_string(),
         );
     }
+    if req.csr.is_empty() || req.csr.chars().count() > MAX_CSR {
+        return refuse_field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_csr",
+            "csr",
+            format!("csr: a PEM PKCS#10 certificate request of 1 to {MAX_CSR} characters"),
+        );
+    }
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(&req.csr)
+        .map(|_| ())
+        .map_err(|e| format!("csr is not a valid PEM PKCS#10 certificate request: {e}"));
     let mut store = match hub.database.store().await {
         Ok(s) => s,
         Err(e) => return no_connection(e),
     };
-    let token_hash = crate::digest::sha256_hex(req.token.trim().as_bytes());
+    let token_hash = crate::digest::sha256_hex(req.token.as_bytes());
     let issued = store
         .enroll(&token_hash, |plant| {
-            let cert = hub.ca.sign_plant(&req.csr, plant)?;
+            csr.clone().map_err(BadCsr)?;
+            let cert = hub
+                .ca
+                .sign_plant(&req.csr, plant)
+                .map_err(|e| BadCsr(format!("csr cannot be signed: {e:#}")))?;
             let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
                 .map(|d: rustls::pki_types::CertificateDer| crate::digest::sha256_hex(&d))?;
             Ok((cert, der))
@@ -141,8 +209,25 @@ async fn enroll(State(hub): State<Arc<Hub>>, body: axum::body::Bytes) -> Respons
             tracing::warn!(?check, "enrollment refused");
             error(StatusCode::FORBIDDEN, "enrollment_refused", message.into())
         }
-        Err(e) => unavailable(e),
+        Err(e) => match e.downcast::<BadCsr>() {
+            Ok(BadCsr(m)) => refuse_field(StatusCode::UNPROCESSABLE_ENTITY, "bad_csr", "csr", m),
+            Err(e) => unavailable(e),
+        },
     }
+}
+
+fn refuse_field(status: StatusCode, code: &str, field: &str, message: String) -> Response {
+    (status, Json(ErrorBody::field(code, field, message))).into_response()
+}
+
+/// 401 for `/api/v1/plants`, with the challenge RFC 6750 asks for.
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message.into());
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer realm=\"plantd hub\""),
+    );
+    r
 }
 
 /// The fleet, as `plantd hub plants --json` shows it.
@@ -152,10 +237,8 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(token) = token.filter(|t| t.trim().starts_with("pda_")) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing \"Authorization: Bearer TOKEN\"; create one with `plantd hub api-token create --name NAME`".into(),
+        return unauthorized(
+            "missing \"Authorization: Bearer TOKEN\"; create one with `plantd hub api-token create --name NAME`",
         );
     };
     let store = match hub.database.store().await {
@@ -168,10 +251,8 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
     {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown token".into(),
+            return unauthorized(
+                "unknown token; create one with `plantd hub api-token create --name NAME`",
             )
         }
         Err(e) => return unavailable(e),

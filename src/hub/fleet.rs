@@ -26,6 +26,7 @@ use crate::admin::sign_in::{login, logout, session, setup};
 use crate::admin::{AdminError, SignIn};
 use crate::apply::RemedyError;
 use crate::config::CentralApply;
+use crate::enrollment::protocol::is_plant_name;
 
 const FLEET_HTML: &str = include_str!("../../web/fleet.html");
 const FLEET_JS: &str = include_str!("../../web/fleet.js");
@@ -174,12 +175,18 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
 async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) -> Response {
     let action = remedy.action();
     let asked = fields(&headers, &bytes, &["plant", "seq"]).and_then(|m| {
-        let plant = match m.get("plant").and_then(Value::as_str) {
-            Some(p) if !p.trim().is_empty() => p.trim().to_string(),
-            _ => {
+        let plant = match m.get("plant") {
+            Some(Value::String(p)) if is_plant_name(p) => p.clone(),
+            None => {
                 return Err(AdminError::InvalidField {
                     field: "plant".into(),
                     message: "is required: the plant's name, as the fleet page shows it".into(),
+                })
+            }
+            Some(_) => {
+                return Err(AdminError::InvalidField {
+                    field: "plant".into(),
+                    message: "is not a plant's name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'".into(),
                 })
             }
         };
