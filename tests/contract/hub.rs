@@ -148,6 +148,7 @@ fn schemathesis_finds_every_answer_of_a_live_hub_as_documented() {
             .unwrap();
         assert_eq!(r.status(), 200, "the hub is still up");
     });
+    schemathesis::log_rss("hub", live.hub.pid());
 }
 
 /// An enrollment is refused in the order and with the statuses the document gives: not JSON

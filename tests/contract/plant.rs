@@ -80,11 +80,5 @@ fn schemathesis_finds_every_answer_of_a_live_plant_as_documented() {
             .unwrap();
         assert!(r.status().is_success() || r.status().as_u16() == 503);
     });
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", plant.pid()))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024)
-        .unwrap();
-    schemathesis::log(&format!("plant RSS after the run: {rss} MiB\n"));
+    schemathesis::log_rss("plant", plant.pid());
 }

@@ -46,6 +46,17 @@ pub fn log(text: &str) {
     let _ = err.flush();
 }
 
+/// Logs the resident memory of the process `pid` after a run, in MiB.
+pub fn log_rss(name: &str, pid: u32) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap();
+    log(&format!("{name} RSS after the run: {} MiB\n", rss / 1024));
+}
+
 /// Validates an OpenAPI document with openapi-spec-validator; the errors, if any.
 pub fn validate(doc: &serde_json::Value) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
@@ -75,6 +86,8 @@ pub fn run(target: &Target) -> (bool, String) {
     let reports = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = Command::new(venv.join("bin/st"))
+        // Schemathesis keeps a cache in its working directory.
+        .current_dir(reports.path())
         .arg("run")
         .arg(format!("{}/api/v1/openapi.json", target.base))
         .args(["--checks", "all"])
