@@ -25,10 +25,10 @@ pub struct HubArgs {
     #[arg(long, value_name = "URL", global = true, env = "PLANTD_DATABASE_URL")]
     database: Option<String>,
     /// HTTPS address for enrollment [default: 0.0.0.0:9443].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<SocketAddr>,
     /// UDP address for QUIC replication [default: 0.0.0.0:9444].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     quic: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<HubCommand>,

@@ -184,6 +184,13 @@ impl Control {
             }
             Request::Rejoin => {
                 let marker = crate::replication::plant::island_marker(&self.data_dir);
+                // Not islanded: nothing to do. Switching the flag anyway would wake the
+                // replicator, which drops its live session to start over.
+                if !*self.replication.islanded.borrow() && !marker.exists() {
+                    return Response::Done {
+                        message: "not islanded: replication runs as it was; nothing changed".into(),
+                    };
+                }
                 if let Err(e) = std::fs::remove_file(&marker) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return fail(&format!("removing {}: {e}", marker.display()));

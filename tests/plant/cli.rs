@@ -26,6 +26,39 @@ fn help_and_version_speak_to_a_plant_admin() {
 }
 
 #[test]
+fn hub_flags_work_before_and_after_a_hub_subcommand() {
+    // Nothing listens on port 1: each order of flags gets as far as the database.
+    for args in [
+        &[
+            "hub",
+            "--listen",
+            "127.0.0.1:9443",
+            "--quic",
+            "127.0.0.1:9444",
+            "plants",
+        ][..],
+        &[
+            "hub",
+            "plants",
+            "--listen",
+            "127.0.0.1:9443",
+            "--quic",
+            "127.0.0.1:9444",
+        ][..],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--database", "postgres://plantd@127.0.0.1:1/plantd"]);
+        let out = plantd(&args);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("cannot reach the hub database"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn config_check_accepts_the_example_and_names_line_and_field_of_errors() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/installer/plant.toml");
     let ok = plantd(&["config", "check", example]);

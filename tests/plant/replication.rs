@@ -284,6 +284,26 @@ fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
     wait_for(30, "an empty backlog", || {
         status(&data)["journal"]["depth"] == 0
     });
+    // A rejoin of a plant that is not islanded changes nothing and says so: the live session
+    // stays (no reconnect, no switch of hub, no error).
+    wait_for(10, "the link online", || {
+        status(&data)["link"]["state"] == "online"
+    });
+    let before = status(&data)["link"].clone();
+    let out = plantd(&["rejoin", "--data-dir", d]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not islanded"),
+        "{out:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = status(&data)["link"].clone();
+    for field in ["state", "hub", "reconnects", "last_error"] {
+        assert_eq!(
+            after[field], before[field],
+            "{field} after a needless rejoin"
+        );
+    }
     drop(plant);
 
     // The journal is lost and rebuilt under the same enrollment: its new seqs 1, 2, ... are not
