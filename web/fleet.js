@@ -52,14 +52,22 @@ function drawPlants(plants) {
       : p.health === 'unknown' ? 'no telemetry yet'
       : p.unhealthy.map(c => `${c.name}: ${c.detail}`).join('; ');
     const version = p.pinned_version ? `${p.version || '—'} (pinned to ${p.pinned_version})` : (p.version || '—');
-    const link = p.revoked ? 'revoked' : (p.link || '—');
-    return el('tr', { 'data-plant': p.plant },
+    // The hub's own account (problem plants come first from the API), with why and since when.
+    const tones = { online: 'good', degraded: 'warn', islanded: 'warn', offline: 'bad', unknown: '', revoked: '' };
+    const state = tone(el('td', {}, p.state + (p.since ? ` since ${p.since}` : '')), tones[p.state] || '');
+    state.classList.add('state');
+    if (p.reason) state.append(el('div', { class: 'muted' }, p.reason));
+    const held = p.last_backup
+      ? `${p.last_backup.id} (${ago(p.last_backup.age_s)} ago)`
+      : 'none held';
+    const backupTone = p.backup && p.backup.state !== 'ok' ? 'bad' : p.last_backup ? '' : 'warn';
+    return el('tr', { 'data-plant': p.plant, 'data-state': p.state },
       el('td', {}, p.plant),
-      tone(el('td', {}, link), link === 'online' ? 'good' : link === '—' ? '' : 'warn'),
-      el('td', {}, p.lag_s == null ? (p.link ? 'none' : '—') : ago(p.lag_s)),
+      state,
+      el('td', {}, p.lag_s == null ? '—' : p.lag_s === 0 ? 'none' : ago(p.lag_s)),
       el('td', {}, version),
       tone(el('td', {}, health), p.health === 'ok' ? 'good' : p.health === 'degraded' ? 'bad' : ''),
-      tone(el('td', {}, p.backup ? p.backup.detail : '—'), p.backup && p.backup.state !== 'ok' ? 'bad' : ''),
+      tone(el('td', { title: p.backup ? p.backup.detail : '' }, held), backupTone),
       el('td', {}, p.last_seen || 'never'),
       el('td', {}, String(p.stored)));
   }));

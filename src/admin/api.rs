@@ -438,7 +438,10 @@ pub(super) async fn link_action(
     let outcome = async {
         let b: ReasonBody = body(&headers, &bytes)?;
         reason = b.reason.trim().chars().take(500).collect();
-        if !reason.chars().any(|c| !c.is_whitespace() && !c.is_control()) {
+        if !reason
+            .chars()
+            .any(|c| !c.is_whitespace() && !c.is_control() && c != '\u{feff}')
+        {
             return Err(AdminError::Invalid(format!(
                 "reason: say why you {action} the plant (it goes to the audit log); nothing was changed"
             )));

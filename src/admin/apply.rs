@@ -183,11 +183,21 @@ mod tests {
     #[test]
     fn a_remedys_body_names_the_field_that_is_wrong() {
         assert_eq!(parse(r#"{"seq": 61}"#), Ok(61));
+        // JSON Schema's integers: a whole number however it is written.
+        assert_eq!(parse(r#"{"seq": 61.0}"#), Ok(61));
+        assert_eq!(parse(r#"{"seq": 1e2}"#), Ok(100));
+        assert_eq!(
+            parse(r#"{"seq": 9223372036854775807}"#),
+            Ok(i64::MAX as u64)
+        );
         for bad in [
             r#"{"seq": 0}"#,
             r#"{"seq": -1}"#,
+            r#"{"seq": -0.0}"#,
             r#"{"seq": "61"}"#,
             r#"{"seq": 1.5}"#,
+            r#"{"seq": 9223372036854775808}"#,
+            r#"{"seq": 9.3e18}"#,
             "{}",
             "",
         ] {

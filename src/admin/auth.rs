@@ -119,6 +119,14 @@ impl Tally {
         }
         None
     }
+
+    /// Takes back one counted attempt that turned out right, and the lock it started.
+    fn undo(&mut self, max: u32) {
+        self.count = self.count.saturating_sub(1);
+        if self.count < max {
+            self.locked_until = None;
+        }
+    }
 }
 
 /// The failures the lockout follows.
@@ -153,7 +161,7 @@ fn bound<K: Eq + Hash + Clone>(map: &mut HashMap<K, Tally>, now: Instant) {
 
 /// The address a lock applies to: an IPv4 address as it is, an IPv6 address as its /64, so
 /// that a host cannot walk its own prefix for fresh tries.
-fn source_key(source: &str) -> String {
+pub(super) fn source_key(source: &str) -> String {
     match source.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -238,14 +246,15 @@ impl Auth {
     }
 
     /// The right password for `name` from `source`: that address's count for the name starts
-    /// again (the count from all addresses does not: others may still be guessing).
+    /// again, and the attempt (counted before the hash, as every attempt is) is taken back
+    /// from the count from all addresses, which otherwise goes on: others may still be guessing.
     pub fn succeeded(&self, source: &str, name: &str) {
         let key = (source_key(source), Door::Password(name.to_string()));
-        self.failures
-            .lock()
-            .expect("not poisoned")
-            .from
-            .remove(&key);
+        let mut failures = self.failures.lock().expect("not poisoned");
+        failures.from.remove(&key);
+        if let Some(tally) = failures.names.get_mut(name) {
+            tally.undo(MAX_NAME_FAILURES);
+        }
     }
 
     /// How long wrong setup codes keep setup locked for `source`, if they do.
@@ -500,6 +509,27 @@ mod tests {
     }
 
     #[test]
+    fn right_passwords_never_add_up_to_a_lock() {
+        let auth = Auth::default();
+        let t0 = Instant::now();
+        // Each sign-in is counted before its hash, then taken back when it was right.
+        for i in 0..(3 * MAX_NAME_FAILURES) {
+            let source = format!("10.0.3.{}", i % 7);
+            auth.failed(&source, "ana", t0);
+            auth.succeeded(&source, "ana");
+        }
+        assert_eq!(auth.locked_for("10.0.3.1", "ana", t0), None);
+        assert_eq!(auth.locked_for("10.0.4.1", "ana", t0), None);
+        // The last guess of the fifty being the right password does not lock anyone out.
+        for i in 1..MAX_NAME_FAILURES {
+            auth.failed(&format!("10.0.5.{i}"), "bob", t0);
+        }
+        assert!(auth.failed("10.0.6.1", "bob", t0).is_some());
+        auth.succeeded("10.0.6.1", "bob");
+        assert_eq!(auth.locked_for("10.0.6.2", "bob", t0), None);
+    }
+
+    #[test]
     fn guesses_from_many_addresses_lock_the_name_for_everyone() {
         let auth = Auth::default();
         let t0 = Instant::now();
@@ -514,9 +544,8 @@ mod tests {
         assert_eq!(auth.failed("10.0.1.50", "ana", t0), everyone);
         assert_eq!(auth.locked_for("10.0.2.1", "ana", t0), everyone);
         assert_eq!(auth.locked_for("10.0.2.1", "bob", t0), None);
-        // A success from one address does not lift it: the others may still be guessing.
-        auth.succeeded("10.0.2.1", "ana");
-        assert_eq!(auth.locked_for("10.0.2.1", "ana", t0), everyone);
+        // While it holds, no sign-in gets as far as its password (`locked_for` refuses it
+        // first), so no right password can lift it either.
         assert_eq!(auth.locked_for("10.0.2.1", "ana", t0 + LOCKOUT), None);
         // 49 within 15 minutes, then quiet: no lock.
         let auth = Auth::default();

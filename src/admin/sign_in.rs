@@ -184,7 +184,10 @@ impl SignIn {
         // Counted per kind of refusal too: a wrong code, a taken name and a weak password
         // from one address each get their line.
         let message = refusal.message();
-        match refusals.note(source, action, refusal.code(), &message, Instant::now()) {
+        // An IPv6 host counts as its /64, as for the lockout: it cannot walk its own prefix
+        // for fresh rows.
+        let whose = auth::source_key(source);
+        match refusals.note(&whose, action, refusal.code(), &message, Instant::now()) {
             refusals::Refusal::Write { overdue } => {
                 if let Some(f) = overdue {
                     self.audit_entry(sign_in_summary(f)).await;
@@ -203,8 +206,7 @@ impl SignIn {
                 summary: Some(start),
             } => {
                 let signin = self.clone();
-                let (source, action, code) =
-                    (source.to_string(), action.to_string(), refusal.code());
+                let (source, action, code) = (whose.clone(), action.to_string(), refusal.code());
                 tokio::spawn(async move {
                     tokio::time::sleep_until((start + refusals::REFUSAL_WINDOW).into()).await;
                     let folded = signin
@@ -327,7 +329,9 @@ pub async fn setup(
                 "an admin exists already: sign in, or add users with `plantd admin add`".into(),
             ));
         }
-        if !admin.auth.setup_code_matches(&b.code) {
+        // The code is typed by hand (dashes and case do not matter), 64 characters at most as
+        // the document says.
+        if b.code.chars().count() > 64 || !admin.auth.setup_code_matches(&b.code) {
             admin.auth.setup_failed(&source, now);
             return Err(AdminError::BadSetupCode);
         }
@@ -397,7 +401,7 @@ pub async fn login(
     // busy, oversized) could otherwise be sent by anyone to fill the disk with fsync'd lines.
     let checked = std::sync::atomic::AtomicBool::new(false);
     let outcome = async {
-        if b.user.len() > 64 || b.password.len() > 1024 {
+        if b.user.chars().count() > 64 || b.password.chars().count() > 1024 {
             return Err(AdminError::BadCredentials);
         }
         if let Some(lock) = admin.auth.locked_for(&from, &b.user, Instant::now()) {

@@ -247,7 +247,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
             enrollment_token(&store, &config, &plant, ttl).await
         }
         HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => api_token(&store, &name).await,
-        HubCommand::Plants { json } => plants(&store, json).await,
+        HubCommand::Plants { json } => plants(&store, &config, json).await,
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
 }
@@ -491,33 +491,37 @@ async fn api_token(store: &Store, name: &str) -> anyhow::Result<()> {
 }
 
 /// `plantd hub plants`: every plant the hub knows, with its link and lag.
-async fn plants(store: &Store, json: bool) -> anyhow::Result<()> {
+async fn plants(store: &Store, config: &HubConfig, json: bool) -> anyhow::Result<()> {
     let rows = store.plants().await?;
+    let backups = crate::hub::backups(config);
+    let plants = crate::hub::truth::report(rows, &backups);
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&plants)?);
         return Ok(());
     }
     println!(
-        "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
-        "plant", "state", "last seen", "version", "link", "acked seq", "stored", "lag s"
+        "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}  last backup",
+        "plant", "state", "last seen", "version", "link", "acked seq", "stored", "lag s",
     );
-    for r in rows {
-        let state = match (r.revoked, r.enrolled) {
-            (true, _) => "revoked",
-            (false, true) => "enrolled",
-            (false, false) => "invited",
-        };
+    for r in plants {
+        let (p, t) = (&r.row, &r.truth);
         println!(
-            "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}",
-            r.plant,
-            state,
-            r.last_seen.as_deref().unwrap_or("-"),
-            r.version.as_deref().unwrap_or("-"),
-            r.link.as_deref().unwrap_or("-"),
-            r.acked_seq,
-            r.stored,
-            r.lag_s.map_or("-".to_string(), |l| l.to_string()),
+            "{:<24} {:<9} {:<22} {:<10} {:<9} {:>12} {:>12} {:>8}  {}",
+            p.plant,
+            t.state,
+            p.last_seen.as_deref().unwrap_or("-"),
+            p.version.as_deref().unwrap_or("-"),
+            p.link.as_deref().unwrap_or("-"),
+            p.acked_seq,
+            p.stored,
+            t.lag_s.map_or("-".to_string(), |l| l.to_string()),
+            t.last_backup
+                .as_ref()
+                .map_or("-".to_string(), |b| b.id.clone()),
         );
+        if let Some(reason) = &t.reason {
+            println!("{:<24} {reason}", "");
+        }
     }
     Ok(())
 }

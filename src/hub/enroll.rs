@@ -258,7 +258,13 @@ async fn plants(State(hub): State<Arc<Hub>>, headers: axum::http::HeaderMap) -> 
         Err(e) => return unavailable(e),
     }
     match store.plants().await {
-        Ok(rows) => Json(rows).into_response(),
+        Ok(rows) => {
+            let backups = hub.backups.clone();
+            match tokio::task::spawn_blocking(move || super::truth::report(rows, &backups)).await {
+                Ok(plants) => Json(plants).into_response(),
+                Err(e) => unavailable(e.into()),
+            }
+        }
         Err(e) => unavailable(e),
     }
 }

@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 
 use super::apply::PlantApply;
 use super::database::{Database, DatabaseError};
-use super::store::PlantRow;
 use crate::admin::apply::{fields, seq_of, Remedy};
 use crate::admin::sign_in::{login, logout, session, setup};
 use crate::admin::{AdminError, SignIn};
@@ -37,6 +36,8 @@ pub struct Fleet {
     pub database: Database,
     /// `[apply] central` of hub.toml: the central Odoo that a replay applies to.
     pub central: Option<CentralApply>,
+    /// The plants' offsite copies: the newest is each plant's last backup.
+    pub backups: crate::backup::offsite::HubBackups,
 }
 
 impl axum::extract::FromRef<Fleet> for SignIn {
@@ -92,8 +93,10 @@ pub fn router(fleet: Fleet) -> Router {
         .with_state(fleet)
 }
 
-/// One plant as the fleet page shows it, with its central apply when the hub applies.
-fn plant_view(p: &PlantRow, apply: Option<&[PlantApply]>) -> Value {
+/// One plant as the fleet page shows it (the hub's account of it first), with its central
+/// apply when the hub applies.
+fn plant_view(report: &super::truth::PlantReport, apply: Option<&[PlantApply]>) -> Value {
+    let (p, truth) = (&report.row, &report.truth);
     let t = p.telemetry.as_ref();
     let components = t
         .and_then(|t| t["components"].as_array())
@@ -115,8 +118,13 @@ fn plant_view(p: &PlantRow, apply: Option<&[PlantApply]>) -> Value {
         "last_seen": p.last_seen,
         "version": p.version,
         "pinned_version": p.pinned_version,
+        "state": truth.state,
+        "since": truth.since,
+        "reason": truth.reason,
         "link": p.link,
-        "lag_s": p.lag_s,
+        "lag_s": truth.lag_s,
+        "behind": truth.behind,
+        "last_backup": truth.last_backup,
         "acked_seq": p.acked_seq,
         "stored": p.stored,
         "health": if t.is_none() { "unknown" } else if unhealthy.is_empty() { "ok" } else { "degraded" },
@@ -144,7 +152,10 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
         Err(e) => return busy_or_down(e, "retrying").into_response(),
     };
     let read = async {
-        let plants = store.plants().await?;
+        let rows = store.plants().await?;
+        let backups = fleet.backups.clone();
+        let plants =
+            tokio::task::spawn_blocking(move || super::truth::report(rows, &backups)).await?;
         let rollouts = store.rollouts(5).await?;
         let apply = match fleet.central {
             Some(_) => Some(store.apply_status().await?),

@@ -12,6 +12,7 @@ pub mod fleet;
 mod replication;
 pub mod rollouts;
 pub mod store;
+pub mod truth;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +126,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             signin,
             database: database.clone(),
             central: hub.config.central.clone(),
+            backups: hub.backups.clone(),
         }))
         .layer(axum::middleware::from_fn(
             crate::listen::errors::json_errors,

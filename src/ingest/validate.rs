@@ -317,8 +317,8 @@ mod properties {
                 Ok((items, _)) => {
                     prop_assert!(!items.is_empty() && items.len() <= MAX_ITEMS);
                     for t in items {
-                        prop_assert!(!t.key.is_empty() && t.key.len() <= MAX_KEY);
-                        prop_assert!(!t.kind.is_empty() && t.kind.len() <= MAX_KIND);
+                        prop_assert!(!t.key.is_empty() && t.key.chars().count() <= MAX_KEY);
+                        prop_assert!(!t.kind.is_empty() && t.kind.chars().count() <= MAX_KIND);
                         let payload_is_object = t.payload.starts_with('{');
                         prop_assert!(payload_is_object);
                     }

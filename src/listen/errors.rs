@@ -29,12 +29,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
-    let allow = parts
-        .headers
-        .get(header::ALLOW)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (code, message) = shape(status, text, allow.as_deref());
+    let (code, message) = shape(status, text);
     let body = json!({"error": {"code": code, "message": message}}).to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
@@ -45,18 +40,15 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
 }
 
 /// The code and message of a refusal axum answered in plain text (or with no body).
-fn shape(status: StatusCode, text: String, allow: Option<&str>) -> (&'static str, String) {
+fn shape(status: StatusCode, text: String) -> (&'static str, String) {
     let (code, default) = match status {
         StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed".to_string()),
         StatusCode::NOT_FOUND => ("not_found", "no such route".to_string()),
         StatusCode::METHOD_NOT_ALLOWED => (
             "method_not_allowed",
-            match allow {
-                Some(a) if !a.is_empty() => format!("this route takes {a} only"),
-                // axum adds `Allow` after the route's middleware has run.
-                _ => "this route does not take that method; the Allow header lists those it takes"
-                    .to_string(),
-            },
+            // axum adds `Allow` after the route's middleware has run: the message points to it.
+            "this route does not take that method; the Allow header lists those it takes"
+                .to_string(),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "body_too_large",

@@ -123,6 +123,18 @@ fn the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes() {
         }
         routes::same_paths(&doc, &routes::declared(&ROUTERS, &PATHS));
         routes::probe(&live.client(), &live.url(""), &doc, str::to_string).await;
+        routes::changes_refused_before_the_body(
+            live.hub.https,
+            &live.ca(),
+            &doc,
+            str::to_string,
+            &[
+                "/api/v1/admin/login",
+                "/api/v1/admin/setup",
+                "/api/v1/enroll",
+            ],
+        )
+        .await;
     });
 }
 

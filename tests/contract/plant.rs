@@ -47,12 +47,26 @@ fn the_document_is_valid_openapi_3_1_and_lists_exactly_the_routes() {
             panic!("the plant's document is not valid OpenAPI:\n{e}");
         }
         routes::same_paths(&doc, &routes::declared(&ROUTERS, &[]));
-        routes::probe(&plant.client(), &plant.url(""), &doc, |p| {
+        let fill = |p: &str| {
             p.replace("{key}", "some-key")
                 .replace("{service}", "redis")
                 .replace("{id}", "20261128T000000Z-none")
                 .replace("{job}", "job-1")
-        })
+        };
+        routes::probe(&plant.client(), &plant.url(""), &doc, fill).await;
+        routes::changes_refused_before_the_body(
+            plant.addr,
+            &plant.data_dir.join("tls/api.crt"),
+            &doc,
+            fill,
+            // Sign-in and setup take a body without a session; a device's transactions need
+            // its token, checked before the body (tested in tests/plant/bad_input.rs).
+            &[
+                "/api/v1/admin/login",
+                "/api/v1/admin/setup",
+                "/api/v1/transactions",
+            ],
+        )
         .await;
     });
 }

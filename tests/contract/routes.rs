@@ -124,3 +124,62 @@ pub async fn probe(
         allowed.clear();
     }
 }
+
+/// Every documented POST but `open` (sign-in, setup, enrollment) is refused with 401 before
+/// its body is read when the request has no session: the request announces 3 MiB (over every
+/// route's limit) and sends one byte, and the answer must come at once and be 401, not 413 (a
+/// body limit checked first) nor a wait for the body (a handler reading it first).
+pub async fn changes_refused_before_the_body(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    doc: &Value,
+    fill: impl Fn(&str) -> String,
+    open: &[&str],
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = std::sync::Arc::new(crate::harness::trusting(ca));
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("post").is_none() || open.contains(&path.as_str()) {
+            continue;
+        }
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 3145728\r\n\r\n{{",
+            fill(path)
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut buf = [0u8; 4096];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "POST {path}: no answer within 5 s: the body was waited for before the session check"
+        );
+        let status_line = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            status_line.starts_with("HTTP/1.1 401"),
+            "POST {path} without a session: {status_line:?}, not 401 before the body"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no change to check");
+}

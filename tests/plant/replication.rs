@@ -449,3 +449,71 @@ fn a_slow_link_drains_without_reconnects_and_a_hub_restarted_while_offline_recov
     }
     drop(plant);
 }
+
+/// The hub's own account of its plants: a plant killed with `kill -9` is `offline` (with since
+/// when) within 30 s in the fleet API and `plantd hub plants --json`, first in the list; a
+/// live, drained plant is `online` with no lag, whatever lag its last report carried.
+#[test]
+fn the_hub_tells_a_dead_plant_from_a_live_one_within_30_s() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
+    let url = format!("https://localhost:{}/api/v1/plants", hub.https.port());
+    let api = last_line(&hub.cli(&["api-token", "create", "--name", "noc"]));
+    let fleet = || {
+        let (status, v) = rt().block_on(get_json(&client, &url, &api));
+        assert_eq!(status, 200);
+        v.as_array().unwrap().clone()
+    };
+    let find =
+        |plants: &[Value], name: &str| plants.iter().find(|p| p["plant"] == name).cloned().unwrap();
+    let mut plants = Vec::new();
+    for (name, device) in [("arles", "a"), ("brest", "b")] {
+        let (pd, data, token) = data_dir_with_token(device);
+        assert!(enroll(&data, &hub, &hub.token(name, "1h")).status.success());
+        let plant = Plant::start(&data, "");
+        post_many(&plant, &token, name, 20);
+        plants.push((pd, data, plant));
+    }
+    wait_for(30, "both plants stored", || {
+        pg.rows("arles").len() == 20 && pg.rows("brest").len() == 20
+    });
+    wait_for(30, "both plants online with no lag", || {
+        let f = fleet();
+        ["arles", "brest"].iter().all(|n| {
+            let p = find(&f, n);
+            p["state"] == "online" && p["lag_s"] == 0 && p["behind"] == 0
+        })
+    });
+    // kill -9 brest: no goodbye, no last telemetry.
+    plants[1].2.kill9();
+    let killed = Instant::now();
+    wait_for(45, "brest offline", || {
+        find(&fleet(), "brest")["state"] == "offline"
+    });
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(30),
+        "offline after {took:?}: the hub says so within 30 s"
+    );
+    eprintln!(
+        "a killed plant showed offline after {:.1} s",
+        took.as_secs_f64()
+    );
+    let f = fleet();
+    assert_eq!(f[0]["plant"], "brest", "problem plants first: {f:?}");
+    assert!(
+        f[0]["since"].is_string() && f[0]["reason"].as_str().unwrap().contains("not heard from")
+    );
+    assert_eq!(find(&f, "arles")["state"], "online");
+    // The command line tells the same.
+    let out = hub.cli(&["plants", "--json"]);
+    assert!(out.status.success());
+    let cli: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (cli[0]["plant"].as_str(), cli[0]["state"].as_str()),
+        (Some("brest"), Some("offline"))
+    );
+    assert_eq!(find(&cli, "arles")["state"], "online");
+}

@@ -148,8 +148,17 @@ pub struct PlantRow {
     pub version: Option<String>,
     /// The link state in the plant's latest telemetry.
     pub link: Option<String>,
-    /// Seconds the oldest transaction the hub lacks has waited at the plant (latest telemetry).
-    pub lag_s: Option<i64>,
+    /// Seconds the oldest transaction the hub lacked had waited at the plant, as its latest
+    /// telemetry said; the fleet view's `lag_s` is worked out at the hub (`hub::truth`).
+    #[serde(skip)]
+    pub reported_lag_s: Option<i64>,
+    /// Seconds since the hub last heard from the plant (hello, acks, telemetry), by the
+    /// database's clock.
+    #[serde(skip)]
+    pub seen_s_ago: Option<i64>,
+    /// Seconds since the plant's latest telemetry, by the database's clock.
+    #[serde(skip)]
+    pub telemetry_s_ago: Option<i64>,
     /// The latest telemetry snapshot, as the plant sent it.
     pub telemetry: Option<serde_json::Value>,
     /// The release the plant is pinned to, if any.
@@ -498,7 +507,9 @@ impl Store {
                         to_char(p.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                         p.version, p.telemetry->>'link',
                         (p.telemetry->>'oldest_unacked_age_s')::bigint, p.telemetry::text,
-                        p.pinned_version
+                        p.pinned_version,
+                        extract(epoch FROM now() - p.last_seen)::bigint,
+                        extract(epoch FROM now() - p.telemetry_at)::bigint
                  FROM plants p ORDER BY p.name",
                 &[],
             )
@@ -514,11 +525,13 @@ impl Store {
                 last_seen: r.get(5),
                 version: r.get(6),
                 link: r.get(7),
-                lag_s: r.get(8),
+                reported_lag_s: r.get(8),
                 telemetry: r
                     .get::<_, Option<String>>(9)
                     .and_then(|t| serde_json::from_str(&t).ok()),
                 pinned_version: r.get(10),
+                seen_s_ago: r.get(11),
+                telemetry_s_ago: r.get(12),
             })
             .collect())
     }
