@@ -168,6 +168,10 @@ pub struct HubCa {
     pub cert_pem: String,
     pub cert_der: CertificateDer<'static>,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The key of the QUIC stateless resets, derived from the CA key: the same across the
+    /// hub's restarts (and its replicas, which share the CA), so that a restarted hub resets a
+    /// plant's stale connection at its next packet instead of leaving it to time out.
+    reset_secret: [u8; 32],
 }
 
 impl HubCa {
@@ -206,11 +210,44 @@ impl HubCa {
             .with_context(|| format!("{}: not a usable CA certificate", cert_path.display()))?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .with_context(|| format!("{}: not a PEM certificate", cert_path.display()))?;
+        let reset_secret = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[
+                b"plantd QUIC stateless reset\0".as_slice(),
+                key_pem.as_bytes(),
+            ]
+            .concat(),
+        );
+        let reset_secret = reset_secret
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
         Ok(HubCa {
             cert_pem,
             cert_der,
             issuer,
+            reset_secret,
         })
+    }
+
+    /// The hub's QUIC endpoint configuration, keyed by the CA: its connection ids carry a
+    /// keyed hash a restarted hub still recognises, and its stateless resets a key the plants
+    /// were told before the restart. A plant's first packet on its stale connection then gets a
+    /// reset, and the plant reconnects at once.
+    pub fn quic_endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &self.reset_secret,
+        )));
+        let cid_key = u64::from_le_bytes(
+            ring::digest::digest(&ring::digest::SHA256, &self.reset_secret).as_ref()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
     }
 
     /// The CA's fingerprint, which enrollment tokens carry.

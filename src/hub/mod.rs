@@ -87,8 +87,15 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
 
     let quic_config = crate::pki::hub_quic_server(&ca, &cert_pem, &key_pem)?;
-    let endpoint = quinn::Endpoint::server(quic_config, config.quic)
+    let socket = std::net::UdpSocket::bind(config.quic)
         .with_context(|| format!("cannot listen for QUIC on {} (hub --quic)", config.quic))?;
+    let endpoint = quinn::Endpoint::new(
+        ca.quic_endpoint_config(),
+        Some(quic_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .with_context(|| format!("cannot listen for QUIC on {} (hub --quic)", config.quic))?;
 
     let mut tls_chain = cert_pem.clone();
     tls_chain.push_str(&ca.cert_pem);

@@ -517,3 +517,37 @@ fn the_hub_tells_a_dead_plant_from_a_live_one_within_30_s() {
     );
     assert_eq!(find(&cli, "arles")["state"], "online");
 }
+
+/// A hub killed and back within a second costs its plants a moment, not QUIC's 15 s idle
+/// timeout: the restarted hub answers a plant's next packet on its stale connection with a
+/// stateless reset (keyed by the hub's CA, so the same across restarts), and the plant
+/// reconnects at once.
+#[test]
+fn a_hub_restarted_in_a_second_costs_its_plants_seconds_not_the_idle_timeout() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(&dir.path().join("hub"), &pg, free_udp_addr(), None);
+    let (_pd, data, token) = data_dir_with_token("line-9");
+    assert!(enroll(&data, &hub, &hub.token("nancy", "1h"))
+        .status
+        .success());
+    let plant = Plant::start(&data, "");
+    post_many(&plant, &token, "before", 10);
+    wait_for(30, "replication", || pg.rows("nancy").len() == 10);
+    wait_for(10, "the link online", || {
+        status(&data)["link"]["state"] == "online"
+    });
+    hub.kill9();
+    hub.restart();
+    let back = Instant::now();
+    post_many(&plant, &token, "after", 1);
+    wait_for(30, "the transaction after the restart stored", || {
+        pg.rows("nancy").len() == 11
+    });
+    let took = back.elapsed();
+    eprintln!("stored {:.1} s after the hub came back", took.as_secs_f64());
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}: the plant waited for its stale connection to time out"
+    );
+}
