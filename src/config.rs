@@ -696,6 +696,18 @@ mod tests {
     }
 
     #[test]
+    fn the_installed_hub_toml_documents_the_defaults() {
+        let installed =
+            HubConfig::parse("installer/hub.toml", include_str!("../installer/hub.toml"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut defaults = HubConfig::parse("hub.toml", "").unwrap();
+        // The sections the file writes out are read into their own fields.
+        defaults.http_section = installed.http_section.clone();
+        defaults.postgres_section = installed.postgres_section.clone();
+        assert_eq!(installed, defaults);
+    }
+
+    #[test]
     fn full_file_parses() {
         let text = r#"
 data_dir = "/srv/plantd"

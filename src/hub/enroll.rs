@@ -186,6 +186,15 @@ async fn enroll(
     match issued {
         Ok((TokenCheck::Enrolled, Some((plant, certificate)))) => {
             tracing::info!(%plant, "plant enrolled");
+            // Every replica's addresses, this one's first; this one's alone if the database
+            // cannot say (the plant can still be given more by `[replication] hubs`).
+            let quic = store
+                .replica_addresses(&hub.advertise)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "reading the replicas' addresses");
+                    hub.advertise.clone()
+                });
             // 201: a certificate was made.
             (
                 StatusCode::CREATED,
@@ -193,7 +202,7 @@ async fn enroll(
                     plant,
                     certificate,
                     ca: hub.ca.cert_pem.clone(),
-                    quic: hub.advertise.clone(),
+                    quic: quic.clone(),
                 }),
             )
                 .into_response()

@@ -174,6 +174,31 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             }
         });
     }
+    // Said before the first enrollment and every hour after: enrollments at any replica hand
+    // out this one's addresses.
+    database
+        .store()
+        .await?
+        .register_replica(&hub.advertise)
+        .await
+        .context("registering this replica's QUIC addresses")?;
+    let replicas = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let said = match hub.database.store().await {
+                    Ok(store) => store.register_replica(&hub.advertise).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = said {
+                    tracing::warn!(error = %format!("{e:#}"), "registering this replica's QUIC addresses");
+                }
+            }
+        })
+    };
     tracing::info!(
         https = %hub.config.listen,
         quic = %hub.config.quic,
@@ -189,6 +214,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let _ = https.await;
     quic.abort();
     rollouts.abort();
+    replicas.abort();
     endpoint.wait_idle().await;
     Ok(())
 }

@@ -551,3 +551,25 @@ fn a_hub_restarted_in_a_second_costs_its_plants_seconds_not_the_idle_timeout() {
         "{took:?}: the plant waited for its stale connection to time out"
     );
 }
+
+/// An enrollment at any replica tells the plant every replica's QUIC address (from the shared
+/// database), its own first, so that no plant needs `[replication] hubs` by hand.
+#[test]
+fn enrollment_at_one_replica_hands_out_every_replica() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (qa, qb) = (free_udp_addr(), free_udp_addr());
+    let _hub_a = Hub::start(&dir.path().join("a"), &pg, qa, Some(qa));
+    let hub_b = Hub::start(&dir.path().join("b"), &pg, qb, Some(qb));
+    let (_pd, data, _token) = data_dir_with_token("line-4");
+    let out = enroll(&data, &hub_b, &hub_b.token("metz", "1h"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enrollment: Value =
+        serde_json::from_slice(&std::fs::read(data.join("enrollment.json")).unwrap()).unwrap();
+    let quic: Vec<String> = serde_json::from_value(enrollment["quic"].clone()).unwrap();
+    assert_eq!(quic, vec![qb.to_string(), qa.to_string()], "{enrollment}");
+}

@@ -128,7 +128,16 @@ const MIGRATIONS: &[&str] = &[
         parked_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (plant, seq)
      );",
+    // 10: the QUIC addresses every replica advertises, so that an enrollment at any of them
+    // tells the plant all of them.
+    "CREATE TABLE hub_replicas (
+        address TEXT PRIMARY KEY,
+        seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
+
+/// How long a replica's addresses are handed to enrolling plants after it last said it runs.
+const REPLICA_FRESH: &str = "7 days";
 
 /// A connection to the hub database, taken from the hub's pool ([`Database::store`]) and
 /// given back when dropped.
@@ -495,6 +504,42 @@ impl Store {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// This replica runs and plants may dial it at `addresses`.
+    pub async fn register_replica(&self, addresses: &[String]) -> anyhow::Result<()> {
+        for address in addresses {
+            self.client
+                .execute(
+                    "INSERT INTO hub_replicas (address) VALUES ($1)
+                     ON CONFLICT (address) DO UPDATE SET seen_at = now()",
+                    &[address],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The QUIC addresses of every replica that ran lately, `own` first: what an enrolling
+    /// plant is told to dial.
+    pub async fn replica_addresses(&self, own: &[String]) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT address FROM hub_replicas WHERE seen_at > now() - interval '{REPLICA_FRESH}' ORDER BY address"
+                ),
+                &[],
+            )
+            .await?;
+        let mut all = own.to_vec();
+        for r in rows {
+            let address: String = r.get(0);
+            if !all.contains(&address) {
+                all.push(address);
+            }
+        }
+        Ok(all)
     }
 
     /// The fleet, by name.
