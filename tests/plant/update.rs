@@ -581,6 +581,7 @@ fn fleet_page_shows_plants_and_rollouts(hub: &Hub) {
         for p in plants {
             assert_eq!(p["version"], "2.0.0", "{p}");
             assert_eq!(p["link"], "online", "{p}");
+            assert_eq!(p["state"], "online", "{p}");
             assert_eq!(p["health"], "ok", "{p}");
         }
         let rollouts = fleet["rollouts"].as_array().unwrap();
