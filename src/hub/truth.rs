@@ -4,10 +4,10 @@
 //! `plantd hub plants` all show this.
 //!
 //! A plant sends telemetry every 10 s while its link is up. Heard from within [`STALE_S`] (two
-//! and a half telemetry intervals), it is `online`, or `degraded` when a component of its own report is
-//! not ok; not heard from for longer, it is `offline` since it was last heard from (a plant
-//! islanded on purpose stops talking to the hub, and shows as `islanded` when its last report
-//! said so). Never heard from: `unknown`. Revoked: `revoked`.
+//! and a half telemetry intervals), it is `online`, or `degraded` when a component of its own
+//! report is not ok; not heard from for longer, it is `offline` since it was last heard from. A
+//! plant islanded on purpose says so before its link goes, and is `islanded` from then on.
+//! Never heard from: `unknown`. Revoked: `revoked`.
 
 use serde::Serialize;
 
@@ -89,19 +89,20 @@ pub fn of(row: &PlantRow, held: &[HeldCopy], now: jiff::Timestamp) -> Truth {
                     "invited, not enrolled yet".to_string()
                 }),
             ),
-            Some(ago) if ago > STALE_S => {
-                let islanded = telemetry.is_some_and(|t| t["link"] == "islanded");
-                let silence = format!("not heard from for {}", words(ago));
-                if islanded {
-                    (
-                        "islanded",
-                        row.last_seen.clone(),
-                        Some(format!("islanded on purpose; {silence}")),
-                    )
-                } else {
-                    ("offline", row.last_seen.clone(), Some(silence))
-                }
-            }
+            // Its last word was that an admin islanded it (it says so before its link goes).
+            Some(ago) if telemetry.is_some_and(|t| t["link"] == "islanded") => (
+                "islanded",
+                row.last_seen.clone(),
+                Some(format!(
+                    "islanded on purpose at the plant (plantd island); last heard from {} ago",
+                    words(ago)
+                )),
+            ),
+            Some(ago) if ago > STALE_S => (
+                "offline",
+                row.last_seen.clone(),
+                Some(format!("not heard from for {}", words(ago))),
+            ),
             Some(_) => {
                 let sick: Vec<String> = telemetry
                     .and_then(|t| t["components"].as_array())
@@ -230,12 +231,14 @@ mod tests {
             now(),
         );
         assert_eq!(t.state, "online", "25 s is still within the limit");
-        let t = of(
-            &row(Some(600), json!({"link": "islanded", "last_seq": 100})),
-            &[],
-            now(),
-        );
-        assert_eq!(t.state, "islanded");
+        for ago in [1, 600] {
+            let t = of(
+                &row(Some(ago), json!({"link": "islanded", "last_seq": 100})),
+                &[],
+                now(),
+            );
+            assert_eq!(t.state, "islanded", "{ago} s after its last word");
+        }
         let mut never = row(None, json!(null));
         never.telemetry = None;
         assert_eq!(of(&never, &[], now()).state, "unknown");

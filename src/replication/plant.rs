@@ -127,10 +127,11 @@ pub async fn run(
         }
         let hub = target.hubs[hub_index % target.hubs.len()].clone();
         let mut connected_at = None;
+        // An island while connected is the session's to end: it tells the hub first.
+        let mut islanding = islanded.clone();
         let outcome = tokio::select! {
             _ = stop.changed() => return,
-            _ = islanded.changed() => Ok(()),
-            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects, &mut connected_at) => r,
+            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects, &mut connected_at, &mut islanding) => r,
         };
         link.disconnected(Instant::now());
         if *islanded.borrow() {
@@ -167,6 +168,7 @@ pub async fn run(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the replicator's state for one attempt, passed down
 async fn connect_and_run(
     target: &Target,
     hub: &str,
@@ -175,8 +177,12 @@ async fn connect_and_run(
     report: &watch::Sender<LinkReport>,
     reconnects: u64,
     connected_at: &mut Option<Instant>,
+    islanded: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (endpoint, conn) = connect(&target.client, hub).await?;
+    let (endpoint, conn) = tokio::select! {
+        c = connect(&target.client, hub) => c?,
+        _ = islanded.changed() => return Ok(()),
+    };
     *connected_at = Some(Instant::now());
     link.connected(Instant::now());
     let tasks: Vec<_> = target
@@ -184,7 +190,10 @@ async fn connect_and_run(
         .iter()
         .map(|t| tokio::spawn(t.run(conn.clone())))
         .collect();
-    let result = session(&conn, target, journal, link, report, hub, reconnects).await;
+    let result = session(
+        &conn, target, journal, link, report, hub, reconnects, islanded,
+    )
+    .await;
     for t in tasks {
         t.abort();
     }
@@ -227,6 +236,7 @@ async fn resolve(hub: &str) -> anyhow::Result<(String, SocketAddr)> {
     Ok((host, addr))
 }
 
+#[allow(clippy::too_many_arguments)] // as connect_and_run
 async fn session(
     conn: &Connection,
     target: &Target,
@@ -235,6 +245,7 @@ async fn session(
     report: &watch::Sender<LinkReport>,
     hub: &str,
     reconnects: u64,
+    islanded: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut telemetry = conn.open_uni().await?;
@@ -302,6 +313,27 @@ async fn session(
                 let current = report.borrow().clone();
                 let body = journal.telemetry(&current).await;
                 write_frame(&mut telemetry, &Frame::Telemetry { body }, &mut tout).await?;
+            }
+            changed = islanded.changed() => {
+                changed.context("replication handle dropped")?;
+                if !*islanded.borrow() {
+                    continue;
+                }
+                // Islanded on purpose: the hub hears it before the link goes, so that it shows
+                // "islanded", not "offline". Bounded: a hub that does not take it is left.
+                let mut last = report.borrow().clone();
+                last.state = LinkState::Islanded;
+                let body = journal.telemetry(&last).await;
+                let goodbye = async {
+                    write_frame(&mut telemetry, &Frame::Telemetry { body }, &mut tout).await?;
+                    telemetry.finish()?;
+                    let _ = telemetry.stopped().await;
+                    anyhow::Ok(())
+                };
+                if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), goodbye).await {
+                    tracing::debug!(error = %format!("{e:#}"), "telling the hub of the island");
+                }
+                return Ok(());
             }
         }
     }

@@ -266,7 +266,17 @@ fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
     let plant = Plant::start(&data, "");
     post_many(&plant, &token, "a", 50);
     wait_for(30, "replication", || pg.rows("lille").len() == 50);
+    let client = client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
+    let url = format!("https://localhost:{}/api/v1/plants", hub.https.port());
+    let api = last_line(&hub.cli(&["api-token", "create", "--name", "noc"]));
+    let state = || {
+        let (_, v) = rt().block_on(get_json(&client, &url, &api));
+        v[0]["state"].as_str().unwrap_or("").to_string()
+    };
+    wait_for(15, "lille online at the hub", || state() == "online");
     assert!(plantd(&["island", "--data-dir", d]).status.success());
+    // The plant tells the hub before its link goes: islanded, not offline, at once.
+    wait_for(10, "lille islanded at the hub", || state() == "islanded");
     post_many(&plant, &token, "b", 100);
     drop(plant);
     // Restarted during the planned WAN work: still islanded, still accepting.
@@ -277,7 +287,9 @@ fn an_islanded_plant_keeps_accepting_survives_a_restart_and_drains_on_rejoin() {
     });
     assert_eq!(pg.rows("lille").len(), 50);
     assert_eq!(status(&data)["journal"]["depth"], 200);
+    assert_eq!(state(), "islanded", "still islanded, however long");
     assert!(plantd(&["rejoin", "--data-dir", d]).status.success());
+    wait_for(15, "lille online at the hub again", || state() == "online");
     wait_for(30, "the drain after rejoin", || {
         pg.rows("lille").len() == 250
     });
