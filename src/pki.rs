@@ -168,9 +168,8 @@ pub struct HubCa {
     pub cert_pem: String,
     pub cert_der: CertificateDer<'static>,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    /// The key of the QUIC stateless resets, derived from the CA key: the same across the
-    /// hub's restarts (and its replicas, which share the CA), so that a restarted hub resets a
-    /// plant's stale connection at its next packet instead of leaving it to time out.
+    /// Derived from the CA key (one-way): the root of each replica's QUIC keys
+    /// ([`HubCa::quic_endpoint_config`]), the same across the hub's restarts.
     reset_secret: [u8; 32],
 }
 
@@ -230,17 +229,33 @@ impl HubCa {
         })
     }
 
-    /// The hub's QUIC endpoint configuration, keyed by the CA: its connection ids carry a
-    /// keyed hash a restarted hub still recognises, and its stateless resets a key the plants
-    /// were told before the restart. A plant's first packet on its stale connection then gets a
-    /// reset, and the plant reconnects at once.
-    pub fn quic_endpoint_config(&self) -> quinn::EndpointConfig {
+    /// The QUIC endpoint configuration of the replica `replica` (its addresses), keyed by the
+    /// CA and the replica: its connection ids carry a keyed hash the replica still recognises
+    /// after a restart, and its stateless resets a key the plants were told before it. A
+    /// plant's first packet on its stale connection then gets a reset, and the plant
+    /// reconnects at once. Each replica has keys of its own (RFC 9000, 21.11: a reset key
+    /// shared by endpoints that do not share connections would let an on-path observer have
+    /// one replica reset a plant's connection to another).
+    pub fn quic_endpoint_config(&self, replica: &str) -> quinn::EndpointConfig {
+        let key = |label: &str| {
+            ring::digest::digest(
+                &ring::digest::SHA256,
+                &[
+                    &self.reset_secret[..],
+                    label.as_bytes(),
+                    b"\0",
+                    replica.as_bytes(),
+                ]
+                .concat(),
+            )
+        };
+        let reset = key("stateless reset");
         let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
             ring::hmac::HMAC_SHA256,
-            &self.reset_secret,
+            reset.as_ref(),
         )));
         let cid_key = u64::from_le_bytes(
-            ring::digest::digest(&ring::digest::SHA256, &self.reset_secret).as_ref()[..8]
+            key("connection ids").as_ref()[..8]
                 .try_into()
                 .expect("8 bytes"),
         );

@@ -253,6 +253,31 @@ impl HubBackups {
         Ok(out)
     }
 
+    /// The newest copy held for `plant`, read cheaply (the fleet view asks for every plant
+    /// every few seconds): one directory listing and the size of that one file; no checksum.
+    pub fn newest(&self, plant: &str) -> Option<HeldCopy> {
+        let dir = self.plant_dir(plant);
+        let (name, id) = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let id = archive_id(&name)?.to_string();
+                Some((name, id))
+            })
+            .max_by(|a, b| a.1.cmp(&b.1))?;
+        let size = std::fs::metadata(dir.join(&name)).ok()?.len();
+        Some(HeldCopy {
+            created_at: super::scheduler::taken_at(&id)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            id,
+            name,
+            size,
+            sha256: String::new(),
+        })
+    }
+
     fn prune(&self, plant: &str) -> anyhow::Result<()> {
         // Cut-off uploads not resumed within a week: the plant has moved on.
         if let Ok(entries) = std::fs::read_dir(self.plant_dir(plant)) {
@@ -420,5 +445,41 @@ impl crate::replication::hub::BackupStreams for HubBackups {
         buf: Vec<u8>,
     ) -> anyhow::Result<()> {
         serve(self, &plant, first, send, recv, buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_copy_held_is_the_latest_id_with_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HubBackups {
+            dir: dir.path().to_path_buf(),
+            policy: Default::default(),
+        };
+        assert!(held.newest("lyon").is_none(), "nothing held yet");
+        let plant = dir.path().join("lyon");
+        std::fs::create_dir_all(&plant).unwrap();
+        for (name, len) in [
+            ("20261206T020000Z-aaaaaa.tar.zst", 10),
+            ("20261207T020000Z-bbbbbb.tar.zst.age", 20),
+            ("20261208T020000Z-cccccc.tar.zst.partial", 30),
+            ("notes.txt", 40),
+        ] {
+            std::fs::write(plant.join(name), vec![0u8; len]).unwrap();
+        }
+        let newest = held.newest("lyon").unwrap();
+        assert_eq!(
+            (newest.id.as_str(), newest.size, newest.created_at.as_str()),
+            ("20261207T020000Z-bbbbbb", 20, "2026-12-07T02:00:00Z")
+        );
+        let listed = held.list("lyon").unwrap();
+        assert_eq!(
+            listed.last().unwrap().id,
+            newest.id,
+            "as the full listing says"
+        );
     }
 }

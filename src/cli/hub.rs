@@ -520,6 +520,8 @@ async fn plants(store: &Store, config: &HubConfig, json: bool) -> anyhow::Result
                 .map_or("-".to_string(), |b| b.id.clone()),
         );
         if let Some(reason) = &t.reason {
+            // Plant-supplied words: no terminal escapes reach the admin's terminal.
+            let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
             println!("{:<24} {reason}", "");
         }
     }

@@ -89,8 +89,10 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let quic_config = crate::pki::hub_quic_server(&ca, &cert_pem, &key_pem)?;
     let socket = std::net::UdpSocket::bind(config.quic)
         .with_context(|| format!("cannot listen for QUIC on {} (hub --quic)", config.quic))?;
+    // This replica, as its QUIC keys tell it from the others: where it listens and is dialled.
+    let replica = format!("{} {}", config.quic, advertise.join(","));
     let endpoint = quinn::Endpoint::new(
-        ca.quic_endpoint_config(),
+        ca.quic_endpoint_config(&replica),
         Some(quic_config),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -174,14 +176,21 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             }
         });
     }
-    // Said before the first enrollment and every hour after: enrollments at any replica hand
-    // out this one's addresses.
-    database
-        .store()
-        .await?
-        .register_replica(&hub.advertise)
-        .await
-        .context("registering this replica's QUIC addresses")?;
+    // Said at start and every hour: enrollments at any replica hand out this one's addresses,
+    // when they are configured (`advertise`; a default made of this host's name is not said).
+    async fn register(hub: &Hub) {
+        if hub.config.advertise.is_empty() {
+            return;
+        }
+        let said = match hub.database.store().await {
+            Ok(store) => store.register_replica(&hub.config.advertise).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = said {
+            tracing::warn!(error = %format!("{e:#}"), "registering this replica's QUIC addresses");
+        }
+    }
+    register(&hub).await;
     let replicas = {
         let hub = hub.clone();
         tokio::spawn(async move {
@@ -189,13 +198,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let said = match hub.database.store().await {
-                    Ok(store) => store.register_replica(&hub.advertise).await,
-                    Err(e) => Err(e.into()),
-                };
-                if let Err(e) = said {
-                    tracing::warn!(error = %format!("{e:#}"), "registering this replica's QUIC addresses");
-                }
+                register(&hub).await;
             }
         })
     };

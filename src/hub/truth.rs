@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::store::PlantRow;
 use crate::backup::offsite::HeldCopy;
+use crate::replication::plant::ISLANDED_ON_PURPOSE;
 
 /// Silence after which a plant is offline: two and a half telemetry intervals, so that a plant
 /// that dies shows offline within 30 s of its last word.
@@ -90,7 +91,7 @@ pub fn of(row: &PlantRow, held: &[HeldCopy], now: jiff::Timestamp) -> Truth {
                 }),
             ),
             // Its last word was that an admin islanded it (it says so before its link goes).
-            Some(ago) if telemetry.is_some_and(|t| t["link"] == "islanded") => (
+            Some(ago) if telemetry.is_some_and(|t| t[ISLANDED_ON_PURPOSE] == true) => (
                 "islanded",
                 row.last_seen.clone(),
                 Some(format!(
@@ -137,7 +138,7 @@ pub fn of(row: &PlantRow, held: &[HeldCopy], now: jiff::Timestamp) -> Truth {
     }
 }
 
-/// Problem plants first: offline, degraded, islanded, unknown, revoked, then online.
+/// Problem plants first: offline, degraded, islanded, unknown, then online, then revoked.
 pub fn rank(state: &str) -> u8 {
     match state {
         "offline" => 0,
@@ -158,7 +159,7 @@ pub fn report(
     let mut out: Vec<PlantReport> = rows
         .into_iter()
         .map(|row| {
-            let held = backups.list(&row.plant).unwrap_or_default();
+            let held: Vec<HeldCopy> = backups.newest(&row.plant).into_iter().collect();
             let truth = of(&row, &held, now);
             PlantReport { row, truth }
         })
@@ -216,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn silence_past_three_telemetry_intervals_is_offline_since_last_heard() {
+    fn silence_past_25_s_is_offline_since_last_heard_unless_islanded_on_purpose() {
         let t = of(
             &row(Some(26), json!({"link": "online", "last_seq": 100})),
             &[],
@@ -231,9 +232,19 @@ mod tests {
             now(),
         );
         assert_eq!(t.state, "online", "25 s is still within the limit");
+        // A link that turned islanded on its own (a long outage) is not an admin's island.
+        let t = of(
+            &row(Some(600), json!({"link": "islanded", "last_seq": 100})),
+            &[],
+            now(),
+        );
+        assert_eq!(t.state, "offline");
         for ago in [1, 600] {
             let t = of(
-                &row(Some(ago), json!({"link": "islanded", "last_seq": 100})),
+                &row(
+                    Some(ago),
+                    json!({"link": "islanded", "last_seq": 100, "islanded_on_purpose": true}),
+                ),
                 &[],
                 now(),
             );

@@ -277,6 +277,14 @@ pub async fn run_session(
                     if let Err(e) = store.telemetry(&plant, &body).await {
                         tracing::warn!(%plant, error = %format!("{e:#}"), "telemetry not kept");
                     }
+                    // A plant's last word before an admin's island: stored, so say so (the
+                    // plant waits for this before it lets its link go).
+                    if body.contains(crate::replication::plant::ISLANDED_ON_PURPOSE) {
+                        if let Some(stream) = telemetry.as_mut() {
+                            let _ = stream.stop(0u32.into());
+                        }
+                        telemetry = None;
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => telemetry = None,

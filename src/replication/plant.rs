@@ -62,6 +62,9 @@ pub trait ConnectionTask: Send + Sync + 'static {
     fn run(&self, conn: Connection) -> TaskFuture;
 }
 
+/// The telemetry field of a plant's last word before an admin's island takes its link down.
+pub const ISLANDED_ON_PURPOSE: &str = "islanded_on_purpose";
+
 /// The file whose presence says the admin islanded the plant.
 pub fn island_marker(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("islanded")
@@ -259,6 +262,14 @@ async fn session(
         journal: target.journal_id.clone(),
     };
     let mut s = PlantSession::new(&identity, at, target.session, Instant::now());
+    // The state from before the connection must not be the first telemetry's.
+    let backlog = at.saturating_sub(journal.acked_seq());
+    report.send_replace(LinkReport {
+        state: link.state(Instant::now(), backlog),
+        hub: Some(hub.to_string()),
+        last_error: None,
+        reconnects,
+    });
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -323,10 +334,15 @@ async fn session(
                 // "islanded", not "offline". Bounded: a hub that does not take it is left.
                 let mut last = report.borrow().clone();
                 last.state = LinkState::Islanded;
-                let body = journal.telemetry(&last).await;
+                let mut body: serde_json::Value =
+                    serde_json::from_str(&journal.telemetry(&last).await)?;
+                // Only this word says "an admin islanded me": the link state alone also turns
+                // islanded on its own after a long outage.
+                body[ISLANDED_ON_PURPOSE] = serde_json::Value::Bool(true);
+                let body = body.to_string();
+                // The hub stops the stream once it has stored the word; then the link can go.
                 let goodbye = async {
                     write_frame(&mut telemetry, &Frame::Telemetry { body }, &mut tout).await?;
-                    telemetry.finish()?;
                     let _ = telemetry.stopped().await;
                     anyhow::Ok(())
                 };

@@ -136,8 +136,9 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
-/// How long a replica's addresses are handed to enrolling plants after it last said it runs.
-const REPLICA_FRESH: &str = "7 days";
+/// How long a replica's addresses are handed to enrolling plants after it last said it runs
+/// (it says so hourly): a replica gone for good drops out within two hours.
+const REPLICA_FRESH: &str = "2 hours";
 
 /// A connection to the hub database, taken from the hub's pool ([`Database::store`]) and
 /// given back when dropped.
