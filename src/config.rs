@@ -14,10 +14,12 @@ use serde::Deserialize;
 
 use crate::field::FieldError;
 
+pub mod alerts;
 mod backup;
 mod odoo;
 mod postgres;
 mod stack;
+pub use alerts::AlertsConfig;
 pub use backup::BackupConfig;
 pub use odoo::{OdooConfig, TargetError};
 pub use postgres::{PostgresConfig, SslMode};
@@ -93,6 +95,8 @@ struct RawConfig {
     apply: Option<RawApply>,
     #[serde(default)]
     http: crate::listen::RawLimits,
+    #[serde(default)]
+    alerts: alerts::RawAlerts,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +177,9 @@ pub struct PlantConfig {
     pub apply: Option<ApplyConfig>,
     /// The file this came from, if any (backups keep a copy of it).
     pub source: Option<PathBuf>,
+    /// `[alerts]`: the plant's own alerts (sent from the plant, so they go out with the WAN
+    /// to the hub down).
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +271,12 @@ pub struct HubConfig {
     /// The connection pool and TLS to the database.
     #[serde(skip)]
     pub postgres: PostgresConfig,
+    /// `[alerts]`, read into [`HubConfig::alerts`].
+    #[serde(default, rename = "alerts")]
+    alerts_section: Option<toml::Table>,
+    /// The fleet's alerts.
+    #[serde(skip)]
+    pub alerts: AlertsConfig,
 }
 
 /// The hub's apply of every plant's transactions to the central Odoo.
@@ -323,6 +336,10 @@ impl HubConfig {
                 located(FieldError::new("postgres", e.message().trim()))
             })?;
         config.postgres = PostgresConfig::from_raw(raw_postgres).map_err(located)?;
+        let raw_alerts: alerts::RawAlerts = table(&config.alerts_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| located(FieldError::new("alerts", e.message().trim())))?;
+        config.alerts = AlertsConfig::from_raw(raw_alerts).map_err(located)?;
         if raw_apply.central.unwrap_or(false) {
             if odoo.url.is_none() {
                 return Err(located(FieldError::new("odoo.url", "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"")));
@@ -379,7 +396,13 @@ impl HubConfig {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading config file {}", p.display()))?;
-                Ok(Self::parse(&p.display().to_string(), &text)?)
+                let file = p.display().to_string();
+                let config = Self::parse(&file, &text)?;
+                config
+                    .alerts
+                    .check_files()
+                    .map_err(|e| ConfigError::at(&file, &text, e))?;
+                Ok(config)
             }
         }
     }
@@ -544,7 +567,9 @@ impl PlantConfig {
                 })?,
         };
         let http = crate::listen::Limits::from_raw(raw.http)?;
+        let alerts = AlertsConfig::from_raw(raw.alerts)?;
         Ok(PlantConfig {
+            alerts,
             http,
             backup,
             odoo,
@@ -602,6 +627,9 @@ impl PlantConfig {
                 .read_option_files()
                 .map_err(|e| ConfigError::at(file, text, e))?;
         }
+        self.alerts
+            .check_files()
+            .map_err(|e| ConfigError::at(file, text, e))?;
         Ok(())
     }
 }

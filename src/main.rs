@@ -15,6 +15,7 @@
 //! - 6: `cli`, one file per subcommand group
 
 mod admin;
+mod alerts;
 mod apply;
 mod backup;
 mod cli;

@@ -73,6 +73,26 @@ function drawPlants(plants) {
   }));
 }
 
+function drawAlerts(alerts) {
+  const firing = alerts ? alerts.firing : [];
+  $('#alerts-none').hidden = firing.length > 0;
+  $('#alerts-firing tbody').replaceChildren(...firing.map(a => {
+    const told = a.waiting ? 'waiting for business hours'
+      : a.routes.some(r => r.times > 0) ? a.routes.map(r => r.told_at ? `at ${r.told_at}` : r.failed_at ? 'failed' : '—').join(', ')
+      : a.routes.length ? 'not yet' : 'no route configured';
+    return el('tr', { 'data-alert': `${a.when}/${a.subject}`, 'data-tier': a.tier },
+      el('td', {}, a.subject),
+      el('td', {}, a.when.replace(/_/g, ' ')),
+      tone(el('td', {}, a.tier), a.tier === 'production' ? 'bad' : 'warn'),
+      el('td', {}, a.since),
+      el('td', {}, a.message),
+      el('td', {}, told));
+  }));
+  $('#alerts-history tbody').replaceChildren(...(alerts ? alerts.history : []).map(e => el('tr', { 'data-event': e.event },
+    el('td', {}, e.at), el('td', {}, e.subject), el('td', {}, e.condition.replace(/_/g, ' ')),
+    el('td', {}, e.tier), el('td', {}, e.event.replace(/_/g, ' ')), el('td', {}, e.message))));
+}
+
 function drawRollouts(rollouts) {
   const box = $('#rollouts');
   if (!rollouts.length) {
@@ -185,6 +205,7 @@ async function poll() {
   try {
     const f = await api('/api/v1/fleet');
     drawPlants(f.plants);
+    drawAlerts(f.alerts);
     drawApply(f);
     drawRollouts(f.rollouts);
     state.updated = new Date().toLocaleTimeString();

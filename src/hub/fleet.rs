@@ -161,12 +161,17 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
             Some(_) => Some(store.apply_status().await?),
             None => None,
         };
-        anyhow::Ok((plants, rollouts, apply))
+        let alerts = json!({
+            "firing": store.alert_state().await?.firing().collect::<Vec<_>>(),
+            "history": store.alert_history(None, 50).await?,
+        });
+        anyhow::Ok((plants, rollouts, apply, alerts))
     };
     match read.await {
-        Ok((plants, rollouts, apply)) => Json(json!({
+        Ok((plants, rollouts, apply, alerts)) => Json(json!({
             "plants": plants.iter().map(|p| plant_view(p, apply.as_deref())).collect::<Vec<_>>(),
             "rollouts": rollouts,
+            "alerts": alerts,
             "central_apply": match apply {
                 Some(_) => json!({"enabled": true}),
                 None => json!({"enabled": false, "note": OFF}),

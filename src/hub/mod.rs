@@ -5,6 +5,7 @@
 //! the fleet API over HTTPS and replication over QUIC (ALPN `plantd/1`, plant certificates
 //! required).
 
+pub mod alerts;
 pub mod apply;
 pub mod database;
 mod enroll;
@@ -157,6 +158,11 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let rollouts = tokio::spawn(replication::drive_rollouts(database.clone()));
+    let alerts = tokio::spawn(alerts::run(
+        database.clone(),
+        hub.config.alerts.clone(),
+        hub.backups.clone(),
+    ));
     if let Some(central) = hub.config.central.clone() {
         tracing::info!(
             workers = central.workers,
@@ -217,6 +223,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let _ = https.await;
     quic.abort();
     rollouts.abort();
+    alerts.abort();
     replicas.abort();
     endpoint.wait_idle().await;
     Ok(())

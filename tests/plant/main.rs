@@ -6,6 +6,7 @@
 pub use plantd_testkit::{fleet, harness};
 
 mod admin;
+mod alerts;
 mod apply_chaos;
 mod apply_ui;
 mod backup;

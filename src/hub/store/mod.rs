@@ -6,6 +6,7 @@
 //! second guard) and moves `acked_seq`. Two hub processes on one database therefore never store
 //! a row twice, whatever the sessions do. Migrations are numbered and run once at start.
 
+mod alerts;
 mod releases;
 
 use std::time::{Duration, SystemTime};
@@ -134,6 +135,22 @@ const MIGRATIONS: &[&str] = &[
         address TEXT PRIMARY KEY,
         seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 11: alerts: the open ones (one row, written by the replica that evaluates them) and
+    // their history.
+    "CREATE TABLE alert_state (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        state JSONB NOT NULL
+     );
+     CREATE TABLE alert_history (
+        id        BIGSERIAL PRIMARY KEY,
+        at        TIMESTAMPTZ NOT NULL,
+        condition TEXT NOT NULL,
+        subject   TEXT NOT NULL,
+        tier      TEXT NOT NULL,
+        event     TEXT NOT NULL,
+        message   TEXT NOT NULL
+     );
+     CREATE INDEX alert_history_at ON alert_history (at);",
 ];
 
 /// How long a replica's addresses are handed to enrolling plants after it last said it runs
@@ -545,11 +562,18 @@ impl Store {
 
     /// The fleet, by name.
     pub async fn plants(&self) -> anyhow::Result<Vec<PlantRow>> {
+        self.plants_counting(true).await
+    }
+
+    /// The fleet, by name, with `stored` counted only when `count` (a count of every plant's
+    /// transactions, too dear to run every few seconds).
+    pub async fn plants_counting(&self, count: bool) -> anyhow::Result<Vec<PlantRow>> {
         let rows = self
             .client
             .query(
                 "SELECT p.name, p.enrolled_at IS NOT NULL, p.revoked_at IS NOT NULL, p.acked_seq,
-                        (SELECT count(*) FROM transactions t WHERE t.plant = p.name),
+                        CASE WHEN $1 THEN (SELECT count(*) FROM transactions t WHERE t.plant = p.name)
+                             ELSE 0 END,
                         to_char(p.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                         p.version, p.telemetry->>'link',
                         (p.telemetry->>'oldest_unacked_age_s')::bigint, p.telemetry::text,
@@ -557,7 +581,7 @@ impl Store {
                         extract(epoch FROM now() - p.last_seen)::bigint,
                         extract(epoch FROM now() - p.telemetry_at)::bigint
                  FROM plants p ORDER BY p.name",
-                &[],
+                &[&count],
             )
             .await?;
         Ok(rows
