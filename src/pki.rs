@@ -374,6 +374,18 @@ fn transport() -> quinn::TransportConfig {
     t
 }
 
+/// When the first certificate of `pem` expires.
+pub fn not_after(pem: &str) -> anyhow::Result<jiff::Timestamp> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .context("no PEM \"CERTIFICATE\" block")??;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    Ok(jiff::Timestamp::from_second(
+        cert.validity().not_after.timestamp(),
+    )?)
+}
+
 /// A rustls client trusting only `ca_pem` (used by enrollment once the CA is verified).
 pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
     Ok(rustls::ClientConfig::builder_with_provider(provider())
@@ -385,6 +397,19 @@ pub fn client_trusting(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificates_expiry_is_read_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = api_tls_files(dir.path(), None).unwrap();
+        let pem = std::fs::read_to_string(&files.cert).unwrap();
+        let expires = not_after(&pem).unwrap();
+        assert!(expires > jiff::Timestamp::now(), "{expires}");
+        assert!(not_after("not a certificate").is_err());
+        assert!(
+            not_after("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err()
+        );
+    }
 
     #[test]
     fn the_ca_survives_a_restart_and_signs_plants_by_name() {

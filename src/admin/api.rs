@@ -488,3 +488,24 @@ pub async fn audit(
     let entries = blocking(move || store.audit_log(limit)).await??;
     Ok(Json(json!({ "entries": entries })).into_response())
 }
+
+/// The plant's alerts: those that hold now, and the newest `limit` (default 100) lines of
+/// their history, newest first.
+pub async fn alerts(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<Limit>,
+) -> Answer {
+    admin.reader(&headers)?;
+    let limit = in_range("limit", q.limit, 100, MAX_AUDIT)?;
+    let store = admin.store.clone();
+    let (state, history) =
+        blocking(move || anyhow::Ok((store.alert_state()?, store.alert_history(limit as i64)?)))
+            .await?
+            .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+    Ok(Json(json!({
+        "firing": state.firing().collect::<Vec<_>>(),
+        "history": history,
+    }))
+    .into_response())
+}

@@ -7,6 +7,7 @@
 //! through the daemon's [`Control`] (as the CLI's do) or the backup functions the CLI calls, and
 //! is written to the audit log with who, what, when and the outcome.
 
+pub mod alerts;
 pub mod api;
 pub mod apply;
 pub mod auth;
@@ -234,6 +235,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/island", change(post(island)))
         .route("/api/v1/admin/rejoin", change(post(rejoin)))
         .route("/api/v1/admin/audit", get(audit))
+        .route("/api/v1/admin/alerts", get(api::alerts))
         .route("/api/v1/admin/apply", get(apply::status))
         .route("/api/v1/admin/apply/retry", change(post(apply::retry)))
         .route("/api/v1/admin/apply/park", change(post(apply::park)))

@@ -133,7 +133,35 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alert_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_history (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    event TEXT NOT NULL,
+    message TEXT NOT NULL
+);
 ";
+
+/// Keeps the alert history to this many lines.
+const ALERT_HISTORY_KEEP: i64 = 10_000;
+
+/// A line of the plant's alert history, as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertLine {
+    pub id: i64,
+    pub at: String,
+    pub condition: String,
+    pub subject: String,
+    pub tier: String,
+    pub event: String,
+    pub message: String,
+}
 
 /// Keeps the audit log to this many entries.
 const AUDIT_KEEP: i64 = 100_000;
@@ -168,6 +196,86 @@ impl Store {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// The open alerts as last kept (none when never kept, or kept by a version that wrote
+    /// them otherwise).
+    pub fn alert_state(&self) -> Result<crate::alerts::Alerts, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let text: Option<String> = conn
+            .query_row("SELECT state FROM alert_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Keeps the open alerts and appends `history`, at once.
+    pub fn save_alerts(
+        &self,
+        state: &crate::alerts::Alerts,
+        history: &[crate::alerts::Event],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("not poisoned");
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let json = serde_json::to_string(state).expect("alerts serialize");
+        tx.execute(
+            "INSERT INTO alert_state (id, state) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            params![json],
+        )
+        .map_err(|e| self.sql(e))?;
+        for e in history {
+            tx.execute(
+                "INSERT INTO alert_history (at, condition, subject, tier, event, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    e.at.to_string(),
+                    e.when.as_str(),
+                    e.subject,
+                    e.tier.as_str(),
+                    e.event,
+                    e.message
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        if !history.is_empty() {
+            tx.execute(
+                "DELETE FROM alert_history WHERE id <= (SELECT max(id) FROM alert_history) - ?1",
+                params![ALERT_HISTORY_KEEP],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// The newest `limit` lines of alert history, newest first.
+    pub fn alert_history(&self, limit: i64) -> Result<Vec<AlertLine>, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, at, condition, subject, tier, event, message FROM alert_history
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![limit], |r| {
+                Ok(AlertLine {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    condition: r.get(2)?,
+                    subject: r.get(3)?,
+                    tier: r.get(4)?,
+                    event: r.get(5)?,
+                    message: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
 
     pub fn user_count(&self) -> Result<u64, StoreError> {

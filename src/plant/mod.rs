@@ -335,6 +335,8 @@ fn routes(
     });
     let https_app = match admin {
         Some(Ok(admin)) => {
+            // The plant's own alerts read what the admin UI shows; they run as long as it.
+            tokio::spawn(crate::admin::alerts::run(admin.clone()));
             health.set(
                 "admin",
                 State::Ok,

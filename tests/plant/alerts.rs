@@ -201,13 +201,52 @@ ca_file = "{ca}"
             r.json().await.unwrap()
         })
     };
+    // arles alerts on its own too: its data disk is "low" by a rule no disk passes.
+    let plant_alerts = format!(
+        "[alerts]\n[[alerts.rules]]\nwhen = \"disk_low\"\nbelow = 99.99\ntier = \"production\"\n[[alerts.webhooks]]\nurl = \"{hook_url}\"\nsecret_file = \"{}\"\n",
+        dir.path().join("hook.key").display()
+    );
     let mut plants = Vec::new();
-    for (name, device) in [("arles", "a"), ("brest", "b")] {
+    for (name, device, config) in [("arles", "a", plant_alerts.as_str()), ("brest", "b", "")] {
         let (pd, data, _token) = data_dir_with_token(device);
         assert!(enroll(&data, &hub, &hub.token(name, "1h")).status.success());
-        let plant = Plant::start(&data, "");
+        let plant = Plant::start(&data, config);
         plants.push((pd, data, plant));
     }
+    wait_for(30, "arles's own disk alert at the webhook", || {
+        !hooks_of(&hooks, "disk_low", "arles").is_empty()
+    });
+    let (hook, body) = hooks_of(&hooks, "disk_low", "arles").remove(0);
+    assert_eq!(
+        (body["source"].as_str(), body["state"].as_str()),
+        (Some("arles"), Some("firing"))
+    );
+    assert!(signed(&hook, &secret));
+    assert!(admin_add(&plants[0].1, "pia", "viewer", "plant viewer 1")
+        .status
+        .success());
+    let plant_client = client_for(&plants[0].1.join("tls/api.crt"), plants[0].2.addr);
+    let plant_base = format!("https://localhost:{}", plants[0].2.addr.port());
+    let plant_cookie = sign_in(&plant_client, &plant_base, "pia", "plant viewer 1");
+    let alerts: Value = rt().block_on(async {
+        plant_client
+            .get(format!("{plant_base}/api/v1/admin/alerts"))
+            .header("cookie", &plant_cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(alerts["firing"][0]["when"], "disk_low", "{alerts}");
+    let events: Vec<&str> = alerts["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["sent", "fired"], "{alerts}");
     wait_for(30, "both plants online", || {
         let f = fleet();
         ["arles", "brest"].iter().all(|n| {
