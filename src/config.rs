@@ -17,10 +17,12 @@ use crate::field::FieldError;
 mod backup;
 mod odoo;
 mod postgres;
+mod remote;
 mod stack;
 pub use backup::BackupConfig;
 pub use odoo::{OdooConfig, TargetError};
 pub use postgres::{PostgresConfig, SslMode};
+pub use remote::{RemoteAction, RemoteConfig};
 pub use stack::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -93,6 +95,8 @@ struct RawConfig {
     apply: Option<RawApply>,
     #[serde(default)]
     http: crate::listen::RawLimits,
+    #[serde(default)]
+    remote: remote::RawRemote,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +177,8 @@ pub struct PlantConfig {
     pub apply: Option<ApplyConfig>,
     /// The file this came from, if any (backups keep a copy of it).
     pub source: Option<PathBuf>,
+    /// `[remote]`: the actions the hub may carry out here.
+    pub remote: RemoteConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -544,8 +550,10 @@ impl PlantConfig {
                 })?,
         };
         let http = crate::listen::Limits::from_raw(raw.http)?;
+        let remote = RemoteConfig::from_raw(raw.remote)?;
         Ok(PlantConfig {
             http,
+            remote,
             backup,
             odoo,
             apply,
@@ -1104,6 +1112,41 @@ mod odoo_options {
         assert!(e.contains(":4: stack.odoo.options.smtp_password: "), "{e}");
         assert!(e.contains("one line"), "{e}");
         assert!(!e.contains("two"), "the content is never shown: {e}");
+    }
+
+    #[test]
+    fn remote_allows_every_action_by_default_and_only_the_listed_ones_when_set() {
+        let all = PlantConfig::parse("plant.toml", "").unwrap();
+        for a in RemoteAction::ALL {
+            assert!(all.remote.allows(a), "{a}");
+        }
+        let none = PlantConfig::parse("plant.toml", "[remote]\nallow = []\n").unwrap();
+        assert!(RemoteAction::ALL.iter().all(|a| !none.remote.allows(*a)));
+        let some = PlantConfig::parse(
+            "plant.toml",
+            "[remote]\nallow = [\"diagnostics\", \"backup\", \"diagnostics\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            some.remote.allow,
+            vec![RemoteAction::Diagnostics, RemoteAction::Backup]
+        );
+        assert!(!some.remote.allows(RemoteAction::Restart));
+    }
+
+    #[test]
+    fn remote_refuses_an_unknown_action_with_its_line() {
+        let text = "[journal]\nretention = \"1d\"\n\n[remote]\nallow = [\"backup\", \"reboot\"]\n";
+        let e = PlantConfig::parse("plant.toml", text).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.field.as_deref(), Some("remote.allow"));
+        let shown = e.to_string();
+        assert!(shown.starts_with("plant.toml:5: remote.allow: \"reboot\" is not a remote action"), "{shown}");
+        assert!(shown.contains("apply_park"), "names the actions: {shown}");
+        let e = PlantConfig::parse("plant.toml", "[remote]\ndeny = [\"backup\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = PlantConfig::parse("plant.toml", "[remote]\nallow = \"backup\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 }
 

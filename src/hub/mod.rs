@@ -5,10 +5,12 @@
 //! the fleet API over HTTPS and replication over QUIC (ALPN `plantd/1`, plant certificates
 //! required).
 
+mod actions;
 pub mod apply;
 pub mod database;
 mod enroll;
 pub mod fleet;
+pub mod remote;
 mod replication;
 pub mod rollouts;
 pub mod store;
@@ -36,6 +38,8 @@ pub struct Hub {
     pub backups: crate::backup::offsite::HubBackups,
     /// Plants' update checks, downloads and reports.
     pub updates: replication::Updates,
+    /// Remote actions: sent on plants' remote-action streams.
+    pub remote: remote::Remote,
 }
 
 /// The hub's offsite backup store of a hub config.
@@ -117,6 +121,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let hub = Arc::new(Hub {
         backups: backups(&config),
         updates: replication::Updates::new(database.clone()),
+        remote: remote::Remote::new(database.clone()),
         database: database.clone(),
         config,
         ca,
@@ -136,6 +141,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             database: database.clone(),
             central: hub.config.central.clone(),
             backups: hub.backups.clone(),
+            remote: hub.remote.clone(),
         }))
         .layer(axum::middleware::from_fn(
             crate::listen::errors::json_errors,
@@ -157,6 +163,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let rollouts = tokio::spawn(replication::drive_rollouts(database.clone()));
+    let expiry = tokio::spawn(remote::expire(database.clone()));
     if let Some(central) = hub.config.central.clone() {
         tracing::info!(
             workers = central.workers,
@@ -217,6 +224,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let _ = https.await;
     quic.abort();
     rollouts.abort();
+    expiry.abort();
     replicas.abort();
     endpoint.wait_idle().await;
     Ok(())
