@@ -1141,7 +1141,10 @@ mod odoo_options {
         assert_eq!(e.line, Some(5), "{e}");
         assert_eq!(e.field.as_deref(), Some("remote.allow"));
         let shown = e.to_string();
-        assert!(shown.starts_with("plant.toml:5: remote.allow: \"reboot\" is not a remote action"), "{shown}");
+        assert!(
+            shown.starts_with("plant.toml:5: remote.allow: \"reboot\" is not a remote action"),
+            "{shown}"
+        );
         assert!(shown.contains("apply_park"), "names the actions: {shown}");
         let e = PlantConfig::parse("plant.toml", "[remote]\ndeny = [\"backup\"]\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");

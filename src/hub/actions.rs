@@ -116,7 +116,9 @@ pub async fn create(
             .await
             .map_err(|e| {
                 tracing::error!(error = %format!("{e:#}"), "fleet page: queueing a remote action");
-                AdminError::Unavailable("the hub could not store the action; nothing was asked of the plant".into())
+                AdminError::Unavailable(
+                    "the hub could not store the action; nothing was asked of the plant".into(),
+                )
             })?;
         created.map_err(|e| match e {
             NotCreated::UnknownPlant(_) => AdminError::NotFound(e.to_string()),
@@ -125,12 +127,20 @@ pub async fn create(
     }
     .await;
     let said = match &outcome {
-        Ok(a) => Ok(format!("action #{} queued, expires at {}", a.id, a.expires_at)),
+        Ok(a) => Ok(format!(
+            "action #{} queued, expires at {}",
+            a.id, a.expires_at
+        )),
         Err(e) => Err(e),
     };
     fleet
         .signin
-        .audit(&caller.user, &action, Some(&plant), said.as_deref().map_err(|e| *e))
+        .audit(
+            &caller.user,
+            &action,
+            Some(&plant),
+            said.as_deref().map_err(|e| *e),
+        )
         .await;
     // The hub's own log has the request too when it was refused here (a queued one was
     // written with its row).
@@ -138,7 +148,13 @@ pub async fn create(
         if !matches!(e, AdminError::Unavailable(_)) {
             if let Ok(store) = fleet.database.store().await {
                 let written = store
-                    .hub_audit(&caller.user, &action, Some(&plant), "refused", &e.to_string())
+                    .hub_audit(
+                        &caller.user,
+                        &action,
+                        Some(&plant),
+                        "refused",
+                        &e.to_string(),
+                    )
                     .await;
                 if let Err(w) = written {
                     tracing::warn!(error = %format!("{w:#}"), "writing the hub's audit log");
@@ -198,11 +214,7 @@ pub async fn one(
     }
     let read = async {
         let not_found = || AdminError::NotFound(format!("no remote action {id:?} at this hub"));
-        let n: i64 = id
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(not_found)?;
+        let n: i64 = id.parse().ok().filter(|n| *n >= 1).ok_or_else(not_found)?;
         let store = fleet
             .database
             .store()

@@ -105,7 +105,9 @@ impl Remote {
         body: String,
     ) -> anyhow::Result<()> {
         let Some(id) = i64::try_from(id).ok().filter(|id| inflight.remove(id)) else {
-            anyhow::bail!("the plant answered action #{id}, which was not sent to it on this stream");
+            anyhow::bail!(
+                "the plant answered action #{id}, which was not sent to it on this stream"
+            );
         };
         let (state, detail, result) = if detail.len() > MAX_REMOTE_DETAIL
             || body.len() > MAX_REMOTE_BODY
@@ -201,7 +203,9 @@ pub async fn expire(database: Database) {
         match done.await {
             Ok(0) => {}
             Ok(n) => tracing::info!(n, "remote actions expired before their plant connected"),
-            Err(e) => tracing::debug!(error = %format!("{e:#}"), "expiring remote actions; retrying"),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "expiring remote actions; retrying")
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::shutdown::shutdown_signal;
 use crate::tokens::Tokens;
 
 mod private;
+mod remote;
 mod replication;
 
 use crate::config::Reload;
@@ -256,12 +257,15 @@ fn start_components(
             stack_ops.clone(),
         )
     });
+    // The hub's remote actions go through the control actions made below, too.
+    let remote_slot = crate::replication::remote::ExecutorSlot::default();
     let replication = replication::start(
         data_dir,
         &config.hubs,
         &core.journal,
         health,
         agent,
+        remote_slot.clone(),
         stop.clone(),
     );
     let applier = start_apply(config, &core.journal, health, stack.as_ref(), stop.clone());
@@ -296,6 +300,10 @@ fn start_components(
     let _ = stack_ops.set(Box::new(control::Daemon::Within {
         control: control.clone(),
         user: UPDATE_USER.to_string(),
+    }));
+    let _ = remote_slot.set(Arc::new(remote::RemoteExecutor {
+        control: control.clone(),
+        config: Arc::new(config.clone()),
     }));
     let parts = Components {
         control,

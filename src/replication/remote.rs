@@ -279,7 +279,10 @@ impl Done {
                 "cut": format!("the result was {} bytes, over the {MAX_REMOTE_BODY}-byte limit; ask for fewer lines", body.len())
             })
             .to_string();
-            detail = cut(&format!("{detail} (result too large; not sent)"), MAX_REMOTE_DETAIL);
+            detail = cut(
+                &format!("{detail} (result too large; not sent)"),
+                MAX_REMOTE_DETAIL,
+            );
         }
         Frame::RemoteResult {
             id,

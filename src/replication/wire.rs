@@ -996,7 +996,10 @@ mod tests {
         );
         assert!(matches!(
             decode_within(&big[..4], MAX_REMOTE_FRAME),
-            Err(WireError::TooLong { limit: MAX_REMOTE_FRAME, .. })
+            Err(WireError::TooLong {
+                limit: MAX_REMOTE_FRAME,
+                ..
+            })
         ));
         let mut action = Vec::new();
         encode(
