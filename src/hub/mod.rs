@@ -24,6 +24,7 @@ use anyhow::Context;
 
 use crate::config::HubConfig;
 use crate::pki::HubCa;
+pub use actions::MAX_EXPIRY_S as MAX_ACTION_EXPIRY_S;
 pub use enroll::make_api_token;
 
 /// What the hub's tasks share.
