@@ -72,7 +72,7 @@ impl RemoteExecutor {
                 .map(|a| a.as_str())
                 .collect();
             let message = format!(
-                "this plant's plant.toml [remote] allow does not list {kind:?} (it allows {}), so the plant refused it; nothing was done",
+                "this plant's plant.toml [remote] allow does not list \"{kind}\" (it allows {}), so the plant refused it; nothing was done",
                 if allowed.is_empty() { "no action".to_string() } else { allowed.join(", ") }
             );
             self.audit(&who, &action.command, "refused", &message).await;
