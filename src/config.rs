@@ -18,11 +18,13 @@ pub mod alerts;
 mod backup;
 mod odoo;
 mod postgres;
+mod remote;
 mod stack;
 pub use alerts::AlertsConfig;
 pub use backup::BackupConfig;
 pub use odoo::{OdooConfig, TargetError};
 pub use postgres::{PostgresConfig, SslMode};
+pub use remote::{RemoteAction, RemoteConfig};
 pub use stack::{ImageSource, OdooOption, ProbeConfig, ServiceConfig, StackConfig};
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -97,6 +99,8 @@ struct RawConfig {
     http: crate::listen::RawLimits,
     #[serde(default)]
     alerts: alerts::RawAlerts,
+    #[serde(default)]
+    remote: remote::RawRemote,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -180,6 +184,8 @@ pub struct PlantConfig {
     /// `[alerts]`: the plant's own alerts (sent from the plant, so they go out with the WAN
     /// to the hub down).
     pub alerts: AlertsConfig,
+    /// `[remote]`: the actions the hub may carry out here.
+    pub remote: RemoteConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -568,9 +574,11 @@ impl PlantConfig {
         };
         let http = crate::listen::Limits::from_raw(raw.http)?;
         let alerts = AlertsConfig::from_raw(raw.alerts)?;
+        let remote = RemoteConfig::from_raw(raw.remote)?;
         Ok(PlantConfig {
             alerts,
             http,
+            remote,
             backup,
             odoo,
             apply,
@@ -732,6 +740,7 @@ mod tests {
         // The sections the file writes out are read into their own fields.
         defaults.http_section = installed.http_section.clone();
         defaults.postgres_section = installed.postgres_section.clone();
+        defaults.alerts_section = installed.alerts_section.clone();
         assert_eq!(installed, defaults);
     }
 
@@ -1132,6 +1141,44 @@ mod odoo_options {
         assert!(e.contains(":4: stack.odoo.options.smtp_password: "), "{e}");
         assert!(e.contains("one line"), "{e}");
         assert!(!e.contains("two"), "the content is never shown: {e}");
+    }
+
+    #[test]
+    fn remote_allows_every_action_by_default_and_only_the_listed_ones_when_set() {
+        let all = PlantConfig::parse("plant.toml", "").unwrap();
+        for a in RemoteAction::ALL {
+            assert!(all.remote.allows(a), "{a}");
+        }
+        let none = PlantConfig::parse("plant.toml", "[remote]\nallow = []\n").unwrap();
+        assert!(RemoteAction::ALL.iter().all(|a| !none.remote.allows(*a)));
+        let some = PlantConfig::parse(
+            "plant.toml",
+            "[remote]\nallow = [\"diagnostics\", \"backup\", \"diagnostics\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            some.remote.allow,
+            vec![RemoteAction::Diagnostics, RemoteAction::Backup]
+        );
+        assert!(!some.remote.allows(RemoteAction::Restart));
+    }
+
+    #[test]
+    fn remote_refuses_an_unknown_action_with_its_line() {
+        let text = "[journal]\nretention = \"1d\"\n\n[remote]\nallow = [\"backup\", \"reboot\"]\n";
+        let e = PlantConfig::parse("plant.toml", text).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.field.as_deref(), Some("remote.allow"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("plant.toml:5: remote.allow: \"reboot\" is not a remote action"),
+            "{shown}"
+        );
+        assert!(shown.contains("apply_park"), "names the actions: {shown}");
+        let e = PlantConfig::parse("plant.toml", "[remote]\ndeny = [\"backup\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = PlantConfig::parse("plant.toml", "[remote]\nallow = \"backup\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 }
 

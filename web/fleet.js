@@ -1,6 +1,7 @@
-// plantd fleet page: plants, their apply to the central Odoo, and rollouts, read from
-// /api/v1/fleet every 5 s. Signs in with the same API as the plant's admin UI. Its only actions
-// are the central apply's retry, park and replay (admins only: viewers get no buttons), each
+// plantd fleet page: plants, their remote actions, their apply to the central Odoo, and
+// rollouts, read from /api/v1/fleet every 5 s. Signs in with the same API as the plant's admin
+// UI. Its actions are a plant's backup and diagnostics (remote actions) and the central
+// apply's retry, park and replay (admins only: viewers get no buttons), each
 // confirmed in dialog#confirm, POSTed with the CSRF token, and toasted. No framework, nothing
 // fetched from elsewhere; server text reaches the DOM only as text nodes. The helpers it
 // shares with the plant's admin UI (el, api's request, the sign-in forms, the toast) are
@@ -159,6 +160,34 @@ function drawApply(f) {
   $('#fleet-parked tbody').replaceChildren(...(prows.length ? prows : [emptyRow('#fleet-parked', 'Nothing is parked.')]));
 }
 
+/// Each plant's latest remote actions, and for admins the buttons to ask for more.
+async function drawRemote(plants) {
+  const lists = await Promise.all(plants.filter(p => !p.revoked).map(p =>
+    api(`/api/v1/fleet/plants/${encodeURIComponent(p.plant)}/actions`)
+      .then(r => [p.plant, r.actions], () => [p.plant, null])));
+  const tones = { ok: 'good', refused: 'warn', failed: 'bad', expired: 'warn' };
+  $('#remote-actions tbody').replaceChildren(...lists.map(([plant, actions]) => {
+    const recent = el('td', { class: 'recent' });
+    for (const a of (actions || []).slice(0, 3)) {
+      const line = tone(el('div', { 'data-remote-action': String(a.id), 'data-state': a.state, title: a.detail || '' },
+        `#${a.id} ${a.action}: ${a.state} (${a.requested_by}, ${a.requested_at.slice(0, 16).replace('T', ' ')})`), tones[a.state] || '');
+      recent.append(line);
+    }
+    if (!actions) recent.append(el('div', { class: 'muted' }, 'not readable now'));
+    else if (!actions.length) recent.append(el('div', { class: 'muted' }, 'none yet'));
+    const ask = el('td', {});
+    if (isAdmin()) {
+      for (const [action, label, text] of [
+        ['backup', 'Back up now', `Ask ${plant} to take a backup now: it runs at the plant (minutes, with the database dumped while Odoo runs on), then the plant copies it to the hub.`],
+        ['diagnostics', 'Diagnostics', `Ask ${plant} for a diagnostics bundle: its status, the stack's events and the last 200 log lines of each container and of plantd, and its config, secrets left out. It is kept at the hub.`],
+      ]) {
+        ask.append(button(label, action, () => act(text, label, `/api/v1/fleet/plants/${encodeURIComponent(plant)}/actions`, { action })));
+      }
+    }
+    return el('tr', { 'data-remote-plant': plant }, el('td', {}, plant), recent, ask);
+  }));
+}
+
 function remedy(kind, plant, seq, a) {
   const odoo = a.message ? ` The central Odoo said: “${a.message}”.` : '';
   const what = `${plant} seq ${seq}`;
@@ -176,7 +205,7 @@ async function act(text, okLabel, path, body) {
   $('#toast').hidden = true;
   try {
     const r = await api(path, { method: 'POST', body });
-    toast('ok', (r && r.message) || 'Done.');
+    toast('ok', (r && r.message) || (r && r.id ? `Asked: action #${r.id} waits for ${r.plant}.` : 'Done.'));
   } catch (e) {
     if (e.status === 401) { signedOut(); return; }
     toast('error', e.status === 0 ? `${e.message}; the action may have run all the same: look again before trying again` : e.message);
@@ -206,6 +235,7 @@ async function poll() {
     const f = await api('/api/v1/fleet');
     drawPlants(f.plants);
     drawAlerts(f.alerts);
+    await drawRemote(f.plants);
     drawApply(f);
     drawRollouts(f.rollouts);
     state.updated = new Date().toLocaleTimeString();

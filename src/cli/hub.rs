@@ -60,6 +60,9 @@ enum HubCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a plant to carry out an action over its link (backup, verify, restart,
+    /// diagnostics, island, rejoin, apply_retry, apply_park); audited as the local user.
+    Action(ActionArgs),
     /// The offsite backup copies the hub holds for a plant (in DATA_DIR/backups/PLANT/).
     Backups {
         #[arg(long, value_name = "NAME")]
@@ -185,6 +188,35 @@ enum HubApiTokenCommand {
     },
 }
 
+#[derive(Debug, Args)]
+struct ActionArgs {
+    /// The plant's name.
+    plant: String,
+    /// backup, verify, restart, diagnostics, island, rejoin, apply_retry or apply_park.
+    action: String,
+    /// The service to restart (postgres, redis or odoo).
+    #[arg(long, value_name = "S")]
+    service: Option<String>,
+    /// The seq of apply_retry and apply_park.
+    #[arg(long, value_name = "N")]
+    seq: Option<u64>,
+    /// The backup to verify [default: the newest].
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Log lines per container and of plantd in diagnostics [default: 200].
+    #[arg(long, value_name = "N")]
+    lines: Option<u64>,
+    /// How long the action waits for the plant to connect before it expires.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    expires_in: Duration,
+    /// Wait for the plant's answer and print it (exit 1 unless it is ok).
+    #[arg(long)]
+    wait: bool,
+    /// Print the action as JSON (with the result, when waited for).
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum HubPlantCommand {
     /// Refuse the plant's connections from now on.
@@ -248,6 +280,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         }
         HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => api_token(&store, &name).await,
         HubCommand::Plants { json } => plants(&store, &config, json).await,
+        HubCommand::Action(a) => action(&mut store, a).await,
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     }
 }
@@ -681,6 +714,86 @@ async fn image_bundle(bundle: &std::path::Path) -> anyhow::Result<crate::release
     }
     let (size, sha256) = crate::replication::transfer::digest(bundle).await?;
     Ok(crate::release::Images { size, sha256, tags })
+}
+
+/// `plantd hub action PLANT ACTION`: queued for the plant (a hub serving it sends it within
+/// 2 s), audited at the hub as `cli (uid N)`; with `--wait`, followed to its end.
+async fn action(store: &mut Store, a: ActionArgs) -> anyhow::Result<()> {
+    check_plant_name(&a.plant)?;
+    let mut args = serde_json::Map::new();
+    if let Some(s) = &a.service {
+        args.insert("service".into(), s.clone().into());
+    }
+    if let Some(n) = a.seq {
+        args.insert("seq".into(), n.into());
+    }
+    if let Some(id) = &a.id {
+        args.insert("id".into(), id.clone().into());
+    }
+    if let Some(n) = a.lines {
+        args.insert("lines".into(), n.into());
+    }
+    let command = crate::replication::remote::Command::parse(&a.action, &args.into())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let expires_in_s = a.expires_in.as_secs() as i64;
+    if !(1..=crate::hub::MAX_ACTION_EXPIRY_S).contains(&expires_in_s) {
+        bail!(
+            "--expires-in {}: use from 1s to 7d",
+            humantime::format_duration(a.expires_in)
+        );
+    }
+    let who = format!("cli (uid {})", rustix::process::getuid().as_raw());
+    let created = store
+        .create_remote_action(
+            &a.plant,
+            command.action().as_str(),
+            &command.args(),
+            &who,
+            expires_in_s,
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = created.id;
+    if !a.wait {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&created)?);
+        } else {
+            println!(
+                "action #{id} ({}) queued for {}; it waits for the plant until {}",
+                created.action, created.plant, created.expires_at
+            );
+        }
+        return Ok(());
+    }
+    let row = loop {
+        let row = store
+            .remote_action(id)
+            .await?
+            .context("the action disappeared from the hub database")?;
+        if !["pending", "sent"].contains(&row.state.as_str()) {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&row)?);
+    } else {
+        // The plant's words, without control characters (a terminal's escapes).
+        let detail: String = row
+            .detail
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n')
+            .collect();
+        println!(
+            "action #{id} ({}) at {}: {}: {detail}",
+            row.action, row.plant, row.state
+        );
+    }
+    if row.state != "ok" {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn check_plant_name(name: &str) -> anyhow::Result<()> {

@@ -95,8 +95,8 @@ pub struct Control {
 impl Control {
     /// Handles a request, writing a change to the audit log as done by `who`: `cli (uid N)`,
     /// the local user that ran the CLI, over the socket; the admin who asked, for the admin
-    /// UI's restore ([`super::Daemon::Within`]).
-    pub(super) async fn handle_audited(&self, request: Request, who: &str) -> Response {
+    /// UI's restore ([`super::Daemon::Within`]), `hub:<admin>` for the hub's remote actions.
+    pub async fn handle_audited(&self, request: Request, who: &str) -> Response {
         // An apply remedy's target is its seq, as the admin UI records it.
         let seq = match &request {
             Request::ApplyRetry { seq }

@@ -4,9 +4,10 @@
 //! argon2id hashes in `DATA_DIR/admin.db`, a one-time setup code, HttpOnly + Secure +
 //! SameSite=Strict session cookies, lockout, audit), and the same handlers.
 //!
-//! Its only actions are the central apply's remedies, `POST /api/v1/fleet/apply/retry|park|replay`
-//! with `{"plant", "seq"}`: an admin's session, the CSRF token and this origin, as on the plant;
-//! each goes through the same [`Store`] methods as `plantd hub apply`, and is audited, done or
+//! Its actions are the central apply's remedies, `POST /api/v1/fleet/apply/retry|park|replay`
+//! with `{"plant", "seq"}`, and remote actions at a plant (`super::actions`): an admin's
+//! session, the CSRF token and this origin, as on the plant; each goes through the same
+//! [`Store`] methods as `plantd hub apply` or `plantd hub action`, and is audited, done or
 //! refused (viewers get 403). Everything else is read-only: rollouts are started and steered
 //! with `plantd hub rollout`.
 
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::actions;
 use super::apply::PlantApply;
 use super::database::{Database, DatabaseError};
 use crate::admin::apply::{fields, seq_of, Remedy};
@@ -38,6 +40,8 @@ pub struct Fleet {
     pub central: Option<CentralApply>,
     /// The plants' offsite copies: the newest is each plant's last backup.
     pub backups: crate::backup::offsite::HubBackups,
+    /// Remote actions: a new one wakes its plant's stream at this replica.
+    pub remote: super::remote::Remote,
 }
 
 impl axum::extract::FromRef<Fleet> for SignIn {
@@ -87,6 +91,12 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/fleet/apply/retry", change(post(retry)))
         .route("/api/v1/fleet/apply/park", change(post(park)))
         .route("/api/v1/fleet/apply/replay", change(post(replay)))
+        .route(
+            "/api/v1/fleet/plants/{plant}/actions",
+            change(post(actions::create)).get(actions::list),
+        )
+        .route("/api/v1/fleet/actions/{id}", get(actions::one))
+        .route("/api/v1/fleet/audit", get(actions::audit))
         .layer(axum::middleware::map_request(
             crate::admin::host_from_authority,
         ))
@@ -256,7 +266,7 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
 
 /// No database connection for the fleet page: busy (all taken for `[postgres] pool_wait`) or
 /// unreachable; either way a 503 that says which, and `then`.
-fn busy_or_down(e: DatabaseError, then: &str) -> AdminError {
+pub(super) fn busy_or_down(e: DatabaseError, then: &str) -> AdminError {
     match e {
         DatabaseError::Busy { .. } => AdminError::Unavailable(format!("{e}; {then}")),
         DatabaseError::Unreachable { .. } => {

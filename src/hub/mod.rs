@@ -5,11 +5,13 @@
 //! the fleet API over HTTPS and replication over QUIC (ALPN `plantd/1`, plant certificates
 //! required).
 
+mod actions;
 pub mod alerts;
 pub mod apply;
 pub mod database;
 mod enroll;
 pub mod fleet;
+pub mod remote;
 mod replication;
 pub mod rollouts;
 pub mod store;
@@ -23,6 +25,7 @@ use anyhow::Context;
 
 use crate::config::HubConfig;
 use crate::pki::HubCa;
+pub use actions::MAX_EXPIRY_S as MAX_ACTION_EXPIRY_S;
 pub use enroll::make_api_token;
 
 /// What the hub's tasks share.
@@ -37,6 +40,8 @@ pub struct Hub {
     pub backups: crate::backup::offsite::HubBackups,
     /// Plants' update checks, downloads and reports.
     pub updates: replication::Updates,
+    /// Remote actions: sent on plants' remote-action streams.
+    pub remote: remote::Remote,
 }
 
 /// The hub's offsite backup store of a hub config.
@@ -118,6 +123,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let hub = Arc::new(Hub {
         backups: backups(&config),
         updates: replication::Updates::new(database.clone()),
+        remote: remote::Remote::new(database.clone()),
         database: database.clone(),
         config,
         ca,
@@ -137,6 +143,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             database: database.clone(),
             central: hub.config.central.clone(),
             backups: hub.backups.clone(),
+            remote: hub.remote.clone(),
         }))
         .layer(axum::middleware::from_fn(
             crate::listen::errors::json_errors,
@@ -163,6 +170,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         hub.config.alerts.clone(),
         hub.backups.clone(),
     ));
+    let expiry = tokio::spawn(remote::expire(database.clone()));
     if let Some(central) = hub.config.central.clone() {
         tracing::info!(
             workers = central.workers,
@@ -224,6 +232,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     quic.abort();
     rollouts.abort();
     alerts.abort();
+    expiry.abort();
     replicas.abort();
     endpoint.wait_idle().await;
     Ok(())

@@ -223,6 +223,7 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 &mut database,
                 &hub.backups,
                 &hub.updates,
+                &hub.remote,
             )
             .await;
             if let Err(e) = result {

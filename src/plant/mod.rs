@@ -26,6 +26,7 @@ use crate::shutdown::shutdown_signal;
 use crate::tokens::Tokens;
 
 mod private;
+mod remote;
 mod replication;
 
 use crate::config::Reload;
@@ -105,6 +106,13 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     while servers.join_next().await.is_some() {}
     let _ = stop_tx.send(true);
+    // The replicator closes its connection with a word to the hub, so that the hub lets go of
+    // this plant at once (not after QUIC's idle timeout); its link reports end when it is done.
+    let mut link = parts.link.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while link.changed().await.is_ok() {}
+    })
+    .await;
     let _ = control_task.await;
     background.stop().await;
     core.journal.close().await;
@@ -256,12 +264,15 @@ fn start_components(
             stack_ops.clone(),
         )
     });
+    // The hub's remote actions go through the control actions made below, too.
+    let remote_slot = crate::replication::remote::ExecutorSlot::default();
     let replication = replication::start(
         data_dir,
         &config.hubs,
         &core.journal,
         health,
         agent,
+        remote_slot.clone(),
         stop.clone(),
     );
     let applier = start_apply(config, &core.journal, health, stack.as_ref(), stop.clone());
@@ -296,6 +307,10 @@ fn start_components(
     let _ = stack_ops.set(Box::new(control::Daemon::Within {
         control: control.clone(),
         user: UPDATE_USER.to_string(),
+    }));
+    let _ = remote_slot.set(Arc::new(remote::RemoteExecutor {
+        control: control.clone(),
+        config: Arc::new(config.clone()),
     }));
     let parts = Components {
         control,

@@ -74,6 +74,7 @@ pub fn start(
     journal: &Journal,
     health: &Arc<Health>,
     updater: Option<crate::update::agent::Agent>,
+    remote: crate::replication::remote::ExecutorSlot,
     stop: watch::Receiver<bool>,
 ) -> Replication {
     // An admin's island survives restarts: planned WAN work may span a reboot.
@@ -122,6 +123,9 @@ pub fn start(
             if let Some(agent) = updater {
                 tasks.push(Arc::new(agent));
             }
+            tasks.push(Arc::new(crate::replication::remote::Responder {
+                executor: remote,
+            }));
             tasks
         },
     };

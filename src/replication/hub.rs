@@ -96,6 +96,19 @@ pub trait UpdateStreams: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Serves a plant's remote-action stream (opened with `RemoteReady`; see `replication::remote`):
+/// sends the actions waiting for `plant` and keeps their results, until the stream or the
+/// connection ends.
+pub trait RemoteStreams: Clone + Send + Sync + 'static {
+    fn serve(
+        &self,
+        plant: String,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
 /// Whether `first` opens an update stream.
 fn is_update(first: &Frame) -> bool {
     matches!(
@@ -130,12 +143,14 @@ pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
 /// Serves one plant connection until it ends: its replication session (the first stream,
 /// opened with a hello), its telemetry, and its backup and update streams ([`BackupStreams`], [`UpdateStreams`]). A
 /// connection whose first stream asks for a backup instead is served that one stream: a
-/// rebuilt plant fetches before it replicates.
+/// rebuilt plant fetches before it replicates. Remote actions ([`RemoteStreams`]) reach only a
+/// plant whose hello was authorized.
 pub async fn run_session(
     conn: Connection,
     store: &mut impl HubStore,
     backups: &impl BackupStreams,
     updates: &impl UpdateStreams,
+    remote: &impl RemoteStreams,
 ) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
     let (mut buf, mut out) = (Vec::new(), Vec::new());
@@ -256,17 +271,18 @@ pub async fn run_session(
             // Backups and updates have streams of their own, once the plant is known.
             bi = conn.accept_bi(), if !plant.is_empty() => {
                 let (bsend, mut brecv) = bi?;
-                let (backups, updates, plant) = (backups.clone(), updates.clone(), plant.clone());
+                let (backups, updates, remote, plant) = (backups.clone(), updates.clone(), remote.clone(), plant.clone());
                 tokio::spawn(async move {
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
                         Ok(Some(first)) if is_update(&first) => updates.serve(plant.clone(), first, bsend, brecv).await,
+                        Ok(Some(Frame::RemoteReady)) => remote.serve(plant.clone(), bsend, brecv, bbuf).await,
                         Ok(Some(first)) => backups.serve(plant.clone(), first, bsend, brecv, bbuf).await,
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };
                     if let Err(e) = result {
-                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup or update stream ended");
+                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup, update or remote-action stream ended");
                     }
                 });
             }

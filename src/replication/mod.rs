@@ -5,16 +5,19 @@
 //! - `transport`: frames over a QUIC stream
 //! - `plant`, `hub`: the drivers that run the sessions on quinn connections
 //! - `transfer`: a file sent whole on a stream of its own (backup copies, update downloads)
+//! - `remote`: the hub's actions at a plant, on a stream of their own (arguments, the plant's side)
 //!
 //! This module knows nothing of SQLite or PostgreSQL, backups or updates: each side hands its
 //! driver small traits (`plant::PlantJournal`: where entries come from; `plant::ConnectionTask`:
 //! work beside the session on each connection, such as backup uploads and update checks;
-//! `hub::HubStore`: where entries go; `hub::BackupStreams`, `hub::UpdateStreams`: who serves a
-//! plant's other streams).
+//! `hub::HubStore`: where entries go; `hub::BackupStreams`, `hub::UpdateStreams`,
+//! `hub::RemoteStreams`: who serves a plant's other streams; `remote::Executor`: who carries
+//! out the hub's actions at the plant).
 
 pub mod hub;
 pub mod link;
 pub mod plant;
+pub mod remote;
 pub mod session;
 pub mod transfer;
 pub mod transport;

@@ -132,10 +132,24 @@ pub async fn run(
         let mut connected_at = None;
         // An island while connected is the session's to end: it tells the hub first.
         let mut islanding = islanded.clone();
-        let outcome = tokio::select! {
-            _ = stop.changed() => return,
-            r = connect_and_run(&target, &hub, &journal, &mut link, &report, reconnects, &mut connected_at, &mut islanding) => r,
-        };
+        let mut stopping = stop.clone();
+        let outcome = connect_and_run(
+            Attempt {
+                target: &target,
+                hub: &hub,
+                journal: &journal,
+                report: &report,
+                reconnects,
+            },
+            &mut link,
+            &mut connected_at,
+            &mut islanding,
+            &mut stopping,
+        )
+        .await;
+        if *stop.borrow() {
+            return;
+        }
         link.disconnected(Instant::now());
         if *islanded.borrow() {
             // Islanded on purpose: not a failure; the top of the loop waits for rejoin.
@@ -171,37 +185,48 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the replicator's state for one attempt, passed down
-async fn connect_and_run(
-    target: &Target,
-    hub: &str,
-    journal: &impl PlantJournal,
-    link: &mut Link,
-    report: &watch::Sender<LinkReport>,
+/// What one connection attempt works with.
+struct Attempt<'a, J> {
+    target: &'a Target,
+    hub: &'a str,
+    journal: &'a J,
+    report: &'a watch::Sender<LinkReport>,
     reconnects: u64,
+}
+
+/// Connects to `a.hub` and runs a session on it until it fails, the plant is islanded, or the
+/// daemon stops; in every case the connection is closed with a word to the hub (so that it lets
+/// go of the plant at once, rather than after QUIC's idle timeout) before this returns.
+async fn connect_and_run<J: PlantJournal>(
+    a: Attempt<'_, J>,
+    link: &mut Link,
     connected_at: &mut Option<Instant>,
     islanded: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (endpoint, conn) = tokio::select! {
-        c = connect(&target.client, hub) => c?,
+        c = connect(&a.target.client, a.hub) => c?,
         _ = islanded.changed() => return Ok(()),
+        _ = stop.changed() => return Ok(()),
     };
     *connected_at = Some(Instant::now());
     link.connected(Instant::now());
-    let tasks: Vec<_> = target
+    let tasks: Vec<_> = a
+        .target
         .tasks
         .iter()
         .map(|t| tokio::spawn(t.run(conn.clone())))
         .collect();
-    let result = session(
-        &conn, target, journal, link, report, hub, reconnects, islanded,
-    )
-    .await;
+    let (result, why) = tokio::select! {
+        r = session(&conn, &a, link, islanded) => (r, &b"bye"[..]),
+        _ = stop.changed() => (Ok(()), &b"plant stopping"[..]),
+    };
     for t in tasks {
         t.abort();
     }
-    conn.close(0u32.into(), b"bye");
-    endpoint.wait_idle().await;
+    conn.close(0u32.into(), why);
+    // Bounded: a hub that does not answer the close must not hold a stopping daemon.
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     result
 }
 
@@ -239,17 +264,14 @@ async fn resolve(hub: &str) -> anyhow::Result<(String, SocketAddr)> {
     Ok((host, addr))
 }
 
-#[allow(clippy::too_many_arguments)] // as connect_and_run
-async fn session(
+async fn session<J: PlantJournal>(
     conn: &Connection,
-    target: &Target,
-    journal: &impl PlantJournal,
+    a: &Attempt<'_, J>,
     link: &mut Link,
-    report: &watch::Sender<LinkReport>,
-    hub: &str,
-    reconnects: u64,
     islanded: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (target, journal, report, hub, reconnects) =
+        (a.target, a.journal, a.report, a.hub, a.reconnects);
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut telemetry = conn.open_uni().await?;
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(10));

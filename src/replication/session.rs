@@ -477,6 +477,9 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::UpdateReport { .. } => "update report",
         Frame::UpdateNoted => "update noted",
         Frame::UpdateImagesGet { .. } => "update images get",
+        Frame::RemoteReady => "remote ready",
+        Frame::RemoteAction { .. } => "remote action",
+        Frame::RemoteResult { .. } => "remote result",
     }
 }
 

@@ -21,6 +21,13 @@ pub const MAX_PLANT_NAME: usize = 64;
 pub const MAX_VERSION: usize = 64;
 /// Longest journal id in a hello (a journal's id is 32 hex digits).
 pub const MAX_JOURNAL_ID: usize = 64;
+/// Largest `body` of a remote action's result (a diagnostics bundle): the hub stores no more.
+pub const MAX_REMOTE_BODY: usize = 4 * 1024 * 1024;
+/// Longest `detail` of a remote action's result.
+pub const MAX_REMOTE_DETAIL: usize = 8 * 1024;
+/// Largest frame on a remote-action stream, either way: a result with its bounds, and room
+/// for the frame's own fields. A longer one is refused from its length alone.
+pub const MAX_REMOTE_FRAME: usize = MAX_REMOTE_BODY + MAX_REMOTE_DETAIL + 1024;
 
 /// One journaled transaction as it travels to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +109,64 @@ pub enum Frame {
     },
     /// Hub → plant: the report is recorded.
     UpdateNoted,
+    /// First on a remote-action stream, plant → hub: send me the actions waiting for me.
+    RemoteReady,
+    /// Hub → plant, on the remote-action stream: carry out `action` (a name of
+    /// `config::RemoteAction`) with `args` (a JSON object), asked by the hub admin
+    /// `requested_by`; answer with a [`Frame::RemoteResult`] of the same `id`.
+    RemoteAction {
+        id: u64,
+        action: String,
+        args: String,
+        requested_by: String,
+    },
+    /// Plant → hub: how action `id` ended, why (`detail`), and what it returned (`body`, JSON;
+    /// at most [`MAX_REMOTE_BODY`] bytes, `detail` at most [`MAX_REMOTE_DETAIL`]).
+    RemoteResult {
+        id: u64,
+        outcome: RemoteOutcome,
+        detail: String,
+        body: String,
+    },
+}
+
+/// How a remote action ended at the plant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// Carried out.
+    Ok,
+    /// Not carried out, and nothing changed: the plant's `[remote] allow` forbids it, or it
+    /// does not fit the plant's state.
+    Refused,
+    /// Tried, and failed.
+    Failed,
+}
+
+impl RemoteOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteOutcome::Ok => "ok",
+            RemoteOutcome::Refused => "refused",
+            RemoteOutcome::Failed => "failed",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            RemoteOutcome::Ok => 1,
+            RemoteOutcome::Refused => 2,
+            RemoteOutcome::Failed => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<RemoteOutcome> {
+        Some(match v {
+            1 => RemoteOutcome::Ok,
+            2 => RemoteOutcome::Refused,
+            3 => RemoteOutcome::Failed,
+            _ => return None,
+        })
+    }
 }
 
 /// Why a side ends the session.
@@ -358,6 +423,31 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, version);
             out.extend_from_slice(&offset.to_be_bytes());
         }
+        Frame::RemoteReady => out.push(19),
+        Frame::RemoteAction {
+            id,
+            action,
+            args,
+            requested_by,
+        } => {
+            out.push(20);
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, action);
+            put_str(out, args);
+            put_str(out, requested_by);
+        }
+        Frame::RemoteResult {
+            id,
+            outcome,
+            detail,
+            body,
+        } => {
+            out.push(21);
+            out.extend_from_slice(&id.to_be_bytes());
+            out.push(outcome.to_u8());
+            put_str(out, detail);
+            put_str(out, body);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -495,6 +585,9 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         16 => "update report",
         17 => "update noted",
         18 => "update images get",
+        19 => "remote ready",
+        20 => "remote action",
+        21 => "remote result",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -605,6 +698,22 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             version: r.string("version")?,
             offset: r.u64("offset")?,
         },
+        19 => Frame::RemoteReady,
+        20 => Frame::RemoteAction {
+            id: r.u64("id")?,
+            action: r.string("action")?,
+            args: r.string("args")?,
+            requested_by: r.string("requested_by")?,
+        },
+        21 => Frame::RemoteResult {
+            id: r.u64("id")?,
+            outcome: {
+                let v = r.u8("outcome")?;
+                RemoteOutcome::from_u8(v).ok_or_else(|| r.bad("outcome", v as u64))?
+            },
+            detail: r.string("detail")?,
+            body: r.string("body")?,
+        },
         _ => {
             let code = r.u8("code")?;
             let code = RefuseCode::from_u8(code).ok_or_else(|| r.bad("code", code as u64))?;
@@ -710,6 +819,25 @@ mod tests {
             Frame::UpdateImagesGet {
                 version: "2.0.1".into(),
                 offset: 1 << 20,
+            },
+            Frame::RemoteReady,
+            Frame::RemoteAction {
+                id: 17,
+                action: "restart".into(),
+                args: r#"{"service":"odoo"}"#.into(),
+                requested_by: "ana".into(),
+            },
+            Frame::RemoteResult {
+                id: 17,
+                outcome: RemoteOutcome::Refused,
+                detail: "plant.toml [remote] allow does not list restart".into(),
+                body: "null".into(),
+            },
+            Frame::RemoteResult {
+                id: u64::MAX,
+                outcome: RemoteOutcome::Ok,
+                detail: String::new(),
+                body: r#"{"status":{}}"#.into(),
             },
         ]
     }
@@ -834,6 +962,72 @@ mod tests {
         assert!(matches!(decode(&f), Ok(Some((Frame::Hello { .. }, _)))));
     }
 
+    #[test]
+    fn remote_frames_say_what_is_wrong_and_a_result_over_its_bound_is_refused_by_length() {
+        let mut f = Vec::new();
+        encode(
+            &Frame::RemoteResult {
+                id: 1,
+                outcome: RemoteOutcome::Ok,
+                detail: "d".into(),
+                body: "{}".into(),
+            },
+            &mut f,
+        );
+        f[4 + 1 + 8] = 9; // the outcome byte
+        assert_eq!(
+            decode(&f),
+            Err(WireError::BadValue {
+                frame: "remote result",
+                field: "outcome",
+                offset: 10,
+                value: 9
+            })
+        );
+        let mut big = Vec::new();
+        encode(
+            &Frame::RemoteResult {
+                id: 1,
+                outcome: RemoteOutcome::Ok,
+                detail: String::new(),
+                body: "x".repeat(MAX_REMOTE_FRAME),
+            },
+            &mut big,
+        );
+        assert!(matches!(
+            decode_within(&big[..4], MAX_REMOTE_FRAME),
+            Err(WireError::TooLong {
+                limit: MAX_REMOTE_FRAME,
+                ..
+            })
+        ));
+        let mut action = Vec::new();
+        encode(
+            &Frame::RemoteAction {
+                id: 2,
+                action: "backup".into(),
+                args: "{}".into(),
+                requested_by: "ana".into(),
+            },
+            &mut action,
+        );
+        // The length says one byte less than was written: requested_by ends early.
+        action[3] -= 1;
+        let n = action.len();
+        assert!(
+            matches!(
+                decode(&action[..n - 1]),
+                Err(WireError::Truncated {
+                    frame: "remote action",
+                    field: "requested_by",
+                    ..
+                })
+            ),
+            "{:?}",
+            decode(&action[..n - 1])
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
         /// Any hello, whatever its fields: the decoder under the first-frame limit either
@@ -887,7 +1081,7 @@ mod tests {
         #[test]
         fn the_decoder_never_panics(
             bytes in prop::collection::vec(any::<u8>(), 0..64),
-            frame in 0usize..7,
+            frame in 0usize..64,
             flip in any::<(usize, u8)>(),
         ) {
             let _ = decode(&bytes);
@@ -895,7 +1089,8 @@ mod tests {
             with_len.extend_from_slice(&bytes);
             let _ = decode(&with_len);
             let mut valid = Vec::new();
-            encode(&all_frames()[frame], &mut valid);
+            let frames = all_frames();
+            encode(&frames[frame % frames.len()], &mut valid);
             let i = flip.0 % valid.len();
             valid[i] ^= flip.1;
             if let Ok(Some((_, used))) = decode(&valid) {

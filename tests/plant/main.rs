@@ -24,6 +24,7 @@ mod odoo;
 mod real_odoo;
 mod real_odoo_stack;
 mod releases;
+mod remote;
 mod replication;
 mod restore_apply;
 mod scopes;

@@ -8,6 +8,7 @@
 
 mod alerts;
 mod releases;
+mod remote;
 
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +20,7 @@ use crate::replication::hub::Refusal;
 use crate::replication::wire::Entry;
 pub(in crate::hub) use releases::images_of;
 pub use releases::IMAGE_CHUNK;
+pub use remote::NotCreated;
 
 const MIGRATIONS: &[&str] = &[
     // 1: plants, their enrollment tokens and their transactions.
@@ -151,6 +153,34 @@ const MIGRATIONS: &[&str] = &[
         message   TEXT NOT NULL
      );
      CREATE INDEX alert_history_at ON alert_history (at);",
+    // 12: actions the hub asks plants to carry out (see store/remote.rs), and the hub's own
+    // audit log of who asked for what and how it ended.
+    "CREATE TABLE remote_actions (
+        id           BIGSERIAL PRIMARY KEY,
+        plant        TEXT NOT NULL REFERENCES plants (name),
+        action       TEXT NOT NULL,
+        args         JSONB NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at   TIMESTAMPTZ NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'sent', 'ok', 'refused', 'failed', 'expired')),
+        sent_at      TIMESTAMPTZ,
+        detail       TEXT,
+        result       JSONB,
+        finished_at  TIMESTAMPTZ
+     );
+     CREATE INDEX remote_actions_pending ON remote_actions (plant, id) WHERE state = 'pending';
+     CREATE INDEX remote_actions_of_plant ON remote_actions (plant, id DESC);
+     CREATE TABLE hub_audit (
+        id      BIGSERIAL PRIMARY KEY,
+        at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+        who     TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        target  TEXT,
+        outcome TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+     );",
 ];
 
 /// How long a replica's addresses are handed to enrolling plants after it last said it runs
