@@ -94,6 +94,14 @@ function drawAlerts(alerts) {
     el('td', {}, e.tier), el('td', {}, e.event.replace(/_/g, ' ')), el('td', {}, e.message))));
 }
 
+async function drawAudit() {
+  const log = await api('/api/v1/fleet/audit?limit=50');
+  $('#hub-audit-log tbody').replaceChildren(...log.entries.map(e => el('tr', { 'data-action': e.action, 'data-outcome': e.outcome },
+    el('td', {}, e.at), el('td', {}, e.who), el('td', {}, e.action), el('td', {}, e.target || ''),
+    tone(el('td', {}, e.outcome), e.outcome === 'ok' ? 'good' : e.outcome === 'requested' ? '' : 'bad'),
+    el('td', {}, e.detail))));
+}
+
 function drawRollouts(rollouts) {
   const box = $('#rollouts');
   if (!rollouts.length) {
@@ -235,6 +243,7 @@ async function poll() {
     const f = await api('/api/v1/fleet');
     drawPlants(f.plants);
     drawAlerts(f.alerts);
+    await drawAudit();
     await drawRemote(f.plants);
     drawApply(f);
     drawRollouts(f.rollouts);

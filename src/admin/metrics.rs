@@ -26,14 +26,15 @@ pub async fn serve(State(admin): State<Admin>, headers: HeaderMap) -> Result<Res
         .into_response())
 }
 
-struct Out(String);
+/// Prometheus' text format, written family by family (the hub's `/metrics` writes with it too).
+pub(crate) struct Out(pub String);
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -52,7 +53,7 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
-    fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+    pub fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }

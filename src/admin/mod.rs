@@ -14,7 +14,7 @@ pub mod auth;
 mod backups;
 mod error;
 mod jobs;
-mod metrics;
+pub(crate) mod metrics;
 pub mod monitor;
 pub mod refusals;
 pub mod sign_in;

@@ -63,6 +63,16 @@ enum HubCommand {
     /// Ask a plant to carry out an action over its link (backup, verify, restart,
     /// diagnostics, island, rejoin, apply_retry, apply_park); audited as the local user.
     Action(ActionArgs),
+    /// The hub's audit log, newest first: who did what from the command line, the fleet page
+    /// and the fleet API, and how it ended.
+    Audit {
+        /// How many entries (1 to 10000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10000))]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The offsite backup copies the hub holds for a plant (in DATA_DIR/backups/PLANT/).
     Backups {
         #[arg(long, value_name = "NAME")]
@@ -270,7 +280,8 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     }
     let waves = check_arguments(&command)?;
     let mut store = Store::connect(&config.database, &config.postgres).await?;
-    match command {
+    let audited = audited(&command);
+    let result = match command {
         HubCommand::Rollout(c) => rollout(&mut store, c, waves).await,
         HubCommand::Plant(c) => plant(&mut store, c).await,
         HubCommand::Apply(c) => apply(&mut store, &config, c).await,
@@ -281,8 +292,96 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => api_token(&store, &name).await,
         HubCommand::Plants { json } => plants(&store, &config, json).await,
         HubCommand::Action(a) => action(&mut store, a).await,
+        HubCommand::Audit { limit, json } => audit(&store, limit, json).await,
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
+    };
+    // Every change is in the hub's audit log, as the local user, done or failed.
+    if let Some((what, target)) = audited {
+        let who = format!("cli (uid {})", rustix::process::getuid().as_raw());
+        let (outcome, detail) = match &result {
+            Ok(()) => ("ok", String::new()),
+            Err(e) => ("failed", format!("{e:#}")),
+        };
+        if let Err(e) = store
+            .hub_audit(&who, what, target.as_deref(), outcome, &detail)
+            .await
+        {
+            eprintln!("warning: the hub's audit log was not written: {e:#}");
+        }
     }
+    result
+}
+
+/// What a change is called in the hub's audit log, and what it is done to; `None` for what
+/// only reads (and for `action`, which writes its own entries).
+fn audited(command: &HubCommand) -> Option<(&'static str, Option<String>)> {
+    Some(match command {
+        HubCommand::Rollout(c) => match c {
+            HubRolloutCommand::Start { version, .. } => ("rollout.start", Some(version.clone())),
+            HubRolloutCommand::Pause => ("rollout.pause", None),
+            HubRolloutCommand::Resume => ("rollout.resume", None),
+            HubRolloutCommand::Abort => ("rollout.abort", None),
+            HubRolloutCommand::Status { .. } | HubRolloutCommand::Plan { .. } => return None,
+        },
+        HubCommand::Release(HubReleaseCommand::Publish { version, .. }) => {
+            ("release.publish", Some(version.clone()))
+        }
+        HubCommand::Token(HubTokenCommand::Create { plant, .. }) => {
+            ("token.create", Some(plant.clone()))
+        }
+        HubCommand::Plant(c) => match c {
+            HubPlantCommand::Pin { name, version } => {
+                ("plant.pin", Some(format!("{name} to {version}")))
+            }
+            HubPlantCommand::Unpin { name } => ("plant.unpin", Some(name.clone())),
+            HubPlantCommand::Revoke { name } => ("plant.revoke", Some(name.clone())),
+        },
+        HubCommand::Apply(c) => match c {
+            HubApplyCommand::Retry { plant, seq } => {
+                ("apply.retry", Some(format!("{plant} seq {seq}")))
+            }
+            HubApplyCommand::Park { plant, seq } => {
+                ("apply.park", Some(format!("{plant} seq {seq}")))
+            }
+            HubApplyCommand::Replay { plant, seq } => {
+                ("apply.replay", Some(format!("{plant} seq {seq}")))
+            }
+            HubApplyCommand::Status { .. } => return None,
+        },
+        HubCommand::ApiToken(HubApiTokenCommand::Create { name }) => {
+            ("api_token.create", Some(name.clone()))
+        }
+        HubCommand::Release(_)
+        | HubCommand::Plants { .. }
+        | HubCommand::Action(_)
+        | HubCommand::Audit { .. }
+        | HubCommand::Backups { .. } => return None,
+    })
+}
+
+/// `plantd hub audit`: the hub's audit log, newest first.
+async fn audit(store: &Store, limit: i64, json: bool) -> anyhow::Result<()> {
+    let entries = store.hub_audit_log(limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<22} {:<16} {:<28} {:<9} DETAIL",
+        "AT", "WHO", "ACTION", "TARGET", "OUTCOME"
+    );
+    for e in entries {
+        println!(
+            "{:<20} {:<22} {:<16} {:<28} {:<9} {}",
+            e.at,
+            crate::cli::printable(&e.who),
+            e.action,
+            crate::cli::printable(e.target.as_deref().unwrap_or("")),
+            e.outcome,
+            crate::cli::printable(&e.detail)
+        );
+    }
+    Ok(())
 }
 
 /// The waves of `rollout plan` and `rollout start`, parsed, and the version a rollout or a pin
@@ -554,7 +653,7 @@ async fn plants(store: &Store, config: &HubConfig, json: bool) -> anyhow::Result
         );
         if let Some(reason) = &t.reason {
             // Plant-supplied words: no terminal escapes reach the admin's terminal.
-            let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+            let reason = crate::cli::printable(reason);
             println!("{:<24} {reason}", "");
         }
     }

@@ -626,3 +626,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
 }
+
+/// `text` without control characters, for a terminal: words that came from elsewhere (a
+/// plant, a browser) must not move its cursor or change its title.
+pub fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}

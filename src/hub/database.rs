@@ -117,6 +117,16 @@ impl Database {
         })
     }
 
+    /// Connections open and in use, and the most the pool opens.
+    pub fn usage(&self) -> (usize, usize, usize) {
+        let status = self.pool.status();
+        (
+            status.size,
+            status.size.saturating_sub(status.available),
+            status.max_size,
+        )
+    }
+
     /// A connection from the pool, waiting at most `[postgres] pool_wait` for one to come free.
     pub async fn store(&self) -> Result<Store, DatabaseError> {
         let unreachable = |message: String| DatabaseError::Unreachable {

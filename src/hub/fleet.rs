@@ -42,6 +42,8 @@ pub struct Fleet {
     pub backups: crate::backup::offsite::HubBackups,
     /// Remote actions: a new one wakes its plant's stream at this replica.
     pub remote: super::remote::Remote,
+    /// Plant sessions this replica serves (for `/metrics`).
+    pub sessions: super::metrics::Sessions,
 }
 
 impl axum::extract::FromRef<Fleet> for SignIn {
@@ -88,6 +90,7 @@ pub fn router(fleet: Fleet) -> Router {
             change(post(logout)).layer(crate::admin::sign_in_body()),
         )
         .route("/api/v1/fleet", get(overview))
+        .route("/metrics", get(super::metrics::serve))
         .route("/api/v1/fleet/apply/retry", change(post(retry)))
         .route("/api/v1/fleet/apply/park", change(post(park)))
         .route("/api/v1/fleet/apply/replay", change(post(replay)))
@@ -258,6 +261,23 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
         .signin
         .audit(&caller.user, action, target.as_deref(), outcome.as_deref())
         .await;
+    // And in the hub's own log, which every replica and `plantd hub audit` read.
+    let (done, detail) = match &outcome {
+        Ok(m) => ("ok", m.clone()),
+        Err(AdminError::Conflict(m)) => ("refused", m.clone()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    match fleet.database.store().await {
+        Ok(store) => {
+            if let Err(e) = store
+                .hub_audit(&caller.user, action, target.as_deref(), done, &detail)
+                .await
+            {
+                tracing::error!(error = %format!("{e:#}"), "writing the hub's audit log");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "writing the hub's audit log"),
+    }
     match outcome {
         Ok(message) => Json(json!({ "message": message })).into_response(),
         Err(e) => e.into_response(),

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod database;
 mod enroll;
 pub mod fleet;
+pub mod metrics;
 pub mod remote;
 mod replication;
 pub mod rollouts;
@@ -40,6 +41,8 @@ pub struct Hub {
     pub backups: crate::backup::offsite::HubBackups,
     /// Plants' update checks, downloads and reports.
     pub updates: replication::Updates,
+    /// Plant sessions this replica serves.
+    pub sessions: metrics::Sessions,
     /// Remote actions: sent on plants' remote-action streams.
     pub remote: remote::Remote,
 }
@@ -123,6 +126,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     let hub = Arc::new(Hub {
         backups: backups(&config),
         updates: replication::Updates::new(database.clone()),
+        sessions: metrics::Sessions::default(),
         remote: remote::Remote::new(database.clone()),
         database: database.clone(),
         config,
@@ -143,6 +147,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
             database: database.clone(),
             central: hub.config.central.clone(),
             backups: hub.backups.clone(),
+            sessions: hub.sessions.clone(),
             remote: hub.remote.clone(),
         }))
         .layer(axum::middleware::from_fn(

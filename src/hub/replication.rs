@@ -218,6 +218,7 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 }
             };
             let mut database = hub.database.clone();
+            let _counted = hub.sessions.open();
             let result = crate::replication::hub::run_session(
                 conn,
                 &mut database,

@@ -336,6 +336,57 @@ ca_file = "{ca}"
     // The fleet page in Chromium shows it offline with the alert.
     fleet_page_shows_offline(&hub, "brest");
 
+    // The hub's /metrics says the same, to a fleet API token; to nobody else.
+    let metrics = |token: Option<&str>| -> (u16, String) {
+        rt().block_on(async {
+            let mut r = client.get(format!("{base}/metrics"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    assert_eq!(metrics(None).0, 401);
+    assert_eq!(metrics(Some("pda_not-a-token")).0, 401);
+    let (status, text) = metrics(Some(&api));
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "plantd_hub_plants{state=\"offline\"} 1",
+        "plantd_hub_plants{state=\"online\"} 1",
+        "plantd_hub_plant_up{plant=\"brest\",state=\"offline\"} 0",
+        "plantd_hub_plant_up{plant=\"arles\",state=\"online\"} 1",
+        "plantd_hub_alerts_firing{tier=\"production\"} 1",
+        "plantd_hub_alert_sends{outcome=\"sent\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("plantd_hub_sessions ")
+            && text.contains("plantd_hub_db_connections{state=\"max\"}")
+    );
+
+    // Changes from the command line are in the hub's audit log, done or failed, with who.
+    assert!(!hub.cli(&["plant", "revoke", "nowhere"]).status.success());
+    let out = hub.cli(&["audit", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = |action: &str, target: &str| {
+        log.iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action} of {target} in {log:?}"))
+    };
+    let revoke = entry("plant.revoke", "nowhere");
+    assert_eq!(revoke["outcome"], "failed");
+    assert!(revoke["who"].as_str().unwrap().starts_with("cli (uid "));
+    assert_eq!(entry("token.create", "brest")["outcome"], "ok");
+    assert_eq!(entry("api_token.create", "noc")["outcome"], "ok");
+
     // Nothing about the waiting info alerts was sent; the offline alert was sent once.
     std::thread::sleep(Duration::from_secs(3));
     assert!(hooks_of(&hooks, "backup_overdue", "arles").is_empty());

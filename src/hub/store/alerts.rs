@@ -137,3 +137,64 @@ impl Store {
             .collect())
     }
 }
+
+/// The counts `/metrics` shows.
+#[derive(Debug, Default)]
+pub struct MetricCounts {
+    /// (tier, alerts that fired and hold).
+    pub firing: Vec<(String, i64)>,
+    /// (outcome: sent or send_failed, sends of the last 90 days).
+    pub sends: Vec<(String, i64)>,
+    /// (state, remote actions).
+    pub actions: Vec<(String, i64)>,
+}
+
+impl Store {
+    pub async fn metric_counts(&self) -> anyhow::Result<MetricCounts> {
+        let state = self.alert_state().await?;
+        let mut firing = vec![("info".to_string(), 0), ("production".to_string(), 0)];
+        for a in state.firing() {
+            if let Some(n) = firing.iter_mut().find(|(t, _)| t == a.tier.as_str()) {
+                n.1 += 1;
+            }
+        }
+        let mut sends = vec![("sent".to_string(), 0), ("send_failed".to_string(), 0)];
+        for r in self
+            .client
+            .query(
+                "SELECT event, count(*) FROM alert_history
+                 WHERE event IN ('sent', 'send_failed') GROUP BY event",
+                &[],
+            )
+            .await?
+        {
+            let (event, n): (String, i64) = (r.get(0), r.get(1));
+            if let Some(slot) = sends.iter_mut().find(|(e, _)| *e == event) {
+                slot.1 = n;
+            }
+        }
+        let mut actions: Vec<(String, i64)> =
+            ["pending", "sent", "ok", "refused", "failed", "expired"]
+                .iter()
+                .map(|s| (s.to_string(), 0))
+                .collect();
+        for r in self
+            .client
+            .query(
+                "SELECT state, count(*) FROM remote_actions GROUP BY state",
+                &[],
+            )
+            .await?
+        {
+            let (state, n): (String, i64) = (r.get(0), r.get(1));
+            if let Some(slot) = actions.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(MetricCounts {
+            firing,
+            sends,
+            actions,
+        })
+    }
+}
