@@ -78,9 +78,10 @@ function drawAlerts(alerts) {
   const firing = alerts ? alerts.firing : [];
   $('#alerts-none').hidden = firing.length > 0;
   $('#alerts-firing tbody').replaceChildren(...firing.map(a => {
+    const routes = Object.values(a.routes);
     const told = a.waiting ? 'waiting for business hours'
-      : a.routes.some(r => r.times > 0) ? a.routes.map(r => r.told_at ? `at ${r.told_at}` : r.failed_at ? 'failed' : '—').join(', ')
-      : a.routes.length ? 'not yet' : 'no route configured';
+      : routes.some(r => r.times > 0) ? routes.map(r => r.told_at ? `at ${r.told_at}` : r.failed_at ? 'failed' : '—').join(', ')
+      : a.cleared_at ? 'clearing' : 'not yet (or no route for its tier)';
     return el('tr', { 'data-alert': `${a.when}/${a.subject}`, 'data-tier': a.tier },
       el('td', {}, a.subject),
       el('td', {}, a.when.replace(/_/g, ' ')),

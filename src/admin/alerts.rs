@@ -65,10 +65,13 @@ pub fn conditions(
             );
         }
     }
-    match o.verdict {
-        Verdict::ActionNeeded => say(When::Failing, o.reasons.join("; "), None),
-        Verdict::Degraded => say(When::Degraded, o.reasons.join("; "), None),
-        Verdict::Ok => {}
+    // Failing is degraded too: a plant that gets worse keeps its degraded alert (and gets a
+    // failing one), rather than seeing it resolved.
+    if o.verdict != Verdict::Ok {
+        say(When::Degraded, o.reasons.join("; "), None);
+    }
+    if o.verdict == Verdict::ActionNeeded {
+        say(When::Failing, o.reasons.join("; "), None);
     }
     if let Some(c) = o
         .components
@@ -161,8 +164,9 @@ fn certificates(admin: &Admin) -> Vec<Cert> {
         .collect()
 }
 
-/// Runs the plant's alerts for as long as the daemon runs.
-pub async fn run(admin: Admin) {
+/// Runs the plant's alerts until `stop` turns true (the daemon stops, or hands over to an
+/// update: the new one says what holds then).
+pub async fn run(admin: Admin, mut stop: tokio::sync::watch::Receiver<bool>) {
     let config = admin.config.alerts.clone();
     let routes = match Routes::new(&config, &admin.plant) {
         Ok(r) => r,
@@ -185,7 +189,13 @@ pub async fn run(admin: Admin) {
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
         let overview = admin.overview().await;
         let certs = {
             let admin = admin.clone();
@@ -195,14 +205,8 @@ pub async fn run(admin: Admin) {
         };
         let now = Timestamp::now();
         let held = conditions(&admin.plant, &overview, &certs, scheduled, &config, now);
-        let (notices, mut history) = state.step(&config, &routes.tiers(), held, now);
-        let outcomes = futures_util::future::join_all(notices.iter().map(|n| routes.send(n))).await;
-        for (notice, outcome) in notices.iter().zip(outcomes) {
-            if let Err(e) = &outcome {
-                tracing::warn!(route = %routes.name(notice.route), error = %e, "an alert was not sent");
-            }
-            history.push(state.sent(notice, &routes.name(notice.route), outcome));
-        }
+        let (notices, mut history) = state.step(&config, routes.keys(), held, now);
+        history.extend(routes.deliver(&mut state, &notices).await);
         for e in &history {
             tracing::info!(condition = e.when.as_str(), subject = %e.subject, event = %e.event, message = %e.message, "alert");
         }

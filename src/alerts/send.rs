@@ -6,17 +6,14 @@
 //! the shared secret as key, of `UNIX.` followed by the body's bytes; a receiver refuses a `t`
 //! far from its clock, so that a captured request cannot be played again later.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use lettre::AsyncTransport;
 use serde_json::json;
 
-use super::Notice;
-use crate::config::alerts::{
-    read_password, read_webhook_secret, AlertsConfig, Email, Tier, Webhook,
-};
+use super::{Alerts, Event, Notice, Route as Key};
+use crate::config::alerts::{read_password, read_webhook_secret, AlertsConfig, Email, Webhook};
 
 /// How long one send may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,9 +29,14 @@ enum Route {
     },
 }
 
+/// How many notices are sent at once: a fleet-wide outage must not open hundreds of SMTP
+/// connections.
+pub const AT_ONCE: usize = 8;
+
 /// The configured routes, ready to send.
 pub struct Routes {
     routes: Vec<Route>,
+    keys: Vec<Key>,
     /// Who speaks: `hub`, or the plant's name.
     source: String,
 }
@@ -42,7 +44,28 @@ pub struct Routes {
 /// The JSON a webhook receives.
 pub fn payload(notice: &Notice, source: &str) -> serde_json::Value {
     let a = &notice.alert;
+    // The same for a retried send of one notice, so that a receiver can drop the second.
+    let id = crate::digest::sha256_hex(
+        format!(
+            "{source}/{}/{}/{}/{}",
+            a.when.as_str(),
+            a.subject,
+            a.fired_at.map(|t| t.to_string()).unwrap_or_default(),
+            match notice.kind {
+                super::Kind::Resolved => "resolved".to_string(),
+                _ => a
+                    .routes
+                    .values()
+                    .map(|r| r.times)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string(),
+            }
+        )
+        .as_bytes(),
+    );
     json!({
+        "id": &id[..32],
         "source": source,
         "state": notice.kind.as_str(),
         "tier": a.tier.as_str(),
@@ -121,34 +144,73 @@ impl Routes {
                 tls,
             });
         }
+        let keys = routes
+            .iter()
+            .map(|r| {
+                let (what, tiers) = match r {
+                    Route::Webhook { hook, .. } => (format!("webhook {}", hook.url), &hook.tiers),
+                    Route::Email { email, .. } => (
+                        format!(
+                            "e-mail {}:{} {}",
+                            email.server,
+                            email.port,
+                            email.to.join(",")
+                        ),
+                        &email.tiers,
+                    ),
+                };
+                Key {
+                    key: crate::digest::sha256_hex(what.as_bytes())[..16].to_string(),
+                    tiers: tiers.clone(),
+                }
+            })
+            .collect();
         Ok(Routes {
             routes,
+            keys,
             source: source.to_string(),
         })
     }
 
-    /// The tiers each route takes, in route order (what [`super::Alerts::step`] needs).
-    pub fn tiers(&self) -> Vec<BTreeSet<Tier>> {
-        self.routes
-            .iter()
-            .map(|r| match r {
-                Route::Webhook { hook, .. } => hook.tiers.clone(),
-                Route::Email { email, .. } => email.tiers.clone(),
-            })
-            .collect()
+    /// Each route's stable key and tiers, in route order (what [`Alerts::step`] needs).
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
     }
 
-    /// A route's name for the history: `webhook https://host/path` or `e-mail to a, b`.
+    /// A route's name for the history and the logs, with no secret of its URL (whose path
+    /// or query may be the key, as in chat webhooks): `webhook #1 (host)`, `e-mail to a, b`.
     pub fn name(&self, route: usize) -> String {
-        match &self.routes[route] {
-            Route::Webhook { hook, .. } => {
-                let mut url = hook.url.clone();
-                url.set_query(None);
-                let _ = url.set_password(None);
-                format!("webhook {url}")
-            }
-            Route::Email { email, .. } => format!("e-mail to {}", email.to.join(", ")),
+        match self.routes.get(route) {
+            Some(Route::Webhook { hook, .. }) => format!(
+                "webhook #{} ({})",
+                route + 1,
+                hook.url.host_str().unwrap_or("?")
+            ),
+            Some(Route::Email { email, .. }) => format!("e-mail to {}", email.to.join(", ")),
+            None => format!("route #{}", route + 1),
         }
+    }
+
+    /// Sends `notices`, [`AT_ONCE`] at a time, records each outcome in `state`, and returns
+    /// the history lines.
+    pub async fn deliver(&self, state: &mut Alerts, notices: &[Notice]) -> Vec<Event> {
+        let permits = tokio::sync::Semaphore::new(AT_ONCE);
+        let outcomes = futures_util::future::join_all(notices.iter().map(|n| async {
+            let _permit = permits.acquire().await;
+            self.send(n).await
+        }))
+        .await;
+        let mut history = Vec::new();
+        for (notice, outcome) in notices.iter().zip(outcomes) {
+            let name = self.name(notice.route);
+            if let Err(e) = &outcome {
+                tracing::warn!(route = %name, error = %e, "an alert was not sent");
+            }
+            if let Some(key) = self.keys.get(notice.route) {
+                history.push(state.sent(notice, key, &name, outcome));
+            }
+        }
+        history
     }
 
     /// Sends one notice on its route; `Err` says why not, in words.
@@ -189,7 +251,7 @@ impl Routes {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(without_url)?;
         let status = answer.status();
         if status.is_success() {
             Ok(())
@@ -260,6 +322,20 @@ impl Routes {
         let result = transport.build().send(message).await;
         result.map(|_| ()).map_err(|e| format!("{e}"))
     }
+}
+
+/// What went wrong, without the URL (reqwest names it, and its path or query may be the
+/// webhook's key).
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn one_line(text: &str, max: usize) -> String {

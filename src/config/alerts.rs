@@ -380,6 +380,12 @@ fn read_calendar(field: &str, raw: RawCalendar) -> Result<Calendar, FieldError> 
     let mut days = [false; 7];
     match raw.days {
         None => days[..5].fill(true),
+        Some(list) if list.is_empty() => {
+            return Err(FieldError::new(
+                format!("{field}.days"),
+                "is empty: info alerts would wait for ever; name the days business hours are kept, such as [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
+            ))
+        }
         Some(list) => {
             for d in list {
                 let i = NAMES
@@ -588,6 +594,12 @@ impl AlertsConfig {
                         ))
                     }
                 };
+                if e.port == Some(465) {
+                    return Err(FieldError::new(
+                        "alerts.email.port",
+                        "465 is SMTP over TLS from the first byte; plantd speaks STARTTLS (required), on 587 (the default) or 25",
+                    ));
+                }
                 Some(Email {
                     server: e.server,
                     port: e.port.unwrap_or(587),

@@ -226,15 +226,8 @@ async fn step(
     let paused = store.paused_rollouts().await?;
     let now = Timestamp::now();
     let held = conditions(&reports, &stops, &paused, config);
-    let (notices, mut history) = state.step(config, &routes.tiers(), held, now);
-    // Sent at once, each bounded: a slow mail server does not hold the webhook back.
-    let outcomes = futures_util::future::join_all(notices.iter().map(|n| routes.send(n))).await;
-    for (notice, outcome) in notices.iter().zip(outcomes) {
-        if let Err(e) = &outcome {
-            tracing::warn!(route = %routes.name(notice.route), error = %e, "an alert was not sent");
-        }
-        history.push(state.sent(notice, &routes.name(notice.route), outcome));
-    }
+    let (notices, mut history) = state.step(config, routes.keys(), held, now);
+    history.extend(routes.deliver(state, &notices).await);
     for e in &history {
         tracing::info!(condition = e.when.as_str(), subject = %e.subject, event = %e.event, message = %e.message, "alert");
     }

@@ -218,6 +218,8 @@ struct Components {
     ingress: Option<(std::net::TcpListener, axum::Router)>,
     admin_store: Option<Arc<crate::admin::store::Store>>,
     monitor: crate::admin::monitor::Monitor,
+    /// Turns true when the daemon stops (or hands over to an update).
+    stop: watch::Receiver<bool>,
 }
 
 /// Starts the stack, its ingress, the update agent, replication, the apply and the admin
@@ -319,6 +321,7 @@ fn start_components(
         ingress,
         admin_store,
         monitor: crate::admin::monitor::Monitor::default(),
+        stop: stop.clone(),
     };
     (parts, candidates)
 }
@@ -351,7 +354,7 @@ fn routes(
     let https_app = match admin {
         Some(Ok(admin)) => {
             // The plant's own alerts read what the admin UI shows; they run as long as it.
-            tokio::spawn(crate::admin::alerts::run(admin.clone()));
+            tokio::spawn(crate::admin::alerts::run(admin.clone(), parts.stop.clone()));
             health.set(
                 "admin",
                 State::Ok,

@@ -398,7 +398,7 @@ ca_file = "{ca}"
         .iter()
         .find(|a| a["when"] == "offline" && a["subject"] == "brest")
         .expect("the offline alert is listed as firing");
-    assert_eq!(offline["routes"].as_array().unwrap().len(), 2);
+    assert_eq!(offline["routes"].as_object().unwrap().len(), 2);
     assert!(firing
         .iter()
         .any(|a| a["when"] == "backup_overdue" && a["waiting"] == true));

@@ -328,7 +328,7 @@ fn bad_inputs_are_refused_precisely_and_change_nothing() {
 }
 
 #[test]
-fn healthz_and_openapi_need_no_token_and_describe_every_route() {
+fn healthz_and_openapi_need_no_token_and_every_documented_operation_answers() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let plant = Plant::start(&data, "");
@@ -345,49 +345,10 @@ fn healthz_and_openapi_need_no_token_and_describe_every_route() {
             .await
             .unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        // That the document lists exactly the routers' API routes is tests/contract/routes.rs's
+        // to check, from the router source; here every documented operation is answered.
         let paths = doc["paths"].as_object().unwrap();
-        let mut documented: Vec<_> = paths.keys().cloned().collect();
-        documented.sort();
-        let admin = [
-            "session",
-            "setup",
-            "login",
-            "logout",
-            "overview",
-            "services",
-            "services/{service}/logs",
-            "services/{service}/restart",
-            "services/{service}/reset",
-            "journal",
-            "backups",
-            "backups/run",
-            "backups/{id}/verify",
-            "backups/{id}/restore",
-            "backups/{id}/download",
-            "jobs/{job}",
-            "failover",
-            "island",
-            "rejoin",
-            "audit",
-            "apply",
-            "apply/retry",
-            "apply/park",
-            "apply/replay",
-        ];
-        let mut expected: Vec<String> = [
-            "/api/v1/journal",
-            "/api/v1/openapi.json",
-            "/api/v1/transactions",
-            "/api/v1/transactions/{key}",
-            "/healthz",
-            "/metrics",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain(admin.iter().map(|p| format!("/api/v1/admin/{p}")))
-        .collect();
-        expected.sort();
-        assert_eq!(documented, expected);
+        assert!(paths.contains_key("/api/v1/transactions") && paths.contains_key("/metrics"));
         // Every documented operation answers (not 404/405) on the real server.
         for (path, ops) in paths {
             for method in ops.as_object().unwrap().keys() {
