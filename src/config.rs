@@ -277,6 +277,12 @@ pub struct HubConfig {
     /// The connection pool and TLS to the database.
     #[serde(skip)]
     pub postgres: PostgresConfig,
+    /// `[logs]`, read into [`HubConfig::logs_keep`].
+    #[serde(default, rename = "logs")]
+    logs_section: Option<toml::Table>,
+    /// How long the plants' log lines are kept (`[logs] keep`, 1 h to 365 d; default 14 d).
+    #[serde(skip, default = "default_logs_keep")]
+    pub logs_keep: Duration,
     /// `[alerts]`, read into [`HubConfig::alerts`].
     #[serde(default, rename = "alerts")]
     alerts_section: Option<toml::Table>,
@@ -302,6 +308,16 @@ struct RawHubApply {
     #[serde(default)]
     kinds: std::collections::BTreeMap<String, crate::kinds::mapping::KindConfig>,
 }
+fn default_logs_keep() -> Duration {
+    Duration::from_secs(14 * 86400)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    keep: Option<String>,
+}
+
 fn default_hub_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/plantd-hub")
 }
@@ -342,6 +358,20 @@ impl HubConfig {
                 located(FieldError::new("postgres", e.message().trim()))
             })?;
         config.postgres = PostgresConfig::from_raw(raw_postgres).map_err(located)?;
+        let raw_logs: RawLogs = table(&config.logs_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| located(FieldError::new("logs", e.message().trim())))?;
+        if let Some(keep) = raw_logs.keep {
+            let d = parse_duration(&keep)
+                .map_err(|m| located(FieldError::new("logs.keep", m.to_string())))?;
+            if !(Duration::from_secs(3600)..=Duration::from_secs(365 * 86400)).contains(&d) {
+                return Err(located(FieldError::new(
+                    "logs.keep",
+                    format!("{keep:?} is out of range; use 1h to 365d (default 14d)"),
+                )));
+            }
+            config.logs_keep = d;
+        }
         let raw_alerts: alerts::RawAlerts = table(&config.alerts_section)
             .try_into()
             .map_err(|e: toml::de::Error| located(FieldError::new("alerts", e.message().trim())))?;

@@ -2,19 +2,27 @@
 //!
 //! Logging: `tracing` to stderr (journald under systemd), filtered by `RUST_LOG` (default
 //! `info`), the latest lines also kept in memory for a diagnostics bundle
-//! ([`recent_log_lines`]). Secrets (tokens, keys) are never logged.
+//! ([`recent_log_lines`]), and its warnings, errors and stack events queued for the hub
+//! ([`take_shipped`]; `replication::logs` sends them). Secrets (tokens, keys) are never
+//! logged.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| Tee)
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| Tee)
+                .with_target(false),
+        )
+        .with(Ship)
         .try_init();
 }
 
@@ -81,6 +89,151 @@ pub fn recent_log_lines(n: usize) -> Vec<String> {
     recent.into_iter().skip(skip).collect()
 }
 
+/// A log line for the hub.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    /// `error`, `warn` or `info`.
+    pub level: String,
+    pub target: String,
+    /// The message and the event's fields (`key=value`), at most [`MAX_LOG_LINE`] bytes.
+    pub message: String,
+}
+
+/// The target of events that stay on this machine: never queued for the hub (the first-run
+/// setup code is one).
+pub const LOCAL_ONLY: &str = "plantd::local_only";
+
+/// Lines queued for the hub at most; when full, the oldest are dropped (and counted).
+pub const SHIP_QUEUE: usize = 10_000;
+/// The longest message shipped, in bytes.
+pub const MAX_LOG_LINE: usize = 4096;
+
+#[derive(Default)]
+struct Shipped {
+    lines: std::collections::VecDeque<LogLine>,
+    dropped: u64,
+}
+
+static SHIPPED: Mutex<Shipped> = Mutex::new(Shipped {
+    lines: std::collections::VecDeque::new(),
+    dropped: 0,
+});
+
+/// Queues warnings and errors, and the stack's events (`info` from `plantd::stack`), for the
+/// hub. Never blocks: a full queue drops its oldest line.
+struct Ship;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ship {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        let level = *meta.level();
+        let stack = level == tracing::Level::INFO && meta.target().starts_with("plantd::stack");
+        if (level > tracing::Level::WARN && !stack) || meta.target() == LOCAL_ONLY {
+            return;
+        }
+        let mut text = Fields(String::new(), String::new(), false);
+        event.record(&mut text);
+        if text.2 {
+            return;
+        }
+        let mut message = text.0;
+        message.push_str(&text.1);
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let line = LogLine {
+            at: jiff::Timestamp::now()
+                .round(jiff::Unit::Millisecond)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+                .to_string(),
+            level: level.as_str().to_ascii_lowercase(),
+            target: meta.target().to_string(),
+            message,
+        };
+        push_shipped(line);
+    }
+}
+
+fn push_shipped(line: LogLine) {
+    let Ok(mut q) = SHIPPED.lock() else { return };
+    if q.lines.len() >= SHIP_QUEUE {
+        q.lines.pop_front();
+        q.dropped += 1;
+    }
+    q.lines.push_back(line);
+}
+
+/// The message (first) and the other fields (` key=value`) of an event, and whether it has a
+/// field that must not leave the machine (`setup_code`).
+struct Fields(String, String, bool);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "setup_code" {
+            self.2 = true;
+        } else if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.1, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use std::fmt::Write;
+        if field.name() == "setup_code" {
+            self.2 = true;
+        } else if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.1, " {}={value}", field.name());
+        }
+    }
+}
+
+/// Takes the oldest queued lines, up to `max_lines` and about `max_bytes`, and how many were
+/// dropped since the last take.
+pub fn take_shipped(max_lines: usize, max_bytes: usize) -> (Vec<LogLine>, u64) {
+    let Ok(mut q) = SHIPPED.lock() else {
+        return (Vec::new(), 0);
+    };
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    while out.len() < max_lines {
+        let Some(next) = q.lines.front() else { break };
+        let size = next.message.len() + next.target.len() + 64;
+        if !out.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.extend(q.lines.pop_front());
+    }
+    (out, std::mem::take(&mut q.dropped))
+}
+
+/// Puts lines that could not be sent back at the front of the queue (as room allows; what
+/// does not fit counts as dropped).
+pub fn requeue_shipped(lines: Vec<LogLine>, dropped: u64) {
+    let Ok(mut q) = SHIPPED.lock() else { return };
+    q.dropped += dropped;
+    for line in lines.into_iter().rev() {
+        if q.lines.len() >= SHIP_QUEUE {
+            q.dropped += 1;
+            continue;
+        }
+        q.lines.push_front(line);
+    }
+}
+
 /// CPU, memory and disk of this host, from sysinfo and statvfs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Host {
@@ -137,6 +290,34 @@ impl HostProbe {
 
 #[cfg(test)]
 mod log_tests {
+    use super::*;
+
+    #[test]
+    fn warnings_and_stack_events_are_queued_for_the_hub_but_not_secrets() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(Ship);
+        let _ = take_shipped(usize::MAX, usize::MAX);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(service = "odoo", "first {}", 1);
+            tracing::info!("not shipped: info from elsewhere");
+            tracing::info!(target: "plantd::stack::supervisor", "odoo restarted");
+            tracing::warn!(setup_code = %"ABCD-EFGH", "code ABCD-EFGH");
+            tracing::warn!(target: LOCAL_ONLY, "stays here");
+            tracing::error!("{}", "é".repeat(MAX_LOG_LINE));
+        });
+        let (lines, dropped) = take_shipped(usize::MAX, usize::MAX);
+        let texts: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(texts[..2], ["first 1 service=odoo", "odoo restarted"]);
+        assert_eq!(lines.len(), 3, "{texts:?}");
+        assert_eq!(lines[2].level, "error");
+        assert!(lines[2].message.len() <= MAX_LOG_LINE);
+        assert_eq!(dropped, 0);
+        requeue_shipped(lines, 2);
+        let (again, dropped) = take_shipped(1, usize::MAX);
+        assert_eq!((again.len(), dropped), (1, 2));
+        let _ = take_shipped(usize::MAX, usize::MAX);
+    }
+
     #[test]
     fn kept_lines_lose_their_escape_codes_and_stay_bounded() {
         assert_eq!(

@@ -95,6 +95,29 @@ function drawAlerts(alerts) {
     el('td', {}, e.tier), el('td', {}, e.event.replace(/_/g, ' ')), el('td', {}, e.message))));
 }
 
+async function searchLogs() {
+  const form = $('#logs-search');
+  const params = new URLSearchParams();
+  for (const name of ['plant', 'level', 'q']) {
+    const v = form.elements[name].value;
+    if (v) params.set(name, v);
+  }
+  params.set('limit', '200');
+  const found = await api(`/api/v1/fleet/logs?${params}`);
+  $('#plant-log-lines tbody').replaceChildren(...found.lines.map(l => el('tr', { 'data-log-plant': l.plant, 'data-level': l.level },
+    el('td', {}, l.at), el('td', {}, l.plant),
+    tone(el('td', {}, l.level), l.level === 'error' ? 'bad' : l.level === 'warn' ? 'warn' : ''),
+    el('td', {}, l.target), el('td', {}, l.message))));
+}
+
+function fillLogPlants(plants) {
+  const select = $('#logs-search').elements.plant;
+  const have = new Set([...select.options].map(o => o.value));
+  for (const p of plants) {
+    if (!have.has(p.plant)) select.append(el('option', { value: p.plant }, p.plant));
+  }
+}
+
 async function drawAudit() {
   const log = await api('/api/v1/fleet/audit?limit=50');
   $('#hub-audit-log tbody').replaceChildren(...log.entries.map(e => el('tr', { 'data-action': e.action, 'data-outcome': e.outcome },
@@ -244,6 +267,7 @@ async function poll() {
     const f = await api('/api/v1/fleet');
     drawPlants(f.plants);
     drawAlerts(f.alerts);
+    fillLogPlants(f.plants);
     await drawAudit();
     await drawRemote(f.plants);
     drawApply(f);
@@ -264,6 +288,7 @@ function enter(s) {
   showView('app');
   clearTimeout(state.timer);
   poll();
+  searchLogs().catch(() => { /* the search form says it when asked */ });
 }
 
 function signedOut() {
@@ -296,6 +321,10 @@ $('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
 $('#confirm').addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
 $('#confirm').addEventListener('close', () => closeConfirm(false));
 $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
+$('#logs-search').addEventListener('submit', async ev => {
+  ev.preventDefault();
+  try { await searchLogs(); } catch (e) { toast('failed', `Searching the logs: ${e.message}`); }
+});
 const post = path => body => api(path, { method: 'POST', body });
 bindAuthForm($('#setup'), post('/api/v1/admin/setup'), ['code', 'user', 'password'], '#setup-error', enter);
 bindAuthForm($('#signin'), post('/api/v1/admin/login'), ['user', 'password'], '#signin-error', enter);

@@ -57,7 +57,9 @@ impl SignIn {
         if store.user_count()? == 0 {
             let code = auth::new_setup_code()?;
             crate::fsutil::write_atomic(&code_file, format!("{code}\n").as_bytes(), 0o600)?;
+            // Never shipped to the hub: the code makes the first admin.
             tracing::warn!(
+                target: crate::telemetry::LOCAL_ONLY,
                 setup_code = %code,
                 "no admin user yet: open {url} (this server's address) and create the first admin with setup code {code}, or run `plantd admin add NAME --role admin --data-dir {}`",
                 data_dir.display()

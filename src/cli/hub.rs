@@ -63,6 +63,24 @@ enum HubCommand {
     /// Ask a plant to carry out an action over its link (backup, verify, restart,
     /// diagnostics, island, rejoin, apply_retry, apply_park); audited as the local user.
     Action(ActionArgs),
+    /// The plants' warnings, errors and stack events, newest first.
+    Logs {
+        /// Only this plant's.
+        #[arg(long, value_name = "NAME")]
+        plant: Option<String>,
+        /// Only lines containing this text (any case).
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+        /// error, warn (warnings and errors) or info (all).
+        #[arg(long, value_parser = ["error", "warn", "info"])]
+        level: Option<String>,
+        /// How many lines (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10000))]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The hub's audit log, newest first: who did what from the command line, the fleet page
     /// and the fleet API, and how it ended.
     Audit {
@@ -293,6 +311,13 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
         HubCommand::Plants { json } => plants(&store, &config, json).await,
         HubCommand::Action(a) => action(&mut store, a).await,
         HubCommand::Audit { limit, json } => audit(&store, limit, json).await,
+        HubCommand::Logs {
+            plant,
+            grep,
+            level,
+            limit,
+            json,
+        } => logs(&store, plant, grep, level, limit, json).await,
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     };
     // Every change is in the hub's audit log, as the local user, done or failed.
@@ -355,8 +380,47 @@ fn audited(command: &HubCommand) -> Option<(&'static str, Option<String>)> {
         | HubCommand::Plants { .. }
         | HubCommand::Action(_)
         | HubCommand::Audit { .. }
+        | HubCommand::Logs { .. }
         | HubCommand::Backups { .. } => return None,
     })
+}
+
+/// `plantd hub logs`: the plants' log lines, newest first.
+async fn logs(
+    store: &Store,
+    plant: Option<String>,
+    grep: Option<String>,
+    level: Option<String>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(p) = &plant {
+        check_plant_name(p)?;
+    }
+    let lines = store
+        .search_logs(&crate::hub::store::LogQuery {
+            plant,
+            text: grep,
+            level,
+            before: None,
+            limit,
+        })
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+        return Ok(());
+    }
+    for l in lines.iter().rev() {
+        println!(
+            "{} {:<12} {:<5} {} {}",
+            l.at,
+            l.plant,
+            l.level.to_uppercase(),
+            l.target,
+            crate::cli::printable(&l.message)
+        );
+    }
+    Ok(())
 }
 
 /// `plantd hub audit`: the hub's audit log, newest first.

@@ -91,6 +91,7 @@ pub fn router(fleet: Fleet) -> Router {
         )
         .route("/api/v1/fleet", get(overview))
         .route("/metrics", get(super::metrics::serve))
+        .route("/api/v1/fleet/logs", get(super::logs::search))
         .route("/api/v1/fleet/apply/retry", change(post(retry)))
         .route("/api/v1/fleet/apply/park", change(post(park)))
         .route("/api/v1/fleet/apply/replay", change(post(replay)))

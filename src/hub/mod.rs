@@ -11,6 +11,7 @@ pub mod apply;
 pub mod database;
 mod enroll;
 pub mod fleet;
+pub mod logs;
 pub mod metrics;
 pub mod remote;
 mod replication;
@@ -43,6 +44,8 @@ pub struct Hub {
     pub updates: replication::Updates,
     /// Plant sessions this replica serves.
     pub sessions: metrics::Sessions,
+    /// The plants' log streams.
+    pub logs: logs::Logs,
     /// Remote actions: sent on plants' remote-action streams.
     pub remote: remote::Remote,
 }
@@ -127,6 +130,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         backups: backups(&config),
         updates: replication::Updates::new(database.clone()),
         sessions: metrics::Sessions::default(),
+        logs: logs::Logs::new(database.clone()),
         remote: remote::Remote::new(database.clone()),
         database: database.clone(),
         config,
@@ -170,6 +174,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     };
     let quic = tokio::spawn(replication::serve(endpoint.clone(), hub.clone()));
     let rollouts = tokio::spawn(replication::drive_rollouts(database.clone()));
+    let log_sweep = tokio::spawn(logs::sweep(database.clone(), hub.config.logs_keep));
     let alerts = tokio::spawn(alerts::run(
         database.clone(),
         hub.config.alerts.clone(),
@@ -237,6 +242,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
     quic.abort();
     rollouts.abort();
     alerts.abort();
+    log_sweep.abort();
     expiry.abort();
     replicas.abort();
     endpoint.wait_idle().await;

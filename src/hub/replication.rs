@@ -225,6 +225,7 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 &hub.backups,
                 &hub.updates,
                 &hub.remote,
+                &hub.logs,
             )
             .await;
             if let Err(e) = result {

@@ -126,6 +126,7 @@ pub fn start(
             tasks.push(Arc::new(crate::replication::remote::Responder {
                 executor: remote,
             }));
+            tasks.push(Arc::new(crate::replication::logs::LogShipper));
             tasks
         },
     };

@@ -96,6 +96,18 @@ pub trait UpdateStreams: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Keeps a plant's log batches (a stream opened with a [`Frame::Logs`]; see
+/// `replication::logs`): `first`, then every batch after it, until the stream ends.
+pub trait LogStreams: Clone + Send + Sync + 'static {
+    fn serve(
+        &self,
+        plant: String,
+        first: Frame,
+        recv: quinn::RecvStream,
+        buf: Vec<u8>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
 /// Serves a plant's remote-action stream (opened with `RemoteReady`; see `replication::remote`):
 /// sends the actions waiting for `plant` and keeps their results, until the stream or the
 /// connection ends.
@@ -151,6 +163,7 @@ pub async fn run_session(
     backups: &impl BackupStreams,
     updates: &impl UpdateStreams,
     remote: &impl RemoteStreams,
+    logs: &impl LogStreams,
 ) -> anyhow::Result<()> {
     let fingerprint = peer_fingerprint(&conn).context("the plant presented no certificate")?;
     let (mut buf, mut out) = (Vec::new(), Vec::new());
@@ -271,12 +284,16 @@ pub async fn run_session(
             // Backups and updates have streams of their own, once the plant is known.
             bi = conn.accept_bi(), if !plant.is_empty() => {
                 let (bsend, mut brecv) = bi?;
-                let (backups, updates, remote, plant) = (backups.clone(), updates.clone(), remote.clone(), plant.clone());
+                let (backups, updates, remote, logs, plant) = (backups.clone(), updates.clone(), remote.clone(), logs.clone(), plant.clone());
                 tokio::spawn(async move {
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
                         Ok(Some(first)) if is_update(&first) => updates.serve(plant.clone(), first, bsend, brecv).await,
                         Ok(Some(Frame::RemoteReady)) => remote.serve(plant.clone(), bsend, brecv, bbuf).await,
+                        Ok(Some(first @ Frame::Logs { .. })) => {
+                            drop(bsend);
+                            logs.serve(plant.clone(), first, brecv, bbuf).await
+                        }
                         Ok(Some(first)) => backups.serve(plant.clone(), first, bsend, brecv, bbuf).await,
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),

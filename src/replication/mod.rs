@@ -6,6 +6,7 @@
 //! - `plant`, `hub`: the drivers that run the sessions on quinn connections
 //! - `transfer`: a file sent whole on a stream of its own (backup copies, update downloads)
 //! - `remote`: the hub's actions at a plant, on a stream of their own (arguments, the plant's side)
+//! - `logs`: the plant's warnings, errors and stack events, to the hub on a stream of their own
 //!
 //! This module knows nothing of SQLite or PostgreSQL, backups or updates: each side hands its
 //! driver small traits (`plant::PlantJournal`: where entries come from; `plant::ConnectionTask`:
@@ -16,6 +17,7 @@
 
 pub mod hub;
 pub mod link;
+pub mod logs;
 pub mod plant;
 pub mod remote;
 pub mod session;

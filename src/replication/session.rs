@@ -480,6 +480,7 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::RemoteReady => "remote ready",
         Frame::RemoteAction { .. } => "remote action",
         Frame::RemoteResult { .. } => "remote result",
+        Frame::Logs { .. } => "logs",
     }
 }
 

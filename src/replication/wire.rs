@@ -128,7 +128,14 @@ pub enum Frame {
         detail: String,
         body: String,
     },
+    /// Plant → hub, on a log stream of its own (the first frame opens it): a batch of the
+    /// plant's warnings, errors and stack events, JSON `{"dropped": N, "lines": [{"at",
+    /// "level", "target", "message"}]}`, at most [`MAX_LOG_BATCH`] bytes.
+    Logs { body: String },
 }
+
+/// Largest log batch a plant sends in one [`Frame::Logs`].
+pub const MAX_LOG_BATCH: usize = 256 * 1024;
 
 /// How a remote action ended at the plant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +431,10 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&offset.to_be_bytes());
         }
         Frame::RemoteReady => out.push(19),
+        Frame::Logs { body } => {
+            out.push(22);
+            put_str(out, body);
+        }
         Frame::RemoteAction {
             id,
             action,
@@ -588,6 +599,7 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
         19 => "remote ready",
         20 => "remote action",
         21 => "remote result",
+        22 => "logs",
         other => return Err(WireError::UnknownType(other)),
     };
     let mut r = Reader {
@@ -699,6 +711,9 @@ fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
             offset: r.u64("offset")?,
         },
         19 => Frame::RemoteReady,
+        22 => Frame::Logs {
+            body: r.string("body")?,
+        },
         20 => Frame::RemoteAction {
             id: r.u64("id")?,
             action: r.string("action")?,
@@ -821,6 +836,9 @@ mod tests {
                 offset: 1 << 20,
             },
             Frame::RemoteReady,
+            Frame::Logs {
+                body: r#"{"dropped":0,"lines":[]}"#.into(),
+            },
             Frame::RemoteAction {
                 id: 17,
                 action: "restart".into(),

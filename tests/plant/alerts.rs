@@ -213,6 +213,15 @@ ca_file = "{ca}"
         let plant = Plant::start(&data, config);
         plants.push((pd, data, plant));
     }
+    let setup_codes: Vec<String> = plants
+        .iter()
+        .map(|(_, data, _)| {
+            std::fs::read_to_string(data.join("admin-setup-code"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
     wait_for(30, "arles's own disk alert at the webhook", || {
         !hooks_of(&hooks, "disk_low", "arles").is_empty()
     });
@@ -264,6 +273,56 @@ ca_file = "{ca}"
             })
         })
     });
+
+    // Each plant's warnings reach the hub's logs, searchable by plant, level and text; the
+    // first-run setup code, which a plant logs at start, never leaves it.
+    let logs = |query: &str| -> Vec<Value> {
+        rt().block_on(async {
+            let r = client
+                .get(format!("{base}/api/v1/fleet/logs?{query}"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{query}");
+            let v: Value = r.json().await.unwrap();
+            v["lines"].as_array().unwrap().clone()
+        })
+    };
+    wait_for(30, "the plants' start warnings in the hub's logs", || {
+        ["arles", "brest"].iter().all(|p| {
+            logs(&format!("plant={p}&level=warn&q=READABLE+by+other"))
+                .iter()
+                .any(|l| l["plant"] == *p && l["level"] == "warn")
+        })
+    });
+    let all = logs("limit=1000");
+    assert!(all
+        .iter()
+        .all(|l| ["arles", "brest"].contains(&l["plant"].as_str().unwrap())));
+    for code in &setup_codes {
+        assert!(
+            !all.iter()
+                .any(|l| l["message"].as_str().unwrap().contains(code.as_str())),
+            "a setup code reached the hub: {all:?}"
+        );
+    }
+    assert!(logs("plant=arles&q=no+such+text+anywhere").is_empty());
+    assert!(logs("level=error").iter().all(|l| l["level"] == "error"));
+    let out = hub.cli(&["logs", "--plant", "brest", "--json"]);
+    assert!(out.status.success());
+    let cli: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!cli.is_empty() && cli.iter().all(|l| l["plant"] == "brest"));
+    let status = rt().block_on(async {
+        client
+            .get(format!("{base}/api/v1/fleet/logs?limit=0"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 400);
 
     // kill -9 brest: no goodbye, no last telemetry.
     plants[1].2.kill9();

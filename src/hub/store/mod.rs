@@ -7,6 +7,8 @@
 //! a row twice, whatever the sessions do. Migrations are numbered and run once at start.
 
 mod alerts;
+mod logs;
+pub use logs::LogQuery;
 mod releases;
 mod remote;
 
@@ -181,6 +183,17 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL,
         detail  TEXT NOT NULL DEFAULT ''
      );",
+    // 13: the plants' warnings, errors and stack events, kept `[logs] keep`.
+    "CREATE TABLE plant_logs (
+        id      BIGSERIAL PRIMARY KEY,
+        plant   TEXT NOT NULL,
+        at      TIMESTAMPTZ NOT NULL,
+        level   TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        message TEXT NOT NULL
+     );
+     CREATE INDEX plant_logs_by_plant ON plant_logs (plant, id DESC);
+     CREATE INDEX plant_logs_at ON plant_logs (at);",
 ];
 
 /// How long a replica's addresses are handed to enrolling plants after it last said it runs

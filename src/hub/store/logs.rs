@@ -1,0 +1,108 @@
+//! The plants' log lines at the hub.
+
+use super::*;
+use crate::telemetry::LogLine;
+
+/// A kept log line, as the fleet API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    pub id: i64,
+    pub plant: String,
+    pub at: String,
+    pub level: String,
+    pub target: String,
+    pub message: String,
+}
+
+/// What a search asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub plant: Option<String>,
+    /// Lines containing this text (any case).
+    pub text: Option<String>,
+    /// `error`: errors only; `warn`: warnings and errors; `info` or none: all.
+    pub level: Option<String>,
+    /// Lines older than this id (the next page).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Keeps `lines` (each with its time as text) of `plant`, in one statement.
+    pub async fn insert_logs(
+        &self,
+        plant: &str,
+        lines: &[(String, LogLine)],
+    ) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let at: Vec<&str> = lines.iter().map(|(at, _)| at.as_str()).collect();
+        let level: Vec<&str> = lines.iter().map(|(_, l)| l.level.as_str()).collect();
+        let target: Vec<&str> = lines.iter().map(|(_, l)| l.target.as_str()).collect();
+        let message: Vec<&str> = lines.iter().map(|(_, l)| l.message.as_str()).collect();
+        self.client
+            .execute(
+                "INSERT INTO plant_logs (plant, at, level, target, message)
+                 SELECT $1, a::timestamptz, l, t, m
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(a, l, t, m)",
+                &[&plant, &at, &level, &target, &message],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the lines older than `keep`; returns how many.
+    pub async fn prune_logs(&self, keep: std::time::Duration) -> anyhow::Result<u64> {
+        Ok(self
+            .client
+            .execute(
+                "DELETE FROM plant_logs WHERE at < now() - make_interval(secs => $1)",
+                &[&(keep.as_secs() as f64)],
+            )
+            .await?)
+    }
+
+    /// The newest lines that match `q`, newest first.
+    pub async fn search_logs(&self, q: &LogQuery) -> anyhow::Result<Vec<LogRow>> {
+        let levels: Vec<&str> = match q.level.as_deref() {
+            Some("error") => vec!["error"],
+            Some("warn") => vec!["error", "warn"],
+            _ => vec!["error", "warn", "info"],
+        };
+        // The text is matched literally: LIKE's wildcards in it are escaped.
+        let pattern = q.text.as_ref().map(|t| {
+            format!(
+                "%{}%",
+                t.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let rows = self
+            .client
+            .query(
+                "SELECT id, plant, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        level, target, message
+                 FROM plant_logs
+                 WHERE ($1::text IS NULL OR plant = $1)
+                   AND level = ANY($2)
+                   AND ($3::text IS NULL OR message ILIKE $3)
+                   AND ($4::bigint IS NULL OR id < $4)
+                 ORDER BY id DESC LIMIT $5",
+                &[&q.plant, &levels, &pattern, &q.before, &q.limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogRow {
+                id: r.get(0),
+                plant: r.get(1),
+                at: r.get(2),
+                level: r.get(3),
+                target: r.get(4),
+                message: r.get(5),
+            })
+            .collect())
+    }
+}
