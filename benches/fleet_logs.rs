@@ -160,7 +160,7 @@ fn main() {
                         n += 1;
                         serde_json::json!({
                             "at": jiff::Timestamp::now().to_string(),
-                            "level": if n % 10 == 0 { "error" } else { "warn" },
+                            "level": if n.is_multiple_of(10) { "error" } else { "warn" },
                             "target": "plantd::stack::supervisor",
                             "message": format!("odoo is unhealthy: no answer within 5s (probe {n}) service=odoo restarts=3"),
                         })

@@ -33,6 +33,13 @@ impl SignIn {
             .ok_or(AdminError::Unauthenticated)
     }
 
+    /// A reader with a session, and their role (for what only admins may read).
+    pub fn reader_role(&self, headers: &HeaderMap) -> Result<(Caller, Role), AdminError> {
+        self.session_of(headers)
+            .map(|(_, s)| (Caller { user: s.user }, s.role))
+            .ok_or(AdminError::Unauthenticated)
+    }
+
     /// An admin allowed to change something; a refusal of a known user is audited.
     pub async fn actor(
         &self,

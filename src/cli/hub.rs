@@ -61,7 +61,7 @@ enum HubCommand {
         json: bool,
     },
     /// Ask a plant to carry out an action over its link (backup, verify, restart,
-    /// diagnostics, island, rejoin, apply_retry, apply_park); audited as the local user.
+    /// diagnostics, island, apply_retry, apply_park); audited as the local user.
     Action(ActionArgs),
     /// The plants' warnings, errors and stack events, newest first.
     Logs {
@@ -220,7 +220,8 @@ enum HubApiTokenCommand {
 struct ActionArgs {
     /// The plant's name.
     plant: String,
-    /// backup, verify, restart, diagnostics, island, rejoin, apply_retry or apply_park.
+    /// backup, verify, restart, diagnostics, island, apply_retry or apply_park (a rejoin is
+    /// done at the plant: `plantd rejoin`).
     action: String,
     /// The service to restart (postgres, redis or odoo).
     #[arg(long, value_name = "S")]
@@ -240,6 +241,11 @@ struct ActionArgs {
     /// Wait for the plant's answer and print it (exit 1 unless it is ok).
     #[arg(long)]
     wait: bool,
+    /// How long --wait waits before it gives up (exit 1; the action goes on at the hub)
+    /// [default: --expires-in, and the time the hub gives the plant to answer: 2h for backup
+    /// and verify, 10m for the others].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "wait")]
+    timeout: Option<Duration>,
     /// Print the action as JSON (with the result, when waited for).
     #[arg(long)]
     json: bool,
@@ -896,7 +902,7 @@ async fn action(store: &mut Store, a: ActionArgs) -> anyhow::Result<()> {
     if let Some(n) = a.lines {
         args.insert("lines".into(), n.into());
     }
-    let command = crate::replication::remote::Command::parse(&a.action, &args.into())
+    let command = crate::replication::remote::Command::parse_request(&a.action, &args.into())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let expires_in_s = a.expires_in.as_secs() as i64;
     if !(1..=crate::hub::MAX_ACTION_EXPIRY_S).contains(&expires_in_s) {
@@ -928,6 +934,10 @@ async fn action(store: &mut Store, a: ActionArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let timeout = a
+        .timeout
+        .unwrap_or(a.expires_in + crate::replication::remote::answer_deadline(command.action()));
+    let deadline = std::time::Instant::now() + timeout;
     let row = loop {
         let row = store
             .remote_action(id)
@@ -935,6 +945,19 @@ async fn action(store: &mut Store, a: ActionArgs) -> anyhow::Result<()> {
             .context("the action disappeared from the hub database")?;
         if !["pending", "sent"].contains(&row.state.as_str()) {
             break row;
+        }
+        if std::time::Instant::now() >= deadline {
+            let what = match row.state.as_str() {
+                "pending" => format!("the plant has not taken it (it waits until {}, then expires)", row.expires_at),
+                _ => "the plant has it but has not answered (the hub ends it as failed once its answer is overdue)".to_string(),
+            };
+            bail!(
+                "action #{id} ({}) at {}: still {} after {}: {what}; stopped waiting, the action goes on at the hub: follow it with GET /api/v1/fleet/actions/{id} or on the fleet page",
+                row.action,
+                row.plant,
+                row.state,
+                humantime::format_duration(timeout)
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -1,7 +1,9 @@
 //! The fleet API's remote actions: an admin asks a plant to do something
 //! (`POST /api/v1/fleet/plants/{plant}/actions`, 202 with the queued action), and anyone
 //! signed in follows it (`GET /api/v1/fleet/plants/{plant}/actions`,
-//! `GET /api/v1/fleet/actions/{id}`) and reads the hub's audit log (`GET /api/v1/fleet/audit`).
+//! `GET /api/v1/fleet/actions/{id}`, whose result only admins read: a diagnostics bundle holds
+//! a plant's logs and configuration) and reads the hub's audit log (`GET /api/v1/fleet/audit`).
+//! `rejoin` is refused here (422): it can never reach a plant that needs it.
 //!
 //! A request needs an admin's session, the CSRF token and this origin (viewers get 403), as the
 //! central apply's remedies do; its arguments are checked here with the same rules the plant
@@ -16,8 +18,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::fleet::{busy_or_down, Fleet};
-use super::store::NotCreated;
+use super::store::{NotCreated, RemoteActionRow};
 use crate::admin::apply::fields;
+use crate::admin::store::Role;
 use crate::admin::AdminError;
 use crate::enrollment::protocol::is_plant_name;
 use crate::replication::remote::Command;
@@ -51,7 +54,7 @@ fn asked(headers: &HeaderMap, bytes: &Bytes) -> Result<(Command, i64), AdminErro
                 field: "action".into(),
                 message: format!(
                     "is required: one of {}",
-                    crate::config::RemoteAction::names()
+                    crate::replication::remote::requestable()
                 ),
             })
         }
@@ -63,7 +66,7 @@ fn asked(headers: &HeaderMap, bytes: &Bytes) -> Result<(Command, i64), AdminErro
         }
     };
     let args = m.get("args").cloned().unwrap_or(Value::Null);
-    let command = Command::parse(&action, &args).map_err(|e| AdminError::InvalidField {
+    let command = Command::parse_request(&action, &args).map_err(|e| AdminError::InvalidField {
         field: e.field,
         message: e.message,
     })?;
@@ -205,15 +208,20 @@ pub async fn list(
     }
 }
 
-/// `GET /api/v1/fleet/actions/{id}`: one action with its result.
+/// What a viewer reads in place of a result.
+pub const RESULT_WITHHELD: &str = "the result is shown to admins only: it can hold a plant's logs and configuration (a diagnostics bundle)";
+
+/// `GET /api/v1/fleet/actions/{id}`: one action, with its result for admins (a viewer gets
+/// `result: null` and `result_note` saying why).
 pub async fn one(
     State(fleet): State<Fleet>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
-        return e.into_response();
-    }
+    let role = match fleet.signin.reader_role(&headers) {
+        Ok((_, role)) => role,
+        Err(e) => return e.into_response(),
+    };
     let read = async {
         let not_found = || AdminError::NotFound(format!("no remote action {id:?} at this hub"));
         let n: i64 = id.parse().ok().filter(|n| *n >= 1).ok_or_else(not_found)?;
@@ -229,9 +237,22 @@ pub async fn one(
             .ok_or_else(not_found)
     };
     match read.await {
-        Ok(row) => Json(row).into_response(),
+        Ok(row) => Json(shown_to(row, role)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// `row` as `role` may read it: a viewer's has no result, and a note in its place.
+fn shown_to(row: RemoteActionRow, role: Role) -> Value {
+    let had = row.result.is_some();
+    let mut v = serde_json::to_value(row).expect("a row is JSON");
+    if role != Role::Admin {
+        v["result"] = Value::Null;
+        if had {
+            v["result_note"] = RESULT_WITHHELD.into();
+        }
+    }
+    v
 }
 
 #[derive(serde::Deserialize)]

@@ -7,8 +7,9 @@
 //! A diagnostics bundle holds the status, the stack's state and events, the last lines of each
 //! container's log and of plantd's own, and the config; before it leaves, every secret this
 //! plant knows (the stack's generated passwords, service environments, Odoo options from
-//! files, its API key, the backup identity, the first-run setup code) is replaced by `***`
-//! wherever it occurs, and log lines that carry the setup code are left out.
+//! files, its API key, the backup identity, the first-run setup code, the alert routes' keys and
+//! the URLs' user, password and query) is replaced by `***` wherever it occurs, escaped or not
+//! (see `mask`), and log lines that carry the setup code are left out.
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ use serde_json::{json, Value};
 use crate::config::PlantConfig;
 use crate::control::{Control, Request, Response};
 use crate::replication::remote::{Command, Done, Executor, Received, Then};
+
+mod mask;
 
 /// The hub's actions at this plant.
 #[derive(Clone)]
@@ -55,6 +58,15 @@ impl Executor for RemoteExecutor {
     fn execute(&self, action: Received) -> BoxFuture<'static, (Done, Then)> {
         let this = self.clone();
         Box::pin(async move { this.run(action).await })
+    }
+
+    fn timed_out(&self, action: Received, done: Done) -> BoxFuture<'static, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            let who = who(&action.requested_by);
+            this.audit(&who, &action.command, outcome(&done), &done.detail)
+                .await;
+        })
     }
 }
 
@@ -252,16 +264,16 @@ impl RemoteExecutor {
             "stack": stack,
             "stack_events": events,
             "logs": logs,
-            "config": format!("{:#?}", self.config),
+            "config": mask::config_section(&self.config),
             "remote_allow": self.config.remote.allow.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         });
         let secrets = {
             let config = self.config.clone();
-            tokio::task::spawn_blocking(move || secrets(&config))
+            tokio::task::spawn_blocking(move || mask::secrets(&config))
                 .await
                 .unwrap_or_default()
         };
-        let body = redact(bundle, &secrets);
+        let body = mask::redact(bundle, &secrets);
         let size = body.to_string().len();
         let mut d = Done::ok(format!(
             "diagnostics collected ({}; {lines} log lines at most per container and of plantd; secrets replaced by ***)",
@@ -288,116 +300,9 @@ fn answer(response: Response) -> Done {
     }
 }
 
-/// Shorter strings are not treated as secrets: replacing them would garble the bundle.
-const MIN_SECRET: usize = 6;
-
-/// Every secret this plant knows, as it could occur in a bundle.
-fn secrets(config: &PlantConfig) -> Vec<String> {
-    let data_dir = &config.data_dir;
-    let mut found = Vec::new();
-    let mut add = |s: &str| {
-        let s = s.trim();
-        if s.len() >= MIN_SECRET {
-            found.push(s.to_string());
-        }
-    };
-    // The stack's generated passwords.
-    let secrets_json = crate::stack::spec::stack_dir(data_dir).join("secrets.json");
-    if let Ok(text) = std::fs::read_to_string(&secrets_json) {
-        if let Ok(v) = serde_json::from_str::<Value>(&text) {
-            walk_strings(&v, &mut add);
-        }
-    }
-    for file in [
-        data_dir.join("admin-setup-code"),
-        data_dir.join("backup-identity.txt"),
-    ] {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            for line in text.lines().filter(|l| !l.starts_with('#')) {
-                add(line);
-            }
-        }
-    }
-    if let Some(key_file) = &config.odoo.key_file {
-        if let Ok(text) = std::fs::read_to_string(key_file) {
-            add(&text);
-        }
-    }
-    if let Some(stack) = &config.stack {
-        for service in [&stack.postgres, &stack.redis, &stack.odoo] {
-            for value in service.env.values() {
-                add(value);
-            }
-        }
-        for option in stack.odoo_options.values() {
-            match option {
-                crate::config::OdooOption::Text(t) => add(t),
-                crate::config::OdooOption::File {
-                    secret: Some(s), ..
-                } => add(s),
-                crate::config::OdooOption::File { .. } => {}
-            }
-        }
-    }
-    // Longest first, so that a secret containing another is replaced whole.
-    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    found.dedup();
-    found
-}
-
-fn walk_strings(v: &Value, add: &mut impl FnMut(&str)) {
-    match v {
-        Value::String(s) => add(s),
-        Value::Array(a) => a.iter().for_each(|x| walk_strings(x, add)),
-        Value::Object(m) => m.values().for_each(|x| walk_strings(x, add)),
-        _ => {}
-    }
-}
-
-/// `bundle` with every occurrence of each secret replaced by `***` (in any string of it).
-fn redact(bundle: Value, secrets: &[String]) -> Value {
-    match bundle {
-        Value::String(mut s) => {
-            for secret in secrets {
-                if s.contains(secret.as_str()) {
-                    s = s.replace(secret.as_str(), "***");
-                }
-            }
-            Value::String(s)
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| redact(x, secrets)).collect()),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k, redact(v, secrets)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_replaces_every_occurrence_in_every_string_and_keeps_the_shape() {
-        let bundle = json!({
-            "config": "env: {\"SMTP_PASSWORD\": \"hunter2-smtp\"}",
-            "logs": {"odoo": ["connecting with hunter2-smtp and pw-of-postgres", "fine"]},
-            "n": 3,
-        });
-        let out = redact(
-            bundle,
-            &["pw-of-postgres".to_string(), "hunter2-smtp".to_string()],
-        );
-        let text = out.to_string();
-        assert!(
-            !text.contains("hunter2") && !text.contains("pw-of-postgres"),
-            "{text}"
-        );
-        assert_eq!(out["logs"]["odoo"][0], "connecting with *** and ***");
-        assert_eq!(out["n"], 3);
-    }
 
     #[test]
     fn the_audit_names_hub_admins_as_such() {

@@ -121,6 +121,39 @@ pub trait RemoteStreams: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// The one remote-action stream a connection may have: [`RemoteSlot::take`] gives it to the
+/// first stream that asks, until that one's guard is dropped. Each stream polls the database
+/// and holds its own slots for actions, so a plant may not open many.
+#[derive(Clone, Default)]
+struct RemoteSlot(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// Holds a connection's [`RemoteSlot`] while its stream is served.
+struct RemoteHeld(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl RemoteSlot {
+    fn take(&self) -> Option<RemoteHeld> {
+        use std::sync::atomic::Ordering;
+        (!self.0.swap(true, Ordering::AcqRel)).then(|| RemoteHeld(self.0.clone()))
+    }
+}
+
+impl Drop for RemoteHeld {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Refuses a stream beside the session with a word, and lets it go.
+async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, message: &str) {
+    let refuse = Frame::Refuse {
+        code: RefuseCode::Protocol,
+        message: message.to_string(),
+    };
+    let _ = write_frame(&mut send, &refuse, &mut Vec::new()).await;
+    let _ = send.finish();
+    let _ = recv.stop(0u32.into());
+}
+
 /// Whether `first` opens an update stream.
 fn is_update(first: &Frame) -> bool {
     matches!(
@@ -156,7 +189,8 @@ pub fn peer_fingerprint(conn: &Connection) -> Option<String> {
 /// opened with a hello), its telemetry, and its backup and update streams ([`BackupStreams`], [`UpdateStreams`]). A
 /// connection whose first stream asks for a backup instead is served that one stream: a
 /// rebuilt plant fetches before it replicates. Remote actions ([`RemoteStreams`]) reach only a
-/// plant whose hello was authorized.
+/// plant whose hello was authorized, on at most one stream per connection at a time (a
+/// further one is refused and logged).
 pub async fn run_session(
     conn: Connection,
     store: &mut impl HubStore,
@@ -219,6 +253,7 @@ pub async fn run_session(
     let mut session = HubSession::default();
     session.handle(HubEvent::Frame(first));
     let mut plant = String::new();
+    let remote_open = RemoteSlot::default();
     let mut telemetry: Option<quinn::RecvStream> = None;
     let mut tbuf = Vec::new();
     loop {
@@ -284,12 +319,19 @@ pub async fn run_session(
             // Backups and updates have streams of their own, once the plant is known.
             bi = conn.accept_bi(), if !plant.is_empty() => {
                 let (bsend, mut brecv) = bi?;
-                let (backups, updates, remote, logs, plant) = (backups.clone(), updates.clone(), remote.clone(), logs.clone(), plant.clone());
+                let (backups, updates, remote, logs, plant, remote_open) = (backups.clone(), updates.clone(), remote.clone(), logs.clone(), plant.clone(), remote_open.clone());
                 tokio::spawn(async move {
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
                         Ok(Some(first)) if is_update(&first) => updates.serve(plant.clone(), first, bsend, brecv).await,
-                        Ok(Some(Frame::RemoteReady)) => remote.serve(plant.clone(), bsend, brecv, bbuf).await,
+                        Ok(Some(Frame::RemoteReady)) => match remote_open.take() {
+                            Some(_held) => remote.serve(plant.clone(), bsend, brecv, bbuf).await,
+                            None => {
+                                tracing::warn!(%plant, "refused a second remote-action stream on one connection");
+                                refuse_stream(bsend, brecv, "this connection has a remote-action stream already; one at a time").await;
+                                Ok(())
+                            }
+                        },
                         Ok(Some(first @ Frame::Logs { .. })) => {
                             drop(bsend);
                             logs.serve(plant.clone(), first, brecv, bbuf).await
@@ -323,5 +365,26 @@ pub async fn run_session(
                 Ok(None) | Err(_) => telemetry = None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_has_one_remote_stream_at_a_time() {
+        let slot = RemoteSlot::default();
+        let first = slot.take().expect("the first stream is served");
+        assert!(slot.take().is_none(), "a second is refused");
+        assert!(
+            slot.clone().take().is_none(),
+            "from any task of the connection"
+        );
+        drop(first);
+        assert!(
+            slot.take().is_some(),
+            "once the first ended, another may open"
+        );
     }
 }

@@ -211,14 +211,24 @@ async fn connect_and_run<J: PlantJournal>(
     };
     *connected_at = Some(Instant::now());
     link.connected(Instant::now());
+    // The tasks' streams wait for the session's: the hub reads the connection's first stream
+    // as the session's hello, and QUIC numbers streams in the order they are opened.
+    let (resumed, _) = watch::channel(false);
     let tasks: Vec<_> = a
         .target
         .tasks
         .iter()
-        .map(|t| tokio::spawn(t.run(conn.clone())))
+        .map(|t| {
+            let (task, mut resumed) = (t.run(conn.clone()), resumed.subscribe());
+            tokio::spawn(async move {
+                if resumed.wait_for(|r| *r).await.is_ok() {
+                    task.await;
+                }
+            })
+        })
         .collect();
     let (result, why) = tokio::select! {
-        r = session(&conn, &a, link, islanded) => (r, &b"bye"[..]),
+        r = session(&conn, &a, link, islanded, &resumed) => (r, &b"bye"[..]),
         _ = stop.changed() => (Ok(()), &b"plant stopping"[..]),
     };
     for t in tasks {
@@ -269,6 +279,7 @@ async fn session<J: PlantJournal>(
     a: &Attempt<'_, J>,
     link: &mut Link,
     islanded: &mut watch::Receiver<bool>,
+    resumed: &watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let (target, journal, report, hub, reconnects) =
         (a.target, a.journal, a.report, a.hub, a.reconnects);
@@ -324,7 +335,12 @@ async fn session<J: PlantJournal>(
         let deadline = s.poll_timeout();
         tokio::select! {
             frame = read_frame(&mut recv, &mut buf) => match frame? {
-                Some(f) => s.handle(Instant::now(), PlantEvent::Frame(f)),
+                Some(f) => {
+                    s.handle(Instant::now(), PlantEvent::Frame(f));
+                    if s.is_streaming() && !*resumed.borrow() {
+                        resumed.send_replace(true);
+                    }
+                }
                 None => bail!("the hub ended the session"),
             },
             changed = last_seq.changed() => {

@@ -9,11 +9,16 @@
 //! [`Executor`] (the plant root's, which audits and carries it out).
 //!
 //! Promises: the session stream is never touched, so an action (a backup of many minutes) never
-//! blocks or slows replication; actions run concurrently, at most [`MAX_RUNNING`] at a time; a
-//! frame from the hub over [`MAX_ACTION_FRAME`] bytes, or one that is not an action, ends the
-//! stream; a result's body is cut to [`MAX_REMOTE_BODY`] before it is sent.
+//! blocks or slows replication, and the stream is opened only once the session's hello was
+//! answered; actions run concurrently, at most [`MAX_RUNNING`] at a time, each bounded by its
+//! [`time_limit`] (past it, it is answered `failed`); a frame from the hub over
+//! [`MAX_ACTION_FRAME`] bytes, or one that is not an action, ends the stream, and the plant opens
+//! a new one (with backoff) for as long as the connection lives; a result's body is cut to
+//! [`MAX_REMOTE_BODY`] before it is sent, and NUL characters (which the hub's PostgreSQL cannot
+//! store) are taken out of it and of its detail.
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use quinn::Connection;
@@ -36,6 +41,41 @@ pub const MAX_RUNNING: usize = 4;
 /// bundle.
 pub const DEFAULT_LOG_LINES: usize = 200;
 pub const MAX_LOG_LINES: usize = 2000;
+
+/// How long the plant lets an action run before it answers `failed` (a hung action must not
+/// hold one of the [`MAX_RUNNING`] slots for ever).
+pub fn time_limit(action: RemoteAction) -> Duration {
+    match action {
+        RemoteAction::Backup | RemoteAction::Verify => Duration::from_secs(3600),
+        RemoteAction::Restart => Duration::from_secs(5 * 60),
+        RemoteAction::Diagnostics => Duration::from_secs(2 * 60),
+        RemoteAction::Island
+        | RemoteAction::Rejoin
+        | RemoteAction::ApplyRetry
+        | RemoteAction::ApplyPark => Duration::from_secs(60),
+    }
+}
+
+/// How long the hub waits for the answer to an action it sent before it ends it as `failed`
+/// (the plant's [`time_limit`], and room for a link that comes and goes); an action whose
+/// replica crashed, or whose answer was lost, does not stay `sent` for ever.
+pub fn answer_deadline(action: RemoteAction) -> Duration {
+    match action {
+        RemoteAction::Backup | RemoteAction::Verify => Duration::from_secs(2 * 3600),
+        _ => Duration::from_secs(10 * 60),
+    }
+}
+
+/// The actions the hub may be asked for: every one but `rejoin`, which can never reach a plant
+/// that needs it.
+pub fn requestable() -> String {
+    RemoteAction::ALL
+        .iter()
+        .filter(|a| **a != RemoteAction::Rejoin)
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// An action with its arguments checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +254,30 @@ impl Command {
         })
     }
 
+    /// [`Command::parse`] for a request made at the hub (its API and CLI): `rejoin` is refused
+    /// there, since an islanded plant has no link to receive it and a connected plant is not
+    /// islanded.
+    pub fn parse_request(action: &str, args: &Value) -> Result<Command, FieldError> {
+        match Command::parse(action, args) {
+            Ok(Command::Rejoin) => Err(FieldError::new(
+                "action",
+                format!(
+                    "rejoin cannot be asked from the hub: an islanded plant has no link to receive it, and a connected plant is not islanded; rejoin at the plant (`plantd rejoin`, or its admin UI's Failover page). Ask for one of {}",
+                    requestable()
+                ),
+            )),
+            Err(e) if e.field == "action" => Err(FieldError::new(
+                "action",
+                format!(
+                    "{:?} is not a remote action; use one of {}",
+                    shown(action),
+                    requestable()
+                ),
+            )),
+            other => other,
+        }
+    }
+
     /// The arguments as the hub stores and sends them (defaults filled in).
     pub fn args(&self) -> Value {
         match self {
@@ -281,8 +345,8 @@ impl Done {
     /// The result frame for action `id`, its detail and body cut to their bounds (a body over
     /// its bound is replaced by a note, never sent cut inside its JSON).
     pub fn frame(&self, id: u64) -> Frame {
-        let mut body = self.body.to_string();
-        let mut detail = cut(&self.detail, MAX_REMOTE_DETAIL);
+        let mut body = without_nul(self.body.clone()).to_string();
+        let mut detail = cut(&self.detail.replace('\0', ""), MAX_REMOTE_DETAIL);
         if body.len() > MAX_REMOTE_BODY {
             body = serde_json::json!({
                 "cut": format!("the result was {} bytes, over the {MAX_REMOTE_BODY}-byte limit; ask for fewer lines", body.len())
@@ -299,6 +363,21 @@ impl Done {
             detail,
             body,
         }
+    }
+}
+
+/// `v` with every NUL character taken out of its strings and keys: PostgreSQL's text and jsonb
+/// cannot hold one, and the hub would have to drop the whole result.
+fn without_nul(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nul).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.replace('\0', ""), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -323,6 +402,21 @@ pub trait Executor: Send + Sync + 'static {
     /// Carries out `action` (the plant's `[remote] allow` is the executor's to check) and says
     /// how it ended; `Then` runs after the result is written.
     fn execute(&self, action: Received) -> BoxFuture<'static, (Done, Then)>;
+
+    /// Called when `action` ran past its [`time_limit`] and was answered with `done` (so that the
+    /// plant's audit log says so); by default nothing.
+    fn timed_out(&self, action: Received, done: Done) -> BoxFuture<'static, ()> {
+        let _ = (action, done);
+        Box::pin(async {})
+    }
+}
+
+/// The answer to an action that ran past its time limit.
+pub fn timed_out(action: RemoteAction, limit: Duration) -> Done {
+    Done::failed(format!(
+        "{action} did not finish within {} at the plant, so the plant stopped waiting for it and answered this; part of it may have been done or may still finish there: look at the plant (its audit log, backups, services) before asking again",
+        humantime::format_duration(limit)
+    ))
 }
 
 /// Where the plant root puts its [`Executor`] once the daemon's actions exist (the
@@ -338,12 +432,58 @@ impl ConnectionTask for Responder {
     fn run(&self, conn: Connection) -> TaskFuture {
         let slot = self.executor.clone();
         Box::pin(async move {
-            if let Err(e) = respond(&conn, slot).await {
-                if conn.close_reason().is_none() {
-                    tracing::warn!(error = %format!("{e:#}"), "remote-action stream ended");
+            // One stream at a time, opened again whenever it ends, for as long as the
+            // connection lives (the hub takes one remote stream per connection).
+            let mut backoff = Backoff::default();
+            loop {
+                let opened = Instant::now();
+                let ended = respond(&conn, slot.clone()).await;
+                if conn.close_reason().is_some() {
+                    return;
+                }
+                match ended {
+                    Ok(()) => {
+                        tracing::info!("the hub ended the remote-action stream; opening another")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "remote-action stream ended; opening another")
+                    }
+                }
+                if opened.elapsed() >= STREAM_LASTED {
+                    backoff = Backoff::default();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = conn.closed() => return,
                 }
             }
         })
+    }
+}
+
+/// A stream that lasted this long starts the backoff over.
+const STREAM_LASTED: Duration = Duration::from_secs(60);
+
+/// Waits between attempts at something that failed: from 1 s, doubling, at most 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Backoff {
+    /// The next wait, each twice the last, up to 30 s.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        d
     }
 }
 
@@ -360,6 +500,7 @@ async fn respond(conn: &Connection, slot: ExecutorSlot) -> anyhow::Result<()> {
             frame = read_frame_within(&mut recv, &mut buf, MAX_ACTION_FRAME) => {
                 let (id, action, args, requested_by) = match frame? {
                     Some(Frame::RemoteAction { id, action, args, requested_by }) => (id, action, args, requested_by),
+                    Some(Frame::Refuse { message, .. }) => anyhow::bail!("the hub refused the remote-action stream: {message}"),
                     Some(other) => anyhow::bail!("the hub sent a {} frame on the remote-action stream", super::session::frame_name(&other)),
                     None => return Ok(()),
                 };
@@ -375,7 +516,17 @@ async fn respond(conn: &Connection, slot: ExecutorSlot) -> anyhow::Result<()> {
                         (Ok(_), None) => (Done::failed("the plant is still starting; ask again in a moment"), None),
                         (Ok(command), Some(executor)) => {
                             let received = Received { id, command, requested_by };
-                            executor.execute(received).await
+                            let kind = received.command.action();
+                            let limit = time_limit(kind);
+                            match tokio::time::timeout(limit, executor.execute(received.clone())).await {
+                                Ok(done) => done,
+                                Err(_) => {
+                                    let done = timed_out(kind, limit);
+                                    tracing::warn!(id, action = %kind, "remote action ran past its time limit");
+                                    executor.timed_out(received, done.clone()).await;
+                                    (done, None)
+                                }
+                            }
                         }
                     };
                     let _ = done_tx.send((id, done, then)).await;
@@ -481,5 +632,67 @@ mod tests {
                 body: "null".into()
             }
         );
+    }
+
+    #[test]
+    fn rejoin_is_refused_at_the_hub_saying_where_it_is_done() {
+        let e = Command::parse_request("rejoin", &json!({})).unwrap_err();
+        assert_eq!(e.field, "action");
+        assert!(e.message.contains("plantd rejoin"), "{e}");
+        // The plant still reads one (from an older hub).
+        assert_eq!(Command::parse("rejoin", &json!({})), Ok(Command::Rejoin));
+        let unknown = Command::parse_request("reboot", &json!({})).unwrap_err();
+        assert_eq!(unknown.field, "action");
+        assert!(!unknown.message.contains("rejoin"), "{unknown}");
+        assert_eq!(
+            Command::parse_request("backup", &json!({})),
+            Ok(Command::Backup)
+        );
+        let e = Command::parse_request("restart", &json!({})).unwrap_err();
+        assert_eq!(e.field, "args.service");
+    }
+
+    #[test]
+    fn every_action_has_a_time_limit_within_the_hubs_deadline() {
+        for a in RemoteAction::ALL {
+            assert!(time_limit(a) >= Duration::from_secs(60), "{a}");
+            assert!(
+                answer_deadline(a) >= time_limit(a) * 2,
+                "{a}: the hub waits well past the plant's limit"
+            );
+        }
+        assert_eq!(time_limit(RemoteAction::Backup), Duration::from_secs(3600));
+        assert_eq!(
+            time_limit(RemoteAction::Diagnostics),
+            Duration::from_secs(120)
+        );
+        let done = timed_out(RemoteAction::Restart, time_limit(RemoteAction::Restart));
+        assert_eq!(done.outcome, RemoteOutcome::Failed);
+        assert!(done.detail.contains("within 5m"), "{}", done.detail);
+    }
+
+    #[test]
+    fn nul_characters_never_leave_the_plant() {
+        let done = Done {
+            outcome: RemoteOutcome::Ok,
+            detail: "bad\0line".into(),
+            body: json!({"logs": ["a\u{0}b"], "k\u{0}ey": 1}),
+        };
+        let Frame::RemoteResult { detail, body, .. } = done.frame(9) else {
+            panic!()
+        };
+        assert_eq!(detail, "badline");
+        assert!(!body.contains("\\u0000") && !body.contains('\0'), "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"logs": ["ab"], "key": 1})
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
     }
 }

@@ -155,6 +155,12 @@ impl PlantSession {
         self.state == PlantState::Closed
     }
 
+    /// Whether the hub answered the hello (with `Resume`) and the session is streaming: from
+    /// then on the hub accepts the connection's other streams.
+    pub fn is_streaming(&self) -> bool {
+        self.state == PlantState::Streaming
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ack_deadline.is_some_and(|d| now >= d) {
             self.close(SessionError::AckTimeout(self.settings.ack_timeout));

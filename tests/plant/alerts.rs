@@ -216,10 +216,10 @@ ca_file = "{ca}"
     let setup_codes: Vec<String> = plants
         .iter()
         .map(|(_, data, _)| {
-            std::fs::read_to_string(data.join("admin-setup-code"))
-                .unwrap()
-                .trim()
-                .to_string()
+            // Written as the admin UI starts, which may be just after the daemon answers.
+            let file = data.join("admin-setup-code");
+            wait_for(10, "the first-run setup code", || file.exists());
+            std::fs::read_to_string(file).unwrap().trim().to_string()
         })
         .collect();
     wait_for(30, "arles's own disk alert at the webhook", || {

@@ -154,12 +154,14 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
     // Turin: no stack, and only diagnostics allowed.
     let turin_dir = dir.path().join("turin");
     enrolled(&turin_dir, &hub, "turin");
-    let turin_config = "[remote]\nallow = [\"diagnostics\"]\n";
+    // Its Odoo URL (unused without [apply]) carries a user, a password and a query: none of
+    // them may reach a diagnostics bundle.
+    let turin_config = "[remote]\nallow = [\"diagnostics\"]\n[odoo]\nurl = \"https://apiuser:url-pass-93@odoo.invalid/?token=qs-secret-41\"\n";
     let mut turin = Plant::start(&turin_dir, turin_config);
 
     // Lyon: a supervised stack, every action allowed.
-    let extra =
-        "[backup]\nschedule = \"off\"\n[stack.odoo.env]\nSMTP_PASSWORD = \"hunter2-smtp-secret\"\n";
+    // A secret with a quote and a backslash, which Debug and JSON escape.
+    let extra = "[backup]\nschedule = \"off\"\n[stack.odoo.env]\nSMTP_PASSWORD = \"hunter2-smtp-secret\"\nMAIL_TOKEN = 'q\"uo\\te-secret-7'\n";
     let mut lyon = TestStack::start(extra);
     let lyon_enrollment = enrolled(&lyon.plant.data_dir, &hub, "lyon");
     lyon.restart_plantd(extra);
@@ -201,6 +203,17 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
         }
         let (status, answer) = ana.ask("nowhere", json!({"action": "backup"})).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        // A rejoin can never reach a plant that needs one: refused, saying where it is done.
+        let (status, answer) = ana.ask("lyon", json!({"action": "rejoin"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["field"], "action", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("plantd rejoin"),
+            "{answer}"
+        );
 
         // A quick action's round trip, once the link is surely up.
         let first = ana
@@ -209,9 +222,22 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
                 json!({"action": "diagnostics", "args": {"lines": 20}}),
             )
             .await;
-        assert_eq!(
-            ana.finished(first, Duration::from_secs(60)).await["state"],
-            "ok"
+        let first = ana.finished(first, Duration::from_secs(60)).await;
+        assert_eq!(first["state"], "ok", "{first}");
+        // Turin's bundle has its Odoo URL's host, not its user, password or query.
+        let turin_bundle = first["result"].to_string();
+        assert!(turin_bundle.contains("odoo.invalid"), "{turin_bundle}");
+        for s in ["apiuser", "url-pass-93", "qs-secret-41"] {
+            assert!(!turin_bundle.contains(s), "{s} in turin's bundle");
+        }
+        // A viewer follows the action but does not read its result.
+        let seen = vic.get(&format!("/api/v1/fleet/actions/{}", first["id"])).await;
+        assert_eq!(seen["state"], "ok", "{seen}");
+        assert!(seen["detail"].is_string(), "{seen}");
+        assert!(seen["result"].is_null(), "{seen}");
+        assert!(
+            seen["result_note"].as_str().unwrap().contains("admins only"),
+            "{seen}"
         );
         let mut best = Duration::MAX;
         for _ in 0..5 {
@@ -365,9 +391,21 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
             }
         }
         assert!(secrets.len() >= 6, "{secrets:?}");
+        secrets.push(r#"q"uo\te-secret-7"#.to_string());
         for s in &secrets {
-            assert!(!text.contains(s.as_str()), "a secret in the bundle: {s}");
+            // As written, and escaped as Rust's Debug and as JSON write it (then as JSON again,
+            // the bundle being JSON).
+            let debug = format!("{s:?}");
+            let json = serde_json::to_string(s).unwrap();
+            for form in [s.as_str(), &debug[1..debug.len() - 1], &json[1..json.len() - 1]] {
+                let in_json = serde_json::to_string(form).unwrap();
+                assert!(
+                    !text.contains(form) && !text.contains(&in_json[1..in_json.len() - 1]),
+                    "a secret in the bundle: {s} (as {form})"
+                );
+            }
         }
+        assert!(!text.contains("te-secret-7"), "no part of it either");
         assert!(audit(&lyon.plant.data_dir)
             .iter()
             .any(|(u, act, o, _)| u == "hub:ana" && act == "diagnostics" && o == "ok"));
@@ -427,6 +465,39 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("refused"),
             "{out:?}"
+        );
+        let out = hub.cli(&["action", "turin", "rejoin"]);
+        assert!(!out.status.success(), "no rejoin from the hub");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("plantd rejoin"),
+            "{out:?}"
+        );
+        // --wait gives up when told, and says so.
+        let out = hub.cli(&["action", "turin", "diagnostics", "--wait", "--timeout", "1ms"]);
+        assert!(!out.status.success(), "gave up: {out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("stopped waiting"), "{said}");
+
+        // An action left `sent` (its replica crashed) ends failed once its answer is overdue.
+        let db = crate::fleet::connect(&pg.url()).await;
+        let stuck: i64 = db
+            .query_one(
+                "INSERT INTO remote_actions (plant, action, args, requested_by, expires_at, state, sent_at)
+                 VALUES ('turin', 'restart', '{\"service\":\"odoo\"}', 'ana', now() + interval '1 hour', 'sent', now() - interval '11 minutes')
+                 RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let ended = ana.finished(stuck, Duration::from_secs(15)).await;
+        assert_eq!(ended["state"], "failed", "{ended}");
+        assert!(
+            ended["detail"]
+                .as_str()
+                .unwrap()
+                .contains("no answer from the plant within 10m"),
+            "{ended}"
         );
     });
     drop(turin);

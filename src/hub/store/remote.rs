@@ -4,7 +4,8 @@
 //! (`sent`, with `FOR UPDATE SKIP LOCKED`, so two replicas never both send one), then `ok`,
 //! `refused` or `failed` as the plant answered, or `failed` when the connection ended before
 //! the answer (never sent again: a backup is not idempotent); a `pending` one past its
-//! `expires_at` becomes `expired` and is never sent. Each end is written to `hub_audit` in the
+//! `expires_at` becomes `expired` and is never sent; a `sent` one without an answer past its
+//! action's deadline becomes `failed`. Each end is written to `hub_audit` in the
 //! same statement as the state, so the log never misses one.
 
 use serde::Serialize;
@@ -217,6 +218,40 @@ impl Store {
                  INSERT INTO hub_audit (who, action, target, outcome, detail)
                  SELECT requested_by, 'remote.' || action, plant, 'expired', 'action #' || id || ': ' || detail FROM e",
                 &[],
+            )
+            .await?)
+    }
+
+    /// Ends every sent action whose answer is overdue (sent longer ago than its action's
+    /// [`answer_deadline`](crate::replication::remote::answer_deadline)) as `failed`, audited:
+    /// its replica crashed, or its answer was lost. Returns how many.
+    pub async fn sweep_unanswered_remote_actions(&self) -> anyhow::Result<u64> {
+        let all = crate::config::RemoteAction::ALL;
+        let names: Vec<&str> = all.iter().map(|a| a.as_str()).collect();
+        let (secs, within): (Vec<i64>, Vec<String>) = all
+            .iter()
+            .map(|a| {
+                let d = crate::replication::remote::answer_deadline(*a);
+                (
+                    d.as_secs() as i64,
+                    humantime::format_duration(d).to_string(),
+                )
+            })
+            .unzip();
+        Ok(self
+            .client
+            .execute(
+                "WITH d(action, secs, within) AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])),
+                 s AS (
+                    UPDATE remote_actions a SET state = 'failed', finished_at = now(),
+                           detail = 'no answer from the plant within ' || d.within || ' of sending it (the hub replica that sent it may have stopped, or the answer was lost); it is not sent again: look at the plant, then ask again if needed'
+                    FROM d
+                    WHERE a.action = d.action AND a.state = 'sent'
+                      AND a.sent_at <= now() - make_interval(secs => d.secs)
+                    RETURNING a.id, a.plant, a.action, a.requested_by, a.detail)
+                 INSERT INTO hub_audit (who, action, target, outcome, detail)
+                 SELECT requested_by, 'remote.' || action, plant, 'failed', 'action #' || id || ': ' || detail FROM s",
+                &[&names, &secs, &within],
             )
             .await?)
     }

@@ -580,3 +580,28 @@ fn the_hub_refuses_a_hello_out_of_bounds_before_it_asks_the_store_anything() {
     );
     assert!(h.is_closed());
 }
+
+#[test]
+fn the_connection_s_other_streams_wait_for_the_hubs_resume() {
+    let t0 = Instant::now();
+    let mut s = PlantSession::new(&ident(), 5, PlantSettings::default(), t0);
+    assert!(!s.is_streaming(), "before the hello is sent");
+    assert!(matches!(
+        s.poll_action(),
+        Some(PlantAction::Send(Frame::Hello { .. }))
+    ));
+    assert!(!s.is_streaming(), "the hello sent, not answered");
+    s.handle(t0, PlantEvent::JournalAt(6));
+    assert!(!s.is_streaming(), "journal news is no answer");
+    s.handle(t0, PlantEvent::Frame(Frame::Resume { next_seq: 3 }));
+    assert!(s.is_streaming(), "answered");
+    let mut refused = PlantSession::new(&ident(), 5, PlantSettings::default(), t0);
+    refused.handle(
+        t0,
+        PlantEvent::Frame(Frame::Refuse {
+            code: RefuseCode::Forbidden,
+            message: "revoked".into(),
+        }),
+    );
+    assert!(!refused.is_streaming(), "a refusal opens nothing");
+}
