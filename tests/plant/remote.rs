@@ -286,7 +286,20 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
 
         // 1. A backup at lyon: taken, audited as the hub admin at the plant and at the hub,
         // and its offsite copy becomes lyon's last backup at the hub.
-        let id = ana.queue("lyon", json!({"action": "backup"})).await;
+        // Asked on the fleet page, in Chromium, as an admin would.
+        let hub_url = format!("https://localhost:{}", hub.https.port());
+        tokio::task::spawn_blocking(move || fleet_page_backs_up(&hub_url, "lyon"))
+            .await
+            .unwrap();
+        let listed = ana.get("/api/v1/fleet/plants/lyon/actions").await;
+        let id = listed["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "backup")
+            .unwrap_or_else(|| panic!("no backup action for lyon: {listed}"))["id"]
+            .as_i64()
+            .unwrap();
         let a = ana.finished(id, Duration::from_secs(300)).await;
         assert_eq!(a["state"], "ok", "{a}");
         let backup_id = a["result"]["id"].as_str().unwrap().to_string();
@@ -501,4 +514,32 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
         );
     });
     drop(turin);
+}
+
+/// `tests/browser/fleet_remote.mjs`: ana asks `plant` for a backup on the fleet page and sees
+/// it end ok. Screenshots go to `target/tmp/fleet-remote/`.
+fn fleet_page_backs_up(hub_url: &str, plant: &str) {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-remote");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_remote.mjs"))
+        .env("HUB_URL", hub_url)
+        .env("SHOTS", &shots)
+        .env("PLANT", plant)
+        .env("ADMIN_USER", "ana")
+        .env("ADMIN_PASSWORD", "central admin 1")
+        .output()
+        .expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the fleet page in the browser failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let size = std::fs::metadata(shots.join("fleet-remote-backup.png"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(size > 10_000, "fleet-remote-backup.png: {size} bytes");
 }
