@@ -1,7 +1,8 @@
-// plantd fleet page: plants, their remote actions, their apply to the central Odoo, and
-// rollouts, read from /api/v1/fleet every 5 s. Signs in with the same API as the plant's admin
-// UI. Its actions are a plant's backup and diagnostics (remote actions) and the central
-// apply's retry, park and replay (admins only: viewers get no buttons), each
+// plantd fleet page: plants, their alerts, remote actions and logs, the hub's audit log, their
+// apply to the central Odoo, and rollouts, read from /api/v1/fleet every 5 s. Signs in with
+// the same API as the plant's admin UI. Its actions are a plant's backup and diagnostics
+// (remote actions), the central apply's retry, park and replay, and rollouts' start, pause,
+// resume and abort (admins only: viewers get no buttons), each
 // confirmed in dialog#confirm, POSTed with the CSRF token, and toasted. No framework, nothing
 // fetched from elsewhere; server text reaches the DOM only as text nodes. The helpers it
 // shares with the plant's admin UI (el, api's request, the sign-in forms, the toast) are
@@ -118,6 +119,19 @@ function fillLogPlants(plants) {
   }
 }
 
+function rolloutForm() {
+  const f = $('#rollout-start');
+  const max = Number(f.elements.max_failures.value || 0);
+  return { version: f.elements.version.value.trim(), waves: f.elements.waves.value.trim(), max_failures: max };
+}
+
+async function planRollout() {
+  const { waves } = rolloutForm();
+  const p = await api(`/api/v1/fleet/rollouts/plan?waves=${encodeURIComponent(waves)}`);
+  $('#rollout-plan').replaceChildren(el('ol', { 'data-plan': p.waves },
+    ...p.plan.map(w => el('li', {}, w.join(', ')))));
+}
+
 async function drawAudit() {
   const log = await api('/api/v1/fleet/audit?limit=50');
   $('#hub-audit-log tbody').replaceChildren(...log.entries.map(e => el('tr', { 'data-action': e.action, 'data-outcome': e.outcome },
@@ -141,10 +155,17 @@ function drawRollouts(rollouts) {
       el('td', {}, p.plant), el('td', {}, String(p.wave)),
       tone(el('td', {}, p.state), p.state === 'installed' ? 'good' : p.state === 'failed' ? 'bad' : ''),
       el('td', {}, p.reason || ''), el('td', {}, p.updated_at)));
+    const live = r.state === 'running' || r.state === 'paused';
+    const steer = el('p', { class: 'actions' });
+    if (live && isAdmin()) {
+      if (r.state === 'running') steer.append(button('Pause', 'pause', () => act(`Pause rollout ${r.id}? Plants that have not started installing ${r.version} wait until it is resumed.`, 'Pause', '/api/v1/fleet/rollouts/pause', {})));
+      if (r.state === 'paused') steer.append(button('Resume', 'resume', () => act(`Resume rollout ${r.id} of ${r.version}? Failures so far no longer count against it.`, 'Resume', '/api/v1/fleet/rollouts/resume', {})));
+      steer.append(button('Abort', 'abort', () => act(`Abort rollout ${r.id}? No more plants are offered ${r.version}; plants that installed it keep it.`, 'Abort', '/api/v1/fleet/rollouts/abort', {}), 'danger'));
+    }
     const table = el('table', { 'data-rollout': String(r.id) },
       el('thead', {}, el('tr', {}, el('th', {}, 'Plant'), el('th', {}, 'Wave'), el('th', {}, 'State'), el('th', {}, 'Outcome'), el('th', {}, 'Updated'))),
       el('tbody', {}, ...rows));
-    return el('div', { class: 'rollout' }, head, facts, table);
+    return el('div', { class: 'rollout', 'data-rollout-state': r.state }, head, facts, steer, table);
   }));
 }
 
@@ -284,6 +305,7 @@ async function poll() {
 
 function enter(s) {
   state.session = { user: s.user, role: s.role, csrf: s.csrf };
+  $('#rollout-start').hidden = s.role !== 'admin';
   $('#whoami').textContent = `${s.user} (${s.role})`;
   showView('app');
   clearTimeout(state.timer);
@@ -321,6 +343,16 @@ $('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
 $('#confirm').addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
 $('#confirm').addEventListener('close', () => closeConfirm(false));
 $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
+$('#rollout-start button[data-action="plan"]').addEventListener('click', async () => {
+  try { await planRollout(); } catch (e) { toast('error', `Planning: ${e.message}`); }
+});
+$('#rollout-start').addEventListener('submit', async ev => {
+  ev.preventDefault();
+  const body = rolloutForm();
+  if (!body.version) { toast('error', 'Name the release to roll out (plantd hub release list shows them).'); return; }
+  try { await planRollout(); } catch (e) { toast('error', `Planning: ${e.message}`); return; }
+  await act(`Roll ${body.version} out in waves ${body.waves}, pausing after more than ${body.max_failures} failure(s)? A running or paused rollout is superseded.`, 'Start rollout', '/api/v1/fleet/rollouts', body);
+});
 $('#logs-search').addEventListener('submit', async ev => {
   ev.preventDefault();
   try { await searchLogs(); } catch (e) { toast('failed', `Searching the logs: ${e.message}`); }

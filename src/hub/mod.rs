@@ -11,6 +11,7 @@ pub mod apply;
 pub mod database;
 mod enroll;
 pub mod fleet;
+mod fleet_rollouts;
 pub mod logs;
 pub mod metrics;
 pub mod remote;

@@ -108,6 +108,16 @@ fn hooks_of(got: &Arc<Mutex<Vec<Hook>>>, condition: &str, subject: &str) -> Vec<
 
 /// Signs in to the fleet page's API; returns the session cookie.
 fn sign_in(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+    sign_in_csrf(client, base, user, password).0
+}
+
+/// Signs in; returns the session cookie and the CSRF token.
+fn sign_in_csrf(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> (String, String) {
     rt().block_on(async {
         let r = client
             .post(format!("{base}/api/v1/admin/login"))
@@ -117,7 +127,9 @@ fn sign_in(client: &reqwest::Client, base: &str, user: &str, password: &str) -> 
             .unwrap();
         assert_eq!(r.status(), 200);
         let cookie = r.headers()["set-cookie"].to_str().unwrap();
-        cookie.split(';').next().unwrap().to_string()
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let body: Value = r.json().await.unwrap();
+        (cookie, body["csrf"].as_str().unwrap().to_string())
     })
 }
 
@@ -324,6 +336,95 @@ ca_file = "{ca}"
     });
     assert_eq!(status, 400);
 
+    // Rollouts from the fleet page: planned by anyone, started and steered by admins only,
+    // refused with a reason and audited when there is nothing to do.
+    assert!(admin_add(&hub.data_dir, "olga", "admin", "fleet admin 11")
+        .status
+        .success());
+    let (olga, csrf) = sign_in_csrf(&client, &base, "olga", "fleet admin 11");
+    let call = |method: &str, path: &str, cookie: &str, csrf: Option<&str>, body: Option<Value>| {
+        rt().block_on(async {
+            let mut r = client
+                .request(method.parse().unwrap(), format!("{base}{path}"))
+                .header("cookie", cookie);
+            if let Some(c) = csrf {
+                r = r.header("x-csrf-token", c);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    let (status, plan) = call(
+        "GET",
+        "/api/v1/fleet/rollouts/plan?waves=1,100%25",
+        &cookie,
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 2, "{plan}");
+    assert_eq!(
+        call(
+            "GET",
+            "/api/v1/fleet/rollouts/plan?waves=1,2,100%25",
+            &cookie,
+            None,
+            None
+        )
+        .0,
+        400
+    );
+    let start = json!({"version": "9.9.9", "waves": "1,100%"});
+    let (status, _) = call(
+        "POST",
+        "/api/v1/fleet/rollouts",
+        &cookie,
+        Some("x"),
+        Some(start.clone()),
+    );
+    assert_eq!(status, 403, "a viewer cannot start one");
+    let (status, said) = call(
+        "POST",
+        "/api/v1/fleet/rollouts",
+        &olga,
+        Some(&csrf),
+        Some(start),
+    );
+    assert_eq!(status, 409, "{said}");
+    assert!(
+        said["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no release \"9.9.9\""),
+        "{said}"
+    );
+    let (status, said) = call(
+        "POST",
+        "/api/v1/fleet/rollouts/pause",
+        &olga,
+        Some(&csrf),
+        Some(json!({})),
+    );
+    assert_eq!(status, 409, "{said}");
+    let (status, said) = call(
+        "POST",
+        "/api/v1/fleet/rollouts",
+        &olga,
+        Some(&csrf),
+        Some(json!({"version": "1.0.0", "waves": "5%,1,100%"})),
+    );
+    assert_eq!(
+        (status, said["error"]["field"].as_str()),
+        (422, Some("waves")),
+        "{said}"
+    );
+
     // kill -9 brest: no goodbye, no last telemetry.
     plants[1].2.kill9();
     let killed = Instant::now();
@@ -444,6 +545,11 @@ ca_file = "{ca}"
     assert_eq!(revoke["outcome"], "failed");
     assert!(revoke["who"].as_str().unwrap().starts_with("cli (uid "));
     assert_eq!(entry("token.create", "brest")["outcome"], "ok");
+    let start = entry("rollout.start", "9.9.9");
+    assert_eq!(
+        (start["who"].as_str(), start["outcome"].as_str()),
+        (Some("olga"), Some("refused"))
+    );
     assert_eq!(entry("api_token.create", "noc")["outcome"], "ok");
 
     // Nothing about the waiting info alerts was sent; the offline alert was sent once.

@@ -4,7 +4,9 @@ use super::*;
 use crate::alerts::{Alerts, Event};
 
 /// The advisory lock the replica evaluating the fleet's alerts holds, so that one says each.
-const ALERTS_LOCK: i64 = 7467511;
+/// The hub's single-key advisory locks: 7467510 migrations, 7467511 a rollout's start,
+/// 7467512 this one (held for the evaluator's life: it must share no key with another).
+const ALERTS_LOCK: i64 = 7467512;
 
 /// A line of alert history as the fleet API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
