@@ -64,7 +64,7 @@ function drawPlants(plants) {
       : 'none held';
     const backupTone = p.backup && p.backup.state !== 'ok' ? 'bad' : p.last_backup ? '' : 'warn';
     return el('tr', { 'data-plant': p.plant, 'data-state': p.state },
-      el('td', {}, p.plant),
+      el('td', {}, el('button', { type: 'button', class: 'link', 'data-action': 'open-plant', onclick: () => openPlant(p.plant) }, p.plant)),
       state,
       el('td', {}, p.lag_s == null ? '—' : p.lag_s === 0 ? 'none' : ago(p.lag_s)),
       el('td', {}, version),
@@ -73,6 +73,41 @@ function drawPlants(plants) {
       el('td', {}, p.last_seen || 'never'),
       el('td', {}, String(p.stored)));
   }));
+}
+
+async function openPlant(plant) {
+  state.detail = plant;
+  await drawDetail();
+  $('#plant-detail').hidden = false;
+  $('#plant-detail').scrollIntoView();
+}
+
+async function drawDetail() {
+  if (!state.detail) return;
+  let d;
+  try {
+    d = await api(`/api/v1/fleet/plants/${encodeURIComponent(state.detail)}`);
+  } catch (e) {
+    if (e.status === 404) { state.detail = null; $('#plant-detail').hidden = true; return; }
+    throw e;
+  }
+  const p = d.plant;
+  $('#plant-detail').dataset.plant = p.plant;
+  $('#plant-detail-name').textContent = p.plant;
+  $('#plant-detail-state').replaceChildren(
+    tone(el('span', { class: 'state' }, p.state + (p.since ? ` since ${p.since}` : '')), { online: 'good', degraded: 'warn', islanded: 'warn', offline: 'bad' }[p.state] || ''),
+    el('span', { class: 'muted' }, ` ${p.reason || ''} — version ${p.version || '—'}, lag ${p.lag_s == null ? '—' : ago(p.lag_s)}, stored ${p.stored}, last seen ${p.last_seen || 'never'}`));
+  const comps = (d.telemetry && d.telemetry.components) || [];
+  $('#plant-detail-components tbody').replaceChildren(...comps.map(c => el('tr', { 'data-component': c.name },
+    el('td', {}, c.name), tone(el('td', {}, c.state), c.state === 'ok' ? 'good' : c.state === 'unhealthy' ? 'bad' : 'warn'), el('td', {}, c.detail))));
+  $('#plant-detail-backups tbody').replaceChildren(...d.backups_held.slice().reverse().map(b => el('tr', { 'data-backup': b.id },
+    el('td', {}, b.id), el('td', {}, b.created_at), el('td', {}, `${(b.size / 1048576).toFixed(1)} MiB`))));
+  $('#plant-detail-alerts tbody').replaceChildren(...d.alerts.history.map(e => el('tr', { 'data-event': e.event },
+    el('td', {}, e.at), el('td', {}, e.condition.replace(/_/g, ' ')), el('td', {}, e.event.replace(/_/g, ' ')), el('td', {}, e.message))));
+  $('#plant-detail-actions tbody').replaceChildren(...d.actions.map(a => el('tr', { 'data-remote-action': String(a.id), 'data-state': a.state },
+    el('td', {}, String(a.id)), el('td', {}, a.action), el('td', {}, a.state), el('td', {}, a.requested_by), el('td', {}, a.requested_at), el('td', {}, a.detail || ''))));
+  $('#plant-detail-logs tbody').replaceChildren(...d.logs.map(l => el('tr', { 'data-level': l.level },
+    el('td', {}, l.at), el('td', {}, l.level), el('td', {}, l.target), el('td', {}, l.message))));
 }
 
 function drawAlerts(alerts) {
@@ -289,6 +324,7 @@ async function poll() {
     drawPlants(f.plants);
     drawAlerts(f.alerts);
     fillLogPlants(f.plants);
+    await drawDetail();
     await drawAudit();
     await drawRemote(f.plants);
     drawApply(f);
@@ -317,6 +353,8 @@ function signedOut() {
   clearTimeout(state.timer);
   closeConfirm(false);
   state.session = null;
+  state.detail = null;
+  $('#plant-detail').hidden = true;
   // What was drawn for this user goes with them (the apply's rows carry an admin's buttons):
   // the next one sees only what the hub answers them.
   for (const tb of document.querySelectorAll('#view-app tbody')) tb.replaceChildren();
@@ -343,6 +381,7 @@ $('#confirm-cancel').addEventListener('click', () => closeConfirm(false));
 $('#confirm').addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
 $('#confirm').addEventListener('close', () => closeConfirm(false));
 $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
+$('#plant-detail-close').addEventListener('click', () => { state.detail = null; $('#plant-detail').hidden = true; });
 $('#rollout-start button[data-action="plan"]').addEventListener('click', async () => {
   try { await planRollout(); } catch (e) { toast('error', `Planning: ${e.message}`); }
 });

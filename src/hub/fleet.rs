@@ -92,6 +92,7 @@ pub fn router(fleet: Fleet) -> Router {
         .route("/api/v1/fleet", get(overview))
         .route("/metrics", get(super::metrics::serve))
         .route("/api/v1/fleet/logs", get(super::logs::search))
+        .route("/api/v1/fleet/plants/{plant}", get(plant_detail))
         .route(
             "/api/v1/fleet/rollouts/plan",
             get(super::fleet_rollouts::plan),
@@ -327,4 +328,75 @@ async fn park(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes) -> R
 
 async fn replay(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes) -> Response {
     remedy(fleet, headers, bytes, Remedy::Replay).await
+}
+
+/// `GET /api/v1/fleet/plants/{plant}`: one plant in full, for its page: the hub's account of
+/// it with its own last report (components, host, link), the backup copies the hub holds, its
+/// central apply, its alerts (holding, and their history: link losses and returns among them),
+/// its recent remote actions and its newest log lines.
+pub async fn plant_detail(
+    State(fleet): State<Fleet>,
+    axum::extract::Path(plant): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = fleet.signin.reader(&headers) {
+        return e.into_response();
+    }
+    if !is_plant_name(&plant) {
+        return AdminError::NotFound("no such plant at this hub".into()).into_response();
+    }
+    let store = match fleet.database.store().await {
+        Ok(s) => s,
+        Err(e) => return busy_or_down(e, "retrying").into_response(),
+    };
+    let read = async {
+        let rows = store.plants_counting(true).await?;
+        let Some(row) = rows.into_iter().find(|r| r.plant == plant) else {
+            return anyhow::Ok(None);
+        };
+        let backups = fleet.backups.clone();
+        let name = plant.clone();
+        let (report, held) = tokio::task::spawn_blocking(move || {
+            let held = backups.list(&name).unwrap_or_default();
+            (super::truth::report(vec![row], &backups), held)
+        })
+        .await?;
+        let apply = match fleet.central {
+            Some(_) => Some(store.apply_status().await?),
+            None => None,
+        };
+        let alerts = store.alert_state().await?;
+        let firing: Vec<_> = alerts
+            .firing()
+            .filter(|a| a.subject == plant || a.subject.starts_with(&format!("{plant} (")))
+            .cloned()
+            .collect();
+        let history = store.alert_history(Some(&plant), 50).await?;
+        let actions = store.remote_actions(&plant, 10).await?;
+        let logs = store
+            .search_logs(&super::store::LogQuery {
+                plant: Some(plant.clone()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        let report = report.into_iter().next().expect("one row in, one out");
+        Ok(Some(json!({
+            "plant": plant_view(&report, apply.as_deref()),
+            "telemetry": report.row.telemetry,
+            "backups_held": held,
+            "alerts": {"firing": firing, "history": history},
+            "actions": actions,
+            "logs": logs,
+        })))
+    };
+    match read.await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => AdminError::NotFound(format!("no plant {plant:?} at this hub")).into_response(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fleet page: hub database");
+            AdminError::Unavailable("the hub cannot reach its database; retrying".into())
+                .into_response()
+        }
+    }
 }

@@ -25,4 +25,13 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'fleet-alerts-failur
   await hasText(page, alert, 'not heard from');
   await page.locator('#alerts-history tr[data-event="sent"]').first().waitFor({ state: 'attached' });
   await page.screenshot({ path: `${SHOTS}/fleet-offline.png`, fullPage: true });
+
+  step(`${PLANT}'s page: its alert history and its log lines`);
+  await page.click(`#plants tbody tr[data-plant="${PLANT}"] button[data-action="open-plant"]`);
+  const detail = `section#plant-detail[data-plant="${PLANT}"]`;
+  await page.locator(detail).waitFor({ state: 'visible', timeout: 10_000 });
+  await hasText(page, '#plant-detail-state', 'offline');
+  await page.locator(`#plant-detail-alerts tr[data-event="fired"]`).first().waitFor({ state: 'attached' });
+  await page.locator(`#plant-detail-logs tr[data-level="warn"]`).first().waitFor({ state: 'attached' });
+  await page.screenshot({ path: `${SHOTS}/fleet-plant-page.png`, fullPage: true });
 });
