@@ -65,6 +65,10 @@ else
 fi
 shellcheck -x installer/*.sh tests/run.sh images/*.sh .ci/run
 cargo test --release --locked "$@"
+# The test kit's own tests (its mail server harness), when everything runs.
+if [ "$#" -eq 0 ]; then
+  cargo test --release --locked -p plantd-testkit
+fi
 
 # The static musl binary, built as a release is, must pass the smoke test too.
 if [ "$#" -eq 0 ]; then
