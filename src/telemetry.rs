@@ -91,6 +91,7 @@ pub fn recent_log_lines(n: usize) -> Vec<String> {
 
 /// A log line for the hub.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogLine {
     /// RFC 3339, UTC, milliseconds.
     pub at: String,
@@ -144,6 +145,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ship {
         }
         let mut message = text.0;
         message.push_str(&text.1);
+        // No terminal escapes, and no credentials of a URL, leave the machine.
+        let mut message: String = without_url_secrets(&message)
+            .chars()
+            .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+            .collect();
         if message.len() > MAX_LOG_LINE {
             let mut end = MAX_LOG_LINE;
             while !message.is_char_boundary(end) {
@@ -201,6 +207,41 @@ impl tracing::field::Visit for Fields {
     }
 }
 
+/// `text` with the user, password and query of every URL in it replaced by `***`
+/// (`https://user:pass@host/p?token=x` becomes `https://***@host/p?***`).
+pub fn without_url_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']' | '`')
+            })
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(end);
+        let (authority, path) = url.split_at(url.find('/').unwrap_or(url.len()));
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        match path.find('?') {
+            Some(q) => {
+                out.push_str(&path[..=q]);
+                out.push_str("***");
+            }
+            None => out.push_str(path),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Takes the oldest queued lines, up to `max_lines` and about `max_bytes`, and how many were
 /// dropped since the last take.
 pub fn take_shipped(max_lines: usize, max_bytes: usize) -> (Vec<LogLine>, u64) {
@@ -210,7 +251,8 @@ pub fn take_shipped(max_lines: usize, max_bytes: usize) -> (Vec<LogLine>, u64) {
     let (mut out, mut bytes) = (Vec::new(), 0);
     while out.len() < max_lines {
         let Some(next) = q.lines.front() else { break };
-        let size = next.message.len() + next.target.len() + 64;
+        // The line as it is sent, and its comma.
+        let size = serde_json::to_string(next).map_or(usize::MAX / 2, |j| j.len() + 1);
         if !out.is_empty() && bytes + size > max_bytes {
             break;
         }
@@ -316,6 +358,21 @@ mod log_tests {
         let (again, dropped) = take_shipped(1, usize::MAX);
         assert_eq!((again.len(), dropped), (1, 2));
         let _ = take_shipped(usize::MAX, usize::MAX);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_queries() {
+        assert_eq!(
+            super::without_url_secrets(
+                "GET https://ann:pw@odoo.example/web?token=s3 failed; see http://h/x"
+            ),
+            "GET https://***@odoo.example/web?*** failed; see http://h/x"
+        );
+        assert_eq!(super::without_url_secrets("no url here"), "no url here");
+        assert_eq!(
+            super::without_url_secrets("\"https://hooks.example/T/B?x=1\""),
+            "\"https://hooks.example/T/B?***\""
+        );
     }
 
     #[test]

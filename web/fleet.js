@@ -97,7 +97,10 @@ async function drawDetail() {
   $('#plant-detail-state').replaceChildren(
     tone(el('span', { class: 'state' }, p.state + (p.since ? ` since ${p.since}` : '')), { online: 'good', degraded: 'warn', islanded: 'warn', offline: 'bad' }[p.state] || ''),
     el('span', { class: 'muted' }, ` ${p.reason || ''} — version ${p.version || '—'}, lag ${p.lag_s == null ? '—' : ago(p.lag_s)}, stored ${p.stored}, last seen ${p.last_seen || 'never'}`));
-  const comps = (d.telemetry && d.telemetry.components) || [];
+  // The plant wrote its report: take only what has the expected shape.
+  const comps = (d.telemetry && Array.isArray(d.telemetry.components) ? d.telemetry.components : [])
+    .filter(c => c && typeof c === 'object')
+    .map(c => ({ name: String(c.name ?? '?'), state: String(c.state ?? '?'), detail: String(c.detail ?? '') }));
   $('#plant-detail-components tbody').replaceChildren(...comps.map(c => el('tr', { 'data-component': c.name },
     el('td', {}, c.name), tone(el('td', {}, c.state), c.state === 'ok' ? 'good' : c.state === 'unhealthy' ? 'bad' : 'warn'), el('td', {}, c.detail))));
   $('#plant-detail-backups tbody').replaceChildren(...d.backups_held.slice().reverse().map(b => el('tr', { 'data-backup': b.id },
@@ -193,9 +196,9 @@ function drawRollouts(rollouts) {
     const live = r.state === 'running' || r.state === 'paused';
     const steer = el('p', { class: 'actions' });
     if (live && isAdmin()) {
-      if (r.state === 'running') steer.append(button('Pause', 'pause', () => act(`Pause rollout ${r.id}? Plants that have not started installing ${r.version} wait until it is resumed.`, 'Pause', '/api/v1/fleet/rollouts/pause', {})));
-      if (r.state === 'paused') steer.append(button('Resume', 'resume', () => act(`Resume rollout ${r.id} of ${r.version}? Failures so far no longer count against it.`, 'Resume', '/api/v1/fleet/rollouts/resume', {})));
-      steer.append(button('Abort', 'abort', () => act(`Abort rollout ${r.id}? No more plants are offered ${r.version}; plants that installed it keep it.`, 'Abort', '/api/v1/fleet/rollouts/abort', {}), 'danger'));
+      if (r.state === 'running') steer.append(button('Pause', 'pause', () => act(`Pause rollout ${r.id}? Plants that have not started installing ${r.version} wait until it is resumed.`, 'Pause', '/api/v1/fleet/rollouts/pause', { id: r.id })));
+      if (r.state === 'paused') steer.append(button('Resume', 'resume', () => act(`Resume rollout ${r.id} of ${r.version}? Failures so far no longer count against it.`, 'Resume', '/api/v1/fleet/rollouts/resume', { id: r.id })));
+      steer.append(button('Abort', 'abort', () => act(`Abort rollout ${r.id}? No more plants are offered ${r.version}; plants that installed it keep it.`, 'Abort', '/api/v1/fleet/rollouts/abort', { id: r.id }), 'danger'));
     }
     const table = el('table', { 'data-rollout': String(r.id) },
       el('thead', {}, el('tr', {}, el('th', {}, 'Plant'), el('th', {}, 'Wave'), el('th', {}, 'State'), el('th', {}, 'Outcome'), el('th', {}, 'Updated'))),
@@ -324,7 +327,8 @@ async function poll() {
     drawPlants(f.plants);
     drawAlerts(f.alerts);
     fillLogPlants(f.plants);
-    await drawDetail();
+    // A plant's page that cannot be drawn must not stop the rest of the page.
+    try { await drawDetail(); } catch (e) { if (e.status === 401) throw e; }
     await drawAudit();
     await drawRemote(f.plants);
     drawApply(f);

@@ -323,7 +323,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<()> {
             level,
             limit,
             json,
-        } => logs(&store, plant, grep, level, limit, json).await,
+        } => logs(&mut store, plant, grep, level, limit, json).await,
         HubCommand::Backups { .. } => unreachable!("served above, without the database"),
     };
     // Every change is in the hub's audit log, as the local user, done or failed.
@@ -393,7 +393,7 @@ fn audited(command: &HubCommand) -> Option<(&'static str, Option<String>)> {
 
 /// `plantd hub logs`: the plants' log lines, newest first.
 async fn logs(
-    store: &Store,
+    store: &mut Store,
     plant: Option<String>,
     grep: Option<String>,
     level: Option<String>,
@@ -402,6 +402,9 @@ async fn logs(
 ) -> anyhow::Result<()> {
     if let Some(p) = &plant {
         check_plant_name(p)?;
+    }
+    if grep.as_ref().is_some_and(|g| g.chars().count() > 200) {
+        anyhow::bail!("--grep: at most 200 characters");
     }
     let lines = store
         .search_logs(&crate::hub::store::LogQuery {
@@ -422,7 +425,7 @@ async fn logs(
             l.at,
             l.plant,
             l.level.to_uppercase(),
-            l.target,
+            crate::cli::printable(&l.target),
             crate::cli::printable(&l.message)
         );
     }

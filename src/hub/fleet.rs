@@ -345,15 +345,18 @@ pub async fn plant_detail(
     if !is_plant_name(&plant) {
         return AdminError::NotFound("no such plant at this hub".into()).into_response();
     }
-    let store = match fleet.database.store().await {
+    let mut store = match fleet.database.store().await {
         Ok(s) => s,
         Err(e) => return busy_or_down(e, "retrying").into_response(),
     };
     let read = async {
-        let rows = store.plants_counting(true).await?;
-        let Some(row) = rows.into_iter().find(|r| r.plant == plant) else {
+        // Not counted (a count of every plant's rows): its seqs run from 1 without gaps, so
+        // what it stored is its acked seq.
+        let rows = store.plants_counting(false).await?;
+        let Some(mut row) = rows.into_iter().find(|r| r.plant == plant) else {
             return anyhow::Ok(None);
         };
+        row.stored = row.acked_seq;
         let backups = fleet.backups.clone();
         let name = plant.clone();
         let (report, held) = tokio::task::spawn_blocking(move || {

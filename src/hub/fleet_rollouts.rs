@@ -239,18 +239,51 @@ async fn control(fleet: Fleet, headers: HeaderMap, bytes: Bytes, what: RolloutCo
         RolloutControl::Resume => "rollout.resume",
         RolloutControl::Abort => "rollout.abort",
     };
-    let asked = fields(&headers, &bytes, &[]);
-    let caller = match fleet.signin.actor(&headers, action, None).await {
+    // The rollout the admin saw: after a supersede, "abort rollout 7" must not abort 8.
+    let asked = fields(&headers, &bytes, &["id"]).and_then(|m| match m.get("id") {
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .filter(|id| *id >= 1)
+            .ok_or_else(|| AdminError::InvalidField {
+                field: "id".into(),
+                message: "must be a rollout's id, from 1".into(),
+            }),
+        None => Err(AdminError::InvalidField {
+            field: "id".into(),
+            message: "is required: the id of the rollout to steer, as the page shows it".into(),
+        }),
+    });
+    let target = asked.as_ref().ok().map(|id| format!("rollout {id}"));
+    let caller = match fleet
+        .signin
+        .actor(&headers, action, target.as_deref())
+        .await
+    {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let outcome = async {
-        asked?;
+        let id = asked?;
         let store = fleet
             .database
             .store()
             .await
             .map_err(|e| busy_or_down(e, "nothing was changed"))?;
+        let live = store.rollout(None).await.map_err(unavailable)?;
+        if live.as_ref().map(|r| r.id) != Some(id)
+            || !live
+                .as_ref()
+                .is_some_and(|r| matches!(r.state.as_str(), "running" | "paused"))
+        {
+            return Err(AdminError::Conflict(format!(
+                "rollout {id} is not the live one{}; nothing was changed",
+                match &live {
+                    Some(r) => format!(" (rollout {} is {})", r.id, r.state),
+                    None => String::new(),
+                }
+            )));
+        }
         let view = store
             .control_rollout(what)
             .await
@@ -265,7 +298,7 @@ async fn control(fleet: Fleet, headers: HeaderMap, bytes: Bytes, what: RolloutCo
         &fleet,
         &caller.user,
         action,
-        None,
+        target.as_deref(),
         said.as_deref().map_err(|e| *e),
     )
     .await;

@@ -3,10 +3,13 @@
 //! default) in PostgreSQL and searched by plant, level and text on the fleet page, through
 //! `GET /api/v1/fleet/logs` and with `plantd hub logs`.
 //!
-//! A plant cannot flood the hub: a batch is at most `MAX_LOG_BATCH` bytes and
-//! `BATCH_LINES` lines, each line is cut to `MAX_LOG_LINE` bytes, and each plant may bring
-//! [`RATE`] lines a second (bursts of [`BURST`]) over all its streams; beyond, lines are
-//! dropped and the drop is itself written down, as a line of the hub's.
+//! A plant cannot flood the hub: one log stream per connection, a batch is at most
+//! `MAX_LOG_BATCH` bytes and `BATCH_LINES` lines, each line is cut to `MAX_LOG_LINE` bytes
+//! without control characters, and each plant may bring [`RATE`] lines a second (bursts of
+//! [`BURST`]; a batch costs one line at least) over all its streams at this replica: beyond,
+//! the hub reads the next batch only once the plant has the allowance again, so QUIC's flow
+//! control slows the plant, whose bounded queue drops its oldest lines and says so. Notes of
+//! lines dropped at the plant are written at most once a minute per plant.
 //!
 //! [`HubConfig::logs_keep`]: crate::config::HubConfig::logs_keep
 
@@ -26,31 +29,59 @@ use crate::telemetry::{LogLine, MAX_LOG_LINE};
 pub const RATE: f64 = 100.0;
 pub const BURST: f64 = 2000.0;
 
-/// Each plant's allowance, shared by its streams (a plant opening more gains nothing).
+/// Each plant's allowance, shared by its streams (a plant opening more gains nothing), and
+/// the drops it reported since its last note.
 #[derive(Clone)]
 pub struct Logs {
     database: Database,
     buckets: Arc<Mutex<HashMap<String, (f64, Instant)>>>,
+    drops: Arc<Mutex<HashMap<String, Drops>>>,
 }
+
+/// Lines a plant said it dropped and the hub has not written down yet, and when it last did.
+type Drops = (u64, Option<Instant>);
+
+/// A plant's drops are written down at most this often.
+const NOTE_EVERY: Duration = Duration::from_secs(60);
 
 impl Logs {
     pub fn new(database: Database) -> Logs {
         Logs {
             database,
             buckets: Arc::default(),
+            drops: Arc::default(),
         }
     }
 
-    /// How many of `n` lines `plant` may bring now.
-    fn allow(&self, plant: &str, n: usize) -> usize {
+    /// Takes `n` lines (at least one, at most [`BURST`]) of `plant`'s allowance, or says how
+    /// long until it has them.
+    fn take(&self, plant: &str, n: usize) -> Result<(), Duration> {
+        let need = (n.max(1) as f64).min(BURST);
         let mut buckets = self.buckets.lock().expect("not poisoned");
         let now = Instant::now();
         let (tokens, at) = buckets.entry(plant.to_string()).or_insert((BURST, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * RATE).min(BURST);
         *at = now;
-        let allowed = (*tokens as usize).min(n);
-        *tokens -= allowed as f64;
-        allowed
+        if *tokens >= need {
+            *tokens -= need;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((need - *tokens) / RATE))
+        }
+    }
+
+    /// Adds drops the plant reported; returns the total to write down when a note is due.
+    fn dropped(&self, plant: &str, n: u64) -> Option<u64> {
+        let mut drops = self.drops.lock().expect("not poisoned");
+        let (count, last) = drops.entry(plant.to_string()).or_insert((0, None));
+        *count = count.saturating_add(n);
+        let due = *count > 0 && last.is_none_or(|t| t.elapsed() >= NOTE_EVERY);
+        if due {
+            *last = Some(Instant::now());
+            Some(std::mem::take(count))
+        } else {
+            None
+        }
     }
 }
 
@@ -63,8 +94,12 @@ pub fn checked(batch: Batch) -> anyhow::Result<(Vec<(String, LogLine)>, u64)> {
             batch.lines.len()
         );
     }
+    // No control characters (a terminal's escapes) but line ends and tabs in messages.
     let cut = |s: &str, max: usize| -> String {
-        let clean: String = s.chars().filter(|c| *c != '\0').collect();
+        let clean: String = s
+            .chars()
+            .filter(|c| !c.is_control() || (max == MAX_LOG_LINE && matches!(c, '\n' | '\t')))
+            .collect();
         let mut end = clean.len().min(max);
         while !clean.is_char_boundary(end) {
             end -= 1;
@@ -76,7 +111,13 @@ pub fn checked(batch: Batch) -> anyhow::Result<(Vec<(String, LogLine)>, u64)> {
         .lines
         .into_iter()
         .map(|l| {
-            let at = l.at.parse::<jiff::Timestamp>().unwrap_or(now).min(now);
+            // A time the plant cannot have meant (before 2020, or ahead) is read as now.
+            let earliest = jiff::Timestamp::from_second(1_577_836_800).expect("a valid time");
+            let at =
+                l.at.parse::<jiff::Timestamp>()
+                    .ok()
+                    .filter(|t| *t >= earliest && *t <= now)
+                    .unwrap_or(now);
             let level = match l.level.as_str() {
                 "error" | "warn" | "info" => l.level,
                 _ => "warn".into(),
@@ -115,13 +156,20 @@ impl crate::replication::hub::LogStreams for Logs {
             let Frame::Logs { body } = frame else {
                 bail!("a log stream carries only log batches");
             };
+            if body.len() > MAX_LOG_BATCH {
+                bail!(
+                    "a log batch of {} bytes; at most {MAX_LOG_BATCH}",
+                    body.len()
+                );
+            }
             let batch: Batch =
                 serde_json::from_str(&body).context("a log batch that is not the JSON expected")?;
             let (mut lines, dropped_at_plant) = checked(batch)?;
-            let allowed = self.allow(&plant, lines.len());
-            let dropped_here = lines.len() - allowed;
-            lines.truncate(allowed);
-            let mut note = |message: String| {
+            // Backpressure, not loss: the next batch is read once the allowance is back.
+            while let Err(wait) = self.take(&plant, lines.len()) {
+                tokio::time::sleep(wait).await;
+            }
+            if let Some(n) = self.dropped(&plant, dropped_at_plant) {
                 let at = jiff::Timestamp::now().to_string();
                 lines.push((
                     at.clone(),
@@ -129,19 +177,14 @@ impl crate::replication::hub::LogStreams for Logs {
                         at,
                         level: "warn".into(),
                         target: "plantd::hub::logs".into(),
-                        message,
+                        message: format!(
+                            "{n} log lines were dropped at the plant (its queue was full: the link was slow or down)"
+                        ),
                     },
                 ));
-            };
-            if dropped_at_plant > 0 {
-                note(format!(
-                    "{dropped_at_plant} log lines were dropped at the plant (its queue was full: the link was slow or down)"
-                ));
             }
-            if dropped_here > 0 {
-                note(format!(
-                    "{dropped_here} log lines were dropped at the hub (over {RATE} lines a second)"
-                ));
+            if lines.is_empty() {
+                continue;
             }
             let store = self.database.store().await?;
             store.insert_logs(&plant, &lines).await?;
@@ -268,7 +311,7 @@ pub async fn search(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let store = match fleet.database.store().await {
+    let mut store = match fleet.database.store().await {
         Ok(s) => s,
         Err(e) => {
             return AdminError::Unavailable(format!("the hub database: {e}; retrying"))
@@ -277,6 +320,9 @@ pub async fn search(
     };
     match store.search_logs(&query).await {
         Ok(lines) => axum::Json(serde_json::json!({ "lines": lines })).into_response(),
+        Err(e) if format!("{e}").starts_with("the search took") => {
+            AdminError::Unavailable(format!("{e}")).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fleet logs: hub database");
             AdminError::Unavailable("the hub cannot reach its database; retrying".into())

@@ -43,28 +43,29 @@ const STATES: [&str; 6] = [
 ];
 
 pub async fn serve(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
-    let store = match fleet.database.store().await {
-        Ok(s) => s,
-        Err(e) => {
-            return crate::admin::AdminError::Unavailable(format!("the hub database: {e}"))
-                .into_response()
-        }
-    };
-    // A session (the fleet page), or a fleet API token (Prometheus).
+    // A session (the fleet page) needs no database; a token (Prometheus) is looked up.
     if fleet.signin.reader(&headers).is_err() {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| t.starts_with("pda_"));
+            .filter(|t| t.starts_with("pda_") && t.len() <= 128);
         let known = match token {
-            Some(t) => store
-                .api_token(&crate::digest::sha256_hex(t.as_bytes()))
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
+            Some(t) => match fleet.database.store().await {
+                Ok(store) => store
+                    .api_token(&crate::digest::sha256_hex(t.as_bytes()))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
+                Err(_) => {
+                    return crate::admin::AdminError::Unavailable(
+                        "the hub cannot reach its database; retrying".into(),
+                    )
+                    .into_response()
+                }
+            },
             None => false,
         };
         if !known {
@@ -83,6 +84,15 @@ pub async fn serve(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
             return r;
         }
     }
+    let store = match fleet.database.store().await {
+        Ok(s) => s,
+        Err(_) => {
+            return crate::admin::AdminError::Unavailable(
+                "the hub cannot reach its database; retrying".into(),
+            )
+            .into_response()
+        }
+    };
     let read = async {
         let rows = store.plants_counting(false).await?;
         let backups = fleet.backups.clone();

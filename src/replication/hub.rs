@@ -121,7 +121,7 @@ pub trait RemoteStreams: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// The one remote-action stream a connection may have: [`RemoteSlot::take`] gives it to the
+/// The one remote-action (or log) stream a connection may have: [`RemoteSlot::take`] gives it to the
 /// first stream that asks, until that one's guard is dropped. Each stream polls the database
 /// and holds its own slots for actions, so a plant may not open many.
 #[derive(Clone, Default)]
@@ -254,6 +254,8 @@ pub async fn run_session(
     session.handle(HubEvent::Frame(first));
     let mut plant = String::new();
     let remote_open = RemoteSlot::default();
+    // And one log stream: each holds a database connection per batch.
+    let logs_open = RemoteSlot::default();
     let mut telemetry: Option<quinn::RecvStream> = None;
     let mut tbuf = Vec::new();
     loop {
@@ -319,7 +321,7 @@ pub async fn run_session(
             // Backups and updates have streams of their own, once the plant is known.
             bi = conn.accept_bi(), if !plant.is_empty() => {
                 let (bsend, mut brecv) = bi?;
-                let (backups, updates, remote, logs, plant, remote_open) = (backups.clone(), updates.clone(), remote.clone(), logs.clone(), plant.clone(), remote_open.clone());
+                let (backups, updates, remote, logs, plant, remote_open, logs_open) = (backups.clone(), updates.clone(), remote.clone(), logs.clone(), plant.clone(), remote_open.clone(), logs_open.clone());
                 tokio::spawn(async move {
                     let mut bbuf = Vec::new();
                     let result = match read_frame(&mut brecv, &mut bbuf).await {
@@ -332,16 +334,23 @@ pub async fn run_session(
                                 Ok(())
                             }
                         },
-                        Ok(Some(first @ Frame::Logs { .. })) => {
-                            drop(bsend);
-                            logs.serve(plant.clone(), first, brecv, bbuf).await
-                        }
+                        Ok(Some(first @ Frame::Logs { .. })) => match logs_open.take() {
+                            Some(_held) => {
+                                drop(bsend);
+                                logs.serve(plant.clone(), first, brecv, bbuf).await
+                            }
+                            None => {
+                                tracing::warn!(%plant, "refused a second log stream on one connection");
+                                refuse_stream(bsend, brecv, "this connection has a log stream already; one at a time").await;
+                                Ok(())
+                            }
+                        },
                         Ok(Some(first)) => backups.serve(plant.clone(), first, bsend, brecv, bbuf).await,
                         Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };
                     if let Err(e) = result {
-                        tracing::warn!(%plant, error = %format!("{e:#}"), "backup, update or remote-action stream ended");
+                        tracing::warn!(%plant, error = %format!("{e:#}"), "a backup, update, remote-action or log stream ended");
                     }
                 });
             }

@@ -24,6 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The JSON body of a [`Frame::Logs`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Batch {
     /// Lines dropped at the plant (its queue was full) since the last batch.
     pub dropped: u64,
@@ -53,8 +54,8 @@ async fn ship(conn: Connection) {
         let mut tick = tokio::time::interval(EVERY);
         let failed = loop {
             tick.tick().await;
-            // Room for the JSON around the lines.
-            let (lines, dropped) = take_shipped(BATCH_LINES, MAX_LOG_BATCH - 4096);
+            // Room for the JSON around the lines (each line is measured as it is sent).
+            let (lines, dropped) = take_shipped(BATCH_LINES, MAX_LOG_BATCH - 256);
             if lines.is_empty() && dropped == 0 {
                 continue;
             }
@@ -66,6 +67,8 @@ async fn ship(conn: Connection) {
             {
                 Ok(Ok(())) => backoff = Duration::from_secs(1),
                 _ => {
+                    // A frame cut short must not be read as the start of the next one.
+                    let _ = send.reset(0u32.into());
                     requeue_shipped(batch.lines, batch.dropped);
                     break true;
                 }

@@ -411,7 +411,26 @@ ca_file = "{ca}"
         Some(&csrf),
         Some(json!({})),
     );
+    assert_eq!(
+        (status, said["error"]["field"].as_str()),
+        (422, Some("id")),
+        "{said}"
+    );
+    let (status, said) = call(
+        "POST",
+        "/api/v1/fleet/rollouts/pause",
+        &olga,
+        Some(&csrf),
+        Some(json!({"id": 1})),
+    );
     assert_eq!(status, 409, "{said}");
+    assert!(
+        said["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not the live one"),
+        "{said}"
+    );
     let (status, said) = call(
         "POST",
         "/api/v1/fleet/rollouts",

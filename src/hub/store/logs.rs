@@ -52,19 +52,30 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the lines older than `keep`; returns how many.
+    /// Deletes the lines older than `keep`, 10 000 at a time (each delete well within the
+    /// statement timeout, however much there is); returns how many.
     pub async fn prune_logs(&self, keep: std::time::Duration) -> anyhow::Result<u64> {
-        Ok(self
-            .client
-            .execute(
-                "DELETE FROM plant_logs WHERE at < now() - make_interval(secs => $1)",
-                &[&(keep.as_secs() as f64)],
-            )
-            .await?)
+        let mut total = 0;
+        loop {
+            let n = self
+                .client
+                .execute(
+                    "DELETE FROM plant_logs WHERE id IN (
+                        SELECT id FROM plant_logs WHERE at < now() - make_interval(secs => $1)
+                        LIMIT 10000)",
+                    &[&(keep.as_secs() as f64)],
+                )
+                .await?;
+            total += n;
+            if n < 10_000 {
+                return Ok(total);
+            }
+        }
     }
 
-    /// The newest lines that match `q`, newest first.
-    pub async fn search_logs(&self, q: &LogQuery) -> anyhow::Result<Vec<LogRow>> {
+    /// The newest lines that match `q`, newest first; a search that takes more than 10 s is
+    /// stopped (a text found nowhere is looked for in every line).
+    pub async fn search_logs(&mut self, q: &LogQuery) -> anyhow::Result<Vec<LogRow>> {
         let levels: Vec<&str> = match q.level.as_deref() {
             Some("error") => vec!["error"],
             Some("warn") => vec!["error", "warn"],
@@ -79,8 +90,10 @@ impl Store {
                     .replace('_', "\\_")
             )
         });
-        let rows = self
-            .client
+        let tx = self.client.transaction().await?;
+        tx.batch_execute("SET LOCAL statement_timeout = '10s'")
+            .await?;
+        let rows = tx
             .query(
                 "SELECT id, plant, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                         level, target, message
@@ -92,7 +105,15 @@ impl Store {
                  ORDER BY id DESC LIMIT $5",
                 &[&q.plant, &levels, &pattern, &q.before, &q.limit],
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+                    anyhow::anyhow!("the search took over 10 s; name a plant, or a text found more often")
+                } else {
+                    e.into()
+                }
+            })?;
+        tx.commit().await?;
         Ok(rows
             .iter()
             .map(|r| LogRow {
