@@ -105,6 +105,8 @@ async function drawDetail() {
     el('td', {}, c.name), tone(el('td', {}, c.state), c.state === 'ok' ? 'good' : c.state === 'unhealthy' ? 'bad' : 'warn'), el('td', {}, c.detail))));
   $('#plant-detail-backups tbody').replaceChildren(...d.backups_held.slice().reverse().map(b => el('tr', { 'data-backup': b.id },
     el('td', {}, b.id), el('td', {}, b.created_at), el('td', {}, `${(b.size / 1048576).toFixed(1)} MiB`))));
+  $('#plant-detail-links tbody').replaceChildren(...d.links.map(l => el('tr', { 'data-event': l.event },
+    el('td', {}, l.at), tone(el('td', {}, l.event), l.event === 'connected' ? 'good' : 'warn'), el('td', {}, l.detail))));
   $('#plant-detail-alerts tbody').replaceChildren(...d.alerts.history.map(e => el('tr', { 'data-event': e.event },
     el('td', {}, e.at), el('td', {}, e.condition.replace(/_/g, ' ')), el('td', {}, e.event.replace(/_/g, ' ')), el('td', {}, e.message))));
   $('#plant-detail-actions tbody').replaceChildren(...d.actions.map(a => el('tr', { 'data-remote-action': String(a.id), 'data-state': a.state },

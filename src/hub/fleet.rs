@@ -376,6 +376,7 @@ pub async fn plant_detail(
             .collect();
         let history = store.alert_history(Some(&plant), 50).await?;
         let actions = store.remote_actions(&plant, 10).await?;
+        let links = store.link_history(&plant, 50).await?;
         let logs = store
             .search_logs(&super::store::LogQuery {
                 plant: Some(plant.clone()),
@@ -390,6 +391,7 @@ pub async fn plant_detail(
             "backups_held": held,
             "alerts": {"firing": firing, "history": history},
             "actions": actions,
+            "links": links,
             "logs": logs,
         })))
     };

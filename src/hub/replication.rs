@@ -204,6 +204,65 @@ impl HubStore for Database {
     }
 }
 
+/// A session's store that also writes the plant's link history: `connected` when its hello
+/// is authorized, `disconnected` (with why) when the session ends.
+struct Recording {
+    database: Database,
+    plant: Option<String>,
+}
+
+impl HubStore for Recording {
+    async fn authorize(
+        &mut self,
+        cert_sha256: &str,
+        plant: &str,
+        version: &str,
+        journal: &str,
+    ) -> anyhow::Result<Result<u64, Refusal>> {
+        let answer = self
+            .database
+            .authorize(cert_sha256, plant, version, journal)
+            .await;
+        if let Ok(Ok(_)) = &answer {
+            self.plant = Some(plant.to_string());
+            record_link(
+                &self.database,
+                plant,
+                "connected",
+                &format!("version {version}"),
+            )
+            .await;
+        }
+        answer
+    }
+
+    async fn store(&mut self, plant: &str, entries: &[Entry]) -> anyhow::Result<u64> {
+        HubStore::store(&mut self.database, plant, entries).await
+    }
+
+    async fn plant_for_cert(
+        &mut self,
+        cert_sha256: &str,
+    ) -> anyhow::Result<Result<String, Refusal>> {
+        self.database.plant_for_cert(cert_sha256).await
+    }
+
+    async fn telemetry(&mut self, plant: &str, body: &str) -> anyhow::Result<()> {
+        self.database.telemetry(plant, body).await
+    }
+}
+
+/// Writes one line of a plant's link history; a failure is only logged.
+async fn record_link(database: &Database, plant: &str, event: &str, detail: &str) {
+    let written = async {
+        let store = database.store().await?;
+        store.record_link(plant, event, detail).await
+    };
+    if let Err(e) = written.await {
+        tracing::warn!(%plant, error = %format!("{e:#}"), "writing the plant's link history");
+    }
+}
+
 /// Accepts plant connections until the endpoint closes.
 pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
     while let Some(incoming) = endpoint.accept().await {
@@ -217,7 +276,10 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                     return;
                 }
             };
-            let mut database = hub.database.clone();
+            let mut database = Recording {
+                database: hub.database.clone(),
+                plant: None,
+            };
             let _counted = hub.sessions.open();
             let result = crate::replication::hub::run_session(
                 conn,
@@ -228,6 +290,13 @@ pub async fn serve(endpoint: Endpoint, hub: Arc<Hub>) {
                 &hub.logs,
             )
             .await;
+            if let Some(plant) = &database.plant {
+                let why = match &result {
+                    Ok(()) => "the plant ended the session".to_string(),
+                    Err(e) => format!("{e:#}"),
+                };
+                record_link(&hub.database, plant, "disconnected", &why).await;
+            }
             if let Err(e) = result {
                 tracing::info!(%remote, error = %format!("{e:#}"), "replication session ended");
             }

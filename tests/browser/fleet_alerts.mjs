@@ -32,6 +32,7 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'fleet-alerts-failur
   await page.locator(detail).waitFor({ state: 'visible', timeout: 10_000 });
   await hasText(page, '#plant-detail-state', 'offline');
   await page.locator(`#plant-detail-alerts tr[data-event="fired"]`).first().waitFor({ state: 'attached' });
+  await page.locator(`#plant-detail-links tr[data-event="connected"]`).first().waitFor({ state: 'attached' });
   await page.locator(`#plant-detail-logs tr[data-level="warn"]`).first().waitFor({ state: 'attached' });
   await page.screenshot({ path: `${SHOTS}/fleet-plant-page.png`, fullPage: true });
 });

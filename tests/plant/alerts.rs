@@ -601,6 +601,28 @@ ca_file = "{ca}"
         "{}",
         mails[1].subject
     );
+    // Brest's link history at the hub: connected, cut (kill -9), connected again.
+    wait_for(30, "brest's link history", || {
+        let d: Value = rt().block_on(async {
+            client
+                .get(format!("{base}/api/v1/fleet/plants/brest"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        let events: Vec<&str> = d["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|l| l["event"].as_str().unwrap())
+            .collect();
+        events == ["connected", "disconnected", "connected"]
+    });
     let history = page()["alerts"]["history"].as_array().unwrap().clone();
     let events: Vec<&str> = history
         .iter()

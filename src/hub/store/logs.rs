@@ -27,7 +27,48 @@ pub struct LogQuery {
     pub limit: i64,
 }
 
+/// A line of a plant's link history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkEvent {
+    pub at: String,
+    /// `connected` or `disconnected`.
+    pub event: String,
+    pub detail: String,
+}
+
 impl Store {
+    /// Writes a line of `plant`'s link history (kept 90 days).
+    pub async fn record_link(&self, plant: &str, event: &str, detail: &str) -> anyhow::Result<()> {
+        let detail: String = detail.chars().take(1000).collect();
+        self.client
+            .execute(
+                "INSERT INTO plant_links (plant, event, detail) VALUES ($1, $2, $3)",
+                &[&plant, &event, &detail],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` lines of `plant`'s link history, newest first.
+    pub async fn link_history(&self, plant: &str, limit: i64) -> anyhow::Result<Vec<LinkEvent>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), event, detail
+                 FROM plant_links WHERE plant = $1 ORDER BY id DESC LIMIT $2",
+                &[&plant, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LinkEvent {
+                at: r.get(0),
+                event: r.get(1),
+                detail: r.get(2),
+            })
+            .collect())
+    }
+
     /// Keeps `lines` (each with its time as text) of `plant`, in one statement.
     pub async fn insert_logs(
         &self,
@@ -68,6 +109,12 @@ impl Store {
                 .await?;
             total += n;
             if n < 10_000 {
+                self.client
+                    .execute(
+                        "DELETE FROM plant_links WHERE at < now() - interval '90 days'",
+                        &[],
+                    )
+                    .await?;
                 return Ok(total);
             }
         }

@@ -194,6 +194,15 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX plant_logs_by_plant ON plant_logs (plant, id DESC);
      CREATE INDEX plant_logs_at ON plant_logs (at);",
+    // 14: each plant's link history at the hub: sessions authorized and ended, with why.
+    "CREATE TABLE plant_links (
+        id     BIGSERIAL PRIMARY KEY,
+        plant  TEXT NOT NULL,
+        at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+        event  TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX plant_links_by_plant ON plant_links (plant, id DESC);",
 ];
 
 /// How long a replica's addresses are handed to enrolling plants after it last said it runs
