@@ -101,7 +101,10 @@ pub fn run(target: &Target) -> (bool, String) {
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--seed", &seed])
         .args(["--max-examples", &examples.to_string()])
-        .args(["--workers", "2"])
+        // One worker: with threads, Debian 12's Python 3.11 can fail inside Hypothesis
+        // ("AST constructor recursion depth mismatch", a CPython race in `ast` fixed in 3.12),
+        // a failure of the tool, not of the server (seen once in CI at 140cf84).
+        .args(["--workers", "1"])
         .args(["--request-timeout", "30"])
         .arg("--tls-verify")
         .arg(target.ca)
