@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,6 +105,20 @@ fn hooks_of(got: &Arc<Mutex<Vec<Hook>>>, condition: &str, subject: &str) -> Vec<
         .collect()
 }
 
+/// GET `url` with a session cookie: the status and the JSON answer (null when none).
+fn get_as(client: &reqwest::Client, url: &str, cookie: &str) -> (u16, Value) {
+    rt().block_on(async {
+        let r = client
+            .get(url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
 /// Signs in to the fleet page's API; returns the session cookie.
 fn sign_in(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
     sign_in_csrf(client, base, user, password).0
@@ -202,16 +215,9 @@ ca_file = "{ca}"
         .success());
     let cookie = sign_in(&client, &base, "nora", "fleet viewer 1");
     let page = || -> Value {
-        rt().block_on(async {
-            let r = client
-                .get(format!("{base}/api/v1/fleet"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json().await.unwrap()
-        })
+        let (status, v) = get_as(&client, &format!("{base}/api/v1/fleet"), &cookie);
+        assert_eq!(status, 200);
+        v
     };
     // arles alerts on its own too: its data disk is "low" by a rule no disk passes.
     let plant_alerts = format!(
@@ -249,17 +255,11 @@ ca_file = "{ca}"
     let plant_client = client_for(&plants[0].1.join("tls/api.crt"), plants[0].2.addr);
     let plant_base = format!("https://localhost:{}", plants[0].2.addr.port());
     let plant_cookie = sign_in(&plant_client, &plant_base, "pia", "plant viewer 1");
-    let alerts: Value = rt().block_on(async {
-        plant_client
-            .get(format!("{plant_base}/api/v1/admin/alerts"))
-            .header("cookie", &plant_cookie)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let (_, alerts) = get_as(
+        &plant_client,
+        &format!("{plant_base}/api/v1/admin/alerts"),
+        &plant_cookie,
+    );
     assert_eq!(alerts["firing"][0]["when"], "disk_low", "{alerts}");
     let events: Vec<&str> = alerts["history"]
         .as_array()
@@ -289,17 +289,13 @@ ca_file = "{ca}"
     // Each plant's warnings reach the hub's logs, searchable by plant, level and text; the
     // first-run setup code, which a plant logs at start, never leaves it.
     let logs = |query: &str| -> Vec<Value> {
-        rt().block_on(async {
-            let r = client
-                .get(format!("{base}/api/v1/fleet/logs?{query}"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{query}");
-            let v: Value = r.json().await.unwrap();
-            v["lines"].as_array().unwrap().clone()
-        })
+        let (status, v) = get_as(
+            &client,
+            &format!("{base}/api/v1/fleet/logs?{query}"),
+            &cookie,
+        );
+        assert_eq!(status, 200, "{query}");
+        v["lines"].as_array().unwrap().clone()
     };
     wait_for(30, "the plants' start warnings in the hub's logs", || {
         ["arles", "brest"].iter().all(|p| {
@@ -325,15 +321,11 @@ ca_file = "{ca}"
     assert!(out.status.success());
     let cli: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!cli.is_empty() && cli.iter().all(|l| l["plant"] == "brest"));
-    let status = rt().block_on(async {
-        client
-            .get(format!("{base}/api/v1/fleet/logs?limit=0"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let (status, _) = get_as(
+        &client,
+        &format!("{base}/api/v1/fleet/logs?limit=0"),
+        &cookie,
+    );
     assert_eq!(status, 400);
 
     // Rollouts from the fleet page: planned by anyone, started and steered by admins only,
@@ -603,17 +595,11 @@ ca_file = "{ca}"
     );
     // Brest's link history at the hub: connected, cut (kill -9), connected again.
     wait_for(30, "brest's link history", || {
-        let d: Value = rt().block_on(async {
-            client
-                .get(format!("{base}/api/v1/fleet/plants/brest"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
+        let (_, d) = get_as(
+            &client,
+            &format!("{base}/api/v1/fleet/plants/brest"),
+            &cookie,
+        );
         let events: Vec<&str> = d["links"]
             .as_array()
             .unwrap()
@@ -639,27 +625,18 @@ ca_file = "{ca}"
 
 /// `tests/browser/fleet_alerts.mjs`: a viewer sees `plant` offline and its alert.
 fn fleet_page_shows_offline(hub: &Hub, plant: &str) {
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-alerts");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_alerts.mjs"))
-        .env("HUB_URL", format!("https://localhost:{}", hub.https.port()))
-        .env("SHOTS", &shots)
-        .env("PLANT", plant)
-        .env("VIEWER_USER", "nora")
-        .env("VIEWER_PASSWORD", "fleet viewer 1")
-        .output()
-        .expect("node runs (Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the fleet page in the browser failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_browser(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_alerts.mjs"),
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-alerts"),
+        &[
+            (
+                "HUB_URL",
+                &format!("https://localhost:{}", hub.https.port()),
+            ),
+            ("PLANT", plant),
+            ("VIEWER_USER", "nora"),
+            ("VIEWER_PASSWORD", "fleet viewer 1"),
+        ],
+        &["fleet-offline"],
     );
-    println!("{stdout}");
-    let size = std::fs::metadata(shots.join("fleet-offline.png"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    assert!(size > 10_000, "fleet-offline.png: {size} bytes");
 }

@@ -7,7 +7,6 @@
 //! in the audit log.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -238,42 +237,30 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
         s["stopped_at"] == 2
     }));
 
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("apply-ui");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
     let setup_code = std::fs::read_to_string(data.join("admin-setup-code")).unwrap();
-    let out = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/apply.mjs"))
-        .env("PLANTD_URL", plant.url(""))
-        .env("SETUP_CODE", setup_code.trim())
-        .env("SHOTS", &shots)
-        .env("PLANTD_BIN", harness::built_bin())
-        .env("PLANTD_DATA_DIR", data)
-        .env("PLANTD_CONFIG", &stack.config_path)
-        .env("PICKING", "WH/IN/UI1")
-        .env("STOP_SEQ", "2")
-        .env("LAST_SEQ", "4")
-        .output()
-        .expect("node runs (Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let config = stack.config_path.display().to_string();
+    harness::run_browser(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/apply.mjs"),
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("apply-ui"),
+        &[
+            ("PLANTD_URL", &plant.url("")),
+            ("SETUP_CODE", setup_code.trim()),
+            ("PLANTD_BIN", harness::built_bin()),
+            ("PLANTD_DATA_DIR", &data.display().to_string()),
+            ("PLANTD_CONFIG", &config),
+            ("PICKING", "WH/IN/UI1"),
+            ("STOP_SEQ", "2"),
+            ("LAST_SEQ", "4"),
+        ],
+        &[
+            "apply-overview",
+            "apply-stopped",
+            "apply-viewer",
+            "apply-confirm-park",
+            "apply-parked",
+            "apply-replayed",
+        ],
     );
-    println!("{stdout}");
-    for shot in [
-        "apply-overview",
-        "apply-stopped",
-        "apply-viewer",
-        "apply-confirm-park",
-        "apply-parked",
-        "apply-replayed",
-    ] {
-        let path = shots.join(format!("{shot}.png"));
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 10_000, "{}: {size} bytes", path.display());
-    }
     // What the admin did in the browser is what Odoo has: each record once, the picking done.
     assert_eq!(picking_state(&stack, "WH/IN/UI1"), "done");
     for name in ["UI-before", "UI-after-1", "UI-after-2"] {
@@ -559,40 +546,29 @@ fn hub_web(hub: &Hub) -> Web {
 /// `tests/browser/fleet_apply.mjs`: carla parks `plant`'s `seq` on the fleet page, and vic
 /// sees it parked with no buttons. Screenshots go to `target/tmp/fleet-apply/`.
 fn fleet_page_parks(hub: &Hub, plant: &str, seq: u64) {
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-apply");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_apply.mjs"))
-        .env("HUB_URL", format!("https://localhost:{}", hub.https.port()))
-        .env("SHOTS", &shots)
-        .env("PLANT", plant)
-        .env("STOP_SEQ", seq.to_string())
-        .env("MESSAGE", "no stock.picking named")
-        .env("ADMIN_USER", "carla")
-        .env("ADMIN_PASSWORD", "central admin 1")
-        .env("VIEWER_USER", "vic")
-        .env("VIEWER_PASSWORD", "central viewer 1")
-        .output()
-        .expect("node runs (Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the fleet page in the browser failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    harness::run_browser(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_apply.mjs"),
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-apply"),
+        &[
+            (
+                "HUB_URL",
+                &format!("https://localhost:{}", hub.https.port()),
+            ),
+            ("PLANT", plant),
+            ("STOP_SEQ", &seq.to_string()),
+            ("MESSAGE", "no stock.picking named"),
+            ("ADMIN_USER", "carla"),
+            ("ADMIN_PASSWORD", "central admin 1"),
+            ("VIEWER_USER", "vic"),
+            ("VIEWER_PASSWORD", "central viewer 1"),
+        ],
+        &[
+            "fleet-stopped",
+            "fleet-confirm-park",
+            "fleet-parked",
+            "fleet-viewer",
+        ],
     );
-    println!("{stdout}");
-    for shot in [
-        "fleet-stopped",
-        "fleet-confirm-park",
-        "fleet-parked",
-        "fleet-viewer",
-    ] {
-        let size = std::fs::metadata(shots.join(format!("{shot}.png")))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        assert!(size > 10_000, "{shot}.png: {size} bytes");
-    }
 }
 
 #[test]

@@ -519,27 +519,15 @@ fn remote_actions_run_audited_at_both_ends_are_refused_by_config_and_wait_for_or
 /// `tests/browser/fleet_remote.mjs`: ana asks `plant` for a backup on the fleet page and sees
 /// it end ok. Screenshots go to `target/tmp/fleet-remote/`.
 fn fleet_page_backs_up(hub_url: &str, plant: &str) {
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-remote");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = std::process::Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_remote.mjs"))
-        .env("HUB_URL", hub_url)
-        .env("SHOTS", &shots)
-        .env("PLANT", plant)
-        .env("ADMIN_USER", "ana")
-        .env("ADMIN_PASSWORD", "central admin 1")
-        .output()
-        .expect("node runs (Debian's nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the fleet page in the browser failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    harness::run_browser(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/fleet_remote.mjs"),
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-remote"),
+        &[
+            ("HUB_URL", hub_url),
+            ("PLANT", plant),
+            ("ADMIN_USER", "ana"),
+            ("ADMIN_PASSWORD", "central admin 1"),
+        ],
+        &["fleet-remote-backup"],
     );
-    println!("{stdout}");
-    let size = std::fs::metadata(shots.join("fleet-remote-backup.png"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    assert!(size > 10_000, "fleet-remote-backup.png: {size} bytes");
 }

@@ -332,3 +332,31 @@ pub fn rt() -> tokio::runtime::Runtime {
 pub fn tx(key: &str) -> serde_json::Value {
     serde_json::json!({"key": key, "kind": "scan", "payload": {"item": "A-100", "qty": 1}})
 }
+
+/// Runs `script`, a browser test of `tests/browser/` (Node.js with playwright-core driving
+/// Debian's Chromium, headless), with `env` and `SHOTS` set to `shots`, made afresh. Panics
+/// with what it printed when it fails, or when one of the screenshots named in `expect`
+/// (without `.png`) is missing or next to empty; prints its steps otherwise.
+pub fn run_browser(script: &Path, shots: &Path, env: &[(&str, &str)], expect: &[&str]) {
+    let _ = std::fs::remove_dir_all(shots);
+    std::fs::create_dir_all(shots).unwrap();
+    let mut node = Command::new("node");
+    node.arg(script).env("SHOTS", shots);
+    for (k, v) in env {
+        node.env(k, v);
+    }
+    let out = node.output().expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test {} failed:\n{stdout}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    for shot in expect {
+        let path = shots.join(format!("{shot}.png"));
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{}: {size} bytes", path.display());
+    }
+}
