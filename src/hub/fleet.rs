@@ -221,6 +221,31 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Audits a change of the fleet page in both logs: the sign-in audit of this replica's
+/// `admin.db`, and the hub's own `hub_audit` (done, refused or failed).
+pub(super) async fn audited(
+    fleet: &Fleet,
+    user: &str,
+    action: &str,
+    target: Option<&str>,
+    outcome: Result<&str, &AdminError>,
+) {
+    fleet.signin.audit(user, action, target, outcome).await;
+    let (done, detail) = match outcome {
+        Ok(m) => ("ok", m.to_string()),
+        Err(AdminError::Conflict(m)) => ("refused", m.clone()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    match fleet.database.store().await {
+        Ok(store) => {
+            if let Err(e) = store.hub_audit(user, action, target, done, &detail).await {
+                tracing::error!(error = %format!("{e:#}"), "writing the hub's audit log");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "writing the hub's audit log"),
+    }
+}
+
 /// One remedy for one plant's central apply: checked, carried out through the [`Store`] as
 /// `plantd hub apply` does, and audited.
 async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) -> Response {
@@ -279,27 +304,14 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
         })
     }
     .await;
-    fleet
-        .signin
-        .audit(&caller.user, action, target.as_deref(), outcome.as_deref())
-        .await;
-    // And in the hub's own log, which every replica and `plantd hub audit` read.
-    let (done, detail) = match &outcome {
-        Ok(m) => ("ok", m.clone()),
-        Err(AdminError::Conflict(m)) => ("refused", m.clone()),
-        Err(e) => ("failed", e.to_string()),
-    };
-    match fleet.database.store().await {
-        Ok(store) => {
-            if let Err(e) = store
-                .hub_audit(&caller.user, action, target.as_deref(), done, &detail)
-                .await
-            {
-                tracing::error!(error = %format!("{e:#}"), "writing the hub's audit log");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "writing the hub's audit log"),
-    }
+    audited(
+        &fleet,
+        &caller.user,
+        action,
+        target.as_deref(),
+        outcome.as_deref(),
+    )
+    .await;
     match outcome {
         Ok(message) => Json(json!({ "message": message })).into_response(),
         Err(e) => e.into_response(),

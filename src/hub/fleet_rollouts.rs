@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::fleet::{busy_or_down, Fleet};
+use super::fleet::{audited, busy_or_down, Fleet};
 use super::rollouts::RolloutControl;
 use crate::admin::apply::fields;
 use crate::admin::AdminError;
@@ -108,30 +108,6 @@ pub async fn plan(
     match answer {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
-    }
-}
-
-/// Audits a change in both logs.
-async fn audited(
-    fleet: &Fleet,
-    user: &str,
-    action: &str,
-    target: Option<&str>,
-    outcome: Result<&str, &AdminError>,
-) {
-    fleet.signin.audit(user, action, target, outcome).await;
-    let (done, detail) = match outcome {
-        Ok(m) => ("ok", m.to_string()),
-        Err(AdminError::Conflict(m)) => ("refused", m.clone()),
-        Err(e) => ("failed", e.to_string()),
-    };
-    match fleet.database.store().await {
-        Ok(store) => {
-            if let Err(e) = store.hub_audit(user, action, target, done, &detail).await {
-                tracing::error!(error = %format!("{e:#}"), "writing the hub's audit log");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "writing the hub's audit log"),
     }
 }
 

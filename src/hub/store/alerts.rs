@@ -8,17 +8,8 @@ use crate::alerts::{Alerts, Event};
 /// 7467512 this one (held for the evaluator's life: it must share no key with another).
 const ALERTS_LOCK: i64 = 7467512;
 
-/// A line of alert history as the fleet API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryRow {
-    pub id: i64,
-    pub at: String,
-    pub condition: String,
-    pub subject: String,
-    pub tier: String,
-    pub event: String,
-    pub message: String,
-}
+/// A line of alert history, as the plant's admin API shows its own too.
+pub use crate::admin::store::AlertLine as HistoryRow;
 
 impl Store {
     /// Takes the alert evaluator's lock on this connection, if no other holds it. The lock
