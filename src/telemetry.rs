@@ -122,8 +122,17 @@ static SHIPPED: Mutex<Shipped> = Mutex::new(Shipped {
     dropped: 0,
 });
 
+/// Whether lines are queued for a hub: only `plantd up` sends them ([`ship_to_hub`]); the
+/// hub and the command line would only fill a queue nobody reads.
+static SHIPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Queues this process's warnings, errors and stack events for the hub from now on.
+pub fn ship_to_hub() {
+    SHIPPING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Queues warnings and errors, and the stack's events (`info` from `plantd::stack`), for the
-/// hub. Never blocks: a full queue drops its oldest line.
+/// hub, once [`ship_to_hub`] was called. Never blocks: a full queue drops its oldest line.
 struct Ship;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ship {
@@ -132,6 +141,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ship {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
+        if !SHIPPING.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let meta = event.metadata();
         let level = *meta.level();
         let stack = level == tracing::Level::INFO && meta.target().starts_with("plantd::stack");
@@ -338,6 +350,7 @@ mod log_tests {
     fn warnings_and_stack_events_are_queued_for_the_hub_but_not_secrets() {
         use tracing_subscriber::layer::SubscriberExt;
         let subscriber = tracing_subscriber::registry().with(Ship);
+        ship_to_hub();
         let _ = take_shipped(usize::MAX, usize::MAX);
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(service = "odoo", "first {}", 1);

@@ -541,11 +541,25 @@ impl AlertsConfig {
         let mut webhooks = Vec::new();
         for (i, w) in raw.webhooks.into_iter().enumerate() {
             let field = |name: &str| format!("alerts.webhooks[{}].{name}", i + 1);
+            // Every connection off the host is TLS (DESIGN.md): plain http only to this host.
+            // The URL is not repeated in the message: its path may be the webhook's key.
+            let loopback = |u: &reqwest::Url| match u.host_str() {
+                Some("localhost") => true,
+                Some(h) => h
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback()),
+                None => false,
+            };
             let url = reqwest::Url::parse(&w.url)
                 .ok()
-                .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                .filter(|u| u.host().is_some())
+                .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && loopback(u)))
                 .ok_or_else(|| {
-                    FieldError::new(field("url"), format!("{:?} is not an http(s) URL", w.url))
+                    FieldError::new(
+                        field("url"),
+                        "is not an https URL (plain http is taken only to this host, such as http://127.0.0.1:9000/hook)",
+                    )
                 })?;
             webhooks.push(Webhook {
                 url,
@@ -690,9 +704,26 @@ mod tests {
         .unwrap();
         let e = c.check_files().unwrap_err();
         assert_eq!(e.field, "alerts.webhooks[1].secret_file");
-        let e =
-            parse("[[webhooks]]\nurl = \"ftp://x.example/h\"\nsecret_file = \"/k\"\n").unwrap_err();
-        assert_eq!(e.field, "alerts.webhooks[1].url");
+        for url in [
+            "ftp://x.example/h",
+            "http://x.example/h",
+            "http://10.0.0.9/h",
+        ] {
+            let text = format!("[[webhooks]]\nurl = \"{url}\"\nsecret_file = \"/k\"\n");
+            assert_eq!(
+                parse(&text).unwrap_err().field,
+                "alerts.webhooks[1].url",
+                "{url}"
+            );
+        }
+        for url in [
+            "https://x.example/h",
+            "http://127.0.0.1:9/h",
+            "http://[::1]:9/h",
+        ] {
+            let text = format!("[[webhooks]]\nurl = \"{url}\"\nsecret_file = \"/k\"\n");
+            assert!(parse(&text).is_ok(), "{url}");
+        }
         let e = parse(
             "[email]\nserver = \"smtp.example.com:25\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n",
         )

@@ -41,6 +41,9 @@ pub struct Update {
 /// arrives (`Some`: the daemon has stopped, and the caller tries the release).
 pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Update>> {
     let started = Instant::now();
+    // This daemon's warnings, errors and stack events go to its hub (replication::logs),
+    // those of its start too.
+    crate::telemetry::ship_to_hub();
     let core = Core::open(&config)?;
     let listeners = Listeners::bind(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
