@@ -48,6 +48,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if !cli.is_daemon() {
+        quiet_broken_pipe();
+    }
     telemetry::init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -66,5 +69,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// A command's output piped into `head` (`plantd status | head -1`) ends when `head` has read
+/// enough: the process ends quietly, as other command-line tools do, instead of panicking in
+/// `println!` on the closed pipe. Rust ignores SIGPIPE at start; this puts back the default for
+/// the short-lived commands only (a daemon must outlive a closed stderr).
+fn quiet_broken_pipe() {
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -20,6 +20,9 @@ pub fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(|| Tee)
+                // Colours for a person at a terminal only: a redirected log (a file, journald,
+                // a pipe) gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .with(Ship)

@@ -32,6 +32,7 @@ const state = {
   overview: null,
   backups: new Map(), // id -> backup, for the restore dialog
   parked: new Map(), // seq -> parked transaction, for the replay dialog
+  users: new Map(), // name -> user, for the role dialog
   stop: null, // the apply page's last answer while stopped, for the retry and park dialogs
   confirmTyped: null,
   confirmDone: null,
@@ -70,6 +71,7 @@ function fillCell(td, value) {
  *        attrs?(item) -> {attr: value}, empty: text} */
 function syncRows(table, items, opt) {
   const tbody = table.tBodies[0];
+  const labels = table.tHead ? [...table.tHead.rows[0].cells].map(th => th.textContent.trim()) : [];
   const old = new Map();
   for (const tr of [...tbody.rows]) {
     const k = tr.getAttribute(opt.key);
@@ -79,7 +81,7 @@ function syncRows(table, items, opt) {
   for (const [i, item] of items.entries()) {
     const id = String(opt.id(item, i));
     let tr = old.get(id);
-    if (tr) old.delete(id); else tr = newRow(opt, id, item);
+    if (tr) old.delete(id); else tr = newRow(opt, id, item, labels);
     opt.cols.forEach((c, n) => fillCell(tr.cells[n], c.get(item)));
     if (opt.attrs) {
       for (const [k, v] of Object.entries(opt.attrs(item))) if (tr.getAttribute(k) !== v) tr.setAttribute(k, v);
@@ -92,9 +94,10 @@ function syncRows(table, items, opt) {
   if (!items.length) tbody.append(emptyRow(table, opt.empty));
 }
 
-function newRow(opt, id, item) {
+/* A row's cells carry their column's name (data-label), which a phone shows above each value. */
+function newRow(opt, id, item, labels) {
   const tr = el('tr', { [opt.key]: id });
-  for (const c of opt.cols) tr.append(el('td', { class: c.cls }));
+  opt.cols.forEach((c, n) => tr.append(el('td', { class: c.cls, 'data-label': labels[n] || null })));
   if (opt.actions) tr.append(el('td', { class: 'actions' }, ...opt.actions(id, item)));
   return tr;
 }
@@ -243,6 +246,7 @@ const PAGES = {
   backups: { url: '/backups', title: 'Backups', render: renderBackups },
   failover: { url: '/failover', title: 'Failover', render: renderFailover },
   audit: { url: '/audit?limit=200', title: 'Audit', render: renderAudit },
+  users: { url: '/users', title: 'Users', render: renderUsers },
 };
 
 function route() {
@@ -404,8 +408,9 @@ function renderJournalTile(j, lag) {
 }
 
 function renderBackupTile(b) {
-  setText('#backup-age', b.age_s == null ? 'never' : `${fmtDuration(b.age_s)} ago`);
-  setTone('#backup-age', 'big', b.age_s == null ? 'bad' : b.age_s > 2 * 86400 ? 'warn' : null);
+  // Red only where backups are expected: a plant without a schedule is not failing them.
+  setText('#backup-age', b.age_s == null ? (b.scheduled ? 'never' : 'none (no schedule)') : `${fmtDuration(b.age_s)} ago`);
+  setTone('#backup-age', 'big', !b.scheduled ? null : b.age_s == null ? 'bad' : b.age_s > 2 * 86400 ? 'warn' : null);
   const parts = [];
   if (b.last_id) parts.push(b.last_id);
   if (b.detail) parts.push(b.detail);
@@ -498,6 +503,13 @@ function renderServices(d) {
     actions: serviceActions,
     empty: st ? 'No services.' : 'No Docker stack is configured on this plant.',
   });
+  // The breaker can be reset only while it is open.
+  for (const s of st ? st.services || [] : []) {
+    const reset = $(`#services tr[data-service="${CSS.escape(s.service)}"] button[data-action="reset"]`);
+    if (!reset) continue;
+    reset.disabled = !s.breaker;
+    reset.title = s.breaker ? 'plantd stopped restarting it after repeated crashes: close the breaker once the cause is fixed' : 'The breaker is closed: plantd restarts this service when it fails';
+  }
   setRows($('#events'), d.events || [], [
     col('time', e => timeCell(e.at)),
     col('service'),
@@ -672,6 +684,15 @@ function buildBackupControls() {
 
 function renderBackups(d) {
   const r = d.retention;
+  // One backup job at a time: while one runs, nothing that would start another is offered.
+  const running = (d.jobs || []).find(j => j.state === 'running');
+  const run = $('#backup-run');
+  if (run) {
+    run.hidden = d.stack === false;
+    run.disabled = !!running;
+    run.title = running ? `${JOB_LABELS[running.kind] || running.kind} ${running.id} is running` : '';
+  }
+
   setText('#backup-schedule', d.schedule);
   setText('#backup-timezone', d.timezone);
   setText('#backup-retention', r ? `keep ${r.keep_daily} daily, ${r.keep_weekly} weekly, ${r.keep_monthly} monthly` : null);
@@ -709,6 +730,10 @@ function renderBackups(d) {
     ],
     empty: 'No jobs yet.',
   });
+  for (const b of document.querySelectorAll('#backups button[data-action="verify"], #backups button[data-action="restore"]')) {
+    b.disabled = !!running;
+    b.title = running ? `wait for ${running.id} to finish` : '';
+  }
 }
 
 function jobStateCell(j) {
@@ -759,6 +784,14 @@ function renderFailover(d) {
   if (ls.className !== cls) ls.className = cls;
   setText('#link-since', link ? `${fmtTime(link.since)} (for ${fmtDuration(link.for_s)})` : '—');
   setText('#islanded-on-purpose', d.islanded_on_purpose ? 'yes' : 'no');
+  // Only what the link's state allows is offered: Island while joined, Rejoin while islanded,
+  // neither on a plant that is not enrolled.
+  const form = $('#failover-controls .island-form');
+  if (form) {
+    form.hidden = d.enrolled === false;
+    $('#island').hidden = !!d.islanded_on_purpose;
+    $('#rejoin').hidden = !d.islanded_on_purpose;
+  }
   setText('#link-hub', link && link.hub);
   setText('#link-error', link && link.last_error);
   setRows($('#link-history'), d.history || [], [
@@ -790,6 +823,107 @@ function renderAudit(d) {
     col('outcome', e => toned(e.outcome)),
     col('detail'),
   ], 'No audit entries yet.');
+}
+
+const ROLE_OTHER = { admin: 'viewer', viewer: 'admin' };
+
+function renderUsers(d) {
+  const users = d.users || [];
+  state.users = new Map(users.map(u => [u.name, u]));
+  const table = $('#users');
+  syncRows(table, users, {
+    key: 'data-user',
+    id: u => u.name,
+    attrs: u => ({ 'data-role': u.role }),
+    cols: [
+      col('name', u => (u.you ? `${u.name} (you)` : u.name)),
+      col('role', u => ({ text: u.role, tone: u.role === 'admin' ? 'info' : 'muted' })),
+      col('created', u => timeCell(u.created_at)),
+      col('time password-set', u => (u.password_set_at ? timeCell(u.password_set_at) : 'when added')),
+      col('num sessions', u => String(u.sessions)),
+    ],
+    actions: userActions,
+    empty: 'No users.',
+  });
+  // The role button says what it would make the user, which follows their role.
+  for (const u of users) {
+    const b = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="role"]`);
+    if (b) setText(b, `Make ${ROLE_OTHER[u.role]}`);
+    const out = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="sign-out"]`);
+    if (out) out.disabled = u.sessions === 0;
+  }
+}
+
+function userActions(name) {
+  if (!isAdmin()) return [];
+  return [
+    button('Set password…', 'password', () => actUserPassword(name)),
+    button('Make …', 'role', () => actUserRole(name)),
+    button('Sign out', 'sign-out', () => actUserSignOut(name)),
+    button('Remove…', 'remove', () => actUserRemove(name), 'danger'),
+  ];
+}
+
+function actUserPassword(name) {
+  act({
+    text: `Set a new password for ${name}. Their sessions end at once; they sign in with the new password. Tell them the password by a safe way (not e-mail).`,
+    secret: true,
+    okLabel: 'Set password',
+    path: `/users/${enc(name)}/password`,
+    body: password => ({ password }),
+  });
+}
+
+function actUserRole(name) {
+  const u = state.users.get(name) || {};
+  const to = ROLE_OTHER[u.role] || 'viewer';
+  const what = to === 'admin' ? 'sees everything and may act (restart, restore, island, park)' : 'sees everything and changes nothing';
+  act({
+    text: `Make ${name} ${to === 'admin' ? 'an admin' : 'a viewer'}: ${name} then ${what}. Their sessions end at once; they sign in again.`,
+    okLabel: `Make ${to}`,
+    path: `/users/${enc(name)}/role`,
+    body: () => ({ role: to }),
+  });
+}
+
+function actUserSignOut(name) {
+  act({
+    text: `Sign ${name} out everywhere: every session of theirs ends at once (a lost laptop, a shared screen). They can sign in again with their password.`,
+    okLabel: 'Sign out',
+    path: `/users/${enc(name)}/sign-out`,
+  });
+}
+
+function actUserRemove(name) {
+  const you = state.session && state.session.user === name;
+  act({
+    text: `Remove ${name}: they can no longer sign in, and their sessions end at once.${you ? ' This is you: you are signed out.' : ''} The audit log keeps what they did.`,
+    typed: name,
+    okLabel: `Remove ${name}`,
+    path: `/users/${enc(name)}/remove`,
+  });
+}
+
+function initUserForm() {
+  const form = $('#user-add');
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    const body = { user: form.elements.user.value.trim(), role: form.elements.role.value, password: form.elements.password.value };
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    setText('#user-add-error', '');
+    try {
+      const r = await api('/users', { method: 'POST', body, timeout: ACTION_TIMEOUT_MS });
+      form.reset();
+      toast('ok', outcomeText(r));
+      refresh();
+    } catch (e) {
+      if (e.status === 401) { sessionEnded(); return; }
+      $('#user-add-error').textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
 }
 
 /* ---------- 7. Actions ---------- */
@@ -879,9 +1013,9 @@ function actApply(remedy, seq) {
 const JOB_LABELS = { run: 'Backup', verify: 'Verify', restore: 'Restore' };
 
 /* One action: confirm, POST, toast the outcome, refresh. */
-async function act({ text, typed, okLabel, path, body, after }) {
+async function act({ text, typed, secret, okLabel, path, body, after }) {
   if ($('#confirm').open) return;
-  const answer = await askConfirm(text, okLabel, typed);
+  const answer = await askConfirm(text, okLabel, typed, secret);
   if (answer === null) return;
   $('#toast').hidden = true; // a toast still on screen is about the previous action
   try {
@@ -903,21 +1037,26 @@ function outcomeText(r) {
   return (r && r.message) || 'Done.';
 }
 
-/* Resolves to null (cancelled), '' (confirmed) or the typed text (typed confirmation). */
-function askConfirm(text, okLabel, typed) {
+/* Resolves to null (cancelled), '' (confirmed), the typed text (typed confirmation) or the
+ * password entered (secret). */
+function askConfirm(text, okLabel, typed, secret) {
   const dlg = $('#confirm');
   const input = $('#confirm-input');
+  const pw = $('#confirm-secret');
   const ok = $('#confirm-ok');
   setText('#confirm-text', text);
   ok.textContent = okLabel || 'OK';
   state.confirmTyped = typed || null;
+  state.confirmSecret = !!secret;
   $('#confirm-typed').hidden = !typed;
   input.hidden = !typed;
   input.value = '';
-  setText('#confirm-prompt', typed ? `Type the backup id ${typed} to confirm:` : '');
-  ok.disabled = !!typed;
+  $('#confirm-secret-label').hidden = !secret;
+  pw.value = '';
+  setText('#confirm-prompt', typed ? `Type ${typed} to confirm:` : '');
+  ok.disabled = !!typed || !!secret;
   dlg.showModal();
-  (typed ? input : $('#confirm-cancel')).focus();
+  (typed ? input : secret ? pw : $('#confirm-cancel')).focus();
   return new Promise(resolve => { state.confirmDone = resolve; });
 }
 
@@ -926,7 +1065,9 @@ function closeConfirm(accepted) {
   if (dlg.open) dlg.close();
   const done = state.confirmDone;
   state.confirmDone = null;
-  if (done) done(accepted ? $('#confirm-input').value.trim() : null);
+  const answer = state.confirmSecret ? $('#confirm-secret').value : $('#confirm-input').value.trim();
+  $('#confirm-secret').value = '';
+  if (done) done(accepted ? answer : null);
 }
 
 function initConfirm() {
@@ -938,6 +1079,11 @@ function initConfirm() {
   dlg.addEventListener('cancel', ev => { ev.preventDefault(); closeConfirm(false); });
   dlg.addEventListener('close', () => closeConfirm(false));
   input.addEventListener('input', () => { ok.disabled = input.value.trim() !== state.confirmTyped; });
+  const pw = $('#confirm-secret');
+  pw.addEventListener('input', () => { ok.disabled = [...pw.value].length < 10; });
+  pw.addEventListener('keydown', ev => {
+    if (ev.key === 'Enter') { ev.preventDefault(); if (!ok.disabled) closeConfirm(true); }
+  });
   input.addEventListener('keydown', ev => {
     if (ev.key === 'Enter') { ev.preventDefault(); if (!ok.disabled) closeConfirm(true); }
   });
@@ -946,6 +1092,8 @@ function initConfirm() {
 /* ---------- Start ---------- */
 
 function init() {
+  // Every table of the app turns into one card per row on a phone (app.css).
+  for (const t of document.querySelectorAll('#view-app table')) t.classList.add('stackable');
   const post = path => body => api(path, { method: 'POST', body, timeout: 15000 });
   bindAuthForm($('#setup'), post('/setup'), ['code', 'user', 'password'], '#setup-error', enterApp);
   bindAuthForm($('#signin'), post('/login'), ['user', 'password'], '#signin-error', enterApp);
@@ -954,6 +1102,7 @@ function init() {
   $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });
   window.addEventListener('hashchange', route);
   initConfirm();
+  initUserForm();
   boot();
 }
 

@@ -169,6 +169,8 @@ pub struct ApplySummary {
 
 #[derive(Serialize)]
 pub struct BackupSummary {
+    /// Whether backups run on a schedule here; without one, none is expected.
+    pub scheduled: bool,
     pub last_id: Option<String>,
     pub last_at: Option<String>,
     pub age_s: Option<u64>,
@@ -236,6 +238,7 @@ impl Admin {
             link,
             services: stack.map(|s| s.services),
             backup: BackupSummary {
+                scheduled,
                 last_at: newest.as_ref().map(|(_, at)| at.to_string()),
                 last_id: newest.map(|(id, _)| id),
                 age_s,

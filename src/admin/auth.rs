@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::refusals::Refusals;
-use super::store::Role;
+use super::store::{Role, UserState};
 
 pub const COOKIE: &str = "plantd_session";
 const IDLE: Duration = Duration::from_secs(3600);
@@ -47,6 +47,9 @@ const MAX_TRACKED: usize = 10_000;
 pub struct Session {
     pub user: String,
     pub role: Role,
+    /// The user's epoch when the session began: a change to the user (removed, new password
+    /// or role, signed out everywhere) moves it on and so ends the session.
+    pub epoch: i64,
     pub csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -298,13 +301,14 @@ impl Auth {
     pub fn sign_in(
         &self,
         user: &str,
-        role: Role,
+        state: UserState,
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
         let id = crate::digest::random_secret()?;
         let session = Session {
             user: user.to_string(),
-            role,
+            role: state.role,
+            epoch: state.epoch,
             csrf: crate::digest::random_secret()?,
             created: now,
             last_seen: now,
@@ -326,6 +330,25 @@ impl Auth {
         }
         session.last_seen = now;
         Some(session.clone())
+    }
+
+    /// Live sessions per user.
+    pub fn session_counts(&self, now: Instant) -> HashMap<String, usize> {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        sessions.retain(|_, s| alive(s, now));
+        let mut counts = HashMap::new();
+        for s in sessions.values() {
+            *counts.entry(s.user.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Ends every session of `user` held here (the store's epoch ends them everywhere).
+    pub fn sign_out_user(&self, user: &str) {
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, s| s.user != user);
     }
 
     pub fn sign_out(&self, id: &str) {
@@ -407,11 +430,16 @@ pub fn set_cookie(id: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    const ADMIN: UserState = UserState {
+        role: Role::Admin,
+        epoch: 0,
+    };
+
     #[test]
     fn sessions_end_when_idle_or_old_or_signed_out() {
         let auth = Auth::default();
         let t0 = Instant::now();
-        let (id, s) = auth.sign_in("ana", Role::Admin, t0).unwrap();
+        let (id, s) = auth.sign_in("ana", ADMIN, t0).unwrap();
         assert_eq!(
             auth.session(&id, t0 + Duration::from_secs(10))
                 .unwrap()
@@ -427,9 +455,9 @@ mod tests {
         }
         t += Duration::from_secs(50 * 60);
         assert!(auth.session(&id, t).is_none(), "past its lifetime");
-        let (id, _) = auth.sign_in("ana", Role::Admin, t0).unwrap();
+        let (id, _) = auth.sign_in("ana", ADMIN, t0).unwrap();
         assert!(auth.session(&id, t0 + IDLE).is_none(), "idle for an hour");
-        let (id, _) = auth.sign_in("ana", Role::Admin, t0).unwrap();
+        let (id, _) = auth.sign_in("ana", ADMIN, t0).unwrap();
         auth.sign_out(&id);
         assert!(auth.session(&id, t0).is_none());
     }

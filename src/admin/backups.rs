@@ -50,6 +50,8 @@ pub async fn backups(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
         "encrypted_to": c.encrypt_to.len(),
         "status": status,
         "jobs": admin.jobs.list(),
+        // Whether there is a stack to back up (without one, "Run backup now" is not offered).
+        "stack": admin.control.stack.is_some(),
     }))
     .into_response())
 }

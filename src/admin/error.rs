@@ -173,7 +173,8 @@ impl From<super::store::StoreError> for AdminError {
         use super::store::StoreError;
         match e {
             StoreError::Invalid(m) => AdminError::Invalid(m),
-            StoreError::Exists(_) => AdminError::Conflict(e.to_string()),
+            StoreError::Exists(_) | StoreError::LastAdmin(_) => AdminError::Conflict(e.to_string()),
+            StoreError::NoUser(_) => AdminError::NotFound(e.to_string()),
             StoreError::Sqlite { .. } | StoreError::Hash(_) => AdminError::Internal(e.to_string()),
         }
     }

@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod refusals;
 pub mod sign_in;
 pub mod store;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -237,6 +238,26 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/island", change(post(island)))
         .route("/api/v1/admin/rejoin", change(post(rejoin)))
         .route("/api/v1/admin/audit", get(audit))
+        .route(
+            "/api/v1/admin/users",
+            change(get(users::list).post(users::add)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/users/{name}/remove",
+            change(post(users::remove)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/users/{name}/password",
+            change(post(users::password)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/users/{name}/role",
+            change(post(users::role)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/users/{name}/sign-out",
+            change(post(users::sign_out)).layer(sign_in_body()),
+        )
         .route("/api/v1/admin/alerts", get(api::alerts))
         .route("/api/v1/admin/apply", get(apply::status))
         .route("/api/v1/admin/apply/retry", change(post(apply::retry)))

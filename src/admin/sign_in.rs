@@ -23,6 +23,18 @@ impl SignIn {
         let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
         let id = auth::cookie(cookies, auth::COOKIE)?;
         let session = self.auth.session(id, Instant::now())?;
+        // The user may have been removed, given a new password or role, or signed out
+        // everywhere since, here or by `plantd admin` beside the daemon: then it is over.
+        let now = self.store.user_state(&session.user);
+        let current =
+            matches!(&now, Ok(Some(u)) if u.role == session.role && u.epoch == session.epoch);
+        if !current {
+            if let Err(e) = now {
+                tracing::error!(error = %e, "reading the admin users; the session is refused");
+            }
+            self.auth.sign_out(id);
+            return None;
+        }
         Some((id.to_string(), session))
     }
 
@@ -345,13 +357,18 @@ pub async fn setup(
         let _permit = admin.hashing()?;
         let store = admin.store.clone();
         let (user, password) = (b.user.clone(), b.password.clone());
-        blocking(move || store.add(&user, Role::Admin, &password, true)).await??;
+        let state = blocking(move || {
+            store.add(&user, Role::Admin, &password, true)?;
+            store.user_state(&user)
+        })
+        .await??
+        .ok_or_else(|| AdminError::Internal("the first admin is gone at once".into()))?;
         admin.auth.set_setup_code(None);
         let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
         admin.auth.setup_succeeded(&source);
         admin
             .auth
-            .sign_in(&b.user, Role::Admin, now)
+            .sign_in(&b.user, state, now)
             .map_err(|e| AdminError::Internal(format!("{e:#}")))
     }
     .await;
@@ -420,13 +437,13 @@ pub async fn login(
         let lock = admin.auth.failed(&from, &b.user, Instant::now());
         let store = admin.store.clone();
         let (user, password) = (b.user.clone(), b.password.clone());
-        let Some(role) = blocking(move || store.check(&user, &password)).await?? else {
+        let Some(state) = blocking(move || store.check(&user, &password)).await?? else {
             return Err(lock.map_or(AdminError::BadCredentials, AdminError::LockedOut));
         };
         admin.auth.succeeded(&from, &b.user);
         admin
             .auth
-            .sign_in(&b.user, role, Instant::now())
+            .sign_in(&b.user, state, Instant::now())
             .map_err(|e| AdminError::Internal(format!("{e:#}")))
     }
     .await;

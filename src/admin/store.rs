@@ -91,6 +91,11 @@ pub enum StoreError {
     },
     #[error("hashing the password: {0}")]
     Hash(String),
+    #[error("no user {0:?}")]
+    NoUser(String),
+    /// The change would leave nobody who may act.
+    #[error("{0} is the last admin: add another admin first, so that someone can still act")]
+    LastAdmin(String),
 }
 
 /// Why a stored password hash cannot be checked.
@@ -115,6 +120,28 @@ pub enum HashCheckError {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// A second connection for the check every signed-in request makes ([`Store::user_state`]):
+    /// in WAL mode it reads beside a write, so a request never waits on an audit entry's fsync.
+    reader: Mutex<Connection>,
+}
+
+/// A user of the admin UI as the users page and `plantd admin list` show them (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    /// When the password was last set by someone other than at creation; `None` since then.
+    pub password_set_at: Option<String>,
+}
+
+/// What a session holds against the user store: their role and the count of changes that
+/// end sessions (removal, new password, new role, sign-out everywhere). A session made under
+/// another epoch, or for a user gone, is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserState {
+    pub role: Role,
+    pub epoch: i64,
 }
 
 const SCHEMA: &str = "
@@ -183,11 +210,135 @@ impl Store {
         conn.pragma_update(None, "synchronous", "full")
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        migrate_users(&conn).map_err(sql)?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        let reader = Connection::open(&path).map_err(sql)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
         Ok(Store {
             path,
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// A user's role and session epoch; `None` for a user who is not (or no longer) there.
+    pub fn user_state(&self, name: &str) -> Result<Option<UserState>, StoreError> {
+        let conn = self.reader.lock().expect("not poisoned");
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT role, epoch FROM users WHERE name = ?1")
+            .and_then(|mut st| {
+                st.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.sql(e))?;
+        row.map(|(role, epoch)| {
+            Ok(UserState {
+                role: Role::parse(&role)?,
+                epoch,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let mut stmt = conn
+            .prepare("SELECT name, role, created_at, password_set_at FROM users ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, role, created_at, password_set_at) = row.map_err(|e| self.sql(e))?;
+            out.push(UserRow {
+                name,
+                role: Role::parse(&role)?,
+                created_at,
+                password_set_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs `change` on `name`'s row in one transaction, refusing an unknown user and a change
+    /// that leaves no admin; every change here ends the user's sessions (the epoch moves on).
+    fn change_user(
+        &self,
+        name: &str,
+        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().expect("not poisoned");
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let before: i64 = tx
+            .query_row("SELECT count(*) FROM users WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.sql(e))?;
+        if before == 0 {
+            return Err(StoreError::NoUser(name.to_string()));
+        }
+        change(&tx).map_err(|e| self.sql(e))?;
+        let admins: i64 = tx
+            .query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.sql(e))?;
+        if admins == 0 {
+            // Dropped, not committed: nothing changed.
+            return Err(StoreError::LastAdmin(name.to_string()));
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Removes a user (and so ends their sessions); never the last admin.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.change_user(name, |tx| {
+            tx.execute("DELETE FROM users WHERE name = ?1", [name])
+                .map(drop)
+        })
+    }
+
+    /// Gives a user another role and ends their sessions; never demotes the last admin.
+    pub fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
+        self.change_user(name, |tx| {
+            tx.execute(
+                "UPDATE users SET role = ?2, epoch = epoch + 1 WHERE name = ?1",
+                params![name, role.as_str()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Sets a user's password and ends their sessions.
+    pub fn set_password(&self, name: &str, password: &str) -> Result<(), StoreError> {
+        check_password(password)?;
+        let hash = hash_password(password)?;
+        self.change_user(name, |tx| {
+            tx.execute(
+                "UPDATE users SET hash = ?2, password_set_at = ?3, epoch = epoch + 1 WHERE name = ?1",
+                params![name, hash, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Ends every session of a user, wherever it was opened.
+    pub fn end_sessions(&self, name: &str) -> Result<(), StoreError> {
+        self.change_user(name, |tx| {
+            tx.execute("UPDATE users SET epoch = epoch + 1 WHERE name = ?1", [name])
+                .map(drop)
         })
     }
 
@@ -306,10 +457,13 @@ impl Store {
                 return Err(StoreError::Exists("(an admin was already set up)".into()));
             }
         }
+        // The epoch starts at the time in microseconds: a user removed and added again under
+        // the same name never finds the sessions of before valid again.
+        let epoch = jiff::Timestamp::now().as_microsecond();
         let inserted = tx
             .execute(
-                "INSERT OR IGNORE INTO users (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, role.as_str(), hash, now()],
+                "INSERT OR IGNORE INTO users (name, role, hash, created_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, role.as_str(), hash, now(), epoch],
             )
             .map_err(|e| self.sql(e))?;
         if inserted == 0 {
@@ -318,20 +472,21 @@ impl Store {
         tx.commit().map_err(|e| self.sql(e))
     }
 
-    /// The user's role when the password is right; `None` for an unknown user or a wrong
-    /// password (hashing a dummy for unknown users, so that timing does not tell them apart).
-    pub fn check(&self, name: &str, password: &str) -> Result<Option<Role>, StoreError> {
-        let row: Option<(String, String)> = {
+    /// The user's role and session epoch when the password is right; `None` for an unknown
+    /// user or a wrong password (hashing a dummy for unknown users, so that timing does not
+    /// tell them apart).
+    pub fn check(&self, name: &str, password: &str) -> Result<Option<UserState>, StoreError> {
+        let row: Option<(String, String, i64)> = {
             let conn = self.conn.lock().expect("not poisoned");
             conn.query_row(
-                "SELECT role, hash FROM users WHERE name = ?1",
+                "SELECT role, hash, epoch FROM users WHERE name = ?1",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| self.sql(e))?
         };
-        let (role, hash) = match row {
+        let (role, hash, epoch) = match row {
             Some(r) => r,
             None => {
                 let _ = hash_password(password);
@@ -343,7 +498,10 @@ impl Store {
         {
             return Ok(None);
         }
-        Role::parse(&role).map(Some)
+        Ok(Some(UserState {
+            role: Role::parse(&role)?,
+            epoch,
+        }))
     }
 
     pub fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -389,6 +547,22 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
+}
+
+/// Adds the columns a store made before users could be changed lacks.
+fn migrate_users(conn: &Connection) -> rusqlite::Result<()> {
+    let mut has = std::collections::HashSet::new();
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('users')")?;
+    for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        has.insert(name?);
+    }
+    if !has.contains("epoch") {
+        conn.execute_batch("ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if !has.contains("password_set_at") {
+        conn.execute_batch("ALTER TABLE users ADD COLUMN password_set_at TEXT")?;
+    }
+    Ok(())
 }
 
 /// Argon2id with its recommended parameters (19 MiB, two passes, one lane), as a PHC string.
@@ -518,7 +692,7 @@ mod tests {
             .add("ana", Role::Admin, "correct horse", true)
             .unwrap();
         assert_eq!(
-            store.check("ana", "correct horse").unwrap(),
+            store.check("ana", "correct horse").unwrap().map(|s| s.role),
             Some(Role::Admin)
         );
         assert_eq!(store.check("ana", "correct hors").unwrap(), None);
@@ -534,7 +708,7 @@ mod tests {
             Err(StoreError::Exists(_))
         ));
         assert_eq!(
-            store.check("bob", "0123456789").unwrap(),
+            store.check("bob", "0123456789").unwrap().map(|s| s.role),
             Some(Role::Viewer)
         );
         let stored: String = store
@@ -556,6 +730,84 @@ mod tests {
         assert!(password_matches("their password", &theirs).unwrap());
         assert!(!password_matches("their passwore", &theirs).unwrap());
         assert!(password_matches("x", "not a hash").is_err());
+    }
+
+    #[test]
+    fn users_change_but_never_leave_no_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .add("ana", Role::Admin, "correct horse", true)
+            .unwrap();
+        store
+            .add("vic", Role::Viewer, "viewer pass 1", false)
+            .unwrap();
+        let ana = store.user_state("ana").unwrap().unwrap();
+        // The last admin can be neither removed nor demoted, and the refusal changes nothing.
+        assert!(matches!(store.remove("ana"), Err(StoreError::LastAdmin(_))));
+        assert!(matches!(
+            store.set_role("ana", Role::Viewer),
+            Err(StoreError::LastAdmin(_))
+        ));
+        assert_eq!(store.user_state("ana").unwrap(), Some(ana));
+        assert!(matches!(store.remove("bob"), Err(StoreError::NoUser(_))));
+        // Each change moves the epoch on: sessions made before are over.
+        let vic0 = store.user_state("vic").unwrap().unwrap().epoch;
+        store.set_role("vic", Role::Admin).unwrap();
+        let vic = store.user_state("vic").unwrap().unwrap();
+        assert_eq!((vic.role, vic.epoch), (Role::Admin, vic0 + 1));
+        store.set_password("vic", "a new password").unwrap();
+        assert_eq!(store.check("vic", "viewer pass 1").unwrap(), None);
+        assert_eq!(
+            store
+                .check("vic", "a new password")
+                .unwrap()
+                .map(|s| s.epoch),
+            Some(vic0 + 2)
+        );
+        assert!(store.set_password("vic", "short").is_err());
+        store.end_sessions("ana").unwrap();
+        assert_eq!(
+            store.user_state("ana").unwrap().unwrap().epoch,
+            ana.epoch + 1
+        );
+        // With a second admin, the first may go; added again, her old sessions stay over.
+        store.remove("ana").unwrap();
+        assert_eq!(store.user_state("ana").unwrap(), None);
+        store
+            .add("ana", Role::Admin, "correct horse", false)
+            .unwrap();
+        assert!(store.user_state("ana").unwrap().unwrap().epoch > ana.epoch + 1);
+        store.remove("ana").unwrap();
+        let names: Vec<_> = store.users().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["vic"]);
+        assert!(store.users().unwrap()[0].password_set_at.is_some());
+    }
+
+    #[test]
+    fn a_store_from_before_user_changes_gains_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("admin.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        let hash = hash_password("correct horse").unwrap();
+        conn.execute(
+            "INSERT INTO users VALUES ('ana', 'admin', ?1, '2026-01-01T00:00:00Z')",
+            [hash],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.check("ana", "correct horse").unwrap(),
+            Some(UserState {
+                role: Role::Admin,
+                epoch: 0
+            })
+        );
+        assert_eq!(store.users().unwrap()[0].password_set_at, None);
     }
 
     #[test]

@@ -291,6 +291,13 @@ impl HubArgs {
     }
 }
 
+impl HubArgs {
+    /// `plantd hub` with no subcommand: the hub itself.
+    pub fn runs_hub(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
 pub async fn run(args: HubArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let Some(command) = args.command else {

@@ -33,6 +33,19 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this runs a daemon (`plantd up`, `plantd hub` without a subcommand), which must
+    /// outlive a closed pipe on its stderr; every other command is a short-lived tool whose
+    /// output may go to `head`.
+    pub fn is_daemon(&self) -> bool {
+        match &self.command {
+            Command::Up { .. } => true,
+            Command::Hub(args) => args.runs_hub(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the plant daemon (the ingest API, the journal, and the control socket).
@@ -152,6 +165,40 @@ enum AdminCommand {
         /// admin (sees and acts) or viewer (sees everything, changes nothing).
         #[arg(long, value_name = "ROLE")]
         role: String,
+    },
+    /// List the users, their roles, and when each was added and last given a password.
+    List {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user; their sessions end at once. The last admin cannot be removed.
+    Remove {
+        #[command(flatten)]
+        place: Place,
+        user: String,
+    },
+    /// Set a user's password, read from stdin (one line); their sessions end at once.
+    Passwd {
+        #[command(flatten)]
+        place: Place,
+        user: String,
+    },
+    /// Make a user an admin or a viewer; their sessions end at once. The last admin stays one.
+    Role {
+        #[command(flatten)]
+        place: Place,
+        user: String,
+        /// admin or viewer.
+        role: String,
+    },
+    /// End every session of a user (a lost laptop, a shared screen).
+    SignOut {
+        #[command(flatten)]
+        place: Place,
+        user: String,
     },
 }
 
@@ -525,7 +572,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 if delete_volumes && !yes {
                     anyhow::bail!("--delete-volumes deletes the plant's database and filestore for good; add --yes if that is what you want");
                 }
-                stack::simple(&place.load()?, Request::StackDown { delete_volumes }).await
+                stack::down(&place.load()?, delete_volumes).await
             }
         },
         Command::Backup(b) => match b {
@@ -612,9 +659,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             version,
             signature,
         }) => release::verify(&place.load()?, &file, &version, &signature),
-        Command::Admin(AdminCommand::Add { place, user, role }) => {
-            admin::add(&place.load()?, &user, &role)
-        }
+        Command::Admin(a) => match a {
+            AdminCommand::Add { place, user, role } => admin::add(&place.load()?, &user, &role),
+            AdminCommand::List { place, json } => admin::list(&place.load()?, json),
+            AdminCommand::Remove { place, user } => {
+                admin::change(&place.load()?, &user, admin::Change::Remove)
+            }
+            AdminCommand::Passwd { place, user } => {
+                let password = admin::read_password(&user, "plantd admin passwd")?;
+                admin::change(&place.load()?, &user, admin::Change::Password(password))
+            }
+            AdminCommand::Role { place, user, role } => admin::change(
+                &place.load()?,
+                &user,
+                admin::Change::Role(crate::admin::store::Role::parse(&role)?),
+            ),
+            AdminCommand::SignOut { place, user } => {
+                admin::change(&place.load()?, &user, admin::Change::SignOut)
+            }
+        },
         Command::Token(t) => match t {
             TokenCommand::Create {
                 place,

@@ -214,6 +214,34 @@ pub async fn simple(config: &PlantConfig, request: Request) -> anyhow::Result<()
     Ok(())
 }
 
+/// `plantd stack down`: through the daemon when it runs (it stops supervising first); when it
+/// does not, straight to the Docker engine, so that a stopped plantd is no obstacle.
+pub async fn down(config: &PlantConfig, delete_volumes: bool) -> anyhow::Result<()> {
+    let request = Request::StackDown { delete_volumes };
+    match control::call(&control::socket_path(&config.data_dir), &request).await {
+        Err(control::CallError::NotRunning(_)) => {
+            let Some(stack) = &config.stack else {
+                bail!("plant.toml has no [stack] section: there is no stack to take down");
+            };
+            eprintln!("plantd is not running: taking the stack down directly");
+            let lines =
+                crate::stack::down_without_daemon(stack, &config.data_dir, delete_volumes).await?;
+            if lines.is_empty() {
+                println!("nothing to remove: the stack has no containers");
+            }
+            lines.iter().for_each(|l| println!("{l}"));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok(Response::Error { message } | Response::Refused { message }) => bail!("{message}"),
+        Ok(Response::Lines { lines }) => {
+            lines.iter().for_each(|l| println!("{l}"));
+            Ok(())
+        }
+        Ok(other) => Err(unexpected(other)),
+    }
+}
+
 pub async fn events(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
     let events = match ask(config, Request::StackEvents).await? {
         Response::StackEvents { events } => events,

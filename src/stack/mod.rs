@@ -269,6 +269,23 @@ struct Upgrade {
     restarts_at_start: u64,
 }
 
+/// `plantd stack down` while plantd is not running: the same as the daemon does (the marker
+/// first, so that the next `plantd up` keeps the stack down, then the containers and network,
+/// the volumes only when asked), straight to the Docker engine.
+pub async fn down_without_daemon(
+    config: &crate::config::StackConfig,
+    data_dir: &std::path::Path,
+    delete_volumes: bool,
+) -> anyhow::Result<Vec<String>> {
+    let desired = spec::build(config, data_dir)?;
+    let engine = docker::Engine::connect(config.docker_socket.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("the Docker engine is unreachable: {e}"))?;
+    let marker = stack_down_marker(&desired.dir);
+    crate::fsutil::write_atomic(&marker, b"taken down by an admin\n", 0o600)?;
+    Ok(engine.down(&desired, delete_volumes).await?)
+}
+
 /// Present while an admin has taken the stack down, so that a restart of plantd keeps it down.
 fn stack_down_marker(dir: &std::path::Path) -> PathBuf {
     dir.join("down")

@@ -457,7 +457,10 @@ fn sign_in_roles_csrf_and_lockout_guard_every_change() {
             has("eve", "admin.setup", "refused", "exists already"),
             "{entries:?}"
         );
-        assert!(has("cli", "admin.add", "ok", "viewer"), "{entries:?}");
+        assert!(
+            has("cli (uid 0)", "admin.add", "ok", "viewer"),
+            "{entries:?}"
+        );
         assert!(has("vic", "island", "refused", "viewer"), "{entries:?}");
         assert!(
             has("ana", "island", "refused", "X-CSRF-Token"),

@@ -1,0 +1,197 @@
+//! The users page's API: who may sign in, and an admin's changes to them (add, remove, new
+//! password, new role, sign out everywhere). `plantd admin list|add|remove|passwd|role|sign-out`
+//! does the same beside the daemon, on the same store.
+//!
+//! Every change but adding ends the user's sessions at once, here and wherever they were
+//! opened (the store's epoch, checked on every request). The last admin can be neither removed
+//! nor made a viewer: someone must always be able to act. Passwords are hashed under the same
+//! two-at-a-time limit as sign-ins, and never reach the audit log.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{blocking, body, Answer};
+use super::store::Role;
+use super::{Admin, AdminError};
+
+/// Every user, with their live sessions on this server; `you` marks the caller.
+pub async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
+    let caller = admin.reader(&headers)?;
+    let store = admin.store.clone();
+    let users = blocking(move || store.users()).await??;
+    let sessions = admin.signin.auth.session_counts(Instant::now());
+    let users: Vec<_> = users
+        .into_iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "role": u.role,
+                "created_at": u.created_at,
+                "password_set_at": u.password_set_at,
+                "sessions": sessions.get(&u.name).copied().unwrap_or(0),
+                "you": u.name == caller.user,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    user: String,
+    role: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRole {
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nothing {}
+
+/// One change: the caller must be an admin; the outcome, done or refused, is audited with
+/// the user as its target.
+async fn change<F>(admin: Admin, headers: HeaderMap, action: &str, target: &str, run: F) -> Answer
+where
+    F: std::future::Future<Output = Result<String, AdminError>>,
+{
+    let caller = admin.actor(&headers, action, Some(target)).await?;
+    let outcome = run.await;
+    admin
+        .audit(&caller.user, action, Some(target), outcome.as_deref())
+        .await;
+    Ok(Json(json!({ "message": outcome? })).into_response())
+}
+
+/// The target of a change as the audit log records it (never a password typed as a name).
+fn target(name: &str) -> String {
+    super::sign_in::audit_name(name)
+}
+
+pub async fn add(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+    let parsed: Result<NewUser, _> = body(&headers, &bytes);
+    let who = parsed
+        .as_ref()
+        .map_or_else(|_| "(unreadable body)".to_string(), |b| target(&b.user));
+    let a = admin.clone();
+    change(admin, headers, "user.add", &who, async move {
+        let b = parsed?;
+        let role = Role::parse(&b.role)?;
+        let _permit = a.signin.hashing()?;
+        let store = a.store.clone();
+        let user = b.user.clone();
+        blocking(move || store.add(&user, role, &b.password, false)).await??;
+        Ok(format!("added {} as {}", b.user, role.as_str()))
+    })
+    .await
+}
+
+pub async fn remove(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let a = admin.clone();
+    let who = target(&name);
+    change(admin, headers.clone(), "user.remove", &who, async move {
+        let _: Nothing = body(&headers, &bytes)?;
+        let store = a.store.clone();
+        let n = name.clone();
+        blocking(move || store.remove(&n)).await??;
+        a.signin.auth.sign_out_user(&name);
+        Ok(format!("removed {name}; their sessions ended"))
+    })
+    .await
+}
+
+pub async fn password(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let a = admin.clone();
+    let who = target(&name);
+    change(admin, headers.clone(), "user.password", &who, async move {
+        let b: NewPassword = body(&headers, &bytes)?;
+        let _permit = a.signin.hashing()?;
+        let store = a.store.clone();
+        let n = name.clone();
+        blocking(move || store.set_password(&n, &b.password)).await??;
+        a.signin.auth.sign_out_user(&name);
+        Ok(format!(
+            "set a new password for {name}; their sessions ended, they sign in with the new one"
+        ))
+    })
+    .await
+}
+
+pub async fn role(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let a = admin.clone();
+    let who = target(&name);
+    change(admin, headers.clone(), "user.role", &who, async move {
+        let b: NewRole = body(&headers, &bytes)?;
+        let role = Role::parse(&b.role)?;
+        let store = a.store.clone();
+        let n = name.clone();
+        blocking(move || store.set_role(&n, role)).await??;
+        a.signin.auth.sign_out_user(&name);
+        Ok(format!(
+            "{name} is now {}; their sessions ended, they sign in again",
+            role.as_str()
+        ))
+    })
+    .await
+}
+
+pub async fn sign_out(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let a = admin.clone();
+    let who = target(&name);
+    change(admin, headers.clone(), "user.sign_out", &who, async move {
+        let _: Nothing = body(&headers, &bytes)?;
+        let store = a.store.clone();
+        let n = name.clone();
+        blocking(move || store.end_sessions(&n)).await??;
+        a.signin.auth.sign_out_user(&name);
+        Ok(format!("signed {name} out everywhere"))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_target_is_never_a_password() {
+        assert_eq!(super::target("ana"), "ana");
+        assert_eq!(super::target("correct horse"), "(not a user name)");
+    }
+}
