@@ -741,3 +741,343 @@ fn the_admin_ui_in_chromium() {
         assert!(size > 10_000, "{}: {size} bytes", shot.display());
     }
 }
+
+/// `plantd admin ARGS --data-dir DATA`, with `stdin` as its input.
+fn admin_cli(data: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(harness::built_bin())
+        .arg("admin")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The users page's API and `plantd admin` beside the running daemon: an admin adds a viewer,
+/// makes her an admin, sets her password, signs her out everywhere and removes her; each change
+/// ends her sessions at once (from the API or the CLI), the last admin can be neither removed
+/// nor demoted, a viewer changes nothing, and every change is in the audit log without a
+/// password.
+#[test]
+fn users_are_added_changed_signed_out_and_removed_from_the_ui_api_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = harness::admin_add(&data, "ana", "admin", "correct horse");
+    assert!(out.status.success(), "{out:?}");
+    let plant = Plant::start(&data, "");
+    let login = |user: &str, password: &str| json!({"user": user, "password": password});
+    harness::rt().block_on(async {
+        let ana = sign_in(&plant, "/api/v1/admin/login", login("ana", "correct horse"))
+            .await
+            .unwrap();
+        let users = |s: &Session| {
+            let s = Session {
+                cookie: s.cookie.clone(),
+                csrf: s.csrf.clone(),
+            };
+            let plant = &plant;
+            async move {
+                let (status, body) = read(plant, Some(&s), "/api/v1/admin/users").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                serde_json::from_str::<Value>(&body).unwrap()["users"].clone()
+            }
+        };
+        let listed = users(&ana).await;
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(
+            (
+                &listed[0]["name"],
+                &listed[0]["role"],
+                &listed[0]["you"],
+                &listed[0]["sessions"]
+            ),
+            (&json!("ana"), &json!("admin"), &json!(true), &json!(1))
+        );
+
+        // Add a viewer; a weak password or a taken name is refused and adds nobody.
+        let add = |body: Value| {
+            act(
+                &plant,
+                Some(&ana),
+                Some(&ana.csrf),
+                "/api/v1/admin/users",
+                body,
+            )
+        };
+        let (status, body) =
+            add(json!({"user": "vic", "role": "viewer", "password": "short"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (status, body) =
+            add(json!({"user": "vic", "role": "viewer", "password": "viewer pass 12"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) =
+            add(json!({"user": "vic", "role": "admin", "password": "viewer pass 12"})).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::CONFLICT, "conflict"),
+            "{body}"
+        );
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "viewer pass 12"),
+        )
+        .await
+        .unwrap();
+        // A viewer sees the users and changes none of them.
+        assert_eq!(users(&vic).await.as_array().unwrap().len(), 2);
+        let (status, _) = act(
+            &plant,
+            Some(&vic),
+            Some(&vic.csrf),
+            "/api/v1/admin/users/ana/sign-out",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            read(&plant, Some(&ana), "/api/v1/admin/overview").await.0,
+            StatusCode::OK
+        );
+
+        // The last admin can be neither removed nor made a viewer, by herself or anyone.
+        for (path, body) in [
+            ("/api/v1/admin/users/ana/remove", json!({})),
+            ("/api/v1/admin/users/ana/role", json!({"role": "viewer"})),
+        ] {
+            let (status, body) = act(&plant, Some(&ana), Some(&ana.csrf), path, body).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{path}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("last admin"),
+                "{body}"
+            );
+        }
+        let out = admin_cli(&data, &["remove", "ana"], "");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("last admin"),
+            "{out:?}"
+        );
+
+        // Making vic an admin ends her session at once; she signs in again as an admin.
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/users/vic/role",
+            json!({"role": "admin"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "viewer pass 12"),
+        )
+        .await
+        .unwrap();
+        let (_, session) = read(&plant, Some(&vic), "/api/v1/admin/session").await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&session).unwrap()["role"],
+            "admin"
+        );
+
+        // A new password from the UI: her session ends, the old password no longer works.
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/users/vic/password",
+            json!({"password": "a brand new one"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "viewer pass 12")
+        )
+        .await
+        .is_err());
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "a brand new one"),
+        )
+        .await
+        .unwrap();
+        let vic_too = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "a brand new one"),
+        )
+        .await
+        .unwrap();
+        let listed = users(&ana).await;
+        let vic_row = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "vic")
+            .unwrap()
+            .clone();
+        assert_eq!(vic_row["sessions"], 2, "{vic_row}");
+        assert!(vic_row["password_set_at"].is_string(), "{vic_row}");
+
+        // Signed out everywhere from the UI: both her sessions end.
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/users/vic/sign-out",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for s in [&vic, &vic_too] {
+            assert_eq!(
+                read(&plant, Some(s), "/api/v1/admin/overview").await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+
+        // The CLI beside the running daemon ends sessions the same way.
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "a brand new one"),
+        )
+        .await
+        .unwrap();
+        let out = admin_cli(&data, &["sign-out", "vic"], "");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let out = admin_cli(&data, &["passwd", "vic"], "set by the cli 1\n");
+        assert!(out.status.success(), "{out:?}");
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "set by the cli 1"),
+        )
+        .await
+        .unwrap();
+        let out = admin_cli(&data, &["role", "vic", "viewer"], "");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let out = admin_cli(&data, &["list"], "");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ana ") && l.contains("admin"))
+                && text
+                    .lines()
+                    .any(|l| l.starts_with("vic ") && l.contains("viewer")),
+            "{text}"
+        );
+        let out = admin_cli(&data, &["list", "--json"], "");
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("argon2"),
+            "no hashes listed"
+        );
+
+        // Removed from the UI: she can no longer sign in; unknown users are 404.
+        let vic = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "set by the cli 1"),
+        )
+        .await
+        .unwrap();
+        let (status, body) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/users/vic/remove",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            read(&plant, Some(&vic), "/api/v1/admin/overview").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vic", "set by the cli 1")
+        )
+        .await
+        .is_err());
+        let (status, _) = act(
+            &plant,
+            Some(&ana),
+            Some(&ana.csrf),
+            "/api/v1/admin/users/vic/remove",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(users(&ana).await.as_array().unwrap().len(), 1);
+
+        // Every change is audited, with who did it, and no password anywhere.
+        let (_, audit) = read(&plant, Some(&ana), "/api/v1/admin/audit?limit=10000").await;
+        for (user, action) in [
+            ("ana", "user.add"),
+            ("ana", "user.role"),
+            ("ana", "user.password"),
+            ("ana", "user.sign_out"),
+            ("ana", "user.remove"),
+            ("cli (uid 0)", "user.sign_out"),
+            ("cli (uid 0)", "user.password"),
+            ("cli (uid 0)", "user.role"),
+        ] {
+            let entries: Value = serde_json::from_str(&audit).unwrap();
+            assert!(
+                entries["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["user"] == user
+                        && e["action"] == action
+                        && e["target"] == "vic"
+                        && e["outcome"] == "ok"),
+                "no {action} by {user} in {audit}"
+            );
+        }
+        for secret in ["viewer pass 12", "a brand new one", "set by the cli 1"] {
+            assert!(!audit.contains(secret), "{secret} in the audit log");
+        }
+    });
+}

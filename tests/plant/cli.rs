@@ -235,3 +235,62 @@ fn a_configured_certificate_is_served_and_a_missing_one_is_named() {
         stderr(&out)
     );
 }
+
+/// `plantd status | head -1` ends quietly and exits 0 (it panicked on the closed pipe), and
+/// the daemon's log redirected to a file is plain text, without terminal colours.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly_and_a_redirected_log_has_no_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("plantd.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut plant = Plant::start_with(&data, "", free_addr(), |c| {
+        c.stderr(log_file);
+    });
+    // `true` reads nothing and exits at once: plantd writes to a pipe already closed.
+    let script = format!(
+        "set -o pipefail; for i in 1 2 3 4 5; do {bin} status --data-dir {data} | true || exit $?; done",
+        bin = built_bin(),
+        data = data.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    // Ended by SIGPIPE (141), as any other tool whose reader went away, or done first (0).
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(141)),
+        "{:?}: {err}",
+        out.status
+    );
+    let single = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "{} status --data-dir {} | head -1",
+                built_bin(),
+                data.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(single.status.success(), "{single:?}");
+    assert!(
+        stdout(&single).starts_with("plantd "),
+        "{}",
+        stdout(&single)
+    );
+    assert!(!stderr(&single).contains("panicked"), "{}", stderr(&single));
+    plant.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no admin user yet"),
+        "the log has its lines: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "terminal escapes in a redirected log: {text:?}"
+    );
+}
