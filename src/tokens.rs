@@ -123,6 +123,50 @@ pub struct Device {
     /// Absent in answers from a daemon older than scopes: the default.
     #[serde(default = "default_scope")]
     pub scope: Scope,
+    /// What the device did lately (absent from an older daemon's answer: nothing known).
+    #[serde(default)]
+    pub activity: Activity,
+}
+
+/// How many refusals each device's activity keeps, newest last.
+pub const RECENT_REFUSALS: usize = 20;
+/// Longest refusal message kept (they can quote a device's key).
+const REFUSAL_MESSAGE: usize = 300;
+
+/// What a device's requests met: when it was last seen with a valid token, how many
+/// transaction posts were accepted and refused, and the latest refusals. Kept in memory while
+/// the daemon runs, written to `state.db` every half minute and at shutdown
+/// ([`Tokens::flush_activity`]), so that it outlives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Activity {
+    pub last_seen_ms: Option<i64>,
+    pub accepted: u64,
+    pub refused: u64,
+    pub recent_refusals: std::collections::VecDeque<Refusal>,
+}
+
+/// One refused request: its status, the error code and message the device got.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Refusal {
+    pub at_ms: i64,
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Activity {
+    fn refuse(&mut self, status: u16, code: &str, message: &str, at_ms: i64) {
+        self.refused += 1;
+        if self.recent_refusals.len() == RECENT_REFUSALS {
+            self.recent_refusals.pop_front();
+        }
+        self.recent_refusals.push_back(Refusal {
+            at_ms,
+            status,
+            code: code.to_string(),
+            message: message.chars().take(REFUSAL_MESSAGE).collect(),
+        });
+    }
 }
 
 fn default_scope() -> Scope {
@@ -141,6 +185,18 @@ pub enum Verdict {
 pub struct Tokens {
     conn: Mutex<Connection>,
     by_hash: RwLock<HashMap<[u8; 32], Entry>>,
+    /// Per device name (devices with a token only); requests with no or an unknown token
+    /// count under [`Tokens::unknown`].
+    activity: Mutex<Activities>,
+}
+
+#[derive(Default)]
+struct Activities {
+    devices: HashMap<String, Activity>,
+    /// Requests without a token anyone issued: not a device's, one bounded record.
+    unknown: Activity,
+    /// Changed since the last write to the store.
+    dirty: bool,
 }
 
 /// A token's row, in memory.
@@ -172,12 +228,102 @@ impl Tokens {
         if !has_kinds {
             conn.execute_batch("ALTER TABLE device_tokens ADD COLUMN kinds TEXT")?;
         }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS device_activity (
+                name     TEXT PRIMARY KEY,
+                activity TEXT NOT NULL
+             );",
+        )?;
+        let mut activities = Activities::default();
+        {
+            let mut stmt = conn.prepare("SELECT name, activity FROM device_activity")?;
+            for row in
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            {
+                let (name, text) = row?;
+                // A row this version cannot read is started afresh, not an error.
+                let a: Activity = serde_json::from_str(&text).unwrap_or_default();
+                if name.is_empty() {
+                    activities.unknown = a;
+                } else {
+                    activities.devices.insert(name, a);
+                }
+            }
+        }
         let tokens = Tokens {
             conn: Mutex::new(conn),
             by_hash: RwLock::new(HashMap::new()),
+            activity: Mutex::new(activities),
         };
         tokens.reload()?;
         Ok(tokens)
+    }
+
+    /// A device's transactions were accepted (`count` of them, 0 for a read).
+    pub fn seen(&self, device: &str, count: u64) {
+        let mut a = self.activity.lock().expect("not poisoned");
+        let now = now_ms();
+        let entry = match a.devices.get_mut(device) {
+            Some(e) => e,
+            None => a.devices.entry(device.to_string()).or_default(),
+        };
+        entry.last_seen_ms = Some(now);
+        entry.accepted += count;
+        a.dirty = true;
+    }
+
+    /// A request was refused: `device` when its token named one (valid or revoked), `None`
+    /// for no token or one nobody issued.
+    pub fn refused(&self, device: Option<&str>, status: u16, code: &str, message: &str) {
+        let mut a = self.activity.lock().expect("not poisoned");
+        let now = now_ms();
+        let entry = match device {
+            // Only devices with a token get a record: the table cannot be grown by names.
+            Some(d) => match a.devices.get_mut(d) {
+                Some(e) => e,
+                None => a.devices.entry(d.to_string()).or_default(),
+            },
+            None => &mut a.unknown,
+        };
+        if device.is_some() {
+            entry.last_seen_ms = Some(now);
+        }
+        entry.refuse(status, code, message, now);
+        a.dirty = true;
+    }
+
+    /// Requests with no token or one nobody issued.
+    pub fn unknown_activity(&self) -> Activity {
+        self.activity.lock().expect("not poisoned").unknown.clone()
+    }
+
+    /// Writes the activity to the store when it changed (the daemon, every half minute and at
+    /// shutdown).
+    pub fn flush_activity(&self) -> Result<(), TokenError> {
+        let rows: Vec<(String, String)> = {
+            let mut a = self.activity.lock().expect("not poisoned");
+            if !a.dirty {
+                return Ok(());
+            }
+            a.dirty = false;
+            let json = |x: &Activity| serde_json::to_string(x).expect("activity serializes");
+            a.devices
+                .iter()
+                .map(|(n, x)| (n.clone(), json(x)))
+                .chain(std::iter::once((String::new(), json(&a.unknown))))
+                .collect()
+        };
+        let mut conn = self.conn.lock().expect("not poisoned");
+        let tx = conn.transaction()?;
+        for (name, text) in rows {
+            tx.execute(
+                "INSERT INTO device_activity (name, activity) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET activity = excluded.activity",
+                params![name, text],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn reload(&self) -> Result<(), TokenError> {
@@ -283,21 +429,31 @@ impl Tokens {
         self.reload()
     }
 
-    /// Every device, by name.
+    /// Every device, by name, with its activity.
     pub fn list(&self) -> Result<Vec<Device>, TokenError> {
-        let conn = self.conn.lock().expect("not poisoned");
-        let mut stmt = conn.prepare(
-            "SELECT name, created_at, revoked_at, kinds FROM device_tokens ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Device {
-                name: r.get(0)?,
-                created_at_ms: r.get(1)?,
-                revoked_at_ms: r.get(2)?,
-                scope: Scope::from_column(r.get(3)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut devices: Vec<Device> = {
+            let conn = self.conn.lock().expect("not poisoned");
+            let mut stmt = conn.prepare(
+                "SELECT name, created_at, revoked_at, kinds FROM device_tokens ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Device {
+                    name: r.get(0)?,
+                    created_at_ms: r.get(1)?,
+                    revoked_at_ms: r.get(2)?,
+                    scope: Scope::from_column(r.get(3)?),
+                    activity: Activity::default(),
+                })
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let a = self.activity.lock().expect("not poisoned");
+        for d in &mut devices {
+            if let Some(x) = a.devices.get(&d.name) {
+                d.activity = x.clone();
+            }
+        }
+        Ok(devices)
     }
 }
 
@@ -383,6 +539,44 @@ mod tests {
             t.create("bad name", &Scope::Default),
             Err(TokenError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn activity_is_counted_bounded_and_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tokens::open(dir.path()).unwrap();
+        t.create("scanner-1", &Scope::Default).unwrap();
+        t.seen("scanner-1", 20);
+        for i in 0..25 {
+            t.refused(
+                Some("scanner-1"),
+                422,
+                "invalid_payload",
+                &format!("refusal {i} {}", "x".repeat(400)),
+            );
+        }
+        t.refused(None, 401, "unauthorized", "unknown token");
+        let d = &t.list().unwrap()[0];
+        assert_eq!((d.activity.accepted, d.activity.refused), (20, 25));
+        assert!(d.activity.last_seen_ms.is_some());
+        assert_eq!(d.activity.recent_refusals.len(), RECENT_REFUSALS);
+        assert!(d
+            .activity
+            .recent_refusals
+            .back()
+            .unwrap()
+            .message
+            .starts_with("refusal 24"));
+        assert_eq!(d.activity.recent_refusals[0].message.chars().count(), 300);
+        // Nothing reaches the store before a flush; after one, a new handle reads it back.
+        assert_eq!(
+            Tokens::open(dir.path()).unwrap().list().unwrap()[0].activity,
+            Activity::default()
+        );
+        t.flush_activity().unwrap();
+        let again = Tokens::open(dir.path()).unwrap();
+        assert_eq!(again.list().unwrap()[0].activity, d.activity);
+        assert_eq!(again.unknown_activity().refused, 1);
     }
 
     #[test]

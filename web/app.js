@@ -246,6 +246,7 @@ const PAGES = {
   backups: { url: '/backups', title: 'Backups', render: renderBackups },
   failover: { url: '/failover', title: 'Failover', render: renderFailover },
   audit: { url: '/audit?limit=200', title: 'Audit', render: renderAudit },
+  devices: { url: '/devices', title: 'Devices', render: renderDevices },
   users: { url: '/users', title: 'Users', render: renderUsers },
 };
 
@@ -823,6 +824,60 @@ function renderAudit(d) {
     col('outcome', e => toned(e.outcome)),
     col('detail'),
   ], 'No audit entries yet.');
+}
+
+function renderDevices(d) {
+  const devices = d.devices || [];
+  const table = $('#devices');
+  syncRows(table, devices, {
+    key: 'data-device',
+    id: x => x.name,
+    attrs: x => ({ 'data-state': x.revoked_at ? 'revoked' : 'active' }),
+    cols: [
+      col('name mono', x => x.name),
+      col('state', x => (x.revoked_at ? { text: 'revoked', tone: 'bad', title: x.revoked_at } : { text: 'active', tone: 'good' })),
+      col('kinds'),
+      col('time last-seen', x => (x.last_seen_at ? { text: `${fmtTime(x.last_seen_at)} (${fmtDuration(ageOf(x.last_seen_at))} ago)`, title: x.last_seen_at } : 'never')),
+      col('num accepted', x => String(x.accepted)),
+      col('num refused', x => (x.refused ? { text: String(x.refused), tone: 'warn' } : '0')),
+      col('message latest', x => {
+        const r = (x.recent_refusals || [])[0];
+        return r ? { text: `${r.status} ${r.code}: ${r.message}`, title: r.at } : null;
+      }),
+    ],
+    actions: (name, x) => (isAdmin() && !x.revoked_at ? [button('Revoke…', 'revoke', () => actRevoke(name), 'danger')] : []),
+    empty: 'No device tokens yet: create one with plantd token create --device NAME.',
+  });
+  // A token revoked since the row was drawn loses its button.
+  for (const x of devices) {
+    if (!x.revoked_at) continue;
+    const b = table.querySelector(`tr[data-device="${CSS.escape(x.name)}"] button[data-action="revoke"]`);
+    if (b) b.remove();
+  }
+  const u = d.unknown_token || {};
+  setText('#unknown-token', u.refused
+    ? `Requests with no token or one nobody issued: ${u.refused} refused, the latest at ${fmtTime((u.recent_refusals[0] || {}).at)}.`
+    : 'No request came with a missing or unknown token.');
+  const all = devices.flatMap(x => (x.recent_refusals || []).map(r => ({ ...r, device: x.name })))
+    .concat((u.recent_refusals || []).map(r => ({ ...r, device: '(no or unknown token)' })))
+    .sort((a, b) => Date.parse(b.at) - Date.parse(a.at))
+    .slice(0, 50);
+  setRows($('#refusals'), all, [
+    col('time', r => timeCell(r.at)),
+    col('device mono', r => r.device),
+    col('num status', r => String(r.status)),
+    col('code mono', r => r.code),
+    col('message'),
+  ], 'No refusals recorded.');
+}
+
+function actRevoke(name) {
+  act({
+    text: `Revoke the token of ${name}: its requests are refused (403) from now on, until someone creates a new token for it with plantd token create --device ${name}. What it sent before stays in the journal.`,
+    typed: name,
+    okLabel: `Revoke ${name}`,
+    path: `/devices/${enc(name)}/revoke`,
+  });
 }
 
 const ROLE_OTHER = { admin: 'viewer', viewer: 'admin' };

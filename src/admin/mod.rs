@@ -12,6 +12,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 mod backups;
+pub mod devices;
 mod error;
 mod jobs;
 pub(crate) mod metrics;
@@ -238,6 +239,11 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/island", change(post(island)))
         .route("/api/v1/admin/rejoin", change(post(rejoin)))
         .route("/api/v1/admin/audit", get(audit))
+        .route("/api/v1/admin/devices", get(devices::list))
+        .route(
+            "/api/v1/admin/devices/{name}/revoke",
+            change(post(devices::revoke)),
+        )
         .route(
             "/api/v1/admin/users",
             change(get(users::list).post(users::add)).layer(sign_in_body()),

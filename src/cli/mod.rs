@@ -216,10 +216,22 @@ enum TokenCommand {
         #[arg(long, value_name = "KIND,KIND", value_delimiter = ',')]
         kinds: Option<Vec<String>>,
     },
-    /// List the devices that have tokens, their scopes, and which were revoked.
+    /// List the devices that have tokens, their scopes, which were revoked, when each was last
+    /// seen, and how many of its requests were accepted and refused.
     List {
         #[command(flatten)]
         place: Place,
+        /// Print JSON (with each device's latest refusals) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One device: its token's state and scope, when it was last seen, and its latest refusals
+    /// with the status and message it got.
+    Show {
+        #[command(flatten)]
+        place: Place,
+        /// The device's name.
+        device: String,
     },
     /// Revoke a device's token: its requests are refused (403) from now on.
     Revoke {
@@ -684,7 +696,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 device,
                 kinds,
             } => token::create(&place.load()?, &device, kinds).await,
-            TokenCommand::List { place } => token::list(&place.load()?).await,
+            TokenCommand::List { place, json } => token::list(&place.load()?, json).await,
+            TokenCommand::Show { place, device } => token::show(&place.load()?, &device).await,
             TokenCommand::Revoke { place, device } => token::revoke(&place.load()?, &device).await,
         },
     }

@@ -61,28 +61,85 @@ pub async fn create(
     Ok(())
 }
 
-pub async fn list(config: &PlantConfig) -> anyhow::Result<()> {
-    let devices: Vec<Device> = match ask(config, Request::TokenList).await? {
+/// The devices, from the running daemon (its activity as of now) or, with none, from the
+/// store (the activity it last wrote, at most half a minute old).
+async fn devices(config: &PlantConfig) -> anyhow::Result<Vec<Device>> {
+    Ok(match ask(config, Request::TokenList).await? {
         Some(Response::Devices { devices }) => devices,
         Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
         None => store(config)?.list()?,
-    };
+    })
+}
+
+fn state(d: &Device) -> String {
+    match d.revoked_at_ms {
+        Some(ms) => format!("revoked {}", crate::clock::rfc3339_ms(ms)),
+        None => "active".into(),
+    }
+}
+
+fn last_seen(d: &Device) -> String {
+    d.activity
+        .last_seen_ms
+        .map_or_else(|| "never".into(), crate::clock::rfc3339_ms)
+}
+
+pub async fn list(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
+    let devices = devices(config).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(());
+    }
     if devices.is_empty() {
         println!("no device tokens; create one with `plantd token create --device NAME`");
         return Ok(());
     }
-    println!("{:<32} {:<26} {:<32} kinds", "device", "created", "state");
+    println!(
+        "{:<32} {:<26} {:<34} {:<26} {:>9} {:>8} kinds",
+        "device", "created", "state", "last seen", "accepted", "refused"
+    );
     for d in devices {
-        let state = match d.revoked_at_ms {
-            Some(ms) => format!("revoked {}", crate::clock::rfc3339_ms(ms)),
-            None => "active".into(),
-        };
         println!(
-            "{:<32} {:<26} {state:<32} {}",
+            "{:<32} {:<26} {:<34} {:<26} {:>9} {:>8} {}",
             d.name,
             crate::clock::rfc3339_ms(d.created_at_ms),
+            state(&d),
+            last_seen(&d),
+            d.activity.accepted,
+            d.activity.refused,
             d.scope.describe()
         );
+    }
+    Ok(())
+}
+
+pub async fn show(config: &PlantConfig, device: &str) -> anyhow::Result<()> {
+    let devices = devices(config).await?;
+    let Some(d) = devices.iter().find(|d| d.name == device) else {
+        bail!("no device named {device:?}; `plantd token list` shows the devices");
+    };
+    println!("device:    {}", d.name);
+    println!("state:     {}", state(d));
+    println!("created:   {}", crate::clock::rfc3339_ms(d.created_at_ms));
+    println!("may send:  {}", d.scope.describe());
+    println!("last seen: {}", last_seen(d));
+    println!(
+        "accepted:  {} transactions; refused: {} requests",
+        d.activity.accepted, d.activity.refused
+    );
+    if d.activity.recent_refusals.is_empty() {
+        println!("no refusals recorded");
+    } else {
+        println!("latest refusals, newest first:");
+        for r in d.activity.recent_refusals.iter().rev() {
+            println!(
+                "  {}  {} {}: {}",
+                crate::clock::rfc3339_ms(r.at_ms),
+                r.status,
+                r.code,
+                r.message
+            );
+        }
     }
     Ok(())
 }

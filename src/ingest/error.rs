@@ -82,6 +82,12 @@ impl ApiError {
         }
     }
 
+    /// The status, code and message a device gets, as its activity records them.
+    pub fn summary(&self) -> (u16, &'static str, String) {
+        let (status, code, _, message) = self.parts();
+        (status.as_u16(), code, message)
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, Option<&str>, String) {
         use ApiError::*;
         match self {

@@ -63,7 +63,33 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
+/// The device behind the request's token; a refusal is recorded (for the device when its
+/// token names one, else as an unknown token).
 fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
+    let found = token_of(api, headers);
+    if let Err(e) = &found {
+        let device = match e {
+            ApiError::Revoked(device) => Some(device.as_str()),
+            _ => None,
+        };
+        let (status, code, message) = e.summary();
+        api.tokens.refused(device, status, code, &message);
+    }
+    found
+}
+
+/// Records what became of an authenticated device's request.
+fn record<T>(api: &Api, device: &str, result: &Result<T, ApiError>, accepted: impl Fn(&T) -> u64) {
+    match result {
+        Ok(v) => api.tokens.seen(device, accepted(v)),
+        Err(e) => {
+            let (status, code, message) = e.summary();
+            api.tokens.refused(Some(device), status, code, &message);
+        }
+    }
+}
+
+fn token_of(api: &Api, headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing \"Authorization: Bearer TOKEN\" header; create a token with `plantd token create --device NAME`".into()))?;
@@ -90,7 +116,21 @@ async fn post_transactions(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (device, scope) = authenticate(&api, &headers)?;
-    if !is_json(&headers) {
+    let result = accept(&api, &device, scope, &headers, body).await;
+    record(&api, &device, &result, |(_, n)| *n);
+    result.map(|(response, _)| response)
+}
+
+/// A device's transactions, journaled: the answer, and how many were new.
+async fn accept(
+    api: &Api,
+    device: &str,
+    scope: Scope,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Response, u64), ApiError> {
+    let device = device.to_string();
+    if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = headers
@@ -149,7 +189,8 @@ async fn post_transactions(
         .append(items)
         .await
         .map_err(|e| ApiError::from_journal(e, is_array))?;
-    let any_new = appended.iter().any(|a| !a.duplicate);
+    let new = appended.iter().filter(|a| !a.duplicate).count() as u64;
+    let any_new = new > 0;
     let mut answers = keys
         .into_iter()
         .zip(appended)
@@ -164,7 +205,7 @@ async fn post_transactions(
     } else {
         answers.next().expect("one item was appended")
     };
-    Ok((status, Json(body)).into_response())
+    Ok(((status, Json(body)).into_response(), new))
 }
 
 /// Whether the request says its body is JSON (`Content-Type: application/json`, any charset).
@@ -212,10 +253,11 @@ async fn get_transaction(
     let (device, _) = authenticate(&api, &headers)?;
     let stored = api
         .journal
-        .get(device, key.clone())
+        .get(device.clone(), key.clone())
         .await
-        .map_err(|e| ApiError::from_journal(e, false))?;
-    let Some(t) = stored else {
+        .map_err(|e| ApiError::from_journal(e, false));
+    record(&api, &device, &stored, |_| 0);
+    let Some(t) = stored? else {
         return Err(ApiError::NotFound(format!(
             "no transaction with key {key:?} from this device (never sent by it, or pruned after the hub acknowledged it and the retention window passed)"
         )));
@@ -234,7 +276,8 @@ async fn get_transaction(
 }
 
 async fn get_journal(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let _ = authenticate(&api, &headers)?;
+    let (device, _) = authenticate(&api, &headers)?;
+    api.tokens.seen(&device, 0);
     let s = api
         .journal
         .stats()

@@ -81,6 +81,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         &parts.link,
         stop_rx,
     );
+    let device_activity = tokio::spawn(keep_device_activity(core.tokens.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(every) = sd_notify::watchdog_enabled() {
         tokio::spawn(watchdog(core.journal.clone(), every / 2));
@@ -118,6 +119,11 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     .await;
     let _ = control_task.await;
     background.stop().await;
+    device_activity.abort();
+    let tokens = core.tokens.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || tokens.flush_activity()).await {
+        tracing::warn!(error = %e, "could not keep the devices' activity");
+    }
     core.journal.close().await;
     let _ = fs::remove_file(&socket_path);
     tracing::info!("plantd stopped; every accepted transaction is in the journal");
@@ -601,6 +607,20 @@ async fn maintain(journal: Journal, every: Duration, mut stop: watch::Receiver<b
                     tracing::warn!(error = %e, "journal maintenance failed");
                 }
             }
+        }
+    }
+}
+
+/// Writes the devices' activity (last seen, refusals) to the token store every half minute,
+/// so that `plantd token list` beside the daemon and a restarted daemon see it.
+async fn keep_device_activity(tokens: Arc<Tokens>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = tokens.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.flush_activity()).await {
+            tracing::warn!(error = %e, "could not keep the devices' activity");
         }
     }
 }

@@ -83,6 +83,8 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
 
   step('services: restart Redis from its row, confirmed; Docker shows a new start');
   await go('services');
+  await page.locator('tr[data-service="redis"] button[data-action="reset"]').waitFor();
+  if (await page.isEnabled('tr[data-service="redis"] button[data-action="reset"]')) throw new Error('"Reset breaker" is offered while the breaker is closed');
   const redisBefore = startedAt(env('REDIS_CONTAINER'));
   await page.click('tr[data-service="redis"] button[data-action="restart"]');
   await confirm();
@@ -97,11 +99,15 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   step('failover: island with a reason, then rejoin; the link follows');
   await go('failover');
   await page.locator('#link-state', { hasText: 'online' }).waitFor({ timeout: 60_000 });
+  // Only what the state allows: Island while joined, Rejoin while islanded.
+  await page.locator('button#rejoin').waitFor({ state: 'hidden' });
   await page.fill('input#island-reason', 'planned WAN work by the carrier');
   await page.click('button#island');
   await confirm();
   await toast('ok');
   await page.locator('#link-state', { hasText: 'islanded' }).waitFor({ timeout: 30_000 });
+  await page.locator('button#island').waitFor({ state: 'hidden' });
+  await page.locator('button#rejoin').waitFor({ state: 'visible' });
   await verdict('degraded', 30_000);
   await shot('failover');
   // A scanner goes on working while the plant is islanded: 300 transactions wait in the journal.
@@ -128,6 +134,7 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   await confirm();
   await toast('ok');
   await page.locator('#link-state', { hasText: 'online' }).waitFor({ timeout: 60_000 });
+  await page.locator('button#island').waitFor({ state: 'visible' });
   await page.locator('table#link-history', { hasText: 'islanded' }).waitFor();
 
   step('backups: run one, verify it, restore it with the typed confirmation');
@@ -191,6 +198,122 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   }
   await page.locator('table#audit td.detail, table#audit tr', { hasText: 'planned WAN work by the carrier' }).first().waitFor();
   await shot('audit');
+
+  step('devices: the scanner, when it was last seen, and the refusal it just got');
+  const bad = await page.context().request.post(`${URL}/api/v1/transactions`, {
+    headers: { Authorization: `Bearer ${env('DEVICE_TOKEN')}` }, data: { kind: 'scan', payload: {} },
+  });
+  if (bad.status() !== 422) throw new Error(`a transaction without a key answered ${bad.status()}`);
+  await go('devices');
+  const scannerRow = page.locator('tr[data-device="scanner-1"]');
+  await scannerRow.locator('td.accepted', { hasText: '300' }).waitFor({ timeout: 10_000 });
+  await scannerRow.locator('td.refused', { hasText: '1' }).waitFor();
+  await scannerRow.locator('td.latest', { hasText: '422' }).waitFor();
+  await page.locator('table#refusals tr', { hasText: 'scanner-1' }).filter({ hasText: '422' }).first().waitFor();
+  await shot('devices');
+
+  step('users: add one, set her password, make her an admin, sign her out everywhere, remove her');
+  await go('users');
+  await page.locator('tr[data-user="ana"]').waitFor();
+  await page.fill('#user-add input[name=user]', 'ola');
+  await page.selectOption('#user-add select[name=role]', 'viewer');
+  await page.fill('#user-add input[name=password]', 'ola password 1');
+  await page.click('#user-add [type=submit]');
+  await toast('ok', 'added ola');
+  await page.locator('tr[data-user="ola"] td.role', { hasText: 'viewer' }).waitFor();
+  // Ola works in a browser of her own.
+  const other = await page.context().browser().newContext({ ignoreHTTPSErrors: true });
+  const olaSignIn = async (password) => (await other.request.post(`${URL}/api/v1/admin/login`, { data: { user: 'ola', password } })).status();
+  const olaReads = async () => (await other.request.get(`${URL}/api/v1/admin/overview`)).status();
+  const olaSignedOut = async (why) => {
+    const status = await olaReads();
+    if (status !== 401) throw new Error(`ola still reads (${status}) after ${why}`);
+  };
+  if (await olaSignIn('ola password 1') !== 200) throw new Error('ola cannot sign in');
+  await page.click('tr[data-user="ola"] button[data-action="password"]');
+  await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+  await page.fill('#confirm-secret', 'short');
+  if (await page.isEnabled('#confirm-ok')) throw new Error('a password under 10 characters can be confirmed');
+  await page.fill('#confirm-secret', 'ola new password');
+  await page.click('#confirm-ok');
+  await toast('ok', 'new password');
+  await olaSignedOut('her password was set');
+  if (await olaSignIn('ola password 1') !== 401) throw new Error('the old password still works');
+  if (await olaSignIn('ola new password') !== 200) throw new Error('the new password does not work');
+  await page.locator('tr[data-user="ola"] button[data-action="role"]', { hasText: 'Make admin' }).waitFor();
+  await page.click('tr[data-user="ola"] button[data-action="role"]');
+  await confirm();
+  await toast('ok', 'is now admin');
+  await page.locator('tr[data-user="ola"] td.role', { hasText: 'admin' }).waitFor();
+  await olaSignedOut('her role changed');
+  if (await olaSignIn('ola new password') !== 200) throw new Error('ola cannot sign in as an admin');
+  await page.locator('tr[data-user="ola"] td.sessions', { hasText: '1' }).waitFor({ timeout: 10_000 });
+  await page.click('tr[data-user="ola"] button[data-action="sign-out"]');
+  await confirm();
+  await toast('ok', 'signed ola out');
+  await olaSignedOut('she was signed out everywhere');
+  await page.click('tr[data-user="ola"] button[data-action="remove"]');
+  await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+  if (await page.isEnabled('#confirm-ok')) throw new Error('a removal can be confirmed without typing the name');
+  await page.fill('#confirm-input', 'ola');
+  await page.click('#confirm-ok');
+  await toast('ok', 'removed ola');
+  await page.locator('tr[data-user="ola"]').waitFor({ state: 'detached' });
+  if (await olaSignIn('ola new password') !== 401) throw new Error('a removed user signs in');
+  await other.close();
+  // The last admin stays: removing herself is refused, and she is still signed in.
+  await page.click('tr[data-user="ana"] button[data-action="remove"]');
+  await page.fill('#confirm-input', 'ana');
+  await page.click('#confirm-ok');
+  await toast('error', 'last admin');
+  await page.locator('tr[data-user="ana"]').waitFor();
+  await shot('users');
+  await page.locator('table#audit, a[href="#/audit"]').first().waitFor();
+  await go('audit');
+  for (const action of ['user.add', 'user.password', 'user.role', 'user.sign_out', 'user.remove']) {
+    await page.locator('table#audit tr', { has: page.locator('td.action', { hasText: action }) }).first().waitFor({ timeout: 30_000 });
+  }
+
+  step('a phone: every page at 390 x 844, every control inside the viewport');
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const name of ['overview', 'services', 'journal', 'apply', 'backups', 'failover', 'audit', 'devices', 'users']) {
+    await go(name);
+    // One poll drawn: the page's tables have their rows.
+    await page.waitForFunction((n) => {
+      const rows = document.querySelectorAll(`#page-${n} tbody tr`);
+      return n === 'apply' || n === 'journal' || rows.length > 0;
+    }, name);
+    await page.waitForTimeout(300);
+    const outside = await page.evaluate(() => {
+      const W = document.documentElement.clientWidth;
+      const bad = [];
+      for (const e of document.querySelectorAll('button, a, input, select, summary')) {
+        if (!e.getClientRects().length) continue; // not shown
+        const r = e.getBoundingClientRect();
+        if (r.left < -1 || r.right > W + 1) bad.push(`${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''} "${e.textContent.trim().slice(0, 30)}" at ${Math.round(r.left)}..${Math.round(r.right)}`);
+      }
+      if (document.documentElement.scrollWidth > W + 1) bad.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} px > ${W} px`);
+      const v = document.querySelector('#verdict').getBoundingClientRect();
+      const tabs = document.querySelector('nav.tabs').getBoundingClientRect();
+      if (v.bottom > tabs.top + 1 && v.top < tabs.bottom) bad.push('the verdict overlaps the tabs');
+      return bad;
+    });
+    if (outside.length) throw new Error(`${name} at 390 px: ${outside.join('; ')}`);
+    await page.screenshot({ path: `${SHOTS}/phone-${name}.png`, fullPage: true });
+  }
+  await page.setViewportSize({ width: 1366, height: 768 });
+
+  step('dark mode follows the system');
+  await go('overview');
+  const luminance = async () => page.evaluate(() => {
+    const [r, g, b] = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number);
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+  });
+  if (await luminance() < 0.5) throw new Error('the light page is dark');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  if (await luminance() > 0.2) throw new Error(`dark mode is not dark: luminance ${await luminance()}`);
+  await shot('dark-overview');
+  await page.emulateMedia({ colorScheme: 'light' });
 
   step('the daemon stops answering: the page says so, then recovers');
   await go('overview');

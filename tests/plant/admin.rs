@@ -734,7 +734,21 @@ fn the_admin_ui_in_chromium() {
     );
     println!("{stdout}");
     for page in [
-        "overview", "services", "journal", "backups", "failover", "audit", "signin",
+        "overview",
+        "services",
+        "journal",
+        "backups",
+        "failover",
+        "audit",
+        "users",
+        "devices",
+        "signin",
+        "phone-overview",
+        "phone-services",
+        "phone-backups",
+        "phone-users",
+        "phone-devices",
+        "dark-overview",
     ] {
         let shot = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
@@ -1080,4 +1094,146 @@ fn users_are_added_changed_signed_out_and_removed_from_the_ui_api_and_the_cli() 
             assert!(!audit.contains(secret), "{secret} in the audit log");
         }
     });
+}
+
+/// The devices page's API and `plantd token list|show`: each device's last sight, its accepted
+/// and refused requests and its latest refusals with the status it got (422, 409, 403, and a
+/// revoked token's 403), requests with an unknown token counted apart; an admin revokes a
+/// token from the page (audited); the activity outlives the daemon.
+#[test]
+fn devices_show_when_they_were_seen_and_what_was_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = harness::admin_add(&data, "ana", "admin", "correct horse");
+    assert!(out.status.success(), "{out:?}");
+    let scanner = harness::create_token(&data, "scanner-1");
+    let old = harness::create_token(&data, "scanner-2");
+    let mut plant = Plant::start(&data, "");
+    let post = |token: &str, body: Value| {
+        let req = plant
+            .client()
+            .post(plant.url("/api/v1/transactions"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { req.send().await.unwrap().status() }
+    };
+    harness::rt().block_on(async {
+        let items: Vec<Value> = (0..3)
+            .map(|i| json!({"key": format!("k{i}"), "kind": "scan", "payload": {"qty": i}}))
+            .collect();
+        assert_eq!(post(&scanner, json!(items)).await, StatusCode::CREATED);
+        // A resend is not counted again.
+        assert_eq!(post(&scanner, json!(items)).await, StatusCode::OK);
+        assert_eq!(
+            post(&scanner, json!({"kind": "scan", "payload": {}})).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            post(&scanner, json!({"key": "k0", "kind": "scan", "payload": {"qty": 99}})).await,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            post(&scanner, json!({"key": "k9", "kind": "odoo.create", "payload": {"model": "res.users", "values": {}}})).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            post("pdt_nobody-issued-this", json!({"key": "x", "kind": "scan", "payload": {}})).await,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let ana = sign_in(&plant, "/api/v1/admin/login", json!({"user": "ana", "password": "correct horse"}))
+            .await
+            .unwrap();
+        let (status, body) = act(&plant, Some(&ana), Some(&ana.csrf), "/api/v1/admin/devices/scanner-2/revoke", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, _) = act(&plant, Some(&ana), Some(&ana.csrf), "/api/v1/admin/devices/scanner-2/revoke", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, _) = act(&plant, Some(&ana), Some(&ana.csrf), "/api/v1/admin/devices/ghost/revoke", json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            post(&old, json!({"key": "y", "kind": "scan", "payload": {}})).await,
+            StatusCode::FORBIDDEN
+        );
+
+        let (status, body) = read(&plant, Some(&ana), "/api/v1/admin/devices").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let device = |name: &str| {
+            page["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let s1 = device("scanner-1");
+        assert_eq!((&s1["accepted"], &s1["refused"]), (&json!(3), &json!(3)), "{s1}");
+        assert!(s1["last_seen_at"].is_string(), "{s1}");
+        let statuses: Vec<u64> = s1["recent_refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, [403, 409, 422], "newest first: {s1}");
+        assert_eq!(s1["recent_refusals"][1]["code"], "key_conflict", "{s1}");
+        let s2 = device("scanner-2");
+        assert!(s2["revoked_at"].is_string(), "{s2}");
+        assert_eq!(s2["recent_refusals"][0]["code"], "token_revoked", "{s2}");
+        assert_eq!(page["unknown_token"]["refused"], 1, "{page}");
+        assert_eq!(page["unknown_token"]["recent_refusals"][0]["status"], 401);
+        // Nobody without a session reads it, not even a device.
+        let r = plant
+            .client()
+            .get(plant.url("/api/v1/admin/devices"))
+            .bearer_auth(&scanner)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let (_, audit) = read(&plant, Some(&ana), "/api/v1/admin/audit").await;
+        assert!(
+            audit.contains("\"token.revoke\"") && audit.contains("scanner-2"),
+            "{audit}"
+        );
+    });
+
+    // The CLI beside the daemon, then without it: the activity was kept at shutdown.
+    let list = harness::plantd(&["token", "list", "--data-dir", data.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("scanner-1 "))
+        .unwrap_or_default();
+    assert!(row.contains(" 3 ") && !row.contains("never"), "{text}");
+    let show = harness::plantd(&[
+        "token",
+        "show",
+        "scanner-1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    for refusal in ["403 kind_not_allowed", "409 key_conflict", "422 "] {
+        assert!(text.contains(refusal), "{refusal} not in {text}");
+    }
+    plant.stop();
+    let list = harness::plantd(&[
+        "token",
+        "list",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let devices: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let s1 = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "scanner-1")
+        .unwrap();
+    assert_eq!(s1["activity"]["accepted"], 3, "{s1}");
+    assert_eq!(s1["activity"]["refused"], 3, "{s1}");
 }
