@@ -33,6 +33,12 @@ const state = {
   backups: new Map(), // id -> backup, for the restore dialog
   parked: new Map(), // seq -> parked transaction, for the replay dialog
   users: new Map(), // name -> user, for the role dialog
+  parkedFilter: {}, // the parked list's filter: kind, from_seq, to_seq, message
+  parkedOffset: 0,
+  retryWatch: null, // {seq, since}: a retry whose outcome is still to tell
+  auditFilter: {}, // user, action, outcome, q
+  auditBefore: [], // the ids the pages shown so far started below (a stack: newest first)
+  auditNext: null,
   stop: null, // the apply page's last answer while stopped, for the retry and park dialogs
   confirmTyped: null,
   confirmDone: null,
@@ -131,6 +137,14 @@ function fmtDuration(s) {
 }
 
 const pad = n => String(n).padStart(2, '0');
+/* The zone times are shown in (the browser's); the plant's own zone is said where it decides
+ * (the backup schedule). */
+const TZ = (() => {
+  const name = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+  const off = -new Date().getTimezoneOffset();
+  const sign = off >= 0 ? '+' : '-';
+  return `${name} (UTC${sign}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)})`;
+})();
 const fmtClock = d => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 
 /* Local time: "HH:MM:SS" today, "YYYY-MM-DD HH:MM" otherwise. */
@@ -142,7 +156,7 @@ function fmtTime(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-const timeCell = iso => (iso ? { text: fmtTime(iso), title: iso } : null);
+const timeCell = iso => (iso ? { text: fmtTime(iso), title: `${iso} — shown in ${TZ}` } : null);
 const ageOf = iso => (Date.now() + state.skewMs - Date.parse(iso)) / 1000;
 const fmtRate = x => (x == null || !isFinite(x) ? '—' : `${Number(Number(x).toFixed(2))}/s`);
 const yesNo = (b, noTone = 'muted') => ({ text: b ? 'yes' : 'no', tone: b ? 'good' : noTone });
@@ -242,10 +256,10 @@ const PAGES = {
   overview: { url: null, title: 'Overview' },   // drawn from /overview, fetched on every tick
   services: { url: '/services', title: 'Services', render: renderServices },
   journal: { url: '/journal', title: 'Journal & sync', render: renderJournal },
-  apply: { url: '/apply', title: 'Apply', render: renderApply },
+  apply: { url: () => `/apply?${parkedQuery()}`, title: 'Apply', render: renderApply },
   backups: { url: '/backups', title: 'Backups', render: renderBackups },
   failover: { url: '/failover', title: 'Failover', render: renderFailover },
-  audit: { url: '/audit?limit=200', title: 'Audit', render: renderAudit },
+  audit: { url: () => `/audit?${auditQuery(true)}`, title: 'Audit', render: renderAudit },
   devices: { url: '/devices', title: 'Devices', render: renderDevices },
   users: { url: '/users', title: 'Users', render: renderUsers },
 };
@@ -291,7 +305,8 @@ async function tick() {
   clearTimeout(state.timer);
   const seq = ++state.pollSeq;
   const page = state.page;
-  const { url, render } = PAGES[page];
+  const { render } = PAGES[page];
+  const url = typeof PAGES[page].url === 'function' ? PAGES[page].url() : PAGES[page].url;
   const early = state.prefetch;
   state.prefetch = null;
   const overview = early ? early.then(v => v || api('/overview')) : api('/overview');
@@ -605,6 +620,69 @@ function drawChart(chart, history) {
 /* Apply: the queue, where it stopped (with Retry and Park), and the parked list (Replay). */
 const GAP = '(gap)';
 
+const PARKED_PAGE = 50;
+
+function parkedQuery() {
+  const q = new URLSearchParams({ offset: String(state.parkedOffset), limit: String(PARKED_PAGE) });
+  for (const [k, v] of Object.entries(state.parkedFilter)) q.set(k, String(v));
+  return q.toString();
+}
+
+/* The filter form's fields as the API takes them; throws with what is wrong. */
+function readParkedFilter() {
+  const f = $('#parked-filter').elements;
+  const out = {};
+  for (const k of ['kind', 'message']) { const v = f[k].value.trim(); if (v) out[k] = v; }
+  for (const k of ['from_seq', 'to_seq']) {
+    const v = f[k].value.trim();
+    if (!v) continue;
+    if (!/^[0-9]+$/.test(v) || Number(v) < 1) throw new Error(`${k.replace('_', ' ')}: give a seq, a whole number from 1`);
+    out[k] = Number(v);
+  }
+  return out;
+}
+
+function initParkedFilter() {
+  const form = $('#parked-filter');
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    try {
+      state.parkedFilter = readParkedFilter();
+      state.parkedOffset = 0;
+      setText('#parked-filter-error', '');
+      refresh();
+    } catch (e) { setText('#parked-filter-error', e.message); }
+  });
+  $('#parked-replay').addEventListener('click', () => {
+    try { actBulk('replay', readParkedFilter()); } catch (e) { setText('#parked-filter-error', e.message); }
+  });
+  $('#parked-prev').addEventListener('click', () => { state.parkedOffset = Math.max(0, state.parkedOffset - PARKED_PAGE); refresh(); });
+  $('#parked-next').addEventListener('click', () => { state.parkedOffset += PARKED_PAGE; refresh(); });
+}
+
+/* A bulk remedy: its preview's count in the confirmation, then one request (one audit entry). */
+async function actBulk(remedy, filter) {
+  let preview;
+  try {
+    preview = await api(`/apply/bulk-${remedy}`, { method: 'POST', body: { ...filter, preview: true }, timeout: ACTION_TIMEOUT_MS });
+  } catch (e) {
+    if (e.status === 401) { sessionEnded(); return; }
+    toast('error', e.message);
+    return;
+  }
+  if (!preview.matching) { toast('error', `Nothing to ${remedy}: ${preview.message}`); return; }
+  const texts = {
+    park: `Bulk park: plantd ${preview.message}. Each is parked with Odoo's message as the queue meets it, and the rest goes through; nothing Odoo takes is parked. It ends once the queue is past seq ${preview.to_seq}. Replay them later, one by one or in bulk.`,
+    replay: `Bulk replay: ${preview.message}. plantd applies each to Odoo now, in seq order: those Odoo takes leave the parked list, the others stay parked with its new message.`,
+  };
+  act({
+    text: texts[remedy],
+    okLabel: remedy === 'park' ? `Park up to ${preview.matching}` : `Replay ${preview.matching}`,
+    path: `/apply/bulk-${remedy}`,
+    body: () => filter,
+  });
+}
+
 function renderApply(d) {
   $('#apply-off').hidden = d.enabled !== false;
   $('#apply-on').hidden = d.enabled === false;
@@ -627,8 +705,21 @@ function renderApply(d) {
     setText('#apply-rewound', `${fmtTime(rw.at)}: ${rw.backup ? `the restore of backup ${rw.backup} moved` : 'an admin moved'} the apply back from seq ${rw.from} to ${rw.to}; ${rw.again} transaction${rw.again === 1 ? ' is' : 's are'} applied again (their external ids keep each record once)${rw.pruned_through != null ? `; seqs ${rw.to + 1} to ${rw.pruned_through} were pruned from the journal and cannot be` : ''}.`);
   }
   renderApplyStop(d);
+  renderApplyRule(d.park_rule);
+  followRetry(d);
   const parked = d.parked || [];
   state.parked = new Map(parked.map(p => [String(p.seq), p]));
+  const total = d.parked_total ?? parked.length;
+  const matching = d.parked_matching ?? parked.length;
+  const first = matching ? (d.offset || 0) + 1 : 0;
+  const last = (d.offset || 0) + parked.length;
+  const filtered = Object.keys(state.parkedFilter).length > 0;
+  setText('#parked-count', total === 0 ? 'Nothing is parked.'
+    : `${first}–${last} of ${matching}${filtered ? ` matching (${total} parked in all)` : ' parked'}, oldest first`);
+  $('#parked-prev').disabled = (d.offset || 0) === 0;
+  $('#parked-next').disabled = last >= matching;
+  if (parked.length === 0 && (d.offset || 0) > 0) { state.parkedOffset = 0; }
+  $('#parked-replay').disabled = matching === 0;
   syncRows($('#apply-parked'), parked, {
     key: 'data-seq',
     id: p => p.seq,
@@ -646,13 +737,51 @@ function renderApply(d) {
   });
 }
 
+/* The bulk park in force, and how far it got. */
+function renderApplyRule(r) {
+  $('#apply-rule').hidden = !r;
+  if (!r) return;
+  const what = [`seqs ${r.from} to ${r.to}`];
+  if (r.kind) what.push(`kind ${r.kind}`);
+  if (r.message) what.push(`message holding “${r.message}”`);
+  setText('#apply-rule-text', `Bulk park by ${r.by} since ${fmtTime(r.at)}: ${r.parked} parked so far (${what.join(', ')}); it ends once the queue is past seq ${r.to}.`);
+  const box = $('#apply-rule-controls');
+  const sig = `${isAdmin()}`;
+  if (blockSigs.get(box) === sig) return;
+  blockSigs.set(box, sig);
+  box.replaceChildren(...(isAdmin() ? [el('button', { type: 'button', id: 'apply-rule-stop', onclick: () => act({
+    text: 'Stop the bulk park: what it parked stays parked; the queue stops again at the next transaction Odoo rejects.',
+    okLabel: 'Stop bulk park',
+    path: '/apply/bulk-park',
+    body: () => ({ cancel: true }),
+  }) }, 'Stop bulk park')] : []));
+}
+
+/* After a retry, the outcome once the queue says it: applied, or rejected again. */
+function followRetry(d) {
+  const w = state.retryWatch;
+  if (!w) return;
+  if (d.applied_seq >= w.seq && d.stopped_at !== w.seq) {
+    state.retryWatch = null;
+    toast('ok', `Seq ${w.seq} is applied now.`);
+  } else if (d.stopped_at === w.seq && d.stopped_since !== w.since) {
+    state.retryWatch = null;
+    toast('error', `Seq ${w.seq} was rejected again: ${d.message}`);
+  }
+}
+
 function renderApplyStop(d) {
   const stopped = d.stopped_at != null;
   $('#apply-stop').hidden = !stopped;
   if (!stopped) return;
   const gap = d.stopped_kind === GAP;
+  // plantd's own mapping can refuse a transaction before Odoo sees it: say who refused.
+  const byOdoo = /^Odoo /.test(d.message || '');
+  setText('#apply-stop-why', byOdoo ? 'Odoo\'s message' : 'Why');
+  setText('#apply-stop-payload', d.stopped_payload == null ? (gap ? '(not in the journal)' : '—') : prettyJson(d.stopped_payload));
   const behind = Math.max(0, d.last_seq - d.stopped_at);
-  setText('#apply-stop-title', gap ? `Stopped before seq ${d.stopped_at}: seqs missing from the journal` : `Stopped at seq ${d.stopped_at}: Odoo rejected it`);
+  setText('#apply-stop-title', gap ? `Stopped before seq ${d.stopped_at}: seqs missing from the journal`
+    : `Stopped at seq ${d.stopped_at}: ${byOdoo ? 'Odoo rejected it' : 'plantd could not apply it'}`);
   setText('#apply-stop-seq', d.stopped_at);
   setText('#apply-stop-kind', d.stopped_kind);
   setText('#apply-stop-since', d.stopped_since ? `${fmtTime(d.stopped_since)} (${fmtDuration(ageOf(d.stopped_since))} ago)` : null);
@@ -670,7 +799,10 @@ function renderApplyStop(d) {
   const buttons = [];
   if (isAdmin()) {
     buttons.push(el('button', { type: 'button', id: 'apply-retry', class: 'primary', 'data-action': 'retry', onclick: () => actApply('retry', d.stopped_at) }, `Retry seq ${d.stopped_at}`));
-    if (!gap) buttons.push(el('button', { type: 'button', id: 'apply-park', class: 'danger', 'data-action': 'park', onclick: () => actApply('park', d.stopped_at) }, `Park seq ${d.stopped_at}…`));
+    if (!gap) {
+      buttons.push(el('button', { type: 'button', id: 'apply-park', class: 'danger', 'data-action': 'park', onclick: () => actApply('park', d.stopped_at) }, `Park seq ${d.stopped_at}…`));
+      buttons.push(el('button', { type: 'button', id: 'apply-park-like', class: 'danger', 'data-action': 'park-like', onclick: () => actBulk('park', { kind: d.stopped_kind }) }, `Park every ${d.stopped_kind} Odoo rejects…`));
+    }
   }
   box.replaceChildren(...buttons);
 }
@@ -695,7 +827,7 @@ function renderBackups(d) {
   }
 
   setText('#backup-schedule', d.schedule);
-  setText('#backup-timezone', d.timezone);
+  setText('#backup-timezone', `${d.timezone} — the plant's: the schedule runs in it`);
   setText('#backup-retention', r ? `keep ${r.keep_daily} daily, ${r.keep_weekly} weekly, ${r.keep_monthly} monthly` : null);
   setText('#backup-status', d.status);
   const backups = d.backups || [];
@@ -815,7 +947,42 @@ function renderSteps(steps) {
   ol.replaceChildren(...steps.map(s => el('li', {}, s)));
 }
 
+const AUDIT_PAGE = 200;
+
+function auditQuery(paged) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(state.auditFilter)) if (v) q.set(k, v);
+  if (paged) {
+    q.set('limit', String(AUDIT_PAGE));
+    const before = state.auditBefore[state.auditBefore.length - 1];
+    if (before) q.set('before', String(before));
+  }
+  return q.toString();
+}
+
+function initAuditFilter() {
+  const form = $('#audit-filter');
+  const sync = () => { $('#audit-export').href = `${API}/audit/export?${auditQuery(false)}`; };
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    const f = form.elements;
+    state.auditFilter = { user: f.user.value.trim(), action: f.action.value.trim(), outcome: f.outcome.value, q: f.q.value.trim() };
+    state.auditBefore = [];
+    sync();
+    refresh();
+  });
+  $('#audit-older').addEventListener('click', () => { if (state.auditNext) { state.auditBefore.push(state.auditNext); refresh(); } });
+  $('#audit-newest').addEventListener('click', () => { state.auditBefore = []; refresh(); });
+  sync();
+}
+
 function renderAudit(d) {
+  state.auditNext = d.next_before || null;
+  const n = (d.entries || []).length;
+  const page = state.auditBefore.length;
+  setText('#audit-count', n ? `${page ? `page ${page + 1}: ` : 'newest '}${n} entries${Object.values(state.auditFilter).some(Boolean) ? ' matching the filter' : ''}, newest first; times in ${TZ}` : 'No entries match.');
+  $('#audit-older').disabled = !state.auditNext;
+  $('#audit-newest').disabled = page === 0;
   setRows($('#audit'), d.entries || [], [
     col('time', e => timeCell(e.at)),
     col('user'),
@@ -981,6 +1148,11 @@ function initUserForm() {
   });
 }
 
+/* A payload as sent, indented when it is JSON. */
+function prettyJson(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return String(text); }
+}
+
 /* ---------- 7. Actions ---------- */
 
 function actRestart(svc) {
@@ -1062,7 +1234,8 @@ function actApply(remedy, seq) {
     replay: `Replay ${what}: plantd applies this parked transaction to Odoo now, once. If Odoo takes it, it leaves the parked list; if Odoo still rejects it, it stays parked and nothing changes. It goes in as it was sent: a write sets its values over any written since.${odoo}`,
   };
   const labels = { retry: `Retry seq ${seq}`, park: `Park seq ${seq}`, replay: `Replay seq ${seq}` };
-  act({ text: texts[remedy], okLabel: labels[remedy], path: `/apply/${remedy}`, body: () => ({ seq: Number(seq) }) });
+  const after = remedy === 'retry' ? () => { state.retryWatch = { seq: Number(seq), since: stop.stopped_since }; } : undefined;
+  act({ text: texts[remedy], okLabel: labels[remedy], path: `/apply/${remedy}`, body: () => ({ seq: Number(seq) }), after });
 }
 
 const JOB_LABELS = { run: 'Backup', verify: 'Verify', restore: 'Restore' };
@@ -1147,6 +1320,7 @@ function initConfirm() {
 /* ---------- Start ---------- */
 
 function init() {
+  setText('#tz', `times in ${TZ}`);
   // Every table of the app turns into one card per row on a phone (app.css).
   for (const t of document.querySelectorAll('#view-app table')) t.classList.add('stackable');
   const post = path => body => api(path, { method: 'POST', body, timeout: 15000 });
@@ -1158,6 +1332,8 @@ function init() {
   window.addEventListener('hashchange', route);
   initConfirm();
   initUserForm();
+  initParkedFilter();
+  initAuditFilter();
   boot();
 }
 

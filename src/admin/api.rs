@@ -202,7 +202,7 @@ impl Admin {
             .map(|(_, at)| jiff::Timestamp::now().duration_since(*at).as_secs().max(0) as u64);
         let scheduled =
             self.control.stack.is_some() && self.config.backup.schedule.daily_at().is_some();
-        let (verdict, reasons) = monitor::verdict(&Snapshot {
+        let (mut verdict, mut reasons) = monitor::verdict(&Snapshot {
             components: &components,
             stack: stack.as_ref(),
             link: link.as_ref(),
@@ -225,6 +225,22 @@ impl Admin {
             }
             None => None,
         };
+        // Parked transactions are in no Odoo until someone replays them: never "all good".
+        if let Some(a) = apply.as_ref().filter(|a| a.parked > 0) {
+            reasons.push(format!(
+                "{} transaction{} parked: {} in Odoo until replayed from the Apply page",
+                a.parked,
+                if a.parked == 1 { " is" } else { "s are" },
+                if a.parked == 1 {
+                    "it is not"
+                } else {
+                    "they are not"
+                }
+            ));
+            if verdict == Verdict::Ok {
+                verdict = Verdict::Degraded;
+            }
+        }
         Overview {
             apply,
             now: super::store::now(),
@@ -480,16 +496,148 @@ pub struct Limit {
     limit: Option<u32>,
 }
 
+/// The audit page's query: how many, below which entry, and which.
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+    user: Option<String>,
+    action: Option<String>,
+    outcome: Option<String>,
+    q: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> Result<super::store::AuditFilter, AdminError> {
+        let text =
+            |name: &str, v: &Option<String>, max: usize| -> Result<Option<String>, AdminError> {
+                match v.as_deref().map(str::trim) {
+                    None | Some("") => Ok(None),
+                    Some(t) if t.chars().count() <= max => Ok(Some(t.to_string())),
+                    Some(_) => Err(AdminError::BadQuery(format!(
+                        "{name}: at most {max} characters"
+                    ))),
+                }
+            };
+        let time = |name: &str, v: &Option<String>| -> Result<Option<String>, AdminError> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(t) => t
+                    .parse::<jiff::Timestamp>()
+                    .map(|ts| Some(ts.to_string()))
+                    .map_err(|e| {
+                        AdminError::BadQuery(format!(
+                            "{name}={t:?}: not a time ({e}); give RFC 3339, such as 2026-12-07T08:00:00Z"
+                        ))
+                    }),
+            }
+        };
+        if self.before.is_some_and(|b| b < 1) {
+            return Err(AdminError::BadQuery(
+                "before: an entry's id, a whole number from 1".into(),
+            ));
+        }
+        Ok(super::store::AuditFilter {
+            user: text("user", &self.user, 64)?,
+            action: text("action", &self.action, 64)?,
+            outcome: text("outcome", &self.outcome, 16)?,
+            text: text("q", &self.q, 200)?,
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+        })
+    }
+}
+
+/// The audit log, newest first, filtered, a page at a time: `next_before` asks for the next.
 pub async fn audit(
     State(admin): State<Admin>,
     headers: HeaderMap,
-    Query(q): Query<Limit>,
+    Query(q): Query<AuditQuery>,
 ) -> Answer {
     admin.reader(&headers)?;
     let limit = in_range("limit", q.limit, 200, MAX_AUDIT)?;
+    let filter = q.filter()?;
     let store = admin.store.clone();
-    let entries = blocking(move || store.audit_log(limit)).await??;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    let before = q.before;
+    let rows = blocking(move || store.audit_page(&filter, before, limit)).await??;
+    let next_before = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|(id, _)| *id))
+        .flatten();
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, e)| {
+            let mut v = serde_json::to_value(e).expect("an audit entry serializes");
+            v["id"] = json!(id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries, "next_before": next_before })).into_response())
+}
+
+/// Most entries one export holds: the whole log.
+const MAX_EXPORT: u32 = 100_000;
+
+/// The audit log as CSV (what the filter takes, newest first), for a spreadsheet or an
+/// auditor. A cell a spreadsheet would run as a formula is prefixed with `'`.
+pub async fn audit_export(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Answer {
+    let caller = admin.reader(&headers)?;
+    let filter = q.filter()?;
+    let store = admin.store.clone();
+    let rows = blocking(move || store.audit_page(&filter, None, MAX_EXPORT)).await??;
+    let mut csv = String::from("id,at,user,action,target,outcome,detail\r\n");
+    for (id, e) in &rows {
+        let cells = [
+            id.to_string(),
+            e.at.clone(),
+            e.user.clone(),
+            e.action.clone(),
+            e.target.clone().unwrap_or_default(),
+            e.outcome.clone(),
+            e.detail.clone(),
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    admin
+        .audit(
+            &caller.user,
+            "audit.export",
+            None,
+            Ok(&format!("{} entries", rows.len())),
+        )
+        .await;
+    let name = format!(
+        "attachment; filename=\"plantd-audit-{}-{}.csv\"",
+        admin
+            .plant
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+/// One CSV cell (RFC 4180), safe to open in a spreadsheet.
+fn csv_cell(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
 }
 
 /// The plant's alerts: those that hold now, and the newest `limit` (default 100) lines of
@@ -511,4 +659,22 @@ pub async fn alerts(
         "history": history,
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        assert_eq!(super::csv_cell("ana"), "\"ana\"");
+        assert_eq!(
+            super::csv_cell("say \"hi\", then go"),
+            "\"say \"\"hi\"\", then go\""
+        );
+        assert_eq!(
+            super::csv_cell("=HYPERLINK(\"x\")"),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(super::csv_cell("-1"), "\"'-1\"");
+        assert_eq!(super::csv_cell("two\nlines"), "\"two\nlines\"");
+    }
 }

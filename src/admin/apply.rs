@@ -8,10 +8,11 @@
 //! refused. The fleet page on the hub parses its bodies with [`seq_of`] too.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::api::{body, Answer};
@@ -107,18 +108,143 @@ pub fn seq_of(map: &Map<String, Value>) -> Result<u64, AdminError> {
     }
 }
 
-/// The queue with the parked transactions' content: a user's session, not a device token
-/// (monitoring tools read the overview's apply figures).
-pub async fn status(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
+/// Most parked transactions one page of the list holds.
+pub const MAX_PAGE: u32 = 500;
+
+/// Which parked transactions a page or a bulk remedy takes: of a kind, within seqs, whose
+/// message holds a text (any of them when absent).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    kind: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    message: Option<String>,
+}
+
+impl Filter {
+    fn check(&self) -> Result<(), AdminError> {
+        let field = |field: &str, message: String| AdminError::InvalidField {
+            field: field.into(),
+            message,
+        };
+        for (name, seq) in [("from_seq", self.from_seq), ("to_seq", self.to_seq)] {
+            if seq.is_some_and(|n| !(1..=MAX_SEQ).contains(&n)) {
+                return Err(field(
+                    name,
+                    format!("not a transaction's seq (a whole number from 1 to {MAX_SEQ})"),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.from_seq, self.to_seq) {
+            if a > b {
+                return Err(field("to_seq", format!("{b} is before from_seq {a}")));
+            }
+        }
+        for (name, text, max) in [("kind", &self.kind, 128), ("message", &self.message, 500)] {
+            if let Some(t) = text {
+                let n = t.chars().count();
+                if n == 0 || n > max {
+                    return Err(field(
+                        name,
+                        format!("give 1 to {max} characters, or leave it out for any"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn takes(&self, p: &crate::apply::Parked) -> bool {
+        self.from_seq.is_none_or(|a| p.seq >= a)
+            && self.to_seq.is_none_or(|b| p.seq <= b)
+            && self.kind.as_deref().is_none_or(|k| k == p.kind)
+            && self
+                .message
+                .as_deref()
+                .is_none_or(|m| p.message.to_lowercase().contains(&m.to_lowercase()))
+    }
+
+    /// In words, for messages and the audit log.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(k) = &self.kind {
+            parts.push(format!("kind {k}"));
+        }
+        match (self.from_seq, self.to_seq) {
+            (Some(a), Some(b)) => parts.push(format!("seqs {a} to {b}")),
+            (Some(a), None) => parts.push(format!("seqs from {a}")),
+            (None, Some(b)) => parts.push(format!("seqs up to {b}")),
+            (None, None) => {}
+        }
+        if let Some(m) = &self.message {
+            parts.push(format!("message holding {m:?}"));
+        }
+        if parts.is_empty() {
+            "every one".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A page of the parked list, and which parked transactions it takes.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    offset: Option<u32>,
+    limit: Option<u32>,
+    kind: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    message: Option<String>,
+}
+
+/// The queue with the parked transactions' content (a page of them, filtered): a user's
+/// session, not a device token (monitoring tools read the overview's apply figures).
+pub async fn status(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Answer {
     admin.reader(&headers)?;
     if admin.control.apply.is_none() {
         return Ok(Json(json!({"enabled": false, "note": OFF})).into_response());
     }
+    let limit = match page.limit {
+        None => 50,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(n) => {
+            return Err(AdminError::BadQuery(format!(
+                "limit={n}: give a whole number from 1 to {MAX_PAGE}"
+            )))
+        }
+    } as usize;
+    let offset = page.offset.unwrap_or(0) as usize;
+    let filter = Filter {
+        kind: page.kind,
+        from_seq: page.from_seq,
+        to_seq: page.to_seq,
+        message: page.message,
+    };
+    filter
+        .check()
+        .map_err(|e| AdminError::BadQuery(e.message()))?;
     match admin.control.handle(Request::ApplyStatus).await {
-        ControlResponse::Apply(r) => {
+        ControlResponse::Apply(mut r) => {
+            let total = r.parked.len();
+            let matching: Vec<_> = std::mem::take(&mut r.parked)
+                .into_iter()
+                .filter(|p| filter.takes(p))
+                .collect();
+            let shown = matching.len();
+            r.parked = matching.into_iter().skip(offset).take(limit).collect();
             let mut view = serde_json::to_value(&r).expect("an apply report serializes");
             view["enabled"] = json!(true);
             view["behind"] = json!(r.last_seq.saturating_sub(r.applied_seq));
+            view["parked_total"] = json!(total);
+            view["parked_matching"] = json!(shown);
+            view["offset"] = json!(offset);
+            view["limit"] = json!(limit);
             Ok(Json(view).into_response())
         }
         ControlResponse::Error { message } => Err(AdminError::Failed(message)),
@@ -145,6 +271,202 @@ async fn remedy(admin: Admin, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
         .audit(&caller.user, action, target.as_deref(), outcome.as_deref())
         .await;
     Ok(Json(json!({ "message": outcome? })).into_response())
+}
+
+/// A bulk remedy's body: which transactions, and whether to only count them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bulk {
+    kind: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    message: Option<String>,
+    #[serde(default)]
+    preview: bool,
+    /// Bulk park only: end the bulk park in force.
+    #[serde(default)]
+    cancel: bool,
+}
+
+impl Bulk {
+    fn filter(&self) -> Filter {
+        Filter {
+            kind: self.kind.clone(),
+            from_seq: self.from_seq,
+            to_seq: self.to_seq,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Most parked transactions one bulk replay takes (each is a call to Odoo).
+pub const MAX_BULK_REPLAY: usize = 1000;
+/// Most journal rows a bulk park's preview counts.
+const PREVIEW_CAP: u64 = 200_000;
+
+fn applier(admin: &Admin) -> Result<&crate::apply::Applier, AdminError> {
+    admin
+        .control
+        .apply
+        .as_ref()
+        .ok_or_else(|| AdminError::Conflict(format!("{OFF}; nothing was changed")))
+}
+
+fn remedy_error(e: crate::apply::RemedyError) -> AdminError {
+    match e {
+        crate::apply::RemedyError::Refused(m) => AdminError::Conflict(m),
+        crate::apply::RemedyError::Failed(m) => AdminError::Failed(m),
+    }
+}
+
+/// `POST /api/v1/admin/apply/bulk-park`: park each transaction Odoo rejects among seqs
+/// `from_seq..=to_seq` (default: from where the queue is to the last seq now), of `kind`,
+/// whose message holds `message`; `preview` only counts the transactions it could park;
+/// `cancel` ends the one in force. One audit entry per bulk park, not one per transaction.
+pub async fn bulk_park(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+    let action = "apply.bulk_park";
+    let parsed: Result<Bulk, _> = body(&headers, &bytes);
+    let preview = parsed.as_ref().is_ok_and(|b| b.preview && !b.cancel);
+    let caller = admin.actor(&headers, action, None).await?;
+    let outcome: Result<(Value, String), AdminError> = async {
+        let b = parsed?;
+        let filter = b.filter();
+        filter.check()?;
+        let applier = applier(&admin)?;
+        if b.cancel {
+            let m = applier.cancel_bulk_park().await.map_err(remedy_error)?;
+            return Ok((json!({ "message": m }), m));
+        }
+        let r = applier.status().await;
+        let from = filter
+            .from_seq
+            .unwrap_or_else(|| r.stopped_at.unwrap_or(r.applied_seq + 1));
+        let to = filter.to_seq.unwrap_or(r.last_seq);
+        let (count, capped) = applier
+            .pending_matching(from, to, filter.kind.as_deref(), PREVIEW_CAP)
+            .await
+            .map_err(remedy_error)?;
+        let up_to = format!("{}{count}", if capped { "at least " } else { "" });
+        let rule = crate::apply::ParkRule {
+            from,
+            to,
+            kind: filter.kind.clone(),
+            message: filter.message.clone(),
+            by: caller.user.clone(),
+            at: super::store::now(),
+            parked: 0,
+        };
+        if b.preview {
+            let m = format!(
+                "{}: {up_to} transaction{} not yet applied there; only those Odoo rejects are parked",
+                rule.describe(),
+                if count == 1 { "" } else { "s" }
+            );
+            return Ok((
+                json!({"preview": true, "matching": count, "at_least": capped, "from_seq": from, "to_seq": to, "message": m}),
+                m,
+            ));
+        }
+        let m = applier.bulk_park(rule).await.map_err(remedy_error)?;
+        let detail = format!("{m} (up to {up_to})");
+        Ok((json!({ "message": m, "matching": count, "from_seq": from, "to_seq": to }), detail))
+    }
+    .await;
+    if !preview {
+        admin
+            .audit(
+                &caller.user,
+                action,
+                None,
+                outcome.as_ref().map(|(_, d)| d.as_str()),
+            )
+            .await;
+    }
+    Ok(Json(outcome?.0).into_response())
+}
+
+/// `POST /api/v1/admin/apply/bulk-replay`: replay the parked transactions the filter takes
+/// (at most [`MAX_BULK_REPLAY`] at once), in seq order; those Odoo takes leave the parked
+/// list, the others stay. `preview` only counts them. One audit entry per bulk replay.
+pub async fn bulk_replay(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+    let action = "apply.bulk_replay";
+    let parsed: Result<Bulk, _> = body(&headers, &bytes);
+    let preview = parsed.as_ref().is_ok_and(|b| b.preview);
+    let caller = admin.actor(&headers, action, None).await?;
+    let outcome: Result<(Value, String), AdminError> = async {
+        let b = parsed?;
+        if b.cancel {
+            return Err(AdminError::InvalidField {
+                field: "cancel".into(),
+                message: "a bulk replay has nothing to cancel: it ends when it answers".into(),
+            });
+        }
+        let filter = b.filter();
+        filter.check()?;
+        let applier = applier(&admin)?;
+        let mut seqs: Vec<u64> = applier
+            .status()
+            .await
+            .parked
+            .iter()
+            .filter(|p| filter.takes(p))
+            .map(|p| p.seq)
+            .collect();
+        seqs.sort_unstable();
+        let which = filter.describe();
+        if b.preview {
+            let m = format!(
+                "{} parked transaction{} match ({which})",
+                seqs.len(),
+                if seqs.len() == 1 { "" } else { "s" }
+            );
+            return Ok((
+                json!({"preview": true, "matching": seqs.len(), "message": m}),
+                m,
+            ));
+        }
+        let left = seqs.len().saturating_sub(MAX_BULK_REPLAY);
+        seqs.truncate(MAX_BULK_REPLAY);
+        let (mut applied, mut still) = (0usize, Vec::new());
+        for seq in &seqs {
+            match applier.replay(*seq).await {
+                Ok(_) => applied += 1,
+                Err(crate::apply::RemedyError::Refused(m)) => still.push(m),
+                Err(crate::apply::RemedyError::Failed(m)) => {
+                    return Err(AdminError::Failed(format!(
+                        "after {applied} applied, seq {seq}: {m}; the rest was not tried"
+                    )))
+                }
+            }
+        }
+        let mut m = format!(
+            "replayed {} parked ({which}): {applied} applied, {} still parked",
+            seqs.len(),
+            still.len()
+        );
+        if let Some(first) = still.first() {
+            m.push_str(&format!(" (the first: {first})"));
+        }
+        if left > 0 {
+            m.push_str(&format!("; {left} more match: replay again for them"));
+        }
+        Ok((
+            json!({"message": m, "applied": applied, "still_parked": still.len(), "left": left}),
+            m,
+        ))
+    }
+    .await;
+    if !preview {
+        admin
+            .audit(
+                &caller.user,
+                action,
+                None,
+                outcome.as_ref().map(|(_, d)| d.as_str()),
+            )
+            .await;
+    }
+    Ok(Json(outcome?.0).into_response())
 }
 
 pub async fn retry(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {

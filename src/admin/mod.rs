@@ -239,6 +239,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/island", change(post(island)))
         .route("/api/v1/admin/rejoin", change(post(rejoin)))
         .route("/api/v1/admin/audit", get(audit))
+        .route("/api/v1/admin/audit/export", get(audit_export))
         .route("/api/v1/admin/devices", get(devices::list))
         .route(
             "/api/v1/admin/devices/{name}/revoke",
@@ -269,6 +270,14 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/admin/apply/retry", change(post(apply::retry)))
         .route("/api/v1/admin/apply/park", change(post(apply::park)))
         .route("/api/v1/admin/apply/replay", change(post(apply::replay)))
+        .route(
+            "/api/v1/admin/apply/bulk-park",
+            change(post(apply::bulk_park)),
+        )
+        .route(
+            "/api/v1/admin/apply/bulk-replay",
+            change(post(apply::bulk_replay)),
+        )
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(admin)
 }

@@ -175,6 +175,18 @@ CREATE TABLE IF NOT EXISTS alert_history (
 );
 ";
 
+/// Which audit entries a page takes: by user, action (or its group: `user` takes
+/// `user.add`...), outcome, a text in the detail or target, and a time span (RFC 3339, UTC).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub text: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
 /// Keeps the alert history to this many lines.
 const ALERT_HISTORY_KEEP: i64 = 10_000;
 
@@ -527,23 +539,64 @@ impl Store {
         Ok(())
     }
 
-    /// The newest `limit` entries, newest first.
-    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.conn.lock().expect("not poisoned");
+    /// A page of the audit log, newest first: the entries `filter` takes below id `before`
+    /// (from the newest when `None`), at most `limit`; with each entry's id, to page on.
+    pub fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+        let conn = self.reader.lock().expect("not poisoned");
+        let like = |t: &Option<String>| {
+            t.as_ref().map(|t| {
+                format!(
+                    "%{}%",
+                    t.replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                )
+            })
+        };
         let mut stmt = conn
-            .prepare("SELECT at, user, action, target, outcome, detail FROM audit ORDER BY id DESC LIMIT ?1")
+            .prepare_cached(
+                "SELECT id, at, user, action, target, outcome, detail FROM audit
+                 WHERE id < ?1
+                   AND (?2 IS NULL OR user = ?2)
+                   AND (?3 IS NULL OR action = ?3 OR action LIKE ?3 || '.%')
+                   AND (?4 IS NULL OR outcome = ?4)
+                   AND (?5 IS NULL OR detail LIKE ?5 ESCAPE '\\' OR target LIKE ?5 ESCAPE '\\')
+                   AND (?6 IS NULL OR at >= ?6)
+                   AND (?7 IS NULL OR at < ?7)
+                 ORDER BY id DESC LIMIT ?8",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([limit], |r| {
-                Ok(AuditEntry {
-                    at: r.get(0)?,
-                    user: r.get(1)?,
-                    action: r.get(2)?,
-                    target: r.get(3)?,
-                    outcome: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })
+            .query_map(
+                params![
+                    before.unwrap_or(i64::MAX),
+                    filter.user,
+                    filter.action,
+                    filter.outcome,
+                    like(&filter.text),
+                    filter.since,
+                    filter.until,
+                    limit
+                ],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        AuditEntry {
+                            at: r.get(1)?,
+                            user: r.get(2)?,
+                            action: r.get(3)?,
+                            target: r.get(4)?,
+                            outcome: r.get(5)?,
+                            detail: r.get(6)?,
+                        },
+                    ))
+                },
+            )
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
@@ -841,10 +894,58 @@ mod tests {
                 })
                 .unwrap();
         }
-        let log = store.audit_log(10).unwrap();
+        let log = store.audit_page(&AuditFilter::default(), None, 10).unwrap();
         assert_eq!(
-            log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            log.iter()
+                .map(|(_, e)| e.action.as_str())
+                .collect::<Vec<_>>(),
             ["rejoin", "island"]
+        );
+        for i in 0..30 {
+            store
+                .audit(&AuditEntry {
+                    at: now(),
+                    user: if i % 3 == 0 { "cli (uid 0)" } else { "ana" }.into(),
+                    action: if i % 2 == 0 { "user.add" } else { "apply.park" }.into(),
+                    target: Some(format!("seq {i}")),
+                    outcome: "ok".into(),
+                    detail: format!("100% done_{i}"),
+                })
+                .unwrap();
+        }
+        let all = AuditFilter::default();
+        let first = store.audit_page(&all, None, 10).unwrap();
+        assert_eq!(first.len(), 10);
+        let next = store.audit_page(&all, Some(first[9].0), 100).unwrap();
+        assert_eq!(next.len(), 22, "the rest, island and rejoin included");
+        assert!(next[0].0 < first[9].0);
+        let ana_parks = AuditFilter {
+            user: Some("ana".into()),
+            action: Some("apply".into()),
+            ..Default::default()
+        };
+        let rows = store.audit_page(&ana_parks, None, 100).unwrap();
+        assert!(rows
+            .iter()
+            .all(|(_, e)| e.user == "ana" && e.action == "apply.park"));
+        assert_eq!(rows.len(), 10);
+        // A text is a text: % and _ match themselves only.
+        let text = |t: &str| AuditFilter {
+            text: Some(t.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.audit_page(&text("done_2"), None, 100).unwrap().len(),
+            11
+        );
+        assert_eq!(store.audit_page(&text("1%0"), None, 100).unwrap().len(), 0);
+        assert_eq!(
+            store.audit_page(&text("0% d"), None, 100).unwrap().len(),
+            30
+        );
+        assert_eq!(
+            store.audit_page(&text("seq 29"), None, 100).unwrap().len(),
+            1
         );
     }
 }

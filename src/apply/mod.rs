@@ -71,11 +71,58 @@ pub struct Parked {
     pub parked_at: String,
 }
 
+/// An admin's bulk park: each transaction Odoo rejects within seqs `from..=to` (of `kind`, and
+/// whose message holds `message`, when given) is parked as the queue meets it, and the rest
+/// goes through; what Odoo takes is applied as ever. It ends once the queue is past `to`, so
+/// it never sets aside a transaction sent after it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkRule {
+    pub from: u64,
+    pub to: u64,
+    pub kind: Option<String>,
+    pub message: Option<String>,
+    /// Who made it, as the audit log names them.
+    pub by: String,
+    pub at: String,
+    /// Parked under it so far.
+    pub parked: u64,
+}
+
+impl ParkRule {
+    /// What it parks, in words.
+    pub fn describe(&self) -> String {
+        let mut what = format!(
+            "parks what Odoo rejects among seqs {} to {}",
+            self.from, self.to
+        );
+        if let Some(k) = &self.kind {
+            what.push_str(&format!(" of kind {k}"));
+        }
+        if let Some(m) = &self.message {
+            what.push_str(&format!(" whose message holds {m:?}"));
+        }
+        what
+    }
+
+    /// Whether Odoo's rejection of `seq` (of `kind`, saying `message`) is one to park.
+    pub fn matches(&self, seq: u64, kind: &str, message: &str) -> bool {
+        (self.from..=self.to).contains(&seq)
+            && self.kind.as_deref().is_none_or(|k| k == kind)
+            && self
+                .message
+                .as_deref()
+                .is_none_or(|m| message.to_lowercase().contains(&m.to_lowercase()))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Saved {
     stopped: Option<Stopped>,
     #[serde(default)]
     parked: Vec<Parked>,
+    /// A bulk park in force.
+    #[serde(default)]
+    park_rule: Option<ParkRule>,
     /// The `<plant>` of external ids, fixed at first use.
     #[serde(default)]
     prefix: Option<String>,
@@ -185,6 +232,12 @@ pub struct ApplyReport {
     /// one call; unknown until the apply has connected.
     #[serde(default)]
     pub odoo_module: Option<bool>,
+    /// The payload of the transaction the queue stopped at.
+    #[serde(default)]
+    pub stopped_payload: Option<String>,
+    /// A bulk park in force.
+    #[serde(default)]
+    pub park_rule: Option<ParkRule>,
 }
 
 /// The local apply: one per daemon; the control socket's handle to it.
@@ -290,6 +343,12 @@ impl Applier {
             }
             let (stopped, epoch) = {
                 let mut saved = inner.saved.lock().await;
+                let applied = inner.journal.cursor(Cursor::Applied);
+                if let Some(rule) = saved.park_rule.as_ref().filter(|r| applied >= r.to) {
+                    tracing::info!(parked = rule.parked, to = rule.to, by = %rule.by, "the bulk park is done: the queue is past its last seq");
+                    saved.park_rule = None;
+                    let _ = inner.save(&saved);
+                }
                 if let Some(after) = saved.resume_after.take() {
                     if let Err(e) = inner.journal.advance(Cursor::Applied, after).await {
                         inner.health.set(
@@ -379,14 +438,13 @@ impl Applier {
                 let _ = inner.save(&saved);
                 continue;
             }
-            let parked: Vec<u64> = inner
-                .saved
-                .lock()
-                .await
-                .parked
-                .iter()
-                .map(|p| p.seq)
-                .collect();
+            let (parked, rule): (Vec<u64>, Option<ParkRule>) = {
+                let saved = inner.saved.lock().await;
+                (
+                    saved.parked.iter().map(|p| p.seq).collect(),
+                    saved.park_rule.clone(),
+                )
+            };
             let pending: Vec<Pending> = batch
                 .iter()
                 .map(|e| Pending {
@@ -396,14 +454,53 @@ impl Applier {
                     parked: parked.contains(&e.seq),
                 })
                 .collect();
-            let (through, failed) = apply_many(
-                &inner.kinds,
-                &inner.locate,
-                &mut client,
-                &inner.plant,
-                &pending,
-            )
-            .await;
+            // An admin's bulk park sets aside what it covers as Odoo rejects it, and the rest of
+            // the batch goes on; the parked are recorded (one write) before the cursor passes
+            // them. Should plantd stop before, the batch is applied again from the cursor:
+            // what Odoo took is kept once (external ids), what it rejected is parked again.
+            let mut start = 0;
+            let mut through = None;
+            let mut failed = None;
+            let mut set_aside: Vec<Parked> = Vec::new();
+            loop {
+                let (t, f) = apply_many(
+                    &inner.kinds,
+                    &inner.locate,
+                    &mut client,
+                    &inner.plant,
+                    &pending[start..],
+                )
+                .await;
+                if t.is_some() {
+                    through = t;
+                }
+                let covered = match &f {
+                    Some((seq, kind, Failed::Stop(message))) => rule
+                        .as_ref()
+                        .filter(|r| r.matches(*seq, kind, message))
+                        .and_then(|_| batch.iter().position(|e| e.seq == *seq)),
+                    _ => None,
+                };
+                let (Some(i), Some((seq, kind, Failed::Stop(message)))) = (covered, &f) else {
+                    failed = f;
+                    break;
+                };
+                let e = &batch[i];
+                set_aside.push(Parked {
+                    seq: *seq,
+                    key: e.key.clone(),
+                    device: e.device.clone(),
+                    kind: kind.clone(),
+                    payload: e.payload.clone(),
+                    message: message.clone(),
+                    parked_at: now(),
+                });
+                through = Some(*seq);
+                start = i + 1;
+                if start >= pending.len() {
+                    break;
+                }
+            }
             if let Some(c) = &client {
                 *inner.odoo_module.lock().expect("not poisoned") = Some(odoo_module::installed(c));
             }
@@ -412,6 +509,27 @@ impl Applier {
                 // The cursor went back meanwhile (a restore): what this batch did is judged
                 // again from there, in order.
                 continue;
+            }
+            if !set_aside.is_empty() {
+                let count = set_aside.len() as u64;
+                let mut next = saved.clone();
+                next.parked.extend(set_aside);
+                if let Some(r) = next.park_rule.as_mut() {
+                    r.parked += count;
+                }
+                if let Err(e) = inner.save(&next) {
+                    // Nothing moved: the batch is tried again, and parked again.
+                    inner.health.set(
+                        COMPONENT,
+                        health::State::Unhealthy,
+                        format!("recording {count} transactions parked by the bulk park: {e:#}"),
+                    );
+                    drop(saved);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                tracing::info!(count, "parked by the bulk park");
+                *saved = next;
             }
             if let Some(seq) = through {
                 backoff = Duration::from_secs(1);
@@ -478,7 +596,19 @@ impl Applier {
     pub async fn status(&self) -> ApplyReport {
         let inner = &self.inner;
         let saved = inner.saved.lock().await.clone();
+        let stopped_payload = match &saved.stopped {
+            Some(s) if s.kind != GAP => inner
+                .journal
+                .read_after(s.seq.saturating_sub(1), 1, 1 << 20)
+                .await
+                .ok()
+                .and_then(|e| e.into_iter().find(|e| e.seq == s.seq))
+                .map(|e| e.payload),
+            _ => None,
+        };
         ApplyReport {
+            stopped_payload,
+            park_rule: saved.park_rule,
             external_ids: format!("plantd.{}_<seq>", inner.plant),
             applied_seq: inner.journal.cursor(Cursor::Applied),
             last_seq: *inner.journal.watch_last_seq().borrow(),

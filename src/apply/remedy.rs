@@ -144,6 +144,95 @@ impl Applier {
         Ok(format!("seq {seq} is parked (`plantd apply status` lists it; `plantd apply replay {seq}` applies it); the rest goes through"))
     }
 
+    /// Starts a bulk park ([`ParkRule`]); the transaction the queue stopped at, when the rule
+    /// covers its seq and kind, is tried again at once, so that the rule parks it with Odoo's
+    /// message of now (or Odoo takes it, the cause being fixed).
+    pub async fn bulk_park(&self, rule: ParkRule) -> Result<String, RemedyError> {
+        let inner = &self.inner;
+        if rule.from > rule.to {
+            return Err(RemedyError::Refused(format!(
+                "from seq {} is past to seq {}; nothing was changed",
+                rule.from, rule.to
+            )));
+        }
+        let applied = inner.journal.cursor(Cursor::Applied);
+        if rule.to <= applied {
+            return Err(RemedyError::Refused(format!(
+                "seqs up to {} are applied (or parked) already: nothing left to park there; nothing was changed",
+                applied
+            )));
+        }
+        let mut saved = inner.saved.lock().await;
+        let mut next = saved.clone();
+        let retry_stop = next.stopped.as_ref().is_some_and(|s| {
+            s.kind != GAP
+                && (rule.from..=rule.to).contains(&s.seq)
+                && rule.kind.as_deref().is_none_or(|k| k == s.kind)
+        });
+        if retry_stop {
+            next.stopped = None;
+        }
+        let what = rule.describe();
+        next.park_rule = Some(rule);
+        inner.save(&next).map_err(failed)?;
+        *saved = next;
+        inner.wake.notify_one();
+        Ok(format!("bulk park started: {what}; the rest goes through"))
+    }
+
+    /// Ends the bulk park in force; what it parked stays parked.
+    pub async fn cancel_bulk_park(&self) -> Result<String, RemedyError> {
+        let inner = &self.inner;
+        let mut saved = inner.saved.lock().await;
+        let Some(rule) = saved.park_rule.clone() else {
+            return Err(RemedyError::Refused(
+                "no bulk park is in force; nothing was changed".into(),
+            ));
+        };
+        let mut next = saved.clone();
+        next.park_rule = None;
+        inner.save(&next).map_err(failed)?;
+        *saved = next;
+        Ok(format!(
+            "bulk park stopped after {} parked; they stay parked; the queue stops again at the next rejection",
+            rule.parked
+        ))
+    }
+
+    /// How many transactions not yet applied within `from..=to` are of `kind` (any kind when
+    /// `None`): at most what a bulk park over them can park. Counts at most `cap`; `true` when
+    /// it stopped there.
+    pub async fn pending_matching(
+        &self,
+        from: u64,
+        to: u64,
+        kind: Option<&str>,
+        cap: u64,
+    ) -> Result<(u64, bool), RemedyError> {
+        let journal = &self.inner.journal;
+        let mut after = journal.cursor(Cursor::Applied).max(from.saturating_sub(1));
+        let mut count = 0u64;
+        let mut seen = 0u64;
+        while after < to {
+            let rows = journal
+                .read_after(after, READ_ROWS, 1 << 20)
+                .await
+                .map_err(failed)?;
+            let Some(last) = rows.last() else { break };
+            after = last.seq;
+            for e in rows.iter().filter(|e| e.seq <= to) {
+                seen += 1;
+                if kind.is_none_or(|k| k == e.kind) {
+                    count += 1;
+                }
+            }
+            if seen >= cap {
+                return Ok((count, true));
+            }
+        }
+        Ok((count, false))
+    }
+
     /// Applies a parked transaction now; it leaves the parked list when Odoo took it.
     pub async fn replay(&self, seq: u64) -> Result<String, RemedyError> {
         let inner = &self.inner;

@@ -244,7 +244,7 @@ impl Control {
                             Err(e) => done(Err(e)),
                         }
                     }
-                    _ => Response::Apply(apply.status().await),
+                    _ => Response::Apply(Box::new(apply.status().await)),
                 }
             }
             Request::OdooCall {

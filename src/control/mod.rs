@@ -114,7 +114,7 @@ pub enum Response {
     Lines {
         lines: Vec<String>,
     },
-    Apply(crate::apply::ApplyReport),
+    Apply(Box<crate::apply::ApplyReport>),
     /// What a rewind did: `None` when the cursor was not past the seq (nothing to apply again).
     Rewound {
         rewound: Option<crate::apply::Rewound>,

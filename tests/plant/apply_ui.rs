@@ -445,6 +445,205 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
                 "no ({user}, {action}, {outcome}, {detail}) in {audit:#}"
             );
         }
+
+        // 600 that Odoo rejects (pickings it does not know) among 12 it takes: one bulk park
+        // sets the 600 aside with Odoo's message each, applies the rest, and is one audit entry.
+        let mut items = Vec::new();
+        for i in 0..612 {
+            items.push(if i % 51 == 0 {
+                partner(&format!("bulk-{i}"), &format!("Bulk-{i}"))
+            } else {
+                validate(&format!("bulk-{i}"), &format!("WH/IN/B{i}"))
+            });
+        }
+        let (status, body) = post_json(
+            &plant.client(),
+            &plant.url("/api/v1/transactions"),
+            &token,
+            &json!(items),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let first = until("the queue to stop in the bulk", apply, |s| {
+            s["stopped_at"].as_u64().is_some_and(|n| n > 5)
+        })
+        .await["stopped_at"]
+            .as_u64()
+            .unwrap();
+        let last = first - 2 + 612;
+        let bulk = json!({"kind": "stock.picking.validate"});
+        let (status, preview) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-park",
+                json!({"kind": "stock.picking.validate", "preview": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{preview}");
+        assert_eq!(
+            (&preview["matching"], &preview["to_seq"]),
+            (&json!(600), &json!(last)),
+            "{preview}"
+        );
+        let (status, _) = web
+            .post(
+                &vic,
+                Some(&vic.csrf),
+                "/api/v1/admin/apply/bulk-park",
+                bulk.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-park",
+                json!({"from_seq": 9, "to_seq": 3}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let started = Instant::now();
+        let (status, answer) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-park",
+                bulk.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let s = until("the bulk park through the last seq", apply, |s| {
+            s["applied_seq"].as_u64() == Some(last) && s["park_rule"].is_null()
+        })
+        .await;
+        println!(
+            "figures: 600 parked by one bulk park in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let parked = s["parked"].as_array().unwrap();
+        assert_eq!(parked.len(), 600, "{s}");
+        assert!(parked.iter().all(|p| p["kind"] == "stock.picking.validate"));
+        assert!(
+            parked[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no stock.picking named"),
+            "{}",
+            parked[0]
+        );
+        for i in (0..612).step_by(51) {
+            assert_eq!(partners(&stack, &format!("Bulk-{i}")), 1, "Bulk-{i}");
+        }
+        let audit = web.get(&ana, "/api/v1/admin/audit?limit=10000").await;
+        let of = |action: &str| {
+            audit["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == action && e["outcome"] == "ok")
+                .count()
+        };
+        assert_eq!(of("apply.bulk_park"), 1, "{audit:#}");
+        assert_eq!(
+            of("apply.park"),
+            1,
+            "only the park of seq 2 before: {audit:#}"
+        );
+
+        // The parked list comes in pages, filtered.
+        let page = web.get(&ana, "/api/v1/admin/apply?limit=50").await;
+        assert_eq!(page["parked"].as_array().unwrap().len(), 50);
+        assert_eq!(
+            (&page["parked_total"], &page["parked_matching"]),
+            (&json!(600), &json!(600))
+        );
+        assert_eq!(page["stopped_at"], Value::Null, "{page}");
+        let tail = web
+            .get(&ana, "/api/v1/admin/apply?offset=580&limit=50")
+            .await;
+        assert_eq!(tail["parked"].as_array().unwrap().len(), 20);
+        let one = web
+            .get(
+                &ana,
+                &format!("/api/v1/admin/apply?message={}", "WH%2FIN%2FB611"),
+            )
+            .await;
+        assert_eq!(one["parked_matching"], 1, "{one}");
+        let r = web
+            .client
+            .get(web.url("/api/v1/admin/apply?limit=501"))
+            .header("cookie", &ana.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+        // Five pickings made in Odoo: a bulk replay of their seqs applies them, the rest stay.
+        let seqs: Vec<u64> = parked[..5]
+            .iter()
+            .map(|p| p["seq"].as_u64().unwrap())
+            .collect();
+        let names: Vec<String> = parked[..5]
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<Value>(p["payload"].as_str().unwrap()).unwrap()["picking"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        crate::odoo::emulator_receipts(&stack, master, &names, 5.0);
+        let range = json!({"from_seq": seqs[0], "to_seq": seqs[4] + 1});
+        let (_, preview) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-replay",
+                json!({"from_seq": seqs[0], "to_seq": seqs[4] + 1, "preview": true}),
+            )
+            .await;
+        assert_eq!(preview["matching"], 6, "the five and the next: {preview}");
+        let (status, answer) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-replay",
+                range,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(
+            (&answer["applied"], &answer["still_parked"]),
+            (&json!(5), &json!(1)),
+            "{answer}"
+        );
+        for name in &names {
+            assert_eq!(picking_state(&stack, name), "done", "{name}");
+        }
+        let after = web.get(&ana, "/api/v1/admin/apply?limit=1").await;
+        assert_eq!(after["parked_total"], 595, "{after}");
+        let audit = web.get(&ana, "/api/v1/admin/audit").await;
+        assert!(
+            audit_has(
+                audit["entries"].as_array().unwrap(),
+                "ana",
+                "apply.bulk_replay",
+                "ok",
+                "5 applied, 1 still parked"
+            ),
+            "{audit:#}"
+        );
+        // Parked transactions are not "all good".
+        let overview = web.get(&ana, "/api/v1/admin/overview").await;
+        assert_ne!(overview["verdict"], "ok", "{overview}");
+        assert!(
+            overview["reasons"]
+                .to_string()
+                .contains("595 transactions are parked"),
+            "{overview}"
+        );
     });
 }
 
