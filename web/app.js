@@ -226,7 +226,8 @@ function resetPages() {
   for (const tb of document.querySelectorAll('#view-app tbody')) tb.replaceChildren();
   cellSigs = new WeakMap();
   blockSigs = new WeakMap();
-  $('#logs').textContent = 'Choose “Logs” on a service to see its last 50 lines.';
+  $('#logs').textContent = 'Choose “Logs” on a service, or a log above, to see its last lines.';
+  delete $('#logs').dataset.service;
   setText('#logs-title', 'Logs');
   buildBackupControls();
   buildFailoverControls();
@@ -278,6 +279,7 @@ function route() {
   }
   updateTitle();
   if (state.polling) tick();
+  if (name === 'services' && $('#logs-form').elements.follow.checked) loadLogs();
 }
 
 function updateTitle() {
@@ -359,6 +361,7 @@ function renderOverview(o) {
   renderJournalTile(o.journal || {}, o.replication_lag_s);
   renderBackupTile(o.backup || {});
   renderApplyTile(o.apply);
+  renderJobNote(o.job);
   renderHost(o.host);
   setText('#version', o.version);
   setText('#uptime', `plantd up for ${fmtDuration(o.uptime_s)}`);
@@ -497,7 +500,7 @@ function serviceActions(svc) {
     out.push(button('Restart', 'restart', () => actRestart(svc)));
     out.push(button('Reset breaker', 'reset', () => actReset(svc)));
   }
-  out.push(button('Logs', 'logs', () => loadLogs(svc), 'ghost'));
+  out.push(button('Logs', 'logs', () => showLogsOf(svc), 'ghost'));
   return out;
 }
 
@@ -534,21 +537,60 @@ function renderServices(d) {
   ], 'No supervisor events yet.');
 }
 
-async function loadLogs(svc) {
+/* The logs viewer: a service's (or plantd's) last lines, searched, without probes; followed
+ * every second while "Follow" is on and the Services page is shown. */
+const logs = { timer: 0, seq: 0 };
+
+function logsQuery(text) {
+  const f = $('#logs-form').elements;
+  const q = new URLSearchParams({ tail: f.tail.value });
+  if (f.q.value.trim()) q.set('q', f.q.value.trim());
+  if (f.hide_probes.checked) q.set('probes', 'false');
+  if (text) q.set('format', 'text');
+  return `/services/${enc(f.service.value)}/logs?${q}`;
+}
+
+function showLogsOf(svc) {
+  const f = $('#logs-form').elements;
+  f.service.value = svc;
+  loadLogs();
+  $('#logs').scrollIntoView({ block: 'nearest' });
+}
+
+async function loadLogs() {
+  clearTimeout(logs.timer);
+  const seq = ++logs.seq;
+  const f = $('#logs-form').elements;
+  const svc = f.service.value;
   const pre = $('#logs');
-  setText('#logs-title', `Logs — ${svc} (loading…)`);
+  $('#logs-download').href = API + logsQuery(true);
+  if (!pre.textContent || pre.dataset.service !== svc) setText('#logs-title', `Logs — ${svc} (loading…)`);
   try {
-    const d = await api(`/services/${enc(svc)}/logs?tail=50`, { timeout: 10000 });
+    const d = await api(logsQuery(false), { timeout: 10000 });
+    if (seq !== logs.seq) return;
     const lines = (d && d.lines) || [];
-    pre.textContent = lines.length ? lines.join('\n') : '(no log lines)';
-    setText('#logs-title', `Logs — ${svc}, last ${lines.length} lines, fetched at ${fmtClock(new Date())}`);
-    pre.scrollTop = pre.scrollHeight;
+    // Kept where the reader scrolled, unless they were at the end.
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8 || pre.dataset.service !== svc;
+    const text = lines.length ? lines.join('\n') : '(no lines match)';
+    if (pre.textContent !== text) pre.textContent = text;
+    pre.dataset.service = svc;
+    setText('#logs-title', `Logs — ${svc}, last ${lines.length} lines${f.q.value.trim() ? ` holding “${f.q.value.trim()}”` : ''}, ${f.follow.checked ? 'following' : 'fetched'} at ${fmtClock(new Date())}`);
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
   } catch (e) {
     if (e.status === 401) { sessionEnded(); return; }
     pre.textContent = `Could not load the logs of ${svc}: ${e.message}`;
     setText('#logs-title', `Logs — ${svc}`);
   }
-  pre.scrollIntoView({ block: 'nearest' });
+  if (f.follow.checked && state.page === 'services' && state.polling) logs.timer = setTimeout(loadLogs, 1000);
+}
+
+function initLogs() {
+  const form = $('#logs-form');
+  form.addEventListener('submit', ev => { ev.preventDefault(); loadLogs(); });
+  form.elements.follow.addEventListener('change', () => loadLogs());
+  form.elements.service.addEventListener('change', () => loadLogs());
+  form.elements.hide_probes.addEventListener('change', () => loadLogs());
+  $('#logs-download').href = API + logsQuery(true);
 }
 
 function renderJournal(d) {
@@ -859,7 +901,7 @@ function renderBackups(d) {
       col('user'),
       col('started', j => timeCell(j.started_at)),
       { cls: 'state', get: jobStateCell },
-      col('message'),
+      col('message', j => ({ text: jobProgress(j) || j.message, title: jobPhases(j) })),
     ],
     empty: 'No jobs yet.',
   });
@@ -867,6 +909,27 @@ function renderBackups(d) {
     b.disabled = !!running;
     b.title = running ? `wait for ${running.id} to finish` : '';
   }
+}
+
+/* Where a running job is: "dumping the database: 41 MiB, 12 s"; a finished one's message. */
+function jobProgress(j) {
+  const p = j.progress;
+  if (j.state !== 'running' || !p) return null;
+  const bytes = p.total ? `${fmtBytes(p.bytes)} of ${fmtBytes(p.total)} (${p.percent}%)` : p.bytes ? fmtBytes(p.bytes) : null;
+  return [p.phase, bytes, fmtDuration(p.phase_elapsed_s)].filter(Boolean).join(' · ');
+}
+
+function jobPhases(j) {
+  const p = j.progress;
+  if (!p || !p.done || !p.done.length) return '';
+  return 'Done: ' + p.done.map(d => `${d.phase} (${d.bytes ? `${fmtBytes(d.bytes)}, ` : ''}${d.seconds} s)`).join('; ');
+}
+
+function renderJobNote(j) {
+  $('#job-note').hidden = !j;
+  if (!j) return;
+  const what = JOB_LABELS[j.kind] || j.kind;
+  setText('#job-link', `${what}${j.backup ? ` of ${j.backup}` : ''} running (${j.id}, by ${j.user}): ${jobProgress(j) || 'starting'} →`);
 }
 
 function jobStateCell(j) {
@@ -1334,6 +1397,7 @@ function init() {
   initUserForm();
   initParkedFilter();
   initAuditFilter();
+  initLogs();
   boot();
 }
 

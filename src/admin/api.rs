@@ -155,6 +155,8 @@ pub struct Overview {
     pub components: Vec<crate::health::Component>,
     /// The local apply's queue, when `[apply] local` is on.
     pub apply: Option<ApplySummary>,
+    /// The backup job running now (a backup, verify or restore from the UI), with its progress.
+    pub job: Option<super::jobs::Job>,
 }
 
 /// The local apply as the overview shows it; the Apply page has the rest.
@@ -242,6 +244,7 @@ impl Admin {
             }
         }
         Overview {
+            job: self.jobs.running(),
             apply,
             now: super::store::now(),
             version: crate::release::version(),
@@ -299,10 +302,18 @@ pub(super) fn service_name(service: &str) -> Result<crate::stack::spec::Service,
 #[derive(Deserialize)]
 pub struct Tail {
     tail: Option<u32>,
+    /// Only lines holding this text (any case).
+    q: Option<String>,
+    /// Whether plantd's own health probes of Odoo (`/web/health`) are shown; default yes.
+    probes: Option<bool>,
+    /// `text` for a download (text/plain, as a file); JSON otherwise.
+    format: Option<String>,
 }
 
 /// Most log lines one request reads.
 pub const MAX_TAIL: u32 = 1000;
+/// Most lines read to find `tail` lines that match a search.
+const MAX_SCAN: usize = 10_000;
 /// Most audit entries one request reads.
 pub const MAX_AUDIT: u32 = 10_000;
 
@@ -317,6 +328,12 @@ fn in_range(name: &str, value: Option<u32>, default: u32, max: u32) -> Result<u3
     }
 }
 
+/// The path plantd's health probe of Odoo asks for: its lines are hidden on request.
+const PROBE_PATH: &str = "/web/health";
+
+/// The last lines of a service's container (`odoo`, `postgres`, `redis`) or of plantd itself
+/// (`plantd`: the daemon's own latest lines, kept in memory), filtered by a search and without
+/// the health probes when asked; as JSON, or as a text file to download.
 pub async fn service_logs(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -324,13 +341,64 @@ pub async fn service_logs(
     Query(q): Query<Tail>,
 ) -> Answer {
     admin.reader(&headers)?;
-    let tail = in_range("tail", q.tail, 50, MAX_TAIL)?;
-    let svc = service_name(&service)?;
-    let lines = stack(&admin)?
-        .logs(svc, tail as usize)
-        .await
-        .map_err(|e| AdminError::Failed(e.to_string()))?;
-    Ok(Json(json!({ "lines": lines })).into_response())
+    let tail = in_range("tail", q.tail, 50, MAX_TAIL)? as usize;
+    let search = match q.q.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.chars().count() <= 200 => Some(t.to_lowercase()),
+        Some(_) => return Err(AdminError::BadQuery("q: at most 200 characters".into())),
+    };
+    let text = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(AdminError::BadQuery(format!(
+                "format={other:?}: give json or text"
+            )))
+        }
+    };
+    let hide_probes = q.probes == Some(false);
+    let filtering = search.is_some() || hide_probes;
+    let read = if filtering { MAX_SCAN } else { tail };
+    let lines = if service == "plantd" {
+        crate::telemetry::recent_log_lines(read)
+    } else {
+        let svc = service_name(&service)?;
+        stack(&admin)?
+            .logs(svc, read)
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string()))?
+    };
+    let kept: Vec<String> = lines
+        .into_iter()
+        .filter(|l| !(hide_probes && l.contains(PROBE_PATH)))
+        .filter(|l| search.as_ref().is_none_or(|s| l.to_lowercase().contains(s)))
+        .collect();
+    let skip = kept.len().saturating_sub(tail);
+    let kept: Vec<String> = kept.into_iter().skip(skip).collect();
+    if text {
+        let name = format!(
+            "attachment; filename=\"{}-{}-{}.log\"",
+            admin
+                .plant
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+            service,
+            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+        );
+        let mut body = kept.join("\n");
+        body.push('\n');
+        return Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8".to_string(),
+                ),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(Json(json!({ "lines": kept, "fetched_at": super::store::now() })).into_response())
 }
 
 pub(super) async fn service_action(

@@ -48,6 +48,10 @@ pub struct Job {
     pub finished_at: Option<String>,
     pub state: JobState,
     pub message: String,
+    /// Where a running job is (its phase, bytes, time), and the phases it went through.
+    pub progress: Option<crate::backup::progress::Snapshot>,
+    #[serde(skip)]
+    follow: std::sync::Arc<crate::backup::progress::Progress>,
 }
 
 #[derive(Default)]
@@ -90,6 +94,8 @@ impl Jobs {
                 finished_at: None,
                 state: JobState::Running,
                 message: "running".into(),
+                progress: None,
+                follow: Default::default(),
             };
             if inner.1.len() == KEEP {
                 inner.1.pop_front();
@@ -99,9 +105,10 @@ impl Jobs {
         };
         let jobs = self.clone();
         let id = job.id.clone();
+        let follow = job.follow.clone();
         tokio::spawn(async move {
             // A panic in the work must not leave the job "running" forever.
-            let outcome = tokio::spawn(work)
+            let outcome = tokio::spawn(crate::backup::progress::watched(follow, work))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("the job stopped: {e}")));
             let finished = {
@@ -110,6 +117,7 @@ impl Jobs {
                     return;
                 };
                 job.finished_at = Some(super::store::now());
+                job.progress = job.follow.finished();
                 match outcome {
                     Ok(m) => {
                         job.state = JobState::Succeeded;
@@ -135,7 +143,7 @@ impl Jobs {
             .1
             .iter()
             .rev()
-            .cloned()
+            .map(Job::now)
             .collect()
     }
 
@@ -146,6 +154,24 @@ impl Jobs {
             .1
             .iter()
             .find(|j| j.id == id)
-            .cloned()
+            .map(Job::now)
+    }
+
+    /// The job running now, if any.
+    pub fn running(&self) -> Option<Job> {
+        self.list()
+            .into_iter()
+            .find(|j| j.state == JobState::Running)
+    }
+}
+
+impl Job {
+    /// The job with its progress as of now.
+    fn now(&self) -> Job {
+        let mut job = self.clone();
+        if job.state == JobState::Running {
+            job.progress = job.follow.snapshot();
+        }
+        job
     }
 }

@@ -20,6 +20,7 @@ pub mod archive;
 pub mod dump_sql;
 pub mod odoo_zip;
 pub mod offsite;
+pub mod progress;
 pub mod restore;
 pub mod sandbox;
 pub mod scheduler;
@@ -210,6 +211,7 @@ impl tokio::io::AsyncWrite for HashingFile {
         if let std::task::Poll::Ready(Ok(n)) = &poll {
             this.digest.update(&buf[..*n]);
             this.size += *n as u64;
+            progress::add(*n as u64);
         }
         poll
     }

@@ -190,6 +190,7 @@ pub async fn restore(
     daemon: &impl Daemon,
 ) -> anyhow::Result<Restored> {
     let archive = super::find(&config.data_dir, id, keys)?;
+    super::progress::phase("checking the archive's checksums", None);
     let manifest = super::checked(&archive)
         .await
         .with_context(|| format!("backup {id} is refused; nothing was changed"))?;
@@ -220,7 +221,7 @@ pub async fn restore(
         }
     }
 
-    let safety = super::take(config)
+    let safety = super::progress::section("safety backup of the current data", super::take(config))
         .await
         .context("taking the safety backup of the current data; nothing was changed")?;
     tracing::info!(id = %safety.id, "safety backup taken before the restore");
@@ -234,6 +235,7 @@ pub async fn restore(
         .batch_execute(&format!("CREATE DATABASE \"{}\"", names.staging_db))
         .await
         .context("creating the staging database")?;
+    super::progress::phase("restoring into a staging database", None);
     let staged = stage(&live, &archive, &names, &manifest).await;
     admin.close().await;
     if let Err(e) = staged {
@@ -243,6 +245,7 @@ pub async fn restore(
 
     // Asked now, not at the start: a daemon may have started or stopped meanwhile.
     let gate = Gate::find(daemon).await?;
+    super::progress::phase("switching Odoo to the restored data", None);
     let down = Instant::now();
     if let Err(e) = gate.set(&live, true).await {
         let _ = gate.set(&live, false).await;

@@ -14,6 +14,7 @@ pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
     crate::fsutil::create_private_dir(&backups)?;
     let _lock = lock(&backups)?;
     remove_leftovers(&backups);
+    progress::phase("checking free space", None);
     check_space(&live, &db, &backups, config.journal.min_free_bytes).await?;
     let work = backups.join(format!(".{id}.parts"));
     crate::fsutil::create_private_dir(&work)?;
@@ -77,6 +78,27 @@ pub(super) async fn check_space(
     Ok(())
 }
 
+/// The filestore's bytes (what its tar will about hold), when `du` answers.
+async fn filestore_size(live: &Live, db: &str) -> Option<u64> {
+    let mut du = Vec::new();
+    let script = format!("du -sb /var/lib/odoo/filestore/{db} 2>/dev/null || echo 0");
+    live.engine
+        .exec(
+            &live.spec.get(Service::Odoo).container,
+            &["sh", "-c", &script],
+            None,
+            &mut du,
+        )
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&du)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
 pub(super) async fn take_into(
     live: &Live,
     db: &str,
@@ -114,6 +136,7 @@ pub(super) async fn take_into(
     let (odoo_version, modules) = odoo_modules(&pg.client).await;
 
     let mut parts = Vec::new();
+    progress::phase("dumping the database", None);
     let mut dump = HashingFile::create(&work.join("db.dump")).await?;
     let pg_container = &spec.get(Service::Postgres).container;
     let snapshot_arg = format!("--snapshot={snapshot}");
@@ -133,6 +156,7 @@ pub(super) async fn take_into(
         .context("ending the snapshot's transaction")?;
     pg.close().await;
 
+    progress::phase("packing the filestore", filestore_size(live, db).await);
     let mut filestore = HashingFile::create(&work.join("filestore.tar")).await?;
     let script = format!(
         "cd /var/lib/odoo && if [ -d filestore/{db} ]; then exec tar -cf - filestore/{db}; else exec tar -cf - -T /dev/null; fi"
@@ -195,6 +219,14 @@ pub(super) async fn store(
     let work = work.to_path_buf();
     let manifest_copy = manifest.clone();
     let target_copy = target.clone();
+    progress::phase(
+        if encrypted {
+            "writing and encrypting the archive"
+        } else {
+            "writing the archive"
+        },
+        None,
+    );
     tokio::task::spawn_blocking(move || pack(&work, &manifest_copy, &target_copy, &recipients))
         .await
         .context("packing the archive")??;

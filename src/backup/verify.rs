@@ -12,9 +12,11 @@ pub async fn verify(
     keys: &archive::Keys,
 ) -> anyhow::Result<Manifest> {
     let archive = find(&config.data_dir, id, keys)?;
+    progress::phase("checking the archive's checksums", None);
     let manifest = checked(&archive).await?;
     let live = live(config).await?;
     let _lock = lock(&dir(&config.data_dir))?;
+    progress::phase("test-restoring into a scratch database and counting", None);
     let scratch = format!("plantd_verify_{}", random_hex(6)?);
     let admin = admin(&live).await?;
     sweep_scratch(&admin).await;

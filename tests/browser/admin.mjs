@@ -92,9 +92,35 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   const redisAfter = startedAt(env('REDIS_CONTAINER'));
   if (redisAfter === redisBefore) throw new Error(`redis was not restarted (started ${redisBefore})`);
   await page.click('tr[data-service="odoo"] button[data-action="logs"]');
-  await page.waitForFunction(() => (document.querySelector('pre#logs')?.textContent || '').length > 0);
+  await page.waitForFunction(() => document.querySelector('pre#logs').dataset.service === 'odoo' && !/Could not/.test(document.querySelector('pre#logs').textContent));
   await page.locator('tr[data-service="redis"] td.health', { hasText: 'healthy' }).waitFor({ timeout: 60_000 });
   await shot('services');
+
+  step('logs: follow Odoo\'s log, a new line shows within 2 s; search it; hide probes; plantd\'s own log; download');
+  await page.check('#logs-form input[name=follow]');
+  await page.uncheck('#logs-form input[name=hide_probes]');
+  const marker = `plantd-ui-test-${Date.now()}`;
+  await page.waitForTimeout(1500);
+  const t0 = Date.now();
+  docker('exec', '-u', '0', env('ODOO_CONTAINER'), 'sh', '-c', `echo ${marker} > /proc/1/fd/1`);
+  await page.waitForFunction((m) => document.querySelector('#logs').textContent.includes(m), marker, { timeout: 10_000 });
+  const took = Date.now() - t0;
+  console.log(`  a followed line showed after ${took} ms`);
+  if (took > 2000) throw new Error(`a followed line took ${took} ms to show`);
+  await page.fill('#logs-form input[name=q]', marker);
+  await page.click('#logs-form [type=submit]');
+  await page.waitForFunction((m) => document.querySelector('#logs').textContent.trim() === m, marker);
+  await page.fill('#logs-form input[name=q]', '');
+  await page.check('#logs-form input[name=hide_probes]');
+  await page.waitForFunction(() => !document.querySelector('#logs').textContent.includes('/web/health'), null, { timeout: 10_000 });
+  await page.selectOption('#logs-form select[name=service]', 'plantd');
+  await page.waitForFunction(() => document.querySelector('#logs').dataset.service === 'plantd' && /WARN|INFO|ERROR/.test(document.querySelector('#logs').textContent));
+  const logFile = await page.evaluate(async () => {
+    const r = await fetch(document.querySelector('#logs-download').href);
+    return { status: r.status, kind: r.headers.get('content-disposition'), text: await r.text() };
+  });
+  if (logFile.status !== 200 || !/attachment; filename=".*-plantd-.*\.log"/.test(logFile.kind) || !logFile.text.length) throw new Error(`download: ${JSON.stringify(logFile).slice(0, 300)}`);
+  await page.uncheck('#logs-form input[name=follow]');
 
   step('failover: island with a reason, then rejoin; the link follows');
   await go('failover');
@@ -142,7 +168,19 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   await page.click('button#backup-run');
   await confirm();
   await toast('ok');
+  // While it runs, its row says its phase (a small database may be done before a poll).
+  const runningText = await page.locator('tr[data-job][data-state="running"] td.message').first().textContent({ timeout: 3_000 }).catch(() => null);
+  if (runningText) console.log(`  while running: ${runningText}`);
+  if (runningText && !/checking|dumping|packing|writing/.test(runningText)) throw new Error(`a running backup says ${runningText}`);
   await page.locator('tr[data-job][data-state="succeeded"]').first().waitFor({ timeout: 180_000 });
+  const phasesOf = async (kind) => page.evaluate(async (k) => {
+    const jobs = (await (await fetch('/api/v1/admin/backups')).json()).jobs;
+    return jobs.find((j) => j.kind === k).progress.done.map((d) => d.phase);
+  }, kind);
+  const ran = await phasesOf('run');
+  for (const want of ['checking free space', 'dumping the database', 'packing the filestore', 'writing the archive']) {
+    if (!ran.includes(want)) throw new Error(`the backup's phases ${JSON.stringify(ran)} lack ${want}`);
+  }
   const row = page.locator('tr[data-backup]').first();
   await row.waitFor();
   const id = await row.getAttribute('data-backup');
@@ -163,6 +201,8 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
     null,
     { timeout: 300_000 },
   );
+  const restored = await phasesOf('restore');
+  if (!restored.includes('safety backup of the current data: dumping the database')) throw new Error(`the restore's phases do not name its safety backup: ${JSON.stringify(restored)}`);
   const download = page.locator(`tr[data-backup="${id}"] a[data-action="download"]`);
   const href = await download.getAttribute('href');
   if (!href.endsWith(`/backups/${id}/download`)) throw new Error(`no download link: ${href}`);

@@ -721,6 +721,7 @@ fn the_admin_ui_in_chromium() {
         .env("PLANTD_PID", stack.plant.pid().to_string())
         .env("PG_CONTAINER", stack.container("postgres"))
         .env("REDIS_CONTAINER", stack.container("redis"))
+        .env("ODOO_CONTAINER", stack.container("odoo"))
         .env("PLANTD_BIN", harness::built_bin())
         .env("PLANTD_DATA_DIR", &stack.plant.data_dir)
         .env("PLANTD_CONFIG", &stack.config_path)

@@ -149,7 +149,21 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Value>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    until_within(what, Duration::from_secs(60), read, check).await
+}
+
+/// [`until`] for at most `limit`.
+async fn until_within<F, Fut>(
+    what: &str,
+    limit: Duration,
+    read: F,
+    check: impl Fn(&Value) -> bool,
+) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         let v = read().await;
         if check(&v) {
@@ -514,9 +528,13 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
-        let s = until("the bulk park through the last seq", apply, |s| {
-            s["applied_seq"].as_u64() == Some(last) && s["park_rule"].is_null()
-        })
+        // Each of the 600 is a rejection by Odoo (a call or two each): minutes on a busy machine.
+        let s = until_within(
+            "the bulk park through the last seq",
+            Duration::from_secs(600),
+            apply,
+            |s| s["applied_seq"].as_u64() == Some(last) && s["park_rule"].is_null(),
+        )
         .await;
         println!(
             "figures: 600 parked by one bulk park in {:.1} s",
