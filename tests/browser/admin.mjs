@@ -102,7 +102,8 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   const marker = `plantd-ui-test-${Date.now()}`;
   await page.waitForTimeout(1500);
   const t0 = Date.now();
-  docker('exec', '-u', '0', env('ODOO_CONTAINER'), 'sh', '-c', `echo ${marker} > /proc/1/fd/1`);
+  // Written to the log as Odoo's own process (its user may write to its standard output).
+  docker('exec', env('ODOO_CONTAINER'), 'sh', '-c', `echo ${marker} > /proc/1/fd/1`);
   await page.waitForFunction((m) => document.querySelector('#logs').textContent.includes(m), marker, { timeout: 10_000 });
   const took = Date.now() - t0;
   console.log(`  a followed line showed after ${took} ms`);
