@@ -914,7 +914,8 @@ function renderBackups(d) {
 /* Where a running job is: "dumping the database: 41 MiB, 12 s"; a finished one's message. */
 function jobProgress(j) {
   const p = j.progress;
-  if (j.state !== 'running' || !p) return null;
+  if (j.state !== 'running') return null;
+  if (!p) return 'starting';
   const bytes = p.total ? `${fmtBytes(p.bytes)} of ${fmtBytes(p.total)} (${p.percent}%)` : p.bytes ? fmtBytes(p.bytes) : null;
   return [p.phase, bytes, fmtDuration(p.phase_elapsed_s)].filter(Boolean).join(' · ');
 }

@@ -172,7 +172,7 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   // While it runs, its row says its phase (a small database may be done before a poll).
   const runningText = await page.locator('tr[data-job][data-state="running"] td.message').first().textContent({ timeout: 3_000 }).catch(() => null);
   if (runningText) console.log(`  while running: ${runningText}`);
-  if (runningText && !/checking|dumping|packing|writing/.test(runningText)) throw new Error(`a running backup says ${runningText}`);
+  if (runningText && !/starting|checking|dumping|packing|writing/.test(runningText)) throw new Error(`a running backup says ${runningText}`);
   await page.locator('tr[data-job][data-state="succeeded"]').first().waitFor({ timeout: 180_000 });
   const phasesOf = async (kind) => page.evaluate(async (k) => {
     const jobs = (await (await fetch('/api/v1/admin/backups')).json()).jobs;
