@@ -73,13 +73,22 @@ fn main() -> std::process::ExitCode {
 }
 
 /// A command's output piped into `head` (`plantd status | head -1`) ends when `head` has read
-/// enough: the process ends quietly, as other command-line tools do, instead of panicking in
-/// `println!` on the closed pipe. Rust ignores SIGPIPE at start; this puts back the default for
-/// the short-lived commands only (a daemon must outlive a closed stderr).
+/// enough: the command then ends quietly (exit status 141, as a process ended by SIGPIPE),
+/// as other command-line tools do, instead of a panic's message from `println!` on the closed
+/// pipe. SIGPIPE itself stays ignored (Rust's default): a socket closed under the CLI (the
+/// daemon's, Docker's) is an error it reports, never a silent death.
 fn quiet_broken_pipe() {
-    // SAFETY: called first in main, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

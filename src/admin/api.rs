@@ -357,8 +357,13 @@ pub async fn service_logs(
         }
     };
     let hide_probes = q.probes == Some(false);
-    let filtering = search.is_some() || hide_probes;
-    let read = if filtering { MAX_SCAN } else { tail };
+    // A search looks further back; hiding the probes (most of Odoo's lines) a few times the
+    // tail, so that following a log with them hidden stays cheap.
+    let read = match (&search, hide_probes) {
+        (Some(_), _) => MAX_SCAN,
+        (None, true) => (tail * 5).min(MAX_SCAN),
+        (None, false) => tail,
+    };
     let lines = if service == "plantd" {
         crate::telemetry::recent_log_lines(read)
     } else {
@@ -654,8 +659,13 @@ pub async fn audit_export(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Answer {
+    /// One export at a time: each holds the whole log in memory for a moment.
+    static EXPORTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let caller = admin.reader(&headers)?;
     let filter = q.filter()?;
+    let _one = EXPORTING.try_acquire().map_err(|_| {
+        AdminError::Busy("another export of the audit log is running; try again in a moment".into())
+    })?;
     let store = admin.store.clone();
     let rows = blocking(move || store.audit_page(&filter, None, MAX_EXPORT)).await??;
     let mut csv = String::from("id,at,user,action,target,outcome,detail\r\n");

@@ -389,12 +389,23 @@ pub async fn bulk_park(State(admin): State<Admin>, headers: HeaderMap, bytes: By
 /// (at most [`MAX_BULK_REPLAY`] at once), in seq order; those Odoo takes leave the parked
 /// list, the others stay. `preview` only counts them. One audit entry per bulk replay.
 pub async fn bulk_replay(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
+    /// One bulk replay at a time: two would send the same parked transactions to Odoo twice.
+    static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let action = "apply.bulk_replay";
     let parsed: Result<Bulk, _> = body(&headers, &bytes);
     let preview = parsed.as_ref().is_ok_and(|b| b.preview);
     let caller = admin.actor(&headers, action, None).await?;
     let outcome: Result<(Value, String), AdminError> = async {
         let b = parsed?;
+        let _one = match (b.preview, RUNNING.try_lock()) {
+            (true, _) => None,
+            (false, Ok(guard)) => Some(guard),
+            (false, Err(_)) => {
+                return Err(AdminError::Busy(
+                    "another bulk replay is running; wait for its answer".into(),
+                ))
+            }
+        };
         if b.cancel {
             return Err(AdminError::InvalidField {
                 field: "cancel".into(),

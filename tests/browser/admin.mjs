@@ -198,7 +198,7 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   await page.click('#confirm-ok');
   await toast('ok');
   await page.waitForFunction(
-    () => [...document.querySelectorAll('tr[data-job]')].some((r) => r.textContent.includes('restore') && r.dataset.state === 'succeeded'),
+    () => [...document.querySelectorAll('tr[data-job]')].some((r) => r.querySelector('td.kind')?.textContent === 'restore' && r.dataset.state === 'succeeded'),
     null,
     { timeout: 300_000 },
   );
