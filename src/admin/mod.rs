@@ -13,6 +13,7 @@ pub mod apply;
 pub mod auth;
 mod backups;
 mod error;
+pub mod history;
 mod jobs;
 pub(crate) mod metrics;
 pub mod monitor;
@@ -222,6 +223,7 @@ pub fn router(admin: Admin) -> Router {
             change(post(service_reset)),
         )
         .route("/api/v1/admin/journal", get(journal))
+        .route("/api/v1/admin/history", get(api::history))
         .route("/api/v1/admin/backups", get(backups))
         .route("/api/v1/admin/backups/run", change(post(backup_run)))
         .route(
