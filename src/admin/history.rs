@@ -37,6 +37,8 @@ pub const COARSE_MAX_ROWS: i64 = 8 * 288;
 pub const MARKERS_MAX_ROWS: i64 = 5000;
 /// A row further in the future than this was written under a clock that was since set back.
 const FUTURE_S: i64 = 60;
+/// The newest markers an answer holds at most (a chart of more would be a comb).
+pub const MARKERS_IN_ANSWER: i64 = 200;
 /// The 7-day chart merges coarse buckets into points this long (336 points, not 2016).
 const WEEK_STEP_S: i64 = 1800;
 
@@ -237,7 +239,10 @@ pub struct Chart {
     /// Seconds between points (the sampler's tick for 1 h).
     pub step_s: i64,
     pub points: Vec<Point>,
+    /// The newest [`MARKERS_IN_ANSWER`] markers of the range, oldest first.
     pub markers: Vec<Marker>,
+    /// How many older markers of the range were left out.
+    pub markers_left_off: i64,
 }
 
 fn rfc3339(at: i64) -> String {
@@ -583,31 +588,44 @@ impl History {
                 (before, merged.split_off(first), step)
             }
         };
-        let markers = self.markers_since(since)?;
+        let (markers, markers_left_off) = self.markers_since(since)?;
         Ok(Chart {
             range: range.name(),
             step_s,
             points: points(before.as_ref(), &rows),
             markers,
+            markers_left_off,
         })
     }
 
-    fn markers_since(&self, since: i64) -> Result<Vec<Marker>, HistoryError> {
+    /// The newest markers since `since`, oldest first, and how many older ones were left out.
+    fn markers_since(&self, since: i64) -> Result<(Vec<Marker>, i64), HistoryError> {
         let conn = self.conn.lock().expect("not poisoned");
-        let mut st = conn
-            .prepare_cached(
-                "SELECT at, kind, detail FROM markers WHERE at >= ?1 ORDER BY at, id LIMIT ?2",
+        let all: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM markers WHERE at >= ?1",
+                [since],
+                |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
-        st.query_map(params![since, MARKERS_MAX_ROWS], |r| {
-            Ok(Marker {
-                at: rfc3339(r.get(0)?),
-                kind: r.get(1)?,
-                detail: r.get(2)?,
+        let mut st = conn
+            .prepare_cached(
+                "SELECT at, kind, detail FROM markers WHERE at >= ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut markers: Vec<Marker> = st
+            .query_map(params![since, MARKERS_IN_ANSWER], |r| {
+                Ok(Marker {
+                    at: rfc3339(r.get(0)?),
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                })
             })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.sql(e))
+            .and_then(|rows| rows.collect::<Result<_, _>>())
+            .map_err(|e| self.sql(e))?;
+        markers.reverse();
+        let left_off = all - markers.len() as i64;
+        Ok((markers, left_off))
     }
 
     /// How many rows each tier and the markers hold.
@@ -1024,6 +1042,15 @@ mod tests {
             h.mark(start + k, "restart", "x").unwrap();
         }
         assert_eq!(h.counts().unwrap().2, MARKERS_MAX_ROWS);
+        let chart = h
+            .chart(Range::Week, start + MARKERS_MAX_ROWS + 10, 10)
+            .unwrap();
+        assert_eq!(chart.markers.len() as i64, MARKERS_IN_ANSWER);
+        assert_eq!(chart.markers_left_off, MARKERS_MAX_ROWS - MARKERS_IN_ANSWER);
+        assert_eq!(
+            chart.markers.last().unwrap().at,
+            rfc3339(start + MARKERS_MAX_ROWS + 9)
+        );
     }
 
     #[test]
