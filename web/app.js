@@ -764,7 +764,9 @@ function drawMarkers(kids, view, x, top, bottom) {
       svgEl('line', { x1: mx, x2: mx, y1: top - 4, y2: bottom }),
     );
     if (mx - lastLabel > 56) {
-      g.append(svgEl('text', { x: mx + 3, y: top - 6, 'text-anchor': 'start' }, m.kind));
+      // Beside its line, on the side with room (the newest are at the right edge).
+      const right = mx > Number(x(view.t1)) - 60;
+      g.append(svgEl('text', { x: right ? mx - 3 : mx + 3, y: top - 6, 'text-anchor': right ? 'end' : 'start' }, m.kind));
       lastLabel = mx;
     }
     kids.push(g);
