@@ -603,7 +603,9 @@ function renderJournal(d) {
   setText('#journal-link', linkSummary(d.link));
   setTone('#journal-link', 'big', linkTone(d.link));
   setText('#journal-link-detail', linkDetail(d.link));
-  drawChart($('#depth-chart'), d.history || []);
+  HIST.journal = d.history || [];
+  loadHistory();
+  if (!HIST.data) drawHistory();
   setRows($('#journal-errors'), d.errors || [], [
     col('time', e => timeCell(e.at)),
     col('source'),
@@ -611,7 +613,7 @@ function renderJournal(d) {
   ], 'No recent errors.');
 }
 
-/* Inline SVG line chart of journal depth; axis labels: min/max depth, first/last time, span. */
+/* Inline SVG. */
 const SVGNS = 'http://www.w3.org/2000/svg';
 
 function svgEl(tag, attrs, text) {
@@ -621,42 +623,272 @@ function svgEl(tag, attrs, text) {
   return e;
 }
 
-function drawChart(chart, history) {
-  const sig = JSON.stringify(history);
+/* History (GET /history?range=): the charts of the page, kept across restarts in metrics.db.
+ * Fetched on its own clock (HIST_EVERY per range), drawn by drawChart; one hover readout for
+ * all charts. Until /history answers, the depth chart is drawn from /journal's history. */
+const HIST = { range: '1h', data: null, at: 0, seq: 0, bound: false, hoverT: null, journal: [] };
+const HIST_EVERY = { '1h': 10000, '24h': 60000, '7d': 300000 };
+const RANGE_S = { '1h': 3600, '24h': 86400, '7d': 7 * 86400 };
+const RANGE_TITLE = { '1h': 'last hour', '24h': 'last 24 hours', '7d': 'last 7 days' };
+const fmtNum = x => (x == null || !isFinite(x) ? '—' : String(Math.abs(x) >= 100 ? Math.round(x) : Number(Number(x).toFixed(1))));
+const fmtPct = x => (x == null || !isFinite(x) ? '—' : `${Number(Number(x).toFixed(1))} %`);
+/* Each chart: its svg, what it draws (lines of the points), how its values read. */
+const HIST_CHARTS = [
+  { id: 'depth-chart', name: 'Journal depth', lines: [{ key: 'depth', label: 'depth' }], fmt: fmtNum },
+  { id: 'lag-chart', name: 'Replication lag', lines: [{ key: 'lag_s', label: 'lag', zero: true }], fmt: fmtDuration },
+  { id: 'rate-chart', name: 'Ingest and ack rates', lines: [{ key: 'ingest_per_s', label: 'received' }, { key: 'ack_per_s', label: 'acknowledged', cls: 'second' }], fmt: fmtRate },
+  { id: 'apply-backlog-chart', name: 'Apply backlog', lines: [{ key: 'apply_backlog', label: 'apply backlog' }], fmt: fmtNum },
+  { id: 'disk-chart', name: 'Disk used', lines: [{ key: 'disk_used_pct', label: 'disk used' }], fmt: fmtPct, max: 100 },
+  { id: 'cpu-chart', name: 'CPU', lines: [{ key: 'cpu_pct', label: 'CPU' }], fmt: fmtPct, max: 100 },
+  { id: 'memory-chart', name: 'Memory in use', lines: [{ key: 'memory_used_bytes', label: 'memory' }], fmt: fmtBytes },
+];
+
+/* The browser's zone, as the time axis says it: "UTC+01:00" (and its name where known). */
+function zoneOffset(t) {
+  const off = -new Date(t).getTimezoneOffset();
+  return `UTC${off < 0 ? '−' : '+'}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+}
+const zoneName = () => { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ''; } catch (e) { return ''; } };
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+function fmtAxisTime(t, range) {
+  const d = new Date(t);
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return range === '1h' || range === '24h' ? hm : `${DAYS[d.getDay()]} ${d.getDate()} ${hm}`;
+}
+
+function bindHistory() {
+  if (HIST.bound) return;
+  HIST.bound = true;
+  for (const b of document.querySelectorAll('#history-range button')) {
+    b.addEventListener('click', () => {
+      if (HIST.range === b.dataset.range) return;
+      HIST.range = b.dataset.range;
+      HIST.data = null;
+      HIST.at = 0;
+      for (const o of document.querySelectorAll('#history-range button')) o.setAttribute('aria-pressed', String(o === b));
+      setText('#history-title', `History, ${RANGE_TITLE[HIST.range]}`);
+      hideHover();
+      loadHistory();
+    });
+  }
+  for (const c of HIST_CHARTS) {
+    const svg = $(`#${c.id}`);
+    svg.addEventListener('pointermove', e => hover(svg, e));
+    svg.addEventListener('pointerdown', e => hover(svg, e));
+    svg.addEventListener('pointerleave', hideHover);
+  }
+}
+
+/* Asks for the range's history when it is due (or the range changed); late answers are dropped. */
+async function loadHistory() {
+  bindHistory();
+  const range = HIST.range;
+  if (HIST.at && Date.now() - HIST.at < HIST_EVERY[range]) return;
+  HIST.at = Date.now();
+  const seq = ++HIST.seq;
+  try {
+    const data = await api(`/history?range=${enc(range)}`, { timeout: 15000 });
+    if (seq !== HIST.seq || range !== HIST.range) return;
+    HIST.data = data;
+    drawHistory();
+  } catch (e) {
+    if (seq !== HIST.seq) return;
+    HIST.at = Date.now() - HIST_EVERY[range] + POLL_MS * 5; // try again in 10 s
+    if (e.status === 401) { sessionEnded(); return; }
+    console.warn(`history: ${e.message}`);
+    setText('#history-note', `The history could not be read: ${e.message}`);
+    if (!HIST.data) drawHistory();
+  }
+}
+
+/* Draws every chart from the history (or the depth chart from /journal's last hour). */
+function drawHistory() {
+  const now = Date.now() + state.skewMs;
+  const data = HIST.data || {
+    range: '1h',
+    step_s: 10,
+    points: (HIST.journal || []).map(p => ({ at: p.at, depth: p.depth })),
+    markers: [],
+  };
+  const pts = (data.points || []).map(p => ({ ...p, t: Date.parse(p.at) })).filter(p => isFinite(p.t));
+  const markers = (data.markers || []).map(m => ({ ...m, t: Date.parse(m.at) })).filter(m => isFinite(m.t));
+  const t1 = Math.max(now, pts.length ? pts[pts.length - 1].t : 0);
+  const view = { range: data.range, t0: t1 - RANGE_S[data.range] * 1000, t1, step: (data.step_s || 10) * 1000, pts, markers };
+  HIST.view = view;
+  const applyOn = !!(state.overview && state.overview.apply) || pts.some(p => p.apply_backlog != null);
+  $('#apply-backlog-box').hidden = !applyOn;
+  for (const c of HIST_CHARTS) {
+    if (c.id === 'apply-backlog-chart' && !applyOn) continue;
+    if (!HIST.data && c.id !== 'depth-chart') continue;
+    drawChart($(`#${c.id}`), c, view);
+  }
+  if (HIST.hoverT != null) showHover(HIST.hoverT);
+}
+
+/* 0, 1, 2, 2.5, 5 times a power of ten: the top of a chart's scale at or above v. */
+function niceTop(v) {
+  if (!(v > 0)) return 1;
+  const mag = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= v) return m * mag;
+  return 10 * mag;
+}
+
+/* One SVG line chart: a line per series (one polyline each; a missing value is skipped),
+ * shaded gaps where no sample was taken, markers as dashed vertical lines with a label and a
+ * <title>, axis labels with the zone; the chart's aria-label says the range and the values. */
+function drawChart(chart, c, view) {
+  const sig = JSON.stringify([view.range, view.pts.length && view.pts[0].at, view.pts.length && view.pts[view.pts.length - 1].at, view.pts.length, view.markers.length, c.lines.map(l => view.pts.map(p => p[l.key]))]);
   if (blockSigs.get(chart) === sig) return;
   blockSigs.set(chart, sig);
-  const W = 1200, H = 240, L = 64, R = 14, T = 14, B = 36;
-  const pts = history.map(p => ({ t: Date.parse(p.at), v: Number(p.depth) || 0 })).filter(p => isFinite(p.t));
-  if (!pts.length) {
-    chart.setAttribute('aria-label', 'Journal depth: no data yet');
-    chart.replaceChildren(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No data yet'));
+  const [, , W, H] = chart.getAttribute('viewBox').split(/\s+/).map(Number);
+  const L = 64, R = 14, T = 18, B = 36;
+  const series = c.lines.map(l => ({
+    ...l,
+    pts: view.pts
+      .map(p => ({ t: p.t, v: p[l.key] == null && l.zero ? 0 : p[l.key] }))
+      .filter(p => p.v != null && isFinite(p.v) && p.t >= view.t0 - view.step),
+  }));
+  const all = series.flatMap(s => s.pts);
+  const kids = [];
+  const { t0, t1 } = view;
+  const span = Math.max(t1 - t0, 1);
+  const x = t => (L + (Math.min(Math.max(t, t0), t1) - t0) / span * (W - L - R)).toFixed(1);
+  const zone = zoneOffset(t1);
+  kids.push(
+    svgEl('text', { x: L, y: H - 12, 'text-anchor': 'start', class: 'label' }, `${fmtAxisTime(t0, view.range)} ${zone}`),
+    svgEl('text', { x: W - R, y: H - 12, 'text-anchor': 'end', class: 'label' }, `${fmtAxisTime(t1, view.range)} ${zone}`),
+  );
+  if (!all.length) {
+    chart.setAttribute('aria-label', `${c.name}: no data yet`);
+    kids.push(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No data yet'));
+    drawMarkers(kids, view, x, T, H - B);
+    chart.replaceChildren(...kids);
     return;
   }
-  const t0 = pts[0].t;
-  const t1 = pts[pts.length - 1].t;
-  const span = Math.max(t1 - t0, 1);
-  const values = pts.map(p => p.v);
+  const values = all.map(p => p.v);
   const lo = Math.min(...values);
   const hi = Math.max(...values);
-  const top = hi === lo ? lo + 1 : hi;
-  const x = t => (L + ((t - t0) / span) * (W - L - R)).toFixed(1);
-  const y = v => (T + ((top - v) / (top - lo)) * (H - T - B)).toFixed(1);
-  const line = pts.map(p => `${x(p.t)},${y(p.v)}`).join(' ');
-  const last = pts[pts.length - 1];
-  const hhmm = t => fmtClock(new Date(t)).slice(0, 5);
-  chart.setAttribute('aria-label', `Journal depth from ${hhmm(t0)} to ${hhmm(t1)}: between ${lo} and ${hi}, now ${last.v}`);
-  chart.replaceChildren(
+  const top = c.max != null && hi <= c.max && hi > c.max / 2 ? c.max : niceTop(hi);
+  const bottom = Math.min(0, lo);
+  const y = v => (T + ((top - v) / (top - bottom || 1)) * (H - T - B)).toFixed(1);
+  kids.push(
     svgEl('line', { x1: L, x2: W - R, y1: y(top), y2: y(top), class: 'grid' }),
-    svgEl('line', { x1: L, x2: W - R, y1: y(lo), y2: y(lo), class: 'axis' }),
-    svgEl('polygon', { points: `${x(t0)},${y(lo)} ${line} ${x(t1)},${y(lo)}`, class: 'area' }),
-    svgEl('polyline', { points: line, class: 'line' }),
-    svgEl('circle', { cx: x(last.t), cy: y(last.v), r: 3.5, class: 'dot' }),
-    svgEl('text', { x: L - 8, y: Number(y(top)) + 4, 'text-anchor': 'end', class: 'label' }, String(top)),
-    svgEl('text', { x: L - 8, y: Number(y(lo)) + 4, 'text-anchor': 'end', class: 'label' }, String(lo)),
-    svgEl('text', { x: L, y: H - 12, 'text-anchor': 'start', class: 'label' }, hhmm(t0)),
-    svgEl('text', { x: W - R, y: H - 12, 'text-anchor': 'end', class: 'label' }, hhmm(t1)),
-    svgEl('text', { x: (L + W - R) / 2, y: H - 12, 'text-anchor': 'middle', class: 'label muted' }, `${fmtDuration(span / 1000)} shown`),
+    svgEl('line', { x1: L, x2: W - R, y1: y((top + bottom) / 2), y2: y((top + bottom) / 2), class: 'grid' }),
+    svgEl('line', { x1: L, x2: W - R, y1: y(bottom), y2: y(bottom), class: 'axis' }),
+    svgEl('text', { x: L - 8, y: Number(y(top)) + 4, 'text-anchor': 'end', class: 'label' }, c.fmt(top)),
+    svgEl('text', { x: L - 8, y: Number(y(bottom)) + 4, 'text-anchor': 'end', class: 'label' }, c.fmt(bottom)),
   );
+  // No sample for over three steps: plantd was not running (or not sampling).
+  const times = view.pts.map(p => p.t);
+  for (let i = 1; i < times.length; i++) {
+    if (times[i] - times[i - 1] > 3 * view.step) {
+      const gx = Number(x(times[i - 1]));
+      kids.push(svgEl('rect', { x: gx, y: T, width: Math.max(Number(x(times[i])) - gx, 1), height: H - T - B, class: 'gap' }));
+      kids[kids.length - 1].append(svgEl('title', {}, `No samples from ${fmtTime(new Date(times[i - 1]).toISOString())} to ${fmtTime(new Date(times[i]).toISOString())}: plantd was not running`));
+    }
+  }
+  series.forEach((s, i) => {
+    if (!s.pts.length) return;
+    const line = s.pts.map(p => `${x(p.t)},${y(p.v)}`).join(' ');
+    if (i === 0 && series.length === 1) {
+      const first = s.pts[0], last = s.pts[s.pts.length - 1];
+      kids.push(svgEl('polygon', { points: `${x(first.t)},${y(bottom)} ${line} ${x(last.t)},${y(bottom)}`, class: 'area' }));
+    }
+    kids.push(svgEl('polyline', { points: line, class: s.cls ? `line ${s.cls}` : 'line' }));
+  });
+  const main = series.find(s => s.pts.length) || series[0];
+  const last = main.pts[main.pts.length - 1];
+  kids.push(svgEl('circle', { cx: x(last.t), cy: y(last.v), r: 3.5, class: 'dot' }));
+  kids.push(svgEl('text', { x: (L + W - R) / 2, y: H - 12, 'text-anchor': 'middle', class: 'label muted' }, `${fmtDuration(span / 1000)} shown`));
+  drawMarkers(kids, view, x, T, H - B);
+  kids.push(svgEl('line', { x1: 0, x2: 0, y1: T, y2: H - B, class: 'hover-rule', visibility: 'hidden' }));
+  const hhmm = t => fmtClock(new Date(t)).slice(0, 5);
+  const mLo = Math.min(...main.pts.map(p => p.v));
+  const mHi = Math.max(...main.pts.map(p => p.v));
+  chart.setAttribute('aria-label', `${c.name} from ${hhmm(main.pts[0].t)} to ${hhmm(last.t)}: between ${c.fmt(mLo)} and ${c.fmt(mHi)}, now ${c.fmt(last.v)}`);
+  chart.replaceChildren(...kids);
+}
+
+/* Markers in the window: a dashed line, a short label (skipped where it would overlap the
+ * previous one) and a <title> with the time and the detail. */
+function drawMarkers(kids, view, x, top, bottom) {
+  let lastLabel = -Infinity;
+  for (const m of view.markers) {
+    if (m.t < view.t0 || m.t > view.t1) continue;
+    const mx = Number(x(m.t));
+    const g = svgEl('g', { class: `marker tone-${m.kind}`, 'data-kind': m.kind });
+    g.append(
+      svgEl('title', {}, `${fmtTime(m.at)} ${zoneOffset(m.t)}: ${m.detail}`),
+      svgEl('line', { x1: mx, x2: mx, y1: top - 4, y2: bottom }),
+    );
+    if (mx - lastLabel > 56) {
+      // Beside its line, on the side with room (the newest are at the right edge).
+      const right = mx > Number(x(view.t1)) - 60;
+      g.append(svgEl('text', { x: right ? mx - 3 : mx + 3, y: top - 6, 'text-anchor': right ? 'end' : 'start' }, m.kind));
+      lastLabel = mx;
+    }
+    kids.push(g);
+  }
+}
+
+/* Hover: the time under the pointer, its nearest point; a rule on every chart and the values. */
+function hover(svg, e) {
+  const v = HIST.view;
+  if (!v || !v.pts.length) return;
+  const r = svg.getBoundingClientRect();
+  const [, , W] = svg.getAttribute('viewBox').split(/\s+/).map(Number);
+  const vx = ((e.clientX - r.left) / r.width) * W;
+  const t = v.t0 + ((vx - 64) / (W - 64 - 14)) * (v.t1 - v.t0);
+  HIST.hoverSvg = svg;
+  showHover(t);
+}
+
+function showHover(t) {
+  const v = HIST.view;
+  if (!v || !v.pts.length) return;
+  HIST.hoverT = t;
+  let p = v.pts[0];
+  for (const q of v.pts) if (Math.abs(q.t - t) < Math.abs(p.t - t)) p = q;
+  for (const c of HIST_CHARTS) {
+    const svg = $(`#${c.id}`);
+    const rule = svg.querySelector('.hover-rule');
+    if (!rule) continue;
+    const [, , W] = svg.getAttribute('viewBox').split(/\s+/).map(Number);
+    const px = (64 + (Math.min(Math.max(p.t, v.t0), v.t1) - v.t0) / Math.max(v.t1 - v.t0, 1) * (W - 64 - 14)).toFixed(1);
+    rule.setAttribute('x1', px);
+    rule.setAttribute('x2', px);
+    rule.setAttribute('visibility', 'visible');
+  }
+  const box = $('#history-readout');
+  const what = v.range === '1h' ? '' : v.range === '24h' ? ' (5-min average)' : ' (30-min average)';
+  const rows = [el('div', { class: 'when' }, `${fmtTime(p.at)} ${zoneOffset(p.t)}${what}`)];
+  for (const c of HIST_CHARTS) {
+    if (c.id === 'apply-backlog-chart' && $('#apply-backlog-box').hidden) continue;
+    for (const l of c.lines) {
+      const val = p[l.key] == null && l.zero ? 0 : p[l.key];
+      if (val === undefined) continue;
+      const extra = l.key === 'depth' && p.depth_max != null && v.range !== '1h' ? ` (max ${p.depth_max})` : '';
+      rows.push(el('div', { 'data-key': l.key }, `${l.label}: ${c.fmt(val)}${extra}`));
+    }
+  }
+  box.replaceChildren(...rows);
+  box.hidden = false;
+  // Beside the pointer's chart, on the side with room.
+  const svg = HIST.hoverSvg || $('#depth-chart');
+  const card = $('#history').getBoundingClientRect();
+  const sr = svg.getBoundingClientRect();
+  const [, , W] = svg.getAttribute('viewBox').split(/\s+/).map(Number);
+  const px = sr.left + (64 + (Math.min(Math.max(p.t, v.t0), v.t1) - v.t0) / Math.max(v.t1 - v.t0, 1) * (W - 78)) * (sr.width / W);
+  const left = px - card.left + 14;
+  const wide = box.offsetWidth;
+  box.style.left = `${left + wide > card.width ? Math.max(left - wide - 28, 0) : left}px`;
+  box.style.top = `${sr.top - card.top + 8}px`;
+}
+
+function hideHover() {
+  HIST.hoverT = null;
+  $('#history-readout').hidden = true;
+  for (const r of document.querySelectorAll('#history .hover-rule')) r.setAttribute('visibility', 'hidden');
 }
 
 /* Apply: the queue, where it stopped (with Retry and Park), and the parked list (Replay). */

@@ -468,10 +468,37 @@ pub async fn journal(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
         "ingest_per_s": ingest,
         "acks_per_s": acks,
         "link": link,
-        "history": admin.monitor.history(),
+        "history": admin.monitor.journal_history().await,
         "errors": admin.monitor.errors(),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    range: Option<String>,
+}
+
+/// The charts of the Journal & sync page over `range` (1h, 24h or 7d), from `metrics.db`:
+/// kept across restarts, with the markers (starts, island and rejoin, backups, restarts).
+pub async fn history(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> Answer {
+    admin.monitor_reader(&headers)?;
+    let range = super::history::Range::parse(q.range.as_deref()).map_err(AdminError::BadQuery)?;
+    let Some(store) = admin.monitor.store().cloned() else {
+        return Err(AdminError::Unavailable(
+            "the metrics history (DATA_DIR/metrics.db) could not be opened when plantd started; plantd's log says why".into(),
+        ));
+    };
+    let tick_s = admin.monitor.every().as_secs().max(1) as i64;
+    let now = jiff::Timestamp::now().as_second();
+    let chart = blocking(move || store.chart(range, now, tick_s))
+        .await?
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    Ok(Json(chart).into_response())
 }
 
 pub async fn failover(State(admin): State<Admin>, headers: HeaderMap) -> Answer {

@@ -14,6 +14,7 @@ pub mod auth;
 mod backups;
 pub mod devices;
 mod error;
+pub mod history;
 mod jobs;
 pub(crate) mod metrics;
 pub mod monitor;
@@ -223,6 +224,7 @@ pub fn router(admin: Admin) -> Router {
             change(post(service_reset)),
         )
         .route("/api/v1/admin/journal", get(journal))
+        .route("/api/v1/admin/history", get(api::history))
         .route("/api/v1/admin/backups", get(backups))
         .route("/api/v1/admin/backups/run", change(post(backup_run)))
         .route(

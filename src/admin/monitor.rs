@@ -2,8 +2,11 @@
 //! rates, the link's state changes, and recent errors; and the one verdict on the overview.
 //!
 //! A sampler task reads the journal every 10 s and watches the link and the components'
-//! health; everything is kept in memory in bounded rings (a restart starts them afresh).
-//! [`verdict`] is a plain function of a snapshot, tested on its own.
+//! health; the link's changes and the errors are kept in memory in bounded rings (a restart
+//! starts them afresh). Each sample, with the host's figures and the markers (starts, island
+//! and rejoin, backups, restarts), also goes to `DATA_DIR/metrics.db` ([`super::history`]),
+//! which keeps the charts across restarts. [`verdict`] is a plain function of a snapshot,
+//! tested on its own.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,13 +15,16 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::health::{Component, Health, State};
-use crate::journal::{Journal, Stats};
+use super::history::{History, Recorder, Tick};
+use crate::control::Control;
+use crate::health::{Component, State};
+use crate::journal::Stats;
 use crate::replication::link::LinkState;
 use crate::replication::plant::LinkReport;
 use crate::stack::StackReport;
 
-const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// The sampler's tick.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// One hour of samples.
 const HISTORY: usize = 360;
 const LINK_CHANGES: usize = 200;
@@ -32,6 +38,19 @@ pub struct Point {
     pub hub_acked_seq: u64,
     #[serde(skip)]
     taken: Option<Instant>,
+}
+
+impl From<&super::history::Sample> for Point {
+    fn from(s: &super::history::Sample) -> Point {
+        Point {
+            at: jiff::Timestamp::from_second(s.at)
+                .map_or_else(|_| s.at.to_string(), |t| t.to_string()),
+            depth: s.depth,
+            last_seq: s.last_seq,
+            hub_acked_seq: s.hub_acked_seq,
+            taken: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,10 +87,19 @@ struct Rings {
     link_since: Option<(LinkState, String, Instant)>,
 }
 
-/// The sampler's rings, shared with the handlers.
-#[derive(Clone, Default)]
+/// The sampler's rings and the history it writes, shared with the handlers.
+#[derive(Clone)]
 pub struct Monitor {
     rings: Arc<Mutex<Rings>>,
+    /// `None` when `metrics.db` could not be opened: the charts then start afresh.
+    history: Option<Arc<History>>,
+    every: Duration,
+}
+
+impl Default for Monitor {
+    fn default() -> Monitor {
+        Monitor::new(None, SAMPLE_EVERY)
+    }
 }
 
 fn push<T>(ring: &mut VecDeque<T>, cap: usize, item: T) {
@@ -82,15 +110,34 @@ fn push<T>(ring: &mut VecDeque<T>, cap: usize, item: T) {
 }
 
 impl Monitor {
+    /// A sampler ticking `every`, writing to `history` when there is one.
+    pub fn new(history: Option<Arc<History>>, every: Duration) -> Monitor {
+        Monitor {
+            rings: Default::default(),
+            history,
+            every,
+        }
+    }
+
+    /// The history kept across restarts, when `metrics.db` opened.
+    pub fn store(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
+    }
+
+    /// The sampler's tick.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
     /// Samples until `stop` turns true.
     pub async fn run(
         self,
-        journal: Journal,
-        health: Arc<Health>,
+        control: Arc<Control>,
         mut link: watch::Receiver<Option<LinkReport>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let (journal, health) = (&control.journal, &control.health);
+        let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_components: Vec<Component> = Vec::new();
         let mut last_link_error: Option<String> = None;
@@ -100,6 +147,13 @@ impl Monitor {
         }
         // Without enrollment there is no replicator: its sender is gone from the start.
         let mut link_open = true;
+        let mut recorder = match self.history.clone() {
+            Some(h) => tokio::task::spawn_blocking(move || Recorder::new(&h))
+                .await
+                .ok(),
+            None => None,
+        };
+        let mut history_failing = false;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -116,16 +170,99 @@ impl Monitor {
                 _ = tick.tick() => {
                     // The one place the UI's figures probe the journal's writer: every 10 s,
                     // however many pages poll the overview.
-                    journal.probe_health(&health).await;
-                    if let Ok(stats) = journal.stats().await {
-                        self.sample(&stats, Instant::now());
+                    journal.probe_health(health).await;
+                    let stats = journal.stats().await.ok();
+                    if let Some(stats) = &stats {
+                        self.sample(stats, Instant::now());
                     }
                     let now = health.snapshot();
                     self.health_changes(&last_components, &now);
                     last_components = now;
+                    if let (Some(history), Some(r)) = (&self.history, recorder.take()) {
+                        recorder = self
+                            .record(&control, history, r, stats, &mut history_failing)
+                            .await;
+                    }
                 }
             }
         }
+    }
+
+    /// Hands a tick to the recorder (on a blocking thread); the recorder back, unless its
+    /// thread panicked. A failing write is logged once, and again once it works.
+    async fn record(
+        &self,
+        control: &Control,
+        history: &Arc<History>,
+        mut recorder: Recorder,
+        stats: Option<Stats>,
+        failing: &mut bool,
+    ) -> Option<Recorder> {
+        let apply = match &control.apply {
+            Some(a) => {
+                let r = a.status().await;
+                Some((r.applied_seq, r.last_seq))
+            }
+            None => None,
+        };
+        let restarts = control
+            .stack
+            .as_ref()
+            .map(|s| {
+                s.report()
+                    .services
+                    .into_iter()
+                    .map(|svc| (svc.service, svc.restarts))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tick = Tick {
+            at: jiff::Timestamp::now().as_second(),
+            stats,
+            apply,
+            islanded: *control.replication.islanded.borrow(),
+            restarts,
+        };
+        let (history, dir) = (history.clone(), control.data_dir.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let outcome = recorder.tick(&history, &dir, tick);
+            (recorder, outcome)
+        })
+        .await;
+        match done {
+            Ok((recorder, outcome)) => {
+                match outcome {
+                    Err(e) if !*failing => {
+                        tracing::warn!(error = %e, "could not write the metrics history; the charts miss this sample");
+                        *failing = true;
+                    }
+                    Ok(()) if *failing => {
+                        tracing::info!("the metrics history is written again");
+                        *failing = false;
+                    }
+                    _ => {}
+                }
+                Some(recorder)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the metrics history's recorder failed; no more history until plantd restarts");
+                None
+            }
+        }
+    }
+
+    /// The last hour of samples for the journal page, oldest first: from `metrics.db` (so
+    /// also from before a restart) when it opened, else from memory.
+    pub async fn journal_history(&self) -> Vec<Point> {
+        if let Some(h) = self.history.clone() {
+            let since = jiff::Timestamp::now().as_second() - super::history::FINE_KEEP_S;
+            match tokio::task::spawn_blocking(move || h.fine_since(since)).await {
+                Ok(Ok(samples)) => return samples.iter().map(Point::from).collect(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not read the metrics history"),
+                Err(e) => tracing::warn!(error = %e, "could not read the metrics history"),
+            }
+        }
+        self.history()
     }
 
     fn sample(&self, stats: &Stats, now: Instant) {

@@ -70,13 +70,13 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
     )?;
     let control_task = tokio::spawn(control::serve(
         control_listener,
-        parts.control,
+        parts.control.clone(),
         stop_rx.clone(),
     ));
     let background = Background::spawn(
         &config,
         &core,
-        parts.stack,
+        (parts.control, parts.stack),
         parts.monitor,
         &parts.link,
         stop_rx,
@@ -329,10 +329,41 @@ fn start_components(
         link,
         ingress,
         admin_store,
-        monitor: crate::admin::monitor::Monitor::default(),
+        monitor: open_history(data_dir),
         stop: stop.clone(),
     };
     (parts, candidates)
+}
+
+/// The admin UI's sampler, with `DATA_DIR/metrics.db` when it opens (the start is its first
+/// marker); without it the charts start afresh at each start, and the rest runs on.
+fn open_history(data_dir: &Path) -> crate::admin::monitor::Monitor {
+    use crate::admin::history::History;
+    let every = sample_every();
+    let opened = History::open(data_dir).and_then(|h| {
+        h.started(
+            jiff::Timestamp::now().as_second(),
+            crate::release::version(),
+        )?;
+        Ok(h)
+    });
+    match opened {
+        Ok(h) => crate::admin::monitor::Monitor::new(Some(Arc::new(h)), every),
+        Err(e) => {
+            tracing::warn!(error = %e, "the admin UI's charts keep no history across restarts (remove metrics.db if it is damaged; it holds only the charts)");
+            crate::admin::monitor::Monitor::new(None, every)
+        }
+    }
+}
+
+/// Only for tests, which cannot wait 10 s per sample: `PLANTD_TEST_SAMPLE_MS` (1000 to 10000)
+/// shortens the sampler's tick.
+fn sample_every() -> Duration {
+    std::env::var("PLANTD_TEST_SAMPLE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| (1000..=10_000).contains(ms))
+        .map_or(crate::admin::monitor::SAMPLE_EVERY, Duration::from_millis)
 }
 
 /// The shop-floor API (all the plain-HTTP listener serves), and the HTTPS listener's routes:
@@ -456,18 +487,13 @@ impl Background {
     fn spawn(
         config: &PlantConfig,
         core: &Core,
-        stack: Option<crate::stack::Stack>,
+        (control, stack): (Arc<Control>, Option<crate::stack::Stack>),
         monitor: crate::admin::monitor::Monitor,
         link: &watch::Receiver<Option<crate::replication::plant::LinkReport>>,
         stop: watch::Receiver<bool>,
     ) -> Background {
         Background {
-            sampler: tokio::spawn(monitor.run(
-                core.journal.clone(),
-                core.health.clone(),
-                link.clone(),
-                stop.clone(),
-            )),
+            sampler: tokio::spawn(monitor.run(control, link.clone(), stop.clone())),
             backups: tokio::spawn(crate::backup::scheduler::run(
                 config.clone(),
                 stack,

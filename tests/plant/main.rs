@@ -17,6 +17,7 @@ mod cli;
 mod crash;
 mod disk_full;
 mod floods;
+mod history;
 mod hub_limits;
 mod import_hostile;
 mod installer;
