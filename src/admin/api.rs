@@ -623,7 +623,7 @@ impl AuditQuery {
             };
         let time = |name: &str, v: &Option<String>| -> Result<Option<String>, AdminError> {
             match v.as_deref().map(str::trim) {
-                None | Some("") => Ok(None),
+                None => Ok(None),
                 Some(t) => t
                     .parse::<jiff::Timestamp>()
                     .map(|ts| Some(ts.to_string()))
