@@ -92,6 +92,21 @@ pub fn recent_log_lines(n: usize) -> Vec<String> {
     recent.into_iter().skip(skip).collect()
 }
 
+/// [`recent_log_lines`] to show to someone: a line with the first-run setup code (which
+/// makes the first admin) is left out.
+pub fn shareable_log_lines(n: usize) -> Vec<String> {
+    recent_log_lines(n)
+        .into_iter()
+        .map(|l| {
+            if l.contains("setup_code") || l.contains("setup code") {
+                "(left out: a line with the first-run setup code)".to_string()
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
 /// A log line for the hub.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

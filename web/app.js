@@ -949,11 +949,13 @@ async function actBulk(remedy, filter) {
     park: `Bulk park: plantd ${preview.message}. Each is parked with Odoo's message as the queue meets it, and the rest goes through; nothing Odoo takes is parked. It ends once the queue is past seq ${preview.to_seq}. Replay them later, one by one or in bulk.`,
     replay: `Bulk replay: ${preview.message}. plantd applies each to Odoo now, in seq order: those Odoo takes leave the parked list, the others stay parked with its new message.`,
   };
+  // The range the preview counted is the one confirmed: not what arrives meanwhile.
+  const confirmed = remedy === 'park' ? { ...filter, from_seq: preview.from_seq, to_seq: preview.to_seq } : filter;
   act({
     text: texts[remedy],
-    okLabel: remedy === 'park' ? `Park up to ${preview.matching}` : `Replay ${preview.matching}`,
+    okLabel: remedy === 'park' ? `Park up to ${preview.matching}` : `Replay ${Math.min(preview.matching, 1000)}`,
     path: `/apply/bulk-${remedy}`,
-    body: () => filter,
+    body: () => confirmed,
   });
 }
 

@@ -273,8 +273,15 @@ impl Admin {
 }
 
 pub async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
-    admin.monitor_reader(&headers)?;
-    Ok(Json(admin.overview().await).into_response())
+    let caller = admin.monitor_reader(&headers)?;
+    let mut overview = admin.overview().await;
+    // A device token reads the figures, not who runs a job.
+    if caller.user.starts_with("token:") {
+        if let Some(job) = overview.job.as_mut() {
+            job.user = String::new();
+        }
+    }
+    Ok(Json(overview).into_response())
 }
 
 pub(super) fn stack(admin: &Admin) -> Result<&crate::stack::Stack, AdminError> {
@@ -365,10 +372,18 @@ pub async fn service_logs(
         (None, false) => tail,
     };
     let lines = if service == "plantd" {
-        crate::telemetry::recent_log_lines(read)
+        crate::telemetry::shareable_log_lines(read)
     } else {
         let svc = service_name(&service)?;
-        stack(&admin)?
+        let stack = stack(&admin)?;
+        // The stack's supervisor reads them: two reads at a time, others wait their turn, so
+        // that followed logs cannot keep it from its own work.
+        static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _turn = READS
+            .acquire()
+            .await
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        stack
             .logs(svc, read)
             .await
             .map_err(|e| AdminError::Failed(e.to_string()))?

@@ -82,30 +82,30 @@ pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// The `seq` field: a transaction's seq, a whole number from 1 to [`MAX_SEQ`].
 pub fn seq_of(map: &Map<String, Value>) -> Result<u64, AdminError> {
-    let invalid = |message: String| AdminError::InvalidField {
-        field: "seq".into(),
-        message,
-    };
     match map.get("seq") {
-        None => Err(invalid(
-            "is required: the seq of the transaction (`apply status` shows it)".into(),
-        )),
-        // JSON has numbers, not integers: 61.0 is the seq 61, as JSON Schema's "integer" says.
-        Some(v) => v
-            .as_u64()
-            .or_else(|| {
-                v.as_f64()
-                    // `i64::MAX as f64` is 2^63: from there on, past any seq.
-                    .filter(|f| f.fract() == 0.0 && (1.0..i64::MAX as f64).contains(f))
-                    .map(|f| f as u64)
-            })
-            .filter(|n| (1..=MAX_SEQ).contains(n))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{v} is not a transaction's seq (a whole number from 1 to {MAX_SEQ})"
-                ))
-            }),
+        None => Err(AdminError::InvalidField {
+            field: "seq".into(),
+            message: "is required: the seq of the transaction (`apply status` shows it)".into(),
+        }),
+        Some(v) => seq_in("seq", v),
     }
+}
+
+/// A seq given in field `field`, as JSON writes it.
+fn seq_in(field: &str, v: &Value) -> Result<u64, AdminError> {
+    // JSON has numbers, not integers: 61.0 is the seq 61, as JSON Schema's "integer" says.
+    v.as_u64()
+        .or_else(|| {
+            v.as_f64()
+                // `i64::MAX as f64` is 2^63: from there on, past any seq.
+                .filter(|f| f.fract() == 0.0 && (1.0..i64::MAX as f64).contains(f))
+                .map(|f| f as u64)
+        })
+        .filter(|n| (1..=MAX_SEQ).contains(n))
+        .ok_or_else(|| AdminError::InvalidField {
+            field: field.into(),
+            message: format!("{v} is not a transaction's seq (a whole number from 1 to {MAX_SEQ})"),
+        })
 }
 
 /// Most parked transactions one page of the list holds.
@@ -274,8 +274,9 @@ async fn remedy(admin: Admin, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
 #[serde(deny_unknown_fields)]
 pub struct Bulk {
     kind: Option<String>,
-    from_seq: Option<u64>,
-    to_seq: Option<u64>,
+    /// Seqs as JSON numbers (61.0 is 61), checked by [`seq_in`].
+    from_seq: Option<Value>,
+    to_seq: Option<Value>,
     message: Option<String>,
     #[serde(default)]
     preview: bool,
@@ -285,13 +286,16 @@ pub struct Bulk {
 }
 
 impl Bulk {
-    fn filter(&self) -> Filter {
-        Filter {
+    fn filter(&self) -> Result<Filter, AdminError> {
+        let seq = |field: &str, v: &Option<Value>| v.as_ref().map(|v| seq_in(field, v)).transpose();
+        let filter = Filter {
             kind: self.kind.clone(),
-            from_seq: self.from_seq,
-            to_seq: self.to_seq,
+            from_seq: seq("from_seq", &self.from_seq)?,
+            to_seq: seq("to_seq", &self.to_seq)?,
             message: self.message.clone(),
-        }
+        };
+        filter.check()?;
+        Ok(filter)
     }
 }
 
@@ -326,8 +330,7 @@ pub async fn bulk_park(State(admin): State<Admin>, headers: HeaderMap, bytes: By
     let caller = admin.actor(&headers, action, None).await?;
     let outcome: Result<(Value, String), AdminError> = async {
         let b = parsed?;
-        let filter = b.filter();
-        filter.check()?;
+        let filter = b.filter()?;
         let applier = applier(&admin)?;
         if b.cancel {
             let m = applier.cancel_bulk_park().await.map_err(remedy_error)?;
@@ -336,8 +339,9 @@ pub async fn bulk_park(State(admin): State<Admin>, headers: HeaderMap, bytes: By
         let r = applier.status().await;
         let from = filter
             .from_seq
-            .unwrap_or_else(|| r.stopped_at.unwrap_or(r.applied_seq + 1));
-        let to = filter.to_seq.unwrap_or(r.last_seq);
+            .unwrap_or_else(|| r.stopped_at.unwrap_or(r.applied_seq.saturating_add(1)));
+        // Never past the last seq now: a bulk park covers what was sent before it was made.
+        let to = filter.to_seq.unwrap_or(r.last_seq).min(r.last_seq);
         let (count, capped) = applier
             .pending_matching(from, to, filter.kind.as_deref(), PREVIEW_CAP)
             .await
@@ -383,33 +387,23 @@ pub async fn bulk_park(State(admin): State<Admin>, headers: HeaderMap, bytes: By
 
 /// `POST /api/v1/admin/apply/bulk-replay`: replay the parked transactions the filter takes
 /// (at most [`MAX_BULK_REPLAY`] at once), in seq order; those Odoo takes leave the parked
-/// list, the others stay. `preview` only counts them. One audit entry per bulk replay.
+/// list, the others stay. `preview` only counts them. One audit entry per bulk replay, written
+/// by the task that replays, so that a client that gives up waiting cannot leave it unsaid.
 pub async fn bulk_replay(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {
-    /// One bulk replay at a time: two would send the same parked transactions to Odoo twice.
+    /// One bulk replay at a time.
     static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let action = "apply.bulk_replay";
     let parsed: Result<Bulk, _> = body(&headers, &bytes);
-    let preview = parsed.as_ref().is_ok_and(|b| b.preview);
     let caller = admin.actor(&headers, action, None).await?;
-    let outcome: Result<(Value, String), AdminError> = async {
+    let prepared: Result<(Vec<u64>, String, bool), AdminError> = async {
         let b = parsed?;
-        let _one = match (b.preview, RUNNING.try_lock()) {
-            (true, _) => None,
-            (false, Ok(guard)) => Some(guard),
-            (false, Err(_)) => {
-                return Err(AdminError::Busy(
-                    "another bulk replay is running; wait for its answer".into(),
-                ))
-            }
-        };
         if b.cancel {
             return Err(AdminError::InvalidField {
                 field: "cancel".into(),
                 message: "a bulk replay has nothing to cancel: it ends when it answers".into(),
             });
         }
-        let filter = b.filter();
-        filter.check()?;
+        let filter = b.filter()?;
         let applier = applier(&admin)?;
         let mut seqs: Vec<u64> = applier
             .status()
@@ -420,60 +414,93 @@ pub async fn bulk_replay(State(admin): State<Admin>, headers: HeaderMap, bytes: 
             .map(|p| p.seq)
             .collect();
         seqs.sort_unstable();
-        let which = filter.describe();
-        if b.preview {
-            let m = format!(
-                "{} parked transaction{} match ({which})",
-                seqs.len(),
-                if seqs.len() == 1 { "" } else { "s" }
-            );
-            return Ok((
-                json!({"preview": true, "matching": seqs.len(), "message": m}),
-                m,
-            ));
-        }
-        let left = seqs.len().saturating_sub(MAX_BULK_REPLAY);
-        seqs.truncate(MAX_BULK_REPLAY);
-        let (mut applied, mut still) = (0usize, Vec::new());
-        for seq in &seqs {
-            match applier.replay(*seq).await {
-                Ok(_) => applied += 1,
-                Err(crate::apply::RemedyError::Refused(m)) => still.push(m),
-                Err(crate::apply::RemedyError::Failed(m)) => {
-                    return Err(AdminError::Failed(format!(
-                        "after {applied} applied, seq {seq}: {m}; the rest was not tried"
-                    )))
-                }
-            }
-        }
-        let mut m = format!(
-            "replayed {} parked ({which}): {applied} applied, {} still parked",
-            seqs.len(),
-            still.len()
-        );
-        if let Some(first) = still.first() {
-            m.push_str(&format!(" (the first: {first})"));
-        }
-        if left > 0 {
-            m.push_str(&format!("; {left} more match: replay again for them"));
-        }
-        Ok((
-            json!({"message": m, "applied": applied, "still_parked": still.len(), "left": left}),
-            m,
-        ))
+        Ok((seqs, filter.describe(), b.preview))
     }
     .await;
-    if !preview {
-        admin
+    let (seqs, which, preview) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            admin.audit(&caller.user, action, None, Err(&e)).await;
+            return Err(e);
+        }
+    };
+    if preview {
+        let m = format!(
+            "{} parked transaction{} match ({which}){}",
+            seqs.len(),
+            if seqs.len() == 1 { "" } else { "s" },
+            if seqs.len() > MAX_BULK_REPLAY {
+                format!("; one bulk replay takes the first {MAX_BULK_REPLAY}")
+            } else {
+                String::new()
+            }
+        );
+        return Ok(
+            Json(json!({"preview": true, "matching": seqs.len(), "message": m})).into_response(),
+        );
+    }
+    let Ok(one) = RUNNING.try_lock() else {
+        let e = AdminError::Busy("another bulk replay is running; wait for its answer".into());
+        admin.audit(&caller.user, action, None, Err(&e)).await;
+        return Err(e);
+    };
+    let task_admin = admin.clone();
+    let user = caller.user.clone();
+    let replays = tokio::spawn(async move {
+        let _one = one;
+        let outcome = replay_all(&task_admin, seqs, &which).await;
+        task_admin
             .audit(
-                &caller.user,
+                &user,
                 action,
                 None,
                 outcome.as_ref().map(|(_, d)| d.as_str()),
             )
             .await;
-    }
+        outcome
+    });
+    let outcome = replays
+        .await
+        .map_err(|e| AdminError::Internal(format!("the bulk replay stopped: {e}")))?;
     Ok(Json(outcome?.0).into_response())
+}
+
+/// Replays `seqs` in order, at most [`MAX_BULK_REPLAY`]; the answer and the audit's detail.
+async fn replay_all(
+    admin: &Admin,
+    mut seqs: Vec<u64>,
+    which: &str,
+) -> Result<(Value, String), AdminError> {
+    let applier = applier(admin)?;
+    let left = seqs.len().saturating_sub(MAX_BULK_REPLAY);
+    seqs.truncate(MAX_BULK_REPLAY);
+    let (mut applied, mut still) = (0usize, Vec::new());
+    for seq in &seqs {
+        match applier.replay(*seq).await {
+            Ok(_) => applied += 1,
+            Err(crate::apply::RemedyError::Refused(m)) => still.push(m),
+            Err(crate::apply::RemedyError::Failed(m)) => {
+                return Err(AdminError::Failed(format!(
+                    "after {applied} applied, seq {seq}: {m}; the rest was not tried"
+                )))
+            }
+        }
+    }
+    let mut m = format!(
+        "replayed {} parked ({which}): {applied} applied, {} still parked",
+        seqs.len(),
+        still.len()
+    );
+    if let Some(first) = still.first() {
+        m.push_str(&format!(" (the first: {first})"));
+    }
+    if left > 0 {
+        m.push_str(&format!("; {left} more match: replay again for them"));
+    }
+    Ok((
+        json!({"message": m, "applied": applied, "still_parked": still.len(), "left": left}),
+        m,
+    ))
 }
 
 pub async fn retry(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -> Answer {

@@ -25,15 +25,17 @@ impl SignIn {
         let session = self.auth.session(id, Instant::now())?;
         // The user may have been removed, given a new password or role, or signed out
         // everywhere since, here or by `plantd admin` beside the daemon: then it is over.
-        let now = self.store.user_state(&session.user);
-        let current =
-            matches!(&now, Ok(Some(u)) if u.role == session.role && u.epoch == session.epoch);
-        if !current {
-            if let Err(e) = now {
-                tracing::error!(error = %e, "reading the admin users; the session is refused");
+        match self.store.user_state(&session.user) {
+            Ok(Some(u)) if u.role == session.role && u.epoch == session.epoch => {}
+            Ok(_) => {
+                self.auth.sign_out(id);
+                return None;
             }
-            self.auth.sign_out(id);
-            return None;
+            // Refused this once, not ended: the store may answer the next request.
+            Err(e) => {
+                tracing::error!(error = %e, "reading the admin users; the request is refused");
+                return None;
+            }
         }
         Some((id.to_string(), session))
     }

@@ -547,23 +547,17 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
-        let conn = self.reader.lock().expect("not poisoned");
-        let like = |t: &Option<String>| {
-            t.as_ref().map(|t| {
-                format!(
-                    "%{}%",
-                    t.replace('\\', "\\\\")
-                        .replace('%', "\\%")
-                        .replace('_', "\\_")
-                )
-            })
-        };
+        // A connection of its own: a long read never holds up the sessions' check.
+        let conn = Connection::open(&self.path).map_err(|e| self.sql(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.sql(e))?;
+        let like = |t: &Option<String>| t.as_ref().map(|t| format!("%{}%", escape_like(t)));
         let mut stmt = conn
-            .prepare_cached(
+            .prepare(
                 "SELECT id, at, user, action, target, outcome, detail FROM audit
                  WHERE id < ?1
                    AND (?2 IS NULL OR user = ?2)
-                   AND (?3 IS NULL OR action = ?3 OR action LIKE ?3 || '.%')
+                   AND (?3 IS NULL OR action = ?3 OR action LIKE ?9 || '.%' ESCAPE '\\')
                    AND (?4 IS NULL OR outcome = ?4)
                    AND (?5 IS NULL OR detail LIKE ?5 ESCAPE '\\' OR target LIKE ?5 ESCAPE '\\')
                    AND (?6 IS NULL OR at >= ?6)
@@ -581,7 +575,8 @@ impl Store {
                     like(&filter.text),
                     filter.since,
                     filter.until,
-                    limit
+                    limit,
+                    filter.action.as_deref().map(escape_like)
                 ],
                 |r| {
                     Ok((
@@ -600,6 +595,13 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
+}
+
+/// `text` for a LIKE pattern with `ESCAPE '\\'`: its `%` and `_` match themselves only.
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Adds the columns a store made before users could be changed lacks.

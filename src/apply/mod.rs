@@ -262,6 +262,8 @@ struct Inner {
     /// Counts rewinds; the apply's task moves the cursor only under `saved`'s lock and only
     /// when no rewind came between its read of the cursor and its move.
     rewinds: AtomicU64,
+    /// One replay at a time: two would send the same parked transaction to Odoo twice.
+    replaying: Mutex<()>,
 }
 
 const COMPONENT: &str = "apply";
@@ -323,6 +325,7 @@ impl Applier {
                 odoo_module: Default::default(),
                 wake: Notify::new(),
                 rewinds: AtomicU64::new(0),
+                replaying: Mutex::new(()),
             }),
         };
         tokio::spawn(applier.clone().run(stop));
@@ -438,7 +441,7 @@ impl Applier {
                 let _ = inner.save(&saved);
                 continue;
             }
-            let (parked, rule): (Vec<u64>, Option<ParkRule>) = {
+            let (parked, rule): (std::collections::HashSet<u64>, Option<ParkRule>) = {
                 let saved = inner.saved.lock().await;
                 (
                     saved.parked.iter().map(|p| p.seq).collect(),
@@ -508,6 +511,15 @@ impl Applier {
             if inner.rewinds.load(Ordering::Acquire) != epoch {
                 // The cursor went back meanwhile (a restore): what this batch did is judged
                 // again from there, in order.
+                continue;
+            }
+            // A bulk park stopped or replaced during the batch: what the old one set aside
+            // is not parked; the batch goes round again, under what holds now.
+            let key = |r: &Option<ParkRule>| {
+                r.as_ref()
+                    .map(|r| (r.at.clone(), r.by.clone(), r.from, r.to))
+            };
+            if !set_aside.is_empty() && key(&saved.park_rule) != key(&rule) {
                 continue;
             }
             if !set_aside.is_empty() {

@@ -236,6 +236,7 @@ impl Applier {
     /// Applies a parked transaction now; it leaves the parked list when Odoo took it.
     pub async fn replay(&self, seq: u64) -> Result<String, RemedyError> {
         let inner = &self.inner;
+        let _one = inner.replaying.lock().await;
         let parked = inner
             .saved
             .lock()

@@ -246,16 +246,7 @@ impl RemoteExecutor {
                 (stack, events, logs)
             }
         };
-        let own: Vec<String> = crate::telemetry::recent_log_lines(lines)
-            .into_iter()
-            .map(|l| {
-                if l.contains("setup_code") || l.contains("setup code") {
-                    "(left out: a line with the first-run setup code)".to_string()
-                } else {
-                    l
-                }
-            })
-            .collect();
+        let own = crate::telemetry::shareable_log_lines(lines);
         logs.insert("plantd".into(), json!(own));
         let bundle = json!({
             "collected_at": jiff::Timestamp::now().to_string(),
