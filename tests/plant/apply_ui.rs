@@ -509,6 +509,7 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
             )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
+        // A range that ends before it begins parks nothing: refused, and nothing changes.
         let (status, _) = web
             .post(
                 &ana,
@@ -517,7 +518,16 @@ fn the_apply_page_in_chromium_parks_and_replays_what_odoo_rejected() {
                 json!({"from_seq": 9, "to_seq": 3}),
             )
             .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, answer) = web
+            .post(
+                &ana,
+                Some(&ana.csrf),
+                "/api/v1/admin/apply/bulk-park",
+                json!({"from_seq": "9"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
         let started = Instant::now();
         let (status, answer) = web
             .post(
