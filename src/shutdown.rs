@@ -1,12 +1,43 @@
 //! The daemon's end: the first SIGTERM or SIGINT.
+//!
+//! The handlers are installed before anything else starts, so that a stop that comes while the
+//! daemon is still starting (systemd's `stop` right after `start`, a test's SIGTERM as soon as
+//! the socket is there) is heard and carried out once the start is done, rather than ending the
+//! process by the signal's default action with nothing flushed.
 
-/// Waits for SIGTERM or SIGINT and says which came.
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// SIGTERM and SIGINT, listened for from the moment this is made.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers: from now on neither signal ends the process by itself.
+    pub fn listen() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first of them (also one that came before this was called) and says which.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT from now on and says which came.
 pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    match Signals::listen() {
+        Ok(mut s) => s.recv().await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
+            std::future::pending().await
+        }
     }
 }

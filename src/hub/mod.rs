@@ -73,6 +73,9 @@ fn default_names() -> Vec<String> {
 
 /// Runs the hub until SIGTERM or SIGINT.
 pub async fn run(config: HubConfig) -> anyhow::Result<()> {
+    // A stop that comes while the hub starts is carried out when the start is done.
+    let mut signals =
+        crate::shutdown::Signals::listen().context("listening for SIGTERM and SIGINT")?;
     crate::fsutil::create_private_dir(&config.data_dir)?;
     let ca = HubCa::load_or_create(&config.data_dir)?;
     let database = database::Database::new(&config.database, &config.postgres)?;
@@ -235,7 +238,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         database_pool = hub.config.postgres.pool_size,
         "plantd hub is up"
     );
-    let signal = crate::shutdown::shutdown_signal().await;
+    let signal = signals.recv().await;
     tracing::info!(%signal, "hub shutting down");
     endpoint.close(0u32.into(), b"hub shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));

@@ -22,7 +22,7 @@ use crate::fsutil::{create_private_dir, lock_file};
 use crate::health::{Health, State};
 use crate::ingest::{self, Api};
 use crate::journal::{self, Journal};
-use crate::shutdown::shutdown_signal;
+use crate::shutdown::Signals;
 use crate::tokens::Tokens;
 
 mod private;
@@ -41,6 +41,8 @@ pub struct Update {
 /// arrives (`Some`: the daemon has stopped, and the caller tries the release).
 pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Update>> {
     let started = Instant::now();
+    // A stop that comes while the daemon starts is carried out when the start is done.
+    let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     // This daemon's warnings, errors and stack events go to its hub (replication::logs),
     // those of its start too.
     crate::telemetry::ship_to_hub();
@@ -103,7 +105,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         "plantd is up"
     );
 
-    let update = wait_for_the_end(candidates, &mut servers, &core.health).await;
+    let update = wait_for_the_end(&mut signals, candidates, &mut servers, &core.health).await;
     if update.is_none() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
@@ -520,12 +522,13 @@ impl Background {
 /// Waits for a signal, a verified release (`Some`, with what was healthy before) or a listener
 /// that ended.
 async fn wait_for_the_end(
+    signals: &mut Signals,
     mut candidates: tokio::sync::mpsc::Receiver<crate::update::agent::Candidate>,
     servers: &mut Servers,
     health: &Health,
 ) -> Option<Update> {
     tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(%signal, "shutting down");
             None
         }

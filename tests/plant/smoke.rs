@@ -43,3 +43,54 @@ fn the_daemon_takes_a_transaction_reports_it_and_stops() {
         vec![(1, "smoke-1".to_string())]
     );
 }
+
+/// systemd's `stop` right after `start`: a SIGTERM that comes while the daemon is still
+/// starting (its data directory just locked, nothing served yet) is carried out as a clean
+/// stop once the start is done, not by the signal's default action, which would end the
+/// process with nothing flushed and exit status "killed by signal 15".
+#[test]
+fn a_sigterm_during_the_start_is_a_clean_stop() {
+    let (_dir, data, _token) = harness::data_dir_with_token("scanner-1");
+    let config = data.with_extension("toml");
+    std::fs::write(&config, "").unwrap();
+    let mut child = std::process::Command::new(harness::bin())
+        .args(["up", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plantd starts");
+    let lock = data.join("plantd.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "plantd did not lock its data directory within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plantd did not stop within 30 s of a SIGTERM sent during its start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "plantd exited with {status}:\n{log}");
+    assert!(log.contains("shutting down"), "no word of the stop:\n{log}");
+}
