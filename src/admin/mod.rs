@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod api;
 pub mod apply;
+pub(crate) mod assets;
 pub mod auth;
 mod backups;
 pub mod devices;
@@ -25,8 +26,7 @@ pub mod users;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -146,36 +146,23 @@ pub fn setup_code_file(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("admin-setup-code")
 }
 
-const INDEX: &str = include_str!("../../web/index.html");
-const APP_JS: &str = include_str!("../../web/app.js");
-/// What the admin UI and the hub's fleet page share (`web/common.js`).
-pub(crate) const COMMON_JS: &str = include_str!("../../web/common.js");
-pub(crate) const APP_CSS: &str = include_str!("../../web/app.css");
-const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+use assets::Asset;
 
-pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
-}
+static INDEX: Asset = Asset::new(
+    include_str!("../../web/index.html"),
+    "text/html; charset=utf-8",
+);
+static APP_JS: Asset = Asset::new(
+    include_str!("../../web/app.js"),
+    "text/javascript; charset=utf-8",
+);
+/// What the admin UI and the hub's fleet page share (`web/common.js`).
+pub(crate) static COMMON_JS: Asset = Asset::new(
+    include_str!("../../web/common.js"),
+    "text/javascript; charset=utf-8",
+);
+pub(crate) static APP_CSS: Asset =
+    Asset::new(include_str!("../../web/app.css"), "text/css; charset=utf-8");
 
 /// The UI's pages and the admin API; merged into the HTTPS listener's router.
 pub fn router(admin: Admin) -> Router {
@@ -184,21 +171,18 @@ pub fn router(admin: Admin) -> Router {
     use sign_in::*;
     let change = change_layer(admin.signin.clone());
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
+        .route("/", get(|h: HeaderMap| async move { INDEX.serve(&h) }))
         .route(
             "/common.js",
-            get(|| async { asset(COMMON_JS, "text/javascript; charset=utf-8") }),
+            get(|h: HeaderMap| async move { COMMON_JS.serve(&h) }),
         )
         .route(
             "/app.js",
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+            get(|h: HeaderMap| async move { APP_JS.serve(&h) }),
         )
         .route(
             "/app.css",
-            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+            get(|h: HeaderMap| async move { APP_CSS.serve(&h) }),
         )
         .route(
             "/favicon.ico",

@@ -19,6 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::admin::assets::Asset;
+
 use super::actions;
 use super::apply::PlantApply;
 use super::database::{Database, DatabaseError};
@@ -29,8 +31,14 @@ use crate::apply::RemedyError;
 use crate::config::CentralApply;
 use crate::enrollment::protocol::is_plant_name;
 
-const FLEET_HTML: &str = include_str!("../../web/fleet.html");
-const FLEET_JS: &str = include_str!("../../web/fleet.js");
+static FLEET_HTML: Asset = Asset::new(
+    include_str!("../../web/fleet.html"),
+    "text/html; charset=utf-8",
+);
+static FLEET_JS: Asset = Asset::new(
+    include_str!("../../web/fleet.js"),
+    "text/javascript; charset=utf-8",
+);
 
 #[derive(Clone)]
 pub struct Fleet {
@@ -53,7 +61,6 @@ impl axum::extract::FromRef<Fleet> for SignIn {
 }
 
 pub fn router(fleet: Fleet) -> Router {
-    use crate::admin::asset;
     let change = crate::admin::change_layer(fleet.signin.clone());
     Router::new()
         .route(
@@ -62,19 +69,19 @@ pub fn router(fleet: Fleet) -> Router {
         )
         .route(
             "/fleet",
-            get(|| async { asset(FLEET_HTML, "text/html; charset=utf-8") }),
+            get(|h: HeaderMap| async move { FLEET_HTML.serve(&h) }),
         )
         .route(
             "/common.js",
-            get(|| async { asset(crate::admin::COMMON_JS, "text/javascript; charset=utf-8") }),
+            get(|h: HeaderMap| async move { crate::admin::COMMON_JS.serve(&h) }),
         )
         .route(
             "/fleet.js",
-            get(|| async { asset(FLEET_JS, "text/javascript; charset=utf-8") }),
+            get(|h: HeaderMap| async move { FLEET_JS.serve(&h) }),
         )
         .route(
             "/app.css",
-            get(|| async { asset(crate::admin::APP_CSS, "text/css; charset=utf-8") }),
+            get(|h: HeaderMap| async move { crate::admin::APP_CSS.serve(&h) }),
         )
         .route("/api/v1/admin/session", get(session))
         .route(
