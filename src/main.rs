@@ -39,6 +39,7 @@ mod release;
 mod replication;
 mod retention;
 mod shutdown;
+mod sqlite;
 mod stack;
 mod telemetry;
 mod tokens;

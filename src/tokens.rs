@@ -209,10 +209,8 @@ struct Entry {
 impl Tokens {
     /// Opens `DATA_DIR/state.db`, creating it if needed.
     pub fn open(data_dir: &Path) -> Result<Tokens, TokenError> {
-        let conn = Connection::open(data_dir.join("state.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn =
+            crate::sqlite::open(&data_dir.join("state.db"), crate::sqlite::Durability::Full)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS device_tokens (
                 name         TEXT PRIMARY KEY,

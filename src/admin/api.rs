@@ -129,6 +129,11 @@ pub(crate) fn body<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| AdminError::Invalid(format!("body: {e}")))
 }
 
+/// The body of a change that takes none: absent, or `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Nothing {}
+
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AdminError> {

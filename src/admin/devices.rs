@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::api::{blocking, body, Answer};
+use super::api::{blocking, body, Answer, Nothing};
 use super::{Admin, AdminError};
 use crate::clock::rfc3339_ms;
 use crate::tokens::{Activity, TokenError};
@@ -49,10 +49,6 @@ pub async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
     Ok(Json(json!({ "devices": devices, "unknown_token": activity(&unknown) })).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Nothing {}
-
 pub async fn revoke(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -62,7 +58,7 @@ pub async fn revoke(
     let target = name.chars().take(64).collect::<String>();
     let caller = admin.actor(&headers, "token.revoke", Some(&target)).await?;
     let outcome = async {
-        let _: Nothing = body(&headers, &bytes)?;
+        let Nothing {} = body(&headers, &bytes)?;
         let tokens = admin.control.tokens.clone();
         let n = name.clone();
         blocking(move || tokens.revoke(&n))

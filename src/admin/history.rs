@@ -416,13 +416,7 @@ impl History {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "wal")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "normal")
-            .map_err(sql)?;
+        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Normal).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(History {
             path,

@@ -214,21 +214,12 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "wal")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "full")
-            .map_err(sql)?;
+        let conn = crate::sqlite::open(&path, crate::sqlite::Durability::Full).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         migrate_users(&conn).map_err(sql)?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        let reader = Connection::open(&path).map_err(sql)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
+        let reader = crate::sqlite::open_reader(&path, false).map_err(sql)?;
         Ok(Store {
             path,
             conn: Mutex::new(conn),
@@ -548,9 +539,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
         // A connection of its own: a long read never holds up the sessions' check.
-        let conn = Connection::open(&self.path).map_err(|e| self.sql(e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| self.sql(e))?;
+        let conn = crate::sqlite::open_reader(&self.path, true).map_err(|e| self.sql(e))?;
         let like = |t: &Option<String>| t.as_ref().map(|t| format!("%{}%", escape_like(t)));
         let mut stmt = conn
             .prepare(

@@ -14,11 +14,12 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{blocking, body, Answer};
-use super::store::Role;
+use super::api::{blocking, body, Answer, Nothing};
+use super::store::{Role, Store};
 use super::{Admin, AdminError};
 
 /// Every user, with their live sessions on this server; `you` marks the caller.
@@ -63,10 +64,6 @@ pub struct NewRole {
     role: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Nothing {}
-
 /// One change: the caller must be an admin; the outcome, done or refused, is audited with
 /// the user as its target.
 async fn change<F>(admin: Admin, headers: HeaderMap, action: &str, target: &str, run: F) -> Answer
@@ -104,20 +101,42 @@ pub async fn add(State(admin): State<Admin>, headers: HeaderMap, bytes: Bytes) -
     .await
 }
 
+/// A change to an existing user: the body read, `op` run on the store (under the hashing limit
+/// when it hashes a password), then the user's sessions on this server ended at once (the
+/// store's epoch ends them elsewhere).
+async fn change_user<B: DeserializeOwned + Send + 'static>(
+    (admin, headers, name, bytes): (Admin, HeaderMap, String, Bytes),
+    action: &str,
+    hashes: bool,
+    op: impl FnOnce(&Store, &str, B) -> Result<String, AdminError> + Send + 'static,
+) -> Answer {
+    let a = admin.clone();
+    let who = target(&name);
+    change(admin, headers.clone(), action, &who, async move {
+        let b: B = body(&headers, &bytes)?;
+        let _permit = if hashes {
+            Some(a.signin.hashing()?)
+        } else {
+            None
+        };
+        let store = a.store.clone();
+        let n = name.clone();
+        let message = blocking(move || op(&store, &n, b)).await??;
+        a.signin.auth.sign_out_user(&name);
+        Ok(message)
+    })
+    .await
+}
+
 pub async fn remove(
     State(admin): State<Admin>,
     headers: HeaderMap,
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let a = admin.clone();
-    let who = target(&name);
-    change(admin, headers.clone(), "user.remove", &who, async move {
-        let _: Nothing = body(&headers, &bytes)?;
-        let store = a.store.clone();
-        let n = name.clone();
-        blocking(move || store.remove(&n)).await??;
-        a.signin.auth.sign_out_user(&name);
+    let request = (admin, headers, name, bytes);
+    change_user(request, "user.remove", false, |store, name, Nothing {}| {
+        store.remove(name)?;
         Ok(format!("removed {name}; their sessions ended"))
     })
     .await
@@ -129,19 +148,18 @@ pub async fn password(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let a = admin.clone();
-    let who = target(&name);
-    change(admin, headers.clone(), "user.password", &who, async move {
-        let b: NewPassword = body(&headers, &bytes)?;
-        let _permit = a.signin.hashing()?;
-        let store = a.store.clone();
-        let n = name.clone();
-        blocking(move || store.set_password(&n, &b.password)).await??;
-        a.signin.auth.sign_out_user(&name);
-        Ok(format!(
+    let request = (admin, headers, name, bytes);
+    change_user(
+        request,
+        "user.password",
+        true,
+        |store, name, b: NewPassword| {
+            store.set_password(name, &b.password)?;
+            Ok(format!(
             "set a new password for {name}; their sessions ended, they sign in with the new one"
         ))
-    })
+        },
+    )
     .await
 }
 
@@ -151,15 +169,10 @@ pub async fn role(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let a = admin.clone();
-    let who = target(&name);
-    change(admin, headers.clone(), "user.role", &who, async move {
-        let b: NewRole = body(&headers, &bytes)?;
+    let request = (admin, headers, name, bytes);
+    change_user(request, "user.role", false, |store, name, b: NewRole| {
         let role = Role::parse(&b.role)?;
-        let store = a.store.clone();
-        let n = name.clone();
-        blocking(move || store.set_role(&n, role)).await??;
-        a.signin.auth.sign_out_user(&name);
+        store.set_role(name, role)?;
         Ok(format!(
             "{name} is now {}; their sessions ended, they sign in again",
             role.as_str()
@@ -174,16 +187,16 @@ pub async fn sign_out(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let a = admin.clone();
-    let who = target(&name);
-    change(admin, headers.clone(), "user.sign_out", &who, async move {
-        let _: Nothing = body(&headers, &bytes)?;
-        let store = a.store.clone();
-        let n = name.clone();
-        blocking(move || store.end_sessions(&n)).await??;
-        a.signin.auth.sign_out_user(&name);
-        Ok(format!("signed {name} out everywhere"))
-    })
+    let request = (admin, headers, name, bytes);
+    change_user(
+        request,
+        "user.sign_out",
+        false,
+        |store, name, Nothing {}| {
+            store.end_sessions(name)?;
+            Ok(format!("signed {name} out everywhere"))
+        },
+    )
     .await
 }
 

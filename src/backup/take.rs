@@ -41,22 +41,7 @@ pub(super) async fn check_space(
         .context("reading the database's size")?
         .get(0);
     pg.close().await;
-    let mut du = Vec::new();
-    let script = format!("du -sb /var/lib/odoo/filestore/{db} 2>/dev/null || echo 0");
-    live.engine
-        .exec(
-            &live.spec.get(Service::Odoo).container,
-            &["sh", "-c", &script],
-            None,
-            &mut du,
-        )
-        .await
-        .map_err(|e| anyhow!("measuring Odoo's filestore: {e}"))?;
-    let files: u64 = String::from_utf8_lossy(&du)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let files = filestore_bytes(live, db).await?;
     let need = (database.max(0) as u64)
         .saturating_add(files.saturating_mul(2))
         .saturating_add(reserve);
@@ -78,8 +63,8 @@ pub(super) async fn check_space(
     Ok(())
 }
 
-/// The filestore's bytes (what its tar will about hold), when `du` answers.
-async fn filestore_size(live: &Live, db: &str) -> Option<u64> {
+/// The filestore's bytes (what its tar will about hold); 0 when it has none yet.
+async fn filestore_bytes(live: &Live, db: &str) -> anyhow::Result<u64> {
     let mut du = Vec::new();
     let script = format!("du -sb /var/lib/odoo/filestore/{db} 2>/dev/null || echo 0");
     live.engine
@@ -90,13 +75,17 @@ async fn filestore_size(live: &Live, db: &str) -> Option<u64> {
             &mut du,
         )
         .await
-        .ok()?;
-    String::from_utf8_lossy(&du)
+        .map_err(|e| anyhow!("measuring Odoo's filestore: {e}"))?;
+    Ok(String::from_utf8_lossy(&du)
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The filestore's size for the progress of its packing, when known.
+async fn filestore_size(live: &Live, db: &str) -> Option<u64> {
+    filestore_bytes(live, db).await.ok().filter(|n| *n > 0)
 }
 
 pub(super) async fn take_into(

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::config::CommitMode;
@@ -248,14 +248,7 @@ impl Journal {
             })
             .map_err(open_err)?;
 
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        reader
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
+        let reader = crate::sqlite::open_reader(path, true).map_err(open_err)?;
 
         let (tx, rx) = mpsc::channel(4096);
         let w = writer::Writer::new(conn, options, positions.clone());
@@ -482,13 +475,7 @@ pub fn peek_applied(path: &Path) -> Result<Option<(String, u64)>, JournalError> 
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(open_err)?;
+    let conn = crate::sqlite::open_reader(path, true).map_err(open_err)?;
     let id: String = conn
         .query_row("SELECT journal_id FROM identity WHERE id = 1", [], |r| {
             r.get(0)

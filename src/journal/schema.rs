@@ -49,9 +49,7 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
         // Only takes effect before the first table exists; lets pruning give pages back.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    crate::sqlite::configure(conn, crate::sqlite::Durability::Full)?;
     // After a checkpoint resets the WAL, it is truncated to this size.
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     Ok(())
