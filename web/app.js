@@ -1471,7 +1471,7 @@ function actReset(svc) {
 
 function actBackupRun() {
   act({
-    text: 'Take a backup now: plantd writes the Odoo database, filestore and configuration into a new archive, in the background while Odoo keeps serving.',
+    text: 'Take a backup now: plantd writes the Odoo database, filestore and configuration into a new archive, then verifies it (checksums, and a test restore into a scratch database), in the background while Odoo keeps serving.',
     okLabel: 'Run backup',
     path: '/backups/run',
   });

@@ -30,6 +30,22 @@ mod verify;
 pub use take::take;
 use take::{modules_of, store};
 pub use verify::verify;
+
+/// A backup taken, then verified (see [`verify`]), as the schedule, the UI's "Run backup now"
+/// and `plantd backup run --verify` make them: one that is listed verified, or an error that
+/// says it was taken but failed its verification.
+pub async fn take_verified(config: &PlantConfig) -> anyhow::Result<(Listed, Manifest)> {
+    let mut taken = take(config).await?;
+    let keys = archive::keys(&config.data_dir, &[])?;
+    let manifest = verify(config, &taken.id, &keys).await.map_err(|e| {
+        anyhow!(
+            "backup {} was taken but failed its verification: {e:#}",
+            taken.id
+        )
+    })?;
+    taken.verified = true;
+    Ok((taken, manifest))
+}
 use verify::{check_parts, restore_and_count};
 
 use crate::config::PlantConfig;

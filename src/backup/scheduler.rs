@@ -154,14 +154,7 @@ async fn stack_ready(stack: &crate::stack::Stack, stop: &mut watch::Receiver<boo
 
 /// One scheduled backup: take, verify, prune. Returns what to report.
 async fn once(config: &PlantConfig, tz: &jiff::tz::TimeZone) -> anyhow::Result<String> {
-    let taken = super::take(config).await?;
-    let keys = super::archive::keys(&config.data_dir, &[])?;
-    super::verify(config, &taken.id, &keys).await.map_err(|e| {
-        anyhow::anyhow!(
-            "backup {} was taken but failed its verification: {e:#}",
-            taken.id
-        )
-    })?;
+    let (taken, _) = super::take_verified(config).await?;
     let pruned = prune(config, tz)?;
     let mut summary = format!(
         "last backup {} ({}), verified",

@@ -3,8 +3,12 @@
 
 use crate::config::PlantConfig;
 
-pub async fn run(config: &PlantConfig, json: bool) -> anyhow::Result<()> {
-    let taken = crate::backup::take(config).await?;
+pub async fn run(config: &PlantConfig, json: bool, verify: bool) -> anyhow::Result<()> {
+    let taken = if verify {
+        crate::backup::take_verified(config).await?.0
+    } else {
+        crate::backup::take(config).await?
+    };
     print_taken(&taken, json)
 }
 

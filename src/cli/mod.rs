@@ -400,6 +400,10 @@ enum BackupCommand {
         place: Place,
         #[arg(long)]
         json: bool,
+        /// Verify it too, as scheduled backups and the UI's are (checksums, and a test restore
+        /// into a scratch database); a failed verification fails the command.
+        #[arg(long)]
+        verify: bool,
     },
     /// The backups on this server, oldest first.
     List {
@@ -588,7 +592,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Backup(b) => match b {
-            BackupCommand::Run { place, json } => backup::run(&place.load()?, json).await,
+            BackupCommand::Run {
+                place,
+                json,
+                verify,
+            } => backup::run(&place.load()?, json, verify).await,
             BackupCommand::List { place, json } => backup::list(&place.load()?, json),
             BackupCommand::Verify {
                 place,

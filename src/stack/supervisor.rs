@@ -149,7 +149,8 @@ impl Supervisor {
         if let Some(engine) = self.engine().await {
             match engine.observe(&self.desired).await {
                 Ok(seen) => {
-                    self.absorb(seen, now);
+                    let changed = self.absorb(seen, now);
+                    self.date_changes(&engine, changed).await;
                     if !self.adopted {
                         self.adopted = true;
                         self.adopt(now);
@@ -186,8 +187,10 @@ impl Supervisor {
         self.publish();
     }
 
-    /// Takes in what Docker shows.
-    pub(super) fn absorb(&mut self, seen: Vec<Seen>, now: u64) {
+    /// Takes in what Docker shows; returns the services whose container or state changed (or
+    /// that were seen for the first time), whose `since` is for now the time of this look.
+    pub(super) fn absorb(&mut self, seen: Vec<Seen>, now: u64) -> Vec<Service> {
+        let mut changed = Vec::new();
         self.seen.clear();
         for s in seen {
             let service = s.service;
@@ -211,10 +214,25 @@ impl Supervisor {
                 .is_none_or(|(id, state, _)| (id.clone(), *state) != key)
             {
                 self.since.insert(service, (key.0, key.1, now_rfc3339()));
+                changed.push(service);
             }
             self.seen.insert(service, s);
         }
         self.trackers.retain(|s, _| self.seen.contains_key(s));
+        changed
+    }
+
+    /// Puts Docker's own time on the `since` of `changed` services (a container that ran before
+    /// plantd started has been up since Docker started it, not since plantd saw it).
+    async fn date_changes(&mut self, engine: &Engine, changed: Vec<Service>) {
+        for service in changed {
+            let Some((id, state, _)) = self.since.get(&service).cloned() else {
+                continue;
+            };
+            if let Some(at) = engine.state_since(&id, state).await {
+                self.since.insert(service, (id, state, at));
+            }
+        }
     }
 
     pub(super) async fn execute(&mut self, engine: &Engine, action: Action, now: u64) {
@@ -403,6 +421,12 @@ impl Supervisor {
             let book = self.books.get(&service).cloned().unwrap_or_default();
             let (health, why) = match (seen, tracker) {
                 (None, _) if self.engine_error.is_some() => ("unknown", String::new()),
+                // Its last probe may have passed, but a paused container answers nothing.
+                (Some(s), _) if s.observed.state == RunState::Paused => (
+                    "unhealthy",
+                    "the container is paused: it answers nothing until it is unpaused or restarted"
+                        .to_string(),
+                ),
                 (_, Some(t)) => match &t.health {
                     Health::Healthy => ("healthy", String::new()),
                     Health::Starting => ("starting", String::new()),

@@ -172,19 +172,21 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   // While it runs, its row says its phase (a small database may be done before a poll).
   const runningText = await page.locator('tr[data-job][data-state="running"] td.message').first().textContent({ timeout: 3_000 }).catch(() => null);
   if (runningText) console.log(`  while running: ${runningText}`);
-  if (runningText && !/starting|checking|dumping|packing|writing/.test(runningText)) throw new Error(`a running backup says ${runningText}`);
+  if (runningText && !/starting|checking|dumping|packing|writing|test-restoring/.test(runningText)) throw new Error(`a running backup says ${runningText}`);
   await page.locator('tr[data-job][data-state="succeeded"]').first().waitFor({ timeout: 180_000 });
   const phasesOf = async (kind) => page.evaluate(async (k) => {
     const jobs = (await (await fetch('/api/v1/admin/backups')).json()).jobs;
     return jobs.find((j) => j.kind === k).progress.done.map((d) => d.phase);
   }, kind);
   const ran = await phasesOf('run');
-  for (const want of ['checking free space', 'dumping the database', 'packing the filestore', 'writing the archive']) {
+  for (const want of ['checking free space', 'dumping the database', 'packing the filestore', 'writing the archive', 'test-restoring into a scratch database and counting']) {
     if (!ran.includes(want)) throw new Error(`the backup's phases ${JSON.stringify(ran)} lack ${want}`);
   }
   const row = page.locator('tr[data-backup]').first();
   await row.waitFor();
   const id = await row.getAttribute('data-backup');
+  // "Run backup now" verifies what it took, as the schedule does.
+  await page.locator(`tr[data-backup="${id}"] td.verified`, { hasText: 'yes' }).waitFor({ timeout: 10_000 });
   await page.click(`tr[data-backup="${id}"] button[data-action="verify"]`);
   await confirm();
   await toast('ok');

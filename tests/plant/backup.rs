@@ -331,8 +331,12 @@ fn a_restore_brings_back_exactly_the_backed_up_records_and_files() {
     let backed_up = rt.block_on(records(&stack));
     let files_backed_up = odoo_volume(&stack).0;
     assert_eq!(files_backed_up.len(), 1, "{files_backed_up:?}");
-    let id = stack.cli_ok(&["backup", "run"]);
+    // Taken and verified in one command, as the schedule does.
+    let id = stack.cli_ok(&["backup", "run", "--verify"]);
     let id = id.lines().last().unwrap().trim().to_string();
+    let listed = list(&stack);
+    let entry = listed.iter().find(|b| b["id"] == id.as_str()).unwrap();
+    assert_eq!(entry["verified"], true, "{entry}");
 
     // After the backup: a partner renamed, one deleted, one added; the attachment's content
     // replaced (a new file in the filestore) and a second attachment.

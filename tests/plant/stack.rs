@@ -139,6 +139,16 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     stack.wait_all_healthy(Duration::from_secs(60));
     assert_eq!(owner_mode(&conf_path), (101, 101, 0o600));
     assert_eq!(inspect(&stack.container("odoo"), "{{.Id}}"), odoo_id);
+    // "Up for" is the container's: since Docker started it, not since this plantd saw it.
+    let started = inspect(&stack.container("odoo"), "{{.State.StartedAt}}");
+    let since = stack.service("odoo")["since"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        !since.is_empty() && started.starts_with(since.trim_end_matches('Z')),
+        "odoo's since {since:?}, Docker's start {started:?}"
+    );
 
     // kill -9 of the PostgreSQL server (PID 1 of its container, seen from the host).
     let pid = inspect(&stack.container("postgres"), "{{.State.Pid}}");
@@ -156,6 +166,21 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     // Odoo running but not answering: `docker pause`.
     docker_ok(&["pause", &stack.container("odoo")]);
     let paused = Instant::now();
+    // Said at once: a paused container answers nothing, whatever its last probe said.
+    stack.wait_for(
+        "paused Odoo reported unhealthy",
+        Duration::from_secs(8),
+        |s| {
+            svc(s, "odoo")["health"] == "unhealthy"
+                && svc(s, "odoo")["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("paused"))
+        },
+    );
+    eprintln!(
+        "paused Odoo reported unhealthy after {:?}",
+        paused.elapsed()
+    );
     stack.wait_for(
         "hung Odoo restarted and healthy",
         Duration::from_secs(90),

@@ -175,6 +175,33 @@ impl Engine {
         Ok(seen)
     }
 
+    /// When a container entered `state`, as Docker recorded it (RFC 3339, whole seconds): its
+    /// start for a running one, its end for one that ended; `None` for another state, or when
+    /// Docker cannot say.
+    pub async fn state_since(&self, id: &str, state: RunState) -> Option<String> {
+        use time::format_description::well_known::Rfc3339;
+        let inspected = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()?;
+        let s = inspected.state?;
+        let at = match state {
+            RunState::Running => s.started_at?,
+            RunState::Exited | RunState::Dead => s.finished_at?,
+            _ => return None,
+        };
+        let at = time::OffsetDateTime::parse(&at, &Rfc3339).ok()?;
+        // Docker's "never" is year 1.
+        if at.year() < 2000 {
+            return None;
+        }
+        at.replace_nanosecond(0).ok()?.format(&Rfc3339).ok()
+    }
+
     fn labels(stack: &str) -> HashMap<String, String> {
         HashMap::from([(LABEL_STACK.to_string(), stack.to_string())])
     }
