@@ -731,11 +731,11 @@ pub async fn audit_export(
         csv.push_str("\r\n");
     }
     admin
-        .audit(
+        .signin
+        .audit_read(
             &caller.user,
             "audit.export",
-            None,
-            Ok(&format!("{} entries", rows.len())),
+            &format!("{} entries", rows.len()),
         )
         .await;
     let name = format!(

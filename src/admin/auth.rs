@@ -187,6 +187,9 @@ pub struct Auth {
     pub refused_sign_ins: Refusals,
     /// Signed-in users' refused actions, per user.
     pub refused_actions: Refusals,
+    /// Signed-in users' audited reads (exports of the audit log), per user: folded as
+    /// refusals are, so that a viewer exporting in a loop cannot push admins' entries out.
+    pub repeated_reads: Refusals,
 }
 
 impl Default for Auth {
@@ -197,6 +200,7 @@ impl Default for Auth {
             setup_code: Default::default(),
             refused_sign_ins: Refusals::new("(many addresses)"),
             refused_actions: Refusals::new("(many users)"),
+            repeated_reads: Refusals::new("(many users)"),
         }
     }
 }

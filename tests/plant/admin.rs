@@ -1238,3 +1238,112 @@ fn devices_show_when_they_were_seen_and_what_was_refused() {
     assert_eq!(s1["activity"]["accepted"], 3, "{s1}");
     assert_eq!(s1["activity"]["refused"], 3, "{s1}");
 }
+
+/// The audit page's reads: a filter by user and action, pages that meet without overlap
+/// (`next_before`), an export as CSV (no password in it), and a
+/// viewer exporting in a loop who writes one entry a minute, not one per export (the log is
+/// bounded: a flood would push the admins' entries out).
+#[test]
+fn the_audit_log_is_filtered_paged_exported_and_not_flooded_by_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (user, role) in [("ana", "admin"), ("vic", "viewer")] {
+        let out = harness::admin_add(&data, user, role, "correct horse");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let plant = Plant::start(&data, "");
+    harness::rt().block_on(async {
+        let login = |user: &str| json!({"user": user, "password": "correct horse"});
+        let ana = sign_in(&plant, "/api/v1/admin/login", login("ana"))
+            .await
+            .unwrap();
+        let vic = sign_in(&plant, "/api/v1/admin/login", login("vic"))
+            .await
+            .unwrap();
+        for name in ["u1", "u2", "u3"] {
+            let body = json!({"user": name, "role": "viewer", "password": "=HYPERLINK(\"x\")"});
+            let (status, body) = act(
+                &plant,
+                Some(&ana),
+                Some(&ana.csrf),
+                "/api/v1/admin/users",
+                body,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let page = |path: String| {
+            let plant = &plant;
+            let vic = &vic;
+            async move {
+                let (status, body) = read(plant, Some(vic), &path).await;
+                assert_eq!(status, StatusCode::OK, "{path}: {body}");
+                serde_json::from_str::<Value>(&body).unwrap()
+            }
+        };
+        let all = page("/api/v1/admin/audit?user=ana&action=user.add".into()).await;
+        let targets: Vec<&str> = all["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(
+                    (&e["user"], &e["action"]),
+                    (&json!("ana"), &json!("user.add"))
+                );
+                e["target"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(targets, ["u3", "u2", "u1"], "newest first: {all}");
+        let first = page("/api/v1/admin/audit?action=user.add&limit=2".into()).await;
+        assert_eq!(first["entries"].as_array().unwrap().len(), 2, "{first}");
+        let before = first["next_before"].as_i64().expect("a next page");
+        let second = page(format!(
+            "/api/v1/admin/audit?action=user.add&limit=2&before={before}"
+        ))
+        .await;
+        assert_eq!(second["entries"][0]["target"], "u1", "{second}");
+        assert_eq!(second["entries"].as_array().unwrap().len(), 1, "{second}");
+        assert!(second["next_before"].is_null(), "{second}");
+
+        // The export: CSV of what the filter takes; no password, no cell that runs.
+        let r = plant
+            .client()
+            .get(plant.url("/api/v1/admin/audit/export?action=user.add"))
+            .header("cookie", &vic.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        assert!(r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("plantd-audit-"));
+        let csv = r.text().await.unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "id,at,user,action,target,outcome,detail", "{csv}");
+        assert_eq!(lines.len(), 4, "{csv}");
+        assert!(lines[1].contains(r#""ana","user.add","u3","ok""#), "{csv}");
+        assert!(!csv.contains("HYPERLINK"), "no password in {csv}");
+
+        // Twenty more exports within the minute: still one entry of vic's.
+        for _ in 0..20 {
+            let r = plant
+                .client()
+                .get(plant.url("/api/v1/admin/audit/export?user=nobody"))
+                .header("cookie", &vic.cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let exports = audit_of(&plant, &ana, "vic", "audit.export").await;
+        assert_eq!(exports.len(), 1, "{exports:?}");
+        assert_eq!(exports[0].0, "ok");
+    });
+}
