@@ -427,9 +427,10 @@ function renderJournalTile(j, lag) {
 }
 
 function renderBackupTile(b) {
-  // Red only where backups are expected: a plant without a schedule is not failing them.
-  setText('#backup-age', b.age_s == null ? (b.scheduled ? 'never' : 'none (no schedule)') : `${fmtDuration(b.age_s)} ago`);
-  setTone('#backup-age', 'big', !b.scheduled ? null : b.age_s == null ? 'bad' : b.age_s > 2 * 86400 ? 'warn' : null);
+  // Amber, as the verdict's "degraded", only where backups are expected: a plant without a
+  // schedule is not failing them, and none yet is not as bad as a failing one.
+  setText('#backup-age', b.age_s == null ? (b.scheduled ? 'none yet' : 'none (no schedule)') : `${fmtDuration(b.age_s)} ago`);
+  setTone('#backup-age', 'big', !b.scheduled ? null : b.age_s == null || b.age_s > 2 * 86400 ? 'warn' : null);
   const parts = [];
   if (b.last_id) parts.push(b.last_id);
   if (b.detail) parts.push(b.detail);
