@@ -139,12 +139,18 @@ function fmtDuration(s) {
 const pad = n => String(n).padStart(2, '0');
 /* The zone times are shown in (the browser's); the plant's own zone is said where it decides
  * (the backup schedule). */
-const TZ = (() => {
-  const name = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
-  const off = -new Date().getTimezoneOffset();
-  const sign = off >= 0 ? '+' : '-';
-  return `${name} (UTC${sign}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)})`;
-})();
+/* Worked out at first use, not at start: Intl's first call loads the time zone data, about 60 ms
+ * on a small plant server, which the first render of the verdict need not wait for. */
+let tzLabel = null;
+function tz() {
+  if (tzLabel === null) {
+    const name = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+    const off = -new Date().getTimezoneOffset();
+    const sign = off >= 0 ? '+' : '-';
+    tzLabel = `${name} (UTC${sign}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)})`;
+  }
+  return tzLabel;
+}
 const fmtClock = d => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 
 /* Local time: "HH:MM:SS" today, "YYYY-MM-DD HH:MM" otherwise. */
@@ -156,7 +162,7 @@ function fmtTime(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-const timeCell = iso => (iso ? { text: fmtTime(iso), title: `${iso} — shown in ${TZ}` } : null);
+const timeCell = iso => (iso ? { text: fmtTime(iso), title: `${iso} — shown in ${tz()}` } : null);
 const ageOf = iso => (Date.now() + state.skewMs - Date.parse(iso)) / 1000;
 const fmtRate = x => (x == null || !isFinite(x) ? '—' : `${Number(Number(x).toFixed(2))}/s`);
 const yesNo = (b, noTone = 'muted') => ({ text: b ? 'yes' : 'no', tone: b ? 'good' : noTone });
@@ -354,6 +360,8 @@ const VERDICTS = { ok: 'All good', degraded: 'Degraded', action_needed: 'Action 
 
 function renderOverview(o) {
   state.overview = o;
+  // The zone's label once the first verdict is on screen (see tz()).
+  if (tzLabel === null) requestAnimationFrame(() => setTimeout(() => setText('#tz', `times in ${tz()}`), 0));
   if (o.now && isFinite(Date.parse(o.now))) state.skewMs = Date.parse(o.now) - Date.now();
   renderHeader(o);
   renderReasons(o.reasons || [], o.verdict);
@@ -1279,7 +1287,7 @@ function renderAudit(d) {
   state.auditNext = d.next_before || null;
   const n = (d.entries || []).length;
   const page = state.auditBefore.length;
-  setText('#audit-count', n ? `${page ? `page ${page + 1}: ` : 'newest '}${n} entries${Object.values(state.auditFilter).some(Boolean) ? ' matching the filter' : ''}, newest first; times in ${TZ}` : 'No entries match.');
+  setText('#audit-count', n ? `${page ? `page ${page + 1}: ` : 'newest '}${n} entries${Object.values(state.auditFilter).some(Boolean) ? ' matching the filter' : ''}, newest first; times in ${tz()}` : 'No entries match.');
   $('#audit-older').disabled = !state.auditNext;
   $('#audit-newest').disabled = page === 0;
   setRows($('#audit'), d.entries || [], [
@@ -1619,7 +1627,6 @@ function initConfirm() {
 /* ---------- Start ---------- */
 
 function init() {
-  setText('#tz', `times in ${TZ}`);
   // Every table of the app turns into one card per row on a phone (app.css).
   for (const t of document.querySelectorAll('#view-app table')) t.classList.add('stackable');
   const post = path => body => api(path, { method: 'POST', body, timeout: 15000 });

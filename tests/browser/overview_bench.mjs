@@ -6,7 +6,9 @@
 // - first render: navigation start to the first paint that shows the verdict (the page's own
 //   data drawn, not just its frame), and to the first contentful paint;
 // - transfer: every byte the browser received for the page, headers included;
-// - the floor: a fresh context's first paint of a one-line page from memory, no network.
+// - the floor: a fresh context's first paint of a one-line page from memory, no network;
+// - where the time goes: when the HTML, app.js and the overview had arrived, when the
+//   scripts had run (DOMContentLoaded) and when the overview was asked for.
 // Then one page stays open on the overview for OPEN_S seconds, polling as it does, while the
 // driver samples the daemon's RSS. Prints one JSON line per run and a summary line.
 
@@ -52,10 +54,19 @@ for (let run = 0; run < RUNS; run++) {
   await page.goto(`${URL}/#/overview`, { waitUntil: 'load' });
   await page.waitForFunction(() => window.__verdictAt !== null, null, { timeout: 10_000 });
   await page.waitForLoadState('networkidle').catch(() => {});
-  const m = await page.evaluate(() => ({
-    verdict_ms: window.__verdictAt,
-    fcp_ms: performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null,
-  }));
+  const m = await page.evaluate(() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    const res = (tail) => performance.getEntriesByType('resource').find((e) => e.name.endsWith(tail));
+    return {
+      verdict_ms: window.__verdictAt,
+      fcp_ms: performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null,
+      html_ms: nav?.responseEnd,
+      js_ms: res('/app.js')?.responseEnd,
+      dcl_ms: nav?.domContentLoadedEventEnd,
+      overview_asked_ms: res('/api/v1/admin/overview')?.startTime,
+      overview_ms: res('/api/v1/admin/overview')?.responseEnd,
+    };
+  });
   // The floor on this machine: a fresh context's first paint of a one-line page from memory.
   const blank = await browser.newContext();
   const bp = await blank.newPage();
@@ -63,7 +74,11 @@ for (let run = 0; run < RUNS; run++) {
   await bp.waitForFunction(() => performance.getEntriesByName('first-contentful-paint').length > 0);
   const floor = await bp.evaluate(() => performance.getEntriesByName('first-contentful-paint')[0].startTime);
   await blank.close();
-  results.push({ run, verdict_ms: Math.round(m.verdict_ms), fcp_ms: Math.round(m.fcp_ms), floor_fcp_ms: Math.round(floor), bytes, requests });
+  const ms = (v) => (v == null ? null : Math.round(v));
+  results.push({
+    run, verdict_ms: ms(m.verdict_ms), fcp_ms: ms(m.fcp_ms), floor_fcp_ms: ms(floor), bytes, requests,
+    html_ms: ms(m.html_ms), js_ms: ms(m.js_ms), dcl_ms: ms(m.dcl_ms), overview_asked_ms: ms(m.overview_asked_ms), overview_ms: ms(m.overview_ms),
+  });
   console.log(JSON.stringify(results.at(-1)));
   await context.close();
 }
@@ -80,6 +95,11 @@ console.log(JSON.stringify({
   floor_fcp_ms_median: median('floor_fcp_ms'),
   bytes_median: median('bytes'),
   requests_median: median('requests'),
+  html_ms_median: median('html_ms'),
+  js_ms_median: median('js_ms'),
+  dcl_ms_median: median('dcl_ms'),
+  overview_asked_ms_median: median('overview_asked_ms'),
+  overview_ms_median: median('overview_ms'),
 }));
 
 // Leave the overview open and polling; the driver reads the daemon's RSS meanwhile.
