@@ -30,14 +30,3 @@ impl Signals {
         }
     }
 }
-
-/// Waits for SIGTERM or SIGINT from now on and says which came.
-pub async fn shutdown_signal() -> &'static str {
-    match Signals::listen() {
-        Ok(mut s) => s.recv().await,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
-            std::future::pending().await
-        }
-    }
-}

@@ -142,12 +142,14 @@ const pad = n => String(n).padStart(2, '0');
 /* Worked out at first use, not at start: Intl's first call loads the time zone data, about 60 ms
  * on a small plant server, which the first render of the verdict need not wait for. */
 let tzLabel = null;
+let tzShown = false;
 function tz() {
   if (tzLabel === null) {
     const name = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
     const off = -new Date().getTimezoneOffset();
     const sign = off >= 0 ? '+' : '-';
     tzLabel = `${name} (UTC${sign}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)})`;
+    setText('#tz', `times in ${tzLabel}`);
   }
   return tzLabel;
 }
@@ -361,7 +363,10 @@ const VERDICTS = { ok: 'All good', degraded: 'Degraded', action_needed: 'Action 
 function renderOverview(o) {
   state.overview = o;
   // The zone's label once the first verdict is on screen (see tz()).
-  if (tzLabel === null) requestAnimationFrame(() => setTimeout(() => setText('#tz', `times in ${tz()}`), 0));
+  if (!tzShown) {
+    tzShown = true;
+    requestAnimationFrame(() => setTimeout(tz, 0));
+  }
   if (o.now && isFinite(Date.parse(o.now))) state.skewMs = Date.parse(o.now) - Date.now();
   renderHeader(o);
   renderReasons(o.reasons || [], o.verdict);

@@ -87,23 +87,32 @@ impl Asset {
     }
 }
 
-/// Whether `Accept-Encoding` names gzip (or `*`) with a weight above zero.
+/// Whether `Accept-Encoding` gives gzip a weight above zero: by name, or else through `*`.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let codings: Vec<(String, f32)> = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
+        .map(|coding| {
             let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or("").trim();
+            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let weight = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .filter_map(|q| q.trim().parse::<f32>().ok())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| v.trim().parse::<f32>().ok())?
+                })
                 .next()
                 .unwrap_or(1.0);
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+            (name, weight)
         })
+        .collect();
+    let weight_of = |name: &str| codings.iter().find(|(n, _)| n == name).map(|(_, w)| *w);
+    weight_of("gzip")
+        .or_else(|| weight_of("*"))
+        .is_some_and(|w| w > 0.0)
 }
 
 /// Whether `If-None-Match` names `etag` (or `*`); weak comparison, as RFC 9110 asks for it.
@@ -156,7 +165,14 @@ mod tests {
             .unwrap();
         assert_eq!(plain, PAGE.body);
 
-        for refused in ["", "br", "gzip;q=0", "identity, gzip; q=0.0"] {
+        for refused in [
+            "",
+            "br",
+            "gzip;q=0",
+            "identity, gzip; q=0.0",
+            "gzip;Q=0",
+            "gzip;q=0, *",
+        ] {
             let r = PAGE.serve(&headers(&[(header::ACCEPT_ENCODING, refused)]));
             assert!(
                 !r.headers().contains_key(header::CONTENT_ENCODING),
@@ -166,8 +182,14 @@ mod tests {
         }
         let r = PAGE.serve(&HeaderMap::new());
         assert!(!r.headers().contains_key(header::CONTENT_ENCODING));
-        let r = PAGE.serve(&headers(&[(header::ACCEPT_ENCODING, "GZIP;q=0.5")]));
-        assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
+        for accepted in ["GZIP;q=0.5", "br, *", "*;q=0.1"] {
+            let r = PAGE.serve(&headers(&[(header::ACCEPT_ENCODING, accepted)]));
+            assert_eq!(
+                r.headers()[header::CONTENT_ENCODING],
+                "gzip",
+                "{accepted:?}"
+            );
+        }
     }
 
     #[tokio::test]

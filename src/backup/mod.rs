@@ -33,11 +33,20 @@ pub use verify::verify;
 
 /// A backup taken, then verified (see [`verify`]), as the schedule, the UI's "Run backup now"
 /// and `plantd backup run --verify` make them: one that is listed verified, or an error that
-/// says it was taken but failed its verification.
+/// says it was taken but failed its verification. Both steps run under one hold of the backup
+/// lock, so that no other backup or verify comes between them.
 pub async fn take_verified(config: &PlantConfig) -> anyhow::Result<(Listed, Manifest)> {
-    let mut taken = take(config).await?;
-    let keys = archive::keys(&config.data_dir, &[])?;
-    let manifest = verify(config, &taken.id, &keys).await.map_err(|e| {
+    let backups = dir(&config.data_dir);
+    crate::fsutil::create_private_dir(&backups)?;
+    let held = Held {
+        _file: lock(&backups)?,
+    };
+    let mut taken = take::take_under(config, Some(&held)).await?;
+    let verified = match archive::keys(&config.data_dir, &[]) {
+        Ok(keys) => verify::verify_under(config, &taken.id, &keys, Some(&held)).await,
+        Err(e) => Err(e),
+    };
+    let manifest = verified.map_err(|e| {
         anyhow!(
             "backup {} was taken but failed its verification: {e:#}",
             taken.id
@@ -280,6 +289,11 @@ impl HashingFile {
 }
 
 /// One backup operation at a time on a data directory.
+/// The backup lock, held by a caller across several steps (see [`take_verified`]).
+pub(super) struct Held {
+    _file: std::fs::File,
+}
+
 fn lock(backups: &Path) -> anyhow::Result<std::fs::File> {
     crate::fsutil::lock_file(&backups.join(".lock"), || {
         "another backup or verify is running on this data directory; try again when it ends".into()

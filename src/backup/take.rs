@@ -6,13 +6,24 @@ use super::*;
 /// Takes a backup of the running stack (with a copy of the config file the daemon was
 /// started from, if it was). Returns it as listed.
 pub async fn take(config: &PlantConfig) -> anyhow::Result<Listed> {
+    take_under(config, None).await
+}
+
+/// [`take`], under the backup lock the caller holds (`held`), or under its own.
+pub(super) async fn take_under(
+    config: &PlantConfig,
+    held: Option<&Held>,
+) -> anyhow::Result<Listed> {
     let live = live(config).await?;
     let spec = &live.spec;
     let db = spec.odoo_database.clone();
     let id = new_id()?;
     let backups = dir(&config.data_dir);
     crate::fsutil::create_private_dir(&backups)?;
-    let _lock = lock(&backups)?;
+    let _lock = match held {
+        Some(_) => None,
+        None => Some(lock(&backups)?),
+    };
     remove_leftovers(&backups);
     progress::phase("checking free space", None);
     check_space(&live, &db, &backups, config.journal.min_free_bytes).await?;

@@ -11,11 +11,24 @@ pub async fn verify(
     id: &str,
     keys: &archive::Keys,
 ) -> anyhow::Result<Manifest> {
+    verify_under(config, id, keys, None).await
+}
+
+/// [`verify`], under the backup lock the caller holds (`held`), or under its own.
+pub(super) async fn verify_under(
+    config: &PlantConfig,
+    id: &str,
+    keys: &archive::Keys,
+    held: Option<&Held>,
+) -> anyhow::Result<Manifest> {
     let archive = find(&config.data_dir, id, keys)?;
     progress::phase("checking the archive's checksums", None);
     let manifest = checked(&archive).await?;
     let live = live(config).await?;
-    let _lock = lock(&dir(&config.data_dir))?;
+    let _lock = match held {
+        Some(_) => None,
+        None => Some(lock(&dir(&config.data_dir))?),
+    };
     progress::phase("test-restoring into a scratch database and counting", None);
     let scratch = format!("plantd_verify_{}", random_hex(6)?);
     let admin = admin(&live).await?;

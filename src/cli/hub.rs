@@ -131,6 +131,7 @@ enum HubRolloutCommand {
     /// Roll release VERSION out: each wave starts once the one before is through, and the
     /// rollout pauses itself when more plants fail than --max-failures. A running or paused
     /// rollout is superseded.
+    #[command(disable_version_flag = true)]
     Start {
         /// A published release, such as 1.4.0.
         version: String,
@@ -259,6 +260,7 @@ enum HubPlantCommand {
         name: String,
     },
     /// Keep the plant on one release: it is offered that version and left out of rollouts.
+    #[command(disable_version_flag = true)]
     Pin {
         /// The plant's name.
         name: String,

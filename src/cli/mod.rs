@@ -716,3 +716,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of every command and argument (names unique, no clash with the
+    /// `--version` that every subcommand inherits); they run in debug builds only, where a
+    /// clash panics at the command's first use.
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

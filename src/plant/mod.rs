@@ -42,7 +42,7 @@ pub struct Update {
 pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Update>> {
     let started = Instant::now();
     // A stop that comes while the daemon starts is carried out when the start is done.
-    let mut signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+    let signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     // This daemon's warnings, errors and stack events go to its hub (replication::logs),
     // those of its start too.
     crate::telemetry::ship_to_hub();
@@ -105,7 +105,7 @@ pub async fn up(config: PlantConfig, reload: Reload) -> anyhow::Result<Option<Up
         "plantd is up"
     );
 
-    let update = wait_for_the_end(&mut signals, candidates, &mut servers, &core.health).await;
+    let update = wait_for_the_end(signals, candidates, &mut servers, &core.health).await;
     if update.is_none() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
@@ -522,7 +522,7 @@ impl Background {
 /// Waits for a signal, a verified release (`Some`, with what was healthy before) or a listener
 /// that ended.
 async fn wait_for_the_end(
-    signals: &mut Signals,
+    mut signals: Signals,
     mut candidates: tokio::sync::mpsc::Receiver<crate::update::agent::Candidate>,
     servers: &mut Servers,
     health: &Health,
@@ -534,7 +534,7 @@ async fn wait_for_the_end(
         }
         Some(candidate) = candidates.recv() => {
             tracing::info!(version = %candidate.version, "shutting down to try a new release");
-            crate::update::install::listen_for_stop();
+            crate::update::install::listen_for_stop(signals);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
                 "trying version {}",
                 candidate.version

@@ -162,6 +162,8 @@ impl Supervisor {
             _ => engine.start(&seen.observed.id).await,
         };
         self.trackers.remove(&service);
+        // A restart keeps the container's id and state: the next look dates it again.
+        self.since.remove(&service);
         match result {
             Ok(()) => {
                 self.event(Some(service), "restart", "asked by an admin".into());

@@ -289,6 +289,8 @@ impl Supervisor {
             book.record_restart(now);
         }
         self.trackers.remove(&service);
+        // A restart keeps the container's id and state: the next look dates it again.
+        self.since.remove(&service);
         match result {
             Ok(()) => {
                 self.errors.remove(&service);

@@ -47,11 +47,12 @@ fn gate_path(data_dir: &Path) -> PathBuf {
 /// being stopped, and the trial ends without a swap.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// Listens for SIGTERM and SIGINT from the moment the daemon decides to stop for an update
-/// (its own listener is gone by then), for the trial to hear them.
-pub fn listen_for_stop() {
-    tokio::spawn(async {
-        let signal = crate::shutdown::shutdown_signal().await;
+/// Goes on listening for SIGTERM and SIGINT (with the daemon's own `signals`, which hold one
+/// that came meanwhile) once the daemon decides to stop for an update, for the trial to hear
+/// them.
+pub fn listen_for_stop(mut signals: crate::shutdown::Signals) {
+    tokio::spawn(async move {
+        let signal = signals.recv().await;
         tracing::warn!(%signal, "stopping while a new release is being tried");
         STOPPING.store(true, Ordering::SeqCst);
     });

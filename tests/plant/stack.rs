@@ -211,10 +211,14 @@ fn stack_comes_up_heals_and_leaves_others_alone() {
     let started = inspect(&stack.container("redis"), "{{.State.StartedAt}}");
     let out = stack.cli_ok(&["stack", "restart", "redis"]);
     assert!(out.contains("restarted redis"), "{out}");
-    assert_ne!(
-        inspect(&stack.container("redis"), "{{.State.StartedAt}}"),
-        started
-    );
+    let restarted = inspect(&stack.container("redis"), "{{.State.StartedAt}}");
+    assert_ne!(restarted, started);
+    // Its "up for" starts again (the container keeps its id and its state).
+    stack.wait_for("redis up since its restart", Duration::from_secs(10), |s| {
+        svc(s, "redis")["since"]
+            .as_str()
+            .is_some_and(|t| restarted.starts_with(t.trim_end_matches('Z')))
+    });
     assert!(stack
         .events()
         .iter()
