@@ -16,6 +16,7 @@ use crate::field::FieldError;
 
 pub mod alerts;
 mod backup;
+pub mod identity;
 mod odoo;
 mod postgres;
 mod remote;
@@ -101,6 +102,8 @@ struct RawConfig {
     alerts: alerts::RawAlerts,
     #[serde(default)]
     remote: remote::RawRemote,
+    #[serde(default)]
+    identity: identity::RawIdentity,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -186,6 +189,8 @@ pub struct PlantConfig {
     pub alerts: AlertsConfig,
     /// `[remote]`: the actions the hub may carry out here.
     pub remote: RemoteConfig,
+    /// Where people sign in besides the local users (`[identity]`).
+    pub identity: identity::IdentityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +294,12 @@ pub struct HubConfig {
     /// The fleet's alerts.
     #[serde(skip)]
     pub alerts: AlertsConfig,
+    /// `[identity]`, read into [`HubConfig::identity`].
+    #[serde(default, rename = "identity")]
+    identity_section: Option<toml::Table>,
+    /// Where people sign in to the fleet page besides the hub's local users.
+    #[serde(skip)]
+    pub identity: identity::IdentityConfig,
 }
 
 /// The hub's apply of every plant's transactions to the central Odoo.
@@ -376,6 +387,12 @@ impl HubConfig {
             .try_into()
             .map_err(|e: toml::de::Error| located(FieldError::new("alerts", e.message().trim())))?;
         config.alerts = AlertsConfig::from_raw(raw_alerts).map_err(located)?;
+        let raw_identity: identity::RawIdentity = table(&config.identity_section)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                located(FieldError::new("identity", e.message().trim()))
+            })?;
+        config.identity = identity::IdentityConfig::from_raw(raw_identity).map_err(located)?;
         if raw_apply.central.unwrap_or(false) {
             if odoo.url.is_none() {
                 return Err(located(FieldError::new("odoo.url", "missing; [apply] central = true needs the central Odoo's URL, such as \"https://odoo.example.com\"")));
@@ -605,7 +622,9 @@ impl PlantConfig {
         let http = crate::listen::Limits::from_raw(raw.http)?;
         let alerts = AlertsConfig::from_raw(raw.alerts)?;
         let remote = RemoteConfig::from_raw(raw.remote)?;
+        let identity = identity::IdentityConfig::from_raw(raw.identity)?;
         Ok(PlantConfig {
+            identity,
             alerts,
             http,
             remote,

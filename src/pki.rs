@@ -310,6 +310,17 @@ pub fn plant_key_and_csr() -> anyhow::Result<(String, String)> {
     Ok((key.serialize_pem(), csr.pem()?))
 }
 
+/// The CA certificates of the PEM file a config field names (`field` says which, for errors).
+pub fn roots_from_file(path: &Path, field: &str) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(path).with_context(|| format!("{field} = {}", path.display()))? {
+        roots
+            .add(c)
+            .with_context(|| format!("{field} = {}: not a CA certificate", path.display()))?;
+    }
+    Ok(roots)
+}
+
 fn roots_from(ca_pem: &[u8]) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {

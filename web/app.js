@@ -50,6 +50,8 @@ let blockSigs = new WeakMap(); // table/list/svg -> data it was drawn from
 
 const enc = encodeURIComponent;
 const isAdmin = () => !!state.session && state.session.role === 'admin';
+/* Operators restart services, island and rejoin, and apply the queue's remedies; admins too. */
+const canOperate = () => !!state.session && (state.session.role === 'operator' || state.session.role === 'admin');
 
 function setTone(target, base, tone) {
   const e = typeof target === 'string' ? $(target) : target;
@@ -216,13 +218,17 @@ async function boot() {
   if (s.signed_in) {
     state.prefetch = early;
     enterApp(s);
-  } else showView(s.setup_required ? 'setup' : 'signin');
+  } else {
+    showView(s.setup_required ? 'setup' : 'signin');
+    noteDirectory(s.directory);
+  }
 }
 
 function enterApp(s) {
   state.session = { user: s.user, role: s.role, csrf: s.csrf };
   setText('#whoami', `${s.user} (${s.role})`);
   document.body.classList.toggle('viewer', !isAdmin());
+  document.body.classList.toggle('no-operate', !canOperate());
   resetPages();
   showView('app');
   route();
@@ -510,7 +516,7 @@ function breakerCell(s) {
 
 function serviceActions(svc) {
   const out = [];
-  if (isAdmin()) {
+  if (canOperate()) {
     out.push(button('Restart', 'restart', () => actRestart(svc)));
     out.push(button('Reset breaker', 'reset', () => actReset(svc)));
   }
@@ -1022,7 +1028,7 @@ function renderApply(d) {
       col('time', p => timeCell(p.parked_at)),
       col('payload', p => ({ text: p.payload.length > 240 ? `${p.payload.slice(0, 240)}…` : p.payload, title: p.payload })),
     ],
-    actions: seq => (isAdmin() ? [button('Replay', 'replay', () => actApply('replay', seq))] : []),
+    actions: seq => (canOperate() ? [button('Replay', 'replay', () => actApply('replay', seq))] : []),
     empty: 'Nothing is parked.',
   });
 }
@@ -1036,10 +1042,10 @@ function renderApplyRule(r) {
   if (r.message) what.push(`message holding “${r.message}”`);
   setText('#apply-rule-text', `Bulk park by ${r.by} since ${fmtTime(r.at)}: ${r.parked} parked so far (${what.join(', ')}); it ends once the queue is past seq ${r.to}.`);
   const box = $('#apply-rule-controls');
-  const sig = `${isAdmin()}`;
+  const sig = `${canOperate()}`;
   if (blockSigs.get(box) === sig) return;
   blockSigs.set(box, sig);
-  box.replaceChildren(...(isAdmin() ? [el('button', { type: 'button', id: 'apply-rule-stop', onclick: () => act({
+  box.replaceChildren(...(canOperate() ? [el('button', { type: 'button', id: 'apply-rule-stop', onclick: () => act({
     text: 'Stop the bulk park: what it parked stays parked; the queue stops again at the next transaction Odoo rejects.',
     okLabel: 'Stop bulk park',
     path: '/apply/bulk-park',
@@ -1077,17 +1083,17 @@ function renderApplyStop(d) {
   setText('#apply-stop-since', d.stopped_since ? `${fmtTime(d.stopped_since)} (${fmtDuration(ageOf(d.stopped_since))} ago)` : null);
   setText('#apply-stop-behind', `${behind} transaction${behind === 1 ? '' : 's'}`);
   setText('#apply-stop-message', d.message);
-  const who = isAdmin() ? '' : 'For an admin: ';
+  const who = canOperate() ? '' : 'For an operator or admin: ';
   setText('#apply-stop-help', who + (gap
     ? 'Retry goes on from this seq; the missing ones cannot be applied here.'
     : 'Fix the cause in Odoo (create the missing record, correct the data), then Retry; or Park it to let the rest through and Replay it later.'));
   state.stop = d;
   const box = $('#apply-controls');
-  const sig = `${d.stopped_at}\u0000${d.stopped_kind}\u0000${isAdmin()}`;
+  const sig = `${d.stopped_at}\u0000${d.stopped_kind}\u0000${canOperate()}`;
   if (blockSigs.get(box) === sig) return;
   blockSigs.set(box, sig);
   const buttons = [];
-  if (isAdmin()) {
+  if (canOperate()) {
     buttons.push(el('button', { type: 'button', id: 'apply-retry', class: 'primary', 'data-action': 'retry', onclick: () => actApply('retry', d.stopped_at) }, `Retry seq ${d.stopped_at}`));
     if (!gap) {
       buttons.push(el('button', { type: 'button', id: 'apply-park', class: 'danger', 'data-action': 'park', onclick: () => actApply('park', d.stopped_at) }, `Park seq ${d.stopped_at}…`));
@@ -1193,7 +1199,7 @@ function backupActions(id) {
     out.push(button('Verify', 'verify', () => actVerify(id)));
     out.push(button('Restore…', 'restore', () => actRestore(id), 'danger'));
   }
-  out.push(el('a', {
+  if (isAdmin()) out.push(el('a', {
     href: `${API}/backups/${enc(id)}/download`,
     download: true,
     'data-action': 'download',
@@ -1205,8 +1211,8 @@ function backupActions(id) {
 function buildFailoverControls() {
   const box = $('#failover-controls');
   box.replaceChildren();
-  if (!isAdmin()) {
-    box.append(el('p', { class: 'muted' }, 'Islanding and rejoining are for admins.'));
+  if (!canOperate()) {
+    box.append(el('p', { class: 'muted' }, 'Islanding and rejoining are for operators and admins.'));
     return;
   }
   const input = el('input', { id: 'island-reason', name: 'reason', required: true, maxlength: 200, autocomplete: 'off', placeholder: 'e.g. planned WAN work' });
@@ -1359,7 +1365,13 @@ function actRevoke(name) {
   });
 }
 
-const ROLE_OTHER = { admin: 'viewer', viewer: 'admin' };
+/* The roles a user can be made, in the order their buttons show. */
+const ROLE_OTHERS = { admin: ['operator', 'viewer'], operator: ['admin', 'viewer'], viewer: ['operator', 'admin'] };
+const ROLE_WHAT = {
+  admin: 'sees everything and may do everything (users, backups and restores, updates, tokens)',
+  operator: 'sees everything, restarts services, islands and rejoins, and retries, parks and replays transactions',
+  viewer: 'sees everything and changes nothing',
+};
 
 function renderUsers(d) {
   const users = d.users || [];
@@ -1371,7 +1383,7 @@ function renderUsers(d) {
     attrs: u => ({ 'data-role': u.role }),
     cols: [
       col('name', u => (u.you ? `${u.name} (you)` : u.name)),
-      col('role', u => ({ text: u.role, tone: u.role === 'admin' ? 'info' : 'muted' })),
+      col('role', u => ({ text: u.role, tone: u.role === 'viewer' ? 'muted' : 'info' })),
       col('created', u => timeCell(u.created_at)),
       col('time password-set', u => (u.password_set_at ? timeCell(u.password_set_at) : 'when added')),
       col('num sessions', u => String(u.sessions)),
@@ -1379,10 +1391,12 @@ function renderUsers(d) {
     actions: userActions,
     empty: 'No users.',
   });
-  // The role button says what it would make the user, which follows their role.
+  // The role buttons say what they would make the user, which follows their role.
   for (const u of users) {
-    const b = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="role"]`);
-    if (b) setText(b, `Make ${ROLE_OTHER[u.role]}`);
+    [0, 1].forEach(i => {
+      const b = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="role${i}"]`);
+      if (b) setText(b, `Make ${(ROLE_OTHERS[u.role] || [])[i]}`);
+    });
     const out = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="sign-out"]`);
     if (out) out.disabled = u.sessions === 0;
   }
@@ -1392,7 +1406,8 @@ function userActions(name) {
   if (!isAdmin()) return [];
   return [
     button('Set password…', 'password', () => actUserPassword(name)),
-    button('Make …', 'role', () => actUserRole(name)),
+    button('Make …', 'role0', () => actUserRole(name, 0)),
+    button('Make …', 'role1', () => actUserRole(name, 1)),
     button('Sign out', 'sign-out', () => actUserSignOut(name)),
     button('Remove…', 'remove', () => actUserRemove(name), 'danger'),
   ];
@@ -1408,12 +1423,11 @@ function actUserPassword(name) {
   });
 }
 
-function actUserRole(name) {
+function actUserRole(name, i) {
   const u = state.users.get(name) || {};
-  const to = ROLE_OTHER[u.role] || 'viewer';
-  const what = to === 'admin' ? 'sees everything and may act (restart, restore, island, park)' : 'sees everything and changes nothing';
+  const to = (ROLE_OTHERS[u.role] || ['viewer', 'viewer'])[i];
   act({
-    text: `Make ${name} ${to === 'admin' ? 'an admin' : 'a viewer'}: ${name} then ${what}. Their sessions end at once; they sign in again.`,
+    text: `Make ${name} ${to === 'admin' || to === 'operator' ? 'an' : 'a'} ${to}: ${name} then ${ROLE_WHAT[to]}. Their sessions end at once; they sign in again.`,
     okLabel: `Make ${to}`,
     path: `/users/${enc(name)}/role`,
     body: () => ({ role: to }),

@@ -89,6 +89,28 @@ function showView(name) {
   if (first) $(first).focus();
 }
 
+/* The sign-in page's word on the company directory (`directory` of GET /session): whether its
+ * users can sign in now, or only local users can. Asked again while the page shows. */
+let directoryTimer = 0;
+function noteDirectory(d) {
+  const p = $('#signin-directory');
+  if (!p) return;
+  clearTimeout(directoryTimer);
+  if (!d) { p.hidden = true; return; }
+  p.hidden = false;
+  p.classList.toggle('warn', d.reachable === false);
+  setText(p, d.reachable === false
+    ? `The company directory (${d.url}) cannot be reached${d.detail ? `: ${d.detail}` : ''}. Only this server's local users can sign in now; company accounts can once it is back.`
+    : `Sign in with your company account, or with a local user of this server.`);
+  directoryTimer = setTimeout(async () => {
+    if ($('#view-signin').hidden) return;
+    try {
+      const s = await request('/api/v1/admin/session', { timeout: 10_000 });
+      if (!s.signed_in) noteDirectory(s.directory);
+    } catch (_) { directoryTimer = setTimeout(() => noteDirectory(d), 10_000); }
+  }, d.reachable == null ? 2_000 : 10_000);
+}
+
 /* The setup and sign-in forms: `post(body)` sends the fields (the password untrimmed), and the
  * session it answers goes to `enter`; a refusal is shown in `errorSel`. */
 function bindAuthForm(form, post, fields, errorSel, enter) {

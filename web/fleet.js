@@ -12,6 +12,8 @@
 const POLL_MS = 5000;
 const state = { session: null, timer: null, confirmDone: null };
 const isAdmin = () => !!state.session && state.session.role === 'admin';
+/* Operators apply the queue's remedies; the rest is for admins. */
+const canOperate = () => !!state.session && (state.session.role === 'operator' || state.session.role === 'admin');
 
 async function api(path, { method = 'GET', body } = {}) {
   return request(path, {
@@ -225,7 +227,7 @@ function drawApply(f) {
     const a = p.apply;
     const st = applyState(a);
     const actions = el('td', { class: 'actions' });
-    if (isAdmin() && a.stopped_at != null) {
+    if (canOperate() && a.stopped_at != null) {
       actions.append(
         button('Retry', 'retry', () => remedy('retry', p.plant, a.stopped_at, a), 'primary'),
         button('Park…', 'park', () => remedy('park', p.plant, a.stopped_at, a), 'danger'));
@@ -242,7 +244,7 @@ function drawApply(f) {
   const parked = plants.flatMap(p => p.apply.parked.map(k => ({ plant: p.plant, ...k })));
   const prows = parked.map(k => {
     const actions = el('td', { class: 'actions' });
-    if (isAdmin()) actions.append(button('Replay', 'replay', () => remedy('replay', k.plant, k.seq, k)));
+    if (canOperate()) actions.append(button('Replay', 'replay', () => remedy('replay', k.plant, k.seq, k)));
     const payload = el('td', { class: 'payload' }, k.payload);
     payload.title = k.payload;
     return el('tr', { 'data-parked': `${k.plant}/${k.seq}` },
@@ -375,7 +377,10 @@ async function boot() {
     const s = await api('/api/v1/admin/session');
     fresh();
     if (s.signed_in) enter(s);
-    else showView(s.setup_required ? 'setup' : 'signin');
+    else {
+      showView(s.setup_required ? 'setup' : 'signin');
+      noteDirectory(s.directory);
+    }
   } catch (e) {
     stale(e.message);
     setTimeout(boot, POLL_MS);

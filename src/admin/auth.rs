@@ -50,6 +50,9 @@ pub struct Session {
     /// The user's epoch when the session began: a change to the user (removed, new password
     /// or role, signed out everywhere) moves it on and so ends the session.
     pub epoch: i64,
+    /// For a user of the company's directory, their DN there: such a session is not checked
+    /// against the local users; it lasts its time (the directory is not asked again).
+    pub subject: Option<String>,
     pub csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -264,6 +267,19 @@ impl Auth {
         }
     }
 
+    /// An attempt counted before its password could be checked (the directory could not be
+    /// reached): taken back from both counts, so that an outage locks nobody out.
+    pub fn not_checked(&self, source: &str, name: &str) {
+        let key = (source_key(source), Door::Password(name.to_string()));
+        let mut failures = self.failures.lock().expect("not poisoned");
+        if let Some(tally) = failures.from.get_mut(&key) {
+            tally.undo(MAX_FAILURES);
+        }
+        if let Some(tally) = failures.names.get_mut(name) {
+            tally.undo(MAX_NAME_FAILURES);
+        }
+    }
+
     /// How long wrong setup codes keep setup locked for `source`, if they do.
     pub fn setup_locked_for(&self, source: &str, now: Instant) -> Option<Lockout> {
         let failures = self.failures.lock().expect("not poisoned");
@@ -308,11 +324,34 @@ impl Auth {
         state: UserState,
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
+        self.start(user, state, None, now)
+    }
+
+    /// Starts a session for a user the directory checked: `subject` is their DN there.
+    pub fn sign_in_directory(
+        &self,
+        user: &str,
+        role: Role,
+        subject: &str,
+        now: Instant,
+    ) -> anyhow::Result<(String, Session)> {
+        let state = UserState { role, epoch: 0 };
+        self.start(user, state, Some(subject.to_string()), now)
+    }
+
+    fn start(
+        &self,
+        user: &str,
+        state: UserState,
+        subject: Option<String>,
+        now: Instant,
+    ) -> anyhow::Result<(String, Session)> {
         let id = crate::digest::random_secret()?;
         let session = Session {
             user: user.to_string(),
             role: state.role,
             epoch: state.epoch,
+            subject,
             csrf: crate::digest::random_secret()?,
             created: now,
             last_seen: now,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::api::*;
 use super::jobs::Kind;
-use super::store::AuditEntry;
+use super::store::{AuditEntry, Role};
 use super::{Admin, AdminError};
 
 pub async fn backups(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
@@ -233,7 +233,20 @@ pub async fn backup_download(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let caller = admin.reader(&headers)?;
+    // A backup is the whole plant: Odoo's database with its users' password hashes and API
+    // keys, and the filestore. Only admins, who may restore one, may take one away.
+    let (caller, role) = admin.signin.reader_role(&headers)?;
+    if role < Role::Admin {
+        return Err(AdminError::Forbidden(format!(
+            "{} is {}: downloading a backup takes an admin (it holds the whole database)",
+            caller.user,
+            if role == Role::Operator {
+                "an operator"
+            } else {
+                "a viewer"
+            }
+        )));
+    }
     known_backup(&admin, &id)?;
     let dir = crate::backup::dir(&admin.config.data_dir);
     let (path, name) = [format!("{id}.tar.zst"), format!("{id}.tar.zst.age")]

@@ -14,6 +14,7 @@ pub(crate) mod assets;
 pub mod auth;
 mod backups;
 pub mod devices;
+pub mod directory;
 mod error;
 pub mod history;
 mod jobs;
@@ -45,6 +46,8 @@ pub struct SignIn {
     pub data_dir: std::path::PathBuf,
     /// Password hashes running at once (each takes 19 MiB and a core for tens of ms).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// The company's LDAP directory, when `[identity.ldap]` names one.
+    pub directory: Option<Arc<directory::Directory>>,
 }
 
 impl SignIn {
@@ -54,7 +57,14 @@ impl SignIn {
         store: Arc<store::Store>,
         data_dir: &std::path::Path,
         url: &str,
+        identity: &crate::config::identity::IdentityConfig,
     ) -> anyhow::Result<SignIn> {
+        let directory = identity
+            .ldap
+            .clone()
+            .map(directory::Directory::new)
+            .transpose()?
+            .map(Arc::new);
         let auth = Arc::new(auth::Auth::default());
         let code_file = setup_code_file(data_dir);
         if store.user_count()? == 0 {
@@ -76,6 +86,7 @@ impl SignIn {
             auth,
             data_dir: data_dir.to_path_buf(),
             hashing: Arc::new(tokio::sync::Semaphore::new(2)),
+            directory,
         })
     }
 
@@ -121,6 +132,7 @@ impl Admin {
             store.clone(),
             &config.data_dir,
             &format!("https://{https}/"),
+            &config.identity,
         )?;
         let plant = crate::enrollment::load(&config.data_dir)
             .ok()

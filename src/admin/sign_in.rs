@@ -23,6 +23,11 @@ impl SignIn {
         let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
         let id = auth::cookie(cookies, auth::COOKIE)?;
         let session = self.auth.session(id, Instant::now())?;
+        if session.subject.is_some() {
+            // A directory's user: the directory checked them at sign-in, and the session
+            // lasts its time (an hour unused, twelve in all), whether or not it can be reached.
+            return Some((id.to_string(), session));
+        }
         // The user may have been removed, given a new password or role, or signed out
         // everywhere since, here or by `plantd admin` beside the daemon: then it is over.
         match self.store.user_state(&session.user) {
@@ -79,10 +84,19 @@ impl SignIn {
             }
         }) {
             Err(e) => Some(e),
-            Ok(()) if session.role != Role::Admin => Some(AdminError::Forbidden(format!(
-                "{} is a viewer: viewers see everything and change nothing",
-                session.user
-            ))),
+            Ok(()) if session.role < Role::needed_for(action) => {
+                Some(AdminError::Forbidden(format!(
+                    "{} is {} {}: {}",
+                    session.user,
+                    if session.role == Role::Admin {
+                        "an"
+                    } else {
+                        "a"
+                    },
+                    session.role,
+                    session.role.scope()
+                )))
+            }
             Ok(()) => None,
         };
         match refused {
@@ -349,9 +363,16 @@ pub(crate) async fn session_before_body(
 pub(super) fn signed_in(id: &str, s: &Session) -> Response {
     (
         [(header::SET_COOKIE, auth::set_cookie(Some(id)))],
-        Json(json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf})),
+        Json(session_json(s)),
     )
         .into_response()
+}
+
+/// A session as the UI reads it: who, their role, the CSRF token, and whether the directory
+/// vouched for them (`via`).
+fn session_json(s: &Session) -> Value {
+    let via = if s.subject.is_some() { "ldap" } else { "local" };
+    json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": via})
 }
 
 pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Value> {
@@ -366,10 +387,20 @@ pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Va
         }
     }
     match admin.session_of(&headers) {
-        Some((_, s)) => {
-            Json(json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf}))
+        Some((_, s)) => Json(session_json(&s)),
+        None => {
+            let mut v = json!({"signed_in": false, "setup_required": admin.auth.setup_pending()});
+            // What the sign-in page says of the directory: whether its users can sign in now.
+            if let Some(d) = &admin.directory {
+                v["directory"] = match d.reach() {
+                    Some(r) => json!(r),
+                    None => {
+                        json!({"kind": "ldap", "url": d.url(), "reachable": null, "detail": null})
+                    }
+                };
+            }
+            Json(v)
         }
-        None => Json(json!({"signed_in": false, "setup_required": admin.auth.setup_pending()})),
     }
 }
 
@@ -486,28 +517,80 @@ pub async fn login(
             return Err(AdminError::LockedOut(lock));
         }
         let _permit = admin.hashing()?;
+        // A local user of that name signs in here, never through the directory: the local
+        // users are the way in when the directory is down, and cannot be shadowed by it.
+        let directory = match &admin.directory {
+            Some(d)
+                if super::store::check_name(&b.user).is_err() || {
+                    let store = admin.store.clone();
+                    let user = b.user.clone();
+                    blocking(move || store.user_state(&user)).await??.is_none()
+                } =>
+            {
+                Some(d.clone())
+            }
+            _ => None,
+        };
         checked.store(true, std::sync::atomic::Ordering::Relaxed);
         // Counted before the hash, so that guesses sent in parallel cannot pass the limit.
         let lock = admin.auth.failed(&from, &b.user, Instant::now());
+        let wrong = || lock.map_or(AdminError::BadCredentials, AdminError::LockedOut);
+        if let Some(directory) = directory {
+            use super::directory::DirectoryError;
+            return match directory.sign_in(&b.user, &b.password).await {
+                Ok(found) => {
+                    admin.auth.succeeded(&from, &b.user);
+                    let started = admin
+                        .auth
+                        .sign_in_directory(&b.user, found.role, &found.dn, Instant::now())
+                        .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+                    Ok((started, Some(found)))
+                }
+                Err(DirectoryError::BadCredentials) => Err(wrong()),
+                Err(e @ DirectoryError::NoRole { .. }) => {
+                    admin.auth.succeeded(&from, &b.user);
+                    Err(AdminError::Forbidden(e.to_string()))
+                }
+                Err(e @ DirectoryError::Unreachable { .. }) => {
+                    admin.auth.not_checked(&from, &b.user);
+                    Err(AdminError::Unavailable(e.to_string()))
+                }
+                Err(e @ DirectoryError::Misconfigured { .. }) => {
+                    admin.auth.not_checked(&from, &b.user);
+                    tracing::error!(error = %e, "a sign-in through LDAP");
+                    Err(AdminError::Unavailable(e.to_string()))
+                }
+            };
+        }
         let store = admin.store.clone();
         let (user, password) = (b.user.clone(), b.password.clone());
         let Some(state) = blocking(move || store.check(&user, &password)).await?? else {
-            return Err(lock.map_or(AdminError::BadCredentials, AdminError::LockedOut));
+            return Err(wrong());
         };
         admin.auth.succeeded(&from, &b.user);
-        admin
+        let started = admin
             .auth
             .sign_in(&b.user, state, Instant::now())
-            .map_err(|e| AdminError::Internal(format!("{e:#}")))
+            .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+        Ok((started, None))
     }
     .await;
     if checked.load(std::sync::atomic::Ordering::Relaxed) {
         match &outcome {
-            Ok(_) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
+            Ok((_, None)) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
+            // The directory's subject, and the group that gave the role.
+            Ok((_, Some(found))) => {
+                let detail = format!(
+                    "signed in through LDAP as {} ({} by group {})",
+                    found.dn, found.role, found.group
+                );
+                // The name as typed: the directory took it with its password.
+                admin.audit(&b.user, "sign_in", None, Ok(&detail)).await
+            }
             Err(e) => admin.audit_refusal(&from, &who, "sign_in", None, e).await,
         }
     }
-    let (id, session) = outcome?;
+    let ((id, session), _) = outcome?;
     Ok(signed_in(&id, &session))
 }
 

@@ -17,31 +17,83 @@ pub const MIN_PASSWORD: usize = 10;
 /// Longest password, in characters.
 pub const MAX_PASSWORD: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a user may do. Each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Sees everything and may act.
-    Admin,
     /// Sees everything, changes nothing.
     Viewer,
+    /// Keeps the plant running: restarts services (and closes their breakers), islands and
+    /// rejoins, and applies the apply queue's remedies (retry, park, replay).
+    Operator,
+    /// Everything: users, backups and restores, updates and rollouts, device tokens, config.
+    Admin,
 }
 
+/// The changes an operator may make, by their audit action name (the hub's remote actions
+/// with a `remote.` prefix). Every other change needs an admin, so a new action is an admin's
+/// until it is named here.
+const OPERATOR_ACTIONS: &[&str] = &[
+    "service.restart",
+    "service.reset",
+    "island",
+    "rejoin",
+    "apply.retry",
+    "apply.park",
+    "apply.replay",
+    "apply.bulk_park",
+    "apply.bulk_replay",
+    "remote.restart",
+    "remote.island",
+    "remote.rejoin",
+    "remote.apply_retry",
+    "remote.apply_park",
+];
+
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
     pub fn parse(s: &str) -> Result<Role, StoreError> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "viewer" => Ok(Role::Viewer),
-            other => Err(StoreError::Invalid(format!(
-                "role {other:?}: choose admin or viewer"
-            ))),
-        }
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("role {s:?}: choose viewer, operator or admin"))
+            })
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Operator => "operator",
             Role::Viewer => "viewer",
         }
+    }
+
+    /// The least role that may make the change `action` (its audit name).
+    pub fn needed_for(action: &str) -> Role {
+        if OPERATOR_ACTIONS.contains(&action) {
+            Role::Operator
+        } else {
+            Role::Admin
+        }
+    }
+
+    /// What the role may do, for a refusal's message.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewers see everything and change nothing",
+            Role::Operator => {
+                "operators restart services, island and rejoin, and retry, park and replay transactions; the rest is for admins"
+            }
+            Role::Admin => "admins may do everything",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -147,7 +199,7 @@ pub struct UserState {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
     hash TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
@@ -606,6 +658,32 @@ fn migrate_users(conn: &Connection) -> rusqlite::Result<()> {
     if !has.contains("password_set_at") {
         conn.execute_batch("ALTER TABLE users ADD COLUMN password_set_at TEXT")?;
     }
+    // Before the operator role, the role's CHECK took admin and viewer only. SQLite cannot
+    // change a CHECK in place: the table is copied into one with the new CHECK, in one
+    // transaction (a crash leaves the old table whole).
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !sql.contains("'operator'") {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE users_new (
+                 name TEXT PRIMARY KEY,
+                 role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+                 hash TEXT NOT NULL,
+                 created_at TEXT NOT NULL,
+                 epoch INTEGER NOT NULL DEFAULT 0,
+                 password_set_at TEXT
+             );
+             INSERT INTO users_new (name, role, hash, created_at, epoch, password_set_at)
+                 SELECT name, role, hash, created_at, epoch, password_set_at FROM users;
+             DROP TABLE users;
+             ALTER TABLE users_new RENAME TO users;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -727,6 +805,80 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_db_from_before_operators_takes_them_and_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The users table as the versions before operators made it, with one admin.
+            let conn = Connection::open(dir.path().join("admin.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (name TEXT PRIMARY KEY,
+                     role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+                     hash TEXT NOT NULL, created_at TEXT NOT NULL,
+                     epoch INTEGER NOT NULL DEFAULT 0, password_set_at TEXT);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO users (name, role, hash, created_at, epoch) VALUES ('ana', 'admin', ?1, '2026-01-01T00:00:00Z', 3)",
+                [hash_password("correct horse").unwrap()],
+            )
+            .unwrap();
+            assert!(conn
+                .execute("INSERT INTO users (name, role, hash, created_at) VALUES ('x', 'operator', 'h', 'now')", [])
+                .is_err());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let ana = store.check("ana", "correct horse").unwrap().unwrap();
+        assert_eq!((ana.role, ana.epoch), (Role::Admin, 3));
+        store
+            .add("ola", Role::Operator, "0123456789", false)
+            .unwrap();
+        assert_eq!(
+            store.user_state("ola").unwrap().map(|s| s.role),
+            Some(Role::Operator)
+        );
+        // Opened again, nothing is copied twice and both are there.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.user_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn operators_keep_the_plant_running_and_everything_else_is_for_admins() {
+        for a in [
+            "service.restart",
+            "island",
+            "rejoin",
+            "apply.park",
+            "apply.bulk_replay",
+            "remote.apply_retry",
+        ] {
+            assert_eq!(Role::needed_for(a), Role::Operator, "{a}");
+        }
+        // Backups, restores, users, tokens, rollouts, and anything not named yet.
+        for a in [
+            "backup.run",
+            "backup.restore",
+            "user.add",
+            "user.role",
+            "token.revoke",
+            "rollout.start",
+            "remote.backup",
+            "remote.diagnostics",
+            "something.new",
+        ] {
+            assert_eq!(Role::needed_for(a), Role::Admin, "{a}");
+        }
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()).unwrap(), r);
+        }
+        assert!(Role::parse("root")
+            .unwrap_err()
+            .to_string()
+            .contains("viewer, operator or admin"));
+    }
 
     #[test]
     fn a_user_signs_in_with_the_right_password_only() {

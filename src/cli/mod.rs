@@ -162,7 +162,8 @@ enum AdminCommand {
         place: Place,
         /// The user's name: 1 to 32 of a-z, 0-9, '.', '_', '-'.
         user: String,
-        /// admin (sees and acts) or viewer (sees everything, changes nothing).
+        /// viewer (sees everything, changes nothing), operator (also restarts services,
+        /// islands and rejoins, retries, parks and replays transactions) or admin (everything).
         #[arg(long, value_name = "ROLE")]
         role: String,
     },
@@ -186,12 +187,13 @@ enum AdminCommand {
         place: Place,
         user: String,
     },
-    /// Make a user an admin or a viewer; their sessions end at once. The last admin stays one.
+    /// Make a user a viewer, an operator or an admin; their sessions end at once. The last admin
+    /// stays one.
     Role {
         #[command(flatten)]
         place: Place,
         user: String,
-        /// admin or viewer.
+        /// viewer, operator or admin.
         role: String,
     },
     /// End every session of a user (a lost laptop, a shared screen).

@@ -175,18 +175,10 @@ fn tls_config(mode: SslMode, settings: &PostgresConfig) -> anyhow::Result<rustls
         let Some(path) = &settings.ca_file else {
             return Ok(None);
         };
-        let certs = crate::pki::read_certs(path)
-            .with_context(|| format!("[postgres] ca_file = {}", path.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs {
-            roots.add(c).with_context(|| {
-                format!(
-                    "[postgres] ca_file = {}: not a CA certificate",
-                    path.display()
-                )
-            })?;
-        }
-        Ok(Some(Arc::new(roots)))
+        Ok(Some(Arc::new(crate::pki::roots_from_file(
+            path,
+            "[postgres] ca_file",
+        )?)))
     };
     let webpki = |roots: Arc<rustls::RootCertStore>| {
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())

@@ -148,6 +148,7 @@ pub async fn run(config: HubConfig) -> anyhow::Result<()> {
         admin_store,
         &hub.config.data_dir,
         &format!("https://{}/fleet", hub.config.listen),
+        &hub.config.identity,
     )?;
     let app = enroll::router(hub.clone())
         .merge(fleet::router(fleet::Fleet {

@@ -190,7 +190,14 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   await page.click(`tr[data-backup="${id}"] button[data-action="verify"]`);
   await confirm();
   await toast('ok');
-  await page.locator(`tr[data-backup="${id}"] td.verified`, { hasText: 'yes' }).waitFor({ timeout: 180_000 });
+  // The row said verified already (the run verified it): wait for this verify's job itself,
+  // or the restore would be refused while it runs.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('tr[data-job]')].some((r) => r.querySelector('td.kind')?.textContent === 'verify' && r.dataset.state === 'succeeded'),
+    null,
+    { timeout: 180_000 },
+  );
+  await page.locator(`tr[data-backup="${id}"] td.verified`, { hasText: 'yes' }).waitFor({ timeout: 10_000 });
   await page.click(`tr[data-backup="${id}"] button[data-action="restore"]`);
   await page.locator('dialog#confirm').waitFor({ state: 'visible' });
   if (await page.isEnabled('#confirm-ok')) throw new Error('restore can be confirmed without typing the id');
@@ -283,8 +290,29 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   await olaSignedOut('her password was set');
   if (await olaSignIn('ola password 1') !== 401) throw new Error('the old password still works');
   if (await olaSignIn('ola new password') !== 200) throw new Error('the new password does not work');
-  await page.locator('tr[data-user="ola"] button[data-action="role"]', { hasText: 'Make admin' }).waitFor();
-  await page.click('tr[data-user="ola"] button[data-action="role"]');
+  // A viewer becomes an operator: she may close a breaker but not take a backup or
+  // download one, and the buttons she sees follow.
+  await page.locator('tr[data-user="ola"] button[data-action="role0"]', { hasText: 'Make operator' }).waitFor();
+  await page.click('tr[data-user="ola"] button[data-action="role0"]');
+  await confirm();
+  await toast('ok', 'is now operator');
+  await page.locator('tr[data-user="ola"] td.role', { hasText: 'operator' }).waitFor();
+  await olaSignedOut('she was made an operator');
+  if (await olaSignIn('ola new password') !== 200) throw new Error('ola cannot sign in as an operator');
+  const olaPost = async (path) => {
+    const s = await (await other.request.get(`${URL}/api/v1/admin/session`)).json();
+    if (s.role !== 'operator') throw new Error(`ola's session: ${JSON.stringify(s)}`);
+    const r = await other.request.post(`${URL}/api/v1/admin${path}`, { data: {}, headers: { 'X-CSRF-Token': s.csrf } });
+    return [r.status(), await r.text()];
+  };
+  const [resetStatus, resetBody] = await olaPost('/services/redis/reset');
+  if (resetStatus !== 200) throw new Error(`an operator's breaker reset answered ${resetStatus}: ${resetBody}`);
+  const [backupStatus, backupBody] = await olaPost('/backups/run');
+  if (backupStatus !== 403 || !backupBody.includes('operator')) throw new Error(`an operator's backup answered ${backupStatus}: ${backupBody}`);
+  const olaDownload = (await other.request.get(`${URL}/api/v1/admin/backups/${encodeURIComponent(id)}/download`)).status();
+  if (olaDownload !== 403) throw new Error(`an operator's backup download answered ${olaDownload}`);
+  await page.locator('tr[data-user="ola"] button[data-action="role0"]', { hasText: 'Make admin' }).waitFor();
+  await page.click('tr[data-user="ola"] button[data-action="role0"]');
   await confirm();
   await toast('ok', 'is now admin');
   await page.locator('tr[data-user="ola"] td.role', { hasText: 'admin' }).waitFor();
@@ -384,7 +412,7 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   }
   await go('backups');
   await page.locator('tr[data-backup]').first().waitFor();
-  for (const sel of ['button#backup-run', 'button[data-action="restore"]', 'button[data-action="verify"]']) {
+  for (const sel of ['button#backup-run', 'button[data-action="restore"]', 'button[data-action="verify"]', 'a[data-action="download"]']) {
     if (await page.locator(sel).count()) throw new Error(`a viewer sees ${sel}`);
   }
   await go('failover');

@@ -11,12 +11,16 @@ use serde_json::{json, Value};
 use crate::harness::{self, Plant};
 
 /// A signed-in browser, as far as the API can tell: its cookie and CSRF token.
-struct Session {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
-async fn sign_in(plant: &Plant, path: &str, body: Value) -> Result<Session, (StatusCode, Value)> {
+pub(crate) async fn sign_in(
+    plant: &Plant,
+    path: &str,
+    body: Value,
+) -> Result<Session, (StatusCode, Value)> {
     sign_in_with(&plant.client(), plant, path, body).await
 }
 
@@ -57,7 +61,7 @@ async fn sign_in_with(
 }
 
 /// A sign-in or setup that must be refused: its status and error body.
-async fn refused(plant: &Plant, path: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn refused(plant: &Plant, path: &str, body: Value) -> (StatusCode, Value) {
     match sign_in(plant, path, body).await {
         Ok(_) => panic!("{path} signed in; it should have been refused"),
         Err(e) => e,
@@ -65,7 +69,7 @@ async fn refused(plant: &Plant, path: &str, body: Value) -> (StatusCode, Value) 
 }
 
 /// A change request: `csrf` is what is sent as `X-CSRF-Token`.
-async fn act(
+pub(crate) async fn act(
     plant: &Plant,
     session: Option<&Session>,
     csrf: Option<&str>,
@@ -84,7 +88,11 @@ async fn act(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn read(plant: &Plant, session: Option<&Session>, path: &str) -> (StatusCode, String) {
+pub(crate) async fn read(
+    plant: &Plant,
+    session: Option<&Session>,
+    path: &str,
+) -> (StatusCode, String) {
     let mut req = plant.client().get(plant.url(path));
     if let Some(s) = session {
         req = req.header("cookie", &s.cookie);
@@ -97,7 +105,7 @@ fn admin_add(plant: &Plant, user: &str, role: &str, password: &str) -> std::proc
     harness::admin_add(&plant.data_dir, user, role, password)
 }
 
-fn code(err: &Value) -> &str {
+pub(crate) fn code(err: &Value) -> &str {
     err["error"]["code"].as_str().unwrap_or("")
 }
 
@@ -484,7 +492,7 @@ fn sign_in_roles_csrf_and_lockout_guard_every_change() {
 }
 
 /// A user's audit entries for `action`, oldest first: (outcome, detail).
-async fn audit_of(
+pub(crate) async fn audit_of(
     plant: &Plant,
     reader: &Session,
     user: &str,

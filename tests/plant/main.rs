@@ -19,6 +19,7 @@ mod disk_full;
 mod floods;
 mod history;
 mod hub_limits;
+mod identity;
 mod import_hostile;
 mod installer;
 mod odoo;

@@ -329,7 +329,7 @@ const AUTH_PASSWORD: &str = "mail-test-password";
 
 /// (CA certificate, server certificate, server key), PEM; the server's for `localhost` and
 /// `127.0.0.1`.
-fn certificates() -> (String, String, String) {
+pub(crate) fn certificates() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

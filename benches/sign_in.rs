@@ -1,0 +1,89 @@
+//! Sign-in round trips: `cargo bench --bench sign_in`.
+//!
+//! Starts the real `plantd up` (release) and Debian's OpenLDAP slapd (throwaway, StartTLS, on
+//! loopback, as `tests/plant/identity.rs` does), then times `POST /api/v1/admin/login` from a
+//! client on the same machine, one after the other:
+//! - a user of the directory: plantd connects, starts TLS, binds as the user, searches their
+//!   groups and answers with a session (one connection to the directory per sign-in);
+//! - a local user: one argon2id check (19 MiB, two passes);
+//! - the directory stopped: how soon its users are told it cannot be reached.
+//!
+//! Each from a new address (127.0.0.N), so that the lockout counts stay out of it. Prints the
+//! median, p95 and max of `PLANTD_BENCH_SIGN_INS` (default 50) each. Everything it starts is
+//! stopped at the end.
+
+use std::time::{Duration, Instant};
+
+use plantd_testkit::harness::{admin_add, Plant};
+use plantd_testkit::ldap::{Directory, Person};
+
+fn main() {
+    let n: usize = std::env::var("PLANTD_BENCH_SIGN_INS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut ldap = Directory::start(&[Person {
+        uid: "ada",
+        password: "ada's secret 1",
+        groups: &["plant-it"],
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        "[identity.ldap]\nurl = \"{}\"\nca_file = \"{}\"\nuser_dn = \"uid={{user}},ou=people,dc=plant,dc=test\"\ngroup_base = \"ou=groups,dc=plant,dc=test\"\ntimeout = \"2s\"\n[identity.ldap.roles]\nadmin = [\"{}\"]\n",
+        ldap.url(),
+        ldap.ca_file().display(),
+        Directory::group_dn("plant-it"),
+    );
+    let mut plant = Plant::start(&data, &config);
+    assert!(admin_add(&plant.data_dir, "ana", "admin", "correct horse")
+        .status
+        .success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let time = |user: &str, password: &str, want: u16| -> Vec<Duration> {
+        rt.block_on(async {
+            let mut took = Vec::with_capacity(n);
+            for i in 0..n {
+                let client = plant.client_from(&format!("127.0.{}.{}", 1 + i / 250, 2 + i % 250));
+                // The TLS handshake to plantd is not the sign-in's: made before the clock starts.
+                client
+                    .get(plant.url("/api/v1/admin/session"))
+                    .send()
+                    .await
+                    .unwrap();
+                let t0 = Instant::now();
+                let r = client
+                    .post(plant.url("/api/v1/admin/login"))
+                    .json(&serde_json::json!({"user": user, "password": password}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                took.push(t0.elapsed());
+                assert_eq!(status, want, "{user}");
+            }
+            took
+        })
+    };
+    let ldap_times = time("ada", "ada's secret 1", 200);
+    let local_times = time("ana", "correct horse", 200);
+    ldap.stop();
+    let down_times = time("ada", "ada's secret 1", 503);
+    println!("sign-in round trips, {n} each, client and servers on this machine:");
+    for (what, mut t) in [
+        ("LDAP user (StartTLS, bind, groups)", ldap_times),
+        ("local user (argon2id)", local_times),
+        ("LDAP user, directory stopped (503)", down_times),
+    ] {
+        t.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "  {what:<38} median {:>6.1} ms   p95 {:>6.1} ms   max {:>6.1} ms",
+            ms(t[t.len() / 2]),
+            ms(t[(t.len() * 95 / 100).min(t.len() - 1)]),
+            ms(*t.last().unwrap())
+        );
+    }
+    plant.stop();
+}

@@ -1,0 +1,332 @@
+//! The `[identity]` section of `plant.toml` and `hub.toml`: the company directory that people
+//! sign in through, besides the local users (who stay the break-glass way in).
+//!
+//! ```toml
+//! [identity.ldap]
+//! url = "ldap://dc1.corp.example"      # StartTLS, always; or "ldaps://dc1.corp.example"
+//! ca_file = "/etc/plantd/ldap-ca.pem"  # the directory's CA; default: the system's CAs
+//! # Either bind straight as the user's DN:
+//! user_dn = "uid={user},ou=people,dc=corp,dc=example"
+//! # or find it with a service account (Active Directory):
+//! # bind_dn = "cn=plantd,ou=services,dc=corp,dc=example"
+//! # bind_password_file = "/etc/plantd/ldap-bind.password"
+//! # user_base = "dc=corp,dc=example"
+//! # user_filter = "(sAMAccountName={user})"
+//! group_base = "ou=groups,dc=corp,dc=example"
+//! group_filter = "(member={dn})"       # the default
+//! timeout = "5s"                       # each step: connect, TLS, bind, search
+//!
+//! [identity.ldap.roles]                # groups (DNs) → role; the highest one wins
+//! admin = ["cn=plant-it,ou=groups,dc=corp,dc=example"]
+//! operator = ["cn=shift-leads,ou=groups,dc=corp,dc=example"]
+//! viewer = ["cn=plant-staff,ou=groups,dc=corp,dc=example"]
+//! ```
+//!
+//! Plain LDAP without TLS is refused: a password would cross the network in clear.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::field::FieldError;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    ldap: Option<RawLdap>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    url: String,
+    ca_file: Option<PathBuf>,
+    user_dn: Option<String>,
+    bind_dn: Option<String>,
+    bind_password_file: Option<PathBuf>,
+    user_base: Option<String>,
+    user_filter: Option<String>,
+    group_base: String,
+    group_filter: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    roles: RawRoles,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    #[serde(default)]
+    admin: Vec<String>,
+    #[serde(default)]
+    operator: Vec<String>,
+    #[serde(default)]
+    viewer: Vec<String>,
+}
+
+/// `[identity]`: where people sign in besides the local users.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IdentityConfig {
+    pub ldap: Option<LdapConfig>,
+}
+
+/// How a user's DN is found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserLookup {
+    /// `user_dn`, with `{user}` replaced by the name typed (escaped for a DN).
+    Template(String),
+    /// Bound as a service account, `user_filter` (with `{user}`, escaped for a filter) is
+    /// searched under `user_base`; it must find exactly one entry.
+    Search {
+        bind_dn: String,
+        bind_password_file: PathBuf,
+        base: String,
+        filter: String,
+    },
+}
+
+/// `[identity.ldap]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LdapConfig {
+    /// As written: `ldap://host[:port]` (StartTLS) or `ldaps://host[:port]`.
+    pub url: String,
+    /// Whether TLS starts with StartTLS (`ldap://`) rather than at once (`ldaps://`).
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub user: UserLookup,
+    pub group_base: String,
+    /// With `{dn}`, the user's DN escaped for a filter.
+    pub group_filter: String,
+    pub timeout: Duration,
+    /// Group DNs giving each role, as written (compared without case or spaces).
+    pub admin: Vec<String>,
+    pub operator: Vec<String>,
+    pub viewer: Vec<String>,
+}
+
+impl IdentityConfig {
+    pub(crate) fn from_raw(raw: RawIdentity) -> Result<IdentityConfig, FieldError> {
+        Ok(IdentityConfig {
+            ldap: raw.ldap.map(LdapConfig::from_raw).transpose()?,
+        })
+    }
+}
+
+impl LdapConfig {
+    fn from_raw(raw: RawLdap) -> Result<LdapConfig, FieldError> {
+        let err = |field: &str, m: String| FieldError::new(format!("identity.ldap.{field}"), m);
+        let url = url::Url::parse(&raw.url).map_err(|e| {
+            err(
+                "url",
+                format!(
+                    "{:?} is not a URL ({e}); write \"ldap://dc1.corp.example\" (StartTLS) or \"ldaps://dc1.corp.example\"",
+                    raw.url
+                ),
+            )
+        })?;
+        let starttls = match url.scheme() {
+            "ldap" => true,
+            "ldaps" => false,
+            other => {
+                return Err(err(
+                    "url",
+                    format!("scheme {other:?}: use ldap:// (with StartTLS, always) or ldaps://"),
+                ))
+            }
+        };
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(err("url", format!("{:?} names no host", raw.url)));
+        }
+        if url.path().len() > 1 || url.query().is_some() {
+            return Err(err(
+                "url",
+                format!(
+                    "{:?}: only the scheme, host and port are read; put the base DNs in user_base and group_base",
+                    raw.url
+                ),
+            ));
+        }
+        let need = |field: &str, v: &Option<String>| -> Result<String, FieldError> {
+            v.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                err(field, "missing; a search with a service account needs bind_dn, bind_password_file, user_base and user_filter".into())
+            })
+        };
+        let user = match (&raw.user_dn, &raw.bind_dn) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "user_dn",
+                    "set either user_dn (bind as the user's DN) or bind_dn with user_base and user_filter (search for it), not both".into(),
+                ))
+            }
+            (Some(t), None) => {
+                if !t.contains("{user}") {
+                    return Err(err(
+                        "user_dn",
+                        format!("{t:?} has no {{user}}: write where the name goes, such as \"uid={{user}},ou=people,dc=corp,dc=example\""),
+                    ));
+                }
+                UserLookup::Template(t.clone())
+            }
+            (None, Some(_)) => {
+                let filter = need("user_filter", &raw.user_filter)?;
+                if !filter.contains("{user}") {
+                    return Err(err(
+                        "user_filter",
+                        format!("{filter:?} has no {{user}}, such as \"(sAMAccountName={{user}})\""),
+                    ));
+                }
+                UserLookup::Search {
+                    bind_dn: need("bind_dn", &raw.bind_dn)?,
+                    bind_password_file: raw.bind_password_file.clone().ok_or_else(|| {
+                        err(
+                            "bind_password_file",
+                            "missing; a file holding the service account's password".into(),
+                        )
+                    })?,
+                    base: need("user_base", &raw.user_base)?,
+                    filter,
+                }
+            }
+            (None, None) => {
+                return Err(err(
+                    "user_dn",
+                    "missing; set user_dn (such as \"uid={user},ou=people,dc=corp,dc=example\"), or bind_dn, bind_password_file, user_base and user_filter to search for the user".into(),
+                ))
+            }
+        };
+        let group_filter = raw
+            .group_filter
+            .clone()
+            .unwrap_or_else(|| "(member={dn})".into());
+        if !group_filter.contains("{dn}") {
+            return Err(err(
+                "group_filter",
+                format!("{group_filter:?} has no {{dn}}, such as \"(member={{dn}})\""),
+            ));
+        }
+        let timeout = match raw.timeout.as_deref() {
+            None => Duration::from_secs(5),
+            Some(t) => humantime::parse_duration(t)
+                .ok()
+                .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(60)).contains(d))
+                .ok_or_else(|| {
+                    err(
+                        "timeout",
+                        format!("{t:?} is not a duration from 100ms to 60s, such as \"5s\""),
+                    )
+                })?,
+        };
+        let roles = raw.roles;
+        if roles.admin.is_empty() && roles.operator.is_empty() && roles.viewer.is_empty() {
+            return Err(err(
+                "roles",
+                "maps no group to a role, so nobody could sign in through LDAP; add admin, operator or viewer = [\"cn=...\"]".into(),
+            ));
+        }
+        for (role, groups) in [
+            ("admin", &roles.admin),
+            ("operator", &roles.operator),
+            ("viewer", &roles.viewer),
+        ] {
+            if let Some(g) = groups.iter().find(|g| !g.contains('=')) {
+                return Err(err(
+                    &format!("roles.{role}"),
+                    format!("{g:?} is not a group's DN, such as \"cn=plant-it,ou=groups,dc=corp,dc=example\""),
+                ));
+            }
+        }
+        Ok(LdapConfig {
+            url: raw.url,
+            starttls,
+            ca_file: raw.ca_file,
+            user,
+            group_base: raw.group_base,
+            group_filter,
+            timeout,
+            admin: roles.admin,
+            operator: roles.operator,
+            viewer: roles.viewer,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<IdentityConfig, FieldError> {
+        let raw: RawIdentity =
+            toml::from_str(text).map_err(|e| FieldError::new("?", e.to_string()))?;
+        IdentityConfig::from_raw(raw)
+    }
+
+    const GOOD: &str = r#"
+[ldap]
+url = "ldap://127.0.0.1:3899"
+user_dn = "uid={user},ou=people,dc=plant,dc=test"
+group_base = "ou=groups,dc=plant,dc=test"
+[ldap.roles]
+operator = ["cn=ops,ou=groups,dc=plant,dc=test"]
+"#;
+
+    #[test]
+    fn a_directory_is_read_with_its_defaults() {
+        let c = parse(GOOD).unwrap().ldap.unwrap();
+        assert!(c.starttls);
+        assert_eq!(c.group_filter, "(member={dn})");
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.user,
+            UserLookup::Template("uid={user},ou=people,dc=plant,dc=test".into())
+        );
+        assert!(parse("").unwrap().ldap.is_none());
+    }
+
+    #[test]
+    fn what_would_leak_a_password_or_let_nobody_in_is_refused_with_its_field() {
+        for (from, to, field) in [
+            (
+                "ldap://127.0.0.1:3899",
+                "http://127.0.0.1",
+                "identity.ldap.url",
+            ),
+            ("ldap://127.0.0.1:3899", "ldap:///dc=x", "identity.ldap.url"),
+            (
+                "ldap://127.0.0.1:3899",
+                "ldap://h/dc=plant",
+                "identity.ldap.url",
+            ),
+            ("uid={user},", "uid=nobody,", "identity.ldap.user_dn"),
+            (
+                "operator = [\"cn=ops,ou=groups,dc=plant,dc=test\"]",
+                "",
+                "identity.ldap.roles",
+            ),
+            (
+                "operator = [\"cn=ops,ou=groups,dc=plant,dc=test\"]",
+                "admin = [\"plant-it\"]",
+                "identity.ldap.roles.admin",
+            ),
+        ] {
+            let text = GOOD.replace(from, to);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        let both = GOOD.replace("group_base", "bind_dn = \"cn=svc\"\ngroup_base");
+        assert_eq!(parse(&both).unwrap_err().field, "identity.ldap.user_dn");
+        let search = GOOD.replace(
+            "user_dn = \"uid={user},ou=people,dc=plant,dc=test\"",
+            "bind_dn = \"cn=svc,dc=plant,dc=test\"\nbind_password_file = \"/etc/pw\"\nuser_base = \"dc=plant,dc=test\"",
+        );
+        assert_eq!(
+            parse(&search).unwrap_err().field,
+            "identity.ldap.user_filter"
+        );
+        let search = search.replace("user_base", "user_filter = \"(uid={user})\"\nuser_base");
+        assert!(matches!(
+            parse(&search).unwrap().ldap.unwrap().user,
+            UserLookup::Search { .. }
+        ));
+    }
+}

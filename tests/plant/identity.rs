@@ -1,0 +1,344 @@
+//! Signing in through the company's directory (`[identity.ldap]`) against Debian's OpenLDAP
+//! slapd, started by the test: StartTLS with the directory's CA, each mapped group's role,
+//! a user of no mapped group refused with why, a wrong password refused and audited, and the
+//! directory down: local users still get in, the sign-in page says why company accounts
+//! cannot, and sessions already open go on.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::admin::{act, audit_of, code, read, refused, sign_in};
+use crate::harness::{self, Plant};
+use plantd_testkit::ldap::{Directory, Person};
+
+fn directory_toml(d: &Directory) -> String {
+    format!(
+        r#"
+[identity.ldap]
+url = "{url}"
+ca_file = "{ca}"
+user_dn = "uid={{user}},ou=people,dc=plant,dc=test"
+group_base = "ou=groups,dc=plant,dc=test"
+timeout = "2s"
+
+[identity.ldap.roles]
+admin = ["{it}"]
+operator = ["{leads}"]
+viewer = ["{staff}"]
+"#,
+        url = d.url(),
+        ca = d.ca_file().display(),
+        it = Directory::group_dn("plant-it"),
+        // As people write DNs by hand: case and spaces do not matter.
+        leads = Directory::group_dn("Shift-Leads").replace(",", ", "),
+        staff = Directory::group_dn("plant-staff"),
+    )
+}
+
+fn login(user: &str, password: &str) -> Value {
+    json!({"user": user, "password": password})
+}
+
+#[test]
+fn ldap_users_sign_in_to_their_groups_role_and_local_admins_stay_the_way_in() {
+    let mut ldap = Directory::start(&[
+        Person {
+            uid: "ada",
+            password: "ada's secret 1",
+            groups: &["plant-it", "plant-staff"],
+        },
+        Person {
+            uid: "olga",
+            password: "olga's secret 1",
+            groups: &["shift-leads"],
+        },
+        Person {
+            uid: "vik",
+            password: "vik's secret 1",
+            groups: &["plant-staff"],
+        },
+        Person {
+            uid: "carl",
+            password: "carl's secret 1",
+            groups: &["cafeteria"],
+        },
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut plant = Plant::start(&data, &directory_toml(&ldap));
+    // The break-glass admin, local to this plant.
+    let out = harness::admin_add(&plant.data_dir, "ana", "admin", "correct horse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = harness::rt();
+    rt.block_on(async {
+        // Each group's role; the highest of a user's groups wins.
+        let ada = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("ada", "ada's secret 1"),
+        )
+        .await
+        .unwrap();
+        let olga = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("olga", "olga's secret 1"),
+        )
+        .await
+        .unwrap();
+        let vik = sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vik", "vik's secret 1"),
+        )
+        .await
+        .unwrap();
+        for (who, s, role) in [
+            ("ada", &ada, "admin"),
+            ("olga", &olga, "operator"),
+            ("vik", &vik, "viewer"),
+        ] {
+            let (status, body) = read(&plant, Some(s), "/api/v1/admin/session").await;
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                (
+                    body["user"].as_str(),
+                    body["role"].as_str(),
+                    body["via"].as_str()
+                ),
+                (Some(who), Some(role), Some("ldap")),
+                "{body}"
+            );
+        }
+
+        // What each role may do. Islanding is an operator's (this plant is not enrolled, so
+        // it is refused after the role check, with 409); a backup and a new user are an admin's.
+        let island = json!({"reason": "planned WAN work"});
+        let (status, body) = act(
+            &plant,
+            Some(&vik),
+            Some(&vik.csrf),
+            "/api/v1/admin/island",
+            island.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+        let (status, body) = act(
+            &plant,
+            Some(&olga),
+            Some(&olga.csrf),
+            "/api/v1/admin/island",
+            island.clone(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "an operator may island: {body}"
+        );
+        let (status, body) = act(
+            &plant,
+            Some(&olga),
+            Some(&olga.csrf),
+            "/api/v1/admin/backups/run",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("operator"),
+            "{body}"
+        );
+        let new_user = json!({"user": "ola", "role": "viewer", "password": "ola password 1"});
+        let (status, body) = act(
+            &plant,
+            Some(&olga),
+            Some(&olga.csrf),
+            "/api/v1/admin/users",
+            new_user.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = act(
+            &plant,
+            Some(&ada),
+            Some(&ada.csrf),
+            "/api/v1/admin/users",
+            new_user,
+        )
+        .await;
+        assert!(
+            status.is_success(),
+            "an LDAP admin adds a user: {status} {body}"
+        );
+
+        // Right password, no mapped group: refused, with why.
+        let (status, body) = refused(
+            &plant,
+            "/api/v1/admin/login",
+            login("carl", "carl's secret 1"),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+        let why = body["error"]["message"].as_str().unwrap();
+        assert!(
+            why.contains("uid=carl,ou=people,dc=plant,dc=test")
+                && why.contains("none of the groups"),
+            "{why}"
+        );
+
+        // A wrong password, an empty one, and one for nobody: refused alike.
+        for (user, password) in [
+            ("ada", "not her password"),
+            ("ada", ""),
+            ("nobody", "whatever 123"),
+        ] {
+            let (status, body) =
+                refused(&plant, "/api/v1/admin/login", login(user, password)).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::UNAUTHORIZED, "bad_credentials"),
+                "{user}: {body}"
+            );
+        }
+
+        // Audited with the directory's subject; the refusals too.
+        let ana = sign_in(&plant, "/api/v1/admin/login", login("ana", "correct horse"))
+            .await
+            .unwrap();
+        let ada_in = audit_of(&plant, &ana, "ada", "sign_in").await;
+        assert!(
+            ada_in.iter().any(|(o, d)| o == "ok"
+                && d.contains("through LDAP as uid=ada,ou=people,dc=plant,dc=test")
+                && d.contains("admin")),
+            "{ada_in:?}"
+        );
+        assert!(
+            ada_in
+                .iter()
+                .any(|(o, d)| o == "refused" && d.contains("wrong user name or password")),
+            "{ada_in:?}"
+        );
+        let carl_in = audit_of(&plant, &ana, "carl", "sign_in").await;
+        assert!(
+            carl_in
+                .iter()
+                .any(|(o, d)| o == "refused" && d.contains("none of the groups")),
+            "{carl_in:?}"
+        );
+
+        // The directory goes down.
+        ldap.stop();
+        let (status, body) = refused(
+            &plant,
+            "/api/v1/admin/login",
+            login("vik", "vik's secret 1"),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("local users can still sign in"),
+            "{body}"
+        );
+        // The sign-in page, unauthenticated, says so.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = read(&plant, None, "/api/v1/admin/session").await;
+            let body: Value = serde_json::from_str(&body).unwrap();
+            if body["directory"]["reachable"] == false {
+                assert_eq!(body["directory"]["url"], ldap.url(), "{body}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sign-in page never said the directory is down: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // The local admin still gets in; an LDAP session already open goes on.
+        sign_in(&plant, "/api/v1/admin/login", login("ana", "correct horse"))
+            .await
+            .unwrap();
+        let (status, _) = read(&plant, Some(&olga), "/api/v1/admin/overview").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "olga's session goes on while the directory is down"
+        );
+        // Attempts while it was down were not counted against anyone: five more now would
+        // lock; after the outage, the right password works at once.
+        for _ in 0..5 {
+            let (status, _) = refused(
+                &plant,
+                "/api/v1/admin/login",
+                login("vik", "vik's secret 1"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        ldap.restart();
+        sign_in(
+            &plant,
+            "/api/v1/admin/login",
+            login("vik", "vik's secret 1"),
+        )
+        .await
+        .unwrap();
+    });
+    plant.stop();
+
+    // A plant that trusts another CA does not send the password to this directory: its
+    // certificate is refused during StartTLS.
+    let other_ca = Directory::start(&[]);
+    let strict = dir.path().join("strict");
+    let config = directory_toml(&ldap).replace(
+        &ldap.ca_file().display().to_string(),
+        &other_ca.ca_file().display().to_string(),
+    );
+    let mut plant = Plant::start(&strict, &config);
+    rt.block_on(async {
+        let (status, body) = refused(
+            &plant,
+            "/api/v1/admin/login",
+            login("ada", "ada's secret 1"),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{body}"
+        );
+        let why = body["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(why.contains("certificate"), "{why}");
+    });
+    plant.stop();
+}
