@@ -342,3 +342,94 @@ fn ldap_users_sign_in_to_their_groups_role_and_local_admins_stay_the_way_in() {
     });
     plant.stop();
 }
+
+/// The hub's fleet page signs in through `[identity.ldap]` of hub.toml the same way, with the
+/// same roles: an operator may apply a remedy to a plant's central apply, not steer a rollout.
+#[test]
+fn the_fleet_page_signs_in_through_the_directory_with_the_same_roles() {
+    use plantd_testkit::fleet::{free_udp_addr, Hub, Pg};
+    let ldap = Directory::start(&[
+        Person {
+            uid: "olga",
+            password: "olga's secret 1",
+            groups: &["shift-leads"],
+        },
+        Person {
+            uid: "vik",
+            password: "vik's secret 1",
+            groups: &["plant-staff"],
+        },
+    ]);
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with(
+        &dir.path().join("hub"),
+        &pg,
+        free_udp_addr(),
+        &directory_toml(&ldap),
+    );
+    let client = harness::client_for(&hub.data_dir.join("ca/ca.crt"), hub.https);
+    let base = format!("https://localhost:{}", hub.https.port());
+    harness::rt().block_on(async {
+        let sign_in = |user: &'static str, password: &'static str| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let r = client
+                    .post(format!("{base}/api/v1/admin/login"))
+                    .json(&login(user, password))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status(),
+                    StatusCode::OK,
+                    "{user} signs in to the fleet page"
+                );
+                let cookie = r.headers()["set-cookie"]
+                    .to_str()
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["via"], "ldap", "{body}");
+                (
+                    cookie,
+                    body["csrf"].as_str().unwrap().to_string(),
+                    body["role"].as_str().unwrap().to_string(),
+                )
+            }
+        };
+        let post = |who: &(String, String, String), path: &str, body: Value| {
+            let req = client
+                .post(format!("{base}{path}"))
+                .header("cookie", &who.0)
+                .header("x-csrf-token", &who.1)
+                .json(&body);
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let olga = sign_in("olga", "olga's secret 1").await;
+        let vik = sign_in("vik", "vik's secret 1").await;
+        assert_eq!((olga.2.as_str(), vik.2.as_str()), ("operator", "viewer"));
+        let remedy = json!({"plant": "lyon", "seq": 1});
+        // No central apply on this hub: the operator passes the role check and is told so.
+        let (status, body) = post(&olga, "/api/v1/fleet/apply/retry", remedy.clone()).await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "an operator retries: {body}");
+        let (status, body) = post(&vik, "/api/v1/fleet/apply/retry", remedy).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+        let (status, body) = post(&olga, "/api/v1/fleet/rollouts/abort", json!({"id": 1})).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+    });
+}
