@@ -225,8 +225,10 @@ async function boot() {
 }
 
 function enterApp(s) {
-  state.session = { user: s.user, role: s.role, csrf: s.csrf };
+  state.session = { user: s.user, role: s.role, csrf: s.csrf, via: s.via, totp: !!s.totp, mustEnrol: !!s.must_enrol };
   setText('#whoami', `${s.user} (${s.role})`);
+  $('#enrol-banner').hidden = !state.session.mustEnrol;
+  renderTotpCard();
   document.body.classList.toggle('viewer', !isAdmin());
   document.body.classList.toggle('no-operate', !canOperate());
   resetPages();
@@ -1387,6 +1389,7 @@ function renderUsers(d) {
       col('created', u => timeCell(u.created_at)),
       col('time password-set', u => (u.password_set_at ? timeCell(u.password_set_at) : 'when added')),
       col('num sessions', u => String(u.sessions)),
+      col('totp', u => ({ text: u.totp ? 'on' : 'off', tone: u.totp ? 'good' : 'muted' })),
     ],
     actions: userActions,
     empty: 'No users.',
@@ -1399,6 +1402,8 @@ function renderUsers(d) {
     });
     const out = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="sign-out"]`);
     if (out) out.disabled = u.sessions === 0;
+    const reset = table.querySelector(`tr[data-user="${CSS.escape(u.name)}"] button[data-action="totp-reset"]`);
+    if (reset) reset.disabled = !u.totp;
   }
 }
 
@@ -1409,6 +1414,11 @@ function userActions(name) {
     button('Make …', 'role0', () => actUserRole(name, 0)),
     button('Make …', 'role1', () => actUserRole(name, 1)),
     button('Sign out', 'sign-out', () => actUserSignOut(name)),
+    button('Reset 2FA…', 'totp-reset', () => act({
+      text: `Take the second factor of ${name} away (a lost phone): their sessions end, and they sign in with their password alone${isAdmin() ? ', then set up a new one' : ''}.`,
+      okLabel: 'Reset 2FA',
+      path: `/users/${enc(name)}/totp-reset`,
+    })),
     button('Remove…', 'remove', () => actUserRemove(name), 'danger'),
   ];
 }
@@ -1432,6 +1442,68 @@ function actUserRole(name, i) {
     path: `/users/${enc(name)}/role`,
     body: () => ({ role: to }),
   });
+}
+
+/* The Users page's "Your second factor" card: set up TOTP for yourself (a QR code made by
+ * plantd, a code to confirm, then the recovery codes, shown once). */
+function renderTotpCard() {
+  const s = state.session;
+  const box = $('#totp-controls');
+  box.replaceChildren();
+  if (s.via === 'ldap') {
+    setText('#totp-status', 'You signed in with your company account: its second factor is your directory\'s.');
+    return;
+  }
+  if (s.totp) {
+    setText('#totp-status', 'On: signing in asks for your authenticator app\'s code. Lost your phone? Use a recovery code, or ask an admin to reset it.');
+    return;
+  }
+  setText('#totp-status', s.mustEnrol
+    ? 'Off. This server requires a second factor for admins: set one up before you change anything.'
+    : 'Off. A second factor keeps your account safe if your password leaks.');
+  box.append(el('button', { type: 'button', id: 'totp-start', class: 'primary', onclick: startTotp }, 'Set up a second factor'));
+}
+
+async function startTotp() {
+  const box = $('#totp-controls');
+  let e;
+  try {
+    e = await api('/totp/enrol', { method: 'POST', body: {}, timeout: ACTION_TIMEOUT_MS });
+  } catch (err) {
+    if (err.status === 401) { sessionEnded(); return; }
+    toast('error', err.message);
+    return;
+  }
+  const input = el('input', { id: 'totp-code', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', maxlength: 8, placeholder: '123456' });
+  const error = el('p', { id: 'totp-error', class: 'form-error', role: 'alert' });
+  const form = el('form', { id: 'totp-confirm', class: 'inline-form', autocomplete: 'off', novalidate: true },
+    el('label', {}, 'Code the app shows now ', input),
+    el('button', { type: 'submit', class: 'primary' }, 'Confirm'));
+  form.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    setText(error, '');
+    try {
+      const r = await api('/totp/confirm', { method: 'POST', body: { code: input.value.trim() }, timeout: ACTION_TIMEOUT_MS });
+      state.session.totp = true;
+      state.session.mustEnrol = false;
+      $('#enrol-banner').hidden = true;
+      renderTotpCard();
+      $('#totp-controls').append(
+        el('p', {}, 'Your recovery codes: keep them somewhere safe, away from your phone. Each works once in place of a code; they are not shown again.'),
+        el('pre', { id: 'totp-recovery' }, r.recovery_codes.join('\n')));
+      toast('ok', r.message);
+      refresh();
+    } catch (err) {
+      if (err.status === 401 && err.code !== 'bad_totp') { sessionEnded(); return; }
+      setText(error, err.message);
+    }
+  });
+  box.replaceChildren(
+    el('p', {}, 'Scan this with your authenticator app (or type the key), then enter the code it shows.'),
+    el('img', { id: 'totp-qr', src: e.qr, alt: 'QR code of the new second factor', width: 200, height: 200 }),
+    el('p', {}, 'Key: ', el('code', { id: 'totp-secret' }, e.secret)),
+    form, error);
+  input.focus();
 }
 
 function actUserSignOut(name) {
@@ -1650,7 +1722,7 @@ function init() {
   for (const t of document.querySelectorAll('#view-app table')) t.classList.add('stackable');
   const post = path => body => api(path, { method: 'POST', body, timeout: 15000 });
   bindAuthForm($('#setup'), post('/setup'), ['code', 'user', 'password'], '#setup-error', enterApp);
-  bindAuthForm($('#signin'), post('/login'), ['user', 'password'], '#signin-error', enterApp);
+  bindAuthForm($('#signin'), post('/login'), ['user', 'password', 'code'], '#signin-error', enterApp);
   $('#signout').addEventListener('click', signOut);
   $('#verdict').addEventListener('click', () => { location.hash = '#/overview'; });
   $('#toast').addEventListener('click', () => { $('#toast').hidden = true; });

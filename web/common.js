@@ -124,9 +124,18 @@ function bindAuthForm(form, post, fields, errorSel, enter) {
     try {
       const s = await post(body);
       form.reset();
+      const code = form.querySelector('.signin-code');
+      if (code) code.hidden = true;
       enter(s);
     } catch (e) {
       $(errorSel).textContent = e.message;
+      // The password was right; the user's second factor is asked for.
+      const code = form.querySelector('.signin-code');
+      if (code && (e.code === 'totp_required' || e.code === 'bad_totp')) {
+        code.hidden = false;
+        form.elements.code.value = '';
+        form.elements.code.focus();
+      }
     } finally {
       if (submit) submit.disabled = false;
     }

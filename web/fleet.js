@@ -409,7 +409,7 @@ $('#logs-search').addEventListener('submit', async ev => {
 });
 const post = path => body => api(path, { method: 'POST', body });
 bindAuthForm($('#setup'), post('/api/v1/admin/setup'), ['code', 'user', 'password'], '#setup-error', enter);
-bindAuthForm($('#signin'), post('/api/v1/admin/login'), ['user', 'password'], '#signin-error', enter);
+bindAuthForm($('#signin'), post('/api/v1/admin/login'), ['user', 'password', 'code'], '#signin-error', enter);
 $('#signout').addEventListener('click', async () => {
   try { await api('/api/v1/admin/logout', { method: 'POST' }); } catch { /* signed out anyway */ }
   signedOut();

@@ -53,6 +53,11 @@ pub struct Session {
     /// For a user of the company's directory, their DN there: such a session is not checked
     /// against the local users; it lasts its time (the directory is not asked again).
     pub subject: Option<String>,
+    /// The user has a second factor (TOTP).
+    pub totp: bool,
+    /// An admin signed in without a second factor where one is required: they may set one
+    /// up, and change nothing else until they have.
+    pub must_enrol: bool,
     pub csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -352,6 +357,8 @@ impl Auth {
             role: state.role,
             epoch: state.epoch,
             subject,
+            totp: false,
+            must_enrol: false,
             csrf: crate::digest::random_secret()?,
             created: now,
             last_seen: now,
@@ -360,6 +367,27 @@ impl Auth {
         sessions.retain(|_, s| alive(s, now));
         sessions.insert(digest(&id), session.clone());
         Ok((id, session))
+    }
+
+    /// Sets the second factor's marks of the session behind `id` (just started, or enrolled).
+    pub fn set_second_factor(&self, id: &str, totp: bool, must_enrol: bool) -> Option<Session> {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        let s = sessions.get_mut(&digest(id))?;
+        s.totp = totp;
+        s.must_enrol = must_enrol;
+        Some(s.clone())
+    }
+
+    /// `user` has set up a second factor: their sessions here may act again.
+    pub fn second_factor_set(&self, user: &str) {
+        let mut sessions = self.sessions.lock().expect("not poisoned");
+        for s in sessions
+            .values_mut()
+            .filter(|s| s.user == user && s.subject.is_none())
+        {
+            s.totp = true;
+            s.must_enrol = false;
+        }
     }
 
     /// The live session behind a cookie value, touched.

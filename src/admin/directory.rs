@@ -66,7 +66,25 @@ pub struct Reach {
     checked: Instant,
 }
 
+/// Directory sign-ins at once; more get 503 at once.
+const TURNS: usize = 4;
+/// After the directory was found unreachable, sign-ins are told so without trying for this
+/// long (a directory that drops packets would hold each for its whole timeout).
+const FAIL_FAST: Duration = Duration::from_secs(5);
+
+/// A name as the directory, the lockout and the audit log take it: trimmed, in lower case,
+/// 1 to 64 of letters, digits and `. _ - @`; `None` for anything else.
+pub fn canonical_name(typed: &str) -> Option<String> {
+    let name = typed.trim().to_lowercase();
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    ok.then_some(name)
+}
+
 pub struct Directory {
+    turns: Arc<tokio::sync::Semaphore>,
     config: LdapConfig,
     tls: Arc<rustls::ClientConfig>,
     /// The service account's password, for a search of the user's DN.
@@ -121,13 +139,24 @@ impl Directory {
                     .to_string(),
             ),
         };
+        if bind_password.as_deref() == Some("") {
+            anyhow::bail!(
+                "[identity.ldap] bind_password_file is empty: the service account would bind without a password, which LDAP takes as anonymous"
+            );
+        }
         Ok(Directory {
+            turns: Arc::new(tokio::sync::Semaphore::new(TURNS)),
             config,
             tls: Arc::new(tls),
             bind_password,
             reach: Mutex::new(None),
             probing: AtomicBool::new(false),
         })
+    }
+
+    /// A turn to ask the directory, if one is free.
+    pub fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.turns.clone().try_acquire_owned().ok()
     }
 
     pub fn url(&self) -> &str {
@@ -142,6 +171,15 @@ impl Directory {
     ) -> Result<DirectoryUser, DirectoryError> {
         if password.is_empty() || user.is_empty() {
             return Err(DirectoryError::BadCredentials);
+        }
+        let down = self
+            .reach
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .filter(|r| !r.reachable && r.checked.elapsed() < FAIL_FAST);
+        if let Some(r) = down {
+            return Err(self.unreachable(r.detail.unwrap_or_default()));
         }
         // Each step has its timeout; this bounds them all together.
         let all = self.config.timeout * 6;
@@ -183,6 +221,7 @@ impl Directory {
                 let filter = filter.replace("{user}", &ldap_escape(user));
                 let (found, _) = ldap
                     .with_timeout(self.config.timeout)
+                    .with_search_options(ldap3::SearchOptions::new().sizelimit(2))
                     .search(base, Scope::Subtree, &filter, vec!["1.1"])
                     .await
                     .map_err(|e| self.lost(e))?
@@ -218,7 +257,7 @@ impl Directory {
             }
         }
         let filter = self.config.group_filter.replace("{dn}", &ldap_escape(&dn));
-        let (groups, _) = ldap
+        let ldap3::SearchResult(groups, result) = ldap
             .with_timeout(self.config.timeout)
             .with_search_options(ldap3::SearchOptions::new().sizelimit(MAX_GROUPS))
             .search(
@@ -228,14 +267,15 @@ impl Directory {
                 vec!["1.1"],
             )
             .await
-            .map_err(|e| self.lost(e))?
-            .non_error()
-            .map_err(|e| {
-                misconfigured(format!(
-                    "searching {} for {filter}: {e}",
-                    self.config.group_base
-                ))
-            })?;
+            .map_err(|e| self.lost(e))?;
+        // sizeLimitExceeded (4): the server's own limit may be below ours; the groups it sent
+        // are read, the highest role among them wins.
+        if !matches!(result.rc, 0 | 4) {
+            return Err(misconfigured(format!(
+                "searching {} for {filter}: result {} {}",
+                self.config.group_base, result.rc, result.text
+            )));
+        }
         let _ = ldap.unbind().await;
         let groups: Vec<String> = groups
             .into_iter()
@@ -400,6 +440,26 @@ mod tests {
         );
         assert_eq!(role_of(&c, &groups(&["cn=cafeteria,ou=groups,dc=x"])), None);
         assert_eq!(role_of(&c, &[]), None);
+    }
+
+    #[test]
+    fn a_name_is_one_name_whatever_its_case_and_spaces_and_odd_ones_are_refused() {
+        assert_eq!(
+            canonical_name("  Ada.Lopez@Corp "),
+            Some("ada.lopez@corp".into())
+        );
+        for odd in [
+            "",
+            "  ",
+            "ada lopez",
+            "ada\0",
+            "uid=ada,dc=x",
+            "ada*",
+            "(ada)",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(canonical_name(odd), None, "{odd:?}");
+        }
     }
 
     #[tokio::test]

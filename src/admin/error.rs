@@ -17,6 +17,10 @@ pub enum AdminError {
     /// A change without the session's CSRF token, or from another origin.
     Csrf(String),
     BadCredentials,
+    /// The password is right; the user's second factor is needed too.
+    TotpRequired,
+    /// A wrong (or already used) code of the second factor.
+    BadTotp,
     /// Too many wrong passwords or setup codes: for how long, and for whom.
     LockedOut(Lockout),
     BadSetupCode,
@@ -62,6 +66,16 @@ impl AdminError {
                 StatusCode::UNAUTHORIZED,
                 "bad_credentials",
                 "wrong user name or password".into(),
+            ),
+            TotpRequired => (
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "enter the six-digit code of your authenticator app, or one of your recovery codes".into(),
+            ),
+            BadTotp => (
+                StatusCode::UNAUTHORIZED,
+                "bad_totp",
+                "wrong code, or one used already: enter the app's current code (or an unused recovery code)".into(),
             ),
             LockedOut(lock) => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod refusals;
 pub mod sign_in;
 pub mod store;
+pub mod totp;
 pub mod users;
 
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub struct SignIn {
     hashing: Arc<tokio::sync::Semaphore>,
     /// The company's LDAP directory, when `[identity.ldap]` names one.
     pub directory: Option<Arc<directory::Directory>>,
+    /// Local admins need a second factor (`[identity] require_totp_for_admins`).
+    pub require_totp_for_admins: bool,
+    /// What an authenticator app calls this server ("plantd lyon", "plantd hub").
+    pub issuer: String,
 }
 
 impl SignIn {
@@ -87,6 +92,16 @@ impl SignIn {
             data_dir: data_dir.to_path_buf(),
             hashing: Arc::new(tokio::sync::Semaphore::new(2)),
             directory,
+            require_totp_for_admins: identity.require_totp_for_admins,
+            // What the app lists the account under: one plant's from another's.
+            issuer: format!(
+                "plantd {}",
+                url.trim_start_matches("https://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .replace(':', " ")
+            ),
         })
     }
 
@@ -262,6 +277,18 @@ pub fn router(admin: Admin) -> Router {
         .route(
             "/api/v1/admin/users/{name}/sign-out",
             change(post(users::sign_out)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/users/{name}/totp-reset",
+            change(post(users::totp_reset)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/totp/enrol",
+            change(post(totp::enrol)).layer(sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/totp/confirm",
+            change(post(totp::confirm)).layer(sign_in_body()),
         )
         .route("/api/v1/admin/alerts", get(api::alerts))
         .route("/api/v1/admin/apply", get(apply::status))

@@ -84,6 +84,12 @@ impl SignIn {
             }
         }) {
             Err(e) => Some(e),
+            Ok(()) if session.must_enrol && !action.starts_with("totp.") => {
+                Some(AdminError::Forbidden(format!(
+                    "{} must set up a second factor first (this server requires one for admins): Users page, \"Your second factor\"",
+                    session.user
+                )))
+            }
             Ok(()) if session.role < Role::needed_for(action) => {
                 Some(AdminError::Forbidden(format!(
                     "{} is {} {}: {}",
@@ -372,7 +378,8 @@ pub(super) fn signed_in(id: &str, s: &Session) -> Response {
 /// vouched for them (`via`).
 fn session_json(s: &Session) -> Value {
     let via = if s.subject.is_some() { "ldap" } else { "local" };
-    json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": via})
+    json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": via,
+        "totp": s.totp, "must_enrol": s.must_enrol})
 }
 
 pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Value> {
@@ -494,6 +501,15 @@ pub(super) fn audit_name(name: &str) -> String {
 pub(super) struct LoginBody {
     user: String,
     password: String,
+    /// The second factor, for a user who has one: the app's code or a recovery code.
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Who signed in, and how, for the audit log.
+enum Through {
+    Local { second: Option<super::totp::Used> },
+    Directory(super::directory::DirectoryUser),
 }
 
 pub async fn login(
@@ -504,94 +520,163 @@ pub async fn login(
 ) -> Answer {
     check_origin(&headers)?;
     let b: LoginBody = body(&headers, &bytes)?;
-    let who = audit_name(&b.user);
     let from = source(&extensions);
+    if b.user.chars().count() > 64
+        || b.password.chars().count() > 1024
+        || b.code.as_ref().is_some_and(|c| c.chars().count() > 64)
+    {
+        return Err(AdminError::BadCredentials);
+    }
+    // A local user signs in under their name as typed; a name that is no local user's goes to
+    // the directory, when there is one, under its canonical form (trimmed, lower case), so
+    // that "Ada" and "ada " are one name to the lockout and the audit log as to the directory.
+    let local = {
+        let store = admin.store.clone();
+        let name = b.user.trim().to_lowercase();
+        super::store::check_name(&name).is_ok()
+            && blocking(move || store.user_state(&name)).await??.is_some()
+    };
+    let directory = match &admin.directory {
+        Some(d) if !local => Some(d.clone()),
+        _ => None,
+    };
+    let name = match &directory {
+        Some(_) => super::directory::canonical_name(&b.user).ok_or(AdminError::BadCredentials)?,
+        None => b.user.clone(),
+    };
+    let who = match &directory {
+        Some(_) => name.clone(),
+        None => audit_name(&b.user),
+    };
     // Only attempts whose password was checked are audited: refusals that cost nothing (locked,
     // busy, oversized) could otherwise be sent by anyone to fill the disk with fsync'd lines.
     let checked = std::sync::atomic::AtomicBool::new(false);
     let outcome = async {
-        if b.user.chars().count() > 64 || b.password.chars().count() > 1024 {
-            return Err(AdminError::BadCredentials);
-        }
-        if let Some(lock) = admin.auth.locked_for(&from, &b.user, Instant::now()) {
+        if let Some(lock) = admin.auth.locked_for(&from, &name, Instant::now()) {
             return Err(AdminError::LockedOut(lock));
         }
+        if let Some(directory) = directory {
+            // Its own turns: a directory that hangs never holds the password checks local
+            // users need to get in.
+            let _turn = directory.turn().ok_or(AdminError::TooManySignIns)?;
+            checked.store(true, std::sync::atomic::Ordering::Relaxed);
+            let lock = admin.auth.failed(&from, &name, Instant::now());
+            return directory_sign_in(&admin, &directory, &from, &name, &b.password, lock).await;
+        }
         let _permit = admin.hashing()?;
-        // A local user of that name signs in here, never through the directory: the local
-        // users are the way in when the directory is down, and cannot be shadowed by it.
-        let directory = match &admin.directory {
-            Some(d)
-                if super::store::check_name(&b.user).is_err() || {
-                    let store = admin.store.clone();
-                    let user = b.user.clone();
-                    blocking(move || store.user_state(&user)).await??.is_none()
-                } =>
-            {
-                Some(d.clone())
-            }
-            _ => None,
-        };
         checked.store(true, std::sync::atomic::Ordering::Relaxed);
         // Counted before the hash, so that guesses sent in parallel cannot pass the limit.
-        let lock = admin.auth.failed(&from, &b.user, Instant::now());
+        let lock = admin.auth.failed(&from, &name, Instant::now());
         let wrong = || lock.map_or(AdminError::BadCredentials, AdminError::LockedOut);
-        if let Some(directory) = directory {
-            use super::directory::DirectoryError;
-            return match directory.sign_in(&b.user, &b.password).await {
-                Ok(found) => {
-                    admin.auth.succeeded(&from, &b.user);
-                    let started = admin
-                        .auth
-                        .sign_in_directory(&b.user, found.role, &found.dn, Instant::now())
-                        .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
-                    Ok((started, Some(found)))
-                }
-                Err(DirectoryError::BadCredentials) => Err(wrong()),
-                Err(e @ DirectoryError::NoRole { .. }) => {
-                    admin.auth.succeeded(&from, &b.user);
-                    Err(AdminError::Forbidden(e.to_string()))
-                }
-                Err(e @ DirectoryError::Unreachable { .. }) => {
-                    admin.auth.not_checked(&from, &b.user);
-                    Err(AdminError::Unavailable(e.to_string()))
-                }
-                Err(e @ DirectoryError::Misconfigured { .. }) => {
-                    admin.auth.not_checked(&from, &b.user);
-                    tracing::error!(error = %e, "a sign-in through LDAP");
-                    Err(AdminError::Unavailable(e.to_string()))
-                }
-            };
-        }
         let store = admin.store.clone();
-        let (user, password) = (b.user.clone(), b.password.clone());
+        let (user, password) = (name.clone(), b.password.clone());
         let Some(state) = blocking(move || store.check(&user, &password)).await?? else {
             return Err(wrong());
         };
-        admin.auth.succeeded(&from, &b.user);
-        let started = admin
+        let store = admin.store.clone();
+        let user = name.clone();
+        let totp = blocking(move || store.has_totp(&user)).await??;
+        let mut second = None;
+        if totp {
+            let Some(code) = b.code.as_deref().filter(|c| !c.trim().is_empty()) else {
+                // The password was right; the attempt is not held against the name.
+                admin.auth.not_checked(&from, &name);
+                return Err(AdminError::TotpRequired);
+            };
+            let store = admin.store.clone();
+            let (user, code) = (name.clone(), code.trim().to_string());
+            match blocking(move || store.totp_check(&user, &code)).await?? {
+                Some(used) => second = Some(used),
+                // Counted: five wrong codes lock the name as five wrong passwords do.
+                None => return Err(lock.map_or(AdminError::BadTotp, AdminError::LockedOut)),
+            }
+        }
+        admin.auth.succeeded(&from, &name);
+        let (id, session) = admin
             .auth
-            .sign_in(&b.user, state, Instant::now())
+            .sign_in(&name, state, Instant::now())
             .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
-        Ok((started, None))
+        let must_enrol = !totp && admin.require_totp_for_admins && state.role == Role::Admin;
+        let session = admin
+            .auth
+            .set_second_factor(&id, totp, must_enrol)
+            .unwrap_or(session);
+        Ok(((id, session), Through::Local { second }))
     }
     .await;
     if checked.load(std::sync::atomic::Ordering::Relaxed) {
         match &outcome {
-            Ok((_, None)) => admin.audit(&who, "sign_in", None, Ok("signed in")).await,
+            Ok((_, Through::Local { second })) => {
+                let detail = match second {
+                    None => "signed in".to_string(),
+                    Some(super::totp::Used::Code) => "signed in with a second factor".to_string(),
+                    Some(super::totp::Used::Recovery(left)) => {
+                        format!("signed in with a recovery code ({left} left)")
+                    }
+                };
+                admin.audit(&who, "sign_in", None, Ok(&detail)).await
+            }
             // The directory's subject, and the group that gave the role.
-            Ok((_, Some(found))) => {
+            Ok((_, Through::Directory(found))) => {
                 let detail = format!(
                     "signed in through LDAP as {} ({} by group {})",
                     found.dn, found.role, found.group
                 );
-                // The name as typed: the directory took it with its password.
-                admin.audit(&b.user, "sign_in", None, Ok(&detail)).await
+                admin.audit(&who, "sign_in", None, Ok(&detail)).await
             }
             Err(e) => admin.audit_refusal(&from, &who, "sign_in", None, e).await,
         }
     }
     let ((id, session), _) = outcome?;
     Ok(signed_in(&id, &session))
+}
+
+/// A sign-in the directory checks; `lock` is what counting the attempt started.
+async fn directory_sign_in(
+    admin: &SignIn,
+    directory: &super::directory::Directory,
+    from: &str,
+    name: &str,
+    password: &str,
+    lock: Option<auth::Lockout>,
+) -> Result<((String, Session), Through), AdminError> {
+    use super::directory::DirectoryError;
+    match directory.sign_in(name, password).await {
+        Ok(found) => {
+            admin.auth.succeeded(from, name);
+            let started = admin
+                .auth
+                .sign_in_directory(name, found.role, &found.dn, Instant::now())
+                .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+            Ok((started, Through::Directory(found)))
+        }
+        Err(DirectoryError::BadCredentials) => {
+            Err(lock.map_or(AdminError::BadCredentials, AdminError::LockedOut))
+        }
+        // Counted all the same: otherwise a stranger could try passwords of every company
+        // account through here without a lockout, this answer telling the right ones.
+        Err(DirectoryError::NoRole { dn, mapped }) => {
+            tracing::warn!(dn = %dn, mapped = %mapped, "a directory user of no mapped group was refused");
+            Err(AdminError::Forbidden(
+                "your company account is in none of the groups that give a role on this server; ask your IT to add you to one"
+                    .into(),
+            ))
+        }
+        // Not the user's doing: not held against the name.
+        Err(e @ DirectoryError::Unreachable { .. }) => {
+            admin.auth.not_checked(from, name);
+            Err(AdminError::Unavailable(e.to_string()))
+        }
+        // Counted (the password may have been tried); the details go to the log only, not to
+        // a client that has not signed in.
+        Err(e @ DirectoryError::Misconfigured { .. }) => {
+            tracing::error!(error = %e, "a sign-in through LDAP");
+            Err(AdminError::Unavailable(format!(
+                "the directory {} refused the sign-in in a way that lets nobody in; its details are in plantd's log for your IT; local users can still sign in",
+                directory.url()
+            )))
+        }
+    }
 }
 
 pub async fn logout(State(admin): State<SignIn>, headers: HeaderMap) -> Answer {

@@ -33,6 +33,9 @@ pub enum Role {
 /// The changes an operator may make, by their audit action name (the hub's remote actions
 /// with a `remote.` prefix). Every other change needs an admin, so a new action is an admin's
 /// until it is named here.
+/// Changes anyone signed in may make, to themselves.
+const OWN_ACTIONS: &[&str] = &["totp.enrol", "totp.confirm"];
+
 const OPERATOR_ACTIONS: &[&str] = &[
     "service.restart",
     "service.reset",
@@ -72,7 +75,9 @@ impl Role {
 
     /// The least role that may make the change `action` (its audit name).
     pub fn needed_for(action: &str) -> Role {
-        if OPERATOR_ACTIONS.contains(&action) {
+        if OWN_ACTIONS.contains(&action) {
+            Role::Viewer
+        } else if OPERATOR_ACTIONS.contains(&action) {
             Role::Operator
         } else {
             Role::Admin
@@ -185,6 +190,8 @@ pub struct UserRow {
     pub created_at: String,
     /// When the password was last set by someone other than at creation; `None` since then.
     pub password_set_at: Option<String>,
+    /// Has a second factor.
+    pub totp: bool,
 }
 
 /// What a session holds against the user store: their role and the count of changes that
@@ -302,7 +309,7 @@ impl Store {
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
         let conn = self.conn.lock().expect("not poisoned");
         let mut stmt = conn
-            .prepare("SELECT name, role, created_at, password_set_at FROM users ORDER BY name")
+            .prepare("SELECT name, role, created_at, password_set_at, totp_secret IS NOT NULL FROM users ORDER BY name")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -311,17 +318,19 @@ impl Store {
                     r.get::<_, String>(1)?,
                     r.get(2)?,
                     r.get(3)?,
+                    r.get(4)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, role, created_at, password_set_at) = row.map_err(|e| self.sql(e))?;
+            let (name, role, created_at, password_set_at, totp) = row.map_err(|e| self.sql(e))?;
             out.push(UserRow {
                 name,
                 role: Role::parse(&role)?,
                 created_at,
                 password_set_at,
+                totp,
             });
         }
         Ok(out)
@@ -397,7 +406,12 @@ impl Store {
         })
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
+    /// The writing connection, for the second factor's rows (`super::totp`).
+    pub(super) fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("not poisoned")
+    }
+
+    pub(super) fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
@@ -646,21 +660,45 @@ fn escape_like(text: &str) -> String {
 }
 
 /// Adds the columns a store made before users could be changed lacks.
+/// Brings the users table of an older version up to this one's, under SQLite's write lock:
+/// the daemon and `plantd admin` beside it may open the file at once.
 fn migrate_users(conn: &Connection) -> rusqlite::Result<()> {
-    let mut has = std::collections::HashSet::new();
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('users')")?;
-    for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        has.insert(name?);
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match migrate_users_locked(conn) {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
+}
+
+fn migrate_users_locked(conn: &Connection) -> rusqlite::Result<()> {
+    let has: std::collections::HashSet<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('users')")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
     if !has.contains("epoch") {
         conn.execute_batch("ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")?;
     }
     if !has.contains("password_set_at") {
         conn.execute_batch("ALTER TABLE users ADD COLUMN password_set_at TEXT")?;
     }
+    // The second factor (`super::totp`): the active secret, one being enrolled, the last time
+    // step a code was taken at (a code works once), and the unused recovery codes' hashes.
+    for (column, kind) in [
+        ("totp_secret", "TEXT"),
+        ("totp_pending", "TEXT"),
+        ("totp_step", "INTEGER"),
+        ("totp_recovery", "TEXT"),
+    ] {
+        if !has.contains(column) {
+            conn.execute_batch(&format!("ALTER TABLE users ADD COLUMN {column} {kind}"))?;
+        }
+    }
     // Before the operator role, the role's CHECK took admin and viewer only. SQLite cannot
-    // change a CHECK in place: the table is copied into one with the new CHECK, in one
-    // transaction (a crash leaves the old table whole).
+    // change a CHECK in place: the table is copied into one with the new CHECK, within the
+    // migration's transaction (a crash leaves the old table whole).
     let sql: String = conn.query_row(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'",
         [],
@@ -668,20 +706,24 @@ fn migrate_users(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     if !sql.contains("'operator'") {
         conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             CREATE TABLE users_new (
+            "CREATE TABLE users_new (
                  name TEXT PRIMARY KEY,
                  role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
                  hash TEXT NOT NULL,
                  created_at TEXT NOT NULL,
                  epoch INTEGER NOT NULL DEFAULT 0,
-                 password_set_at TEXT
+                 password_set_at TEXT,
+                 totp_secret TEXT,
+                 totp_pending TEXT,
+                 totp_step INTEGER,
+                 totp_recovery TEXT
              );
-             INSERT INTO users_new (name, role, hash, created_at, epoch, password_set_at)
-                 SELECT name, role, hash, created_at, epoch, password_set_at FROM users;
+             INSERT INTO users_new (name, role, hash, created_at, epoch, password_set_at,
+                     totp_secret, totp_pending, totp_step, totp_recovery)
+                 SELECT name, role, hash, created_at, epoch, password_set_at,
+                     totp_secret, totp_pending, totp_step, totp_recovery FROM users;
              DROP TABLE users;
-             ALTER TABLE users_new RENAME TO users;
-             COMMIT;",
+             ALTER TABLE users_new RENAME TO users;",
         )?;
     }
     Ok(())

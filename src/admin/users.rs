@@ -37,6 +37,7 @@ pub async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Answer {
                 "created_at": u.created_at,
                 "password_set_at": u.password_set_at,
                 "sessions": sessions.get(&u.name).copied().unwrap_or(0),
+                "totp": u.totp,
                 "you": u.name == caller.user,
             })
         })
@@ -195,6 +196,30 @@ pub async fn sign_out(
         |store, name, Nothing {}| {
             store.end_sessions(name)?;
             Ok(format!("signed {name} out everywhere"))
+        },
+    )
+    .await
+}
+
+/// `POST /api/v1/admin/users/{name}/totp-reset`: takes a user's second factor away (a lost
+/// phone); their sessions end, and they sign in with their password alone (and set up a new
+/// one, where admins need it).
+pub async fn totp_reset(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let request = (admin, headers, name, bytes);
+    change_user(
+        request,
+        "user.totp_reset",
+        false,
+        |store, name, Nothing {}| {
+            store.totp_reset(name)?;
+            Ok(format!(
+                "took the second factor of {name} away; their sessions ended"
+            ))
         },
     )
     .await

@@ -114,6 +114,7 @@ pub enum Change {
     Password(String),
     Role(Role),
     SignOut,
+    TotpReset,
 }
 
 pub fn change(config: &PlantConfig, user: &str, change: Change) -> anyhow::Result<()> {
@@ -143,6 +144,13 @@ pub fn change(config: &PlantConfig, user: &str, change: Change) -> anyhow::Resul
         Change::SignOut => {
             store.end_sessions(user)?;
             ("user.sign_out", format!("signed {user} out everywhere"))
+        }
+        Change::TotpReset => {
+            store.totp_reset(user)?;
+            (
+                "user.totp_reset",
+                format!("took the second factor of {user} away; their sessions ended"),
+            )
         }
     };
     audit(&store, action, user, done.clone())?;

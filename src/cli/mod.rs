@@ -202,6 +202,13 @@ enum AdminCommand {
         place: Place,
         user: String,
     },
+    /// Take a user's second factor (TOTP) away, for a lost phone; their sessions end. They
+    /// sign in with their password and set up a new one.
+    TotpReset {
+        #[command(flatten)]
+        place: Place,
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -698,6 +705,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ),
             AdminCommand::SignOut { place, user } => {
                 admin::change(&place.load()?, &user, admin::Change::SignOut)
+            }
+            AdminCommand::TotpReset { place, user } => {
+                admin::change(&place.load()?, &user, admin::Change::TotpReset)
             }
         },
         Command::Token(t) => match t {

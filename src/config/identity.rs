@@ -2,6 +2,9 @@
 //! sign in through, besides the local users (who stay the break-glass way in).
 //!
 //! ```toml
+//! [identity]
+//! require_totp_for_admins = true       # local admins need a second factor (default false)
+//!
 //! [identity.ldap]
 //! url = "ldap://dc1.corp.example"      # StartTLS, always; or "ldaps://dc1.corp.example"
 //! ca_file = "/etc/plantd/ldap-ca.pem"  # the directory's CA; default: the system's CAs
@@ -35,6 +38,7 @@ use crate::field::FieldError;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIdentity {
     ldap: Option<RawLdap>,
+    require_totp_for_admins: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +73,9 @@ struct RawRoles {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IdentityConfig {
     pub ldap: Option<LdapConfig>,
+    /// Local admins must sign in with a second factor (TOTP): one without it may only set
+    /// it up (`require_totp_for_admins = true`; default false).
+    pub require_totp_for_admins: bool,
 }
 
 /// How a user's DN is found.
@@ -109,6 +116,7 @@ impl IdentityConfig {
     pub(crate) fn from_raw(raw: RawIdentity) -> Result<IdentityConfig, FieldError> {
         Ok(IdentityConfig {
             ldap: raw.ldap.map(LdapConfig::from_raw).transpose()?,
+            require_totp_for_admins: raw.require_totp_for_admins.unwrap_or(false),
         })
     }
 }

@@ -96,6 +96,14 @@ pub fn router(fleet: Fleet) -> Router {
             "/api/v1/admin/logout",
             change(post(logout)).layer(crate::admin::sign_in_body()),
         )
+        .route(
+            "/api/v1/admin/totp/enrol",
+            change(post(crate::admin::totp::enrol)).layer(crate::admin::sign_in_body()),
+        )
+        .route(
+            "/api/v1/admin/totp/confirm",
+            change(post(crate::admin::totp::confirm)).layer(crate::admin::sign_in_body()),
+        )
         .route("/api/v1/fleet", get(overview))
         .route("/metrics", get(super::metrics::serve))
         .route("/api/v1/fleet/logs", get(super::logs::search))

@@ -6,12 +6,26 @@
 // Every step says what it checks; the first failure ends the run with a non-zero exit.
 
 import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { drive, env, open, step } from './lib.mjs';
 
 const URL = env('PLANTD_URL');
 const SHOTS = env('SHOTS');
 const ADMIN = { user: 'ana', password: 'correct horse battery' };
 const VIEWER = { user: 'vic', password: 'viewer pass 12' };
+
+/* The TOTP code of a base32 secret, `ahead` steps of 30 s from now (RFC 6238, SHA-1, 6 digits). */
+function totp(secret, ahead) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30) + ahead));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const at = mac[mac.length - 1] & 15;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
 
 const docker = (...args) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
 const startedAt = (container) => docker('inspect', '-f', '{{.State.StartedAt}}', container);
@@ -344,6 +358,30 @@ await drive({ url: URL, shots: SHOTS, height: 768, failure: 'failure' }, async (
   for (const action of ['user.add', 'user.password', 'user.role', 'user.sign_out', 'user.remove']) {
     await page.locator('table#audit tr', { has: page.locator('td.action', { hasText: action }) }).first().waitFor({ timeout: 30_000 });
   }
+
+  step('second factor: set it up from the QR code plantd draws, then sign in with the app\'s code');
+  await go('users');
+  await page.click('button#totp-start');
+  const qr = page.locator('img#totp-qr');
+  await qr.waitFor();
+  const drawn = await qr.evaluate((img) => img.complete && img.naturalWidth > 0 && img.src.startsWith('data:image/svg+xml'));
+  if (!drawn) throw new Error('the QR code is not drawn');
+  const secret = (await page.locator('#totp-secret').textContent()).trim();
+  await page.fill('#totp-code', totp(secret, 0));
+  await page.click('form#totp-confirm [type=submit]');
+  const recovery = (await page.locator('pre#totp-recovery').textContent()).trim().split('\n');
+  if (recovery.length !== 10) throw new Error(`recovery codes: ${recovery}`);
+  await page.locator('tr[data-user="ana"] td.totp', { hasText: 'on' }).waitFor({ timeout: 20_000 });
+  await page.click('button#signout');
+  await page.locator('form#signin').waitFor();
+  await page.fill('form#signin input[name=user]', ADMIN.user);
+  await page.fill('form#signin input[name=password]', ADMIN.password);
+  await page.click('form#signin [type=submit]');
+  await page.locator('form#signin .signin-code').waitFor();
+  // The code just used is used up: the app's next one (within the allowed skew).
+  await page.fill('form#signin input[name=code]', totp(secret, 1));
+  await page.click('form#signin [type=submit]');
+  await page.waitForFunction(() => document.querySelector('#whoami')?.textContent.includes('ana (admin)'));
 
   step('a phone: every page at 390 x 844, every control inside the viewport');
   await page.setViewportSize({ width: 390, height: 844 });
