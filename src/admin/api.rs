@@ -708,7 +708,7 @@ pub async fn audit_export(
 ) -> Answer {
     /// One export at a time: each holds the whole log in memory for a moment.
     static EXPORTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    let caller = admin.reader(&headers)?;
+    let (caller, _) = admin.signin.reader_role(&headers)?;
     let filter = q.filter()?;
     let _one = EXPORTING.try_acquire().map_err(|_| {
         AdminError::Busy("another export of the audit log is running; try again in a moment".into())

@@ -378,15 +378,14 @@ impl Auth {
         Some(s.clone())
     }
 
-    /// `user` has set up a second factor: their sessions here may act again.
-    pub fn second_factor_set(&self, user: &str) {
+    /// The session behind `id` set up its user's second factor, which moved the user's
+    /// epoch on to `epoch`: it goes on under it, and may act.
+    pub fn second_factor_set(&self, id: &str, epoch: i64) {
         let mut sessions = self.sessions.lock().expect("not poisoned");
-        for s in sessions
-            .values_mut()
-            .filter(|s| s.user == user && s.subject.is_none())
-        {
+        if let Some(s) = sessions.get_mut(&digest(id)) {
             s.totp = true;
             s.must_enrol = false;
+            s.epoch = epoch;
         }
     }
 

@@ -52,11 +52,17 @@ impl SignIn {
             .ok_or(AdminError::Unauthenticated)
     }
 
-    /// A reader with a session, and their role (for what only admins may read).
+    /// A reader with a session, and their role (for what only admins may read: a backup's
+    /// download, a remote action's result). An admin who must still set up a second factor
+    /// is refused: their password alone must not take the whole database away.
     pub fn reader_role(&self, headers: &HeaderMap) -> Result<(Caller, Role), AdminError> {
-        self.session_of(headers)
-            .map(|(_, s)| (Caller { user: s.user }, s.role))
-            .ok_or(AdminError::Unauthenticated)
+        let (_, s) = self
+            .session_of(headers)
+            .ok_or(AdminError::Unauthenticated)?;
+        if s.must_enrol {
+            return Err(enrol_first(&s.user));
+        }
+        Ok((Caller { user: s.user }, s.role))
     }
 
     /// An admin allowed to change something; a refusal of a known user is audited.
@@ -85,10 +91,7 @@ impl SignIn {
         }) {
             Err(e) => Some(e),
             Ok(()) if session.must_enrol && !action.starts_with("totp.") => {
-                Some(AdminError::Forbidden(format!(
-                    "{} must set up a second factor first (this server requires one for admins): Users page, \"Your second factor\"",
-                    session.user
-                )))
+                Some(enrol_first(&session.user))
             }
             Ok(()) if session.role < Role::needed_for(action) => {
                 Some(AdminError::Forbidden(format!(
@@ -327,6 +330,13 @@ impl SignIn {
     }
 }
 
+/// The refusal of an admin who must set up a second factor first.
+pub(super) fn enrol_first(user: &str) -> AdminError {
+    AdminError::Forbidden(format!(
+        "{user} must set up a second factor first (this server requires one for admins): the Users page's \"Your second factor\", or POST /api/v1/admin/totp/enrol"
+    ))
+}
+
 /// The entry that sums up refused sign-ins or setups from one address.
 fn sign_in_summary(f: refusals::Folded) -> AuditEntry {
     AuditEntry {
@@ -458,10 +468,17 @@ pub async fn setup(
         admin.auth.set_setup_code(None);
         let _ = std::fs::remove_file(super::setup_code_file(&admin.data_dir));
         admin.auth.setup_succeeded(&source);
-        admin
+        let (id, session) = admin
             .auth
             .sign_in(&b.user, state, now)
-            .map_err(|e| AdminError::Internal(format!("{e:#}")))
+            .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+        // The first admin has no second factor yet: where admins need one, they set it up
+        // before anything else, as any admin would.
+        let session = admin
+            .auth
+            .set_second_factor(&id, false, admin.require_totp_for_admins)
+            .unwrap_or(session);
+        Ok((id, session))
     }
     .await;
     match &outcome {
@@ -586,9 +603,18 @@ pub async fn login(
             let store = admin.store.clone();
             let (user, code) = (name.clone(), code.trim().to_string());
             match blocking(move || store.totp_check(&user, &code)).await?? {
-                Some(used) => second = Some(used),
-                // Counted: five wrong codes lock the name as five wrong passwords do.
-                None => return Err(lock.map_or(AdminError::BadTotp, AdminError::LockedOut)),
+                super::totp::Check::Passed(used) => second = Some(used),
+                // Counted: five wrong codes lock the name as five wrong passwords do; and
+                // the user's own count of wrong codes, from everywhere, locks code checks.
+                super::totp::Check::Wrong => {
+                    return Err(lock.map_or(AdminError::BadTotp, AdminError::LockedOut))
+                }
+                super::totp::Check::Locked(left) => {
+                    return Err(AdminError::Forbidden(format!(
+                        "too many wrong codes for {name}: codes are checked again in {} min; an admin can reset the second factor",
+                        left.div_ceil(60)
+                    )))
+                }
             }
         }
         admin.auth.succeeded(&from, &name);

@@ -691,6 +691,8 @@ fn migrate_users_locked(conn: &Connection) -> rusqlite::Result<()> {
         ("totp_pending", "TEXT"),
         ("totp_step", "INTEGER"),
         ("totp_recovery", "TEXT"),
+        ("totp_failures", "INTEGER NOT NULL DEFAULT 0"),
+        ("totp_locked_until", "INTEGER"),
     ] {
         if !has.contains(column) {
             conn.execute_batch(&format!("ALTER TABLE users ADD COLUMN {column} {kind}"))?;
@@ -716,12 +718,16 @@ fn migrate_users_locked(conn: &Connection) -> rusqlite::Result<()> {
                  totp_secret TEXT,
                  totp_pending TEXT,
                  totp_step INTEGER,
-                 totp_recovery TEXT
+                 totp_recovery TEXT,
+                 totp_failures INTEGER NOT NULL DEFAULT 0,
+                 totp_locked_until INTEGER
              );
              INSERT INTO users_new (name, role, hash, created_at, epoch, password_set_at,
-                     totp_secret, totp_pending, totp_step, totp_recovery)
+                     totp_secret, totp_pending, totp_step, totp_recovery, totp_failures,
+                     totp_locked_until)
                  SELECT name, role, hash, created_at, epoch, password_set_at,
-                     totp_secret, totp_pending, totp_step, totp_recovery FROM users;
+                     totp_secret, totp_pending, totp_step, totp_recovery, totp_failures,
+                     totp_locked_until FROM users;
              DROP TABLE users;
              ALTER TABLE users_new RENAME TO users;",
         )?;

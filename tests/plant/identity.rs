@@ -531,6 +531,17 @@ fn totp_is_required_for_admins_checked_once_and_recovered() {
             .unwrap();
         assert_eq!(session(&vik).await["must_enrol"], false);
 
+        // A second session of hers, with the password alone.
+        let other = sign_in(&plant, "/api/v1/admin/login", login("ana", "correct horse"))
+            .await
+            .unwrap();
+        // Reads that take the whole database away wait for the factor too.
+        let (status, _) = read(&plant, Some(&other), "/api/v1/admin/audit/export").await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "an admin without the required factor exports the audit log"
+        );
         let (status, enrolment) = act(
             &plant,
             Some(&ana),
@@ -581,6 +592,13 @@ fn totp_is_required_for_admins_checked_once_and_recovered() {
         assert_eq!(status, StatusCode::OK, "{body}");
         let recovery: Vec<String> = serde_json::from_value(body["recovery_codes"].clone()).unwrap();
         assert_eq!(recovery.len(), 10);
+        // Her other session gave no code: it ended.
+        let (status, _) = read(&plant, Some(&other), "/api/v1/admin/overview").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the session without a code goes on"
+        );
         // A second enrolment over a factor that is set up is refused: a new phone goes
         // through an admin's reset.
         let (status, body) = act(
