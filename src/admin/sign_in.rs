@@ -547,11 +547,14 @@ pub async fn login(
     // A local user signs in under their name as typed; a name that is no local user's goes to
     // the directory, when there is one, under its canonical form (trimmed, lower case), so
     // that "Ada" and "ada " are one name to the lockout and the audit log as to the directory.
-    let local = {
-        let store = admin.store.clone();
-        let name = b.user.trim().to_lowercase();
-        super::store::check_name(&name).is_ok()
-            && blocking(move || store.user_state(&name)).await??.is_some()
+    let local = match &admin.directory {
+        None => true,
+        Some(_) => {
+            let store = admin.store.clone();
+            let name = b.user.trim().to_lowercase();
+            super::store::check_name(&name).is_ok()
+                && blocking(move || store.user_state(&name)).await??.is_some()
+        }
     };
     let directory = match &admin.directory {
         Some(d) if !local => Some(d.clone()),

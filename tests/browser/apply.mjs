@@ -90,7 +90,7 @@ await drive({ url: URL, shots: SHOTS, height: 900, failure: 'failure' }, async (
   await signIn(VIEWER);
   await go('apply');
   // Drawn for the viewer (only a viewer's page says who the remedies are for).
-  await has('#apply-stop-help', 'For an admin:');
+  await has('#apply-stop-help', 'For an operator or admin:');
   await has('#apply-stop-message', `no stock.picking named "${PICKING}"`);
   for (const sel of ['#apply-retry', '#apply-park']) {
     if (await page.locator(sel).count()) throw new Error(`a viewer sees ${sel}`);
