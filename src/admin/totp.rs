@@ -137,16 +137,23 @@ pub const CODE_LOCK: u64 = 3600;
 impl Store {
     /// Whether `name` has a second factor.
     pub fn has_totp(&self, name: &str) -> Result<bool, StoreError> {
-        let conn = self.writer();
-        let on: Option<bool> = conn
-            .query_row(
-                "SELECT totp_secret IS NOT NULL FROM users WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        Ok(on.unwrap_or(false))
+        Ok(self.factor_of(&self.writer(), name)?.unwrap_or(false))
+    }
+
+    /// Whether `name` has a second factor; `None` for no such user. Read on the connection
+    /// the caller holds (the writer's lock, for a change that depends on it).
+    fn factor_of(
+        &self,
+        conn: &rusqlite::Connection,
+        name: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        conn.query_row(
+            "SELECT totp_secret IS NOT NULL FROM users WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))
     }
 
     /// Starts an enrolment: a new secret, kept aside until a code it makes is sent. `None`
@@ -154,15 +161,7 @@ impl Store {
     pub fn totp_begin(&self, name: &str, issuer: &str) -> Result<Option<Enrolment>, StoreError> {
         let secret = BASE32_NOPAD.encode(&random::<20>()?);
         let conn = self.writer();
-        let has: Option<bool> = conn
-            .query_row(
-                "SELECT totp_secret IS NOT NULL FROM users WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        match has {
+        match self.factor_of(&conn, name)? {
             None => return Err(StoreError::NoUser(name.to_string())),
             Some(true) => return Ok(None),
             Some(false) => {}
