@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every plantd test on a fresh Debian machine that has only Rust: installs what the
-# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium, exim4, slapd, Node.js
+# tests need first (a C compiler, PostgreSQL 15, the Docker engine, debootstrap, Chromium, exim4, slapd, glewlwyd, Node.js
 # with playwright-core, Python's venv for Schemathesis), starts the
 # Docker engine and builds the stack's local images, then checks formatting and lints, then
 # runs the unit and integration tests (which drive the real plantd binary, real PostgreSQL
@@ -31,6 +31,8 @@ need node nodejs              # runs the browser test script (playwright-core dr
 need npm npm
 need exim4 exim4-daemon-light # the alert e-mails' tests: a throwaway exim with STARTTLS (testkit's mail.rs)
 need /usr/sbin/slapd slapd    # sign-in through LDAP: a throwaway OpenLDAP with StartTLS (testkit's ldap.rs)
+need /usr/bin/glewlwyd glewlwyd  # sign-in through OIDC: a throwaway glewlwyd over HTTPS (testkit's oidc.rs)
+need openssl openssl          # the OIDC provider's RSA signing keys (testkit's oidc.rs)
 need systemd-analyze systemd  # the unit files' test runs systemd-analyze verify
 need shellcheck shellcheck    # lints the installer and the test scripts
 need_docker_engine            # the stack tests run real containers

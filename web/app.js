@@ -220,7 +220,7 @@ async function boot() {
     enterApp(s);
   } else {
     showView(s.setup_required ? 'setup' : 'signin');
-    noteDirectory(s.directory);
+    noteDirectory(s);
   }
 }
 
@@ -261,8 +261,11 @@ function sessionEnded() {
 
 async function signOut() {
   stopPolling();
-  try { await api('/logout', { method: 'POST' }); } catch (e) { /* signed out here either way */ }
+  let out = null;
+  try { out = await api('/logout', { method: 'POST' }); } catch (e) { /* signed out here either way */ }
   state.session = null;
+  // Signed in through the company's provider: sign out there too.
+  if (out && out.logout) { location.assign(out.logout); return; }
   setText('#signin-error', '');
   showView('signin');
 }

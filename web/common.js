@@ -89,26 +89,49 @@ function showView(name) {
   if (first) $(first).focus();
 }
 
-/* The sign-in page's word on the company directory (`directory` of GET /session): whether its
- * users can sign in now, or only local users can. Asked again while the page shows. */
+/* The sign-in page's word on the company's sign-in (`directory` and `oidc` of GET /session):
+ * the provider's button, and whether its users can sign in now or only local users can. Asked
+ * again while the page shows. */
 let directoryTimer = 0;
-function noteDirectory(d) {
+function noteDirectory(s) {
+  const d = s && s.directory;
+  const o = s && s.oidc;
+  const box = $('#signin-oidc');
+  if (box) {
+    box.hidden = !o || o.reachable === false;
+    if (o) {
+      setText('#signin-oidc-go', `Sign in with ${o.name}`);
+      $('#signin-oidc-go').href = o.start;
+    }
+  }
+  const on = $('#signin-oidc-note');
+  if (on) {
+    on.hidden = !o || o.reachable !== false;
+    on.classList.toggle('warn', !!o && o.reachable === false);
+    if (o && o.reachable === false) {
+      setText(on, `The company sign-in (${o.url}) cannot be reached${o.detail ? `: ${o.detail}` : ''}. Only this server's local users can sign in now; company accounts can once it is back.`);
+    }
+  }
   const p = $('#signin-directory');
-  if (!p) return;
   clearTimeout(directoryTimer);
-  if (!d) { p.hidden = true; return; }
-  p.hidden = false;
-  p.classList.toggle('warn', d.reachable === false);
-  setText(p, d.reachable === false
-    ? `The company directory (${d.url}) cannot be reached${d.detail ? `: ${d.detail}` : ''}. Only this server's local users can sign in now; company accounts can once it is back.`
-    : `Sign in with your company account, or with a local user of this server.`);
+  if (p) {
+    p.hidden = !d;
+    if (d) {
+      p.classList.toggle('warn', d.reachable === false);
+      setText(p, d.reachable === false
+        ? `The company directory (${d.url}) cannot be reached${d.detail ? `: ${d.detail}` : ''}. Only this server's local users can sign in now; company accounts can once it is back.`
+        : `Sign in with your company account, or with a local user of this server.`);
+    }
+  }
+  if (!d && !o) return;
+  const unknown = (d && d.reachable == null) || (o && o.reachable == null);
   directoryTimer = setTimeout(async () => {
     if ($('#view-signin').hidden) return;
     try {
-      const s = await request('/api/v1/admin/session', { timeout: 10_000 });
-      if (!s.signed_in) noteDirectory(s.directory);
-    } catch (_) { directoryTimer = setTimeout(() => noteDirectory(d), 10_000); }
-  }, d.reachable == null ? 2_000 : 10_000);
+      const again = await request('/api/v1/admin/session', { timeout: 10_000 });
+      if (!again.signed_in) noteDirectory(again);
+    } catch (_) { directoryTimer = setTimeout(() => noteDirectory(s), 10_000); }
+  }, unknown ? 2_000 : 10_000);
 }
 
 /* The setup and sign-in forms: `post(body)` sends the fields (the password untrimmed), and the

@@ -379,7 +379,7 @@ async function boot() {
     if (s.signed_in) enter(s);
     else {
       showView(s.setup_required ? 'setup' : 'signin');
-      noteDirectory(s.directory);
+      noteDirectory(s);
     }
   } catch (e) {
     stale(e.message);
@@ -411,7 +411,10 @@ const post = path => body => api(path, { method: 'POST', body });
 bindAuthForm($('#setup'), post('/api/v1/admin/setup'), ['code', 'user', 'password'], '#setup-error', enter);
 bindAuthForm($('#signin'), post('/api/v1/admin/login'), ['user', 'password', 'code'], '#signin-error', enter);
 $('#signout').addEventListener('click', async () => {
-  try { await api('/api/v1/admin/logout', { method: 'POST' }); } catch { /* signed out anyway */ }
+  let out = null;
+  try { out = await api('/api/v1/admin/logout', { method: 'POST' }); } catch { /* signed out anyway */ }
+  // Signed in through the company's provider: sign out there too.
+  if (out && out.logout) { location.assign(out.logout); return; }
   signedOut();
 });
 boot();

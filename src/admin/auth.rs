@@ -50,9 +50,14 @@ pub struct Session {
     /// The user's epoch when the session began: a change to the user (removed, new password
     /// or role, signed out everywhere) moves it on and so ends the session.
     pub epoch: i64,
-    /// For a user of the company's directory, their DN there: such a session is not checked
-    /// against the local users; it lasts its time (the directory is not asked again).
+    /// How they signed in.
+    pub via: Via,
+    /// For a user of the company's directory or provider, who they are there (a DN, or
+    /// `ISSUER#sub`): such a session is not checked against the local users; it lasts its
+    /// time (the directory or provider is not asked again).
     pub subject: Option<String>,
+    /// Where the browser signs out at the provider too (OIDC's end-session URL).
+    pub logout: Option<String>,
     /// The user has a second factor (TOTP).
     pub totp: bool,
     /// An admin signed in without a second factor where one is required: they may set one
@@ -61,6 +66,26 @@ pub struct Session {
     pub csrf: String,
     created: Instant,
     last_seen: Instant,
+}
+
+/// How a session's user signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// A local user of this server.
+    Local,
+    /// The company's LDAP directory (`[identity.ldap]`).
+    Ldap,
+    /// The company's OpenID Connect provider (`[identity.oidc]`).
+    Oidc,
+}
+
+/// A user someone else vouched for: the directory or the provider.
+pub struct External {
+    pub via: Via,
+    pub role: Role,
+    pub subject: String,
+    pub logout: Option<String>,
 }
 
 /// Who a lock keeps out.
@@ -332,31 +357,39 @@ impl Auth {
         self.start(user, state, None, now)
     }
 
-    /// Starts a session for a user the directory checked: `subject` is their DN there.
-    pub fn sign_in_directory(
+    /// Starts a session for a user the directory or the provider checked.
+    pub fn sign_in_external(
         &self,
         user: &str,
-        role: Role,
-        subject: &str,
+        who: External,
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
-        let state = UserState { role, epoch: 0 };
-        self.start(user, state, Some(subject.to_string()), now)
+        let state = UserState {
+            role: who.role,
+            epoch: 0,
+        };
+        self.start(user, state, Some(who), now)
     }
 
     fn start(
         &self,
         user: &str,
         state: UserState,
-        subject: Option<String>,
+        external: Option<External>,
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
         let id = crate::digest::random_secret()?;
+        let (via, subject, logout) = match external {
+            None => (Via::Local, None, None),
+            Some(e) => (e.via, Some(e.subject), e.logout),
+        };
         let session = Session {
             user: user.to_string(),
             role: state.role,
             epoch: state.epoch,
+            via,
             subject,
+            logout,
             totp: false,
             must_enrol: false,
             csrf: crate::digest::random_secret()?,

@@ -66,6 +66,27 @@ pub struct Reach {
     checked: Instant,
 }
 
+impl Reach {
+    pub fn new(kind: &'static str, url: &str, reachable: bool, detail: Option<String>) -> Reach {
+        Reach {
+            kind,
+            url: url.to_string(),
+            reachable,
+            detail,
+            checked: Instant::now(),
+        }
+    }
+
+    /// Whether it is older than [`PROBE_EVERY`].
+    pub fn stale(&self) -> bool {
+        self.stale_after(PROBE_EVERY)
+    }
+
+    pub fn stale_after(&self, every: Duration) -> bool {
+        self.checked.elapsed() >= every
+    }
+}
+
 /// Directory sign-ins at once; more get 503 at once.
 const TURNS: usize = 4;
 /// After the directory was found unreachable, sign-ins are told so without trying for this
@@ -329,22 +350,15 @@ impl Directory {
     }
 
     fn note(&self, reachable: bool, detail: Option<String>) {
-        *self.reach.lock().expect("not poisoned") = Some(Reach {
-            kind: "ldap",
-            url: self.config.url.clone(),
-            reachable,
-            detail,
-            checked: Instant::now(),
-        });
+        *self.reach.lock().expect("not poisoned") =
+            Some(Reach::new("ldap", &self.config.url, reachable, detail));
     }
 
     /// What is known of the directory's reach; starts a probe in the background when that is
     /// older than [`PROBE_EVERY`] (one at a time, whoever asks).
     pub fn reach(self: &Arc<Self>) -> Option<Reach> {
         let known = self.reach.lock().expect("not poisoned").clone();
-        let stale = known
-            .as_ref()
-            .is_none_or(|r| r.checked.elapsed() >= PROBE_EVERY);
+        let stale = known.as_ref().is_none_or(Reach::stale);
         if stale && !self.probing.swap(true, Ordering::AcqRel) {
             let me = self.clone();
             tokio::spawn(async move {

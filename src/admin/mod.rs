@@ -20,6 +20,7 @@ pub mod history;
 mod jobs;
 pub(crate) mod metrics;
 pub mod monitor;
+pub mod oidc;
 pub mod refusals;
 pub mod sign_in;
 pub mod store;
@@ -49,6 +50,8 @@ pub struct SignIn {
     hashing: Arc<tokio::sync::Semaphore>,
     /// The company's LDAP directory, when `[identity.ldap]` names one.
     pub directory: Option<Arc<directory::Directory>>,
+    /// The company's OpenID Connect provider, when `[identity.oidc]` names one.
+    pub oidc: Option<Arc<oidc::Provider>>,
     /// Local admins need a second factor (`[identity] require_totp_for_admins`).
     pub require_totp_for_admins: bool,
     /// What an authenticator app calls this server ("plantd lyon", "plantd hub").
@@ -68,6 +71,12 @@ impl SignIn {
             .ldap
             .clone()
             .map(directory::Directory::new)
+            .transpose()?
+            .map(Arc::new);
+        let oidc = identity
+            .oidc
+            .clone()
+            .map(oidc::Provider::new)
             .transpose()?
             .map(Arc::new);
         let auth = Arc::new(auth::Auth::default());
@@ -92,6 +101,7 @@ impl SignIn {
             data_dir: data_dir.to_path_buf(),
             hashing: Arc::new(tokio::sync::Semaphore::new(2)),
             directory,
+            oidc,
             require_totp_for_admins: identity.require_totp_for_admins,
             // What the app lists the account under: one plant's from another's.
             issuer: format!(
@@ -217,6 +227,8 @@ pub fn router(admin: Admin) -> Router {
         )
         .route("/metrics", get(metrics::serve))
         .route("/api/v1/admin/session", get(session))
+        .route("/auth/oidc/start", get(oidc::start))
+        .route("/auth/oidc/callback", get(oidc::callback))
         .route("/api/v1/admin/setup", post(setup).layer(sign_in_body()))
         .route("/api/v1/admin/login", post(login).layer(sign_in_body()))
         .route(

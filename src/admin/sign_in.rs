@@ -387,8 +387,7 @@ pub(super) fn signed_in(id: &str, s: &Session) -> Response {
 /// A session as the UI reads it: who, their role, the CSRF token, and whether the directory
 /// vouched for them (`via`).
 fn session_json(s: &Session) -> Value {
-    let via = if s.subject.is_some() { "ldap" } else { "local" };
-    json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": via,
+    json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": s.via,
         "totp": s.totp, "must_enrol": s.must_enrol})
 }
 
@@ -407,6 +406,17 @@ pub async fn session(State(admin): State<SignIn>, headers: HeaderMap) -> Json<Va
         Some((_, s)) => Json(session_json(&s)),
         None => {
             let mut v = json!({"signed_in": false, "setup_required": admin.auth.setup_pending()});
+            // What the sign-in page offers of the provider, and whether it can be reached.
+            if let Some(p) = &admin.oidc {
+                let reach = p.reach();
+                v["oidc"] = json!({
+                    "name": p.display_name(),
+                    "start": super::oidc::START,
+                    "url": p.issuer(),
+                    "reachable": reach.as_ref().map(|r| r.reachable),
+                    "detail": reach.and_then(|r| r.detail),
+                });
+            }
             // What the sign-in page says of the directory: whether its users can sign in now.
             if let Some(d) = &admin.directory {
                 v["directory"] = match d.reach() {
@@ -673,9 +683,15 @@ async fn directory_sign_in(
     match directory.sign_in(name, password).await {
         Ok(found) => {
             admin.auth.succeeded(from, name);
+            let who = auth::External {
+                via: auth::Via::Ldap,
+                role: found.role,
+                subject: found.dn.clone(),
+                logout: None,
+            };
             let started = admin
                 .auth
-                .sign_in_directory(name, found.role, &found.dn, Instant::now())
+                .sign_in_external(name, who, Instant::now())
                 .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
             Ok((started, Through::Directory(found)))
         }
@@ -727,6 +743,14 @@ pub async fn logout(State(admin): State<SignIn>, headers: HeaderMap) -> Answer {
     admin
         .audit(&session.user, "sign_out", None, Ok("signed out"))
         .await;
+    // Signed in through the provider: the browser goes on to sign out there too.
+    if let Some(url) = session.logout {
+        return Ok((
+            [(header::SET_COOKIE, auth::set_cookie(None))],
+            Json(json!({ "logout": url })),
+        )
+            .into_response());
+    }
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, auth::set_cookie(None))],

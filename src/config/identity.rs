@@ -26,6 +26,29 @@
 //! ```
 //!
 //! Plain LDAP without TLS is refused: a password would cross the network in clear.
+//!
+//! ```toml
+//! [identity.oidc]                      # OpenID Connect: the sign-in page offers the provider
+//! issuer = "https://login.corp.example/realms/plants"   # discovery: ISSUER/.well-known/openid-configuration
+//! client_id = "plantd-lyon"
+//! client_secret_file = "/etc/plantd/oidc-client.secret"
+//! redirect_url = "https://plant-lyon.corp.example:8443/auth/oidc/callback"  # as browsers reach this server
+//! display_name = "Corp sign-in"        # the button says "Sign in with Corp sign-in"
+//! scopes = ["profile", "email"]        # asked besides "openid" (default: these two)
+//! groups_claim = "groups"              # the ID token's claim listing the user's groups (default)
+//! ca_file = "/etc/plantd/idp-ca.pem"   # the provider's CA; default: the system's CAs
+//! timeout = "5s"                       # each request to the provider
+//! keys_refresh = "5m"                  # the provider's keys are fetched again when this old
+//! clock_skew = "60s"                   # how far the provider's clock may be from ours
+//!
+//! [identity.oidc.roles]                # groups (as the claim names them) → role; the highest wins
+//! admin = ["plant-it"]
+//! operator = ["shift-leads"]
+//! viewer = ["plant-staff"]
+//! ```
+//!
+//! The provider must be reached over HTTPS; the redirect URL must be this server's HTTPS
+//! address with the path `/auth/oidc/callback`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +61,7 @@ use crate::field::FieldError;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIdentity {
     ldap: Option<RawLdap>,
+    oidc: Option<RawOidc>,
     require_totp_for_admins: Option<bool>,
 }
 
@@ -58,6 +82,24 @@ struct RawLdap {
     roles: RawRoles,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    client_secret_file: PathBuf,
+    redirect_url: String,
+    display_name: Option<String>,
+    scopes: Option<Vec<String>>,
+    groups_claim: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<String>,
+    keys_refresh: Option<String>,
+    clock_skew: Option<String>,
+    #[serde(default)]
+    roles: RawRoles,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRoles {
@@ -73,6 +115,7 @@ struct RawRoles {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IdentityConfig {
     pub ldap: Option<LdapConfig>,
+    pub oidc: Option<OidcConfig>,
     /// Local admins must sign in with a second factor (TOTP): one without it may only set
     /// it up (`require_totp_for_admins = true`; default false).
     pub require_totp_for_admins: bool,
@@ -112,10 +155,60 @@ pub struct LdapConfig {
     pub viewer: Vec<String>,
 }
 
+/// `[identity.oidc]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcConfig {
+    /// As written (its exact string is compared with the tokens' `iss`).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub redirect_url: String,
+    /// What the sign-in page's button names.
+    pub display_name: String,
+    /// Asked for besides `openid`.
+    pub scopes: Vec<String>,
+    pub groups_claim: String,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub keys_refresh: Duration,
+    pub clock_skew: Duration,
+    /// Groups giving each role, as the claim names them (compared exactly).
+    pub admin: Vec<String>,
+    pub operator: Vec<String>,
+    pub viewer: Vec<String>,
+}
+
+/// The path of the OIDC redirect, served by the plant's admin UI and the hub's fleet page.
+pub const OIDC_CALLBACK: &str = "/auth/oidc/callback";
+
+/// A duration field within `range`, or `default` when absent.
+fn duration(
+    value: Option<&str>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    err: impl Fn(String) -> FieldError,
+) -> Result<Duration, FieldError> {
+    match value {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| range.contains(d))
+            .ok_or_else(|| {
+                err(format!(
+                    "{t:?} is not a duration from {} to {}, such as \"{}\"",
+                    humantime::format_duration(*range.start()),
+                    humantime::format_duration(*range.end()),
+                    humantime::format_duration(default)
+                ))
+            }),
+    }
+}
+
 impl IdentityConfig {
     pub(crate) fn from_raw(raw: RawIdentity) -> Result<IdentityConfig, FieldError> {
         Ok(IdentityConfig {
             ldap: raw.ldap.map(LdapConfig::from_raw).transpose()?,
+            oidc: raw.oidc.map(OidcConfig::from_raw).transpose()?,
             require_totp_for_admins: raw.require_totp_for_admins.unwrap_or(false),
         })
     }
@@ -213,18 +306,12 @@ impl LdapConfig {
                 format!("{group_filter:?} has no {{dn}}, such as \"(member={{dn}})\""),
             ));
         }
-        let timeout = match raw.timeout.as_deref() {
-            None => Duration::from_secs(5),
-            Some(t) => humantime::parse_duration(t)
-                .ok()
-                .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(60)).contains(d))
-                .ok_or_else(|| {
-                    err(
-                        "timeout",
-                        format!("{t:?} is not a duration from 100ms to 60s, such as \"5s\""),
-                    )
-                })?,
-        };
+        let timeout = duration(
+            raw.timeout.as_deref(),
+            Duration::from_secs(5),
+            Duration::from_millis(100)..=Duration::from_secs(60),
+            |m| err("timeout", m),
+        )?;
         let roles = raw.roles;
         if roles.admin.is_empty() && roles.operator.is_empty() && roles.viewer.is_empty() {
             return Err(err(
@@ -252,6 +339,97 @@ impl LdapConfig {
             group_base: raw.group_base,
             group_filter,
             timeout,
+            admin: roles.admin,
+            operator: roles.operator,
+            viewer: roles.viewer,
+        })
+    }
+}
+
+impl OidcConfig {
+    fn from_raw(raw: RawOidc) -> Result<OidcConfig, FieldError> {
+        let err = |field: &str, m: String| FieldError::new(format!("identity.oidc.{field}"), m);
+        let https = |field: &str, value: &str| -> Result<url::Url, FieldError> {
+            let u = url::Url::parse(value)
+                .map_err(|e| err(field, format!("{value:?} is not a URL ({e})")))?;
+            if u.scheme() != "https" || u.host_str().is_none_or(str::is_empty) {
+                return Err(err(
+                    field,
+                    format!("{value:?}: only https:// with a host is taken (tokens and codes must not cross the network in clear)"),
+                ));
+            }
+            Ok(u)
+        };
+        https("issuer", &raw.issuer)?;
+        let redirect = https("redirect_url", &raw.redirect_url)?;
+        if redirect.path() != OIDC_CALLBACK || redirect.query().is_some() {
+            return Err(err(
+                "redirect_url",
+                format!(
+                    "{:?}: the path must be {OIDC_CALLBACK} (where this server takes the provider's answer), with no query, such as \"https://plant-lyon.corp.example:8443{OIDC_CALLBACK}\"",
+                    raw.redirect_url
+                ),
+            ));
+        }
+        if raw.client_id.trim().is_empty() {
+            return Err(err(
+                "client_id",
+                "is empty; the provider's id of this server".into(),
+            ));
+        }
+        let mut scopes = raw
+            .scopes
+            .unwrap_or_else(|| vec!["profile".into(), "email".into()]);
+        if let Some(bad) = scopes.iter().find(|s| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        }) {
+            return Err(err("scopes", format!("{bad:?} is not a scope")));
+        }
+        scopes.retain(|s| s != "openid");
+        let groups_claim = raw.groups_claim.unwrap_or_else(|| "groups".into());
+        if groups_claim.trim().is_empty() {
+            return Err(err("groups_claim", "is empty".into()));
+        }
+        let roles = raw.roles;
+        if roles.admin.is_empty() && roles.operator.is_empty() && roles.viewer.is_empty() {
+            return Err(err(
+                "roles",
+                "maps no group to a role, so nobody could sign in through OIDC; add admin, operator or viewer = [\"group\"]".into(),
+            ));
+        }
+        Ok(OidcConfig {
+            timeout: duration(
+                raw.timeout.as_deref(),
+                Duration::from_secs(5),
+                Duration::from_millis(100)..=Duration::from_secs(60),
+                |m| err("timeout", m),
+            )?,
+            keys_refresh: duration(
+                raw.keys_refresh.as_deref(),
+                Duration::from_secs(300),
+                Duration::from_secs(1)..=Duration::from_secs(86_400),
+                |m| err("keys_refresh", m),
+            )?,
+            clock_skew: duration(
+                raw.clock_skew.as_deref(),
+                Duration::from_secs(60),
+                Duration::ZERO..=Duration::from_secs(600),
+                |m| err("clock_skew", m),
+            )?,
+            issuer: raw.issuer,
+            client_id: raw.client_id,
+            client_secret_file: raw.client_secret_file,
+            redirect_url: raw.redirect_url,
+            display_name: raw
+                .display_name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "your company account".into()),
+            scopes,
+            groups_claim,
+            ca_file: raw.ca_file,
             admin: roles.admin,
             operator: roles.operator,
             viewer: roles.viewer,
@@ -336,5 +514,62 @@ operator = ["cn=ops,ou=groups,dc=plant,dc=test"]
             parse(&search).unwrap().ldap.unwrap().user,
             UserLookup::Search { .. }
         ));
+    }
+
+    const OIDC: &str = r#"
+[oidc]
+issuer = "https://127.0.0.1:4593/api/oidc"
+client_id = "plantd"
+client_secret_file = "/etc/plantd/oidc.secret"
+redirect_url = "https://127.0.0.1:8443/auth/oidc/callback"
+[oidc.roles]
+admin = ["plant-it"]
+"#;
+
+    #[test]
+    fn a_provider_is_read_with_its_defaults_and_what_would_leak_is_refused() {
+        let c = parse(OIDC).unwrap().oidc.unwrap();
+        assert_eq!(c.groups_claim, "groups");
+        assert_eq!(c.scopes, ["profile", "email"]);
+        assert_eq!(c.keys_refresh, Duration::from_secs(300));
+        assert_eq!(c.clock_skew, Duration::from_secs(60));
+        assert_eq!(c.display_name, "your company account");
+        for (from, to, field) in [
+            (
+                "https://127.0.0.1:4593",
+                "http://127.0.0.1:4593",
+                "identity.oidc.issuer",
+            ),
+            (
+                "https://127.0.0.1:8443/auth",
+                "http://127.0.0.1:8443/auth",
+                "identity.oidc.redirect_url",
+            ),
+            (
+                "/auth/oidc/callback",
+                "/callback",
+                "identity.oidc.redirect_url",
+            ),
+            ("admin = [\"plant-it\"]", "", "identity.oidc.roles"),
+            (
+                "client_id = \"plantd\"",
+                "client_id = \" \"",
+                "identity.oidc.client_id",
+            ),
+            (
+                "[oidc.roles]",
+                "clock_skew = \"1h\"\n[oidc.roles]",
+                "identity.oidc.clock_skew",
+            ),
+            (
+                "[oidc.roles]",
+                "keys_refresh = \"soon\"\n[oidc.roles]",
+                "identity.oidc.keys_refresh",
+            ),
+        ] {
+            let text = OIDC.replace(from, to);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
     }
 }

@@ -84,6 +84,9 @@ pub fn router(fleet: Fleet) -> Router {
             get(|h: HeaderMap| async move { crate::admin::APP_CSS.serve(&h) }),
         )
         .route("/api/v1/admin/session", get(session))
+        // The way out to the company's provider and back (HTML pages, not API).
+        .route("/auth/oidc/start", get(crate::admin::oidc::start))
+        .route("/auth/oidc/callback", get(crate::admin::oidc::callback))
         .route(
             "/api/v1/admin/setup",
             post(setup).layer(crate::admin::sign_in_body()),

@@ -17,11 +17,18 @@ use serde_json::json;
 /// The most of a plain-text refusal kept as the JSON answer's message.
 const MESSAGE_MAX: usize = 2048;
 
-/// Middleware: an answer of 400 or more that is not JSON becomes JSON in the error shape.
+/// Middleware: an answer of 400 or more that is not JSON becomes JSON in the error shape;
+/// but for the pages a browser is sent to and shown (the end of a sign-in through the company's
+/// provider), which are HTML for a person to read.
 pub async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    if status.as_u16() < 400 || is_json(response.headers()) {
+    let page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if status.as_u16() < 400 || page || is_json(response.headers()) {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -23,6 +23,7 @@ mod identity;
 mod import_hostile;
 mod installer;
 mod odoo;
+mod oidc;
 mod real_odoo;
 mod real_odoo_stack;
 mod releases;

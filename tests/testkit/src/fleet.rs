@@ -160,13 +160,24 @@ impl Hub {
 
     /// A hub whose hub.toml is `text`, on the database at `database`.
     pub fn start_on(data_dir: &Path, database: &str, quic: SocketAddr, text: &str) -> Hub {
+        Hub::start_at(data_dir, database, quic, free_addr(), text)
+    }
+
+    /// As [`Hub::start_on`], serving HTTPS on `https` (which its hub.toml may name).
+    pub fn start_at(
+        data_dir: &Path,
+        database: &str,
+        quic: SocketAddr,
+        https: SocketAddr,
+        text: &str,
+    ) -> Hub {
         std::fs::create_dir_all(data_dir).unwrap();
         let config = data_dir.with_extension("toml");
         std::fs::write(&config, text).unwrap();
         let mut hub = Hub {
             data_dir: data_dir.to_path_buf(),
             database: database.to_string(),
-            https: free_addr(),
+            https,
             quic,
             config,
             child: None,
