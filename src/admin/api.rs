@@ -23,6 +23,29 @@ pub(crate) type Answer = Result<Response, AdminError>;
 /// Who is asking.
 pub struct Caller {
     pub user: String,
+    /// At the hub: the plants they see and act on (`None`: every plant).
+    pub plants: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// Whether they see and act on `plant`.
+    pub fn sees(&self, plant: &str) -> bool {
+        self.plants
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == plant))
+    }
+
+    /// A refusal for what is not theirs to see: `plant`, or (`None`) what spans the fleet.
+    pub fn out_of_scope(&self, plant: Option<&str>) -> AdminError {
+        let theirs = self.plants.as_deref().unwrap_or_default().join(", ");
+        AdminError::Forbidden(match plant {
+            Some(p) => format!("{} sees only the plants {theirs}, not {p}", self.user),
+            None => format!(
+                "{} sees only the plants {theirs}; this spans the whole fleet",
+                self.user
+            ),
+        })
+    }
 }
 
 impl Admin {
@@ -39,7 +62,10 @@ impl Admin {
     /// or a device token, so that a monitoring tool needs no user of its own.
     pub fn monitor_reader(&self, headers: &HeaderMap) -> Result<Caller, AdminError> {
         if let Some((_, s)) = self.session_of(headers) {
-            return Ok(Caller { user: s.user });
+            return Ok(Caller {
+                user: s.user,
+                plants: s.plants,
+            });
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -51,6 +77,7 @@ impl Admin {
             {
                 return Ok(Caller {
                     user: format!("token:{device}"),
+                    plants: None,
                 });
             }
         }

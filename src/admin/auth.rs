@@ -58,6 +58,8 @@ pub struct Session {
     pub subject: Option<String>,
     /// Where the browser signs out at the provider too (OIDC's end-session URL).
     pub logout: Option<String>,
+    /// At the hub: the plants they see and act on (`None`: every plant).
+    pub plants: Option<Vec<String>>,
     /// The user has a second factor (TOTP).
     pub totp: bool,
     /// An admin signed in without a second factor where one is required: they may set one
@@ -86,6 +88,7 @@ pub struct External {
     pub role: Role,
     pub subject: String,
     pub logout: Option<String>,
+    pub plants: Option<Vec<String>>,
 }
 
 /// Who a lock keeps out.
@@ -379,9 +382,9 @@ impl Auth {
         now: Instant,
     ) -> anyhow::Result<(String, Session)> {
         let id = crate::digest::random_secret()?;
-        let (via, subject, logout) = match external {
-            None => (Via::Local, None, None),
-            Some(e) => (e.via, Some(e.subject), e.logout),
+        let (via, subject, logout, plants) = match external {
+            None => (Via::Local, None, None, None),
+            Some(e) => (e.via, Some(e.subject), e.logout, e.plants),
         };
         let session = Session {
             user: user.to_string(),
@@ -390,6 +393,7 @@ impl Auth {
             via,
             subject,
             logout,
+            plants,
             totp: false,
             must_enrol: false,
             csrf: crate::digest::random_secret()?,

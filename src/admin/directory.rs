@@ -35,6 +35,8 @@ pub struct DirectoryUser {
     pub role: Role,
     /// The group that gave the role.
     pub group: String,
+    /// At the hub: the plants they see (`None`: every plant).
+    pub plants: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub enum DirectoryError {
     /// The password is right, but no group of the user's gives a role here.
     #[error("{dn} is in none of the groups that give a role here ({mapped}); ask your IT to add you to one")]
     NoRole { dn: String, mapped: String },
+    /// At the hub: no group of theirs is given plants (`[identity.ldap.plants]`).
+    #[error("your company account is in none of the groups that give plants on this hub; ask your IT to add you to one")]
+    NoPlants { dn: String },
     /// The directory could not be asked: down, unreachable, TLS refused, too slow.
     #[error("the directory {url} cannot be reached ({why}); local users can still sign in")]
     Unreachable { url: String, why: String },
@@ -302,13 +307,23 @@ impl Directory {
             .into_iter()
             .map(|g| SearchEntry::construct(g).dn)
             .collect();
-        match role_of(&self.config, &groups) {
-            Some((role, group)) => Ok(DirectoryUser { dn, role, group }),
-            None => Err(DirectoryError::NoRole {
+        let Some((role, group)) = role_of(&self.config, &groups) else {
+            return Err(DirectoryError::NoRole {
                 dn,
                 mapped: self.mapped_groups(),
-            }),
-        }
+            });
+        };
+        let plants = self
+            .config
+            .plants
+            .of(&groups, |a, b| normal_dn(a) == normal_dn(b))
+            .map_err(|()| DirectoryError::NoPlants { dn: dn.clone() })?;
+        Ok(DirectoryUser {
+            dn,
+            role,
+            group,
+            plants,
+        })
     }
 
     async fn connect(&self) -> Result<(LdapConnAsync, ldap3::Ldap), DirectoryError> {
@@ -430,6 +445,7 @@ mod tests {
             admin: vec!["cn=IT, ou=Groups,dc=x".into()],
             operator: vec!["cn=ops,ou=groups,dc=x".into()],
             viewer: vec!["cn=staff,ou=groups,dc=x".into()],
+            plants: Default::default(),
         }
     }
 

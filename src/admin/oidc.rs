@@ -64,6 +64,8 @@ pub struct OidcUser {
     pub group: String,
     /// Where to send the browser to sign out at the provider too, when it offers that.
     pub logout: Option<String>,
+    /// At the hub: the plants they see (`None`: every plant).
+    pub plants: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,9 @@ pub enum OidcError {
     /// Signed in at the provider, but no group of theirs gives a role here.
     #[error("{name} is in none of the groups that give a role on this server; ask your IT to add you to one")]
     NoRole { name: String, groups: Vec<String> },
+    /// At the hub: no group of theirs is given plants (`[identity.oidc.plants]`).
+    #[error("{name} is in none of the groups that give plants on this hub; ask your IT to add you to one")]
+    NoPlants { name: String },
     /// Signed in, but the provider gives no name plantd can use.
     #[error("{0}")]
     NoName(String),
@@ -469,6 +474,9 @@ impl Provider {
         let Some((role, group)) = role_of(&self.config, &groups) else {
             return Err(OidcError::NoRole { name, groups });
         };
+        let Ok(plants) = self.config.plants.of(&groups, |a, b| a == b) else {
+            return Err(OidcError::NoPlants { name });
+        };
         let logout = end_session.map(|endpoint| {
             let mut request = LogoutRequest::from(endpoint)
                 .set_client_id(ClientId::new(self.config.client_id.clone()))
@@ -485,6 +493,7 @@ impl Provider {
             role,
             group,
             logout,
+            plants,
         })
     }
 
@@ -630,9 +639,10 @@ fn status_of(e: &OidcError) -> StatusCode {
     match e {
         OidcError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         OidcError::UnknownFlow => StatusCode::BAD_REQUEST,
-        OidcError::Refused(_) | OidcError::NoRole { .. } | OidcError::NoName(_) => {
-            StatusCode::FORBIDDEN
-        }
+        OidcError::Refused(_)
+        | OidcError::NoRole { .. }
+        | OidcError::NoPlants { .. }
+        | OidcError::NoName(_) => StatusCode::FORBIDDEN,
         OidcError::Invalid(_) => StatusCode::BAD_GATEWAY,
         OidcError::Busy => StatusCode::TOO_MANY_REQUESTS,
     }
@@ -751,6 +761,12 @@ pub async fn callback(
                         .audit_refusal(&from, name, "sign_in", None, &refusal)
                         .await;
                 }
+                OidcError::NoPlants { name } => {
+                    let refusal = AdminError::Forbidden(e.to_string());
+                    admin
+                        .audit_refusal(&from, name, "sign_in", None, &refusal)
+                        .await;
+                }
                 OidcError::Invalid(_) | OidcError::NoName(_) => {
                     // Its own kind of refusal: never folded into the count of others.
                     let refusal = AdminError::Invalid(e.to_string());
@@ -795,6 +811,7 @@ pub async fn callback(
         role: user.role,
         subject: user.subject.clone(),
         logout: user.logout.clone(),
+        plants: user.plants.clone(),
     };
     let (id, _) = match admin.auth.sign_in_external(&user.name, who, Instant::now()) {
         Ok(started) => started,
@@ -852,6 +869,7 @@ mod tests {
             admin: vec!["it".into()],
             operator: vec!["leads".into()],
             viewer: vec!["staff".into()],
+            plants: Default::default(),
         }
     }
 

@@ -48,7 +48,10 @@ impl SignIn {
     /// A reader with a session.
     pub fn reader(&self, headers: &HeaderMap) -> Result<Caller, AdminError> {
         self.session_of(headers)
-            .map(|(_, s)| Caller { user: s.user })
+            .map(|(_, s)| Caller {
+                user: s.user,
+                plants: s.plants,
+            })
             .ok_or(AdminError::Unauthenticated)
     }
 
@@ -62,7 +65,13 @@ impl SignIn {
         if s.must_enrol {
             return Err(enrol_first(&s.user));
         }
-        Ok((Caller { user: s.user }, s.role))
+        Ok((
+            Caller {
+                user: s.user,
+                plants: s.plants,
+            },
+            s.role,
+        ))
     }
 
     /// An admin allowed to change something; a refusal of a known user is audited.
@@ -113,7 +122,51 @@ impl SignIn {
                 self.audit(&session.user, action, target, Err(&e)).await;
                 Err(e)
             }
-            None => Ok(Caller { user: session.user }),
+            None => Ok(Caller {
+                user: session.user,
+                plants: session.plants,
+            }),
+        }
+    }
+
+    /// [`SignIn::actor`], who must also see `plant` (at the hub, a scoped user sees some
+    /// plants only); `None`: what spans the whole fleet, for users who see every plant. A
+    /// refusal is audited.
+    pub async fn actor_on(
+        &self,
+        headers: &HeaderMap,
+        action: &str,
+        target: Option<&str>,
+        plant: Option<&str>,
+    ) -> Result<Caller, AdminError> {
+        let caller = self.actor(headers, action, target).await?;
+        let sees = match plant {
+            Some(p) => caller.sees(p),
+            None => caller.plants.is_none(),
+        };
+        if sees {
+            return Ok(caller);
+        }
+        let e = caller.out_of_scope(plant);
+        self.audit(&caller.user, action, target, Err(&e)).await;
+        Err(e)
+    }
+
+    /// [`SignIn::reader`], who must also see `plant` (`None`: the whole fleet).
+    pub fn reader_on(
+        &self,
+        headers: &HeaderMap,
+        plant: Option<&str>,
+    ) -> Result<Caller, AdminError> {
+        let caller = self.reader(headers)?;
+        let sees = match plant {
+            Some(p) => caller.sees(p),
+            None => caller.plants.is_none(),
+        };
+        if sees {
+            Ok(caller)
+        } else {
+            Err(caller.out_of_scope(plant))
         }
     }
 
@@ -388,6 +441,7 @@ pub(super) fn signed_in(id: &str, s: &Session) -> Response {
 /// vouched for them (`via`).
 fn session_json(s: &Session) -> Value {
     json!({"signed_in": true, "user": s.user, "role": s.role, "csrf": s.csrf, "via": s.via,
+        "plants": s.plants,
         "totp": s.totp, "must_enrol": s.must_enrol})
 }
 
@@ -688,6 +742,7 @@ async fn directory_sign_in(
                 role: found.role,
                 subject: found.dn.clone(),
                 logout: None,
+                plants: found.plants.clone(),
             };
             let started = admin
                 .auth
@@ -700,6 +755,7 @@ async fn directory_sign_in(
         }
         // Counted all the same: otherwise a stranger could try passwords of every company
         // account through here without a lockout, this answer telling the right ones.
+        Err(e @ DirectoryError::NoPlants { .. }) => Err(AdminError::Forbidden(e.to_string())),
         Err(DirectoryError::NoRole { dn, mapped }) => {
             tracing::warn!(dn = %dn, mapped = %mapped, "a directory user of no mapped group was refused");
             Err(AdminError::Forbidden(

@@ -80,6 +80,8 @@ struct RawLdap {
     timeout: Option<String>,
     #[serde(default)]
     roles: RawRoles,
+    #[serde(default)]
+    plants: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,8 @@ struct RawOidc {
     clock_skew: Option<String>,
     #[serde(default)]
     roles: RawRoles,
+    #[serde(default)]
+    plants: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -153,6 +157,8 @@ pub struct LdapConfig {
     pub admin: Vec<String>,
     pub operator: Vec<String>,
     pub viewer: Vec<String>,
+    /// At the hub: the plants each group (DN) may see; see [`PlantScope`].
+    pub plants: PlantScope,
 }
 
 /// `[identity.oidc]`.
@@ -176,6 +182,83 @@ pub struct OidcConfig {
     pub admin: Vec<String>,
     pub operator: Vec<String>,
     pub viewer: Vec<String>,
+    /// At the hub: the plants each group may see; see [`PlantScope`].
+    pub plants: PlantScope,
+}
+
+/// `[identity.oidc.plants]` or `[identity.ldap.plants]`, read at the hub: which plants each
+/// group's members see and act on, on the fleet page and its API. Empty (the default): every
+/// plant. Else a user sees the plants of all their groups listed here (`"*"`: every plant), and
+/// one in none of them is refused at sign-in: leaving a group never widens what someone sees.
+/// Local users (the break-glass admins) see every plant.
+///
+/// ```toml
+/// [identity.oidc.plants]
+/// "lyon-managers" = ["lyon"]
+/// "north-region" = ["lille", "roubaix"]
+/// "platform-team" = ["*"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlantScope(pub Vec<(String, Vec<String>)>);
+
+impl PlantScope {
+    fn from_raw(
+        section: &str,
+        raw: std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<PlantScope, FieldError> {
+        for (group, plants) in &raw {
+            let field = format!("identity.{section}.plants.{group:?}");
+            if plants.is_empty() {
+                return Err(FieldError::new(
+                    field,
+                    "lists no plant; name the plants its members see, or \"*\" for every plant",
+                ));
+            }
+            let plant_name = |p: &str| {
+                (1..=64).contains(&p.len())
+                    && !p.starts_with('.')
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            };
+            if let Some(bad) = plants.iter().find(|p| p.as_str() != "*" && !plant_name(p)) {
+                return Err(FieldError::new(
+                    field,
+                    format!("{bad:?} is not a plant's name (1 to 64 letters, digits, '.', '_' or '-') or \"*\""),
+                ));
+            }
+        }
+        Ok(PlantScope(raw.into_iter().collect()))
+    }
+
+    /// The plants a member of `groups` sees: `Ok(None)` for every plant, `Ok(Some(names))`
+    /// for those, `Err(())` when no group of theirs is listed (and some are). `same` compares
+    /// a listed group with one of the user's.
+    #[allow(clippy::result_unit_err)]
+    pub fn of(
+        &self,
+        groups: &[String],
+        same: impl Fn(&str, &str) -> bool,
+    ) -> Result<Option<Vec<String>>, ()> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut member = false;
+        for (group, plants) in &self.0 {
+            if groups.iter().any(|g| same(group, g)) {
+                member = true;
+                if plants.iter().any(|p| p == "*") {
+                    return Ok(None);
+                }
+                seen.extend(plants.iter().cloned());
+            }
+        }
+        if member {
+            Ok(Some(seen.into_iter().collect()))
+        } else {
+            Err(())
+        }
+    }
 }
 
 /// The path of the OIDC redirect, served by the plant's admin UI and the hub's fleet page.
@@ -342,6 +425,7 @@ impl LdapConfig {
             admin: roles.admin,
             operator: roles.operator,
             viewer: roles.viewer,
+            plants: PlantScope::from_raw("ldap", raw.plants)?,
         })
     }
 }
@@ -433,6 +517,7 @@ impl OidcConfig {
             admin: roles.admin,
             operator: roles.operator,
             viewer: roles.viewer,
+            plants: PlantScope::from_raw("oidc", raw.plants)?,
         })
     }
 }
@@ -525,6 +610,33 @@ redirect_url = "https://127.0.0.1:8443/auth/oidc/callback"
 [oidc.roles]
 admin = ["plant-it"]
 "#;
+
+    #[test]
+    fn plant_scopes_union_their_groups_and_refuse_the_unlisted() {
+        let c = parse(&format!(
+            "{OIDC}[oidc.plants]\n\"lyon-managers\" = [\"lyon\"]\n\"north\" = [\"lille\", \"lyon\"]\n\"platform\" = [\"*\"]\n"
+        ))
+        .unwrap()
+        .oidc
+        .unwrap();
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let eq = |a: &str, b: &str| a == b;
+        assert_eq!(
+            c.plants.of(&g(&["lyon-managers"]), eq),
+            Ok(Some(vec!["lyon".into()]))
+        );
+        assert_eq!(
+            c.plants.of(&g(&["north", "lyon-managers", "x"]), eq),
+            Ok(Some(vec!["lille".into(), "lyon".into()]))
+        );
+        assert_eq!(c.plants.of(&g(&["platform", "north"]), eq), Ok(None));
+        assert_eq!(c.plants.of(&g(&["plant-it"]), eq), Err(()));
+        assert_eq!(PlantScope::default().of(&g(&["x"]), eq), Ok(None));
+        for bad in ["\"x\" = []", "\"x\" = [\"../etc\"]", "\"x\" = [\"\"]"] {
+            let e = parse(&format!("{OIDC}[oidc.plants]\n{bad}\n")).unwrap_err();
+            assert_eq!(e.field, "identity.oidc.plants.\"x\"", "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_provider_is_read_with_its_defaults_and_what_would_leak_is_refused() {

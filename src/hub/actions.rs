@@ -99,7 +99,11 @@ pub async fn create(
         Ok((c, _)) => format!("remote.{}", c.action()),
         Err(_) => "remote".to_string(),
     };
-    let caller = match fleet.signin.actor(&headers, &action, Some(&plant)).await {
+    let caller = match fleet
+        .signin
+        .actor_on(&headers, &action, Some(&plant), Some(&plant))
+        .await
+    {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -182,7 +186,7 @@ pub async fn list(
     Path(plant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
+    if let Err(e) = fleet.signin.reader_on(&headers, Some(&plant)) {
         return e.into_response();
     }
     let read = async {
@@ -218,8 +222,8 @@ pub async fn one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let role = match fleet.signin.reader_role(&headers) {
-        Ok((_, role)) => role,
+    let (caller, role) = match fleet.signin.reader_role(&headers) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let read = async {
@@ -237,6 +241,10 @@ pub async fn one(
             .ok_or_else(not_found)
     };
     match read.await {
+        // Another plant's action is as no action to a user who does not see that plant.
+        Ok(row) if !caller.sees(&row.plant) => {
+            AdminError::NotFound(format!("no remote action {id:?} at this hub")).into_response()
+        }
         Ok(row) => Json(shown_to(row, role)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -266,9 +274,10 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
-        return e.into_response();
-    }
+    let caller = match fleet.signin.reader(&headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let read = async {
         let limit = match q.limit {
             None => 100,
@@ -287,7 +296,18 @@ pub async fn audit(
         store.hub_audit_log(limit).await.map_err(unavailable)
     };
     match read.await {
-        Ok(entries) => Json(json!({ "entries": entries })).into_response(),
+        Ok(mut entries) => {
+            // A user who sees some plants reads what was done to those only.
+            if caller.plants.is_some() {
+                entries.retain(|e| {
+                    e.target.as_deref().is_some_and(|t| {
+                        let plant = t.split(' ').next().unwrap_or(t);
+                        caller.sees(plant)
+                    })
+                });
+            }
+            Json(json!({ "entries": entries })).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -197,26 +197,37 @@ fn apply_view(a: &PlantApply) -> Value {
 const OFF: &str = "this hub does not apply the plants' transactions to a central Odoo: set [apply] central = true (with [odoo]) in hub.toml, then restart the hub";
 
 async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
-        return e.into_response();
-    }
+    let caller = match fleet.signin.reader(&headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let store = match fleet.database.store().await {
         Ok(s) => s,
         Err(e) => return busy_or_down(e, "retrying").into_response(),
     };
     let read = async {
-        let rows = store.plants().await?;
+        let mut rows = store.plants().await?;
+        // A user who sees some plants reads of those only.
+        rows.retain(|r| caller.sees(&r.plant));
         let backups = fleet.backups.clone();
         let plants =
             tokio::task::spawn_blocking(move || super::truth::report(rows, &backups)).await?;
-        let rollouts = store.rollouts(5).await?;
+        // Rollouts span the fleet: for users who see every plant.
+        let rollouts = match caller.plants {
+            None => store.rollouts(5).await?,
+            Some(_) => Vec::new(),
+        };
         let apply = match fleet.central {
             Some(_) => Some(store.apply_status().await?),
             None => None,
         };
+        let of_theirs = |subject: &str| {
+            let plant = subject.split(" (").next().unwrap_or(subject);
+            caller.sees(plant)
+        };
         let alerts = json!({
-            "firing": store.alert_state().await?.firing().collect::<Vec<_>>(),
-            "history": store.alert_history(None, 50).await?,
+            "firing": store.alert_state().await?.firing().filter(|a| of_theirs(&a.subject)).collect::<Vec<_>>(),
+            "history": store.alert_history(None, 50).await?.into_iter().filter(|a| of_theirs(&a.subject)).collect::<Vec<_>>(),
         });
         anyhow::Ok((plants, rollouts, apply, alerts))
     };
@@ -287,11 +298,22 @@ async fn remedy(fleet: Fleet, headers: HeaderMap, bytes: Bytes, remedy: Remedy) 
         Ok((plant, seq_of(&m)?))
     });
     let target = asked.as_ref().ok().map(|(p, s)| format!("{p} seq {s}"));
-    let caller = match fleet
-        .signin
-        .actor(&headers, action, target.as_deref())
-        .await
-    {
+    let plant = asked.as_ref().ok().map(|(p, _)| p.clone());
+    let caller = match plant {
+        Some(p) => {
+            fleet
+                .signin
+                .actor_on(&headers, action, target.as_deref(), Some(&p))
+                .await
+        }
+        None => {
+            fleet
+                .signin
+                .actor(&headers, action, target.as_deref())
+                .await
+        }
+    };
+    let caller = match caller {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -369,7 +391,7 @@ pub async fn plant_detail(
     axum::extract::Path(plant): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
+    if let Err(e) = fleet.signin.reader_on(&headers, Some(&plant)) {
         return e.into_response();
     }
     if !is_plant_name(&plant) {

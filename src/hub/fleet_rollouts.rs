@@ -90,7 +90,8 @@ pub async fn plan(
     query: Result<Query<PlanQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = fleet.signin.reader(&headers) {
+    // A plan spans the fleet: for users who see every plant.
+    if let Err(e) = fleet.signin.reader_on(&headers, None) {
         return e.into_response();
     }
     let answer = async {
@@ -163,7 +164,7 @@ pub async fn start(State(fleet): State<Fleet>, headers: HeaderMap, bytes: Bytes)
     let target = asked.as_ref().ok().map(|(v, _, _)| v.clone());
     let caller = match fleet
         .signin
-        .actor(&headers, "rollout.start", target.as_deref())
+        .actor_on(&headers, "rollout.start", target.as_deref(), None)
         .await
     {
         Ok(c) => c,
@@ -233,7 +234,7 @@ async fn control(fleet: Fleet, headers: HeaderMap, bytes: Bytes, what: RolloutCo
     let target = asked.as_ref().ok().map(|id| format!("rollout {id}"));
     let caller = match fleet
         .signin
-        .actor(&headers, action, target.as_deref())
+        .actor_on(&headers, action, target.as_deref(), None)
         .await
     {
         Ok(c) => c,

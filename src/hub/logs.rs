@@ -264,11 +264,27 @@ pub async fn search(
 ) -> axum::response::Response {
     use crate::admin::AdminError;
     use axum::response::IntoResponse;
-    if let Err(e) = fleet.signin.reader(&headers) {
-        return e.into_response();
-    }
+    let caller = match fleet.signin.reader(&headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let asked = (|| {
-        let axum::extract::Query(q) = query.map_err(|e| AdminError::BadQuery(e.body_text()))?;
+        let axum::extract::Query(mut q) = query.map_err(|e| AdminError::BadQuery(e.body_text()))?;
+        // A user who sees some plants searches those only: their one plant, or the one named.
+        if let Some(theirs) = &caller.plants {
+            match (&q.plant, theirs.as_slice()) {
+                (Some(p), _) if caller.sees(p) => {}
+                (Some(p), _) => return Err(caller.out_of_scope(Some(p))),
+                (None, [only]) => q.plant = Some(only.clone()),
+                (None, _) => {
+                    return Err(AdminError::Forbidden(format!(
+                        "{} sees only the plants {}: name one with plant=",
+                        caller.user,
+                        theirs.join(", ")
+                    )))
+                }
+            }
+        }
         if let Some(p) = &q.plant {
             if !crate::enrollment::protocol::is_plant_name(p) {
                 return Err(AdminError::BadQuery(format!(

@@ -44,6 +44,11 @@ const STATES: [&str; 6] = [
 
 pub async fn serve(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
     // A session (the fleet page) needs no database; a token (Prometheus) is looked up.
+    // The fleet's figures span every plant: a session that sees some plants only is refused.
+    if let Err(e @ crate::admin::AdminError::Forbidden(_)) = fleet.signin.reader_on(&headers, None)
+    {
+        return e.into_response();
+    }
     if fleet.signin.reader(&headers).is_err() {
         let token = headers
             .get(header::AUTHORIZATION)

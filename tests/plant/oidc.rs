@@ -36,6 +36,11 @@ const PEOPLE: &[Person] = &[
         password: "nemo's idp secret",
         groups: &["visitors"],
     },
+    Person {
+        uid: "carl",
+        password: "carl's idp secret",
+        groups: &["auditors"],
+    },
 ];
 
 fn oidc_toml(idp: &Provider, secret: &std::path::Path, base: &str, keys_refresh: &str) -> String {
@@ -55,7 +60,7 @@ keys_refresh = "{keys_refresh}"
 [identity.oidc.roles]
 admin = ["plant-it"]
 operator = ["shift-leads"]
-viewer = ["plant-staff"]
+viewer = ["plant-staff", "auditors"]
 "#,
         issuer = idp.issuer(),
         secret = secret.display(),
@@ -186,9 +191,12 @@ fn oidc_users_sign_in_through_the_provider_to_their_groups_role() {
     });
 }
 
-/// The hub's fleet page signs in through `[identity.oidc]` of hub.toml the same way.
+/// The hub's fleet page signs in through `[identity.oidc]` of hub.toml the same way; groups
+/// given some plants (`[identity.oidc.plants]`) see and act on those only: on the fleet
+/// page's API, a plant's page, its remote actions, the central apply's remedies, the logs,
+/// rollouts and the hub's metrics; a user of no such group is refused at sign-in.
 #[test]
-fn the_fleet_page_signs_in_through_the_provider() {
+fn the_fleet_page_signs_in_through_the_provider_and_scopes_plants_by_group() {
     use plantd_testkit::fleet::{free_udp_addr, Hub, Pg};
     let https = harness::free_addr();
     let base = format!("https://localhost:{}", https.port());
