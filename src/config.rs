@@ -623,6 +623,30 @@ impl PlantConfig {
         let alerts = AlertsConfig::from_raw(raw.alerts)?;
         let remote = RemoteConfig::from_raw(raw.remote)?;
         let identity = identity::IdentityConfig::from_raw(raw.identity)?;
+        // A plant is one plant: the hub's per-plant scope has no meaning here.
+        for (section, scoped) in [
+            (
+                "ldap",
+                identity
+                    .ldap
+                    .as_ref()
+                    .is_some_and(|l| !l.plants.0.is_empty()),
+            ),
+            (
+                "oidc",
+                identity
+                    .oidc
+                    .as_ref()
+                    .is_some_and(|o| !o.plants.0.is_empty()),
+            ),
+        ] {
+            if scoped {
+                return Err(FieldError::new(
+                    format!("identity.{section}.plants"),
+                    "is read at the hub only (which plants a group sees on the fleet page); remove it from plant.toml",
+                ));
+            }
+        }
         Ok(PlantConfig {
             identity,
             alerts,

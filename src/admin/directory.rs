@@ -101,7 +101,11 @@ const FAIL_FAST: Duration = Duration::from_secs(5);
 /// A name as the directory, the lockout and the audit log take it: trimmed, in lower case,
 /// 1 to 64 of letters, digits and `. _ - @`; `None` for anything else.
 pub fn canonical_name(typed: &str) -> Option<String> {
-    let name = typed.trim().to_lowercase();
+    // ASCII before lower case: "\u{212A}arl" (a Kelvin sign) must not become "karl".
+    if !typed.is_ascii() {
+        return None;
+    }
+    let name = typed.trim().to_ascii_lowercase();
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()

@@ -11,12 +11,14 @@
 //!   `clock_skew`), nonce.
 //! - The groups claim gives the role (`[identity.oidc.roles]`, the highest wins); a user of no
 //!   mapped group is refused with a page that says so.
-//! - Flows not finished within [`FLOW_TTL`] are forgotten; at most [`MAX_FLOWS`] are kept (the
-//!   oldest go first), so that nobody unauthenticated can make the server hold more.
+//! - A flow's state, nonce and PKCE verifier travel in the browser's flow cookie, sealed
+//!   (AES-256-GCM under a key made at start and held in memory only) and good for
+//!   [`FLOW_TTL`]: the server holds nothing per flow, so nobody unauthenticated can make it hold
+//!   more, or push anyone's flow out. Each code is used once at the provider, and PKCE ties it
+//!   to the cookie's verifier.
 //! - Sign-out ends the session here and sends the browser to the provider's end-session
 //!   endpoint when it offers one (RP-initiated logout).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,14 +43,13 @@ use crate::config::identity::OidcConfig;
 
 /// How long a browser has between leaving for the provider and coming back.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
-/// Flows started and not finished, at most (each a few hundred bytes).
-pub const MAX_FLOWS: usize = 1000;
 /// The keys are fetched again for an unknown key at most this often.
 pub const FORCED_REFRESH: Duration = Duration::from_secs(10);
 /// The largest answer read from the provider.
 const MAX_ANSWER: usize = 1024 * 1024;
-/// The cookie binding a flow to the browser that started it.
-pub const FLOW_COOKIE: &str = "plantd_oidc";
+/// The cookie binding a flow to the browser that started it (`__Secure-`: no plain-HTTP page
+/// of a sibling host can set it).
+pub const FLOW_COOKIE: &str = "__Secure-plantd_oidc";
 /// Provider requests at once (discovery, token); more are refused at once.
 const TURNS: usize = 4;
 
@@ -95,13 +96,18 @@ pub enum OidcError {
     NoName(String),
     #[error("too many sign-ins at once; try again in a moment")]
     Busy,
+    #[error("{0}")]
+    Internal(String),
 }
 
+/// What a flow's cookie carries, sealed.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Flow {
     state: String,
     nonce: String,
     verifier: String,
-    started: Instant,
+    /// Unix seconds after which it is refused.
+    until: u64,
 }
 
 struct Known {
@@ -117,7 +123,8 @@ pub struct Provider {
     known: tokio::sync::Mutex<Option<Known>>,
     /// When the keys were last fetched for a key not among them.
     forced: Mutex<Option<Instant>>,
-    flows: Mutex<HashMap<String, Flow>>,
+    /// Seals the flow cookies.
+    seal: ring::aead::LessSafeKey,
     reach: Mutex<Option<Reach>>,
     probing: AtomicBool,
 }
@@ -213,7 +220,15 @@ impl Provider {
             turns: Arc::new(tokio::sync::Semaphore::new(TURNS)),
             known: tokio::sync::Mutex::new(None),
             forced: Mutex::new(None),
-            flows: Mutex::new(HashMap::new()),
+            seal: {
+                let mut key = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                    .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
+                ring::aead::LessSafeKey::new(
+                    ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key)
+                        .map_err(|_| anyhow::anyhow!("an AES-256-GCM key"))?,
+                )
+            },
             reach: Mutex::new(None),
             probing: AtomicBool::new(false),
         })
@@ -265,6 +280,25 @@ impl Provider {
         let found =
             ProviderMetadataWithLogout::discover_async(issuer, &move |r| send(http.clone(), r))
                 .await;
+        let found = found.map_err(|e| chain(&e)).and_then(|m| {
+            // The code, the client secret and the keys must not cross the network in clear.
+            let mut urls = vec![
+                ("authorization_endpoint", m.authorization_endpoint().url().clone()),
+                ("jwks_uri", m.jwks_uri().url().clone()),
+            ];
+            if let Some(t) = m.token_endpoint() {
+                urls.push(("token_endpoint", t.url().clone()));
+            }
+            if let Some(e) = &m.additional_metadata().end_session_endpoint {
+                urls.push(("end_session_endpoint", e.url().clone()));
+            }
+            match urls.into_iter().find(|(_, u)| u.scheme() != "https") {
+                Some((name, u)) => Err(format!(
+                    "its discovery document names {name} {u}, which is not https; nothing is sent there"
+                )),
+                None => Ok(m),
+            }
+        });
         match found {
             Ok(metadata) => {
                 self.note(true, None);
@@ -274,8 +308,7 @@ impl Provider {
                 });
                 Ok(metadata)
             }
-            Err(e) => {
-                let why = chain(&e);
+            Err(why) => {
                 self.note(false, Some(why.clone()));
                 Err(self.unreachable(why))
             }
@@ -362,43 +395,67 @@ impl Provider {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let (url, state, nonce) = request.url();
-        let id = crate::digest::random_secret().map_err(|e| OidcError::Invalid(e.to_string()))?;
-        let now = Instant::now();
-        let mut flows = self.flows.lock().expect("not poisoned");
-        flows.retain(|_, f| now.duration_since(f.started) < FLOW_TTL);
-        while flows.len() >= MAX_FLOWS {
-            let Some(oldest) = flows
-                .iter()
-                .min_by_key(|(_, f)| f.started)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            flows.remove(&oldest);
-        }
-        flows.insert(
-            key(&id),
-            Flow {
-                state: state.secret().clone(),
-                nonce: nonce.secret().clone(),
-                verifier: verifier.secret().clone(),
-                started: now,
-            },
-        );
+        let flow = Flow {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            until: unix_now() + FLOW_TTL.as_secs(),
+        };
+        let id = self.seal(&flow)?;
         Ok((id, url.to_string()))
+    }
+
+    /// Seals a flow into a cookie value: base64url of the nonce and the sealed JSON.
+    fn seal(&self, flow: &Flow) -> Result<String, OidcError> {
+        use base64::Engine;
+        let mut nonce = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).map_err(
+            |_| OidcError::Internal("no random numbers from the operating system".into()),
+        )?;
+        let mut data = serde_json::to_vec(flow).map_err(|e| OidcError::Internal(e.to_string()))?;
+        self.seal
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(FLOW_COOKIE),
+                &mut data,
+            )
+            .map_err(|_| OidcError::Internal("sealing a flow".into()))?;
+        let mut all = nonce.to_vec();
+        all.extend_from_slice(&data);
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(all))
+    }
+
+    /// The flow a cookie value seals, when it is this server's, not expired, and its state is
+    /// `state` (compared in constant time).
+    fn open(&self, cookie: &str, state: &str) -> Result<Flow, OidcError> {
+        use base64::Engine;
+        let mut all = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cookie.as_bytes())
+            .map_err(|_| OidcError::UnknownFlow)?;
+        if all.len() < 12 + 16 || all.len() > 4096 {
+            return Err(OidcError::UnknownFlow);
+        }
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&all[..12]);
+        let plain = self
+            .seal
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(FLOW_COOKIE),
+                &mut all[12..],
+            )
+            .map_err(|_| OidcError::UnknownFlow)?;
+        let flow: Flow = serde_json::from_slice(plain).map_err(|_| OidcError::UnknownFlow)?;
+        if flow.until < unix_now() || !super::auth::same(state.as_bytes(), flow.state.as_bytes()) {
+            return Err(OidcError::UnknownFlow);
+        }
+        Ok(flow)
     }
 
     /// Finishes the flow `flow` (the browser's cookie) with the provider's answer: the code is
     /// exchanged, the ID token checked, and its groups give the role.
     pub async fn finish(&self, flow: &str, state: &str, code: &str) -> Result<OidcUser, OidcError> {
-        // Taken whatever happens next: a flow is used once.
-        let taken = self.flows.lock().expect("not poisoned").remove(&key(flow));
-        let Some(flow) = taken.filter(|f| f.started.elapsed() < FLOW_TTL) else {
-            return Err(OidcError::UnknownFlow);
-        };
-        if !super::auth::same(state.as_bytes(), flow.state.as_bytes()) {
-            return Err(OidcError::UnknownFlow);
-        }
+        let flow = self.open(flow, state)?;
         let (_turn, metadata) = self.turn_and_metadata().await?;
         let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let client = self.client(metadata)?;
@@ -456,10 +513,16 @@ impl Provider {
         let name = claims
             .preferred_username()
             .map(|n| n.as_str().to_string())
-            .or_else(|| claims.email().map(|e| e.as_str().to_string()))
+            // An address the provider has not verified could be anyone's.
+            .or_else(|| {
+                claims
+                    .email()
+                    .filter(|_| claims.email_verified() == Some(true))
+                    .map(|e| e.as_str().to_string())
+            })
             .ok_or_else(|| {
                 OidcError::NoName(
-                    "the provider gave neither a preferred_username nor an email for your account; ask your IT to release one of them to this server".into(),
+                    "the provider gave neither a preferred_username nor a verified email for your account; ask your IT to release one of them to this server".into(),
                 )
             })?;
         let name = super::directory::canonical_name(&name).ok_or_else(|| {
@@ -520,8 +583,10 @@ const SIGNING_ALGS: &[CoreJwsSigningAlgorithm] = &[
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
-fn key(flow: &str) -> String {
-    crate::digest::hex(ring::digest::digest(&ring::digest::SHA256, flow.as_bytes()).as_ref())
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An error with its sources, on one line.
@@ -645,6 +710,7 @@ fn status_of(e: &OidcError) -> StatusCode {
         | OidcError::NoName(_) => StatusCode::FORBIDDEN,
         OidcError::Invalid(_) => StatusCode::BAD_GATEWAY,
         OidcError::Busy => StatusCode::TOO_MANY_REQUESTS,
+        OidcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -658,20 +724,40 @@ fn not_offered() -> Response {
 }
 
 /// `GET /auth/oidc/start`: a new flow, and the browser sent to the provider.
-pub async fn start(State(admin): State<SignIn>) -> Response {
+pub async fn start(State(admin): State<SignIn>, headers: HeaderMap) -> Response {
     let Some(provider) = admin.oidc.clone() else {
         return not_offered();
     };
+    // Only a page a person opens starts a flow: not an image or a script of another site's.
+    if headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| d != "document")
+    {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Not signed in",
+            "a sign-in starts from the sign-in page, opened in the browser",
+            None,
+        );
+    }
     match provider.start().await {
         Ok((id, url)) => {
+            let (Ok(location), Ok(cookie)) = (
+                HeaderValue::from_str(&url),
+                HeaderValue::from_str(&flow_cookie(Some(&id))),
+            ) else {
+                return page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Company sign-in unavailable",
+                    "the provider's authorization address cannot be sent to a browser; its details are in plantd's log",
+                    None,
+                );
+            };
             let mut r = StatusCode::SEE_OTHER.into_response();
             let h = r.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&url) {
-                h.insert(header::LOCATION, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&flow_cookie(Some(&id))) {
-                h.insert(header::SET_COOKIE, v);
-            }
+            h.insert(header::LOCATION, location);
+            h.insert(header::SET_COOKIE, cookie);
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(
                 header::REFERRER_POLICY,
@@ -721,20 +807,17 @@ pub async fn callback(
     let outcome = match query {
         // Not an answer of the provider's: as a flow not started here.
         Err(_) => Err(OidcError::UnknownFlow),
+        // The provider's refusal, when it answers a flow of this browser's (else anyone could
+        // show their text on this server's page).
         Ok(Query(Answer {
             error: Some(error),
             error_description,
+            state: Some(state),
             ..
-        })) => {
-            // The flow is over all the same.
-            provider
-                .flows
-                .lock()
-                .expect("not poisoned")
-                .remove(&key(&flow));
-            let error: String = error.chars().take(200).collect();
+        })) if provider.open(&flow, &state).is_ok() => {
+            let error: String = error.chars().take(100).collect();
             Err(OidcError::Refused(match error_description {
-                Some(d) => format!("{error} ({})", d.chars().take(300).collect::<String>()),
+                Some(d) => format!("{error} ({})", d.chars().take(200).collect::<String>()),
                 None => error,
             }))
         }
@@ -871,6 +954,43 @@ mod tests {
             viewer: vec!["staff".into()],
             plants: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_flow_cookie_opens_only_here_unaltered_in_time_and_with_its_state() {
+        let dir = std::env::temp_dir().join(format!("plantd-oidc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let mut c = config();
+        c.client_secret_file = secret;
+        let p = Provider::new(c.clone()).unwrap();
+        let other = Provider::new(c).unwrap();
+        let flow = |until: u64| Flow {
+            state: "the-state".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            until,
+        };
+        let sealed = p.seal(&flow(unix_now() + 60)).unwrap();
+        assert_eq!(p.open(&sealed, "the-state").unwrap().verifier, "v");
+        for (cookie, state) in [
+            (sealed.as_str(), "another-state"),
+            (sealed.as_str(), ""),
+            (&sealed[..sealed.len() - 2], "the-state"),
+            ("", "the-state"),
+            ("not base64 !", "the-state"),
+        ] {
+            assert!(
+                matches!(p.open(cookie, state), Err(OidcError::UnknownFlow)),
+                "{cookie:?} {state:?}"
+            );
+        }
+        // Another server's (or this one's before a restart), and an expired one.
+        assert!(other.open(&sealed, "the-state").is_err());
+        let old = p.seal(&flow(unix_now() - 1)).unwrap();
+        assert!(p.open(&old, "the-state").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

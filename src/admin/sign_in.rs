@@ -755,13 +755,19 @@ async fn directory_sign_in(
         }
         // Counted all the same: otherwise a stranger could try passwords of every company
         // account through here without a lockout, this answer telling the right ones.
-        Err(e @ DirectoryError::NoPlants { .. }) => Err(AdminError::Forbidden(e.to_string())),
         Err(DirectoryError::NoRole { dn, mapped }) => {
             tracing::warn!(dn = %dn, mapped = %mapped, "a directory user of no mapped group was refused");
             Err(AdminError::Forbidden(
                 "your company account is in none of the groups that give a role on this server; ask your IT to add you to one"
                     .into(),
             ))
+        }
+        // At the hub, a role but no plants: as for no role.
+        Err(e @ DirectoryError::NoPlants { .. }) => {
+            if let DirectoryError::NoPlants { dn } = &e {
+                tracing::warn!(dn = %dn, "a directory user of no group given plants was refused");
+            }
+            Err(AdminError::Forbidden(e.to_string()))
         }
         // Not the user's doing: not held against the name.
         Err(e @ DirectoryError::Unreachable { .. }) => {

@@ -293,23 +293,32 @@ pub async fn audit(
             .store()
             .await
             .map_err(|e| busy_or_down(e, "retrying"))?;
-        store.hub_audit_log(limit).await.map_err(unavailable)
+        // A user who sees some plants reads what was done to those: read deeper, then filter.
+        let read = if caller.plants.is_some() { 1000 } else { limit };
+        let mut entries = store.hub_audit_log(read).await.map_err(unavailable)?;
+        if caller.plants.is_some() {
+            entries.retain(|e| plant_of_entry(e).is_some_and(|p| caller.sees(p)));
+            entries.truncate(usize::try_from(limit).unwrap_or(100));
+        }
+        Ok(entries)
     };
     match read.await {
-        Ok(mut entries) => {
-            // A user who sees some plants reads what was done to those only.
-            if caller.plants.is_some() {
-                entries.retain(|e| {
-                    e.target.as_deref().is_some_and(|t| {
-                        let plant = t.split(' ').next().unwrap_or(t);
-                        caller.sees(plant)
-                    })
-                });
-            }
-            Json(json!({ "entries": entries })).into_response()
-        }
+        Ok(entries) => Json(json!({ "entries": entries })).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The plant an audit entry is about: the first word of the target of a plant's action (its
+/// central apply's remedies, remote actions, enrollment tokens); `None` for what spans the
+/// fleet (rollouts, releases, API tokens).
+fn plant_of_entry(e: &crate::hub::store::HubAuditEntry) -> Option<&str> {
+    let of_a_plant = ["apply.", "remote.", "plant.", "token."]
+        .iter()
+        .any(|p| e.action.starts_with(p));
+    of_a_plant
+        .then_some(e.target.as_deref())
+        .flatten()
+        .and_then(|t| t.split(' ').next())
 }
 
 fn unavailable(e: anyhow::Error) -> AdminError {

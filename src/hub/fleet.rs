@@ -227,7 +227,13 @@ async fn overview(State(fleet): State<Fleet>, headers: HeaderMap) -> Response {
         };
         let alerts = json!({
             "firing": store.alert_state().await?.firing().filter(|a| of_theirs(&a.subject)).collect::<Vec<_>>(),
-            "history": store.alert_history(None, 50).await?.into_iter().filter(|a| of_theirs(&a.subject)).collect::<Vec<_>>(),
+            "history": store
+                .alert_history(None, if caller.plants.is_some() { 1000 } else { 50 })
+                .await?
+                .into_iter()
+                .filter(|a| of_theirs(&a.subject))
+                .take(50)
+                .collect::<Vec<_>>(),
         });
         anyhow::Ok((plants, rollouts, apply, alerts))
     };

@@ -155,7 +155,7 @@ fn oidc_users_sign_in_through_the_provider_to_their_groups_role() {
         // A callback that is no flow of this browser's, or a flow used twice, signs nobody in.
         let r = server
             .get(format!("{base}/auth/oidc/callback?code=x&state=y"))
-            .header("cookie", "plantd_oidc=made-up")
+            .header("cookie", "__Secure-plantd_oidc=made-up")
             .send()
             .await
             .unwrap();
@@ -165,6 +165,27 @@ fn oidc_users_sign_in_through_the_provider_to_their_groups_role() {
             .get_all("set-cookie")
             .iter()
             .all(|c| !c.to_str().unwrap().starts_with("plantd_session=")));
+
+        // A refusal that answers no flow of this browser's shows nobody's text on this server's
+        // page; and only a page a person opens starts a flow (not another site's image).
+        let r = server
+            .get(format!(
+                "{base}/auth/oidc/callback?error=access_denied&error_description=Call%20555-0100%20now&state=x"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let page = r.text().await.unwrap();
+        assert!(!page.contains("555-0100") && page.contains("not started here"), "{page}");
+        let r = server
+            .get(format!("{base}/auth/oidc/start"))
+            .header("sec-fetch-dest", "image")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get("set-cookie").is_none());
 
         // A key turned over: the new key is fetched and taken.
         idp.rotate();

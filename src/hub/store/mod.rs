@@ -22,7 +22,7 @@ use crate::replication::hub::Refusal;
 use crate::replication::wire::Entry;
 pub(in crate::hub) use releases::images_of;
 pub use releases::IMAGE_CHUNK;
-pub use remote::{NotCreated, RemoteActionRow};
+pub use remote::{HubAuditEntry, NotCreated, RemoteActionRow};
 
 const MIGRATIONS: &[&str] = &[
     // 1: plants, their enrollment tokens and their transactions.

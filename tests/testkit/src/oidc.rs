@@ -219,7 +219,7 @@ impl Provider {
             let status = r.status();
             return (status, r.text().await.unwrap(), None, started.elapsed());
         }
-        let flow = cookie_of(&r, "plantd_oidc").expect("the flow cookie");
+        let flow = cookie_of(&r, "__Secure-plantd_oidc").expect("the flow cookie");
         let to_provider = r.headers()["location"].to_str().unwrap().to_string();
         assert!(
             to_provider.starts_with(&idp.origin())
